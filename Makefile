@@ -1,0 +1,39 @@
+# Two commands take a fresh clone to working (README): `make build` and `make test`.
+# Both create .venv and install the pinned set-up (requirements/dev.txt) on first use.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup build test test-slow lint generate bench clean
+
+$(STAMP): requirements/dev.txt pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements/dev.txt
+	$(BIN)/pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+build: $(STAMP)
+	$(BIN)/archc build specs/mobilenet.yaml --backend torch -o build/
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/pytest -q -m "not slow"
+
+test-slow: $(STAMP)
+	$(BIN)/pytest -q -m slow
+
+generate: $(STAMP)
+	$(BIN)/archc generate specs/mobilenet.yaml --backend torch -o generated/
+	$(BIN)/archc generate specs/mobilenet.yaml --backend keras -o generated/
+	$(BIN)/archc generate specs/mobilenet.yaml --backend torch --width 0.5 --resolution 160 -o generated/
+	$(BIN)/archc generate specs/mobilenet.yaml --backend keras --width 0.5 --resolution 160 -o generated/
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_cli.py
+
+clean:
+	rm -rf $(VENV) build

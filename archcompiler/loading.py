@@ -1,0 +1,133 @@
+"""Spec loading: YAML text -> validated :class:`~archcompiler.spec.Spec`, or one located error.
+
+Pydantic reports errors as ``loc`` tuples that include discriminator tags; this module maps
+them back onto the YAML document so the message names the line, column and spec path the
+user wrote, and phrases them as ``path: what was expected (got what)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from .source import Source, SpecError, did_you_mean, format_path, parse_text, read_source, short_repr
+from .spec import ALL_FIELD_NAMES, OP_LAYERS, Spec, layer_tag
+
+
+@dataclass(frozen=True)
+class LoadedSpec:
+    """A validated spec together with the document it came from (for error locations)."""
+
+    spec: Spec
+    source: Source
+
+    @property
+    def file(self) -> str:
+        return self.source.file
+
+
+def _data_path(data: Any, loc: tuple[Any, ...]) -> tuple[tuple[str | int, ...], bool]:
+    """Map a pydantic loc onto a path in the YAML data, dropping union tags.
+
+    Returns the path and whether it names a mapping key (for unknown/missing keys).
+    """
+    path: list[str | int] = []
+    cur = data
+    after_index = False
+    is_key = False
+    for part in loc:
+        if part == "[key]":
+            is_key = True
+            break
+        if after_index and isinstance(cur, dict) and isinstance(part, str) and part == layer_tag(cur):
+            after_index = False
+            continue  # the discriminator tag pydantic inserts after a list index
+        after_index = False
+        if isinstance(cur, list) and isinstance(part, int) and 0 <= part < len(cur):
+            path.append(part)
+            cur = cur[part]
+            after_index = True
+            continue
+        if isinstance(cur, dict) and part in cur:
+            path.append(part)
+            cur = cur[part]
+            continue
+        if isinstance(cur, dict) and isinstance(part, str):
+            # blocks: {name: {...}} - a dict of models keyed by user names
+            path.append(part)
+            is_key = True
+            break
+        path.append(part)
+        break
+    return tuple(path), is_key
+
+
+def _message(err: dict[str, Any]) -> str:
+    etype = err["type"]
+    loc = err["loc"]
+    last = loc[-1] if loc else ""
+    got = f" (got {short_repr(err.get('input'))})" if "input" in err else ""
+    if etype == "extra_forbidden":
+        return f"unknown key {last!r}{did_you_mean(str(last), ALL_FIELD_NAMES)}"
+    if etype == "missing":
+        return f"missing required key {last!r}"
+    if etype == "union_tag_invalid":
+        tag = err.get("ctx", {}).get("tag")
+        if tag == "block":
+            return "a block cannot call another block (only ops are allowed inside blocks)"
+        return f"unknown op {tag!r}{did_you_mean(str(tag), OP_LAYERS)}; known ops: {', '.join(OP_LAYERS)}"
+    if etype == "union_tag_not_found":
+        if not isinstance(err.get("input"), dict):
+            return f"expected a layer mapping with 'op' (or 'block'){got}"
+        return "a layer needs 'op' (or 'block' to use a block)"
+    if etype == "literal_error":
+        expected = err.get("ctx", {}).get("expected", "")
+        if last == "op":
+            return f"unknown op {err.get('input')!r}{did_you_mean(str(err.get('input')), OP_LAYERS)}"
+        return f"expected {expected}{got}"
+    msg: str = err["msg"]
+    for prefix in ("Input should be ", "Value error, "):
+        if msg.startswith(prefix):
+            msg = "expected " + msg[len(prefix) :]
+    if msg and msg[0].isupper():
+        msg = msg[0].lower() + msg[1:]
+    return f"{msg}{got}"
+
+
+def _translate(exc: ValidationError, source: Source) -> SpecError:
+    errors = exc.errors(include_url=False)
+    # Prefer the most specific error: the deepest loc; pydantic lists union branches in order.
+    err = max(errors, key=lambda e: len(e["loc"]))
+    if any(e["type"] in ("union_tag_invalid", "extra_forbidden", "missing") for e in errors):
+        err = next(e for e in errors if e["type"] in ("union_tag_invalid", "extra_forbidden", "missing"))
+    path, is_key = _data_path(source.data, tuple(err["loc"]))
+    if err["type"] == "extra_forbidden":
+        is_key = True
+    if err["type"] == "missing":
+        # point at the mapping that lacks the key
+        line, col = source.locate(path[:-1])
+        return SpecError(_message(err), file=source.file, line=line, col=col, path=format_path(path))
+    line, col = source.locate(path, key=is_key)
+    return SpecError(_message(err), file=source.file, line=line, col=col, path=format_path(path))
+
+
+def validate(source: Source) -> LoadedSpec:
+    """Validate parsed YAML against the spec models."""
+    try:
+        spec = Spec.model_validate(source.data)
+    except ValidationError as exc:
+        raise _translate(exc, source) from None
+    return LoadedSpec(spec=spec, source=source)
+
+
+def load(path: str | Path) -> LoadedSpec:
+    """Read, parse and validate a spec file. Every failure is a :class:`SpecError`."""
+    return validate(read_source(path))
+
+
+def load_text(text: str, file: str = "<spec>") -> LoadedSpec:
+    """Parse and validate spec text (tests and notebooks)."""
+    return validate(parse_text(text, file))

@@ -1,0 +1,250 @@
+"""YAML loading that remembers where every value came from, and error rendering.
+
+Why not ``yaml.safe_load``: it forgets positions, and it reads YAML 1.1 (``1e-3`` is a
+string there, ``no`` is ``False``). We compose the node tree with PyYAML's safe composer,
+then build plain Python values ourselves with YAML 1.2 core-schema scalars, refuse any
+explicit tag (``!!python/object`` and friends never construct anything), refuse duplicate
+keys, and record ``path -> (line, col)`` for every node so schema and lowering errors can
+point at the text that caused them.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PathT = tuple[str | int, ...]
+
+
+class SpecError(Exception):
+    """A user-facing error: one line, with a location. The CLI prints it and exits 2."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str = "<spec>",
+        line: int | None = None,
+        col: int | None = None,
+        path: str = "",
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.file = file
+        self.line = line
+        self.col = col
+        self.path = path
+
+    def __str__(self) -> str:
+        loc = self.file
+        if self.line is not None:
+            loc += f":{self.line}:{self.col or 1}"
+        where = f" {self.path}:" if self.path else ""
+        return f"{loc}:{where} {self.message}"
+
+
+def format_path(path: Sequence[str | int]) -> str:
+    """``('layers', 3, 'stride')`` -> ``layers[3].stride``."""
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """A ' (did you mean 'x'?)' suffix, or '' when nothing is close."""
+    match = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+def short_repr(value: Any, limit: int = 60) -> str:
+    """repr() cut to one short line, for '(got ...)' suffixes."""
+    text = repr(value)
+    text = text.replace("\n", "\\n")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# YAML 1.2 core schema (https://yaml.org/spec/1.2.2/#1032-tag-resolution).
+_NULL = re.compile(r"^(?:~|null|Null|NULL|)$")
+_BOOL = re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$")
+_INT = re.compile(r"^[-+]?[0-9]+$|^0o[0-7]+$|^0x[0-9a-fA-F]+$")
+_FLOAT = re.compile(
+    r"^[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?$|^[-+]?\.(?:inf|Inf|INF)$|^\.(?:nan|NaN|NAN)$"
+)
+_STANDARD_TAGS = {
+    "tag:yaml.org,2002:str",
+    "tag:yaml.org,2002:int",
+    "tag:yaml.org,2002:float",
+    "tag:yaml.org,2002:bool",
+    "tag:yaml.org,2002:null",
+    "tag:yaml.org,2002:map",
+    "tag:yaml.org,2002:seq",
+}
+
+
+def _plain_scalar(text: str) -> Any:
+    if _NULL.match(text):
+        return None
+    if _BOOL.match(text):
+        return text.lower() == "true"
+    if _INT.match(text):
+        if text.startswith("0o"):
+            return int(text[2:], 8)
+        if text.startswith("0x"):
+            return int(text[2:], 16)
+        return int(text)
+    if _FLOAT.match(text):
+        low = text.lower()
+        if low.endswith(".inf"):
+            return float("-inf") if low.startswith("-") else float("inf")
+        if low == ".nan":
+            return float("nan")
+        return float(text)
+    return text
+
+
+@dataclass
+class Source:
+    """A parsed spec document plus the position of every value in it."""
+
+    file: str
+    data: Any
+    positions: dict[PathT, tuple[int, int]] = field(default_factory=dict)
+    key_positions: dict[PathT, tuple[int, int]] = field(default_factory=dict)
+
+    def locate(self, path: Sequence[str | int], *, key: bool = False) -> tuple[int | None, int | None]:
+        """Line and column of ``path``, falling back to the nearest enclosing node."""
+        p = tuple(path)
+        while True:
+            if key and p in self.key_positions:
+                return self.key_positions[p]
+            if p in self.positions:
+                return self.positions[p]
+            if not p:
+                return None, None
+            p = p[:-1]
+            key = False
+
+    def error(self, path: Sequence[str | int], message: str, *, key: bool = False) -> SpecError:
+        line, col = self.locate(path, key=key)
+        return SpecError(message, file=self.file, line=line, col=col, path=format_path(path))
+
+
+class _Builder:
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self.positions: dict[PathT, tuple[int, int]] = {}
+        self.key_positions: dict[PathT, tuple[int, int]] = {}
+
+    def _err(self, node: yaml.Node, path: PathT, message: str) -> SpecError:
+        return SpecError(
+            message,
+            file=self.file,
+            line=node.start_mark.line + 1,
+            col=node.start_mark.column + 1,
+            path=format_path(path),
+        )
+
+    def build(self, node: yaml.Node, path: PathT, depth: int = 0) -> Any:
+        if depth > 64:
+            raise self._err(node, path, "nesting is too deep (is an alias referring to itself?)")
+        self.positions[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+        explicit = node.tag if node.tag not in _STANDARD_TAGS else None
+        if isinstance(node, yaml.ScalarNode):
+            if explicit is not None:
+                raise self._err(node, path, f"YAML tags are not allowed (got {node.tag!r})")
+            if node.style is None:  # plain scalar: resolve by the YAML 1.2 core schema
+                return _plain_scalar(node.value)
+            if node.tag != "tag:yaml.org,2002:str":
+                # An explicit standard tag such as !!int "3": honour it through the plain rules.
+                value = _plain_scalar(node.value)
+                return value
+            return node.value
+        if explicit is not None:
+            raise self._err(node, path, f"YAML tags are not allowed (got {node.tag!r})")
+        if isinstance(node, yaml.SequenceNode):
+            return [self.build(item, (*path, i), depth + 1) for i, item in enumerate(node.value)]
+        if isinstance(node, yaml.MappingNode):
+            out: dict[str, Any] = {}
+            for key_node, value_node in node.value:
+                if not isinstance(key_node, yaml.ScalarNode):
+                    raise self._err(key_node, path, "mapping keys must be plain names")
+                if key_node.tag not in _STANDARD_TAGS:
+                    raise self._err(key_node, path, f"YAML tags are not allowed (got {key_node.tag!r})")
+                key = key_node.value
+                if key == "<<":
+                    raise self._err(key_node, path, "YAML merge keys ('<<') are not supported; use a block")
+                if key in out:
+                    raise self._err(key_node, (*path, key), f"duplicate key {key!r}")
+                self.key_positions[(*path, key)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+                out[key] = self.build(value_node, (*path, key), depth + 1)
+            return out
+        raise self._err(node, path, "unsupported YAML node")  # pragma: no cover
+
+
+def parse_text(text: str, file: str = "<spec>") -> Source:
+    """Parse YAML text into a Source. Raises SpecError with the YAML error's position."""
+    try:
+        nodes = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        problem = exc.problem or exc.context or "invalid YAML"
+        raise SpecError(
+            f"not valid YAML: {problem}",
+            file=file,
+            line=mark.line + 1 if mark else None,
+            col=mark.column + 1 if mark else None,
+        ) from None
+    except yaml.YAMLError as exc:
+        raise SpecError(f"not valid YAML: {exc}", file=file, line=1, col=1) from None
+    nodes = [n for n in nodes if n is not None]
+    if not nodes:
+        raise SpecError(
+            "the spec is empty (expected a mapping with 'name', 'input' and 'layers')", file=file, line=1, col=1
+        )
+    if len(nodes) > 1:
+        second = nodes[1]
+        raise SpecError(
+            "a spec file holds one YAML document, found several",
+            file=file,
+            line=second.start_mark.line + 1,
+            col=second.start_mark.column + 1,
+        )
+    builder = _Builder(file)
+    data = builder.build(nodes[0], ())
+    if not isinstance(data, dict):
+        raise SpecError(
+            f"the spec must be a mapping with 'name', 'input' and 'layers' (got {type(data).__name__})",
+            file=file,
+            line=nodes[0].start_mark.line + 1,
+            col=nodes[0].start_mark.column + 1,
+        )
+    return Source(file=file, data=data, positions=builder.positions, key_positions=builder.key_positions)
+
+
+def read_source(path: str | Path) -> Source:
+    """Read and parse a spec file; a missing or unreadable file is a SpecError too."""
+    p = Path(path)
+    name = str(path)
+    try:
+        raw = p.read_bytes()
+    except FileNotFoundError:
+        raise SpecError("no such file", file=name) from None
+    except IsADirectoryError:
+        raise SpecError("is a directory, not a spec file", file=name) from None
+    except OSError as exc:
+        raise SpecError(f"cannot read: {exc.strerror}", file=name) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"not UTF-8 text (byte {exc.start})", file=name, line=1, col=1) from None
+    return parse_text(text, name)

@@ -1,0 +1,153 @@
+"""Framework-neutral weights: canonical names, layouts, deterministic init, save and load.
+
+One layout for every backend, chosen to be Keras' (channels-last) so that a checkpoint of
+keras.applications maps onto it by name alone; a backend converts on the way in and out:
+
+==================  ===============================  =========================================
+node                tensor (``<node>.<param>``)       canonical shape
+==================  ===============================  =========================================
+conv2d              kernel, bias                      (kh, kw, in/groups, out), (out,)
+depthwise_conv2d    kernel, bias                      (kh, kw, C, M), (C*M,)
+dense               kernel, bias                      (in, out), (out,)
+batchnorm           gamma, beta, moving_mean,         (C,) each
+                    moving_variance
+==================  ===============================  =========================================
+
+Files are ``.npz`` (numpy, always available) or ``.safetensors`` (if installed).
+numpy is imported lazily so that ``import archcompiler`` stays cheap.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import zlib
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from . import ir
+
+if TYPE_CHECKING:
+    import numpy as np
+
+Weights = dict[str, "np.ndarray"]
+
+
+class WeightError(ValueError):
+    """A weights file that does not fit the graph: names the tensor at fault."""
+
+
+def expected(graph: ir.Graph) -> dict[str, tuple[int, ...]]:
+    """Every tensor the graph needs, with its canonical shape, in node order."""
+    out: dict[str, tuple[int, ...]] = {}
+    for n in graph.nodes:
+        if isinstance(n, ir.Conv2D):
+            out[f"{n.name}.kernel"] = (*n.kernel, n.in_channels // n.groups, n.filters)
+            if n.use_bias:
+                out[f"{n.name}.bias"] = (n.filters,)
+        elif isinstance(n, ir.DepthwiseConv2D):
+            out[f"{n.name}.kernel"] = (*n.kernel, n.in_channels, n.multiplier)
+            if n.use_bias:
+                out[f"{n.name}.bias"] = (n.in_channels * n.multiplier,)
+        elif isinstance(n, ir.Dense):
+            out[f"{n.name}.kernel"] = (n.in_features, n.units)
+            if n.use_bias:
+                out[f"{n.name}.bias"] = (n.units,)
+        elif isinstance(n, ir.BatchNorm):
+            if n.scale:
+                out[f"{n.name}.gamma"] = (n.channels,)
+            if n.center:
+                out[f"{n.name}.beta"] = (n.channels,)
+            out[f"{n.name}.moving_mean"] = (n.channels,)
+            out[f"{n.name}.moving_variance"] = (n.channels,)
+    return out
+
+
+def check(graph: ir.Graph, weights: Weights, *, origin: str = "weights") -> None:
+    """Raise WeightError on a missing, unexpected or misshapen tensor (the first, by name)."""
+    want = expected(graph)
+    for name, shape in want.items():
+        if name not in weights:
+            raise WeightError(f"{origin}: missing tensor {name!r} (shape {shape})")
+        got = tuple(weights[name].shape)
+        if got != shape:
+            raise WeightError(f"{origin}: tensor {name!r} has shape {got}, expected {shape}")
+    extra = [k for k in weights if k not in want]
+    if extra:
+        raise WeightError(
+            f"{origin}: unexpected tensor {extra[0]!r}" + (f" (and {len(extra) - 1} more)" if len(extra) > 1 else "")
+        )
+
+
+def init(graph: ir.Graph, seed: int = 0) -> Weights:
+    """Deterministic, non-trivial weights: He-scaled kernels, BN statistics away from 0 and 1.
+
+    Each tensor's stream depends only on the seed and the tensor's name, so adding a layer
+    does not change the others. Non-trivial BN statistics matter for parity: with mean 0
+    and variance 1 a backend that ignored them would still pass.
+    """
+    import numpy as np
+
+    out: Weights = {}
+    for name, shape in expected(graph).items():
+        rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
+        node_name, param = name.rsplit(".", 1)
+        if param == "kernel":
+            depthwise = isinstance(graph[node_name], ir.DepthwiseConv2D)
+            fan_in = shape[0] * shape[1] if depthwise else int(np.prod(shape[:-1]))
+            arr = rng.normal(0.0, np.sqrt(2.0 / max(fan_in, 1)), size=shape)
+        elif param == "bias":
+            arr = rng.normal(0.0, 0.1, size=shape)
+        elif param == "gamma":
+            arr = rng.uniform(0.5, 1.5, size=shape)
+        elif param == "beta" or param == "moving_mean":
+            arr = rng.normal(0.0, 0.2, size=shape)
+        else:  # moving_variance
+            arr = rng.uniform(0.5, 2.0, size=shape)
+        out[name] = arr.astype(np.float32)
+    return out
+
+
+def save(weights: Weights, path: str | Path) -> Path:
+    """Write atomically (temp file + rename): a failed write leaves nothing behind."""
+    import numpy as np
+
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        if p.suffix == ".safetensors":
+            from safetensors.numpy import save_file
+
+            save_file({k: np.ascontiguousarray(v) for k, v in weights.items()}, tmp)
+        elif p.suffix == ".npz":
+            with open(tmp, "wb") as fh:
+                np.savez(fh, **weights)
+        else:
+            raise WeightError(f"{p}: unknown weights format {p.suffix!r} (use .npz or .safetensors)")
+        os.replace(tmp, p)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return p
+
+
+def load(path: str | Path) -> Weights:
+    """Read a .npz or .safetensors weights file."""
+    import numpy as np
+
+    p = Path(path)
+    if not p.is_file():
+        raise WeightError(f"{p}: no such weights file")
+    try:
+        if p.suffix == ".safetensors":
+            from safetensors.numpy import load_file
+
+            return dict(load_file(str(p)))
+        if p.suffix == ".npz":
+            with np.load(p, allow_pickle=False) as data:
+                return {k: data[k] for k in data.files}
+    except (OSError, ValueError) as exc:
+        raise WeightError(f"{p}: cannot read weights ({exc})") from None
+    raise WeightError(f"{p}: unknown weights format {p.suffix!r} (use .npz or .safetensors)")
