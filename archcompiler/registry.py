@@ -56,7 +56,8 @@ class Backend(ABC):
     """IR op -> handler. Builder and emitter read the same table (see ``ops``)."""
     capabilities: ClassVar[frozenset[str]] = frozenset()
     """Among "build", "weights", "run", "train", "save", "emit"."""
-    model_suffix: ClassVar[str] = ""
+    foreign_weight_suffixes: ClassVar[tuple[str, ...]] = ()
+    """Framework weight files this backend can read into canonical weights (e.g. ".h5")."""
 
     @property
     def ops(self) -> frozenset[str]:
@@ -100,6 +101,10 @@ class Backend(ABC):
         """Write the model in the framework's own format; return the files written."""
         raise BackendError(f"backend {self.name!r} cannot save models")
 
+    def read_foreign_weights(self, path: Path, graph: ir.Graph) -> Weights:
+        """Canonical weights from a framework's own weight file (see foreign_weight_suffixes)."""
+        raise BackendError(f"backend {self.name!r} reads no foreign weight files")
+
     def emit(self, graph: ir.Graph) -> str:
         """Standalone source code for the model (Jinja2)."""
         raise BackendError(f"backend {self.name!r} cannot generate source code")
@@ -140,3 +145,25 @@ def get_backend(name: str) -> Backend:
     raise BackendError(
         f"unknown backend {name!r}{did_you_mean(name, available())}; available: {', '.join(available())}"
     )
+
+
+def read_weights(path: str | Path, graph: ir.Graph) -> Weights:
+    """Canonical weights from ``.npz``/``.safetensors``, or from a framework file (``.h5``)
+    through the first backend that declares its suffix; checked against ``graph``."""
+    from . import weights
+
+    p = Path(path)
+    if p.suffix in (".npz", ".safetensors"):
+        w = weights.load(p)
+    else:
+        for name in available():
+            cls_backend = get_backend(name)
+            if p.suffix in cls_backend.foreign_weight_suffixes:
+                if not p.is_file():
+                    raise weights.WeightError(f"{p}: no such weights file")
+                w = cls_backend.read_foreign_weights(p, graph)
+                break
+        else:
+            raise weights.WeightError(f"{p}: unknown weights format {p.suffix!r} (use .npz, .safetensors or .h5)")
+    weights.check(graph, w, origin=str(p))
+    return w

@@ -1,0 +1,109 @@
+"""Cross-framework parity: one IR, one set of weights, one input, every backend, every node.
+
+The same canonical weights (:func:`archcompiler.weights.init`, with non-trivial BatchNorm
+statistics) go into every backend through the portable format, the same random NHWC input
+is run in eval mode in float32, and every node's output is compared with the first
+backend's. The report names the first node that diverges, which is where a layout or
+padding bug shows itself (later nodes only inherit the error).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from . import ir, weights
+from .registry import BUILTIN, Backend, get_backend
+
+
+@dataclass(frozen=True)
+class NodeDiff:
+    node: str
+    op: str
+    max_abs: float
+    max_rel: float
+    ok: bool
+
+
+@dataclass(frozen=True)
+class ParityReport:
+    graph: ir.Graph
+    backends: tuple[str, ...]
+    atol: float
+    rtol: float
+    diffs: tuple[NodeDiff, ...]
+    logits: str
+    """The node compared as the logits: the input of a final softmax, else the output."""
+
+    @property
+    def ok(self) -> bool:
+        return all(d.ok for d in self.diffs)
+
+    @property
+    def first_failure(self) -> NodeDiff | None:
+        return next((d for d in self.diffs if not d.ok), None)
+
+    def diff(self, node: str) -> NodeDiff:
+        return next(d for d in self.diffs if d.node == node)
+
+
+def logits_node(graph: ir.Graph) -> str:
+    out = graph[graph.output]
+    return out.inputs[0] if isinstance(out, ir.Softmax) else out.name
+
+
+def ordered(names: Sequence[str]) -> list[str]:
+    """Built-ins in registry order (PyTorch must be imported before TensorFlow in one
+    process, DESIGN.md pitfalls), then plug-ins as given."""
+    builtin = [b for b in BUILTIN if b in names]
+    return builtin + [n for n in names if n not in BUILTIN]
+
+
+def parity(
+    graph: ir.Graph,
+    backends: Sequence[str] = ("torch", "keras"),
+    *,
+    atol: float = 1e-5,
+    rtol: float = 1e-5,
+    seed: int = 0,
+    batch: int = 2,
+    instances: dict[str, Backend] | None = None,
+) -> ParityReport:
+    """Compare every node of ``graph`` across ``backends`` (the first is the reference).
+
+    A node passes when every element satisfies ``|x - ref| <= atol + rtol * |ref|`` (numpy's
+    allclose rule), so that large intermediate activations are judged by their scale.
+    """
+    import numpy as np
+
+    names = ordered(list(dict.fromkeys(backends)))
+    if len(names) < 2:
+        raise ValueError("parity needs at least two backends")
+    w = weights.init(graph, seed)
+    rng = np.random.default_rng(seed)
+    x = rng.normal(0.0, 1.0, size=(batch, *graph.input_shape)).astype(np.float32)
+    everything = [n.name for n in graph.nodes]
+    outputs: dict[str, dict[str, np.ndarray]] = {}
+    for name in names:
+        backend = (instances or {}).get(name) or get_backend(name)
+        model = backend.build(graph)
+        backend.verify(graph, model)
+        backend.set_weights(graph, model, w)
+        outputs[name] = backend.run(graph, model, x, everything)
+    ref = outputs[names[0]]
+    diffs = []
+    for node in graph.nodes:
+        worst_abs, worst_rel, ok = 0.0, 0.0, True
+        r = ref[node.name].astype(np.float64)
+        for other in names[1:]:
+            o = outputs[other][node.name].astype(np.float64)
+            if o.shape != r.shape:
+                diffs.append(NodeDiff(node.name, node.op, float("inf"), float("inf"), False))
+                break
+            d = np.abs(o - r)
+            worst_abs = max(worst_abs, float(d.max(initial=0.0)))
+            worst_rel = max(worst_rel, float((d / np.maximum(np.abs(r), 1e-12)).max(initial=0.0)))
+            ok = ok and bool(np.all(d <= atol + rtol * np.abs(r)))
+        else:
+            diffs.append(NodeDiff(node.name, node.op, worst_abs, worst_rel, ok))
+    return ParityReport(graph, tuple(names), atol, rtol, tuple(diffs), logits_node(graph))
