@@ -353,10 +353,14 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 def cmd_parity(args: argparse.Namespace) -> int:
     from .parity import parity
+    from .registry import BackendError, require
 
     loaded, graph = _lower(args)
-    for name in args.backends:
-        _backend(loaded, name)  # unknown names fail here, before any framework work
+    for name in args.backends:  # unknown names fail here, before any framework is imported
+        try:
+            require(name)
+        except BackendError as exc:
+            raise SpecError(str(exc), file=loaded.file, path="--backends") from None
     if len(args.backends) < 2:
         raise UsageError("--backends: parity needs at least two backends")
     rep = parity(graph, args.backends, atol=args.atol, rtol=args.rtol, seed=args.seed)

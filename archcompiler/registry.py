@@ -30,6 +30,10 @@ BUILTIN: dict[str, str] = {
     "keras": "archcompiler.backends.keras:KerasBackend",
 }
 
+FOREIGN_WEIGHTS: dict[str, str] = {".h5": "keras"}
+"""Framework weight files a built-in backend reads, by suffix (so that looking one up imports
+only that backend). Plug-ins declare theirs in ``Backend.foreign_weight_suffixes``."""
+
 
 class BackendError(Exception):
     """A backend could not do what was asked; the message names the node or tensor."""
@@ -119,13 +123,25 @@ def available() -> list[str]:
     return sorted(set(BUILTIN) | set(_external()))
 
 
+def require(name: str) -> None:
+    """Raise BackendError for a name no built-in or plug-in answers to (imports nothing)."""
+    if name not in available():
+        from .source import did_you_mean
+
+        names = available()
+        raise BackendError(f"unknown backend {name!r}{did_you_mean(name, names)}; available: {', '.join(names)}")
+
+
 def get_backend(name: str) -> Backend:
     """Instantiate backend ``name``; its framework is imported only now."""
+    require(name)
     if name in BUILTIN:
         module, _, attr = BUILTIN[name].partition(":")
         try:
             cls = getattr(importlib.import_module(module), attr)
-        except ImportError as exc:
+        except (ImportError, AttributeError) as exc:
+            if isinstance(exc, AttributeError):
+                raise BackendError(f"backend {name!r} is broken: {exc}") from None
             raise BackendError(
                 f"backend {name!r} needs a package that is not installed ({exc.name}); pip install 'archc[{name}]'"
             ) from None
@@ -140,11 +156,7 @@ def get_backend(name: str) -> Backend:
         if not isinstance(backend, Backend):
             raise BackendError(f"backend {name!r} ({ext[name].value}) is not an archcompiler Backend")
         return backend
-    from .source import did_you_mean
-
-    raise BackendError(
-        f"unknown backend {name!r}{did_you_mean(name, available())}; available: {', '.join(available())}"
-    )
+    raise AssertionError("unreachable: require() checked the name")
 
 
 def read_weights(path: str | Path, graph: ir.Graph) -> Weights:
@@ -156,14 +168,15 @@ def read_weights(path: str | Path, graph: ir.Graph) -> Weights:
     if p.suffix in (".npz", ".safetensors"):
         w = weights.load(p)
     else:
-        for name in available():
-            cls_backend = get_backend(name)
-            if p.suffix in cls_backend.foreign_weight_suffixes:
-                if not p.is_file():
-                    raise weights.WeightError(f"{p}: no such weights file")
-                w = cls_backend.read_foreign_weights(p, graph)
-                break
-        else:
+        candidates = [FOREIGN_WEIGHTS[p.suffix]] if p.suffix in FOREIGN_WEIGHTS else sorted(_external())
+        reader = next(
+            (b for b in map(get_backend, candidates) if p.suffix in b.foreign_weight_suffixes),
+            None,
+        )
+        if reader is None:
             raise weights.WeightError(f"{p}: unknown weights format {p.suffix!r} (use .npz, .safetensors or .h5)")
+        if not p.is_file():
+            raise weights.WeightError(f"{p}: no such weights file")
+        w = reader.read_foreign_weights(p, graph)
     weights.check(graph, w, origin=str(p))
     return w

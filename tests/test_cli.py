@@ -1,0 +1,210 @@
+"""The `archc` command line: outputs, formats, exit statuses and one-line errors.
+
+Commands run in-process through ``cli.main`` (fast), plus a few real subprocesses to prove
+the console script's exit statuses and the absence of tracebacks.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from archcompiler.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+SPEC = str(ROOT / "specs" / "mobilenet.yaml")
+KERAS_SPEC = str(ROOT / "specs" / "mobilenet_keras.yaml")
+
+# NUMBERS.md: exact Mult-Adds of the paper's rule, width x resolution.
+PAPER_MACS = {
+    (1.0, 224): 568_740_352,
+    (1.0, 192): 418_121_728,
+    (1.0, 160): 290_675_200,
+    (1.0, 128): 186_400_768,
+    (0.75, 224): 325_400_448,
+    (0.75, 192): 239_273_472,
+    (0.75, 160): 166_396_800,
+    (0.75, 128): 106_770_432,
+    (0.5, 224): 149_497_088,
+    (0.5, 192): 109_970_432,
+    (0.5, 160): 76_524_800,
+    (0.5, 128): 49_160_192,
+    (0.25, 224): 41_030_272,
+    (0.25, 192): 30_212_608,
+    (0.25, 160): 21_059_200,
+    (0.25, 128): 13_570_048,
+}
+PAPER_PARAMS = {1.0: 4_209_088, 0.75: 2_568_144, 0.5: 1_319_648, 0.25: 463_600}
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_check_ok(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "check", SPEC)
+    assert code == 0 and err == ""
+    assert "568,740,352 MACs" in out and "4,209,088 params" in out
+
+
+def test_summary_table_has_per_layer_rows_totals_and_table2(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "summary", SPEC)
+    assert code == 0
+    stem = next(line for line in out.splitlines() if line.startswith("conv1 "))
+    assert "112x112x32" in stem and "864" in stem and "10,838,016" in stem
+    assert "568,740,352 MACs" in out
+    # Table 2 of the paper (Conv 3x3 share corrected: the stem is 10,838,016 MACs).
+    for row in (
+        ("Conv 1x1", "94.86%", "74.59%"),
+        ("Conv dw 3x3", "3.06%", "1.06%"),
+        ("Conv 3x3", "1.91%", "0.02%"),
+        ("Fully Connected", "0.18%", "24.33%"),
+    ):
+        line = next(ln for ln in out.splitlines() if ln.startswith(row[0] + " "))
+        assert row[1] in line and row[2] in line, line
+
+
+def test_summary_json(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "summary", SPEC, "--format", "json", "--width", "0.5", "--resolution", "160")
+    assert code == 0
+    doc = json.loads(out)
+    assert doc["totals"]["macs"] == PAPER_MACS[(0.5, 160)]
+    assert doc["totals"]["params"] == PAPER_PARAMS[0.5]
+    assert doc["input_shape"] == [160, 160, 3]
+    assert sum(n["macs"] for n in doc["nodes"]) == doc["totals"]["macs"]
+
+
+def test_summary_csv_and_markdown(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "summary", SPEC, "--format", "csv")
+    assert code == 0
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert sum(int(r["macs"]) for r in rows) == PAPER_MACS[(1.0, 224)]
+    assert next(r for r in rows if r["name"] == "fc")["params"] == "1024000"
+    code, out, _ = run(capsys, "summary", SPEC, "--format", "markdown")
+    assert code == 0
+    assert "| conv1 | conv2d | 112x112x32 | 864 | 10,838,016 | 1.91% |" in out
+
+
+@pytest.mark.parametrize(
+    ("convention", "params", "macs"),
+    [
+        ("paper", 4_209_088, 568_740_352),
+        ("torch", 4_231_976, 568_740_352),  # timm mobilenetv1_100 parameter count
+        ("fvcore", 4_231_976, 578_875_904),  # fvcore's FlopCountAnalysis
+    ],
+)
+def test_conventions(capsys: pytest.CaptureFixture[str], convention: str, params: int, macs: int) -> None:
+    code, out, _ = run(capsys, "summary", SPEC, "--format", "json", "--convention", convention)
+    assert code == 0
+    totals = json.loads(out)["totals"]
+    assert (totals["params"], totals["macs"]) == (params, macs)
+
+
+def test_keras_convention_on_keras_spec(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "summary", KERAS_SPEC, "--format", "json", "--convention", "keras")
+    assert code == 0
+    t = json.loads(out)["totals"]
+    assert (t["params"], t["trainable"], t["non_trainable"]) == (4_253_864, 4_231_976, 21_888)
+
+
+def test_sweep_reproduces_tables_6_and_7(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(
+        capsys, "sweep", SPEC, "--width", "1,0.75,0.5,0.25", "--resolution", "224,192,160,128", "--format", "json"
+    )
+    assert code == 0
+    grid = json.loads(out)["grid"]
+    assert len(grid) == 16
+    for cell in grid:
+        assert cell["macs"] == PAPER_MACS[(cell["width"], cell["resolution"][0])]
+        assert cell["params"] == PAPER_PARAMS[cell["width"]]
+    code, out, _ = run(capsys, "sweep", SPEC, "--width", "1,0.75,0.5,0.25", "--resolution", "224,192,160,128")
+    assert code == 0
+    assert "568,740,352" in out and "13,570,048" in out
+
+
+def test_resolution_as_multiplier_or_fraction(capsys: pytest.CaptureFixture[str]) -> None:
+    for res in ("160", "0.714", "5/7"):
+        code, out, _ = run(capsys, "summary", SPEC, "--format", "json", "--resolution", res)
+        assert code == 0
+        assert json.loads(out)["totals"]["macs"] == PAPER_MACS[(1.0, 160)], res
+    code, out, _ = run(capsys, "summary", SPEC, "--format", "json", "--width", "3/4")
+    assert json.loads(out)["totals"]["macs"] == PAPER_MACS[(0.75, 224)]
+
+
+def test_budgets(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "check", SPEC, "--max-macs", "500M")
+    assert code == 2
+    assert err.count("\n") == 1 and "--max-macs" in err and "568,740,352" in err and "500,000,000" in err
+    code, _, err = run(capsys, "summary", SPEC, "--max-params", "4.2M")
+    assert code == 2 and "--max-params" in err and "4,209,088" in err
+    code, _, _ = run(capsys, "check", SPEC, "--max-macs", "600M", "--max-params", "4.3M")
+    assert code == 0
+    code, _, _ = run(capsys, "check", SPEC, "--width", "0.5", "--max-macs", "150M")
+    assert code == 0
+
+
+def test_schema_is_json_schema(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "schema")
+    assert code == 0
+    schema = json.loads(out)
+    assert schema["type"] == "object"
+    assert {"name", "input", "layers"} <= set(schema["required"])
+    assert "conv" in json.dumps(schema) and "depthwise_conv" in json.dumps(schema)
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["check", "specs/does_not_exist.yaml"], "does_not_exist.yaml: no such file"),
+        (["check", SPEC, "--width", "0"], "width: expected a width multiplier"),
+        (["check", SPEC, "--width", "9"], "width: expected a width multiplier"),
+        (["check", SPEC, "--resolution", "0.0"], "resolution: expected a multiplier"),
+        (["check", SPEC, "--resolution", "99999"], "resolution: expected a size"),
+        (["build", SPEC, "--backend", "tensorflw"], "unknown backend 'tensorflw'"),
+        (["parity", SPEC, "--backends", "torch,nope"], "unknown backend 'nope'"),
+        (["check", SPEC, "--max-macs", "lots"], "expected a positive count"),
+        (["check", SPEC, "--resolution", "big"], "expected a number or a fraction"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(capsys: pytest.CaptureFixture[str], argv: list[str], needle: str) -> None:
+    with pytest.raises(SystemExit) if argv[-1] in ("lots", "big") else _no_raise():
+        code = main(argv)
+        assert code == 2
+    err = capsys.readouterr().err
+    assert needle in err
+    assert err.count("\n") == 1, err
+    assert "Traceback" not in err
+
+
+class _no_raise:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> bool:
+        return False
+
+
+def test_unknown_backend_lists_available(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "build", SPEC, "--backend", "tourch")
+    assert code == 2
+    assert "did you mean 'torch'" in err and "keras" in err and "torch" in err
+
+
+def test_console_script_subprocess_exit_codes(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\ninput: {size: 32}\nlayers:\n  - {op: conv, filters: 8, kernel: 3, strid: 2}\n")
+    archc = Path(sys.executable).parent / "archc"
+    proc = subprocess.run([str(archc), "check", str(bad)], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f"{bad}:4:39: layers[0].strid: unknown key 'strid' (did you mean 'stride'?)"
+    assert proc.stdout == ""
+    proc = subprocess.run([str(archc), "check", SPEC], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
