@@ -60,9 +60,33 @@ def _data_path(data: Any, loc: tuple[Any, ...]) -> tuple[tuple[str | int, ...], 
             path.append(part)
             is_key = True
             break
-        path.append(part)
+        if isinstance(cur, list) and isinstance(part, int):
+            path.append(part)
+        # Otherwise the rest of loc names union branches ('constrained-int', 'tuple[...]'),
+        # not places in the document.
         break
     return tuple(path), is_key
+
+
+def _lookup(data: Any, path: tuple[str | int, ...]) -> Any:
+    """The value at ``path`` in the YAML data (``None`` when the path leaves the data)."""
+    cur = data
+    for part in path:
+        found = (isinstance(cur, dict) and part in cur) or (
+            isinstance(cur, list) and isinstance(part, int) and 0 <= part < len(cur)
+        )
+        if not found:
+            return None
+        cur = cur[part]
+    return cur
+
+
+_BOUNDS = {
+    "greater_than": "greater than",
+    "greater_than_equal": "at least",
+    "less_than": "less than",
+    "less_than_equal": "at most",
+}
 
 
 def _message(err: dict[str, Any]) -> str:
@@ -78,16 +102,27 @@ def _message(err: dict[str, Any]) -> str:
         tag = err.get("ctx", {}).get("tag")
         if tag == "block":
             return "a block cannot call another block (only ops are allowed inside blocks)"
-        return f"unknown op {tag!r}{did_you_mean(str(tag), OP_LAYERS)}; known ops: {', '.join(OP_LAYERS)}"
+        # short_repr, not repr: it shows a look-alike such as a Cyrillic 'с' as '\u0441'
+        return f"unknown op {short_repr(tag)}{did_you_mean(str(tag), OP_LAYERS)}; known ops: {', '.join(OP_LAYERS)}"
     if etype == "union_tag_not_found":
-        if not isinstance(err.get("input"), dict):
+        value = err.get("input")
+        if not isinstance(value, dict):
             return f"expected a layer mapping with 'op' (or 'block'){got}"
+        if "op" in value:
+            return f"'op' must name an op (got {short_repr(value['op'])}); known ops: {', '.join(OP_LAYERS)}"
         return "a layer needs 'op' (or 'block' to use a block)"
+    if etype == "too_short" and "min_length" in err.get("ctx", {}):
+        n = err["ctx"]["min_length"]
+        return f"expected at least {n} item{'s' if n != 1 else ''}{got}"
     if etype == "literal_error":
         expected = err.get("ctx", {}).get("expected", "")
         if last == "op":
-            return f"unknown op {err.get('input')!r}{did_you_mean(str(err.get('input')), OP_LAYERS)}"
+            return f"unknown op {short_repr(err.get('input'))}{did_you_mean(str(err.get('input')), OP_LAYERS)}"
         return f"expected {expected}{got}"
+    if etype in _BOUNDS:
+        # pydantic says "Input should be greater than 0"; name what is expected
+        bound = next(iter(err.get("ctx", {}).values()), "?")
+        return f"expected a number {_BOUNDS[etype]} {bound}{got}"
     msg: str = err["msg"]
     for prefix in ("Input should be ", "Value error, "):
         if msg.startswith(prefix):
@@ -101,9 +136,20 @@ def _translate(exc: ValidationError, source: Source) -> SpecError:
     errors = exc.errors(include_url=False)
     # Prefer the most specific error: the deepest loc; pydantic lists union branches in order.
     err = max(errors, key=lambda e: len(e["loc"]))
-    if any(e["type"] in ("union_tag_invalid", "extra_forbidden", "missing") for e in errors):
-        err = next(e for e in errors if e["type"] in ("union_tag_invalid", "extra_forbidden", "missing"))
+    # A typo such as 'layer:' gives both an unknown key and a missing one: report the typo,
+    # which points at the line to fix and has a did-you-mean.
+    for etype in ("union_tag_invalid", "extra_forbidden", "missing"):
+        first = next((e for e in errors if e["type"] == etype), None)
+        if first is not None:
+            err = first
+            break
     path, is_key = _data_path(source.data, tuple(err["loc"]))
+    if err["type"] == "union_tag_invalid":
+        # point at the bad discriminator value ('op: convv'), not at the whole layer
+        node = _lookup(source.data, path)
+        tag_key = next((k for k in ("op", "block") if isinstance(node, dict) and k in node), None)
+        if tag_key is not None:
+            path = (*path, tag_key)
     if err["type"] == "extra_forbidden":
         is_key = True
     if err["type"] == "missing":

@@ -67,8 +67,12 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
 
 
 def short_repr(value: Any, limit: int = 60) -> str:
-    """repr() cut to one short line, for '(got ...)' suffixes."""
-    text = repr(value)
+    """repr() cut to one short line, for '(got ...)' suffixes.
+
+    Non-ASCII characters are escaped (``ascii()``), so that a look-alike such as a Cyrillic
+    'с' in 'сonv' shows as '\\u0441onv' instead of reading exactly like the valid 'conv'.
+    """
+    text = ascii(value)
     text = text.replace("\n", "\\n")
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
@@ -191,6 +195,16 @@ class _Builder:
         raise self._err(node, path, "unsupported YAML node")  # pragma: no cover
 
 
+def _is_null(node: yaml.Node) -> bool:
+    """A plain null scalar (empty, '~' or 'null') with no explicit tag."""
+    return (
+        isinstance(node, yaml.ScalarNode)
+        and node.style is None
+        and node.tag == "tag:yaml.org,2002:null"
+        and _NULL.match(node.value) is not None
+    )
+
+
 def parse_text(text: str, file: str = "<spec>") -> Source:
     """Parse YAML text into a Source. Raises SpecError with the YAML error's position."""
     try:
@@ -206,7 +220,8 @@ def parse_text(text: str, file: str = "<spec>") -> Source:
         ) from None
     except yaml.YAMLError as exc:
         raise SpecError(f"not valid YAML: {exc}", file=file, line=1, col=1) from None
-    nodes = [n for n in nodes if n is not None]
+    # A document holding only null ('---' alone, or '~') is as empty as no document at all.
+    nodes = [n for n in nodes if n is not None and not _is_null(n)]
     if not nodes:
         raise SpecError(
             "the spec is empty (expected a mapping with 'name', 'input' and 'layers')", file=file, line=1, col=1
@@ -246,5 +261,9 @@ def read_source(path: str | Path) -> Source:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise SpecError(f"not UTF-8 text (byte {exc.start})", file=name, line=1, col=1) from None
+        # point at the first bad byte (everything before it decoded, so columns are characters)
+        start = raw.rfind(b"\n", 0, exc.start) + 1
+        line = raw.count(b"\n", 0, exc.start) + 1
+        col = len(raw[start : exc.start].decode("utf-8")) + 1
+        raise SpecError(f"not UTF-8 text (got byte 0x{raw[exc.start]:02x})", file=name, line=line, col=col) from None
     return parse_text(text, name)
