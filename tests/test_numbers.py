@@ -438,6 +438,14 @@ def test_torch_convention(paper: archc.LoadedSpec, keras: archc.LoadedSpec) -> N
 
 
 def test_fvcore_convention(paper: archc.LoadedSpec, keras: archc.LoadedSpec) -> None:
+    # Independent: paper MACs + 2 per BatchNorm output element (eval: scale and shift) + one
+    # per element the global pool reads (7x7x1024).
+    bn_elements = 0
+    for i, (kind, _stride, _filt, _size) in enumerate(TABLE1):
+        out = TABLE1[i + 1][3] if i + 1 < len(TABLE1) else OUTPUT_SIZE
+        if kind in ("conv", "dw"):
+            bn_elements += math.prod(out)
+    assert PAPER_MACS[1.0][0] + 2 * bn_elements + 7 * 7 * 1024 == 578_875_904
     assert archc.cost(archc.lower(paper), "fvcore").macs == 578_875_904
     assert archc.cost(archc.lower(keras), "fvcore").macs == 578_875_904
 
