@@ -99,6 +99,18 @@ def _pair_ref(v: Any) -> int | Ref | tuple[int | Ref, int | Ref]:
         raise PydanticCustomError("pair", "expected a positive integer or a pair [height, width]") from None
 
 
+def _size(v: Any) -> int | tuple[int, int]:
+    """An input size: one positive integer (square) or [height, width].
+
+    A plain ``tuple[int, int]`` field refuses YAML's lists in strict mode, so it is checked here.
+    """
+    if _is_int(v) and v > 0:
+        return v
+    if isinstance(v, list | tuple) and len(v) == 2 and all(_is_int(x) and x > 0 for x in v):
+        return (v[0], v[1])
+    raise PydanticCustomError("size", "expected a positive integer or a pair [height, width] of positive integers")
+
+
 def _nonneg(v: Any) -> int:
     if not _is_int(v) or v < 0:
         raise PydanticCustomError("padding", "expected a non-negative integer")
@@ -150,6 +162,23 @@ PairRef = Annotated[
                 _POS_INT_SCHEMA,
                 _REF_SCHEMA,
                 {"type": "array", "items": {"anyOf": [_POS_INT_SCHEMA, _REF_SCHEMA]}, "minItems": 2, "maxItems": 2},
+            ]
+        }
+    ),
+]
+Size = Annotated[
+    int | tuple[int, int],
+    PlainValidator(_size),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "integer", "exclusiveMinimum": 0},
+                {
+                    "type": "array",
+                    "prefixItems": [{"type": "integer", "exclusiveMinimum": 0}] * 2,
+                    "minItems": 2,
+                    "maxItems": 2,
+                },
             ]
         }
     ),
@@ -357,9 +386,7 @@ Layer = _union(include_block=True)
 
 
 class InputSpec(Model):
-    size: PositiveInt | tuple[PositiveInt, PositiveInt] = Field(
-        description="Input height and width at resolution multiplier 1 (one number for square)."
-    )
+    size: Size = Field(description="Input height and width at resolution multiplier 1 (one number for square).")
     channels: PositiveInt = 3
     name: Identifier = "input"
 
