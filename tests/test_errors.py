@@ -300,3 +300,14 @@ def test_seed_blog_sample_is_valid_with_a_global_pool() -> None:
     graph = archc.lower(archc.load_text(text, "blog_fixed.yaml"))
     assert graph["avg_pool"].inputs and graph[graph["avg_pool"].inputs[0]].shape == (2, 2, 512)
     assert graph.output_shape == (1000,)
+
+
+def test_non_square_input_is_accepted() -> None:
+    # The schema advertises input.size as an integer or [height, width]; YAML gives a list.
+    text = (
+        "archc: 1\nname: rect\ninput: {size: [20, 12], channels: 3}\n"
+        "layers:\n  - {op: conv, filters: 8, kernel: 3, stride: 2}\n"
+    )
+    loaded = archc.load_text(text, "rect.yaml")
+    assert archc.lower(loaded).output_shape == (10, 6, 8)  # TF SAME: ceil(20/2), ceil(12/2)
+    assert archc.lower(loaded, resolution=0.5).input_shape == (10, 6, 3)
