@@ -7,6 +7,7 @@ user wrote, and phrases them as ``path: what was expected (got what)``.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,37 @@ from typing import Any
 from pydantic import ValidationError
 
 from .source import Source, SpecError, did_you_mean, format_path, parse_text, read_source, short_repr
-from .spec import ALL_FIELD_NAMES, OP_LAYERS, Spec, layer_tag
+from .spec import (
+    ALL_FIELD_NAMES,
+    OP_LAYERS,
+    BatchNormDefaults,
+    BlockDef,
+    Defaults,
+    InputSpec,
+    Rounding,
+    Spec,
+    layer_tag,
+)
+
+# The model that validates the mapping at a spec path (block names replaced by '*'), so that
+# an unknown key is matched against the keys that are valid *there*.
+_MODEL_AT: dict[tuple[str, ...], type] = {
+    (): Spec,
+    ("input",): InputSpec,
+    ("rounding",): Rounding,
+    ("defaults",): Defaults,
+    ("defaults", "batchnorm"): BatchNormDefaults,
+    ("blocks", "*"): BlockDef,
+}
+
+# Keys people bring from other frameworks, and what they are called here.
+_KEY_HINTS: dict[str, tuple[str, str]] = {
+    "momentum": ("decay", " Keras momentum = decay, torch momentum = 1 - decay"),
+    "kernel_size": ("kernel", ""),
+    "strides": ("stride", ""),
+    "out_channels": ("filters", ""),
+    "use_bias": ("bias", ""),
+}
 
 
 @dataclass(frozen=True)
@@ -89,13 +120,27 @@ _BOUNDS = {
 }
 
 
-def _message(err: dict[str, Any]) -> str:
+def _keys_at(data: Any, path: tuple[str | int, ...]) -> Collection[str]:
+    """Keys accepted by the mapping at ``path`` (all known keys when it cannot be told)."""
+    node = _lookup(data, path)
+    if isinstance(node, dict) and isinstance(node.get("op"), str) and node["op"] in OP_LAYERS:
+        return OP_LAYERS[node["op"]].model_fields.keys()
+    pattern = tuple("*" if i == 1 and path[0] == "blocks" else str(p) for i, p in enumerate(path))
+    model = _MODEL_AT.get(pattern)
+    return model.model_fields.keys() if model is not None else ALL_FIELD_NAMES
+
+
+def _message(err: dict[str, Any], keys: Collection[str] = ALL_FIELD_NAMES) -> str:
+    """One clause for one pydantic error; ``keys`` are the valid keys where an unknown one is."""
     etype = err["type"]
     loc = err["loc"]
     last = loc[-1] if loc else ""
     got = f" (got {short_repr(err.get('input'))})" if "input" in err else ""
     if etype == "extra_forbidden":
-        return f"unknown key {last!r}{did_you_mean(str(last), ALL_FIELD_NAMES)}"
+        target, note = _KEY_HINTS.get(str(last), ("", ""))
+        if target in keys:
+            return f"unknown key {last!r} (did you mean {target!r}?{note})"
+        return f"unknown key {last!r}{did_you_mean(str(last), keys)}"
     if etype == "missing":
         return f"missing required key {last!r}"
     if etype == "union_tag_invalid":
@@ -150,14 +195,16 @@ def _translate(exc: ValidationError, source: Source) -> SpecError:
         tag_key = next((k for k in ("op", "block") if isinstance(node, dict) and k in node), None)
         if tag_key is not None:
             path = (*path, tag_key)
+    keys: Collection[str] = ALL_FIELD_NAMES
     if err["type"] == "extra_forbidden":
         is_key = True
+        keys = _keys_at(source.data, path[:-1])
     if err["type"] == "missing":
         # point at the mapping that lacks the key
         line, col = source.locate(path[:-1])
         return SpecError(_message(err), file=source.file, line=line, col=col, path=format_path(path))
     line, col = source.locate(path, key=is_key)
-    return SpecError(_message(err), file=source.file, line=line, col=col, path=format_path(path))
+    return SpecError(_message(err, keys), file=source.file, line=line, col=col, path=format_path(path))
 
 
 def validate(source: Source) -> LoadedSpec:

@@ -62,7 +62,8 @@ def format_path(path: Sequence[str | int]) -> str:
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """A ' (did you mean 'x'?)' suffix, or '' when nothing is close."""
-    match = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.6)
+    # never suggest the word itself (a key valid elsewhere is still unknown here)
+    match = difflib.get_close_matches(str(word), [c for c in choices if c != word], n=1, cutoff=0.6)
     return f" (did you mean {match[0]!r}?)" if match else ""
 
 
