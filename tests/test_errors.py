@@ -5,6 +5,7 @@ Each ``tests/invalid/*.yaml`` starts with comment lines that state what must hap
     # expect: <substring of the message>     (one or more)
     # at: <line>:<col>                        (the location the error must report)
     # path: <spec path>                       (optional: the field the message names)
+    # not: <substring>                        (optional: must NOT be in the message)
     # lower: {"width": 0}                     (optional: lower() overrides; loading must succeed)
 
 The test loads and lowers each file and checks that a :class:`SpecError` comes out whose text
@@ -35,6 +36,7 @@ MARKER = "archc_tag_marker"  # what the !!python tags in the corpus would `touch
 @dataclass
 class Case:
     expect: list[str] = field(default_factory=list)
+    absent: list[str] = field(default_factory=list)
     line: int = 0
     col: int = 0
     path: str | None = None
@@ -48,12 +50,14 @@ def read_case(file: Path) -> Case:
     for line in text.splitlines():
         if not line.startswith("#"):
             break
-        m = re.match(r"#\s*(expect|at|path|lower):\s?(.*)$", line)
+        m = re.match(r"#\s*(expect|not|at|path|lower):\s?(.*)$", line)
         if not m:
             continue
         key, value = m.group(1), m.group(2).rstrip()
         if key == "expect":
             case.expect.append(value)
+        elif key == "not":
+            case.absent.append(value)
         elif key == "at":
             case.line, case.col = (int(x) for x in value.split(":"))
         elif key == "path":
@@ -140,6 +144,8 @@ def test_invalid_spec(file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     msg = assert_one_located_line(info.value, file, case.line, case.col, case.path)
     for expected in case.expect:
         assert expected in msg, f"{expected!r} not in {msg!r}"
+    for unwanted in case.absent:
+        assert unwanted not in msg, f"{unwanted!r} in {msg!r}"
     assert not (tmp_path / MARKER).exists(), "a YAML tag was executed"
 
 
