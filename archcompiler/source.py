@@ -21,6 +21,11 @@ import yaml
 
 PathT = tuple[str | int, ...]
 
+MAX_DEPTH = 64
+"""Deepest nesting of YAML collections a spec may use."""
+MAX_VALUES = 100_000
+"""Most values a spec may expand to (a MobileNet spec has a few hundred)."""
+
 
 class SpecError(Exception):
     """A user-facing error: one line, with a location. The CLI prints it and exits 2."""
@@ -149,6 +154,8 @@ class _Builder:
         self.file = file
         self.positions: dict[PathT, tuple[int, int]] = {}
         self.key_positions: dict[PathT, tuple[int, int]] = {}
+        self.count = 0  # values built so far, aliases counted each time they are expanded
+        self.open: set[int] = set()  # ids of the collections being built (to catch alias cycles)
 
     def _err(self, node: yaml.Node, path: PathT, message: str) -> SpecError:
         return SpecError(
@@ -160,8 +167,14 @@ class _Builder:
         )
 
     def build(self, node: yaml.Node, path: PathT, depth: int = 0) -> Any:
-        if depth > 64:
-            raise self._err(node, path, "nesting is too deep (is an alias referring to itself?)")
+        if id(node) in self.open:
+            raise self._err(node, path, "a YAML alias refers to a collection that contains it (a cycle)")
+        if depth > MAX_DEPTH:
+            raise self._err(node, path, f"nesting is deeper than {MAX_DEPTH} levels")
+        self.count += 1
+        if self.count > MAX_VALUES:
+            # aliases of aliases ("billion laughs") would otherwise expand exponentially
+            raise self._err(node, path, f"the spec expands to more than {MAX_VALUES:,} values (YAML aliases?)")
         self.positions[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
         explicit = node.tag if node.tag not in _STANDARD_TAGS else None
         if isinstance(node, yaml.ScalarNode):
@@ -176,6 +189,13 @@ class _Builder:
             return node.value
         if explicit is not None:
             raise self._err(node, path, f"YAML tags are not allowed (got {node.tag!r})")
+        self.open.add(id(node))
+        try:
+            return self._build_collection(node, path, depth)
+        finally:
+            self.open.discard(id(node))
+
+    def _build_collection(self, node: yaml.Node, path: PathT, depth: int) -> Any:
         if isinstance(node, yaml.SequenceNode):
             return [self.build(item, (*path, i), depth + 1) for i, item in enumerate(node.value)]
         if isinstance(node, yaml.MappingNode):
