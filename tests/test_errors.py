@@ -217,10 +217,23 @@ def test_several_documents() -> None:
 
 def test_self_referencing_alias_is_refused() -> None:
     # A recursive alias would otherwise build an endless structure.
-    text = "archc: 1\nname: a\ninput: {size: 8}\nlayers: &l [*l]\n"
+    text = "archc: 1\nname: a\ninput: {size: 8}\nx: &m {y: [1, *m]}\nlayers: [{op: flatten}]\n"
     with pytest.raises(SpecError) as info:
         archc.load_text(text, "alias.yaml")
-    assert "\n" not in str(info.value)
+    assert_one_located_line(info.value, "alias.yaml", 4, 4, "x.y[1]")
+    assert "(a cycle)" in str(info.value)
+
+
+def test_plain_aliases_still_work() -> None:
+    text = "archc: 1\nname: a\ninput: {size: 8}\nlayers:\n  - &c {op: conv, filters: 8, kernel: 3}\n  - *c\n"
+    graph = archc.lower(archc.load_text(text, "alias.yaml"))
+    assert [n.op for n in graph.nodes] == ["input", "conv2d", "conv2d"]
+
+
+def test_deep_nesting_is_refused() -> None:
+    text = "a: " + "[" * 70 + "]" * 70 + "\n"
+    with pytest.raises(SpecError, match="nesting is deeper than 64 levels"):
+        archc.load_text(text, "deep.yaml")
 
 
 # --- overrides on the shipped spec ----------------------------------------------------------
