@@ -27,6 +27,7 @@ from .loading import LoadedSpec, _message
 from .source import SpecError, did_you_mean, format_path, short_repr
 from .spec import (
     OP_LAYERS,
+    REF_RE,
     ActivationLayer,
     AddLayer,
     BatchNormLayer,
@@ -176,6 +177,7 @@ class _Lowerer:
                         raise self.err(path, f"block {layer.block!r} needs parameter {p!r}")
                     else:
                         values[p], origin[p] = default, ("blocks", layer.block, "params", p)
+                    values[p] = self.resolve_global(values[p], globals_, origin[p])
                 call_span = self.span(path)
                 for _ in range(layer.repeat):
                     block_index += 1
@@ -222,6 +224,24 @@ class _Lowerer:
                         inputs = tuple(x.replace("{index}", str(r + 1)) for x in resolved.inputs)
                     add(_Entry(name, resolved, inputs, self.span(path), ""))
         return entries
+
+    def resolve_global(self, value: Any, globals_: dict[str, Any], where: tuple[str | int, ...]) -> Any:
+        """A block argument or parameter default written as ``$classes`` takes the spec's value.
+
+        Without this, the text '$classes' reached shape inference as if it were a number.
+        """
+        if not (isinstance(value, str) and REF_RE.match(value)):
+            return value
+        name = value[1:]
+        if name not in globals_:
+            available = ", ".join("$" + k for k in globals_)
+            raise self.err(
+                where,
+                f"unknown parameter {value!r}{did_you_mean(name, globals_)} (arguments may refer to {available})",
+            )
+        if globals_[name] is None:
+            raise self.err(where, f"{value!r} is used but the spec does not set {name!r}")
+        return globals_[name]
 
     def substitute(
         self,

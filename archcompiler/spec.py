@@ -111,6 +111,14 @@ def _size(v: Any) -> int | tuple[int, int]:
     raise PydanticCustomError("size", "expected a positive integer or a pair [height, width] of positive integers")
 
 
+def _padding_value(v: Any) -> str | int | tuple[int, int, int, int]:
+    """Padding outside a block body, where a ``$param`` has nothing to refer to."""
+    p = _padding(v)
+    if isinstance(p, Ref):
+        raise PydanticCustomError("padding", "expected a padding value; '$' parameters only work inside blocks")
+    return p
+
+
 def _nonneg(v: Any) -> int:
     if not _is_int(v) or v < 0:
         raise PydanticCustomError("padding", "expected a non-negative integer")
@@ -182,6 +190,23 @@ Size = Annotated[
             ]
         }
     ),
+]
+_PADDING_VALUES: list[dict[str, Any]] = [
+    {"enum": ["same", "valid"]},
+    {"type": "integer", "minimum": 0},
+    {"type": "array", "items": {"type": "integer", "minimum": 0}, "minItems": 4, "maxItems": 4},
+    {
+        "type": "array",
+        "items": {"type": "array", "items": {"type": "integer", "minimum": 0}, "minItems": 2, "maxItems": 2},
+        "minItems": 2,
+        "maxItems": 2,
+    },
+]
+_PADDING_DOC = "'same' is TensorFlow's SAME (extra pixel at the bottom/right); lists are explicit per side."
+PaddingValue = Annotated[
+    Any,
+    PlainValidator(_padding_value),
+    WithJsonSchema({"anyOf": _PADDING_VALUES, "description": _PADDING_DOC}),
 ]
 Padding = Annotated[
     Any,
@@ -412,7 +437,7 @@ class BatchNormDefaults(Model):
 
 
 class Defaults(Model):
-    padding: Padding = "same"
+    padding: PaddingValue = "same"
     bias: bool = False
     activation: ActivationKind = "relu"
     batchnorm: BatchNormDefaults = BatchNormDefaults()
