@@ -330,3 +330,25 @@ def test_non_square_input_is_accepted() -> None:
     loaded = archc.load_text(text, "rect.yaml")
     assert archc.lower(loaded).output_shape == (10, 6, 8)  # TF SAME: ceil(20/2), ceil(12/2)
     assert archc.lower(loaded, resolution=0.5).input_shape == (10, 6, 3)
+
+
+def test_block_argument_may_be_classes() -> None:
+    text = """\
+archc: 1
+name: head
+input: {size: 8, channels: 3}
+classes: 7
+blocks:
+  head:
+    params: {units: $classes}
+    layers:
+      - {op: global_avg_pool}
+      - {op: dense, units: $units}
+layers:
+  - {block: head, name: h1}
+  - {op: activation, inputs: [input], name: again}
+  - {block: head, name: h2, units: $classes}
+"""
+    graph = archc.lower(archc.load_text(text, "head.yaml"))
+    assert graph["h1_dense"].units == 7
+    assert graph["h2_dense"].units == 7
