@@ -1,0 +1,488 @@
+"""The torch backend against the IR and against independent references (numpy, TensorFlow).
+
+Expected values come from numpy re-implementations, NUMBERS.md or TensorFlow, never from the
+backend's own output.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import archcompiler as a  # noqa: E402
+from archcompiler import ir  # noqa: E402
+from archcompiler import weights as W  # noqa: E402
+from archcompiler.registry import BackendError, UnsupportedOpError, get_backend  # noqa: E402
+from archcompiler.weights import WeightError  # noqa: E402
+
+pytestmark = pytest.mark.torch
+
+REPO = Path(__file__).resolve().parents[2]
+PAPER = str(REPO / "specs/mobilenet.yaml")
+KERAS = str(REPO / "specs/mobilenet_keras.yaml")
+
+
+@pytest.fixture(scope="module")
+def backend():
+    return get_backend("torch")
+
+
+def lowered(spec: str, width: float, resolution: int) -> ir.Graph:
+    return a.lower(a.load(spec), width=width, resolution=resolution)
+
+
+def graph_of(*nodes: ir.Node, name: str = "tiny") -> ir.Graph:
+    shape = nodes[0].shape
+    return ir.Graph(name=name, nodes=nodes, output=nodes[-1].name, width=1.0, resolution=shape[:2])
+
+
+# ---------------------------------------------------------------------------------------------
+# numpy references
+
+
+def np_conv(x: np.ndarray, k: np.ndarray, stride: int, pad: tuple[int, int, int, int]) -> np.ndarray:
+    """NHWC x, canonical (kh, kw, I, O) kernel: a direct convolution with explicit padding."""
+    top, bottom, left, right = pad
+    xp = np.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
+    kh, kw = k.shape[:2]
+    oh = (xp.shape[1] - kh) // stride + 1
+    ow = (xp.shape[2] - kw) // stride + 1
+    out = np.zeros((x.shape[0], oh, ow, k.shape[3]), dtype=np.float64)
+    for i in range(kh):
+        for j in range(kw):
+            patch = xp[:, i : i + stride * oh : stride, j : j + stride * ow : stride, :]
+            out += np.einsum("nhwc,co->nhwo", patch, k[i, j])
+    return out
+
+
+def np_depthwise(x: np.ndarray, k: np.ndarray, stride: int, pad: tuple[int, int, int, int]) -> np.ndarray:
+    """Keras semantics: output channel c*M + m is input channel c filtered by k[:, :, c, m]."""
+    top, bottom, left, right = pad
+    xp = np.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
+    kh, kw, c, m = k.shape
+    oh = (xp.shape[1] - kh) // stride + 1
+    ow = (xp.shape[2] - kw) // stride + 1
+    out = np.zeros((x.shape[0], oh, ow, c, m), dtype=np.float64)
+    for i in range(kh):
+        for j in range(kw):
+            patch = xp[:, i : i + stride * oh : stride, j : j + stride * ow : stride, :]
+            out += patch[..., None] * k[i, j]
+    return out.reshape(x.shape[0], oh, ow, c * m)
+
+
+# ---------------------------------------------------------------------------------------------
+# build + verify
+
+
+@pytest.mark.parametrize("spec", [PAPER, KERAS], ids=["paper", "keras"])
+@pytest.mark.parametrize(("width", "resolution"), [(0.25, 96), (0.25, 199), (0.5, 128), (0.75, 113)])
+def test_build_verifies_against_ir(backend, spec, width, resolution):
+    g = lowered(spec, width, resolution)
+    model = backend.build(g)
+    backend.verify(g, model)
+    assert not model.training
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    # submodules carry the IR names, so the state_dict keys do too
+    assert "conv_dw_1.weight" in model.state_dict()
+    assert "conv1_bn.running_var" in model.state_dict()
+
+
+def test_verify_names_the_node_on_shape_mismatch(backend):
+    g = lowered(KERAS, 0.25, 96)
+    model = backend.build(g)
+    model.conv_pad_2 = torch.nn.ZeroPad2d((0, 2, 0, 2))  # one pixel too many
+    with pytest.raises(BackendError, match="conv_pad_2"):
+        backend.verify(g, model)
+
+
+def test_verify_names_the_node_on_param_mismatch(backend):
+    g = lowered(KERAS, 0.25, 96)
+    model = backend.build(g)
+    model.conv_pw_3 = torch.nn.Conv2d(32, 32, 1, bias=True)  # same shape, 32 extra parameters
+    with pytest.raises(BackendError, match="conv_pw_3"):
+        backend.verify(g, model)
+
+
+@pytest.mark.parametrize(
+    ("spec", "width", "trainable", "non_trainable"),
+    [
+        # NUMBERS.md: keras.applications.MobileNet trainable / non-trainable, = timm's torch count
+        (KERAS, 1.0, 4_231_976, 21_888),
+        (KERAS, 0.75, 2_585_560, 16_416),
+        (KERAS, 0.5, 1_331_592, 10_944),
+        (KERAS, 0.25, 470_072, 5_472),
+        (PAPER, 1.0, 4_231_976, 21_888),
+    ],
+)
+def test_param_counts_equal_reference(backend, spec, width, trainable, non_trainable):
+    # Counts do not depend on the input size (NUMBERS.md), so a small resolution keeps it fast.
+    model = backend.build(lowered(spec, width, 96))
+    assert sum(p.numel() for p in model.parameters() if p.requires_grad) == trainable
+    stats = sum(b.numel() for k, b in model.named_buffers() if not k.endswith("num_batches_tracked"))
+    assert stats == non_trainable
+
+
+# ---------------------------------------------------------------------------------------------
+# padding, depthwise channel order, flatten order: against numpy
+
+
+def test_asymmetric_same_padding_matches_numpy(backend):
+    g = lowered(PAPER, 0.25, 96)
+    conv1, dw2 = g["conv1"], g["conv_dw_2"]
+    # TF SAME, stride 2, even input: 0 before, 1 after; torch padding=1 would be wrong here
+    assert conv1.padding == (0, 1, 0, 1)
+    assert dw2.padding == (0, 1, 0, 1)
+    model = backend.build(g)
+    wts = W.init(g, seed=3)
+    backend.set_weights(g, model, wts)
+    x = np.random.default_rng(1).normal(size=(2, 96, 96, 3)).astype(np.float32)
+    out = backend.run(g, model, x, ["conv1", "conv_pw_1_relu", "conv_dw_2"])
+    ref = np_conv(x.astype(np.float64), wts["conv1.kernel"], 2, conv1.padding)
+    np.testing.assert_allclose(out["conv1"], ref, atol=1e-4)
+    ref_dw = np_depthwise(out["conv_pw_1_relu"].astype(np.float64), wts["conv_dw_2.kernel"], 2, dw2.padding)
+    np.testing.assert_allclose(out["conv_dw_2"], ref_dw, atol=1e-4)
+    # a symmetric pad of 1 would give a different answer: the test can fail
+    wrong = np_conv(x.astype(np.float64), wts["conv1.kernel"], 2, (1, 1, 1, 1))[:, :48, :48]
+    assert np.abs(out["conv1"] - wrong).max() > 1e-2
+
+
+def test_depthwise_multiplier_channel_order_matches_numpy(backend):
+    x_node = ir.Input(name="x", inputs=(), shape=(7, 6, 2))
+    dw = ir.DepthwiseConv2D(
+        name="dw",
+        inputs=("x",),
+        shape=(4, 3, 6),
+        in_channels=2,
+        multiplier=3,
+        kernel=(3, 3),
+        stride=(2, 2),
+        padding=(1, 1, 0, 1),
+        use_bias=True,
+    )
+    g = graph_of(x_node, dw)
+    model = backend.build(g)
+    backend.verify(g, model)
+    wts = W.init(g, seed=5)
+    backend.set_weights(g, model, wts)
+    x = np.random.default_rng(2).normal(size=(3, 7, 6, 2)).astype(np.float32)
+    got = backend.run(g, model, x)["dw"]
+    ref = np_depthwise(x.astype(np.float64), wts["dw.kernel"], 2, dw.padding) + wts["dw.bias"]
+    np.testing.assert_allclose(got, ref, atol=1e-5)
+
+
+def test_flatten_is_hwc_order_so_dense_weights_match(backend):
+    nodes = (
+        ir.Input(name="x", inputs=(), shape=(2, 3, 4)),
+        ir.Flatten(name="flat", inputs=("x",), shape=(24,)),
+        ir.Dense(name="fc", inputs=("flat",), shape=(5,), in_features=24, units=5),
+    )
+    g = graph_of(*nodes)
+    model = backend.build(g)
+    backend.verify(g, model)
+    wts = W.init(g, seed=1)
+    backend.set_weights(g, model, wts)
+    x = np.random.default_rng(4).normal(size=(2, 2, 3, 4)).astype(np.float32)
+    got = backend.run(g, model, x, ["flat", "fc"])
+    np.testing.assert_array_equal(got["flat"], x.reshape(2, -1))
+    np.testing.assert_allclose(got["fc"], x.reshape(2, -1) @ wts["fc.kernel"] + wts["fc.bias"], atol=1e-5)
+
+
+def test_asymmetric_padding_matches_tensorflow_same(backend):
+    """The whole chain IR padding + torch module against TF's own "SAME" (torch imported first)."""
+    tf = pytest.importorskip("tensorflow")
+    g = lowered(PAPER, 0.25, 97)  # odd: TF SAME pads (1, 1) at stride 2 here, (0, 1) for 96
+    model = backend.build(g)
+    wts = W.init(g, seed=7)
+    backend.set_weights(g, model, wts)
+    x = np.random.default_rng(0).normal(size=(1, 97, 97, 3)).astype(np.float32)
+    out = backend.run(g, model, x, ["conv1", "conv_pw_1_relu", "conv_dw_2"])
+    ref = tf.nn.conv2d(x, wts["conv1.kernel"], strides=2, padding="SAME").numpy()
+    np.testing.assert_allclose(out["conv1"], ref, atol=1e-4)
+    ref_dw = tf.nn.depthwise_conv2d(
+        out["conv_pw_1_relu"], wts["conv_dw_2.kernel"], strides=[1, 2, 2, 1], padding="SAME"
+    ).numpy()
+    np.testing.assert_allclose(out["conv_dw_2"], ref_dw, atol=1e-4)
+
+
+# ---------------------------------------------------------------------------------------------
+# weights
+
+
+def test_weight_round_trip_is_exact(backend):
+    g = lowered(KERAS, 0.25, 96)
+    model = backend.build(g)
+    first = backend.get_weights(g, model)
+    assert set(first) == set(W.expected(g))
+    wts = W.init(g, seed=11)
+    backend.set_weights(g, model, wts)
+    back = backend.get_weights(g, model)
+    for name, arr in wts.items():
+        assert back[name].shape == arr.shape
+        np.testing.assert_array_equal(back[name], arr, err_msg=name)
+    fresh = backend.build(g)
+    backend.set_weights(g, fresh, back)
+    again = backend.get_weights(g, fresh)
+    assert all(np.array_equal(again[k], back[k]) for k in back)
+
+
+def test_torch_layouts_of_loaded_weights(backend):
+    g = lowered(KERAS, 0.25, 96)
+    model = backend.build(g)
+    wts = W.init(g, seed=2)
+    backend.set_weights(g, model, wts)
+    sd = model.state_dict()
+    np.testing.assert_array_equal(sd["conv1.weight"].numpy(), wts["conv1.kernel"].transpose(3, 2, 0, 1))
+    k = wts["conv_dw_1.kernel"]  # (3, 3, C, 1)
+    np.testing.assert_array_equal(sd["conv_dw_1.weight"].numpy()[:, 0], k[..., 0].transpose(2, 0, 1))
+    np.testing.assert_array_equal(sd["conv_pw_1_bn.running_var"].numpy(), wts["conv_pw_1_bn.moving_variance"])
+    np.testing.assert_array_equal(sd["conv_pw_1_bn.weight"].numpy(), wts["conv_pw_1_bn.gamma"])
+
+
+@pytest.mark.parametrize("fault", ["missing", "extra", "misshapen"])
+def test_set_weights_rejects_bad_tensors(backend, fault):
+    g = lowered(KERAS, 0.25, 96)
+    model = backend.build(g)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    wts = W.init(g, seed=0)
+    if fault == "missing":
+        del wts["conv_pw_4_bn.moving_mean"]
+        name = "conv_pw_4_bn.moving_mean"
+    elif fault == "extra":
+        wts["conv_pw_99.kernel"] = np.zeros((1, 1, 2, 2), np.float32)
+        name = "conv_pw_99.kernel"
+    else:
+        wts["conv_dw_3.kernel"] = wts["conv_dw_3.kernel"].reshape(3, 3, 1, -1)
+        name = "conv_dw_3.kernel"
+    with pytest.raises(WeightError, match=name.replace(".", r"\.")):
+        backend.set_weights(g, model, wts)
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before), "a rejected load must change nothing"
+
+
+# ---------------------------------------------------------------------------------------------
+# BatchNorm conventions
+
+
+def bn_graph(variance_update: str) -> ir.Graph:
+    return graph_of(
+        ir.Input(name="x", inputs=(), shape=(3, 4, 5)),
+        ir.BatchNorm(
+            name="bn",
+            inputs=("x",),
+            shape=(3, 4, 5),
+            channels=5,
+            epsilon=1e-3,
+            decay=0.9,
+            variance_update=variance_update,
+        ),
+    )
+
+
+@pytest.mark.parametrize("variance_update", ["biased", "unbiased"])
+def test_batchnorm_moving_variance_update(backend, variance_update):
+    g = bn_graph(variance_update)
+    model = backend.build(g)
+    wts = W.init(g, seed=9)
+    backend.set_weights(g, model, wts)
+    x = np.random.default_rng(3).normal(1.0, 2.0, size=(2, 3, 4, 5)).astype(np.float32)
+    model.train()
+    y = model(torch.from_numpy(x.transpose(0, 3, 1, 2).copy())).detach().numpy().transpose(0, 2, 3, 1)
+    model.eval()
+    after = backend.get_weights(g, model)
+    x64 = x.astype(np.float64)
+    mean = x64.mean(axis=(0, 1, 2))
+    var_b = x64.var(axis=(0, 1, 2))
+    var_u = x64.var(axis=(0, 1, 2), ddof=1)
+    batch_var = var_b if variance_update == "biased" else var_u
+    decay = 0.9
+    np.testing.assert_allclose(
+        after["bn.moving_mean"], decay * wts["bn.moving_mean"] + (1 - decay) * mean, rtol=1e-5, atol=1e-6
+    )
+    np.testing.assert_allclose(
+        after["bn.moving_variance"], decay * wts["bn.moving_variance"] + (1 - decay) * batch_var, rtol=1e-5
+    )
+    # training-mode normalisation always uses the biased batch variance
+    ref = (x64 - mean) / np.sqrt(var_b + 1e-3) * wts["bn.gamma"] + wts["bn.beta"]
+    np.testing.assert_allclose(y, ref, atol=1e-4)
+    # eval mode uses the moving statistics and epsilon of the IR
+    out = backend.run(g, model, x)["bn"]
+    ref_eval = (x64 - after["bn.moving_mean"]) / np.sqrt(after["bn.moving_variance"] + 1e-3)
+    np.testing.assert_allclose(out, ref_eval * wts["bn.gamma"] + wts["bn.beta"], atol=1e-4)
+
+
+def test_batchnorm_biased_and_unbiased_really_differ(backend):
+    """Guards the test above: with 24 samples per channel the two updates are distinguishable."""
+    x = torch.from_numpy(np.random.default_rng(3).normal(size=(2, 5, 3, 4)).astype(np.float32))
+    runs = {}
+    for mode in ("biased", "unbiased"):
+        model = backend.build(bn_graph(mode))
+        model.train()
+        model(x)
+        runs[mode] = model.bn.running_var.clone()
+    assert (runs["unbiased"] - runs["biased"]).abs().min() > 1e-4
+    assert backend.build(bn_graph("unbiased")).bn.momentum == pytest.approx(0.1)
+
+
+# ---------------------------------------------------------------------------------------------
+# training
+
+
+def test_train_step_is_plain_sgd_on_softmax_cross_entropy(backend):
+    g = graph_of(
+        ir.Input(name="x", inputs=(), shape=(1, 1, 6)),
+        ir.Flatten(name="flat", inputs=("x",), shape=(6,)),
+        ir.Dense(name="fc", inputs=("flat",), shape=(4,), in_features=6, units=4),
+        ir.Softmax(name="probs", inputs=("fc",), shape=(4,)),
+    )
+    model = backend.build(g)
+    wts = W.init(g, seed=4)
+    backend.set_weights(g, model, wts)
+    x = np.random.default_rng(6).normal(size=(5, 1, 1, 6)).astype(np.float32)
+    y = np.array([0, 3, 1, 1, 2])
+    backend.train_step(g, model, x, y, lr=0.5)
+    assert not model.training
+    # numpy gradient of mean cross-entropy of softmax(x W + b)
+    xf = x.reshape(5, 6).astype(np.float64)
+    logits = xf @ wts["fc.kernel"] + wts["fc.bias"]
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    d = (p - np.eye(4)[y]) / 5
+    new = backend.get_weights(g, model)
+    np.testing.assert_allclose(new["fc.kernel"], wts["fc.kernel"] - 0.5 * xf.T @ d, atol=1e-5)
+    np.testing.assert_allclose(new["fc.bias"], wts["fc.bias"] - 0.5 * d.sum(0), atol=1e-5)
+
+
+def test_train_step_updates_mobilenet_moving_statistics(backend):
+    g = lowered(PAPER, 0.25, 96)
+    model = backend.build(g)
+    wts = W.init(g, seed=0)
+    backend.set_weights(g, model, wts)
+    x = np.random.default_rng(0).normal(size=(2, 96, 96, 3)).astype(np.float32)
+    conv1_out = backend.run(g, model, x, ["conv1"])["conv1"].astype(np.float64)
+    backend.train_step(g, model, x, np.array([3, 7]), lr=0.01)
+    new = backend.get_weights(g, model)
+    # conv1 comes before any weight update, so its batch statistics are computable in numpy
+    want = 0.99 * wts["conv1_bn.moving_variance"] + 0.01 * conv1_out.var(axis=(0, 1, 2))
+    np.testing.assert_allclose(new["conv1_bn.moving_variance"], want, rtol=1e-4)
+    assert not np.allclose(new["fc.kernel"], wts["fc.kernel"])
+    assert not model.training
+
+
+# ---------------------------------------------------------------------------------------------
+# unsupported ops
+
+
+def test_missing_handler_is_a_named_error(backend):
+    from archcompiler.backends.torch.build import build_module
+    from archcompiler.backends.torch.ops import HANDLERS
+
+    g = lowered(PAPER, 0.25, 96)
+    partial = {op: h for op, h in HANDLERS.items() if op != "softmax"}
+    with pytest.raises(UnsupportedOpError, match=r"softmax.*predictions"):
+        build_module(g, partial)
+
+
+def test_refuses_batchnorm_with_only_one_of_center_and_scale(backend):
+    g = graph_of(
+        ir.Input(name="x", inputs=(), shape=(3, 4, 5)),
+        ir.BatchNorm(
+            name="bn_half",
+            inputs=("x",),
+            shape=(3, 4, 5),
+            channels=5,
+            epsilon=1e-3,
+            decay=0.99,
+            variance_update="biased",
+            center=True,
+            scale=False,
+        ),
+    )
+    with pytest.raises(UnsupportedOpError, match="bn_half"):
+        backend.build(g)
+
+
+def test_refuses_dense_on_an_image(backend):
+    g = graph_of(
+        ir.Input(name="x", inputs=(), shape=(3, 4, 5)),
+        ir.Dense(name="fc_img", inputs=("x",), shape=(3, 4, 2), in_features=5, units=2),
+    )
+    with pytest.raises(UnsupportedOpError, match="fc_img"):
+        backend.build(g)
+
+
+def test_handler_table_covers_every_ir_op(backend):
+    assert backend.ops == ir.IR_OPS
+
+
+# ---------------------------------------------------------------------------------------------
+# run and save
+
+
+def test_run_returns_every_node_channels_last(backend):
+    g = lowered(KERAS, 0.25, 96)
+    model = backend.build(g)
+    x = np.random.default_rng(0).normal(size=(2, 96, 96, 3)).astype(np.float32)
+    outs = backend.run(g, model, x, [n.name for n in g.nodes])
+    for node in g.nodes:
+        assert outs[node.name].shape == (2, *node.shape), node.name
+    np.testing.assert_array_equal(outs["input"], x)
+    default = backend.run(g, model, x)
+    assert list(default) == ["predictions"]
+    np.testing.assert_allclose(default["predictions"].sum(1), 1.0, atol=1e-5)
+
+
+LOADER = textwrap.dedent(
+    """
+    import sys
+    sys.modules["archcompiler"] = None  # any import of archc now fails
+    import json, numpy as np, torch
+    prog, state, x_path, out_path = sys.argv[1:5]
+    x = torch.from_numpy(np.load(x_path))
+    if prog.endswith(".pt2"):
+        module = torch.export.load(prog).module()
+    else:
+        module = torch.jit.load(prog)
+    with torch.no_grad():
+        y = module(x)
+    np.save(out_path, y.numpy())
+    sd = torch.load(state, weights_only=True)
+    loaded = [m for m, v in sys.modules.items() if v is not None and m.startswith("archcompiler")]
+    print(json.dumps({"keys": sorted(sd), "archc": loaded}))
+    """
+)
+
+
+def test_saved_program_loads_without_archc(backend, tmp_path):
+    g = lowered(KERAS, 0.25, 96)
+    model = backend.build(g)
+    backend.set_weights(g, model, W.init(g, seed=1))
+    paths = backend.save(g, model, tmp_path)
+    assert [p.name for p in paths] == ["mobilenet_keras.pt", "mobilenet_keras.pt2"]
+    x = np.random.default_rng(5).normal(size=(3, 96, 96, 3)).astype(np.float32)  # batch 3 != export's 2
+    np.save(tmp_path / "x.npy", x.transpose(0, 3, 1, 2))
+    script = tmp_path / "load.py"
+    script.write_text(LOADER)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    res = subprocess.run(
+        [sys.executable, str(script), str(paths[1]), str(paths[0]), str(tmp_path / "x.npy"), str(tmp_path / "y.npy")],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=120,
+    )
+    assert res.returncode == 0, res.stderr
+    info = json.loads(res.stdout.strip().splitlines()[-1])
+    assert info["archc"] == []
+    assert info["keys"] == sorted(model.state_dict())
+    want = backend.run(g, model, x)["predictions"]
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), want, atol=1e-6)
