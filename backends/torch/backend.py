@@ -37,7 +37,7 @@ class TorchBackend(Backend):
 
     name: ClassVar[str] = "torch"
     handlers: ClassVar[Mapping[str, Handler]] = HANDLERS
-    capabilities: ClassVar[frozenset[str]] = frozenset({"build", "weights", "run", "train", "save"})
+    capabilities: ClassVar[frozenset[str]] = frozenset({"build", "weights", "run", "train", "save", "emit"})
     model_suffix: ClassVar[str] = ".pt"
 
     def build(self, graph: ir.Graph) -> GraphModule:
@@ -52,21 +52,12 @@ class TorchBackend(Backend):
         non-trainable weights (``num_batches_tracked`` is torch bookkeeping, not a weight).
         """
         model = _as_graph_module(model)
-        x = torch.zeros((1, *_torch_shape(graph.input_shape)), dtype=torch.float32)
         was_training = model.training
         model.eval()
-        with torch.no_grad():
-            outs = model.forward_nodes(x)
-        model.train(was_training)
-        for node in graph.nodes:
-            if node.name not in outs:
-                raise BackendError(f"node {node.name!r}: the model computes no output for it")
-            got = tuple(outs[node.name].shape[1:])
-            want = _torch_shape(node.shape)
-            if got != want:
-                raise BackendError(
-                    f"node {node.name!r}: output shape {got} (NCHW) but the IR says {node.shape} (= {want} in NCHW)"
-                )
+        try:
+            self._verify_shapes(graph, model)
+        finally:
+            model.train(was_training)
         trainable = cost(graph, "torch")
         stats = cost(graph, "keras")
         for node in graph.nodes:
@@ -89,6 +80,27 @@ class TorchBackend(Backend):
         buffers = sum(b.numel() for k, b in model.named_buffers() if not k.endswith("num_batches_tracked"))
         if buffers != stats.non_trainable:
             raise BackendError(f"model has {buffers} non-trainable values, IR says {stats.non_trainable}")
+
+    @staticmethod
+    def _verify_shapes(graph: ir.Graph, model: GraphModule) -> None:
+        """Step through the model node by node so the first wrong shape (or crash) is named."""
+        values = {model.input_name: torch.zeros((1, *_torch_shape(graph.input_shape)), dtype=torch.float32)}
+        steps = dict(model.steps)
+        for node in graph.nodes:
+            if node.name not in values:
+                if node.name not in steps:
+                    raise BackendError(f"node {node.name!r}: the model computes no output for it")
+                try:
+                    with torch.no_grad():
+                        values[node.name] = model.get_submodule(node.name)(*(values[i] for i in steps[node.name]))
+                except RuntimeError as exc:
+                    raise BackendError(f"node {node.name!r}: forward pass failed: {exc}") from None
+            got = tuple(values[node.name].shape[1:])
+            want = _torch_shape(node.shape)
+            if got != want:
+                raise BackendError(
+                    f"node {node.name!r}: output shape {got} (NCHW) but the IR says {node.shape} (= {want} in NCHW)"
+                )
 
     def get_weights(self, graph: ir.Graph, model: Any) -> Weights:
         return weight_io.get_weights(graph, _as_graph_module(model))
@@ -141,3 +153,10 @@ class TorchBackend(Backend):
         from .save import save_model
 
         return save_model(graph, _as_graph_module(model), Path(out_dir))
+
+    def emit(self, graph: ir.Graph) -> str:
+        """Standalone PyTorch source for ``graph`` (see emit.py); needs jinja2."""
+        from .emit import emit_source
+
+        self.check_supported(graph)
+        return emit_source(graph, self.handlers)

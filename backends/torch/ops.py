@@ -11,6 +11,7 @@ approximated (DESIGN.md, style 4).
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -23,6 +24,9 @@ from archcompiler.registry import UnsupportedOpError
 from . import layers
 
 BACKEND = "torch"
+
+Slot = tuple[str, int | str]
+"""One constructor argument: ("arg", position) or ("kw", keyword)."""
 
 
 def _pair(v: tuple[int, int]) -> int | tuple[int, int]:
@@ -58,8 +62,32 @@ class Layer:
     def instantiate(self) -> nn.Module:
         return self.cls(*self.args, **self.kwargs)
 
-    def source(self) -> str:
-        parts = [repr(a) for a in self.args] + [f"{k}={v!r}" for k, v in self.kwargs.items()]
+    def slots(self) -> list[tuple[Slot, Any]]:
+        """Every argument as ((kind, position or keyword), value), in call order."""
+        return [(("arg", i), v) for i, v in enumerate(self.args)] + [(("kw", k), v) for k, v in self.kwargs.items()]
+
+    def slot_name(self, slot: Slot) -> str:
+        """A readable parameter name for an argument: the constructor's own name for it."""
+        kind, key = slot
+        if kind == "kw":
+            return str(key)
+        for klass in self.cls.__mro__:
+            params = [
+                p.name
+                for p in inspect.signature(klass.__init__).parameters.values()
+                if p.kind is p.POSITIONAL_OR_KEYWORD and p.name != "self"
+            ]
+            if params:
+                return params[int(key)]
+        return f"arg{key}"
+
+    def source(self, overrides: Mapping[Slot, str] | None = None) -> str:
+        """The constructor call as code; ``overrides`` replace literals by expressions (names)."""
+        over = overrides or {}
+        parts = []
+        for slot, value in self.slots():
+            text = over.get(slot, repr(value))
+            parts.append(text if slot[0] == "arg" else f"{slot[1]}={text}")
         return f"{self.qualname}({', '.join(parts)})"
 
 
@@ -96,7 +124,10 @@ def _conv(node: ir.Conv2D | ir.DepthwiseConv2D, in_ch: int, out_ch: int, groups:
     kwargs: dict[str, Any] = {}
     if node.stride != (1, 1):
         kwargs["stride"] = _pair(node.stride)
-    symmetric = top == bottom and left == right
+    # A strided conv with padding gets PaddedConv2d even when this size happens to pad
+    # symmetrically: TF "same" pads depend on the input size, and one class for all sizes keeps
+    # repeated blocks structurally identical (one emitted block function, pad a parameter).
+    symmetric = top == bottom and left == right and not (node.stride != (1, 1) and any(node.padding))
     if symmetric and (top or left):
         kwargs["padding"] = _pair((top, left))
     if node.dilation != (1, 1):
@@ -105,7 +136,7 @@ def _conv(node: ir.Conv2D | ir.DepthwiseConv2D, in_ch: int, out_ch: int, groups:
         kwargs["groups"] = groups
     kwargs["bias"] = node.use_bias
     if not symmetric:
-        # TF "same" with an even total pad: extra pixel at bottom/right, reproduced exactly.
+        # e.g. TF "same" with an even total pad: extra pixel at bottom/right, reproduced exactly.
         kwargs["pad"] = tuple(node.padding)
         return Layer(layers.PaddedConv2d, (in_ch, out_ch, _pair(node.kernel)), kwargs)
     return Layer(nn.Conv2d, (in_ch, out_ch, _pair(node.kernel)), kwargs)

@@ -1,0 +1,178 @@
+"""IR graph -> one standalone PyTorch source file (Jinja2), equivalent to what build() makes.
+
+The constructor calls come from the same handler table as the builder (``Layer.source`` vs
+``Layer.instantiate``), and layer names are the IR node names, so the emitted module's
+state_dict has exactly the keys and shapes of the built one.
+
+Injection safety: spec-controlled strings reach the code only as ``repr()`` literals or as
+names checked to be identifiers; the description, free text, is only ever a ``repr()``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import keyword
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from torch import nn
+
+from archcompiler import ir
+from archcompiler.cost import cost
+from archcompiler.registry import BackendError, UnsupportedOpError
+
+from . import layers
+from .ops import BACKEND, Handler
+from .structure import RESERVED, analyse
+
+TEMPLATES = Path(__file__).parent / "templates"
+_SAFE_PATH = re.compile(r"[A-Za-z0-9_./-]{1,200}")
+
+
+def _identifier(text: str, what: str) -> str:
+    if not text.isidentifier() or keyword.iskeyword(text) or not text.isascii():
+        raise BackendError(f"{what} {text!r} is not a valid Python identifier")
+    return text
+
+
+def class_name(graph_name: str) -> str:
+    """``mobilenet_v1`` -> ``MobilenetV1``."""
+    name = "".join(part[:1].upper() + part[1:] for part in graph_name.split("_") if part)
+    if not name or name[0].isdigit() or name in RESERVED:
+        name = f"Model{name}"
+    return _identifier(name, "model class name")
+
+
+def _type_of(values: list[Any]) -> str:
+    kinds = {type(v) for v in values}
+    if kinds == {int}:
+        return "int"
+    if kinds == {float} or kinds == {int, float}:
+        return "float"
+    if kinds == {bool}:
+        return "bool"
+    if kinds == {tuple}:
+        return "tuple[int, ...]"
+    return "object"
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,  # Python source, not HTML: every literal goes through repr()
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.filters["pyrepr"] = repr
+    return env
+
+
+def ruff_format(source: str) -> str:
+    """Format with ruff when it is installed (line length 120, as the repo); else unchanged.
+
+    The template already writes formatted code (a test checks ruff changes nothing), so the
+    output does not depend on whether ruff is present.
+    """
+    exe = Path(sys.executable).with_name("ruff")
+    ruff = str(exe) if exe.exists() else shutil.which("ruff")
+    if ruff is None:
+        return source
+    res = subprocess.run(
+        [ruff, "format", "--isolated", "--line-length", "120", "--stdin-filename", "model.py", "-"],
+        input=source,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if res.returncode != 0:
+        raise BackendError(f"generated code does not format: {res.stderr.strip()}")
+    return res.stdout
+
+
+def render(graph: ir.Graph, handlers: Mapping[str, Handler]) -> str:
+    """The template's output, before formatting."""
+    for node in graph.nodes:
+        if node.op not in handlers:
+            raise UnsupportedOpError(BACKEND, node)
+        _identifier(node.name, "node name")
+        if hasattr(nn.Sequential, node.name):
+            raise BackendError(f"node name {node.name!r} clashes with a torch.nn.Module attribute")
+    inputs = graph.inputs
+    if len(inputs) != 1:
+        raise BackendError(f"graph {graph.name!r} has {len(inputs)} inputs; the torch backend supports one")
+    structure = analyse(graph, handlers)
+    layer_nodes = [n for n in graph.nodes if not isinstance(n, ir.Input)]
+    chain = (
+        all(n.inputs == ((graph.nodes[i].name,)) for i, n in enumerate(graph.nodes[1:]))
+        and graph.output == graph.nodes[-1].name
+        and isinstance(graph.nodes[0], ir.Input)
+    )
+    class_sources = [
+        inspect.getsource(c) for c in vars(layers).values() if isinstance(c, type) and c in structure.classes
+    ]
+    param_types = {
+        kind.function: {p: _type_of([row[j] for row in kind.rows]) for j, p in enumerate(kind.params)}
+        for kind in structure.kinds
+    }
+    torch_cost = cost(graph, "torch")
+    stats = cost(graph, "keras").non_trainable
+    shape = graph.input_shape
+    input_shape = (shape[2], shape[0], shape[1]) if len(shape) == 3 else tuple(shape)
+    example = next(iter(_state_keys(graph, handlers)), "<layer>.weight")
+    text = "\n".join(class_sources) + "".join(k.layers[0][1] for k in structure.kinds)
+    text += "".join(src for s in structure.sections for _, src in s.singles)
+    context = {
+        "graph_name": _identifier(graph.name, "spec name"),
+        "graph_name_repr": repr(graph.name),
+        "source_doc": f"the spec file {graph.source}"
+        if _SAFE_PATH.fullmatch(graph.source or "")
+        else "a spec (see SPEC_SOURCE)",
+        "source_repr": repr(graph.source),
+        "description_repr": repr(graph.description),
+        "width": repr(graph.width),
+        "width_repr": repr(graph.width),
+        "height": int(graph.resolution[0]),
+        "width_px": int(graph.resolution[1]),
+        "resolution_repr": repr(tuple(int(r) for r in graph.resolution)),
+        "input_shape": input_shape,
+        "input_shape_repr": repr(input_shape),
+        "params": f"{torch_cost.trainable:,}",
+        "buffers": f"{stats:,}",
+        "macs": f"{torch_cost.macs:,}",
+        "example_key": example,
+        "need_ordered_dict": chain,
+        "need_functional": "F." in text,
+        "class_sources": class_sources,
+        "kinds": structure.kinds,
+        "param_types": param_types,
+        "sections": structure.sections,
+        "dag": not chain,
+        "wiring": [(n.name, tuple(n.inputs)) for n in layer_nodes],
+        "input_name": inputs[0].name,
+        "output_name": graph.output,
+        "class_name": class_name(graph.name),
+    }
+    return _environment().get_template("module.py.j2").render(**context)
+
+
+def _state_keys(graph: ir.Graph, handlers: Mapping[str, Handler]) -> list[str]:
+    """A few state_dict keys, for the docstring's example."""
+    keys = []
+    for node in graph.nodes:
+        layer = handlers[node.op].layer(node, graph)
+        if layer is not None and issubclass(layer.cls, nn.modules.conv._ConvNd):
+            keys.append(f"{node.name}.weight")
+    return keys
+
+
+def emit_source(graph: ir.Graph, handlers: Mapping[str, Handler]) -> str:
+    """Rendered, formatted source of a module defining the model class for ``graph``."""
+    return ruff_format(render(graph, handlers))

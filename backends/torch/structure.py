@@ -1,0 +1,202 @@
+"""Find repeated blocks in an IR graph so the emitter can write one function and a layer table.
+
+Generic, not MobileNet-specific: nodes are grouped into block instances (consecutive nodes
+from the same spec entry whose names carry the same numbers, e.g. ``conv_dw_3``,
+``conv_dw_3_bn``), instances with the same structure (name pattern, layer class, which
+arguments are given) form a *kind*, and the arguments that differ between instances become
+the kind's parameters (one parameter per distinct column of values, named after the
+constructor argument it feeds). Everything else is emitted as a single layer.
+"""
+
+from __future__ import annotations
+
+import keyword
+import re
+import textwrap
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from archcompiler import ir
+
+from .ops import Handler, Layer, Slot
+
+_DIGITS = re.compile(r"\d+")
+RESERVED = frozenset({"nn", "torch", "F", "OrderedDict", "layers", "block", "args", "name", "inputs"})
+"""Names the emitted code uses itself; a parameter or function never takes one of them."""
+
+
+@dataclass
+class Kind:
+    """A repeated block: one function in the emitted code."""
+
+    function: str
+    params: list[str]
+    layers: list[tuple[str, str]]
+    """(key expression, constructor expression) per layer, in order."""
+    doc: str
+    rows: list[tuple[Any, ...]] = field(default_factory=list)
+
+
+@dataclass
+class Section:
+    """A stretch of the model: single layers, or a table of block instances."""
+
+    singles: list[tuple[str, str]] = field(default_factory=list)
+    rows: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)
+    table: str = ""
+
+
+@dataclass
+class Structure:
+    kinds: list[Kind]
+    sections: list[Section]
+    classes: list[type]
+    """Layer classes used (from layers.py or torch.nn)."""
+
+
+def _group_key(node: ir.Node) -> tuple[str | None, tuple[int, ...]]:
+    return (node.span.path if node.span else None, tuple(int(d) for d in _DIGITS.findall(node.name)))
+
+
+def _signature(group: list[tuple[ir.Node, Layer]]) -> tuple[Any, ...]:
+    return tuple((_DIGITS.sub("#", n.name), layer.qualname, len(layer.args), tuple(layer.kwargs)) for n, layer in group)
+
+
+def _unique(name: str, taken: set[str]) -> str:
+    base = name if name.isidentifier() and not keyword.iskeyword(name) and name not in RESERVED else f"{name}_"
+    if not base.isidentifier():
+        base = "param"
+    out, k = base, 2
+    while out in taken:
+        out, k = f"{base}_{k}", k + 1
+    taken.add(out)
+    return out
+
+
+def _name_expr(name: str, number_params: Mapping[int, str]) -> str:
+    """``conv_dw_3_bn`` with number 0 -> ``f"conv_dw_{index}_bn"`` (names are identifiers)."""
+    pieces = _DIGITS.split(name)
+    digits = _DIGITS.findall(name)
+    out = pieces[0]
+    for j, d in enumerate(digits):
+        out += ("{" + number_params[j] + "}" if j in number_params else d) + pieces[j + 1]
+    return f'f"{out}"' if number_params else repr(name)
+
+
+def _make_kind(function: str, instances: list[list[tuple[ir.Node, Layer]]]) -> Kind:
+    first = instances[0]
+    columns: list[tuple[str, Any, str]] = []  # (column id, slot or number position, preferred name)
+    values: dict[str, list[Any]] = {}
+    n_numbers = len(_group_key(first[0][0])[1])
+    for j in range(n_numbers):
+        cid = f"n{j}"
+        columns.append((cid, j, "index"))
+        values[cid] = [_group_key(inst[0][0])[1][j] for inst in instances]
+    for p, (_, layer) in enumerate(first):
+        for slot, _ in layer.slots():
+            cid = f"{p}:{slot}"
+            columns.append((cid, (p, slot), layer.slot_name(slot)))
+            values[cid] = [dict(inst[p][1].slots())[slot] for inst in instances]
+    taken: set[str] = set()
+    params: list[str] = []
+    by_values: dict[str, str] = {}
+    param_of: dict[str, str] = {}
+    n_varying_numbers = sum(1 for j in range(n_numbers) if len(set(values[f"n{j}"])) > 1)
+    for cid, _, preferred in columns:
+        seq = values[cid]
+        if len({repr(v) for v in seq}) == 1:
+            continue
+        key = repr(seq)
+        if key not in by_values:
+            if preferred == "index" and n_varying_numbers > 1:
+                preferred = f"index_{cid[1:]}"
+            by_values[key] = _unique(preferred, taken)
+            params.append(by_values[key])
+        param_of[cid] = by_values[key]
+    # Block numbers first, then scalars (channel counts), then tuples (paddings): a table row
+    # then reads like the paper's (index, in, out, ...).
+    numbers = {param_of[f"n{j}"] for j in range(n_numbers) if f"n{j}" in param_of}
+
+    def rank(name: str) -> int:
+        cid = next(c for c, pn in param_of.items() if pn == name)
+        return 0 if name in numbers else 2 if isinstance(values[cid][0], tuple) else 1
+
+    params.sort(key=rank)
+    number_params = {j: param_of[f"n{j}"] for j in range(n_numbers) if f"n{j}" in param_of}
+    layers_src = []
+    for p, (node, layer) in enumerate(first):
+        overrides: dict[Slot, str] = {
+            slot: param_of[f"{p}:{slot}"] for slot, _ in layer.slots() if f"{p}:{slot}" in param_of
+        }
+        layers_src.append((_name_expr(node.name, number_params), layer.source(overrides)))
+    pattern = ", ".join(_DIGITS.sub("#", n.name) for n, _ in first)
+    doc = textwrap.fill(
+        f"One repeated block of {len(first)} layers: {pattern} (# = the block's number).",
+        width=100,
+        subsequent_indent="    ",
+    )
+    kind = Kind(function, params, layers_src, doc=doc)
+    for inst in instances:
+        row = []
+        for name in params:
+            cid = next(c for c, pn in param_of.items() if pn == name)
+            row.append(values[cid][instances.index(inst)])
+        kind.rows.append(tuple(row))
+    return kind
+
+
+def analyse(graph: ir.Graph, handlers: Mapping[str, Handler]) -> Structure:
+    """Group the graph's layers into single layers and tables of repeated blocks."""
+    pairs: list[tuple[ir.Node, Layer]] = []
+    for node in graph.nodes:
+        layer = handlers[node.op].layer(node, graph) if node.op in handlers else None
+        if layer is not None:
+            pairs.append((node, layer))
+    groups: list[list[tuple[ir.Node, Layer]]] = []
+    for node, layer in pairs:
+        if groups and _group_key(groups[-1][-1][0]) == _group_key(node):
+            groups[-1].append((node, layer))
+        else:
+            groups.append([(node, layer)])
+    by_sig: dict[tuple[Any, ...], list[int]] = {}
+    for i, g in enumerate(groups):
+        if len(g) >= 2:
+            by_sig.setdefault(_signature(g), []).append(i)
+    kinds: list[Kind] = []
+    kind_of: dict[int, tuple[Kind, int]] = {}
+    taken: set[str] = set()
+    for idxs in by_sig.values():
+        if len(idxs) < 2:
+            continue
+        first = groups[idxs[0]]
+        stem = re.sub(r"_+", "_", _DIGITS.sub("", first[0][0].name)).strip("_") or "block"
+        if f"{stem}_block" in taken:
+            # Same first layer as another kind: tell them apart by a constant stride, if any.
+            strides = [layer.kwargs["stride"] for _, layer in first if "stride" in layer.kwargs]
+            if strides and all(s == strides[0] for s in strides) and isinstance(strides[0], int):
+                stem = f"{stem}_s{strides[0]}"
+        kind = _make_kind(_unique(f"{stem}_block", taken), [groups[i] for i in idxs])
+        kinds.append(kind)
+        for row_no, i in enumerate(idxs):
+            kind_of[i] = (kind, row_no)
+    kinds.sort(key=lambda k: min(i for i, (kk, _) in kind_of.items() if kk is k))
+    sections: list[Section] = []
+    for i, g in enumerate(groups):
+        if i in kind_of:
+            kind, row_no = kind_of[i]
+            if not sections or not sections[-1].table:
+                sections.append(Section(table="?"))
+            sections[-1].rows.append((kind.function, kind.rows[row_no]))
+        else:
+            if not sections or sections[-1].table:
+                sections.append(Section())
+            sections[-1].singles.extend((n.name, layer.source()) for n, layer in g)
+    tables = [s for s in sections if s.table]
+    for k, s in enumerate(tables, 1):
+        s.table = "BLOCKS" if len(tables) == 1 else f"BLOCKS_{k}"
+    classes: list[type] = []
+    for _, layer in pairs:
+        if layer.cls not in classes:
+            classes.append(layer.cls)
+    return Structure(kinds, sections, classes)

@@ -1,0 +1,323 @@
+"""The torch emitter: standalone source equal to the built model, deterministic, lint-clean, inert.
+
+The emitted module is always imported in a subprocess where ``archcompiler`` cannot be
+imported, and compared with the model build() makes, node by node.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("jinja2")
+
+import archcompiler as a  # noqa: E402
+from archcompiler import ir  # noqa: E402
+from archcompiler import weights as W  # noqa: E402
+from archcompiler.registry import BackendError, UnsupportedOpError, get_backend  # noqa: E402
+
+pytestmark = pytest.mark.torch
+
+REPO = Path(__file__).resolve().parents[2]
+PAPER = str(REPO / "specs/mobilenet.yaml")
+KERAS = str(REPO / "specs/mobilenet_keras.yaml")
+RUFF = Path(sys.executable).with_name("ruff")
+
+
+@pytest.fixture(scope="module")
+def backend():
+    return get_backend("torch")
+
+
+def all_ops_graph() -> ir.Graph:
+    """Every IR op once, with a residual add and a squeeze-excite multiply (a DAG)."""
+    n = ir
+    nodes = (
+        n.Input(name="image", inputs=(), shape=(10, 8, 3)),
+        n.Conv2D(
+            name="stem",
+            inputs=("image",),
+            shape=(5, 4, 8),
+            in_channels=3,
+            filters=8,
+            kernel=(3, 3),
+            stride=(2, 2),
+            padding=(0, 1, 0, 1),
+            use_bias=True,
+        ),
+        n.BatchNorm(
+            name="stem_bn",
+            inputs=("stem",),
+            shape=(5, 4, 8),
+            channels=8,
+            epsilon=1e-3,
+            decay=0.99,
+            variance_update="biased",
+        ),
+        n.Activation(name="stem_act", inputs=("stem_bn",), shape=(5, 4, 8), kind="hard_swish"),
+        n.ZeroPad2D(name="pad", inputs=("stem_act",), shape=(6, 6, 8), padding=(1, 0, 2, 0)),
+        n.DepthwiseConv2D(
+            name="dw",
+            inputs=("pad",),
+            shape=(6, 6, 16),
+            in_channels=8,
+            multiplier=2,
+            kernel=(3, 3),
+            stride=(1, 1),
+            padding=(1, 1, 1, 1),
+        ),
+        n.BatchNorm(
+            name="dw_bn",
+            inputs=("dw",),
+            shape=(6, 6, 16),
+            channels=16,
+            epsilon=1e-5,
+            decay=0.9,
+            variance_update="unbiased",
+        ),
+        n.Conv2D(
+            name="expand",
+            inputs=("pad",),
+            shape=(6, 6, 16),
+            in_channels=8,
+            filters=16,
+            kernel=(1, 1),
+            stride=(1, 1),
+            padding=(0, 0, 0, 0),
+        ),
+        n.Add(name="residual", inputs=("dw_bn", "expand"), shape=(6, 6, 16)),
+        n.GlobalPool(name="squeeze", inputs=("residual",), shape=(1, 1, 16), kind="avg", keepdims=True),
+        n.Activation(name="gate", inputs=("squeeze",), shape=(1, 1, 16), kind="hard_sigmoid"),
+        n.Multiply(name="excite", inputs=("residual", "gate"), shape=(6, 6, 16)),
+        n.Pool2D(name="pool", inputs=("excite",), shape=(3, 3, 16), kind="max", kernel=(2, 2), stride=(2, 2)),
+        n.Activation(name="act2", inputs=("pool",), shape=(3, 3, 16), kind="swish"),
+        n.Flatten(name="flat", inputs=("act2",), shape=(144,)),
+        n.Dense(name="fc", inputs=("flat",), shape=(10,), in_features=144, units=10),
+        n.Dropout(name="drop", inputs=("fc",), shape=(10,), rate=0.5),
+        n.Softmax(name="probs", inputs=("drop",), shape=(10,)),
+    )
+    return ir.Graph(name="all_ops", nodes=nodes, output="probs", width=1.0, resolution=(10, 8))
+
+
+RUNNER = textwrap.dedent(
+    """
+    import importlib.util, json, sys
+    sys.modules["archcompiler"] = None  # the generated module must not need archc
+    import numpy as np, torch
+    path, cls_name, state_path, x_path, out_path = sys.argv[1:6]
+    spec = importlib.util.spec_from_file_location("generated_model", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    model = getattr(mod, cls_name)().eval()
+    shapes = {k: list(v.shape) for k, v in model.state_dict().items()}
+    model.load_state_dict(torch.load(state_path, weights_only=True))
+    outs = {}
+    for name, child in model.named_children():
+        child.register_forward_hook(lambda m, i, o, name=name: outs.__setitem__(name, o.detach().numpy()))
+    with torch.no_grad():
+        model(torch.from_numpy(np.load(x_path)))
+    np.savez(out_path, **outs)
+    loaded = [m for m, v in sys.modules.items() if v is not None and m.startswith("archcompiler")]
+    print(json.dumps({"keys": list(shapes), "shapes": shapes, "archc": loaded}))
+    """
+)
+
+
+def run_emitted(source: str, cls_name: str, state: dict, x_nchw: np.ndarray, tmp: Path) -> tuple[dict, dict]:
+    (tmp / "model.py").write_text(source)
+    torch.save(state, tmp / "state.pt")
+    np.save(tmp / "x.npy", x_nchw)
+    (tmp / "runner.py").write_text(RUNNER)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    res = subprocess.run(
+        [sys.executable, "runner.py", "model.py", cls_name, "state.pt", "x.npy", "outs.npz"],
+        capture_output=True,
+        text=True,
+        cwd=tmp,
+        env=env,
+        timeout=120,
+    )
+    assert res.returncode == 0, res.stderr
+    info = json.loads(res.stdout.strip().splitlines()[-1])
+    with np.load(tmp / "outs.npz") as data:
+        outs = {k: data[k] for k in data.files}
+    return info, outs
+
+
+def check_same_model(backend, g: ir.Graph, cls_name: str, tmp: Path) -> float:
+    """Emitted vs built: same state_dict keys, order and shapes; every node within 1e-6."""
+    model = backend.build(g)
+    backend.set_weights(g, model, W.init(g, seed=3))
+    shape = g.input_shape
+    x = np.random.default_rng(0).normal(size=(2, *shape)).astype(np.float32)
+    info, outs = run_emitted(backend.emit(g), cls_name, model.state_dict(), x.transpose(0, 3, 1, 2).copy(), tmp)
+    assert info["archc"] == []
+    assert info["keys"] == list(model.state_dict())
+    assert info["shapes"] == {k: list(v.shape) for k, v in model.state_dict().items()}
+    layer_names = [n.name for n in g.nodes if not isinstance(n, ir.Input)]
+    assert sorted(outs) == sorted(layer_names)
+    built = backend.run(g, model, x, layer_names)
+    worst = 0.0
+    for name in layer_names:
+        got = outs[name].transpose(0, 2, 3, 1) if outs[name].ndim == 4 else outs[name]
+        assert got.shape == built[name].shape, name
+        diff = float(np.abs(got - built[name]).max())
+        assert diff <= 1e-6, f"{name}: {diff}"
+        worst = max(worst, diff)
+    return worst
+
+
+@pytest.mark.parametrize(
+    ("spec", "cls_name", "width", "resolution"),
+    [
+        (PAPER, "MobilenetV1", 0.5, 160),
+        (PAPER, "MobilenetV1", 0.25, 199),
+        (KERAS, "MobilenetKeras", 0.25, 128),
+        (KERAS, "MobilenetKeras", 0.5, 199),
+    ],
+)
+def test_emitted_model_equals_built_model(backend, tmp_path, spec, cls_name, width, resolution):
+    check_same_model(backend, a.lower(a.load(spec), width=width, resolution=resolution), cls_name, tmp_path)
+
+
+def test_builder_and_emitter_cover_every_ir_op(backend, tmp_path):
+    g = all_ops_graph()
+    assert {n.op for n in g.nodes} == ir.IR_OPS  # the graph really uses every op
+    assert backend.ops == ir.IR_OPS
+    backend.verify(g, backend.build(g))
+    check_same_model(backend, g, "AllOps", tmp_path)
+
+
+@pytest.mark.parametrize("op", sorted(ir.IR_OPS - {"input"}))
+def test_an_op_missing_from_the_table_fails_build_and_emit_alike(op):
+    from archcompiler.backends.torch.build import build_module
+    from archcompiler.backends.torch.emit import emit_source
+    from archcompiler.backends.torch.ops import HANDLERS
+
+    g = all_ops_graph()
+    partial = {k: h for k, h in HANDLERS.items() if k != op}
+    first = next(n for n in g.nodes if n.op == op)
+    with pytest.raises(UnsupportedOpError, match=first.name):
+        build_module(g, partial)
+    with pytest.raises(UnsupportedOpError, match=first.name):
+        emit_source(g, partial)
+
+
+def test_repeated_blocks_are_one_function_in_a_loop(backend):
+    g = a.lower(a.load(KERAS), width=1.0, resolution=224)
+    src = backend.emit(g)
+    # 13 separable blocks -> two block functions (plain and down-sampling) and one table
+    assert src.count("\ndef ") == 2
+    assert "for block, *args in BLOCKS:" in src
+    assert "conv_dw_7" not in src  # no unrolled block layers
+    assert len(src.splitlines()) < 200
+    assert '"""PyTorch model ``mobilenet_keras``' in src
+    assert "4,231,976 parameters" in src  # torch count at width 1.0 (NUMBERS.md)
+    assert "568,740,352 multiply-adds" in src  # paper MACs at 1.0-224 (NUMBERS.md)
+
+
+def test_emit_is_deterministic_across_processes(backend, tmp_path):
+    code = (
+        "import archcompiler as a, sys; from archcompiler.registry import get_backend; "
+        f"g = a.lower(a.load({PAPER!r}), width=0.5, resolution=160); sys.stdout.write(get_backend('torch').emit(g))"
+    )
+    outs = []
+    for seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+        assert res.returncode == 0, res.stderr
+        outs.append(res.stdout)
+    g = a.lower(a.load(PAPER), width=0.5, resolution=160)
+    assert outs[0] == outs[1] == backend.emit(g)
+
+
+@pytest.mark.skipif(not RUFF.exists() and shutil.which("ruff") is None, reason="ruff not installed")
+@pytest.mark.parametrize("which", ["paper", "keras", "all_ops"])
+def test_emitted_source_is_formatted_and_lint_clean(backend, tmp_path, which):
+    g = {
+        "paper": lambda: a.lower(a.load(PAPER), width=0.75, resolution=199),
+        "keras": lambda: a.lower(a.load(KERAS), width=1.0, resolution=224),
+        "all_ops": all_ops_graph,
+    }[which]()
+    path = tmp_path / "model.py"
+    path.write_text(backend.emit(g))
+    ruff = str(RUFF) if RUFF.exists() else shutil.which("ruff")
+    fmt = subprocess.run(
+        [ruff, "format", "--isolated", "--line-length", "120", "--check", str(path)], capture_output=True, text=True
+    )
+    assert fmt.returncode == 0, fmt.stdout + fmt.stderr
+    lint = subprocess.run(
+        [
+            ruff,
+            "check",
+            "--isolated",
+            "--line-length",
+            "120",
+            "--target-version",
+            "py310",
+            "--select",
+            "E,F,W,I,B,UP,RUF,SIM",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+
+
+HOSTILE = [
+    'x"""\nimport os\nos.system("touch PWNED")\n"""',
+    "'; __import__('os').system('touch PWNED'); '",
+    "\\' + __import__('os').system('touch PWNED') + \\'",
+    "{{ graph_name }} {% raw %} \x00 \u2028 ｉｍｐｏｒｔ",
+]
+
+
+@pytest.mark.parametrize("text", HOSTILE)
+def test_hostile_description_and_source_are_inert(backend, tmp_path, text):
+    g = dataclasses.replace(all_ops_graph(), description=text, source=text)
+    src = backend.emit(g)
+    assert text not in src.split("SPEC_NAME")[0]  # never raw in the docstring
+    (tmp_path / "model.py").write_text(src)
+    code = (
+        "import importlib.util, json, sys; s = importlib.util.spec_from_file_location('m', 'model.py'); "
+        "m = importlib.util.module_from_spec(s); s.loader.exec_module(m); "
+        "print(json.dumps([m.SPEC_DESCRIPTION, m.SPEC_SOURCE]))"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout) == [text, text]
+    assert not (tmp_path / "PWNED").exists()
+
+
+@pytest.mark.parametrize("name", ["not an identifier", "class", "x\nimport os", "forward"])
+def test_unsafe_names_are_rejected(backend, name):
+    g = all_ops_graph()
+    if name == "forward":  # a valid identifier that would shadow nn.Module.forward
+        nodes = tuple(dataclasses.replace(n, name="forward") if n.name == "act2" else n for n in g.nodes)
+        nodes = tuple(
+            dataclasses.replace(n, inputs=tuple("forward" if i == "act2" else i for i in n.inputs)) for n in nodes
+        )
+        g = dataclasses.replace(g, nodes=nodes)
+    else:
+        g = dataclasses.replace(g, name=name)
+    with pytest.raises(BackendError):
+        backend.emit(g)
+
+
+def test_templates_render_with_strict_undefined():
+    import jinja2
+    from archcompiler.backends.torch.emit import _environment
+
+    with pytest.raises(jinja2.UndefinedError):
+        _environment().from_string("{{ missing }}").render()
