@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from .cost import CONVENTIONS, CostReport, cost, humanize, parse_budget
+from .fsutil import atomic_write_text
 from .ir import Graph
 from .loading import LoadedSpec, load
 from .lower import lower
@@ -385,17 +386,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     loaded, graph = _lower(args)
     backend = _backend(loaded, args.backend)
     source = backend.emit(graph)
-    out = Path(args.output or "generated")
-    out.mkdir(parents=True, exist_ok=True)
-    target = out / f"{_stem(graph)}_{args.backend}.py"
-    fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{target.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(source)
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    target = atomic_write_text(Path(args.output or "generated") / f"{_stem(graph)}_{args.backend}.py", source)
     print(f"wrote {target}")
     return 0
 

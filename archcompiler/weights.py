@@ -19,13 +19,12 @@ numpy is imported lazily so that ``import archcompiler`` stays cheap.
 
 from __future__ import annotations
 
-import os
-import tempfile
 import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import ir
+from .fsutil import atomic_write
 
 if TYPE_CHECKING:
     import numpy as np
@@ -113,24 +112,19 @@ def save(weights: Weights, path: str | Path) -> Path:
     import numpy as np
 
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    if p.suffix not in (".npz", ".safetensors"):
+        raise WeightError(f"{p}: unknown weights format {p.suffix!r} (use .npz or .safetensors)")
+
+    def write(tmp: str) -> None:
         if p.suffix == ".safetensors":
             from safetensors.numpy import save_file
 
             save_file({k: np.ascontiguousarray(v) for k, v in weights.items()}, tmp)
-        elif p.suffix == ".npz":
+        else:
             with open(tmp, "wb") as fh:
                 np.savez(fh, **weights)
-        else:
-            raise WeightError(f"{p}: unknown weights format {p.suffix!r} (use .npz or .safetensors)")
-        os.replace(tmp, p)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return p
+
+    return atomic_write(p, write)
 
 
 def load(path: str | Path) -> Weights:
