@@ -148,7 +148,6 @@ def render(graph: ir.Graph, handlers: Mapping[str, Handler]) -> str:
         "buffers": f"{stats:,}",
         "macs": f"{torch_cost.macs:,}",
         "example_key": example,
-        "need_ordered_dict": chain,
         "need_functional": "F." in text,
         "class_sources": class_sources,
         "kinds": structure.kinds,
