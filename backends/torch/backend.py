@@ -116,11 +116,19 @@ class TorchBackend(Backend):
         for n in names:
             if n not in graph:
                 raise BackendError(f"no node named {n!r} in graph {graph.name!r}")
-        xt = torch.from_numpy(to_torch_layout(np.asarray(x, dtype=np.float32)))
+        xt = torch.from_numpy(to_torch_layout(self._check_input(graph, x)))
         model.eval()
         with torch.no_grad():
             outs = model.forward_nodes(xt, names)
         return {n: from_torch_layout(outs[n].numpy()) for n in names}
+
+    @staticmethod
+    def _check_input(graph: ir.Graph, x: np.ndarray) -> np.ndarray:
+        """float32 NHWC batch of the IR's input shape, or a BackendError saying what came."""
+        arr = np.asarray(x, dtype=np.float32)
+        if arr.shape[1:] != tuple(graph.input_shape):
+            raise BackendError(f"input of shape {arr.shape}; graph {graph.name!r} takes (N, *{graph.input_shape})")
+        return arr
 
     def train_step(self, graph: ir.Graph, model: Any, x: np.ndarray, y: np.ndarray, lr: float) -> None:
         """One plain SGD step on mean softmax cross-entropy of the logits.
@@ -136,7 +144,7 @@ class TorchBackend(Backend):
             raise BackendError(
                 f"training needs (N, classes) logits; node {logits_name!r} is {graph[logits_name].shape}"
             )
-        xt = torch.from_numpy(to_torch_layout(np.asarray(x, dtype=np.float32)))
+        xt = torch.from_numpy(to_torch_layout(self._check_input(graph, x)))
         yt = torch.from_numpy(np.asarray(y, dtype=np.int64))
         opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.0, weight_decay=0.0)
         model.train()

@@ -42,6 +42,9 @@ def save_model(graph: ir.Graph, model: GraphModule, out_dir: Path) -> list[Path]
     except Exception as exc:  # export is best-effort by design: fall back, say why
         warnings.warn(f"torch.export failed ({exc}); writing a TorchScript trace instead", stacklevel=2)
         program_path = out_dir / f"{graph.name}.torchscript.pt"
-        traced = torch.jit.trace(model, example)
+        with warnings.catch_warnings():
+            # TorchScript is deprecated in favour of torch.export, which is what just failed.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            traced = torch.jit.trace(model, example)
         traced.save(str(program_path))
     return [state_path, program_path]

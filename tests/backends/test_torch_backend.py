@@ -440,6 +440,13 @@ def test_run_returns_every_node_channels_last(backend):
     np.testing.assert_allclose(default["predictions"].sum(1), 1.0, atol=1e-5)
 
 
+def test_run_rejects_a_wrong_input_shape(backend):
+    g = lowered(KERAS, 0.25, 96)
+    model = backend.build(g)
+    with pytest.raises(BackendError, match=r"\(2, 3, 96, 96\)"):
+        backend.run(g, model, np.zeros((2, 3, 96, 96), np.float32))  # NCHW by mistake
+
+
 LOADER = textwrap.dedent(
     """
     import sys
@@ -486,3 +493,33 @@ def test_saved_program_loads_without_archc(backend, tmp_path):
     assert info["keys"] == sorted(model.state_dict())
     want = backend.run(g, model, x)["predictions"]
     np.testing.assert_allclose(np.load(tmp_path / "y.npy"), want, atol=1e-6)
+
+
+def test_save_falls_back_to_torchscript(backend, tmp_path, monkeypatch):
+    """When torch.export fails, a TorchScript program is written instead and still loads alone."""
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("export unavailable")
+
+    monkeypatch.setattr(torch.export, "export", broken)
+    g = lowered(PAPER, 0.25, 96)
+    model = backend.build(g)
+    backend.set_weights(g, model, W.init(g, seed=2))
+    with pytest.warns(UserWarning, match="TorchScript"):
+        paths = backend.save(g, model, tmp_path)
+    assert [p.name for p in paths] == ["mobilenet_v1.pt", "mobilenet_v1.torchscript.pt"]
+    x = np.random.default_rng(1).normal(size=(2, 96, 96, 3)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x.transpose(0, 3, 1, 2))
+    (tmp_path / "load.py").write_text(LOADER)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    res = subprocess.run(
+        [sys.executable, "load.py", str(paths[1]), str(paths[0]), "x.npy", "y.npy"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=120,
+    )
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout.strip().splitlines()[-1])["archc"] == []
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), backend.run(g, model, x)["predictions"], atol=1e-6)
