@@ -137,12 +137,8 @@ def _make_kind(function: str, instances: list[list[tuple[ir.Node, Layer]]]) -> K
         subsequent_indent="    ",
     )
     kind = Kind(function, params, layers_src, doc=doc)
-    for inst in instances:
-        row = []
-        for name in params:
-            cid = next(c for c, pn in param_of.items() if pn == name)
-            row.append(values[cid][instances.index(inst)])
-        kind.rows.append(tuple(row))
+    column_of = {pn: cid for cid, pn in reversed(param_of.items())}  # first column feeding each param
+    kind.rows = [tuple(values[column_of[name]][k] for name in params) for k in range(len(instances))]
     return kind
 
 
