@@ -57,6 +57,8 @@ def _type_of(values: list[Any]) -> str:
         return "float"
     if kinds == {bool}:
         return "bool"
+    if kinds == {str}:
+        return "str"
     if kinds == {tuple}:
         return "tuple[int, ...]"
     return "object"
@@ -103,13 +105,12 @@ def render(graph: ir.Graph, handlers: Mapping[str, Handler]) -> str:
         if node.op not in handlers:
             raise UnsupportedOpError(BACKEND, node)
         _identifier(node.name, "node name")
-        if hasattr(nn.Sequential, node.name):
+        if hasattr(nn.Sequential, node.name) or node.name == "wiring":  # "wiring": the emitted model's own
             raise BackendError(f"node name {node.name!r} clashes with a torch.nn.Module attribute")
     inputs = graph.inputs
     if len(inputs) != 1:
         raise BackendError(f"graph {graph.name!r} has {len(inputs)} inputs; the torch backend supports one")
     structure = analyse(graph, handlers)
-    layer_nodes = [n for n in graph.nodes if not isinstance(n, ir.Input)]
     chain = (
         all(n.inputs == ((graph.nodes[i].name,)) for i, n in enumerate(graph.nodes[1:]))
         and graph.output == graph.nodes[-1].name
@@ -154,7 +155,6 @@ def render(graph: ir.Graph, handlers: Mapping[str, Handler]) -> str:
         "param_types": param_types,
         "sections": structure.sections,
         "dag": not chain,
-        "wiring": [(n.name, tuple(n.inputs)) for n in layer_nodes],
         "input_name": inputs[0].name,
         "output_name": graph.output,
         "class_name": class_name(graph.name),

@@ -198,6 +198,59 @@ def test_builder_and_emitter_cover_every_ir_op(backend, tmp_path):
     check_same_model(backend, g, "AllOps", tmp_path)
 
 
+RESNET = """\
+archc: 1
+name: tiny_resnet
+description: "a residual net with squeeze-excite, to test block detection on a DAG"
+input: {size: 32, channels: 3}
+classes: 10
+width: 1.0
+resolution: 1.0
+rounding: {mode: truncate}
+defaults:
+  padding: same
+  bias: false
+  activation: relu
+  batchnorm: {epsilon: 1.0e-3, decay: 0.99, variance_update: biased}
+blocks:
+  residual:
+    params: {filters: null}
+    layers:
+      - {op: conv, filters: $filters, kernel: 3, name: "res{index}_conv_a"}
+      - {op: batchnorm, name: "res{index}_bn_a"}
+      - {op: activation, name: "res{index}_relu_a"}
+      - {op: conv, filters: $filters, kernel: 3, name: "res{index}_conv_b"}
+      - {op: batchnorm, name: "res{index}_bn_b"}
+      - {op: global_avg_pool, keepdims: true, name: "res{index}_squeeze"}
+      - {op: activation, kind: hard_sigmoid, name: "res{index}_gate"}
+      - {op: multiply, inputs: ["res{index}_bn_b", "res{index}_gate"], name: "res{index}_excite"}
+      - {op: add, inputs: ["res{index}_excite", _input], name: "res{index}_add"}
+      - {op: activation, name: "res{index}_out"}
+layers:
+  - {op: conv, filters: 16, kernel: 3, name: stem}
+  - {op: batchnorm, name: stem_bn}
+  - {op: activation, name: stem_relu}
+  - {block: residual, filters: 16, repeat: 3}
+  - {op: global_avg_pool, name: pool}
+  - {op: dense, units: $classes, name: fc}
+  - {op: softmax, name: probs}
+"""
+
+
+def test_residual_blocks_are_detected_on_a_dag(backend, tmp_path):
+    """Block detection is generic: a residual squeeze-excite block (not MobileNet) becomes one
+    function, its skip input a parameter, and the model still equals the built one."""
+    g = a.lower(a.load_text(RESNET, "tiny_resnet.yaml"))
+    assert any(n.op == "add" for n in g.nodes) and any(n.op == "multiply" for n in g.nodes)
+    src = backend.emit(g)
+    assert src.count("\ndef ") == 1
+    assert '(Add(), (f"res{index}_excite", source))' in src
+    assert '1, "stem_relu")' in src and '3, "res2_out")' in src
+    assert "res2_conv_a" not in src
+    backend.verify(g, backend.build(g))
+    check_same_model(backend, g, "TinyResnet", tmp_path)
+
+
 @pytest.mark.parametrize("op", sorted(ir.IR_OPS - {"input"}))
 def test_an_op_missing_from_the_table_fails_build_and_emit_alike(op):
     from archcompiler.backends.torch.build import build_module
@@ -242,12 +295,13 @@ def test_emit_is_deterministic_across_processes(backend, tmp_path):
 
 
 @pytest.mark.skipif(not RUFF.exists() and shutil.which("ruff") is None, reason="ruff not installed")
-@pytest.mark.parametrize("which", ["paper", "keras", "all_ops"])
+@pytest.mark.parametrize("which", ["paper", "keras", "all_ops", "resnet"])
 def test_emitted_source_is_formatted_and_lint_clean(backend, tmp_path, which):
     g = {
         "paper": lambda: a.lower(a.load(PAPER), width=0.75, resolution=199),
         "keras": lambda: a.lower(a.load(KERAS), width=1.0, resolution=224),
         "all_ops": all_ops_graph,
+        "resnet": lambda: a.lower(a.load_text(RESNET, "tiny_resnet.yaml")),
     }[which]()
     path = tmp_path / "model.py"
     path.write_text(backend.emit(g))
