@@ -41,11 +41,20 @@ def _identifier(text: str, what: str) -> str:
     return text
 
 
+MODULE_NAMES = frozenset(
+    {"Entry", "SPEC_NAME", "SPEC_SOURCE", "SPEC_DESCRIPTION", "WIDTH", "RESOLUTION", "INPUT_SHAPE"}
+    | {c.__name__ for c in vars(layers).values() if isinstance(c, type)}
+)
+"""Module-level names of the emitted file that the model class must not shadow."""
+
+
 def class_name(graph_name: str) -> str:
-    """``mobilenet_v1`` -> ``MobilenetV1``."""
+    """``mobilenet_v1`` -> ``MobilenetV1``; ``add`` -> ``AddModel`` (Add is a layer class)."""
     name = "".join(part[:1].upper() + part[1:] for part in graph_name.split("_") if part)
-    if not name or name[0].isdigit() or name in RESERVED:
+    if not name or name[0].isdigit():
         name = f"Model{name}"
+    if name in RESERVED or name in MODULE_NAMES or name.startswith("BLOCKS"):
+        name = f"{name}Model"
     return _identifier(name, "model class name")
 
 

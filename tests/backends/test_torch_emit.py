@@ -369,6 +369,21 @@ def test_unsafe_names_are_rejected(backend, name):
         backend.emit(g)
 
 
+@pytest.mark.parametrize(
+    ("graph_name", "expected"),
+    [
+        ("mobilenet_v1", "MobilenetV1"),
+        ("add", "AddModel"),
+        ("global_pool", "GlobalPoolModel"),
+        ("w_i_d_t_h", "WIDTHModel"),
+    ],
+)
+def test_model_class_never_shadows_a_module_name(graph_name, expected):
+    from archcompiler.backends.torch.emit import class_name
+
+    assert class_name(graph_name) == expected
+
+
 def test_templates_render_with_strict_undefined():
     import jinja2
     from archcompiler.backends.torch.emit import _environment
