@@ -27,7 +27,7 @@ class KerasBackend(Backend):
 
     name: ClassVar[str] = "keras"
     handlers: ClassVar[Mapping[str, Handler]] = HANDLERS
-    capabilities: ClassVar[frozenset[str]] = frozenset({"build", "weights", "run", "train", "save"})
+    capabilities: ClassVar[frozenset[str]] = frozenset({"build", "weights", "run", "train", "save", "emit"})
     model_suffix: ClassVar[str] = ".keras"
     foreign_weight_suffixes: ClassVar[tuple[str, ...]] = (".h5",)
     """Keras weight files; read with h5py alone, so no TensorFlow is needed (checkpoint.py)."""
@@ -77,3 +77,9 @@ class KerasBackend(Backend):
         from .checkpoint import load_keras_weights
 
         return load_keras_weights(path, graph)
+
+    def emit(self, graph: Graph) -> str:
+        """A standalone Keras module (imports only keras) defining ``build_model()``."""
+        from .emit import emit_module
+
+        return emit_module(graph)

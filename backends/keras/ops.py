@@ -116,13 +116,17 @@ class Handler:
         return cls(*call.args, **dict(call.kwargs), name=call.name)
 
     # -- emit part -----------------------------------------------------------------------
-    def emit_layer(self, call: LayerCall, name_expr: str | None = None) -> str:
+    def emit_layer(
+        self, call: LayerCall, name_expr: str | None = None, overrides: Mapping[int | str, str] | None = None
+    ) -> str:
         """Source constructing the layer, e.g. ``layers.ReLU(6.0, name="conv1_relu")``.
 
-        ``name_expr`` replaces the name literal (an f-string inside a block function).
+        Inside a block function, ``name_expr`` replaces the name literal (an f-string) and
+        ``overrides`` replace argument literals (by position or keyword) with parameter names.
         """
-        parts = [literal(a) for a in call.args]
-        parts += [f"{k}={literal(v)}" for k, v in call.kwargs]
+        over = overrides or {}
+        parts = [over.get(i, literal(a)) for i, a in enumerate(call.args)]
+        parts += [f"{k}={over.get(k, literal(v))}" for k, v in call.kwargs]
         parts.append(f"name={name_expr or literal(call.name)}")
         return f"layers.{call.cls}({', '.join(parts)})"
 
@@ -142,8 +146,11 @@ class InputHandler(Handler):
 
         return keras.Input(shape=dict(call.kwargs)["shape"], name=call.name)
 
-    def emit_layer(self, call: LayerCall, name_expr: str | None = None) -> str:
-        return f"keras.Input(shape={literal(dict(call.kwargs)['shape'])}, name={name_expr or literal(call.name)})"
+    def emit_layer(
+        self, call: LayerCall, name_expr: str | None = None, overrides: Mapping[int | str, str] | None = None
+    ) -> str:
+        shape = (overrides or {}).get("shape", literal(dict(call.kwargs)["shape"]))
+        return f"keras.Input(shape={shape}, name={name_expr or literal(call.name)})"
 
 
 class _WindowedConvHandler(Handler):
@@ -253,8 +260,10 @@ class BatchNormHandler(Handler):
             return UnbiasedBatchNormalization(**dict(call.kwargs), name=call.name)
         return super().build_layer(call)
 
-    def emit_layer(self, call: LayerCall, name_expr: str | None = None) -> str:
-        src = super().emit_layer(call, name_expr)
+    def emit_layer(
+        self, call: LayerCall, name_expr: str | None = None, overrides: Mapping[int | str, str] | None = None
+    ) -> str:
+        src = super().emit_layer(call, name_expr, overrides)
         # The emitted module defines the subclass itself (templates/unbiased_bn.py.j2).
         return src.replace(f"layers.{UNBIASED_BN}(", f"{UNBIASED_BN}(", 1)
 
