@@ -65,6 +65,9 @@ class KerasBackend(Backend):
         os.close(fd)
         try:
             model.save(tmp)
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file ordinary permissions
             os.replace(tmp, target)
         except Exception as exc:
             raise BackendError(f"cannot save keras model to {target}: {exc}") from exc

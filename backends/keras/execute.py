@@ -34,13 +34,22 @@ def _submodel(model: Any, names: tuple[str, ...]) -> Any:
     return cache[names]
 
 
+def as_batch(graph: Graph, x: np.ndarray) -> np.ndarray:
+    """float32 NHWC batch of the IR's input shape, or a BackendError saying what came
+    (an NCHW batch would otherwise fail deep inside TensorFlow, or broadcast silently)."""
+    arr = np.asarray(x, dtype=np.float32)
+    if arr.shape[1:] != tuple(graph.input_shape):
+        raise BackendError(f"input of shape {arr.shape}; graph {graph.name!r} takes (N, *{graph.input_shape}) NHWC")
+    return arr
+
+
 def run(graph: Graph, model: Any, x: np.ndarray, outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
     """Inference (BatchNorm on moving statistics, dropout off) on NHWC float32 ``x``."""
     names = tuple(outputs) if outputs is not None else (graph.output,)
     for n in names:
         if n not in graph:
             raise BackendError(f"unknown node {n!r} (not in graph {graph.name!r})")
-    x = np.asarray(x, dtype=np.float32)
+    x = as_batch(graph, x)
     result: dict[str, np.ndarray] = {n: x.copy() for n in names if isinstance(graph[n], Input)}
     computed = tuple(n for n in names if n not in result)
     if computed:
@@ -66,9 +75,13 @@ def train_step(graph: Graph, model: Any, x: np.ndarray, y: np.ndarray, lr: float
     """
     from ._framework import keras, tf
 
-    sub = _submodel(model, (logits_node(graph),))
+    name = logits_node(graph)
+    if len(graph[name].shape) != 1:
+        raise BackendError(f"training needs (N, classes) logits; node {name!r} is {graph[name].shape}")
+    x = as_batch(graph, x)
+    sub = _submodel(model, (name,))
     optimizer = keras.optimizers.SGD(learning_rate=lr, momentum=0.0)
-    x = tf.convert_to_tensor(np.asarray(x, dtype=np.float32))
+    x = tf.convert_to_tensor(x)
     y = tf.convert_to_tensor(np.asarray(y, dtype=np.int64))
     variables = sub.trainable_variables
     with tf.GradientTape() as tape:

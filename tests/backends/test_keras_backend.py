@@ -150,11 +150,13 @@ def test_handlers_cover_every_ir_op(backend) -> None:
 # -- pretrained compatibility ----------------------------------------------------------------
 
 
-def legacy_h5(model: keras.Model, path: Path, *, keras2_names: bool) -> None:
+def legacy_h5(model: keras.Model, path: Path, *, keras2_names: bool, whole_model: bool = False) -> None:
     """The legacy HDF5 weights layout, written with h5py: one group per layer, ``layer_names``
     and ``weight_names`` attributes. With ``keras2_names`` the variable names are those of the
-    published Keras 2 files (``conv_dw_1/depthwise_kernel:0``)."""
-    with h5py.File(path, "w") as f:
+    published Keras 2 files (``conv_dw_1/depthwise_kernel:0``); ``whole_model`` nests it under
+    ``model_weights`` as a legacy ``model.save("m.h5")`` does."""
+    with h5py.File(path, "w") as root:
+        f = root.create_group("model_weights") if whole_model else root
         f.attrs["layer_names"] = [layer.name.encode() for layer in model.layers]
         for layer in model.layers:
             g = f.create_group(layer.name)
@@ -200,10 +202,16 @@ def test_keras_applications_weights_load_by_name(backend, apps, alpha: float, tm
     assert direct.keys() == by_path.keys()
     assert all(np.array_equal(direct[k], by_path[k]) for k in by_path)
     # The files a user writes: Keras 3 .weights.h5, and the legacy layout of the published files.
-    files = {"keras3": tmp_path / "m.weights.h5", "legacy": tmp_path / "m.h5", "keras2": tmp_path / "m2.h5"}
+    files = {
+        "keras3": tmp_path / "m.weights.h5",
+        "legacy": tmp_path / "m.h5",
+        "keras2": tmp_path / "m2.h5",
+        "keras2_model": tmp_path / "m3.h5",
+    }
     app.save_weights(files["keras3"])
     legacy_h5(app, files["legacy"], keras2_names=False)
     legacy_h5(app, files["keras2"], keras2_names=True)
+    legacy_h5(app, files["keras2_model"], keras2_names=True, whole_model=True)
     for kind, path in files.items():
         loaded = load_keras_weights(path, graph)
         assert loaded.keys() == by_path.keys(), kind
@@ -413,6 +421,10 @@ def test_run_returns_intermediates_and_is_inference(backend, paper_small) -> Non
     np.testing.assert_allclose(out["conv1_bn"], want, atol=1e-4)
     np.testing.assert_allclose(out["predictions"], backend.run(graph, model, x)["predictions"], atol=1e-7)
     np.testing.assert_allclose(out["predictions"].sum(axis=1), 1.0, atol=1e-5)
+    with pytest.raises(BackendError, match=r"input of shape \(2, 3, 64, 64\)"):
+        backend.run(graph, model, x.transpose(0, 3, 1, 2))  # NCHW by mistake
+    with pytest.raises(BackendError, match="unknown node 'nope'"):
+        backend.run(graph, model, x, ["nope"])
 
 
 # -- save ------------------------------------------------------------------------------------
@@ -425,6 +437,9 @@ def test_saved_model_loads_without_archc(backend, paper_small, tmp_path: Path) -
     paths = backend.save(graph, model, tmp_path)
     assert paths == [tmp_path / "mobilenet_v1.keras"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mobilenet_v1.keras"]  # no temp files left
+    umask = os.umask(0)
+    os.umask(umask)
+    assert paths[0].stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's private 0600
     x = np.random.default_rng(13).normal(size=(2, 64, 64, 3)).astype("float32")
     np.save(tmp_path / "x.npy", x)
     script = textwrap.dedent(
@@ -439,6 +454,13 @@ def test_saved_model_loads_without_archc(backend, paper_small, tmp_path: Path) -
     env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2"}
     subprocess.run([sys.executable, "-c", script], check=True, env=env, cwd=tmp_path)
     np.testing.assert_allclose(np.load(tmp_path / "y.npy"), backend.run(graph, model, x)["predictions"], atol=1e-6)
+
+
+def test_failed_save_leaves_nothing(backend, paper_small, tmp_path: Path) -> None:
+    graph, _ = paper_small
+    with pytest.raises(BackendError, match="cannot save keras model"):
+        backend.save(graph, object(), tmp_path)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_unbiased_batchnorm_model_saves_and_loads(backend, tmp_path: Path) -> None:
