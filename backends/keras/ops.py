@@ -59,11 +59,6 @@ class LayerCall:
     node: str = ""
     """The IR node this call belongs to (a helper pad layer belongs to its conv)."""
 
-    @property
-    def is_output_of_node(self) -> bool:
-        """True for the call whose output is the IR node's output (not a helper pad)."""
-        return self.name == self.node
-
 
 def literal(value: Any) -> str:
     """Python source for a literal argument (ints, floats, strings, bools, None, tuples)."""

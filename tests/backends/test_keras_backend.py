@@ -12,6 +12,7 @@ import re
 import subprocess
 import sys
 import textwrap
+import typing
 from pathlib import Path
 
 import pytest
@@ -342,6 +343,52 @@ def test_asymmetric_padding_is_exact(backend) -> None:
     # Helper names never collide with IR names.
     taken = tiny_graph(ir.ZeroPad2D(name="c_pad", inputs=("x",), shape=(6, 6, 3), padding=(0, 0, 0, 0)), node)
     assert "c_pad_2" in [layer.name for layer in backend.build(taken).layers]
+
+
+def _sigmoid(v: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-v))
+
+
+ACTIVATIONS = {  # the formulas PyTorch uses too (Hardsigmoid, Hardswish, SiLU)
+    "relu": lambda v: np.maximum(v, 0.0),
+    "relu6": lambda v: np.clip(v, 0.0, 6.0),
+    "sigmoid": _sigmoid,
+    "tanh": np.tanh,
+    "hard_sigmoid": lambda v: np.clip(v + 3.0, 0.0, 6.0) / 6.0,
+    "hard_swish": lambda v: v * np.clip(v + 3.0, 0.0, 6.0) / 6.0,
+    "swish": lambda v: v * _sigmoid(v),
+}
+
+
+def test_activations_match_numpy(backend) -> None:
+    x = np.linspace(-8, 8, 2 * 6 * 6 * 3, dtype="float32").reshape(2, 6, 6, 3)
+    assert set(ACTIVATIONS) == set(typing.get_args(ir.ActivationKind))
+    for kind, fn in ACTIVATIONS.items():
+        graph = tiny_graph(ir.Activation(name="c", inputs=("x",), shape=(6, 6, 3), kind=kind))
+        got = backend.run(graph, backend.build(graph), x)["c"]
+        np.testing.assert_allclose(got, fn(x), atol=1e-6, err_msg=kind)
+
+
+def test_depthwise_multiplier_channel_order_matches_numpy(backend) -> None:
+    """Output channel c * M + m is input channel c filtered by kernel[..., c, m] (the IR's layout)."""
+    node = ir.DepthwiseConv2D(
+        name="c", inputs=("x",), shape=(6, 6, 6), in_channels=3, multiplier=2, kernel=(3, 3), stride=(1, 1),
+        padding=(1, 1, 1, 1), use_bias=True,
+    )  # fmt: skip
+    graph = tiny_graph(node)
+    model = backend.build(graph)
+    w = W.init(graph, seed=16)
+    backend.set_weights(graph, model, w)
+    x = np.random.default_rng(17).normal(size=(2, 6, 6, 3)).astype("float32")
+    xp = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    k, b = w["c.kernel"], w["c.bias"]
+    want = np.zeros((2, 6, 6, 6), "float32")
+    for c in range(3):
+        for m in range(2):
+            for i in range(3):
+                for j in range(3):
+                    want[..., c * 2 + m] += xp[:, i : i + 6, j : j + 6, c] * k[i, j, c, m]
+    np.testing.assert_allclose(backend.run(graph, model, x)["c"], want + b, atol=1e-5)
 
 
 # -- BatchNorm: biased versus unbiased moving variance ---------------------------------------
