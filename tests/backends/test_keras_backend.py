@@ -391,6 +391,40 @@ def test_depthwise_multiplier_channel_order_matches_numpy(backend) -> None:
     np.testing.assert_allclose(backend.run(graph, model, x)["c"], want + b, atol=1e-5)
 
 
+@pytest.mark.parametrize(
+    ("groups", "stride", "dilation", "padding", "out"),
+    [
+        (3, 1, 1, (1, 1, 1, 1), 6),  # grouped
+        (3, 2, 1, (0, 1, 0, 1), 3),  # grouped, strided, TF SAME's extra pixel after
+        (1, 1, 2, (2, 2, 2, 2), 6),  # dilated SAME
+        (2, 1, 2, (3, 1, 2, 2), 6),  # grouped, dilated, asymmetric: explicit pad layer
+    ],
+)
+def test_grouped_and_dilated_conv_match_numpy(backend, groups, stride, dilation, padding, out) -> None:
+    node = ir.Conv2D(
+        name="c", inputs=("x",), shape=(out, out, 6), in_channels=6, filters=6, kernel=(3, 3),
+        stride=(stride, stride), padding=padding, dilation=(dilation, dilation), groups=groups,
+    )  # fmt: skip
+    graph = tiny_graph(node, channels=6)
+    model = backend.build(graph)
+    backend.verify(graph, model)
+    w = W.init(graph, seed=18)
+    backend.set_weights(graph, model, w)
+    x = np.random.default_rng(19).normal(size=(2, 6, 6, 6)).astype("float32")
+    top, bottom, left, right = padding
+    xp = np.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
+    k, per = w["c.kernel"], 6 // groups
+    want = np.zeros((2, out, out, 6), "float32")
+    span = stride * (out - 1) + 1
+    for o in range(6):
+        g = o // per
+        for i in range(3):
+            for j in range(3):
+                patch = xp[:, i * dilation : i * dilation + span : stride, j * dilation : j * dilation + span : stride]
+                want[..., o] += (patch[..., g * per : (g + 1) * per] * k[i, j, :, o]).sum(-1)
+    np.testing.assert_allclose(backend.run(graph, model, x)["c"], want, atol=1e-5)
+
+
 # -- BatchNorm: biased versus unbiased moving variance ---------------------------------------
 
 
