@@ -27,10 +27,11 @@ test-slow: $(STAMP)
 	$(BIN)/pytest -q -m slow
 
 generate: $(STAMP)
-	$(BIN)/archc generate specs/mobilenet.yaml --backend torch -o generated/
-	$(BIN)/archc generate specs/mobilenet.yaml --backend keras -o generated/
-	$(BIN)/archc generate specs/mobilenet.yaml --backend torch --width 0.5 --resolution 160 -o generated/
-	$(BIN)/archc generate specs/mobilenet.yaml --backend keras --width 0.5 --resolution 160 -o generated/
+	for b in torch keras; do \
+	  $(BIN)/archc generate specs/mobilenet.yaml --backend $$b -o generated/ && \
+	  $(BIN)/archc generate specs/mobilenet.yaml --backend $$b --width 0.5 --resolution 160 -o generated/ && \
+	  $(BIN)/archc generate specs/mobilenet_keras.yaml --backend $$b -o generated/ || exit 1; \
+	done
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_cli.py

@@ -71,8 +71,11 @@ def parity(
 ) -> ParityReport:
     """Compare every node of ``graph`` across ``backends`` (the first is the reference).
 
-    A node passes when every element satisfies ``|x - ref| <= atol + rtol * |ref|`` (numpy's
-    allclose rule), so that large intermediate activations are judged by their scale.
+    A node passes when ``max |x - ref| <= atol * max(1, max |ref|) + rtol * |ref|`` per element:
+    the absolute tolerance scales with the tensor's magnitude, because float32 rounding
+    does (an intermediate BatchNorm output of magnitude 15 differs by ~1.5e-5 between two
+    correct float32 implementations, each that far from a float64 run). Tensors of
+    magnitude <= 1, such as typical logits, are held to ``atol`` itself.
     """
     import numpy as np
 
@@ -103,7 +106,8 @@ def parity(
             d = np.abs(o - r)
             worst_abs = max(worst_abs, float(d.max(initial=0.0)))
             worst_rel = max(worst_rel, float((d / np.maximum(np.abs(r), 1e-12)).max(initial=0.0)))
-            ok = ok and bool(np.all(d <= atol + rtol * np.abs(r)))
+            scale = max(1.0, float(np.abs(r).max(initial=0.0)))
+            ok = ok and bool(np.all(d <= atol * scale + rtol * np.abs(r)))
         else:
             diffs.append(NodeDiff(node.name, node.op, worst_abs, worst_rel, ok))
     return ParityReport(graph, tuple(names), atol, rtol, tuple(diffs), logits_node(graph))
