@@ -10,6 +10,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import archcompiler as a  # noqa: E402
+import archcompiler.registry  # noqa: E402
 from archcompiler import weights as W  # noqa: E402
 from archcompiler.cli import main  # noqa: E402
 
@@ -62,3 +63,16 @@ def test_failed_build_leaves_nothing(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert err.count("\n") == 1 and "conv_pw_4.kernel" in err and "expected (1, 1, 32, 64)" in err
     assert not out.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.npz"]
+
+
+def test_python_api_mirrors_the_cli(tmp_path: Path) -> None:
+    net = a.compile(SPEC, width=0.5, resolution=160)
+    assert net.cost("paper").macs == 76_524_800  # NUMBERS.md, Table 6/7 grid
+    model = net.build("torch")
+    assert isinstance(model, torch.nn.Module)
+    assert sum(p.numel() for p in model.parameters()) == net.cost("torch").params
+    w = W.init(net.graph, seed=2)
+    loaded = net.build("torch", weights=W.save(w, tmp_path / "w.npz"))
+    back = a.registry.get_backend("torch").get_weights(net.graph, loaded)
+    assert all(np.array_equal(back[k], w[k]) for k in w)
+    assert "class " in net.generate("torch")
