@@ -23,9 +23,6 @@ from __future__ import annotations
 import ast
 import keyword
 import re
-import shutil
-import subprocess
-import sys
 import textwrap
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -33,6 +30,7 @@ from typing import Any
 
 import jinja2
 
+from ...codegen import ruff_format
 from ...cost import cost
 from ...ir import Graph
 from ...registry import BackendError
@@ -330,28 +328,6 @@ def render(graph: Graph) -> str:
         "output_repr": literal(graph.output),
     }
     return _environment().get_template("module.py.j2").render(**context)
-
-
-def ruff_format(source: str) -> str:
-    """Format with ruff when available (line length 120, as the repo); else unchanged.
-
-    The template already writes near-formatted code, so the result is stable either way
-    for the shipped specs; a test checks ruff check and ruff format find nothing to change.
-    """
-    exe = Path(sys.executable).with_name("ruff")
-    ruff = str(exe) if exe.exists() else shutil.which("ruff")
-    if ruff is None:
-        return source
-    res = subprocess.run(
-        [ruff, "format", "--isolated", "--line-length", "120", "--stdin-filename", "model.py", "-"],
-        input=source,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    if res.returncode != 0:
-        raise BackendError(f"generated code does not format: {res.stderr.strip()}")
-    return res.stdout
 
 
 def emit_module(graph: Graph) -> str:

@@ -13,9 +13,6 @@ from __future__ import annotations
 import inspect
 import keyword
 import re
-import shutil
-import subprocess
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -24,6 +21,7 @@ import jinja2
 from torch import nn
 
 from archcompiler import ir
+from archcompiler.codegen import ruff_format
 from archcompiler.cost import cost
 from archcompiler.registry import BackendError, UnsupportedOpError
 
@@ -84,28 +82,6 @@ def _environment() -> jinja2.Environment:
     )
     env.filters["pyrepr"] = repr
     return env
-
-
-def ruff_format(source: str) -> str:
-    """Format with ruff when it is installed (line length 120, as the repo); else unchanged.
-
-    The template already writes formatted code (a test checks ruff changes nothing), so the
-    output does not depend on whether ruff is present.
-    """
-    exe = Path(sys.executable).with_name("ruff")
-    ruff = str(exe) if exe.exists() else shutil.which("ruff")
-    if ruff is None:
-        return source
-    res = subprocess.run(
-        [ruff, "format", "--isolated", "--line-length", "120", "--stdin-filename", "model.py", "-"],
-        input=source,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    if res.returncode != 0:
-        raise BackendError(f"generated code does not format: {res.stderr.strip()}")
-    return res.stdout
 
 
 def render(graph: ir.Graph, handlers: Mapping[str, Handler]) -> str:
