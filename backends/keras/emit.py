@@ -28,16 +28,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import jinja2
-
-from ...codegen import ruff_format
+from ...codegen import NUMBER, block_params, name_expr, ruff_format, template_environment, type_annotation, unique
 from ...cost import cost
 from ...ir import Graph
 from ...registry import BackendError
 from .ops import UNBIASED_BN, LayerCall, describe, handler_for, literal
 
 TEMPLATES = Path(__file__).parent / "templates"
-_DIGITS = re.compile(r"\d+")
 _SAFE_PATH = re.compile(r"[A-Za-z0-9_./-]{1,200}")
 RESERVED = frozenset({"keras", "layers", "ops", "x", "block", "args", "inputs", "outputs", "tensors", "name"})
 """Names the generated code uses itself; a block parameter or function never takes one."""
@@ -88,15 +85,6 @@ def _identifier(text: str, what: str) -> str:
     return text
 
 
-def _unique(name: str, taken: set[str]) -> str:
-    base = name if name.isidentifier() and not keyword.iskeyword(name) and name not in RESERVED else f"{name}_"
-    out, k = base, 2
-    while out in taken:
-        out, k = f"{base}_{k}", k + 1
-    taken.add(out)
-    return out
-
-
 @dataclass
 class Kind:
     """A repeated block: one function in the generated code."""
@@ -121,7 +109,7 @@ class Section:
 
 def _group_key(call: LayerCall, graph: Graph) -> tuple[str | None, tuple[int, ...]]:
     span = graph[call.node].span
-    return (span.path if span else None, tuple(int(d) for d in _DIGITS.findall(call.name)))
+    return (span.path if span else None, tuple(int(d) for d in NUMBER.findall(call.name)))
 
 
 def _slots(call: LayerCall) -> list[tuple[int | str, Any]]:
@@ -129,24 +117,7 @@ def _slots(call: LayerCall) -> list[tuple[int | str, Any]]:
 
 
 def _signature(group: list[LayerCall]) -> tuple[Any, ...]:
-    return tuple((_DIGITS.sub("#", c.name), c.cls, len(c.args), tuple(k for k, _ in c.kwargs)) for c in group)
-
-
-def _name_expr(name: str, number_params: dict[int, str]) -> str:
-    """``conv_dw_3_bn`` with number 0 a parameter -> ``f"conv_dw_{index}_bn"``."""
-    pieces, digits = _DIGITS.split(name), _DIGITS.findall(name)
-    out = pieces[0]
-    for j, d in enumerate(digits):
-        out += ("{" + number_params[j] + "}" if j in number_params else d) + pieces[j + 1]
-    return f'f"{out}"' if number_params else literal(name)
-
-
-def _annotation(values: list[Any]) -> str:
-    kinds = {type(v) for v in values}
-    for types, ann in (({int}, "int"), ({float}, "float"), ({int, float}, "float"), ({str}, "str")):
-        if kinds == types:
-            return ann
-    return "tuple" if kinds == {tuple} else "object"
+    return tuple((NUMBER.sub("#", c.name), c.cls, len(c.args), tuple(k for k, _ in c.kwargs)) for c in group)
 
 
 def _make_kind(function: str, instances: list[list[LayerCall]], graph: Graph) -> Kind:
@@ -164,42 +135,24 @@ def _make_kind(function: str, instances: list[list[LayerCall]], graph: Graph) ->
             preferred = slot if isinstance(slot, str) else (names[slot] if slot < len(names) else f"arg{slot}")
             columns.append((cid, preferred))
             values[cid] = [dict(_slots(inst[p]))[slot] for inst in instances]
-    taken: set[str] = set()
-    by_values: dict[str, str] = {}
-    param_of: dict[str, str] = {}
-    varying_numbers = sum(1 for j in range(n_numbers) if len(set(values[f"n{j}"])) > 1)
-    for cid, preferred in columns:
-        seq = values[cid]
-        if len({repr(v) for v in seq}) == 1:
-            continue
-        key = repr(seq)
-        if key not in by_values:
-            if preferred == "index" and varying_numbers > 1:
-                preferred = f"index_{cid[1:]}"
-            by_values[key] = _unique(preferred, taken)
-        param_of[cid] = by_values[key]
-    params = list(dict.fromkeys(param_of.values()))
-    column_of = {pn: cid for cid, pn in reversed(param_of.items())}
-    numbers = {param_of[f"n{j}"] for j in range(n_numbers) if f"n{j}" in param_of}
-    # Block numbers first, then scalars (channel counts), then tuples: rows read like a paper table.
-    params.sort(key=lambda n: 0 if n in numbers else 2 if isinstance(values[column_of[n]][0], tuple) else 1)
-    number_params = {j: param_of[f"n{j}"] for j in range(n_numbers) if f"n{j}" in param_of}
+    bp = block_params(columns, values, n_numbers, RESERVED)
+    param_of, number_params = bp.param_of, bp.number_params
     lines = []
     for p, full in enumerate(first):
         # A keyword left at its default in every instance reads better left out.
         kept = tuple((k, v) for k, v in full.kwargs if f"{p}:{k}" in param_of or not _is_default(full, k, v))
         call = replace(full, kwargs=kept)
         overrides = {slot: param_of[f"{p}:{slot}"] for slot, _ in _slots(call) if f"{p}:{slot}" in param_of}
-        src = handler_for(call, graph).emit_layer(call, _name_expr(call.name, number_params), overrides)
+        src = handler_for(call, graph).emit_layer(call, name_expr(call.name, number_params, literal), overrides)
         lines.append(f"x = {src}(x)")
-    pattern = ", ".join(_DIGITS.sub("#", c.name) for c in first)
+    pattern = ", ".join(NUMBER.sub("#", c.name) for c in first)
     doc = textwrap.fill(
         f"One repeated block of {len(first)} layers: {pattern} (# = the block's number).",
         width=96,
         subsequent_indent="    ",
     )
-    kind = Kind(function, [(n, _annotation(values[column_of[n]])) for n in params], lines, doc)
-    kind.rows = [tuple(values[column_of[n]][k] for n in params) for k in range(len(instances))]
+    kind = Kind(function, [(n, type_annotation(values[bp.column_of[n]])) for n in bp.params], lines, doc)
+    kind.rows = bp.rows(values, len(instances))
     return kind
 
 
@@ -229,9 +182,9 @@ def _chain_sections(graph: Graph, calls: list[LayerCall]) -> tuple[list[Kind], l
     for idxs in by_sig.values():
         if len(idxs) < 2:
             continue
-        stem = re.sub(r"_+", "_", _DIGITS.sub("", groups[idxs[0]][0].name)).strip("_") or "layer"
+        stem = re.sub(r"_+", "_", NUMBER.sub("", groups[idxs[0]][0].name)).strip("_") or "layer"
         instances = [[_with_defaults(c) for c in groups[i]] for i in idxs]
-        kind = _make_kind(_unique(f"_{stem}_block", taken), instances, graph)
+        kind = _make_kind(unique(f"_{stem}_block", taken, RESERVED), instances, graph)
         kinds.append(kind)
         kind_of.update({i: (kind, row) for row, i in enumerate(idxs)})
     kinds.sort(key=lambda k: min(i for i, (kk, _) in kind_of.items() if kk is k))
@@ -277,17 +230,6 @@ def _unbiased_bn_source() -> str:
     raise BackendError(f"{path}: class {UNBIASED_BN} not found")  # pragma: no cover
 
 
-def _environment() -> jinja2.Environment:
-    return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(TEMPLATES),
-        undefined=jinja2.StrictUndefined,
-        autoescape=False,  # Python source, not HTML: every literal goes through repr()
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-    )
-
-
 def render(graph: Graph) -> str:
     """The template's output, before formatting."""
     calls = describe(graph)  # UnsupportedOpError for what Keras cannot express
@@ -327,7 +269,7 @@ def render(graph: Graph) -> str:
         "input_repr": literal(graph.inputs[0].name),
         "output_repr": literal(graph.output),
     }
-    return _environment().get_template("module.py.j2").render(**context)
+    return template_environment(TEMPLATES).get_template("module.py.j2").render(**context)
 
 
 def emit_module(graph: Graph) -> str:

@@ -15,13 +15,11 @@ import keyword
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
-import jinja2
 from torch import nn
 
 from archcompiler import ir
-from archcompiler.codegen import ruff_format
+from archcompiler.codegen import ruff_format, template_environment, type_annotation
 from archcompiler.cost import cost
 from archcompiler.registry import BackendError, UnsupportedOpError
 
@@ -56,34 +54,6 @@ def class_name(graph_name: str) -> str:
     return _identifier(name, "model class name")
 
 
-def _type_of(values: list[Any]) -> str:
-    kinds = {type(v) for v in values}
-    if kinds == {int}:
-        return "int"
-    if kinds == {float} or kinds == {int, float}:
-        return "float"
-    if kinds == {bool}:
-        return "bool"
-    if kinds == {str}:
-        return "str"
-    if kinds == {tuple}:
-        return "tuple[int, ...]"
-    return "object"
-
-
-def _environment() -> jinja2.Environment:
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(TEMPLATES),
-        undefined=jinja2.StrictUndefined,
-        autoescape=False,  # Python source, not HTML: every literal goes through repr()
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-    )
-    env.filters["pyrepr"] = repr
-    return env
-
-
 def render(graph: ir.Graph, handlers: Mapping[str, Handler]) -> str:
     """The template's output, before formatting."""
     for node in graph.nodes:
@@ -105,7 +75,7 @@ def render(graph: ir.Graph, handlers: Mapping[str, Handler]) -> str:
         inspect.getsource(c) for c in vars(layers).values() if isinstance(c, type) and c in structure.classes
     ]
     param_types = {
-        kind.function: {p: _type_of([row[j] for row in kind.rows]) for j, p in enumerate(kind.params)}
+        kind.function: {p: type_annotation([row[j] for row in kind.rows]) for j, p in enumerate(kind.params)}
         for kind in structure.kinds
     }
     torch_cost = cost(graph, "torch")
@@ -144,7 +114,7 @@ def render(graph: ir.Graph, handlers: Mapping[str, Handler]) -> str:
         "output_name": graph.output,
         "class_name": class_name(graph.name),
     }
-    return _environment().get_template("module.py.j2").render(**context)
+    return template_environment(TEMPLATES).get_template("module.py.j2").render(**context)
 
 
 def _state_keys(graph: ir.Graph, handlers: Mapping[str, Handler]) -> list[str]:

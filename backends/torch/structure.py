@@ -15,7 +15,6 @@ so a residual block is still one function and one table row per instance.
 
 from __future__ import annotations
 
-import keyword
 import re
 import textwrap
 from collections.abc import Mapping
@@ -23,10 +22,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from archcompiler import ir
+from archcompiler.codegen import NUMBER, block_params, name_expr, unique
 
 from .ops import Handler, Layer, Slot
 
-_DIGITS = re.compile(r"\d+")
 RESERVED = frozenset({"nn", "torch", "F", "OrderedDict", "layers", "block", "args", "name", "inputs"})
 """Names the emitted code uses itself; a parameter or function never takes one of them."""
 
@@ -61,7 +60,7 @@ class Structure:
 
 
 def _group_key(node: ir.Node) -> tuple[str | None, tuple[int, ...]]:
-    return (node.span.path if node.span else None, tuple(int(d) for d in _DIGITS.findall(node.name)))
+    return (node.span.path if node.span else None, tuple(int(d) for d in NUMBER.findall(node.name)))
 
 
 Ref = tuple[str, int]
@@ -95,7 +94,7 @@ def _externals(group: list[tuple[ir.Node, Layer]], prev_of: Mapping[str, str]) -
 
 def _signature(group: list[tuple[ir.Node, Layer]], prev_of: Mapping[str, str]) -> tuple[Any, ...]:
     layers = tuple(
-        (_DIGITS.sub("#", n.name), layer.qualname, len(layer.args), tuple(layer.kwargs)) for n, layer in group
+        (NUMBER.sub("#", n.name), layer.qualname, len(layer.args), tuple(layer.kwargs)) for n, layer in group
     )
     return (layers, _wiring(group, prev_of))
 
@@ -106,27 +105,6 @@ def _entry(src: str, refs: list[str] | None) -> str:
         return src
     inputs = f"({refs[0]},)" if len(refs) == 1 else f"({', '.join(refs)})"
     return f"({src}, {inputs})"
-
-
-def _unique(name: str, taken: set[str]) -> str:
-    base = name if name.isidentifier() and not keyword.iskeyword(name) and name not in RESERVED else f"{name}_"
-    if not base.isidentifier():
-        base = "param"
-    out, k = base, 2
-    while out in taken:
-        out, k = f"{base}_{k}", k + 1
-    taken.add(out)
-    return out
-
-
-def _name_expr(name: str, number_params: Mapping[int, str]) -> str:
-    """``conv_dw_3_bn`` with number 0 -> ``f"conv_dw_{index}_bn"`` (names are identifiers)."""
-    pieces = _DIGITS.split(name)
-    digits = _DIGITS.findall(name)
-    out = pieces[0]
-    for j, d in enumerate(digits):
-        out += ("{" + number_params[j] + "}" if j in number_params else d) + pieces[j + 1]
-    return f'f"{out}"' if number_params else repr(name)
 
 
 def _make_kind(function: str, instances: list[list[tuple[ir.Node, Layer]]], prev_of: Mapping[str, str]) -> Kind:
@@ -148,32 +126,8 @@ def _make_kind(function: str, instances: list[list[tuple[ir.Node, Layer]]], prev
             cid = f"{p}:{slot}"
             columns.append((cid, (p, slot), layer.slot_name(slot)))
             values[cid] = [dict(inst[p][1].slots())[slot] for inst in instances]
-    taken: set[str] = set()
-    params: list[str] = []
-    by_values: dict[str, str] = {}
-    param_of: dict[str, str] = {}
-    n_varying_numbers = sum(1 for j in range(n_numbers) if len(set(values[f"n{j}"])) > 1)
-    for cid, _, preferred in columns:
-        seq = values[cid]
-        if len({repr(v) for v in seq}) == 1:
-            continue
-        key = repr(seq)
-        if key not in by_values:
-            if preferred == "index" and n_varying_numbers > 1:
-                preferred = f"index_{cid[1:]}"
-            by_values[key] = _unique(preferred, taken)
-            params.append(by_values[key])
-        param_of[cid] = by_values[key]
-    # Block numbers first, then scalars (channel counts), then tuples (paddings): a table row
-    # then reads like the paper's (index, in, out, ...).
-    numbers = {param_of[f"n{j}"] for j in range(n_numbers) if f"n{j}" in param_of}
-
-    def rank(name: str) -> int:
-        cid = next(c for c, pn in param_of.items() if pn == name)
-        return 0 if name in numbers else 2 if isinstance(values[cid][0], tuple) else 1
-
-    params.sort(key=rank)
-    number_params = {j: param_of[f"n{j}"] for j in range(n_numbers) if f"n{j}" in param_of}
+    bp = block_params([(cid, pref) for cid, _, pref in columns], values, n_numbers, RESERVED)
+    params, param_of, number_params = bp.params, bp.param_of, bp.number_params
     wiring = _wiring(first, prev_of)
     layers_src = []
     for p, (node, layer) in enumerate(first):
@@ -183,21 +137,20 @@ def _make_kind(function: str, instances: list[list[tuple[ir.Node, Layer]]], prev
         refs = None
         if wiring[p] is not None:
             refs = [
-                _name_expr(first[k][0].name, number_params)
+                name_expr(first[k][0].name, number_params)
                 if where == "internal"
                 else param_of.get(f"x{k}", repr(externals[0][k]))
                 for where, k in wiring[p]
             ]
-        layers_src.append((_name_expr(node.name, number_params), _entry(layer.source(overrides), refs)))
-    pattern = ", ".join(_DIGITS.sub("#", n.name) for n, _ in first)
+        layers_src.append((name_expr(node.name, number_params), _entry(layer.source(overrides), refs)))
+    pattern = ", ".join(NUMBER.sub("#", n.name) for n, _ in first)
     doc = textwrap.fill(
         f"One repeated block of {len(first)} layers: {pattern} (# = the block's number).",
         width=100,
         subsequent_indent="    ",
     )
     kind = Kind(function, params, layers_src, doc=doc)
-    column_of = {pn: cid for cid, pn in reversed(param_of.items())}  # first column feeding each param
-    kind.rows = [tuple(values[column_of[name]][k] for name in params) for k in range(len(instances))]
+    kind.rows = bp.rows(values, len(instances))
     return kind
 
 
@@ -226,13 +179,13 @@ def analyse(graph: ir.Graph, handlers: Mapping[str, Handler]) -> Structure:
         if len(idxs) < 2:
             continue
         first = groups[idxs[0]]
-        stem = re.sub(r"_+", "_", _DIGITS.sub("", first[0][0].name)).strip("_") or "block"
+        stem = re.sub(r"_+", "_", NUMBER.sub("", first[0][0].name)).strip("_") or "block"
         if f"{stem}_block" in taken:
             # Same first layer as another kind: tell them apart by a constant stride, if any.
             strides = [layer.kwargs["stride"] for _, layer in first if "stride" in layer.kwargs]
             if strides and all(s == strides[0] for s in strides) and isinstance(strides[0], int):
                 stem = f"{stem}_s{strides[0]}"
-        kind = _make_kind(_unique(f"{stem}_block", taken), [groups[i] for i in idxs], prev_of)
+        kind = _make_kind(unique(f"{stem}_block", taken, RESERVED), [groups[i] for i in idxs], prev_of)
         kinds.append(kind)
         for row_no, i in enumerate(idxs):
             kind_of[i] = (kind, row_no)

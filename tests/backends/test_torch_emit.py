@@ -386,7 +386,9 @@ def test_model_class_never_shadows_a_module_name(graph_name, expected):
 
 def test_templates_render_with_strict_undefined():
     import jinja2
-    from archcompiler.backends.torch.emit import _environment
+    from archcompiler.backends.torch.emit import TEMPLATES
+
+    from archcompiler.codegen import template_environment
 
     with pytest.raises(jinja2.UndefinedError):
-        _environment().from_string("{{ missing }}").render()
+        template_environment(TEMPLATES).from_string("{{ missing }}").render()
