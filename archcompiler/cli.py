@@ -341,7 +341,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         W.save(backend.get_weights(graph, model), Path(tmp) / f"{graph.name}.weights.npz")
         written = _publish(Path(tmp), out)
     r = cost(graph, "paper")
-    rt = cost(graph, args.backend if args.backend in CONVENTIONS else "torch")
+    rt = cost(graph, backend.convention)
     print(
         f"built {graph.name} with {args.backend}: input {_shape(graph.input_shape)} -> output "
         f"{_shape(graph.output_shape)}, {rt.params:,} params ({rt.trainable:,} trainable), "

@@ -251,6 +251,13 @@ class Graph:
     def output_shape(self) -> tuple[int, ...]:
         return self[self.output].shape
 
+    @property
+    def logits(self) -> str:
+        """The node whose output is the logits: the input of a final softmax, else the output.
+        Training losses and parity's logit tolerance are taken there."""
+        out = self[self.output]
+        return out.inputs[0] if isinstance(out, Softmax) else out.name
+
     def consumers(self, name: str) -> tuple[Node, ...]:
         """Nodes that read ``name``: used by backends that fuse or by parity reports."""
         return tuple(n for n in self.nodes if name in n.inputs)

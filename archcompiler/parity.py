@@ -47,11 +47,6 @@ class ParityReport:
         return next(d for d in self.diffs if d.node == node)
 
 
-def logits_node(graph: ir.Graph) -> str:
-    out = graph[graph.output]
-    return out.inputs[0] if isinstance(out, ir.Softmax) else out.name
-
-
 def ordered(names: Sequence[str]) -> list[str]:
     """Built-ins in registry order (PyTorch must be imported before TensorFlow in one
     process, DESIGN.md pitfalls), then plug-ins as given."""
@@ -110,4 +105,4 @@ def parity(
             ok = ok and bool(np.all(d <= atol * scale + rtol * np.abs(r)))
         else:
             diffs.append(NodeDiff(node.name, node.op, worst_abs, worst_rel, ok))
-    return ParityReport(graph, tuple(names), atol, rtol, tuple(diffs), logits_node(graph))
+    return ParityReport(graph, tuple(names), atol, rtol, tuple(diffs), graph.logits)

@@ -60,6 +60,8 @@ class Backend(ABC):
     """IR op -> handler. Builder and emitter read the same table (see ``ops``)."""
     capabilities: ClassVar[frozenset[str]] = frozenset()
     """Among "build", "weights", "run", "train", "save", "emit"."""
+    convention: ClassVar[str] = "torch"
+    """The cost convention that counts parameters as this framework does (for reports)."""
     foreign_weight_suffixes: ClassVar[tuple[str, ...]] = ()
     """Framework weight files this backend can read into canonical weights (e.g. ".h5")."""
 

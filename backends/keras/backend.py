@@ -26,6 +26,7 @@ class KerasBackend(Backend):
     """
 
     name: ClassVar[str] = "keras"
+    convention: ClassVar[str] = "keras"
     handlers: ClassVar[Mapping[str, Handler]] = HANDLERS
     capabilities: ClassVar[frozenset[str]] = frozenset({"build", "weights", "run", "train", "save", "emit"})
     model_suffix: ClassVar[str] = ".keras"

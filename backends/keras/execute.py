@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ...ir import Graph, Input, Softmax
+from ...ir import Graph, Input
 from ...registry import BackendError
 
 _SUBMODELS: weakref.WeakKeyDictionary[Any, dict[tuple[str, ...], Any]] = weakref.WeakKeyDictionary()
@@ -61,12 +61,6 @@ def run(graph: Graph, model: Any, x: np.ndarray, outputs: Sequence[str] | None =
     return {n: result[n] for n in names}
 
 
-def logits_node(graph: Graph) -> str:
-    """The node whose output is the logits: the input of a final softmax, else the output."""
-    out = graph[graph.output]
-    return out.inputs[0] if isinstance(out, Softmax) else out.name
-
-
 def train_step(graph: Graph, model: Any, x: np.ndarray, y: np.ndarray, lr: float) -> float:
     """One SGD step (momentum 0) on mean sparse softmax cross-entropy; BN in training mode.
 
@@ -75,7 +69,7 @@ def train_step(graph: Graph, model: Any, x: np.ndarray, y: np.ndarray, lr: float
     """
     from ._framework import keras, tf
 
-    name = logits_node(graph)
+    name = graph.logits
     if len(graph[name].shape) != 1:
         raise BackendError(f"training needs (N, classes) logits; node {name!r} is {graph[name].shape}")
     x = as_batch(graph, x)

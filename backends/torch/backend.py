@@ -138,8 +138,7 @@ class TorchBackend(Backend):
         BatchNorm runs in training mode, so its moving statistics update too.
         """
         model = _as_graph_module(model)
-        out = graph[graph.output]
-        logits_name = out.inputs[0] if isinstance(out, ir.Softmax) else out.name
+        logits_name = graph.logits
         if len(graph[logits_name].shape) != 1:
             raise BackendError(
                 f"training needs (N, classes) logits; node {logits_name!r} is {graph[logits_name].shape}"
