@@ -20,8 +20,9 @@ numpy is imported lazily so that ``import archcompiler`` stays cheap.
 from __future__ import annotations
 
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from . import ir
 from .fsutil import atomic_write
@@ -36,30 +37,50 @@ class WeightError(ValueError):
     """A weights file that does not fit the graph: names the tensor at fault."""
 
 
-def expected(graph: ir.Graph) -> dict[str, tuple[int, ...]]:
-    """Every tensor the graph needs, with its canonical shape, in node order."""
-    out: dict[str, tuple[int, ...]] = {}
+Layout = Literal["conv_kernel", "depthwise_kernel", "dense_kernel", "vector"]
+"""How a canonical tensor is laid out; archcompiler.layouts converts each to channels-first."""
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One canonical tensor of a node: ``<node>.<param>``, its shape and its layout."""
+
+    node: str
+    param: str
+    shape: tuple[int, ...]
+    layout: Layout
+
+    @property
+    def name(self) -> str:
+        return f"{self.node}.{self.param}"
+
+
+def specs(graph: ir.Graph) -> dict[str, TensorSpec]:
+    """Every tensor the graph needs, in node order, keyed by canonical name."""
+    out: list[TensorSpec] = []
     for n in graph.nodes:
         if isinstance(n, ir.Conv2D):
-            out[f"{n.name}.kernel"] = (*n.kernel, n.in_channels // n.groups, n.filters)
+            out.append(TensorSpec(n.name, "kernel", (*n.kernel, n.in_channels // n.groups, n.filters), "conv_kernel"))
             if n.use_bias:
-                out[f"{n.name}.bias"] = (n.filters,)
+                out.append(TensorSpec(n.name, "bias", (n.filters,), "vector"))
         elif isinstance(n, ir.DepthwiseConv2D):
-            out[f"{n.name}.kernel"] = (*n.kernel, n.in_channels, n.multiplier)
+            out.append(TensorSpec(n.name, "kernel", (*n.kernel, n.in_channels, n.multiplier), "depthwise_kernel"))
             if n.use_bias:
-                out[f"{n.name}.bias"] = (n.in_channels * n.multiplier,)
+                out.append(TensorSpec(n.name, "bias", (n.in_channels * n.multiplier,), "vector"))
         elif isinstance(n, ir.Dense):
-            out[f"{n.name}.kernel"] = (n.in_features, n.units)
+            out.append(TensorSpec(n.name, "kernel", (n.in_features, n.units), "dense_kernel"))
             if n.use_bias:
-                out[f"{n.name}.bias"] = (n.units,)
+                out.append(TensorSpec(n.name, "bias", (n.units,), "vector"))
         elif isinstance(n, ir.BatchNorm):
-            if n.scale:
-                out[f"{n.name}.gamma"] = (n.channels,)
-            if n.center:
-                out[f"{n.name}.beta"] = (n.channels,)
-            out[f"{n.name}.moving_mean"] = (n.channels,)
-            out[f"{n.name}.moving_variance"] = (n.channels,)
-    return out
+            params = [p for p, on in (("gamma", n.scale), ("beta", n.center)) if on]
+            for p in (*params, "moving_mean", "moving_variance"):
+                out.append(TensorSpec(n.name, p, (n.channels,), "vector"))
+    return {t.name: t for t in out}
+
+
+def expected(graph: ir.Graph) -> dict[str, tuple[int, ...]]:
+    """Every tensor the graph needs, with its canonical shape, in node order."""
+    return {name: t.shape for name, t in specs(graph).items()}
 
 
 def check(graph: ir.Graph, weights: Weights, *, origin: str = "weights") -> None:
