@@ -1,7 +1,9 @@
 """Parameters, multiply-adds and activation counts, under named counting conventions.
 
 Papers and tools disagree on what to count, so a number is meaningless without its rule
-(NUMBERS.md, "How peers count"). Every report names its convention:
+(docs/NUMBERS.md, "How peers count"). Every op reports convention-free counts
+(:meth:`archcompiler.ops.Node.cost`); this module only combines them. Every report names
+its convention:
 
 ``paper``
     Howard et al. 2017: conv, depthwise and FC *weights* as parameters (no bias, no BN) and
@@ -34,39 +36,6 @@ CONVENTIONS: dict[str, str] = {
 
 
 @dataclass(frozen=True)
-class RawCost:
-    """Convention-free counts of one node, from which every convention is derived."""
-
-    weights: int = 0
-    bias: int = 0
-    bn_affine: int = 0
-    bn_stats: int = 0
-    macs: int = 0
-    bn_ops: int = 0
-    pool_ops: int = 0
-
-
-def raw_cost(node: ir.Node, graph: ir.Graph) -> RawCost:
-    """Count one node. Shapes come from the IR only (never a framework)."""
-    out_hw = math.prod(node.shape[:-1]) if len(node.shape) == 3 else 1
-    if isinstance(node, ir.Conv2D):
-        w = node.kernel[0] * node.kernel[1] * (node.in_channels // node.groups) * node.filters
-        return RawCost(weights=w, bias=node.filters if node.use_bias else 0, macs=w * out_hw)
-    if isinstance(node, ir.DepthwiseConv2D):
-        w = node.kernel[0] * node.kernel[1] * node.in_channels * node.multiplier
-        return RawCost(weights=w, bias=node.shape[-1] if node.use_bias else 0, macs=w * out_hw)
-    if isinstance(node, ir.Dense):
-        w = node.in_features * node.units
-        return RawCost(weights=w, bias=node.units if node.use_bias else 0, macs=w)
-    if isinstance(node, ir.BatchNorm):
-        affine = node.channels * (int(node.center) + int(node.scale))
-        return RawCost(bn_affine=affine, bn_stats=2 * node.channels, bn_ops=2 * node.numel)
-    if isinstance(node, ir.GlobalPool | ir.Pool2D):
-        return RawCost(pool_ops=graph[node.inputs[0]].numel)
-    return RawCost()
-
-
-@dataclass(frozen=True)
 class NodeCost:
     name: str
     op: str
@@ -80,23 +49,6 @@ class NodeCost:
     @property
     def params(self) -> int:
         return self.trainable + self.non_trainable
-
-
-def category(node: ir.Node) -> str:
-    """Layer type as the paper's Table 2 groups them (Conv 1x1, Conv dw 3x3, Conv 3x3, FC)."""
-    if isinstance(node, ir.Conv2D):
-        kind = "Conv" if node.groups == 1 else f"Conv g{node.groups}"
-        return f"{kind} {node.kernel[0]}x{node.kernel[1]}"
-    if isinstance(node, ir.DepthwiseConv2D):
-        return f"Conv dw {node.kernel[0]}x{node.kernel[1]}"
-    if isinstance(node, ir.Dense):
-        return "Fully Connected"
-    return {
-        "batchnorm": "BatchNorm",
-        "activation": "Activation",
-        "pool2d": "Pooling",
-        "global_pool": "Pooling",
-    }.get(node.op, node.op.replace("_", " ").title())
 
 
 @dataclass(frozen=True)
@@ -161,7 +113,7 @@ def cost(graph: ir.Graph, convention: str = "paper") -> CostReport:
         raise ValueError(f"unknown convention {convention!r}; choose from {', '.join(CONVENTIONS)}")
     rows = []
     for node in graph.nodes:
-        r = raw_cost(node, graph)
+        r = node.cost(graph.input_shapes(node))
         if convention == "paper":
             trainable, non_trainable = r.weights, 0
         else:
@@ -169,7 +121,7 @@ def cost(graph: ir.Graph, convention: str = "paper") -> CostReport:
             non_trainable = r.bn_stats if convention == "keras" else 0
         macs = r.macs + (r.bn_ops + r.pool_ops if convention == "fvcore" else 0)
         acts = 0 if isinstance(node, ir.Input) else node.numel
-        rows.append(NodeCost(node.name, node.op, category(node), node.shape, trainable, non_trainable, macs, acts))
+        rows.append(NodeCost(node.name, node.op, node.category, node.shape, trainable, non_trainable, macs, acts))
     return CostReport(graph=graph, convention=convention, nodes=tuple(rows))
 
 

@@ -1,7 +1,9 @@
 """The graph IR: frozen, explicit, framework-neutral.
 
 Everything a backend needs is resolved here, so that no backend ever has to re-derive a
-shape, a padding or a channel count (DESIGN.md, style 3: shape inference exists once).
+shape, a padding or a channel count (docs/DESIGN.md, style 3: shape inference exists once).
+The node types, one per op with their attributes and rules, live in :mod:`archcompiler.ops`
+and are re-exported here.
 
 Conventions fixed by the IR (backends translate, never reinterpret):
 
@@ -17,197 +19,73 @@ Conventions fixed by the IR (backends translate, never reinterpret):
   matrix in every backend (a channels-first backend transposes before flattening).
 
 Nodes name their inputs, so the graph is a DAG: a residual ``add`` or a squeeze-excite
-``multiply`` is just a node with two inputs.
+``multiply`` is just a node with two inputs. A :class:`Graph` checks itself on construction
+(names, wiring, arity, and every node's shape against its op's shape rule), so a hand-built
+graph with a wrong shape is rejected naming the node.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal
 
-Pad4 = tuple[int, int, int, int]
-"""Explicit padding: (top, bottom, left, right)."""
-
-Pair = tuple[int, int]
-
-
-@dataclass(frozen=True, slots=True)
-class Span:
-    """Where in the spec a node came from, so lowering errors can point at it."""
-
-    file: str
-    line: int
-    col: int
-    path: str
-
-    def __str__(self) -> str:
-        return f"{self.file}:{self.line}:{self.col}: {self.path}"
-
-
-@dataclass(frozen=True, kw_only=True)
-class Node:
-    """One IR operation. Subclasses add the op's resolved attributes."""
-
-    op: ClassVar[str] = "node"
-    name: str
-    inputs: tuple[str, ...]
-    shape: tuple[int, ...]
-    span: Span | None = field(default=None, compare=False, repr=False)
-
-    @property
-    def numel(self) -> int:
-        """Output elements per example (the activation count of this node)."""
-        n = 1
-        for d in self.shape:
-            n *= d
-        return n
-
-
-@dataclass(frozen=True, kw_only=True)
-class Input(Node):
-    op: ClassVar[str] = "input"
-
-
-@dataclass(frozen=True, kw_only=True)
-class Conv2D(Node):
-    """A full (or grouped) convolution. Kernel layout is canonical (kh, kw, in/groups, out)."""
-
-    op: ClassVar[str] = "conv2d"
-    in_channels: int
-    filters: int
-    kernel: Pair
-    stride: Pair
-    padding: Pad4
-    dilation: Pair = (1, 1)
-    groups: int = 1
-    use_bias: bool = False
-
-
-@dataclass(frozen=True, kw_only=True)
-class DepthwiseConv2D(Node):
-    """Depthwise convolution: one kh x kw filter per input channel (times ``multiplier``)."""
-
-    op: ClassVar[str] = "depthwise_conv2d"
-    in_channels: int
-    multiplier: int
-    kernel: Pair
-    stride: Pair
-    padding: Pad4
-    dilation: Pair = (1, 1)
-    use_bias: bool = False
-
-
-@dataclass(frozen=True, kw_only=True)
-class BatchNorm(Node):
-    """Batch normalisation over the channel axis, every convention spelled out."""
-
-    op: ClassVar[str] = "batchnorm"
-    channels: int
-    epsilon: float
-    decay: float
-    """moving = decay * moving + (1 - decay) * batch. Keras momentum; torch uses 1 - decay."""
-    variance_update: Literal["biased", "unbiased"]
-    """Which batch variance updates the moving variance in training (Keras biased, torch unbiased)."""
-    center: bool = True
-    scale: bool = True
-
-
-ActivationKind = Literal["relu", "relu6", "sigmoid", "tanh", "hard_sigmoid", "hard_swish", "swish"]
-
-
-@dataclass(frozen=True, kw_only=True)
-class Activation(Node):
-    op: ClassVar[str] = "activation"
-    kind: ActivationKind
-
-
-@dataclass(frozen=True, kw_only=True)
-class ZeroPad2D(Node):
-    op: ClassVar[str] = "zero_pad2d"
-    padding: Pad4
-
-
-@dataclass(frozen=True, kw_only=True)
-class Pool2D(Node):
-    """Windowed pooling. Padding is always zero here: frameworks disagree on padded averages."""
-
-    op: ClassVar[str] = "pool2d"
-    kind: Literal["avg", "max"]
-    kernel: Pair
-    stride: Pair
-
-
-@dataclass(frozen=True, kw_only=True)
-class GlobalPool(Node):
-    op: ClassVar[str] = "global_pool"
-    kind: Literal["avg", "max"]
-    keepdims: bool = False
-
-
-@dataclass(frozen=True, kw_only=True)
-class Flatten(Node):
-    """Flatten in (H, W, C) order (see the module docstring)."""
-
-    op: ClassVar[str] = "flatten"
-
-
-@dataclass(frozen=True, kw_only=True)
-class Dense(Node):
-    """Fully connected layer. Kernel layout is canonical (in, out)."""
-
-    op: ClassVar[str] = "dense"
-    in_features: int
-    units: int
-    use_bias: bool = True
-
-
-@dataclass(frozen=True, kw_only=True)
-class Dropout(Node):
-    """Identity at inference; kept so layer lists and names match the reference models."""
-
-    op: ClassVar[str] = "dropout"
-    rate: float
-
-
-@dataclass(frozen=True, kw_only=True)
-class Softmax(Node):
-    op: ClassVar[str] = "softmax"
-
-
-@dataclass(frozen=True, kw_only=True)
-class Add(Node):
-    """Element-wise sum of inputs of one shape (a residual connection)."""
-
-    op: ClassVar[str] = "add"
-
-
-@dataclass(frozen=True, kw_only=True)
-class Multiply(Node):
-    """Element-wise product; a (1, 1, C) input broadcasts over (H, W, C) (squeeze-excite)."""
-
-    op: ClassVar[str] = "multiply"
-
-
-NODE_TYPES: tuple[type[Node], ...] = (
-    Input,
-    Conv2D,
-    DepthwiseConv2D,
-    BatchNorm,
+from .ops import (
+    IR_OPS,
+    NODE_TYPES,
     Activation,
-    ZeroPad2D,
-    Pool2D,
-    GlobalPool,
-    Flatten,
-    Dense,
-    Dropout,
-    Softmax,
+    ActivationKind,
     Add,
+    BatchNorm,
+    Conv2D,
+    Dense,
+    DepthwiseConv2D,
+    Dropout,
+    Flatten,
+    GlobalPool,
+    Input,
     Multiply,
+    Node,
+    OpError,
+    Pad4,
+    Pair,
+    Pool2D,
+    Shape,
+    Softmax,
+    Span,
+    ZeroPad2D,
+    arity_error,
 )
-"""Every IR op. Backends must cover each of these or name the ones they refuse."""
 
-IR_OPS: frozenset[str] = frozenset(t.op for t in NODE_TYPES)
+__all__ = [
+    "IR_OPS",
+    "NODE_TYPES",
+    "Activation",
+    "ActivationKind",
+    "Add",
+    "BatchNorm",
+    "Conv2D",
+    "Dense",
+    "DepthwiseConv2D",
+    "Dropout",
+    "Flatten",
+    "GlobalPool",
+    "Graph",
+    "GraphError",
+    "Input",
+    "Multiply",
+    "Node",
+    "Pad4",
+    "Pair",
+    "Pool2D",
+    "Shape",
+    "Softmax",
+    "Span",
+    "ZeroPad2D",
+]
+
+
+class GraphError(ValueError):
+    """A graph that breaks the IR's rules; the message names the node."""
 
 
 @dataclass(frozen=True)
@@ -225,7 +103,15 @@ class Graph:
     _index: dict[str, Node] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_index", {n.name: n for n in self.nodes})
+        index: dict[str, Node] = {}
+        for node in self.nodes:
+            _check_node(node, index)
+            index[node.name] = node
+        if self.output not in index:
+            raise GraphError(f"graph {self.name!r}: output {self.output!r} is not a node")
+        if not any(isinstance(n, Input) for n in self.nodes):
+            raise GraphError(f"graph {self.name!r} has no input node")
+        object.__setattr__(self, "_index", index)
 
     def __getitem__(self, name: str) -> Node:
         return self._index[name]
@@ -238,6 +124,9 @@ class Graph:
 
     def __len__(self) -> int:
         return len(self.nodes)
+
+    def input_shapes(self, node: Node) -> tuple[Shape, ...]:
+        return tuple(self._index[i].shape for i in node.inputs)
 
     @property
     def inputs(self) -> tuple[Input, ...]:
@@ -258,6 +147,23 @@ class Graph:
         out = self[self.output]
         return out.inputs[0] if isinstance(out, Softmax) else out.name
 
-    def consumers(self, name: str) -> tuple[Node, ...]:
-        """Nodes that read ``name``: used by backends that fuse or by parity reports."""
-        return tuple(n for n in self.nodes if name in n.inputs)
+
+def _check_node(node: Node, earlier: dict[str, Node]) -> None:
+    """One node against the IR's rules, given the nodes before it."""
+    if not isinstance(node, NODE_TYPES):
+        raise GraphError(f"node {node.name!r}: {type(node).__name__} is not an IR op")
+    if node.name in earlier:
+        raise GraphError(f"node {node.name!r}: duplicate name")
+    missing = [i for i in node.inputs if i not in earlier]
+    if missing:
+        raise GraphError(f"node {node.name!r} ({node.op}): reads {missing[0]!r}, which is not an earlier node")
+    problem = arity_error(node.op, type(node).arity, len(node.inputs))
+    if problem:
+        raise GraphError(f"node {node.name!r}: {problem}")
+    shapes = tuple(earlier[i].shape for i in node.inputs)
+    try:
+        shape = node.infer_shape(shapes)
+    except OpError as exc:
+        raise GraphError(f"node {node.name!r} ({node.op}): {exc}") from None
+    if tuple(node.shape) != tuple(shape):
+        raise GraphError(f"node {node.name!r} ({node.op}): shape {node.shape}, but its inputs give {shape}")

@@ -22,10 +22,11 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 from . import ir
 from .fsutil import atomic_write
+from .ops.base import Layout
 
 if TYPE_CHECKING:
     import numpy as np
@@ -37,18 +38,17 @@ class WeightError(ValueError):
     """A weights file that does not fit the graph: names the tensor at fault."""
 
 
-Layout = Literal["conv_kernel", "depthwise_kernel", "dense_kernel", "vector"]
-"""How a canonical tensor is laid out; archcompiler.layouts converts each to channels-first."""
-
-
 @dataclass(frozen=True)
 class TensorSpec:
-    """One canonical tensor of a node: ``<node>.<param>``, its shape and its layout."""
+    """One canonical tensor of a graph: ``<node>.<param>``, its shape, layout and init rule."""
 
     node: str
     param: str
     shape: tuple[int, ...]
     layout: Layout
+    init: str = "bias"
+    fan_in: int = 0
+    trainable: bool = True
 
     @property
     def name(self) -> str:
@@ -56,26 +56,14 @@ class TensorSpec:
 
 
 def specs(graph: ir.Graph) -> dict[str, TensorSpec]:
-    """Every tensor the graph needs, in node order, keyed by canonical name."""
-    out: list[TensorSpec] = []
+    """Every tensor the graph needs, in node order, keyed by canonical name (from each op's
+    :meth:`~archcompiler.ops.Node.weights`)."""
+    out: dict[str, TensorSpec] = {}
     for n in graph.nodes:
-        if isinstance(n, ir.Conv2D):
-            out.append(TensorSpec(n.name, "kernel", (*n.kernel, n.in_channels // n.groups, n.filters), "conv_kernel"))
-            if n.use_bias:
-                out.append(TensorSpec(n.name, "bias", (n.filters,), "vector"))
-        elif isinstance(n, ir.DepthwiseConv2D):
-            out.append(TensorSpec(n.name, "kernel", (*n.kernel, n.in_channels, n.multiplier), "depthwise_kernel"))
-            if n.use_bias:
-                out.append(TensorSpec(n.name, "bias", (n.in_channels * n.multiplier,), "vector"))
-        elif isinstance(n, ir.Dense):
-            out.append(TensorSpec(n.name, "kernel", (n.in_features, n.units), "dense_kernel"))
-            if n.use_bias:
-                out.append(TensorSpec(n.name, "bias", (n.units,), "vector"))
-        elif isinstance(n, ir.BatchNorm):
-            params = [p for p, on in (("gamma", n.scale), ("beta", n.center)) if on]
-            for p in (*params, "moving_mean", "moving_variance"):
-                out.append(TensorSpec(n.name, p, (n.channels,), "vector"))
-    return {t.name: t for t in out}
+        for w in n.weights():
+            t = TensorSpec(n.name, w.param, tuple(w.shape), w.layout, w.init, w.fan_in, w.trainable)
+            out[t.name] = t
+    return out
 
 
 def expected(graph: ir.Graph) -> dict[str, tuple[int, ...]]:
@@ -109,21 +97,18 @@ def init(graph: ir.Graph, seed: int = 0) -> Weights:
     import numpy as np
 
     out: Weights = {}
-    for name, shape in expected(graph).items():
+    for name, t in specs(graph).items():
         rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
-        node_name, param = name.rsplit(".", 1)
-        if param == "kernel":
-            depthwise = isinstance(graph[node_name], ir.DepthwiseConv2D)
-            fan_in = shape[0] * shape[1] if depthwise else int(np.prod(shape[:-1]))
-            arr = rng.normal(0.0, np.sqrt(2.0 / max(fan_in, 1)), size=shape)
-        elif param == "bias":
-            arr = rng.normal(0.0, 0.1, size=shape)
-        elif param == "gamma":
-            arr = rng.uniform(0.5, 1.5, size=shape)
-        elif param == "beta" or param == "moving_mean":
-            arr = rng.normal(0.0, 0.2, size=shape)
-        else:  # moving_variance
-            arr = rng.uniform(0.5, 2.0, size=shape)
+        if t.init == "he":
+            arr = rng.normal(0.0, np.sqrt(2.0 / max(t.fan_in, 1)), size=t.shape)
+        elif t.init == "gamma":
+            arr = rng.uniform(0.5, 1.5, size=t.shape)
+        elif t.init in ("beta", "moving_mean"):
+            arr = rng.normal(0.0, 0.2, size=t.shape)
+        elif t.init == "moving_variance":
+            arr = rng.uniform(0.5, 2.0, size=t.shape)
+        else:  # bias
+            arr = rng.normal(0.0, 0.1, size=t.shape)
         out[name] = arr.astype(np.float32)
     return out
 

@@ -1,0 +1,231 @@
+"""Field types shared by every part of the spec language (the op layers and the top level).
+
+The models are strict (``extra="forbid"``, no string-to-number coercion) so that a typo is an
+error with a location instead of a silently ignored key. Inside a block, fields may hold
+``$param`` references, filled in when the block is expanded (expansion validates the result
+again, so a bad argument is reported at the call).
+"""
+
+from __future__ import annotations
+
+import keyword
+import re
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema
+from pydantic_core import PydanticCustomError
+
+REF_RE = re.compile(r"^\$[A-Za-z_][A-Za-z0-9_]*$")
+IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+NAME_TEMPLATE_RE = re.compile(r"^(?:[A-Za-z_]|\{index\})(?:[A-Za-z0-9_]|\{index\})*$")
+MAX_NAME = 64
+
+
+class Ref(str):
+    """A ``$param`` reference inside a block body, resolved when the block is expanded."""
+
+    @property
+    def param(self) -> str:
+        return self[1:]
+
+
+def is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _as_ref(v: Any) -> Ref | None:
+    return Ref(v) if isinstance(v, str) and REF_RE.match(v) else None
+
+
+def _check_ident(v: Any, what: str) -> str:
+    if not isinstance(v, str):
+        raise PydanticCustomError("identifier", f"expected {what} (a string)")
+    if not IDENT_RE.match(v) or len(v) > MAX_NAME:
+        raise PydanticCustomError(
+            "identifier",
+            f"expected {what}: ASCII letters, digits and '_', not starting with a digit, at most {MAX_NAME} characters",
+        )
+    if keyword.iskeyword(v) or v.startswith("__"):
+        raise PydanticCustomError("identifier", f"expected {what}, not a Python keyword or dunder name")
+    return v
+
+
+def _identifier(v: Any) -> str:
+    return _check_ident(v, "an identifier")
+
+
+def _name_template(v: Any) -> str:
+    if not isinstance(v, str):
+        raise PydanticCustomError("name", "expected a layer name (a string)")
+    if not NAME_TEMPLATE_RE.match(v) or len(v) > MAX_NAME:
+        raise PydanticCustomError(
+            "name",
+            "expected a layer name: ASCII letters, digits and '_' (and '{index}', the block instance"
+            " number), not starting with a digit",
+        )
+    probe = v.replace("{index}", "1")
+    if keyword.iskeyword(probe) or probe.startswith("__"):
+        raise PydanticCustomError("name", "expected a layer name, not a Python keyword or dunder name")
+    return v
+
+
+def _pos_int_ref(v: Any) -> int | Ref:
+    if is_int(v):
+        if v <= 0:
+            raise PydanticCustomError("positive_int", "expected a positive integer")
+        return v
+    ref = _as_ref(v)
+    if ref is not None:
+        return ref
+    raise PydanticCustomError("positive_int", "expected a positive integer")
+
+
+def _pair_ref(v: Any) -> int | Ref | tuple[int | Ref, int | Ref]:
+    if isinstance(v, list | tuple):
+        if len(v) != 2:
+            raise PydanticCustomError("pair", "expected a positive integer or a pair [height, width]")
+        return (_pos_int_ref(v[0]), _pos_int_ref(v[1]))
+    try:
+        return _pos_int_ref(v)
+    except PydanticCustomError:
+        raise PydanticCustomError("pair", "expected a positive integer or a pair [height, width]") from None
+
+
+def _size(v: Any) -> int | tuple[int, int]:
+    """An input size: one positive integer (square) or [height, width].
+
+    A plain ``tuple[int, int]`` field refuses YAML's lists in strict mode, so it is checked here.
+    """
+    if is_int(v) and v > 0:
+        return v
+    if isinstance(v, list | tuple) and len(v) == 2 and all(is_int(x) and x > 0 for x in v):
+        return (v[0], v[1])
+    raise PydanticCustomError("size", "expected a positive integer or a pair [height, width] of positive integers")
+
+
+def _nonneg(v: Any) -> int:
+    if not is_int(v) or v < 0:
+        raise PydanticCustomError("padding", "expected a non-negative integer")
+    return v
+
+
+def _padding(v: Any) -> str | int | tuple[int, int, int, int] | Ref:
+    msg = "expected 'same', 'valid', an integer, [top, bottom, left, right] or [[top, bottom], [left, right]]"
+    if isinstance(v, str):
+        if v in ("same", "valid"):
+            return v
+        ref = _as_ref(v)
+        if ref is not None:
+            return ref
+        raise PydanticCustomError("padding", msg)
+    if is_int(v):
+        return _nonneg(v)
+    if isinstance(v, list | tuple):
+        try:
+            if len(v) == 4:
+                return tuple(_nonneg(x) for x in v)  # type: ignore[return-value]
+            if len(v) == 2 and all(isinstance(x, list | tuple) and len(x) == 2 for x in v):
+                (t, b), (left, r) = v
+                return (_nonneg(t), _nonneg(b), _nonneg(left), _nonneg(r))
+        except PydanticCustomError:
+            pass
+    raise PydanticCustomError("padding", msg)
+
+
+def _padding_value(v: Any) -> str | int | tuple[int, int, int, int]:
+    """Padding outside a block body, where a ``$param`` has nothing to refer to."""
+    p = _padding(v)
+    if isinstance(p, Ref):
+        raise PydanticCustomError("padding", "expected a padding value; '$' parameters only work inside blocks")
+    return p
+
+
+def _rate(v: Any) -> float | Ref:
+    ref = _as_ref(v)
+    if ref is not None:
+        return ref
+    if isinstance(v, bool) or not isinstance(v, int | float) or not 0.0 <= v < 1.0:
+        raise PydanticCustomError("rate", "expected a rate from 0 up to (not including) 1")
+    return float(v)
+
+
+REF_SCHEMA: dict[str, Any] = {"type": "string", "pattern": REF_RE.pattern}
+_POS_INT_SCHEMA = {"type": "integer", "minimum": 1}
+_PADDING_VALUES: list[dict[str, Any]] = [
+    {"enum": ["same", "valid"]},
+    {"type": "integer", "minimum": 0},
+    {"type": "array", "items": {"type": "integer", "minimum": 0}, "minItems": 4, "maxItems": 4},
+    {
+        "type": "array",
+        "items": {"type": "array", "items": {"type": "integer", "minimum": 0}, "minItems": 2, "maxItems": 2},
+        "minItems": 2,
+        "maxItems": 2,
+    },
+]
+_PADDING_DOC = "'same' is TensorFlow's SAME (extra pixel at the bottom/right); lists are explicit per side."
+
+PosIntRef = Annotated[int | str, PlainValidator(_pos_int_ref), WithJsonSchema({"anyOf": [_POS_INT_SCHEMA, REF_SCHEMA]})]
+PairRef = Annotated[
+    Any,
+    PlainValidator(_pair_ref),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                _POS_INT_SCHEMA,
+                REF_SCHEMA,
+                {"type": "array", "items": {"anyOf": [_POS_INT_SCHEMA, REF_SCHEMA]}, "minItems": 2, "maxItems": 2},
+            ]
+        }
+    ),
+]
+Size = Annotated[
+    int | tuple[int, int],
+    PlainValidator(_size),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "integer", "exclusiveMinimum": 0},
+                {
+                    "type": "array",
+                    "prefixItems": [{"type": "integer", "exclusiveMinimum": 0}] * 2,
+                    "minItems": 2,
+                    "maxItems": 2,
+                },
+            ]
+        }
+    ),
+]
+PaddingValue = Annotated[
+    Any, PlainValidator(_padding_value), WithJsonSchema({"anyOf": _PADDING_VALUES, "description": _PADDING_DOC})
+]
+Padding = Annotated[
+    Any,
+    PlainValidator(_padding),
+    WithJsonSchema({"anyOf": [*_PADDING_VALUES, REF_SCHEMA], "description": _PADDING_DOC}),
+]
+Rate = Annotated[
+    Any,
+    PlainValidator(_rate),
+    WithJsonSchema({"anyOf": [{"type": "number", "minimum": 0, "exclusiveMaximum": 1}, REF_SCHEMA]}),
+]
+Identifier = Annotated[
+    str, PlainValidator(_identifier), WithJsonSchema({"type": "string", "pattern": IDENT_RE.pattern})
+]
+NameTemplate = Annotated[
+    str, PlainValidator(_name_template), WithJsonSchema({"type": "string", "pattern": NAME_TEMPLATE_RE.pattern})
+]
+PositiveInt = Annotated[int, Field(gt=0)]
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class LayerBase(Model):
+    """Fields every layer accepts."""
+
+    name: NameTemplate | None = Field(None, description="Layer name; '{index}' is the block instance number (1-based).")
+    inputs: list[NameTemplate] | None = Field(
+        None, description="Names of earlier layers this one reads (default: the previous layer)."
+    )
+    repeat: PositiveInt = Field(1, description="Repeat this layer N times in sequence.")

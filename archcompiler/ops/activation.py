@@ -1,0 +1,51 @@
+"""Element-wise ops without weights: ``activation`` and ``softmax``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal, get_args
+
+from pydantic import Field
+
+from ..fields import LayerBase
+from .base import LowerContext, Node, OpError, Shape
+
+ActivationKind = Literal["relu", "relu6", "sigmoid", "tanh", "hard_sigmoid", "hard_swish", "swish"]
+"""Every kind means PyTorch's formula (hard_sigmoid = relu6(x + 3) / 6, as Keras 3; not Keras 2's)."""
+
+
+class ActivationLayer(LayerBase):
+    op: Literal["activation"]
+    kind: ActivationKind | None = Field(None, description="Default: defaults.activation.")
+
+
+class SoftmaxLayer(LayerBase):
+    op: Literal["softmax"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Activation(Node):
+    op: ClassVar[str] = "activation"
+    spec_layers = (ActivationLayer,)
+    kind: ActivationKind
+
+    @classmethod
+    def attributes_from_spec(cls, layer: ActivationLayer, ctx: LowerContext, inputs: Sequence[Shape]) -> dict[str, Any]:
+        return {"kind": layer.kind or ctx.activation}
+
+    def infer_shape(self, inputs: Sequence[Shape]) -> Shape:
+        if self.kind not in get_args(ActivationKind):
+            raise OpError(f"unknown activation {self.kind!r}; known: {', '.join(get_args(ActivationKind))}")
+        return inputs[0]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Softmax(Node):
+    """Softmax over the channel (last) axis."""
+
+    op: ClassVar[str] = "softmax"
+    spec_layers = (SoftmaxLayer,)
+
+    def infer_shape(self, inputs: Sequence[Shape]) -> Shape:
+        return inputs[0]

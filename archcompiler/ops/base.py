@@ -1,0 +1,214 @@
+"""What every op definition is made of: the IR node base class and the pieces it returns.
+
+An op is one frozen dataclass (a subclass of :class:`Node`) that holds, in one place
+(ONNX's OpSchema, TVM's op registry):
+
+* its resolved **attributes** (dataclass fields) and **arity** (``arity``);
+* **lowering** from the spec: ``spec_layers`` (the pydantic models users write) and
+  :meth:`Node.attributes_from_spec` (spec fields + defaults + width rule -> attributes);
+* **shape inference** on attributes alone (:meth:`Node.infer_shape`), used by lowering and
+  by :class:`~archcompiler.ir.Graph`, which re-checks every node on construction;
+* **canonical weights** (:meth:`Node.weights`: names, shapes, layouts, initialisation);
+* **cost** (:meth:`Node.cost`: convention-free counts every convention is derived from);
+* its **category** (the paper's Table 2 grouping).
+
+Nothing here imports a framework.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+if TYPE_CHECKING:
+    from ..fields import LayerBase
+
+Shape = tuple[int, ...]
+"""Per-example shape, channels-last: (H, W, C) for an image, (C,) for a vector."""
+Pad4 = tuple[int, int, int, int]
+"""Explicit padding: (top, bottom, left, right)."""
+Pair = tuple[int, int]
+
+
+class OpError(ValueError):
+    """A node whose attributes do not fit its inputs. The message has no location: lowering
+    adds the spec entry's, Graph the node's name."""
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    """Where in the spec a node came from, so lowering errors can point at it."""
+
+    file: str
+    line: int
+    col: int
+    path: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.col}: {self.path}"
+
+
+@dataclass(frozen=True)
+class RawCost:
+    """Convention-free counts of one node, from which every convention is derived (cost.py)."""
+
+    weights: int = 0
+    bias: int = 0
+    bn_affine: int = 0
+    bn_stats: int = 0
+    macs: int = 0
+    bn_ops: int = 0
+    pool_ops: int = 0
+
+
+Layout = Literal["conv_kernel", "depthwise_kernel", "dense_kernel", "vector"]
+"""How a canonical tensor is laid out (archcompiler.layouts converts each to channels-first)."""
+Init = Literal["he", "bias", "gamma", "beta", "moving_mean", "moving_variance"]
+"""How weights.init fills a tensor (non-trivial BN statistics, so parity cannot pass by luck)."""
+
+
+@dataclass(frozen=True)
+class WeightSpec:
+    """One canonical tensor of a node (``<node>.<param>``), in Keras' channels-last layout."""
+
+    param: str
+    shape: Shape
+    layout: Layout = "vector"
+    init: Init = "bias"
+    fan_in: int = 0
+    """For ``init="he"``: the inputs each output sums over."""
+    trainable: bool = True
+
+
+@dataclass(frozen=True)
+class LowerContext:
+    """What lowering knows besides the layer itself: the spec's defaults and width rule."""
+
+    width: float
+    rounding: str
+    divisor: int
+    min_channels: int | None
+    padding: Any
+    bias: bool
+    activation: str
+    bn_epsilon: float
+    bn_decay: float
+    bn_variance_update: str
+
+    def round_channels(self, channels: int) -> int:
+        """Channels after the width multiplier, under the spec's rounding rule."""
+        if self.rounding == "truncate":
+            # Keras' MobileNet v1: int(filters * alpha), no rounding to a multiple.
+            return max(1 if self.min_channels is None else self.min_channels, int(channels * self.width))
+        return make_divisible(channels * self.width, self.divisor, self.min_channels)
+
+    def pads(self, padding: Any, hw: Pair, kernel: Pair, stride: Pair) -> Pad4:
+        """A spec padding (``same``, ``valid``, N, per side; None = the default) made explicit."""
+        if padding is None:
+            padding = self.padding
+        if padding == "valid":
+            return (0, 0, 0, 0)
+        if padding == "same":
+            return (*same_padding(hw[0], kernel[0], stride[0]), *same_padding(hw[1], kernel[1], stride[1]))
+        if isinstance(padding, int):
+            return (padding,) * 4  # type: ignore[return-value]
+        return tuple(padding)  # type: ignore[return-value]
+
+
+def make_divisible(v: float, divisor: int, min_value: int | None = None) -> int:
+    """Round channels to a multiple of ``divisor`` without dropping more than 10%.
+
+    This is the rule of the TF-Slim MobileNetV2 code that Keras' V2/V3 and timm copy.
+    """
+    m = divisor if min_value is None else min_value
+    new = max(m, int(v + divisor / 2) // divisor * divisor)
+    if new < 0.9 * v:
+        new += divisor
+    return new
+
+
+def same_padding(size: int, kernel: int, stride: int, dilation: int = 1) -> tuple[int, int]:
+    """TensorFlow SAME: output ceil(n/s); an odd total puts the extra pixel after (bottom/right)."""
+    effective = (kernel - 1) * dilation + 1
+    out = -(-size // stride)
+    total = max((out - 1) * stride + effective - size, 0)
+    return total // 2, total - total // 2
+
+
+def pair(v: Any) -> Pair:
+    if isinstance(v, tuple):
+        return (int(v[0]), int(v[1]))
+    return (int(v), int(v))
+
+
+def dims(shape: Shape) -> str:
+    """(16, 16, 8) -> '16x16x8', as error messages write shapes."""
+    return "x".join(str(d) for d in shape)
+
+
+def image(shape: Shape, what: str) -> tuple[int, int, int]:
+    """The (H, W, C) of an image input, or an OpError naming the op."""
+    if len(shape) != 3:
+        raise OpError(f"{what} needs an image input (H x W x C), got {dims(shape)}")
+    return shape  # type: ignore[return-value]
+
+
+def check_padding(pads: Pad4) -> None:
+    """Four non-negative amounts (top, bottom, left, right): backends may rely on it."""
+    if len(pads) != 4 or any(p < 0 for p in pads):
+        raise OpError(f"negative padding {pads}: expected four non-negative amounts (top, bottom, left, right)")
+
+
+def window(what: str, shape: Shape, kernel: Pair, stride: Pair, pads: Pad4, dilation: Pair = (1, 1)) -> Pair:
+    """Output (H, W) of a sliding window, or an OpError when the window does not fit."""
+    h, w, c = shape
+    keff = (dilation[0] * (kernel[0] - 1) + 1, dilation[1] * (kernel[1] - 1) + 1)
+    ph, pw = h + pads[0] + pads[1], w + pads[2] + pads[3]
+    if keff[0] > ph or keff[1] > pw:
+        padded = f" ({ph}x{pw} after padding)" if (ph, pw) != (h, w) else ""
+        raise OpError(f"{what} {keff[0]}x{keff[1]} is larger than its input {h}x{w}x{c}{padded}")
+    return (ph - keff[0]) // stride[0] + 1, (pw - keff[1]) // stride[1] + 1
+
+
+@dataclass(frozen=True, kw_only=True)
+class Node:
+    """One IR operation: subclasses add the op's resolved attributes and its rules."""
+
+    op: ClassVar[str] = "node"
+    arity: ClassVar[tuple[int, int | None]] = (1, 1)
+    """Fewest and most inputs (None: no upper bound)."""
+    spec_layers: ClassVar[tuple[type[LayerBase], ...]] = ()
+    """The spec models that lower to this op (a spec op is written as its ``op:`` tag)."""
+
+    name: str
+    inputs: tuple[str, ...]
+    shape: Shape
+    span: Span | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def numel(self) -> int:
+        """Output elements per example (the activation count of this node)."""
+        return math.prod(self.shape)
+
+    @classmethod
+    def attributes_from_spec(cls, layer: Any, ctx: LowerContext, inputs: Sequence[Shape]) -> dict[str, Any]:
+        """The op's attributes for a validated spec layer (defaults and the width rule applied)."""
+        return {}
+
+    def infer_shape(self, inputs: Sequence[Shape]) -> Shape:
+        """This node's output shape from its input shapes and attributes, or OpError."""
+        raise NotImplementedError(f"op {self.op!r} has no shape rule")
+
+    def weights(self) -> tuple[WeightSpec, ...]:
+        """Canonical tensors, in the framework's variable order (kernel, bias; gamma, beta, ...)."""
+        return ()
+
+    def cost(self, inputs: Sequence[Shape]) -> RawCost:
+        return RawCost()
+
+    @property
+    def category(self) -> str:
+        """Layer type as the paper's Table 2 groups them."""
+        return self.op.replace("_", " ").title()

@@ -1,0 +1,72 @@
+"""``batchnorm``: batch normalisation over the channel axis, every convention spelled out."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import Field
+
+from ..fields import LayerBase
+from .base import LowerContext, Node, OpError, RawCost, Shape, WeightSpec
+
+VarianceUpdate = Literal["biased", "unbiased"]
+
+
+class BatchNormLayer(LayerBase):
+    """BatchNorm over channels. Unset fields come from defaults.batchnorm."""
+
+    op: Literal["batchnorm"]
+    epsilon: Annotated[float, Field(gt=0)] | None = None
+    decay: Annotated[float, Field(gt=0, lt=1)] | None = None
+    variance_update: VarianceUpdate | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class BatchNorm(Node):
+    """Batch normalisation over the channel axis.
+
+    ``decay``: moving = decay * moving + (1 - decay) * batch (Keras' momentum; torch's momentum
+    is 1 - decay). ``variance_update``: which batch variance updates the moving variance in
+    training (Keras biased, torch unbiased).
+    """
+
+    op: ClassVar[str] = "batchnorm"
+    spec_layers = (BatchNormLayer,)
+    channels: int
+    epsilon: float
+    decay: float
+    variance_update: VarianceUpdate
+    center: bool = True
+    scale: bool = True
+
+    @classmethod
+    def attributes_from_spec(cls, layer: BatchNormLayer, ctx: LowerContext, inputs: Sequence[Shape]) -> dict[str, Any]:
+        return {
+            "channels": inputs[0][-1],
+            "epsilon": ctx.bn_epsilon if layer.epsilon is None else layer.epsilon,
+            "decay": ctx.bn_decay if layer.decay is None else layer.decay,
+            "variance_update": layer.variance_update or ctx.bn_variance_update,
+        }
+
+    def infer_shape(self, inputs: Sequence[Shape]) -> Shape:
+        if inputs[0][-1] != self.channels:
+            raise OpError(f"batchnorm over {self.channels} channels, got an input of {inputs[0][-1]}")
+        if not (self.epsilon > 0 and 0 < self.decay < 1) or self.variance_update not in ("biased", "unbiased"):
+            raise OpError(f"batchnorm: bad epsilon {self.epsilon}, decay {self.decay} or {self.variance_update!r}")
+        return inputs[0]
+
+    def weights(self) -> tuple[WeightSpec, ...]:
+        c = (self.channels,)
+        affine = [WeightSpec(p, c, init=p) for p, on in (("gamma", self.scale), ("beta", self.center)) if on]
+        stats = [WeightSpec(p, c, init=p, trainable=False) for p in ("moving_mean", "moving_variance")]
+        return (*affine, *stats)
+
+    def cost(self, inputs: Sequence[Shape]) -> RawCost:
+        affine = self.channels * (int(self.center) + int(self.scale))
+        return RawCost(bn_affine=affine, bn_stats=2 * self.channels, bn_ops=2 * self.numel)
+
+    @property
+    def category(self) -> str:
+        return "BatchNorm"

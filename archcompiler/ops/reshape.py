@@ -1,0 +1,75 @@
+"""Ops that move values without arithmetic: ``zero_pad``, ``flatten``, ``dropout`` (identity at inference)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+from ..fields import LayerBase, Padding, Rate
+from .base import LowerContext, Node, OpError, Pad4, Shape, check_padding, image
+
+
+class ZeroPadLayer(LayerBase):
+    op: Literal["zero_pad"]
+    padding: Padding
+
+
+class FlattenLayer(LayerBase):
+    op: Literal["flatten"]
+
+
+class DropoutLayer(LayerBase):
+    op: Literal["dropout"]
+    rate: Rate
+
+
+@dataclass(frozen=True, kw_only=True)
+class ZeroPad2D(Node):
+    op: ClassVar[str] = "zero_pad2d"
+    spec_layers = (ZeroPadLayer,)
+    padding: Pad4
+
+    @classmethod
+    def attributes_from_spec(cls, layer: ZeroPadLayer, ctx: LowerContext, inputs: Sequence[Shape]) -> dict[str, Any]:
+        h, w, _ = image(inputs[0], "zero_pad")
+        if layer.padding in ("same", "valid"):
+            raise OpError("zero_pad needs explicit padding (an integer or per-side amounts)")
+        return {"padding": ctx.pads(layer.padding, (h, w), (1, 1), (1, 1))}
+
+    def infer_shape(self, inputs: Sequence[Shape]) -> Shape:
+        h, w, c = image(inputs[0], "zero_pad")
+        check_padding(self.padding)
+        top, bottom, left, right = self.padding
+        return (h + top + bottom, w + left + right, c)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Flatten(Node):
+    """Flatten in (H, W, C) order, so a dense layer after it has the same weights everywhere
+    (a channels-first backend transposes before flattening)."""
+
+    op: ClassVar[str] = "flatten"
+    spec_layers = (FlattenLayer,)
+
+    def infer_shape(self, inputs: Sequence[Shape]) -> Shape:
+        return (math.prod(inputs[0]),)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Dropout(Node):
+    """Identity at inference; kept so layer lists and names match the reference models."""
+
+    op: ClassVar[str] = "dropout"
+    spec_layers = (DropoutLayer,)
+    rate: float
+
+    @classmethod
+    def attributes_from_spec(cls, layer: DropoutLayer, ctx: LowerContext, inputs: Sequence[Shape]) -> dict[str, Any]:
+        return {"rate": float(layer.rate)}
+
+    def infer_shape(self, inputs: Sequence[Shape]) -> Shape:
+        if not 0.0 <= self.rate < 1.0:
+            raise OpError(f"dropout rate must be in [0, 1), got {self.rate}")
+        return inputs[0]
