@@ -15,6 +15,8 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
+from .limits import EPSILON_RANGE, MAX_FIELD, MAX_SIZE
+
 REF_RE = re.compile(r"^\$[A-Za-z_][A-Za-z0-9_]*$")
 IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 NAME_TEMPLATE_RE = re.compile(r"^(?:[A-Za-z_]|\{index\})(?:[A-Za-z0-9_]|\{index\})*$")
@@ -73,6 +75,8 @@ def _pos_int_ref(v: Any) -> int | Ref:
     if is_int(v):
         if v <= 0:
             raise PydanticCustomError("positive_int", "expected a positive integer")
+        if v > MAX_FIELD:
+            raise PydanticCustomError("positive_int", f"expected a positive integer up to {MAX_FIELD:,}")
         return v
     ref = _as_ref(v)
     if ref is not None:
@@ -96,11 +100,13 @@ def _size(v: Any) -> int | tuple[int, int]:
 
     A plain ``tuple[int, int]`` field refuses YAML's lists in strict mode, so it is checked here.
     """
-    if is_int(v) and v > 0:
+    if is_int(v) and 0 < v <= MAX_SIZE:
         return v
-    if isinstance(v, list | tuple) and len(v) == 2 and all(is_int(x) and x > 0 for x in v):
+    if isinstance(v, list | tuple) and len(v) == 2 and all(is_int(x) and 0 < x <= MAX_SIZE for x in v):
         return (v[0], v[1])
-    raise PydanticCustomError("size", "expected a positive integer or a pair [height, width] of positive integers")
+    raise PydanticCustomError(
+        "size", f"expected a size from 1 to {MAX_SIZE} pixels, or a pair [height, width] of such sizes"
+    )
 
 
 def _nonneg(v: Any) -> int:
@@ -150,7 +156,7 @@ def _rate(v: Any) -> float | Ref:
 
 
 REF_SCHEMA: dict[str, Any] = {"type": "string", "pattern": REF_RE.pattern}
-_POS_INT_SCHEMA = {"type": "integer", "minimum": 1}
+_POS_INT_SCHEMA = {"type": "integer", "minimum": 1, "maximum": MAX_FIELD}
 _PADDING_VALUES: list[dict[str, Any]] = [
     {"enum": ["same", "valid"]},
     {"type": "integer", "minimum": 0},
@@ -184,10 +190,10 @@ Size = Annotated[
     WithJsonSchema(
         {
             "anyOf": [
-                {"type": "integer", "exclusiveMinimum": 0},
+                {"type": "integer", "minimum": 1, "maximum": MAX_SIZE},
                 {
                     "type": "array",
-                    "prefixItems": [{"type": "integer", "exclusiveMinimum": 0}] * 2,
+                    "prefixItems": [{"type": "integer", "minimum": 1, "maximum": MAX_SIZE}] * 2,
                     "minItems": 2,
                     "maxItems": 2,
                 },
@@ -215,6 +221,8 @@ NameTemplate = Annotated[
     str, PlainValidator(_name_template), WithJsonSchema({"type": "string", "pattern": NAME_TEMPLATE_RE.pattern})
 ]
 PositiveInt = Annotated[int, Field(gt=0)]
+Epsilon = Annotated[float, Field(ge=EPSILON_RANGE[0], le=EPSILON_RANGE[1])]
+"""BatchNorm epsilon (limits.EPSILON_RANGE: .inf, 1e300 and 1e-320 are refused)."""
 
 
 class Model(BaseModel):

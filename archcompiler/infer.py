@@ -9,9 +9,11 @@ caused them (the layer, or for a layer inside a block the call that instantiated
 from __future__ import annotations
 
 import dataclasses
+import math
 
 from . import ir
 from .expand import Entry
+from .limits import MAX_ACTIVATIONS, MAX_PARAMETERS
 from .loading import LoadedSpec
 from .ops import NODE_FOR_LAYER, LowerContext, OpError, arity_error
 from .source import did_you_mean
@@ -48,6 +50,7 @@ def infer(loaded: LoadedSpec, entries: list[Entry], width: float, size: tuple[in
     )
     nodes: list[ir.Node] = [first]
     by_name: dict[str, ir.Node] = {first.name: first}
+    parameters = activations = 0
     for k, entry in enumerate(entries):
         names = entry.inputs if entry.inputs is not None else (nodes[-1].name,)
         for ref in names:
@@ -60,6 +63,12 @@ def infer(loaded: LoadedSpec, entries: list[Entry], width: float, size: tuple[in
                     )
                 raise entry.error(f"reads unknown layer {ref!r}{did_you_mean(ref, list(by_name))}")
         node = _node(entry, names, tuple(by_name[n].shape for n in names), ctx)
+        parameters += sum(math.prod(w.shape) for w in node.weights())
+        activations += node.numel
+        if parameters > MAX_PARAMETERS or activations > MAX_ACTIVATIONS:
+            what = "weights" if parameters > MAX_PARAMETERS else "activation values per example"
+            limit = MAX_PARAMETERS if parameters > MAX_PARAMETERS else MAX_ACTIVATIONS
+            raise entry.error(f"the network reaches more than {limit:,} {what} here (a limit: check sizes and filters)")
         nodes.append(node)
         by_name[node.name] = node
     output = spec.output or nodes[-1].name

@@ -15,6 +15,7 @@ from typing import Any
 from .expand import expand
 from .infer import infer
 from .ir import Graph
+from .limits import MAX_SIZE
 from .loading import LoadedSpec
 from .ops import make_divisible, same_padding
 from .source import SpecError, short_repr
@@ -23,7 +24,6 @@ __all__ = ["MAX_SIZE", "lower", "make_divisible", "resolve_size", "same_padding"
 
 WIDTH_RANGE = (0.0, 4.0)
 RESOLUTION_RANGE = (0.0, 4.0)
-MAX_SIZE = 8192
 
 
 def _override_error(loaded: LoadedSpec, field: str, message: str, value: Any) -> SpecError:
@@ -57,6 +57,8 @@ def resolve_size(loaded: LoadedSpec, resolution: float | int | tuple[int, int] |
     h, w = round(base[0] * rho), round(base[1] * rho)
     if h < 1 or w < 1:
         raise _override_error(loaded, "resolution", f"the input collapses to {h}x{w}", rho)
+    if max(h, w) > MAX_SIZE:
+        raise _override_error(loaded, "resolution", f"the input grows to {h}x{w}, over {MAX_SIZE} pixels", rho)
     return (h, w)
 
 

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
 from .fields import (
     REF_RE,
+    Epsilon,
     Identifier,
     LayerBase,
     Model,
@@ -90,7 +91,7 @@ class Rounding(Model):
 
 
 class BatchNormDefaults(Model):
-    epsilon: Annotated[float, Field(gt=0)] = 1e-3
+    epsilon: Epsilon = 1e-3
     decay: Annotated[float, Field(gt=0, lt=1)] = Field(
         0.99, description="Moving-average decay: Keras momentum; torch momentum is 1 - decay."
     )

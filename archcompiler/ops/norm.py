@@ -8,7 +8,8 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field
 
-from ..fields import LayerBase
+from ..fields import Epsilon, LayerBase
+from ..limits import EPSILON_RANGE
 from .base import LowerContext, Node, OpError, RawCost, Shape, WeightSpec
 
 VarianceUpdate = Literal["biased", "unbiased"]
@@ -18,7 +19,7 @@ class BatchNormLayer(LayerBase):
     """BatchNorm over channels. Unset fields come from defaults.batchnorm."""
 
     op: Literal["batchnorm"]
-    epsilon: Annotated[float, Field(gt=0)] | None = None
+    epsilon: Epsilon | None = None
     decay: Annotated[float, Field(gt=0, lt=1)] | None = None
     variance_update: VarianceUpdate | None = None
 
@@ -53,7 +54,9 @@ class BatchNorm(Node):
     def infer_shape(self, inputs: Sequence[Shape]) -> Shape:
         if inputs[0][-1] != self.channels:
             raise OpError(f"batchnorm over {self.channels} channels, got an input of {inputs[0][-1]}")
-        if not (self.epsilon > 0 and 0 < self.decay < 1) or self.variance_update not in ("biased", "unbiased"):
+        low, high = EPSILON_RANGE
+        valid = low <= self.epsilon <= high and 0 < self.decay < 1
+        if not valid or self.variance_update not in ("biased", "unbiased"):
             raise OpError(f"batchnorm: bad epsilon {self.epsilon}, decay {self.decay} or {self.variance_update!r}")
         return inputs[0]
 
