@@ -1,7 +1,7 @@
 """Parameters, multiply-adds and activation counts, under named counting conventions.
 
 Papers and tools disagree on what to count, so a number is meaningless without its rule
-(NUMBERS.md, "How peers count"). Every report names its convention:
+(docs/NUMBERS.md, "How peers count"). Every report names its convention:
 
 ``paper``
     Howard et al. 2017: conv, depthwise and FC *weights* as parameters (no bias, no BN) and

@@ -1,7 +1,7 @@
 """The graph IR: frozen, explicit, framework-neutral.
 
 Everything a backend needs is resolved here, so that no backend ever has to re-derive a
-shape, a padding or a channel count (DESIGN.md, style 3: shape inference exists once).
+shape, a padding or a channel count (docs/DESIGN.md, style 3: shape inference exists once).
 
 Conventions fixed by the IR (backends translate, never reinterpret):
 

@@ -67,7 +67,7 @@ def test_failed_build_leaves_nothing(tmp_path: Path, capsys: pytest.CaptureFixtu
 
 def test_python_api_mirrors_the_cli(tmp_path: Path) -> None:
     net = a.compile(SPEC, width=0.5, resolution=160)
-    assert net.cost("paper").macs == 76_524_800  # NUMBERS.md, Table 6/7 grid
+    assert net.cost("paper").macs == 76_524_800  # docs/NUMBERS.md, Table 6/7 grid
     model = net.build("torch")
     assert isinstance(model, torch.nn.Module)
     assert sum(p.numel() for p in model.parameters()) == net.cost("torch").params

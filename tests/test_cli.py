@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SPEC = str(ROOT / "specs" / "mobilenet.yaml")
 KERAS_SPEC = str(ROOT / "specs" / "mobilenet_keras.yaml")
 
-# NUMBERS.md: exact Mult-Adds of the paper's rule, width x resolution.
+# docs/NUMBERS.md: exact Mult-Adds of the paper's rule, width x resolution.
 PAPER_MACS = {
     (1.0, 224): 568_740_352,
     (1.0, 192): 418_121_728,
