@@ -33,6 +33,21 @@ if TYPE_CHECKING:
     from .weights import Weights
 
 
+class OutputError(Exception):
+    """The output folder cannot be written (a file in the way, no permission): bad input, one line."""
+
+
+def _output_dir(out_dir: str | Path) -> Path:
+    """``out_dir`` as a Path, refused up front (before a slow build) if a file is in its way."""
+    out = Path(out_dir)
+    for p in (out, *out.parents):
+        if p.exists():
+            if not p.is_dir():
+                raise OutputError(f"output folder {str(out)!r}: {str(p)!r} is a file, not a folder")
+            break
+    return out
+
+
 def resolution_label(graph: ir.Graph) -> str:
     """'224' for a square input, '224x160' otherwise (file names and tables)."""
     h, w = graph.resolution
@@ -120,9 +135,13 @@ class Compiled:
         from . import weights as W
 
         b = _backend(backend)
-        out = Path(out_dir) if out_dir is not None else self.default_output
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as tmp:
+        out = _output_dir(out_dir if out_dir is not None else self.default_output)
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            tmp_dir = tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.")
+        except OSError as exc:
+            raise OutputError(f"output folder {str(out)!r}: {exc.strerror or exc}") from exc
+        with tmp_dir as tmp:
             b.save(self.graph, model, Path(tmp))
             W.save(b.get_weights(self.graph, model), Path(tmp) / f"{self.graph.name}.weights.npz")
             return _publish(Path(tmp), out)
@@ -136,6 +155,8 @@ class Compiled:
     ) -> Built:
         """:meth:`build` then :meth:`save` (default folder :attr:`default_output`): ``archc build``."""
         b = _backend(backend)
+        if out_dir is not None:
+            _output_dir(out_dir)  # fail before the build, not after it
         model = self.build(b, weights=weights)
         files = self.save(model, b, out_dir)
         return Built(self.graph, b.name, model, tuple(files), self.cost(b.convention), self.cost("paper").macs)
@@ -147,7 +168,12 @@ class Compiled:
     def generate_to(self, backend: str | Backend = "torch", out_dir: str | Path = "generated") -> Path:
         """Write :meth:`generate`'s source to ``<out_dir>/<stem>_<backend>.py`` (atomically)."""
         b = _backend(backend)
-        return atomic_write_text(Path(out_dir) / f"{self.stem}_{b.name}.py", self.generate(b))
+        out = _output_dir(out_dir)
+        source = self.generate(b)
+        try:
+            return atomic_write_text(out / f"{self.stem}_{b.name}.py", source)
+        except OSError as exc:
+            raise OutputError(f"output folder {str(out)!r}: {exc.strerror or exc}") from exc
 
     def parity(self, backends: Sequence[str] = ("torch", "keras"), **kwargs: Any) -> ParityReport:
         """Run ``backends`` on the same weights and input, compare every node (archcompiler.parity)."""

@@ -235,10 +235,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # backend, weights: still one line, no traceback
         if debug:
             raise
+        from .api import OutputError
         from .registry import BackendError
         from .weights import WeightError
 
-        if isinstance(exc, BackendError | WeightError):
+        if isinstance(exc, BackendError | WeightError | OutputError):
             spec = getattr(args, "spec", "")
             print(f"{spec}: {exc}" if spec else f"archc: error: {exc}", file=sys.stderr)
             return 2

@@ -123,3 +123,15 @@ def test_python_api_mirrors_the_cli(tmp_path: Path) -> None:
     assert (built.params.params, built.macs) == (KERAS_0_5[1], PAPER_MACS_0_5_160)
     assert _trainable(built.model.state_dict()) == KERAS_0_5[1]
     assert net.generate_to("torch", tmp_path / "gen") == tmp_path / "gen" / "mobilenet_v1_0_5_160_torch.py"
+
+
+@pytest.mark.parametrize("command", ["build", "generate"])
+def test_output_folder_blocked_by_a_file(command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A file where the output folder should be is bad input (exit 2, one line), found before building."""
+    blocker = tmp_path / "taken"
+    blocker.write_text("mine\n")
+    for out in (blocker, blocker / "sub"):
+        assert main([command, SPEC, "--backend", "torch", *SMALL, "-o", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err == f"{SPEC}: output folder {str(out)!r}: {str(blocker)!r} is a file, not a folder\n"
+    assert blocker.read_text() == "mine\n" and sorted(p.name for p in tmp_path.iterdir()) == ["taken"]
