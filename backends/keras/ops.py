@@ -1,6 +1,6 @@
 """The Keras backend's per-op table: IR node -> Keras layer calls.
 
-One table drives both the builder and the emitter, so they cannot drift (DESIGN.md, style 2):
+One table drives both the builder and the emitter, so they cannot drift (docs/DESIGN.md, style 2):
 a handler first *describes* a node as a list of :class:`LayerCall` (Keras class, positional
 and keyword arguments as plain literals, layer name, input layer names); then
 
@@ -13,7 +13,7 @@ the emitted constructor and the instantiated one are the same call. Keras is imp
 ``build_layer``: describing and emitting need no framework.
 
 An op, or an attribute value, that Keras cannot express exactly raises UnsupportedOpError;
-nothing is approximated (DESIGN.md, style 4).
+nothing is approximated (docs/DESIGN.md, style 4).
 """
 
 from __future__ import annotations

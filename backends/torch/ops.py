@@ -3,10 +3,10 @@
 Each handler turns an IR node into a :class:`Layer`, a constructor call described as data
 (class + arguments). The builder instantiates it (:meth:`Layer.instantiate`); the emitter
 prints it (:meth:`Layer.source`). Because both read the same ``Layer``, the generated code
-and the instantiated model cannot drift apart (DESIGN.md, style 2).
+and the instantiated model cannot drift apart (docs/DESIGN.md, style 2).
 
 A node the handler cannot reproduce *exactly* raises :class:`UnsupportedOpError`; nothing is
-approximated (DESIGN.md, style 4).
+approximated (docs/DESIGN.md, style 4).
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 with contextlib.suppress(ImportError):
-    import torch  # noqa: F401  (before tensorflow: the other order can crash; DESIGN.md)
+    import torch  # noqa: F401  (before tensorflow: the other order can crash; docs/DESIGN.md)
 
 keras = pytest.importorskip("keras")
 
@@ -218,8 +218,8 @@ def test_docstring_names_spec_and_costs(emitted) -> None:
     src = emitted["mobilenet_1_224"]["source"]
     head = src.split('"""')[1]
     assert "mobilenet_v1" in head and "specs/mobilenet.yaml" in head
-    assert "4,253,864 parameters" in head  # Keras count (NUMBERS.md, a=1.0)
-    assert "568,740,352 multiply-adds" in head  # paper MACs at 224 (NUMBERS.md)
+    assert "4,253,864 parameters" in head  # Keras count (docs/NUMBERS.md, a=1.0)
+    assert "568,740,352 multiply-adds" in head  # paper MACs at 224 (docs/NUMBERS.md)
     assert "Width multiplier 1.0, input 224x224" in head
 
 

@@ -1,6 +1,6 @@
 """The torch backend against the IR and against independent references (numpy, TensorFlow).
 
-Expected values come from numpy re-implementations, NUMBERS.md or TensorFlow, never from the
+Expected values come from numpy re-implementations, docs/NUMBERS.md or TensorFlow, never from the
 backend's own output.
 """
 
@@ -115,7 +115,7 @@ def test_verify_names_the_node_on_param_mismatch(backend):
 @pytest.mark.parametrize(
     ("spec", "width", "trainable", "non_trainable"),
     [
-        # NUMBERS.md: keras.applications.MobileNet trainable / non-trainable, = timm's torch count
+        # docs/NUMBERS.md: keras.applications.MobileNet trainable / non-trainable, = timm's torch count
         (KERAS, 1.0, 4_231_976, 21_888),
         (KERAS, 0.75, 2_585_560, 16_416),
         (KERAS, 0.5, 1_331_592, 10_944),
@@ -124,7 +124,7 @@ def test_verify_names_the_node_on_param_mismatch(backend):
     ],
 )
 def test_param_counts_equal_reference(backend, spec, width, trainable, non_trainable):
-    # Counts do not depend on the input size (NUMBERS.md), so a small resolution keeps it fast.
+    # Counts do not depend on the input size (docs/NUMBERS.md), so a small resolution keeps it fast.
     model = backend.build(lowered(spec, width, 96))
     assert sum(p.numel() for p in model.parameters() if p.requires_grad) == trainable
     stats = sum(b.numel() for k, b in model.named_buffers() if not k.endswith("num_batches_tracked"))

@@ -275,8 +275,8 @@ def test_repeated_blocks_are_one_function_in_a_loop(backend):
     assert "conv_dw_7" not in src  # no unrolled block layers
     assert len(src.splitlines()) < 200
     assert '"""PyTorch model ``mobilenet_keras``' in src
-    assert "4,231,976 parameters" in src  # torch count at width 1.0 (NUMBERS.md)
-    assert "568,740,352 multiply-adds" in src  # paper MACs at 1.0-224 (NUMBERS.md)
+    assert "4,231,976 parameters" in src  # torch count at width 1.0 (docs/NUMBERS.md)
+    assert "568,740,352 multiply-adds" in src  # paper MACs at 1.0-224 (docs/NUMBERS.md)
 
 
 def test_emit_is_deterministic_across_processes(backend, tmp_path):
