@@ -43,18 +43,11 @@ ACTIVATION_LAYOUTS: tuple[str, ...] = ("channels_last", "channels_first")
 _RANK = {"conv_kernel": 4, "depthwise_kernel": 4, "dense_kernel": 2, "vector": 1}
 
 
-def _rank(arr: np.ndarray, layout: str, form: str) -> None:
-    if layout not in _RANK:
-        raise ValueError(f"unknown weight layout {layout!r}; expected one of {', '.join(_RANK)}")
-    if arr.ndim != _RANK[layout]:
-        raise ValueError(f"a {form} {layout} has {_RANK[layout]} axes, got shape {tuple(arr.shape)}")
-
-
 def to_channels_first(arr: np.ndarray, layout: Layout) -> np.ndarray:
     """A canonical tensor of ``layout`` in the channels-first layout (contiguous)."""
     import numpy as np
 
-    _rank(arr, layout, "canonical")
+    channels_first_shape(tuple(arr.shape), layout)  # checks the layout and the rank
     if layout == "conv_kernel":
         return np.ascontiguousarray(arr.transpose(3, 2, 0, 1))
     if layout == "depthwise_kernel":
@@ -68,8 +61,10 @@ def to_channels_first(arr: np.ndarray, layout: Layout) -> np.ndarray:
 
 def channels_first_shape(shape: tuple[int, ...], layout: Layout) -> tuple[int, ...]:
     """The channels-first shape of a canonical tensor of ``shape``."""
-    if layout not in _RANK or len(shape) != _RANK[layout]:
-        raise ValueError(f"a canonical {layout} has {_RANK.get(layout, '?')} axes, got shape {tuple(shape)}")
+    if layout not in _RANK:
+        raise ValueError(f"unknown weight layout {layout!r}; expected one of {', '.join(_RANK)}")
+    if len(shape) != _RANK[layout]:
+        raise ValueError(f"a canonical {layout} has {_RANK[layout]} axes, got shape {tuple(shape)}")
     if layout == "conv_kernel":
         return (shape[3], shape[2], shape[0], shape[1])
     if layout == "depthwise_kernel":
