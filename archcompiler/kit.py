@@ -62,10 +62,15 @@ class Glue(Protocol):
     to ``read_tensor`` and ``write_tensors``.
     """
 
-    name: str
-    weight_layout: WeightLayout
-    activation_layout: ActivationLayout
-    weight_names: Mapping[tuple[str, str], str] | None
+    # Read-only, so that the class variables of a Backend subclass satisfy them.
+    @property
+    def name(self) -> str: ...
+    @property
+    def weight_layout(self) -> WeightLayout: ...
+    @property
+    def activation_layout(self) -> ActivationLayout: ...
+    @property
+    def weight_names(self) -> Mapping[tuple[str, str], str] | None: ...
 
     def node_shapes(self, graph: ir.Graph, model: Any) -> Iterable[tuple[str, Shape | Exception]]:
         """(node name, per-example output shape in ``activation_layout``), in graph order; an
