@@ -133,7 +133,7 @@ def verify(backend: Glue, graph: ir.Graph, model: Any) -> None:
         if isinstance(got, Exception):
             raise BackendError(f"{what}: {backend.name} forward pass failed: {got}") from got
         want = shape_to(node.shape, layout)
-        got = tuple(int(d) for d in got)
+        got = tuple(None if d is None else int(d) for d in got)  # a framework may leave a dim unknown
         if got != want:
             native = f" = {want} {layout}" if want != tuple(node.shape) else ""
             mine = f" ({layout})" if native else ""
