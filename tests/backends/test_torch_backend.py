@@ -268,6 +268,18 @@ def test_set_weights_rejects_bad_tensors(backend, fault):
     assert all(torch.equal(before[k], after[k]) for k in before), "a rejected load must change nothing"
 
 
+def test_set_weights_checks_the_model_before_writing_anything(backend):
+    """The model disagrees with its IR only at the last layer: earlier tensors stay untouched."""
+    g = lowered(KERAS, 0.25, 96)
+    model = backend.build(g)
+    model.conv_preds = torch.nn.Conv2d(256, 999, 1)  # the IR says 1000 classes
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(BackendError, match=r"'conv_preds\.kernel'.*\(999, 256, 1, 1\)"):
+        backend.set_weights(g, model, W.init(g, seed=0))
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before), "a rejected load must change nothing"
+
+
 # ---------------------------------------------------------------------------------------------
 # BatchNorm conventions
 
