@@ -41,7 +41,7 @@ class BackendError(Exception):
 class UnsupportedOpError(BackendError):
     """An IR op (or an attribute of it) that a backend cannot express exactly.
 
-    Raised instead of approximating (DESIGN.md, style 4).
+    Raised instead of approximating (docs/DESIGN.md, style 4).
     """
 
     def __init__(self, backend: str, node: ir.Node, detail: str = "") -> None:
