@@ -34,7 +34,8 @@ class KerasBackend(Backend):
     """Keras weight files; read with h5py alone, so no TensorFlow is needed (checkpoint.py)."""
 
     def build(self, graph: Graph) -> Any:
-        return build_model(graph)
+        self.check_supported(graph)
+        return build_model(graph, self.handlers)
 
     def verify(self, graph: Graph, model: Any) -> None:
         verify_model(graph, model)
@@ -86,4 +87,5 @@ class KerasBackend(Backend):
         """A standalone Keras module (imports only keras) defining ``build_model()``."""
         from .emit import emit_module
 
-        return emit_module(graph)
+        self.check_supported(graph)
+        return emit_module(graph, self.handlers)
