@@ -93,22 +93,11 @@ class Handler:
         return resolve(call.cls)(*call.args, **dict(call.kwargs), name=call.name)
 
 
-def layer_call(
-    cls: str,
-    node: Node,
-    args: Sequence[Any] = (),
-    kwargs: Mapping[str, Any] | None = None,
-    *,
-    arg_names: Sequence[str] = (),
-    defaults: Mapping[str, Any] | None = None,
-    name: str | None = None,
-    inputs: Sequence[str] | None = None,
-) -> Call:
-    """``keras.layers.<cls>`` for ``node``. ``arg_names`` are Keras' names of the positional
-    arguments (block parameters take them); ``defaults`` Keras' keyword defaults."""
-    return make_call(
-        f"layers.{cls}", node, args, kwargs, arg_names=arg_names, defaults=defaults, name=name, inputs=inputs
-    )
+def layer_call(cls: str, node: Node, *args: Any, **kwargs: Any) -> Call:
+    """``keras.layers.<cls>`` for ``node`` (see :func:`~archcompiler.codegen.make_call`): handlers
+    state Keras' names of the positional arguments (``arg_names``, block parameters take them)
+    and Keras' keyword defaults (``defaults``)."""
+    return make_call(f"layers.{cls}", node, *args, **kwargs)
 
 
 class InputHandler(Handler):
