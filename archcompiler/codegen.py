@@ -256,6 +256,8 @@ H = TypeVar("H", bound=OpHandler)
 
 @dataclass(frozen=True)
 class Described(Generic[H]):
+    """A node, the handler that describes it and its calls (the builders iterate these)."""
+
     node: ir.Node
     handler: H
     calls: tuple[Call, ...]

@@ -11,6 +11,7 @@ approximated (DESIGN.md, style 4).
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
@@ -58,6 +59,7 @@ def resolve(cls: str) -> type[nn.Module]:
     return found
 
 
+@functools.cache
 def positional_names(cls: type[nn.Module]) -> tuple[str, ...]:
     """The constructor's own names of its positional parameters (block parameters take them);
     a subclass taking ``*args`` (PaddedConv2d) names them as its base class does."""
