@@ -18,6 +18,7 @@ import yaml
 
 import archcompiler as a
 from archcompiler import codegen, ir
+from archcompiler.registry import BackendError
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECS = [ROOT / "specs/mobilenet.yaml", ROOT / "specs/mobilenet_keras.yaml", ROOT / "tests/specs/tiny_resnet.yaml"]
@@ -103,3 +104,49 @@ def test_structure_key_is_categorical() -> None:
     assert codegen.structure_key(strided, graph) == key
     assert codegen.structure_key(biased, graph) != key
     assert codegen.structure_key(explicit, graph) != key
+
+
+class FakeHandler:
+    """A framework-free handler: a conv is ``Strided`` when strided, else ``Plain``; its
+    general form is ``Plain`` (or, with ``general=False``, the same as its natural form)."""
+
+    def __init__(self, op: str, general: bool = True) -> None:
+        self.op, self.general = op, general
+
+    def describe(self, node: ir.Node, graph: ir.Graph, natural: bool = True) -> list[codegen.Call]:
+        if node.op == "input":
+            return []
+        stride = getattr(node, "stride", None)
+        if stride is None:
+            return [codegen.make_call(node.op, node)]
+        cls = "Strided" if natural and stride != (1, 1) else "Plain"
+        return [codegen.make_call(cls, node, (), {"stride": stride[0]}, defaults={"stride": 1})]
+
+    def describe_general(self, node: ir.Node, graph: ir.Graph) -> list[codegen.Call]:
+        return self.describe(node, graph, natural=not self.general)
+
+
+def test_fold_uses_the_general_form_when_instances_differ() -> None:
+    """MobileNet's stride-1 and stride-2 blocks are one spec block, so one kind, even for a
+    backend whose natural calls differ between them: the general form is used, the stride a
+    parameter."""
+    graph = a.lower(a.load(ROOT / "specs/mobilenet.yaml"))
+    handlers = {op: FakeHandler(op) for op in ir.IR_OPS}
+    structure = codegen.fold(graph, handlers, "fake")
+    assert len(structure.kinds) == 1
+    (kind,) = structure.kinds
+    assert kind.sites[0].call.cls == "Plain"  # conv_dw_#: the one layer that differs
+    assert [p for p, _ in kind.params] == ["index", "stride"]
+    assert [row for _, row in structure.sections[1].rows] == [
+        (i, 2 if i in (2, 4, 6, 12) else 1)
+        for i in range(1, 14)  # Table 1's s2 rows
+    ]
+    conv1 = structure.sections[0].sites[0]
+    assert conv1.call.cls == "Strided" and conv1.arguments() == ["stride=2"]  # single layers stay natural
+
+
+def test_fold_names_a_handler_without_a_general_form() -> None:
+    graph = a.lower(a.load(ROOT / "specs/mobilenet.yaml"))
+    handlers = {op: FakeHandler(op, general=False) for op in ir.IR_OPS}
+    with pytest.raises(BackendError, match=r"'depthwise_conv2d' handler describes 'conv_dw_1' and 'conv_dw_2'"):
+        codegen.fold(graph, handlers, "fake")
