@@ -44,7 +44,8 @@ class KerasBackend(Backend):
     # canonical conventions are Keras' own (the Backend defaults).
 
     def build(self, graph: Graph) -> Any:
-        return build_model(graph)
+        self.check_supported(graph)
+        return build_model(graph, self.handlers)
 
     # -- glue: verification ----------------------------------------------------------------
 
@@ -105,4 +106,5 @@ class KerasBackend(Backend):
         """A standalone Keras module (imports only keras) defining ``build_model()``."""
         from .emit import emit_module
 
-        return emit_module(graph)
+        self.check_supported(graph)
+        return emit_module(graph, self.handlers)

@@ -6,26 +6,30 @@ layers its description names. Layer names are the IR node names, so weights map 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
+from ...codegen import describe_graph
 from ...ir import Graph
-from .ops import describe, handler_for
+from .ops import BACKEND, HANDLERS, Handler
 
 
-def build_model(graph: Graph) -> Any:
-    """A keras.Model equivalent to ``graph`` (NHWC, float32, Keras' default random init)."""
+def build_model(graph: Graph, handlers: Mapping[str, Handler] = HANDLERS) -> Any:
+    """A keras.Model equivalent to ``graph`` (NHWC, float32, Keras' default random init),
+    built through ``handlers`` (the backend instance's table)."""
     from ._framework import keras
 
-    calls = describe(graph)  # raises UnsupportedOpError before any layer is created
+    described = describe_graph(graph, handlers, BACKEND)  # UnsupportedOpError before any layer exists
     tensors: dict[str, Any] = {}
     inputs = []
-    for call in calls:
-        layer = handler_for(call, graph).build_layer(call)
-        if call.cls == "Input":
-            tensors[call.name] = layer
-            inputs.append(layer)
-            continue
-        args = [tensors[name] for name in call.inputs]
-        tensors[call.name] = layer(args[0] if len(args) == 1 else args)
+    for item in described:
+        for call in item.calls:
+            layer = item.handler.instantiate(call)
+            if not call.inputs:  # an input: keras.Input is a tensor already
+                tensors[call.name] = layer
+                inputs.append(layer)
+                continue
+            args = [tensors[name] for name in call.inputs]
+            tensors[call.name] = layer(args[0] if len(args) == 1 else args)
     model_inputs = inputs[0] if len(inputs) == 1 else inputs
     return keras.Model(inputs=model_inputs, outputs=tensors[graph.output], name=graph.name)
