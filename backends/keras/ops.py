@@ -31,6 +31,7 @@ from ...ir import (
     Node,
     Pad4,
     Pool2D,
+    Rescaling,
     Softmax,
     ZeroPad2D,
 )
@@ -297,6 +298,26 @@ class MultiplyHandler(Handler):
         return [layer_call("Multiply", node)]
 
 
+class ConcatHandler(Handler):
+    """``Concatenate(axis=-1)``: the IR concatenates channels, the last axis in Keras too."""
+
+    op = "concat"
+
+    def describe(self, node: Node, graph: Graph) -> list[Call]:
+        return [layer_call("Concatenate", node, (), {"axis": -1})]
+
+
+class RescalingHandler(Handler):
+    """``Rescaling(scale, offset)``: x * scale + offset, as keras.applications' MobileNetV3 input."""
+
+    op = "rescaling"
+
+    def describe(self, node: Node, graph: Graph) -> list[Call]:
+        assert isinstance(node, Rescaling)
+        kwargs = {"offset": node.offset}
+        return [layer_call("Rescaling", node, (node.scale,), kwargs, arg_names=("scale",), defaults={"offset": 0.0})]
+
+
 HANDLERS: Mapping[str, Handler] = {
     h.op: h
     for h in (
@@ -314,6 +335,8 @@ HANDLERS: Mapping[str, Handler] = {
         SoftmaxHandler(),
         AddHandler(),
         MultiplyHandler(),
+        ConcatHandler(),
+        RescalingHandler(),
     )
 }
 """IR op -> handler: the default table of KerasBackend (builder and emitter read the
