@@ -132,8 +132,6 @@ class _WindowedConvHandler(Handler):
         if node.stride != (1, 1) and node.dilation != (1, 1):
             # Keras rejects strides > 1 together with dilation_rate > 1.
             raise UnsupportedOpError(BACKEND, node, f"stride {node.stride} with dilation {node.dilation}")
-        if any(p < 0 for p in node.padding):
-            raise UnsupportedOpError(BACKEND, node, f"negative padding {node.padding}")
         style = padding_style(node, graph)
         if style in ("valid", "same"):
             return str(style), []
@@ -225,8 +223,6 @@ class ZeroPad2DHandler(Handler):
     op = "zero_pad2d"
 
     def describe(self, node: ZeroPad2D, graph: Graph) -> list[Call]:
-        if any(p < 0 for p in node.padding):
-            raise UnsupportedOpError(BACKEND, node, f"negative padding {node.padding}")
         return [layer_call("ZeroPadding2D", node, (_zero_padding_arg(node.padding),), arg_names=("padding",))]
 
 
