@@ -166,7 +166,7 @@ def check_values(name: str, value: object, *, origin: str = "weights") -> None:
         )
     if name.rsplit(".", 1)[-1] == "moving_variance" and arr.size and arr.min() < 0:
         raise WeightError(
-            f"{origin}: tensor {name!r} has negative values (min {float(arr.min()):g}); a variance is >= 0"
+            f"{origin}: tensor {name!r} has negative values (min {float(arr.min()):g}); a variance cannot be negative"
         )
 
 
@@ -464,10 +464,10 @@ def _load_safetensors(p: Path, fh: BinaryIO, want: dict[str, tuple[int, ...]] | 
         total = _admit(p, h, want, total, _size_limit(want))
     at = 0
     for (begin, end, name), h in sorted(zip(ranges, headers, strict=True), key=lambda rh: rh[0][:2]):
-        if begin != at or end - begin != h.nbytes:
+        if begin != at or end - begin != h.nbytes:  # overlapping, gapped or misdeclared
             raise WeightError(
-                f"{p}: tensor {name!r}: data_offsets [{begin}, {end}] do not follow on at {at} "
-                f"with the {h.nbytes:,} bytes of {h.shape} {h.dtype}"
+                f"{p}: tensor {name!r}: data_offsets [{begin}, {end}] should be [{at}, {at + h.nbytes}] "
+                f"({h.shape} {h.dtype}, tensors back to back)"
             )
         at = end
     if at != data_len:
