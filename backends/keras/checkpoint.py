@@ -56,16 +56,25 @@ def load_keras_weights(path: str | Path, graph: Graph) -> Weights:
         raise canonical.WeightError(f"{p}: no such weights file")
     wanted = _canonical_params(graph)
     shapes = canonical.expected(graph)
+    found: dict[str, object] = {}  # canonical name -> its h5py dataset, not read yet
     out: Weights = {}
     try:
         with h5py.File(p, "r") as f:
             if "layers" in f and "layer_names" not in f.attrs:
-                _read_keras3(f, wanted, shapes, out, p)
+                _read_keras3(f, wanted, found, p)
             else:
                 root = f.get("model_weights", f)
                 if not isinstance(root, h5py.Group) or "layer_names" not in root.attrs:
                     raise canonical.WeightError(f"{p}: not a Keras weights file (no layer names)")
-                _read_legacy(root, shapes, out, p)
+                _read_legacy(root, found, p)
+            # in the graph's order, so the first fault reported is the one check() would name;
+            # stop at a missing tensor and leave it to check()
+            for name in shapes:
+                if name not in found:
+                    break
+                out[name] = _array(p, found[name], name, shapes)
+            else:
+                out.update({n: np.zeros(0, np.float32) for n in found if n not in shapes})  # unexpected, unread
     except canonical.WeightError:
         raise
     except OSError as exc:
@@ -91,16 +100,12 @@ def _array(p: Path, obj: object, name: str, shapes: dict[str, tuple[int, ...]]) 
         raise canonical.WeightError(
             f"{p}: tensor {name!r} has dtype {obj.dtype}, expected one of {', '.join(canonical.FLOAT_DTYPES)}"
         )
-    if name in shapes and tuple(obj.shape) != shapes[name]:
+    if tuple(obj.shape) != shapes[name]:
         raise canonical.WeightError(f"{p}: tensor {name!r} has shape {tuple(obj.shape)}, expected {shapes[name]}")
-    if name not in shapes:
-        return np.zeros(0, np.float32)  # reported as unexpected by check(), without reading it
     return np.asarray(obj[()], dtype=np.float32)
 
 
-def _read_keras3(
-    f: object, wanted: dict[str, list[str]], shapes: dict[str, tuple[int, ...]], out: Weights, p: Path
-) -> None:
+def _read_keras3(f: object, wanted: dict[str, list[str]], found: dict[str, object], p: Path) -> None:
     import h5py
 
     layers = f["layers"]  # type: ignore[index]
@@ -114,7 +119,7 @@ def _read_keras3(
         count = len(obj)
         if layer not in wanted:
             if count:
-                out[f"{layer}.<{count} variables>"] = np.zeros(0)  # reported as unexpected, never read
+                found[f"{layer}.<{count} variables>"] = None  # reported as unexpected, never read
             return
         params = wanted[layer]
         if count != len(params) or any(str(i) not in obj for i in range(count)):
@@ -122,13 +127,12 @@ def _read_keras3(
                 f"{p}: layer {layer!r} has {count} variables, the graph expects {len(params)} ({', '.join(params)})"
             )
         for i, param in enumerate(params):
-            name = f"{layer}.{param}"
-            out[name] = _array(p, obj[str(i)], name, shapes)
+            found[f"{layer}.{param}"] = obj[str(i)]
 
     layers.visititems(visit)
 
 
-def _read_legacy(root: object, shapes: dict[str, tuple[int, ...]], out: Weights, p: Path) -> None:
+def _read_legacy(root: object, found: dict[str, object], p: Path) -> None:
     for layer in (_text(n) for n in root.attrs["layer_names"]):  # type: ignore[attr-defined]
         if layer not in root:  # type: ignore[operator]
             raise canonical.WeightError(f"{p}: layer {layer!r} is listed in layer_names but has no group")
@@ -138,5 +142,4 @@ def _read_legacy(root: object, shapes: dict[str, tuple[int, ...]], out: Weights,
             var = _VARIABLE_ALIASES.get(var, var)
             if wname not in group:
                 raise canonical.WeightError(f"{p}: layer {layer!r} lists weight {wname!r} but has no such dataset")
-            name = f"{layer}.{var}"
-            out[name] = _array(p, group[wname], name, shapes)
+            found[f"{layer}.{var}"] = group[wname]
