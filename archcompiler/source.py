@@ -348,8 +348,8 @@ def parse_text(text: str, file: str = "<spec>") -> Source:
     return Source(file=file, data=data, positions=builder.positions, key_positions=builder.key_positions)
 
 
-def _kind(mode: int) -> str:
-    """What a non-regular file is, for 'is a FIFO, not a spec file'."""
+def file_kind(mode: int) -> str:
+    """What a non-regular file is (from ``st_mode``), for messages such as 'is a FIFO, not a spec file'."""
     if stat.S_ISDIR(mode):
         return "a directory"
     if stat.S_ISFIFO(mode):
@@ -373,14 +373,14 @@ def read_bytes_bounded(path: str | Path, limit: int = MAX_SPEC_BYTES) -> bytes:
     try:
         st = os.stat(path)
         if not stat.S_ISREG(st.st_mode):
-            raise SpecError(f"is {_kind(st.st_mode)}, not a spec file", file=name)
+            raise SpecError(f"is {file_kind(st.st_mode)}, not a spec file", file=name)
         if st.st_size > limit:
             raise SpecError(f"is {st.st_size:,} bytes; a spec file may have at most {limit:,}", file=name)
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
         with os.fdopen(fd, "rb") as fh:
             mode = os.fstat(fh.fileno()).st_mode
             if not stat.S_ISREG(mode):
-                raise SpecError(f"is {_kind(mode)}, not a spec file", file=name)
+                raise SpecError(f"is {file_kind(mode)}, not a spec file", file=name)
             raw = fh.read(limit + 1)
     except FileNotFoundError:
         raise SpecError("no such file", file=name) from None

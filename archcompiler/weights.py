@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, BinaryIO
 from . import ir
 from .fsutil import atomic_write
 from .ops.base import Layout
+from .source import file_kind
 
 if TYPE_CHECKING:
     import numpy as np
@@ -259,13 +260,19 @@ def load(path: str | Path, graph: ir.Graph | None = None) -> Weights:
     except OSError as exc:
         raise WeightError(f"{p}: cannot read weights ({exc.strerror or exc})") from None
     if not stat.S_ISREG(st.st_mode):
-        raise WeightError(f"{p}: not a regular file (a directory, device or FIFO)")
+        raise WeightError(f"{p}: is {file_kind(st.st_mode)}, not a weights file")
     want = expected(graph) if graph is not None else None
     limit = _size_limit(want)
     if st.st_size > limit:
         raise WeightError(f"{p}: is {st.st_size:,} bytes, more than the {limit:,} its tensors can take")
     try:
-        with open(p, "rb") as fh:
+        # non-blocking, and checked again on the descriptor: a FIFO swapped in after os.stat
+        # must not block the open
+        fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+        with os.fdopen(fd, "rb") as fh:
+            mode = os.fstat(fh.fileno()).st_mode
+            if not stat.S_ISREG(mode):
+                raise WeightError(f"{p}: is {file_kind(mode)}, not a weights file")
             if p.suffix == ".npz":
                 return _load_npz(p, fh, want, limit)
             return _load_safetensors(p, fh, want, st.st_size)
