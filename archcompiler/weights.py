@@ -440,10 +440,12 @@ def _load_safetensors(p: Path, fh: BinaryIO, want: dict[str, tuple[int, ...]] | 
 
     try:
         meta = json.loads(fh.read(n).decode("utf-8"), object_pairs_hook=unique)
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+    except RecursionError:  # json recurses once per level of nesting
+        raise WeightError(f"{p}: not a safetensors file (the JSON header is nested too deeply)") from None
+    except (UnicodeDecodeError, ValueError) as exc:
         if isinstance(exc, WeightError):
             raise
-        raise WeightError(f"{p}: not a safetensors file (the header is not JSON: {str(exc)[:80]})") from None
+        raise WeightError(f"{p}: not a safetensors file (the header is not JSON: {str(exc)[:120]})") from None
     if not isinstance(meta, dict):
         raise WeightError(f"{p}: not a safetensors file (the header is not a JSON object)")
     meta.pop("__metadata__", None)

@@ -417,7 +417,7 @@ BAD_SAFETENSORS: dict[str, tuple[Callable[[Path], Path], str]] = {
     ),
     "deep-json": (  # json.loads recurses: RecursionError, not a crash
         lambda d: safetensors_file(d / "r.safetensors", b"[" * 100_000 + b"]" * 100_000),
-        r"not a safetensors file \(the header is not JSON",
+        r"not a safetensors file \(the JSON header is nested too deeply\)",
     ),
     "json-list": (lambda d: safetensors_file(d / "a.safetensors", [1, 2]), r"the header is not a JSON object"),
     "malformed-entry": (
