@@ -11,6 +11,7 @@ point at the text that caused them.
 from __future__ import annotations
 
 import difflib
+import math
 import os
 import re
 import stat
@@ -140,7 +141,10 @@ def _plain_scalar(text: str) -> Any:
             return float("-inf") if low.startswith("-") else float("inf")
         if low == ".nan":
             return float("nan")
-        return float(text)
+        value = float(text)
+        if math.isinf(value):  # 1e999: only an explicit .inf may mean infinity
+            raise _ScalarError(f"number out of range for a 64-bit float (got {short_repr(text, 30)})")
+        return value
     return text
 
 
