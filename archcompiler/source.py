@@ -6,6 +6,11 @@ then build plain Python values ourselves with YAML 1.2 core-schema scalars, refu
 explicit tag (``!!python/object`` and friends never construct anything), refuse duplicate
 keys, and record ``path -> (line, col)`` for every node so schema and lowering errors can
 point at the text that caused them.
+
+Hostile files are bounded before they cost anything: only regular files of at most
+:data:`MAX_SPEC_BYTES` are read, nesting (:data:`MAX_DEPTH`) and value counts
+(:data:`MAX_VALUES`) are enforced while PyYAML composes, and numbers must fit int64
+(:data:`MAX_INT`) or float64. Each is a one-line :class:`SpecError`.
 """
 
 from __future__ import annotations
