@@ -7,6 +7,7 @@ and checked for duplicates. Nothing here knows shapes: that is stage 2 (:mod:`.i
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -61,6 +62,12 @@ class _Expansion:
         return self.loaded.source.error(path, message, key=key)
 
     def add(self, entry: Entry) -> None:
+        reserved = _reserved()
+        if entry.name.startswith("_") or entry.name in reserved:
+            why = "names starting with '_' are kept for the frameworks' internals"
+            if entry.name in reserved:
+                why = f"the {reserved[entry.name]} backend's model already has an attribute of that name"
+            raise entry.error(f"layer name {entry.name!r} is reserved ({why}); rename the layer")
         if len(self.entries) >= MAX_LAYERS:
             raise entry.error(f"the spec expands to more than {MAX_LAYERS:,} layers (check 'repeat')")
         if entry.name in self.seen or entry.name == self.loaded.spec.input.name:
@@ -69,6 +76,13 @@ class _Expansion:
             raise entry.error(f"duplicate layer name {entry.name!r}{where}")
         self.seen[entry.name] = entry
         self.entries.append(entry)
+
+
+@functools.cache
+def _reserved() -> dict[str, str]:
+    from .registry import reserved_names
+
+    return reserved_names()
 
 
 def expand(loaded: LoadedSpec) -> list[Entry]:

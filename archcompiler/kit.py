@@ -373,10 +373,17 @@ class Backend(ABC):
     def ops(self) -> frozenset[str]:
         return frozenset(self.handlers)
 
+    reserved_names: ClassVar[frozenset[str]] = frozenset()
+    """Layer names this backend's models cannot take (built-ins also list theirs framework-free
+    in registry.BUILTIN_RESERVED_NAMES, so that ``archc check`` refuses them early)."""
+
     def check_supported(self, graph: ir.Graph) -> None:
+        """Every op has a handler and no node takes a reserved name; else a named error."""
         for node in graph.nodes:
             if node.op not in self.handlers:
                 raise UnsupportedOpError(self.name, node)
+            if node.name in self.reserved_names:
+                raise BackendError(f"node name {node.name!r} is reserved in the {self.name} backend; rename the layer")
 
     @abstractmethod
     def build(self, graph: ir.Graph) -> Any:

@@ -47,6 +47,24 @@ FOREIGN_WEIGHTS: dict[str, str] = {".h5": "keras"}
 only that backend). Plug-ins declare theirs in ``Backend.foreign_weight_suffixes``."""
 
 
+BUILTIN_RESERVED_NAMES: dict[str, str] = {
+    "torch": "archcompiler.backends.torch.names:RESERVED",
+}
+"""Where a built-in backend lists the layer names it cannot take, in a module that imports no
+framework (so ``archc check`` refuses them before any framework loads)."""
+
+
+def reserved_names() -> dict[str, str]:
+    """Layer name -> the built-in backend that reserves it. Plug-ins declare theirs in
+    ``Backend.reserved_names``, checked when they build."""
+    out: dict[str, str] = {}
+    for backend, where in BUILTIN_RESERVED_NAMES.items():
+        module, _, attr = where.partition(":")
+        for name in getattr(importlib.import_module(module), attr):
+            out.setdefault(name, backend)
+    return out
+
+
 def _external() -> dict[str, Any]:
     return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
 

@@ -1,9 +1,23 @@
 """The PyTorch backend: builds NCHW nn.Modules from the IR, moves weights, emits source.
 
-Importing this package imports torch; ``archcompiler`` itself never does (registry.py
-imports it lazily when the "torch" backend is asked for).
+Importing this package imports no framework: ``TorchBackend`` loads torch on first access,
+so framework-free parts (``names``) can be read by ``archc check``; ``archcompiler`` itself
+never imports torch (registry.py asks for the backend lazily).
 """
 
-from .backend import TorchBackend
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .backend import TorchBackend
 
 __all__ = ["TorchBackend"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "TorchBackend":
+        from .backend import TorchBackend
+
+        return TorchBackend
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -18,6 +18,7 @@ from archcompiler.registry import Backend, BackendError
 
 from . import weights as weight_io
 from .build import GraphModule, build_module
+from .names import RESERVED
 from .ops import HANDLERS, Handler
 
 
@@ -45,6 +46,7 @@ class TorchBackend(Backend):
     weight_layout = "channels_first"
     activation_layout = "channels_first"
     weight_names: ClassVar[Mapping[tuple[str, str], str]] = weight_io.WEIGHT_NAMES
+    reserved_names = RESERVED
 
     def build(self, graph: ir.Graph) -> GraphModule:
         self.check_supported(graph)

@@ -534,3 +534,4 @@ def test_save_falls_back_to_torchscript(backend, tmp_path, monkeypatch):
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout.strip().splitlines()[-1])["archc"] == []
     np.testing.assert_allclose(np.load(tmp_path / "y.npy"), backend.run(g, model, x)["predictions"], atol=1e-6)
+
