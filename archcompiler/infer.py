@@ -76,7 +76,7 @@ def infer(loaded: LoadedSpec, entries: list[Entry], width: float, size: tuple[in
     r = spec.rounding
     return ir.Graph(
         name=spec.name,
-        nodes=tuple(nodes),
+        nodes=live(nodes, output),
         output=output,
         width=width,
         resolution=size,
@@ -84,6 +84,20 @@ def infer(loaded: LoadedSpec, entries: list[Entry], width: float, size: tuple[in
         source=loaded.file,
         rounding=r.mode + (f"({r.divisor})" if r.mode == "make_divisible" else ""),
     )
+
+
+def live(nodes: list[ir.Node], output: str) -> tuple[ir.Node, ...]:
+    """The nodes ``output`` depends on, in order: layers after an earlier ``output:`` (or a
+    branch nothing reads) are left out, so costs, builds and saved files have no dead layers
+    and every backend builds the same graph."""
+    by_name = {n.name: n for n in nodes}
+    needed, stack = set(), [output]
+    while stack:
+        name = stack.pop()
+        if name not in needed:
+            needed.add(name)
+            stack.extend(by_name[name].inputs)
+    return tuple(n for n in nodes if n.name in needed)
 
 
 def _node(entry: Entry, names: tuple[str, ...], shapes: tuple[ir.Shape, ...], ctx: LowerContext) -> ir.Node:

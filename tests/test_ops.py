@@ -113,3 +113,17 @@ def test_ir_nodes_are_frozen_and_comparable() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         c.filters = 3  # type: ignore[misc]
     assert c == conv()
+
+
+def test_layers_after_an_earlier_output_are_left_out() -> None:
+    """``output:`` naming an earlier layer: the graph ends there, so costs count only the live
+    part and every backend builds the same thing (torch used to build the dead layers too)."""
+    text = (
+        "archc: 1\nname: early\ninput: {size: 16}\noutput: feat\nlayers:\n"
+        "  - {op: conv, filters: 8, kernel: 3, name: feat}\n"
+        "  - {op: global_avg_pool}\n"
+        "  - {op: dense, units: 10}\n"
+    )
+    g = a.compile(a.load_text(text)).graph
+    assert [n.name for n in g] == ["input", "feat"]
+    assert a.cost(g, "paper").params == 3 * 3 * 3 * 8  # the conv's kernel only, no dense layer
