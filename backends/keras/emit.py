@@ -24,7 +24,7 @@ from ...codegen import Call, Site, fold, identifier, literal, ruff_format, templ
 from ...cost import cost
 from ...ir import Graph
 from ...registry import BackendError
-from .ops import BACKEND, HANDLERS, UNBIASED_BN, Handler
+from .ops import BACKEND, CUSTOM_CLASSES, HANDLERS, Handler
 
 TEMPLATES = Path(__file__).parent / "templates"
 _SAFE_PATH = re.compile(r"[A-Za-z0-9_./-]{1,200}")
@@ -47,15 +47,16 @@ def layer_lines(site: Site) -> list[str]:
     return [f"x = {src}({arg})", *([f"tensors[{site.name}] = x"] if site.keep else [])]
 
 
-def _unbiased_bn_source() -> str:
-    """The exact class the builder uses (bn.py), copied by ast: one implementation for both."""
-    path = Path(__file__).with_name("bn.py")
+def _class_source(name: str) -> str:
+    """The exact class the builder uses (from its module in this package), copied by ast: one
+    implementation for built and generated models."""
+    path = Path(__file__).with_name(f"{CUSTOM_CLASSES[name]}.py")
     text = path.read_text(encoding="utf8")
     for node in ast.parse(text).body:
-        if isinstance(node, ast.ClassDef) and node.name == UNBIASED_BN:
+        if isinstance(node, ast.ClassDef) and node.name == name:
             start = node.decorator_list[0].lineno if node.decorator_list else node.lineno
             return "\n".join(text.splitlines()[start - 1 : node.end_lineno])
-    raise BackendError(f"{path}: class {UNBIASED_BN} not found")  # pragma: no cover
+    raise BackendError(f"{path}: class {name} not found")  # pragma: no cover
 
 
 def render(graph: Graph, handlers: Mapping[str, Handler] = HANDLERS) -> str:
@@ -88,7 +89,7 @@ def render(graph: Graph, handlers: Mapping[str, Handler] = HANDLERS) -> str:
         "trainable": f"{keras_cost.trainable:,}",
         "non_trainable": f"{keras_cost.non_trainable:,}",
         "macs": f"{paper.macs:,}",
-        "unbiased_bn": _unbiased_bn_source() if UNBIASED_BN in structure.classes() else "",
+        "custom_classes": [_class_source(c) for c in CUSTOM_CLASSES if c in structure.classes()],
         "kinds": structure.kinds,
         "sections": structure.sections,
         "lines": layer_lines,

@@ -43,6 +43,14 @@ UNBIASED_BN = "UnbiasedBatchNormalization"
 """Name of archc's BatchNormalization subclass (see ``bn.py``); not in ``keras.layers``.
 Emitted code defines it itself, so it is spelled without a module."""
 
+CUSTOM_CLASSES: Mapping[str, str] = {
+    UNBIASED_BN: "bn",
+    "SubsampledConv2D": "subsample",
+    "SubsampledDepthwiseConv2D": "subsample",
+}
+"""archc's own Keras layer classes -> the module of this package defining each. Calls spell
+them without a module; the emitter copies their source into generated code."""
+
 
 def resolve(cls: str) -> Any:
     """The Keras class (or ``keras.Input``) a call spells: ``layers.Conv2D``, ``keras.Input``,
@@ -51,10 +59,10 @@ def resolve(cls: str) -> Any:
 
     if cls == "keras.Input":
         return keras.Input
-    if cls == UNBIASED_BN:
-        from .bn import UnbiasedBatchNormalization
+    if cls in CUSTOM_CLASSES:
+        import importlib
 
-        return UnbiasedBatchNormalization
+        return getattr(importlib.import_module(f"{__package__}.{CUSTOM_CLASSES[cls]}"), cls)
     owner, _, attr = cls.partition(".")
     found = getattr(keras.layers, attr, None) if owner == "layers" else None
     if found is None:
@@ -129,10 +137,9 @@ class _WindowedConvHandler(Handler):
     """
 
     def padding(self, node: Conv2D | DepthwiseConv2D, graph: Graph) -> tuple[str, list[Call]]:
-        if node.stride != (1, 1) and node.dilation != (1, 1):
-            # Keras rejects strides > 1 together with dilation_rate > 1.
-            raise UnsupportedOpError(BACKEND, node, f"stride {node.stride} with dilation {node.dilation}")
         style = padding_style(node, graph)
+        if style == "same" and _subsampled(node):
+            style = "explicit"  # SAME of the strided conv, applied before the stride-1 conv
         if style in ("valid", "same"):
             return str(style), []
         name = unique_name(graph, f"{node.name}_pad")
@@ -151,10 +158,21 @@ class _WindowedConvHandler(Handler):
             "dilation_rate": _pair_or_int(node.dilation),
             "use_bias": node.use_bias,
         }
+        if _subsampled(node):
+            # Keras refuses strides > 1 with dilation_rate > 1: stride 1, then subsample (exact).
+            cls = f"Subsampled{cls}"
+            kwargs["strides"] = 1
+            kwargs["subsample"] = tuple(node.stride)
+        else:
+            cls = f"layers.{cls}"
         inputs = (pre[-1].name,) if pre else node.inputs
         names = ("filters", "kernel_size") if len(args) == 2 else ("kernel_size",)
-        conv = layer_call(cls, node, args, kwargs, arg_names=names, defaults=CONV_DEFAULTS, inputs=inputs)
+        conv = make_call(cls, node, args, kwargs, arg_names=names, defaults=CONV_DEFAULTS, inputs=inputs)
         return [*pre, conv]
+
+
+def _subsampled(node: Conv2D | DepthwiseConv2D) -> bool:
+    return node.stride != (1, 1) and node.dilation != (1, 1)
 
 
 def _zero_padding_arg(p: Pad4) -> tuple[tuple[int, int], tuple[int, int]]:

@@ -1,0 +1,63 @@
+"""Keras refuses strides > 1 with dilation_rate > 1; archc builds such a conv by composition
+(a dilated stride-1 conv, then every stride-th output), so check, torch and keras agree
+(issue 11: this used to pass check and torch and fail in keras)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")  # before tensorflow: the other order can crash (docs/DESIGN.md)
+import torch.nn.functional as F  # noqa: E402
+
+import archcompiler as a  # noqa: E402
+from archcompiler import weights as W  # noqa: E402
+from archcompiler.registry import get_backend  # noqa: E402
+
+pytestmark = pytest.mark.keras
+
+SPEC = """
+archc: 1
+name: atrous
+input: {{size: [{h}, {w}], channels: 3}}
+layers:
+  - {{op: conv, filters: 4, kernel: 3, stride: 2, dilation: 2, padding: {pad}, bias: true, name: c}}
+  - {{op: depthwise_conv, kernel: 3, stride: [2, 1], dilation: [1, 2], multiplier: 2, padding: {pad}, name: dw}}
+"""
+
+
+@pytest.mark.parametrize(("h", "w", "pad"), [(17, 14, "same"), (16, 15, "valid"), (13, 13, "[1, 0, 2, 1]")])
+def test_keras_matches_torch_conv2d(h: int, w: int, pad: str) -> None:
+    net = a.compile(a.load_text(SPEC.format(h=h, w=w, pad=pad)))
+    g = net.graph
+    wts = W.init(g, seed=4)
+    x = np.random.default_rng(1).normal(size=(2, h, w, 3)).astype(np.float32)
+    keras_b = get_backend("keras")
+    got = keras_b.run(g, net.build("keras", weights=wts), x, ["c", "dw"])
+
+    # Oracle: torch.nn.functional.conv2d with the IR's explicit pads, stride and dilation.
+    c, dw = g["c"], g["dw"]
+    t = torch.from_numpy(x.transpose(0, 3, 1, 2)).double()
+    top, bottom, left, right = c.padding
+    k = torch.from_numpy(wts["c.kernel"].transpose(3, 2, 0, 1)).double()
+    y = F.conv2d(
+        F.pad(t, (left, right, top, bottom)), k, torch.from_numpy(wts["c.bias"]).double(), c.stride, 0, c.dilation
+    )
+    top, bottom, left, right = dw.padding
+    kd = wts["dw.kernel"]  # (kh, kw, C, M) -> (C*M, 1, kh, kw), output channel c*M + m
+    kd = torch.from_numpy(kd.reshape(3, 3, -1).transpose(2, 0, 1)[:, None]).double()
+    z = F.conv2d(F.pad(y, (left, right, top, bottom)), kd, None, dw.stride, 0, dw.dilation, groups=4)
+    np.testing.assert_allclose(got["c"], y.numpy().transpose(0, 2, 3, 1), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(got["dw"], z.numpy().transpose(0, 2, 3, 1), rtol=1e-4, atol=1e-4)
+    assert net.parity(("torch", "keras")).ok
+
+
+def test_generated_keras_code_defines_the_composed_layer() -> None:
+    net = a.compile(a.load_text(SPEC.format(h=17, w=14, pad="same")))
+    src = net.generate("keras")
+    assert "class SubsampledConv2D(keras.layers.Conv2D):" in src
+    assert "class SubsampledDepthwiseConv2D(keras.layers.DepthwiseConv2D):" in src
+    namespace: dict[str, object] = {"__name__": "generated_atrous"}
+    exec(compile(src, "generated_atrous", "exec"), namespace)  # archc's own output, no spec text
+    model = namespace["build_model"]()  # type: ignore[operator]
+    assert tuple(model.get_layer("dw").output.shape[1:]) == net.graph["dw"].shape
