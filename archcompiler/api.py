@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import ir
 from .cost import CostReport, cost
-from .fit import FitRow
+from .fitting import FitRow
 from .fsutil import atomic_write_text
 from .loading import LoadedSpec, load, load_text, validate
 from .lower import lower
@@ -335,8 +335,8 @@ def fit(
     """Settings within the budget, ranked MACs descending then params (``archc fit``).
 
     ``search=False``: every fitting setting of the grid (default: the paper's 4 widths x 4
-    resolutions). ``search=True``: the front of a fine grid (archcompiler.fit.search)."""
-    from . import fit as F
+    resolutions). ``search=True``: the front of a fine grid (archcompiler.fitting.search)."""
+    from . import fitting as F
 
     run = F.search if search else F.fit
     return run(

@@ -20,7 +20,7 @@ from .cost import CostReport, humanize
 from .ir import Graph
 
 if TYPE_CHECKING:
-    from .fit import FitRow
+    from .fitting import FitRow
     from .parity import ParityReport
 
 FORMATS = ("table", "json", "csv", "markdown")
