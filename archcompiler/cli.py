@@ -183,6 +183,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             raise UsageError(str(exc)) from None
         except OSError as exc:
             raise OutputError(f"--plot {args.plot}: {exc.strerror or exc}") from None
+        sys.stdout.flush()  # the table first, then the note, also when both go to one pipe
         print(render.wrote(path), file=sys.stderr)
     return 0
 

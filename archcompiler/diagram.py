@@ -69,7 +69,7 @@ def boxes(graph: ir.Graph, *, collapse_blocks: bool = False) -> tuple[list[Box],
             lines: tuple[str, ...] = (n.name, n.op)
         else:
             first, last = members[0], members[-1]
-            lines = (f"{first.name} .. {last.name}", f"{len(members)} layers: {', '.join(m.op for m in members)}")
+            lines = (f"{first.name} .. {last.name}", f"{len(members)} layers")
         out.append(Box(bid, lines, tuple(m.name for m in members)))
     edges: list[Edge] = []
     seen: set[tuple[str, str]] = set()
