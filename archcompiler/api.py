@@ -215,6 +215,31 @@ class Compiled:
         except OSError as exc:
             raise OutputError(f"output folder {str(out)!r}: {exc.strerror or exc}") from exc
 
+    def latency(self, backend: str | Backend = "torch", *, runs: int = 10, warmup: int = 2) -> float:
+        """Median seconds of one batch-1 inference in ``backend`` (eval mode, float32, through
+        ``Backend.run``, so the layout conversion is included), after ``warmup`` untimed runs.
+
+        A rough, local number: it is for comparing the settings of one sweep on one machine,
+        next to the MACs that predict it, not for publishing."""
+        import statistics
+        import time
+
+        import numpy as np
+
+        if runs < 1 or warmup < 0:
+            raise ValueError("latency needs runs >= 1 and warmup >= 0")
+        b = _backend(backend)
+        model = b.build(self.graph)
+        x = np.random.default_rng(0).normal(size=(1, *self.graph.input_shape)).astype(np.float32)
+        for _ in range(warmup):
+            b.run(self.graph, model, x)
+        times = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            b.run(self.graph, model, x)
+            times.append(time.perf_counter() - start)
+        return statistics.median(times)
+
     def parity(
         self, backends: Sequence[str] = ("torch", "keras"), *, progress: Progress | None = None, **kwargs: Any
     ) -> ParityReport:
@@ -300,15 +325,23 @@ class Sweep:
     convention: str
     widths: tuple[float, ...]
     rows: tuple[tuple[tuple[ir.Graph, CostReport], ...], ...]
+    latency: tuple[tuple[float, ...], ...] | None = None
+    """Median seconds per batch-1 inference, like ``rows`` (``sweep(latency=backend)``)."""
+    latency_backend: str = ""
 
 
 def sweep(
     spec: SpecInput,
     widths: Sequence[float] | None = None,
-    resolutions: Sequence[float | int] | None = None,
+    resolutions: Sequence[float | int | tuple[int, int]] | None = None,
     convention: str = "paper",
+    *,
+    latency: str | Backend | None = None,
+    runs: int = 10,
+    progress: Progress | None = None,
 ) -> Sweep:
-    """Lower and cost the spec at every width x resolution (default: the spec's own)."""
+    """Lower and cost the spec at every width x resolution (default: the spec's own); with
+    ``latency=backend`` also time every setting there (:meth:`Compiled.latency`)."""
     loaded = load_spec(spec)
     ws = tuple(widths or [loaded.spec.width])
     rs = list(resolutions or [loaded.spec.resolution])
@@ -319,7 +352,15 @@ def sweep(
             g = lower(loaded, width=w, resolution=res)
             cells.append((g, cost(g, convention)))
         rows.append(tuple(cells))
-    return Sweep(loaded.file, convention, ws, tuple(rows))
+    if latency is None:
+        return Sweep(loaded.file, convention, ws, tuple(rows))
+    b = _backend(latency)
+    say = progress or _quiet
+    times = []
+    for w, row in zip(ws, rows, strict=True):
+        say(f"timing width {w:g} in {b.name}")
+        times.append(tuple(Compiled(loaded, g).latency(b, runs=runs) for g, _ in row))
+    return Sweep(loaded.file, convention, ws, tuple(rows), tuple(times), b.name)
 
 
 def fit(

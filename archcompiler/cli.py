@@ -171,7 +171,16 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         raise UsageError(
             "--max-macs/--max-params on sweep draw budget lines: use them with --plot (or see 'archc fit')"
         )
-    grid = sweep(_load(args), args.width, args.resolution, args.convention)
+    loaded = _load(args)
+    latency = None
+    if args.latency is not None:
+        from .registry import BackendError, get_backend
+
+        try:
+            latency = get_backend(args.latency)
+        except BackendError as exc:
+            raise SpecError(str(exc), file=loaded.file, path="--latency") from None
+    grid = sweep(loaded, args.width, args.resolution, args.convention, latency=latency, progress=_progress(args))
     print(render.sweep(grid, args.format))
     if args.plot is not None:
         from .api import OutputError
@@ -315,6 +324,12 @@ def make_parser() -> argparse.ArgumentParser:
     sp.add_argument("--plot", metavar="FILE", help="also draw MACs against params into FILE.png or FILE.svg")
     sp.add_argument("--max-macs", type=_budget, help="with --plot: draw this MACs budget as a line")
     sp.add_argument("--max-params", type=_budget, help="with --plot: draw this parameter budget as a line")
+    sp.add_argument(
+        "--latency",
+        metavar="BACKEND",
+        help="also time every setting in BACKEND (median of 10 batch-1 runs, this machine; a panel in --plot)",
+    )
+    sp.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
     sp.set_defaults(func=cmd_sweep)
 
     sp = spec_cmd("fit", "the widths and resolutions that fit a budget, largest first", multi=True)

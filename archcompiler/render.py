@@ -170,15 +170,24 @@ def sweep(grid: Sweep, fmt: str) -> str:
                 "convention": grid.convention,
                 "grid": [
                     {"width": w, "resolution": list(g.resolution), "macs": r.macs, "params": r.params}
-                    for w, row in cells
-                    for g, r in row
+                    | (
+                        {"latency_s": grid.latency[i][j], "latency_backend": grid.latency_backend}
+                        if grid.latency
+                        else {}
+                    )
+                    for i, (w, row) in enumerate(cells)
+                    for j, (g, r) in enumerate(row)
                 ],
             },
             indent=2,
         )
     if fmt == "csv":
-        lines = ["width,resolution,macs,params"]
-        lines += [f"{w:g},{resolution_label(g)},{r.macs},{r.params}" for w, row in cells for g, r in row]
+        lines = ["width,resolution,macs,params" + (",latency_s" if grid.latency else "")]
+        lines += [
+            f"{w:g},{resolution_label(g)},{r.macs},{r.params}" + (f",{grid.latency[i][j]:.6g}" if grid.latency else "")
+            for i, (w, row) in enumerate(cells)
+            for j, (g, r) in enumerate(row)
+        ]
         return "\n".join(lines)
     resolutions = [resolution_label(g) for g, _ in grid.rows[0]]
     headers = ["width \\ resolution", *resolutions, "params"]
@@ -189,7 +198,15 @@ def sweep(grid: Sweep, fmt: str) -> str:
         rows.append([f"{w:g}", *(f"{r.macs:,}" for _, r in row), p])
     render = _markdown if fmt == "markdown" else _table
     title = f"{grid.file}: multiply-adds by width multiplier and input resolution (convention {grid.convention})"
-    return title + "\n\n" + render(headers, rows, "l" + "r" * (len(resolutions) + 1))
+    text = title + "\n\n" + render(headers, rows, "l" + "r" * (len(resolutions) + 1))
+    if grid.latency is not None:
+        lat_rows = [
+            [f"{w:g}", *(f"{1000 * t:.2f}" for t in times)] for w, times in zip(grid.widths, grid.latency, strict=True)
+        ]
+        text += f"\n\nmedian latency in ms, batch 1, {grid.latency_backend} on this machine\n\n" + render(
+            headers[:-1], lat_rows, "l" + "r" * len(resolutions)
+        )
+    return text
 
 
 def built(result: Built) -> str:

@@ -192,3 +192,27 @@ def test_picture_bad_input(capsys: pytest.CaptureFixture[str], argv: list[str], 
     except SystemExit as exc:
         code, err = int(exc.code or 0), capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and needle in err
+
+
+@pytest.mark.torch
+def test_sweep_latency_table_and_panel(tmp_path: Path) -> None:
+    """Latency is measured, so only its presence and sanity are checked: positive, one per setting."""
+    pytest.importorskip("torch")
+    pytest.importorskip("matplotlib")
+    from archcompiler import render
+    from archcompiler.plot import sweep_plot
+
+    grid = archcompiler.sweep(SPEC, [0.25], [96, 64], latency="torch", runs=1)
+    assert grid.latency_backend == "torch" and len(grid.latency) == 1 and len(grid.latency[0]) == 2
+    assert all(t > 0 for t in grid.latency[0])
+    text = render.sweep(grid, "table")
+    assert "median latency in ms, batch 1, torch" in text
+    assert render.sweep(grid, "csv").splitlines()[0] == "width,resolution,macs,params,latency_s"
+    out = sweep_plot(grid, tmp_path / "lat.svg")
+    texts = {t.text for t in ET.parse(out).getroot().iter("{http://www.w3.org/2000/svg}text") if t.text}
+    assert "measured latency vs MACs" in texts and {"0.25/96", "0.25/64"} <= texts
+
+
+def test_sweep_latency_unknown_backend(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "sweep", SPEC, "--latency", "tensorflowz")
+    assert code == 2 and err.count("\n") == 1 and "--latency" in err
