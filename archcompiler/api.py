@@ -127,7 +127,6 @@ class Compiled:
     def build(self, backend: str | Backend = "torch", *, weights: str | Path | Weights | None = None) -> Any:
         """Instantiate the model in ``backend``, verify it against the IR; optionally load weights
         (a file, read and checked against the IR, or canonical weights)."""
-
         b = _backend(backend)
         model = b.build(self.graph)
         b.verify(self.graph, model)
