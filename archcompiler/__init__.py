@@ -4,8 +4,9 @@
 the cost model are pure Python; a framework is imported only by the backend that runs.
 """
 
-from .api import Compiled, compile
+from .api import Compiled, compile, fit, load_spec, sweep
 from .cost import CONVENTIONS, CostReport, cost
+from .fitting import FitRow
 from .ir import Graph
 from .loading import LoadedSpec, load, load_text
 from .lower import lower
@@ -15,13 +16,19 @@ __all__ = [
     "CONVENTIONS",
     "Compiled",
     "CostReport",
+    "FitRow",
     "Graph",
     "LoadedSpec",
     "SpecError",
     "compile",
     "cost",
+    "fit",
     "load",
+    "load_spec",
     "load_text",
     "lower",
+    "sweep",
 ]
 __version__ = "0.1.0"
+"""Kept equal to pyproject.toml's version: ``archc --version`` falls back to it when the
+distribution's metadata is missing (running from a source tree without installing)."""

@@ -16,21 +16,31 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import ir
 from .cost import CostReport, cost
+from .fitting import FitRow
 from .fsutil import atomic_write_text
-from .loading import LoadedSpec, load
+from .loading import LoadedSpec, load, load_text, validate
 from .lower import lower
+from .source import Source, SpecError
 
 if TYPE_CHECKING:
     from .parity import ParityReport
     from .registry import Backend
     from .weights import Weights
+
+
+Progress = Callable[[str], None]
+"""Called with one short line per slow step (build, load weights, write; parity's run)."""
+
+
+def _quiet(message: str) -> None:
+    """The default progress: say nothing (a library does not print)."""
 
 
 class OutputError(Exception):
@@ -117,15 +127,34 @@ class Compiled:
     def build(self, backend: str | Backend = "torch", *, weights: str | Path | Weights | None = None) -> Any:
         """Instantiate the model in ``backend``, verify it against the IR; optionally load weights
         (a file, read and checked against the IR, or canonical weights)."""
-        from .registry import read_weights
-
         b = _backend(backend)
         model = b.build(self.graph)
         b.verify(self.graph, model)
         if weights is not None:
-            w = weights if isinstance(weights, dict) else read_weights(weights, self.graph)
-            b.set_weights(self.graph, model, w)
+            self.load_weights(b, model, weights)
         return model
+
+    def load_weights(self, backend: str | Backend, model: Any, weights: str | Path | Weights) -> None:
+        """Load canonical weights, or a weights file checked against the IR, into ``model``.
+
+        A file in the building backend's own format (``foreign_weight_suffixes``, e.g. the
+        ``.pt`` state_dict ``archc build --backend torch`` writes) is read by that backend;
+        others go through archcompiler.registry.read_weights (.npz, .safetensors, .h5)."""
+        from . import weights as W
+        from .registry import read_weights
+
+        b = _backend(backend)
+        if isinstance(weights, dict):
+            w = weights
+        elif Path(weights).suffix in b.foreign_weight_suffixes and Path(weights).suffix not in (".npz", ".safetensors"):
+            p = Path(weights)
+            if not p.is_file():
+                raise W.WeightError(f"{p}: no such weights file")
+            w = b.read_foreign_weights(p, self.graph)
+            W.check(self.graph, w, origin=str(p))
+        else:
+            w = read_weights(weights, self.graph)
+        b.set_weights(self.graph, model, w)
 
     def save(self, model: Any, backend: str | Backend, out_dir: str | Path | None = None) -> list[Path]:
         """Write ``model`` in its framework's format plus portable ``<name>.weights.npz``.
@@ -152,12 +181,22 @@ class Compiled:
         out_dir: str | Path | None = None,
         *,
         weights: str | Path | Weights | None = None,
+        progress: Progress | None = None,
     ) -> Built:
-        """:meth:`build` then :meth:`save` (default folder :attr:`default_output`): ``archc build``."""
+        """:meth:`build` then :meth:`save` (default folder :attr:`default_output`): ``archc build``.
+
+        ``progress`` is called with a short line before each slow step (the CLI prints them on
+        a terminal)."""
+        say = progress or _quiet
         b = _backend(backend)
         if out_dir is not None:
             _output_dir(out_dir)  # fail before the build, not after it
-        model = self.build(b, weights=weights)
+        say(f"building {self.graph.name} with {b.name} and verifying it against the IR")
+        model = self.build(b)
+        if weights is not None:
+            say(f"loading weights from {weights}" if not isinstance(weights, dict) else "loading weights")
+            self.load_weights(b, model, weights)
+        say(f"writing {out_dir if out_dir is not None else self.default_output}")
         files = self.save(model, b, out_dir)
         return Built(self.graph, b.name, model, tuple(files), self.cost(b.convention), self.cost("paper").macs)
 
@@ -175,21 +214,105 @@ class Compiled:
         except OSError as exc:
             raise OutputError(f"output folder {str(out)!r}: {exc.strerror or exc}") from exc
 
-    def parity(self, backends: Sequence[str] = ("torch", "keras"), **kwargs: Any) -> ParityReport:
+    def latency(self, backend: str | Backend = "torch", *, runs: int = 10, warmup: int = 2) -> float:
+        """Median seconds of one batch-1 inference in ``backend`` (eval mode, float32, through
+        ``Backend.run``, so the layout conversion is included), after ``warmup`` untimed runs.
+
+        A rough, local number: it is for comparing the settings of one sweep on one machine,
+        next to the MACs that predict it, not for publishing."""
+        import statistics
+        import time
+
+        import numpy as np
+
+        if runs < 1 or warmup < 0:
+            raise ValueError("latency needs runs >= 1 and warmup >= 0")
+        b = _backend(backend)
+        model = b.build(self.graph)
+        x = np.random.default_rng(0).normal(size=(1, *self.graph.input_shape)).astype(np.float32)
+        for _ in range(warmup):
+            b.run(self.graph, model, x)
+        times = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            b.run(self.graph, model, x)
+            times.append(time.perf_counter() - start)
+        return statistics.median(times)
+
+    def parity(
+        self, backends: Sequence[str] = ("torch", "keras"), *, progress: Progress | None = None, **kwargs: Any
+    ) -> ParityReport:
         """Run ``backends`` on the same weights and input, compare every node (archcompiler.parity)."""
         from .parity import parity
 
-        return parity(self.graph, backends, **kwargs)
+        say = progress or _quiet
+        say(f"parity: building and running {self.graph.name} in {', '.join(backends)}")
+        report = parity(self.graph, backends, **kwargs)
+        say(f"parity: compared {len(report.diffs)} nodes")
+        return report
+
+
+SpecInput = str | Path | Mapping[str, Any] | LoadedSpec
+"""What :func:`compile`, :func:`sweep` and :func:`fit` accept: a path, YAML text, a dict or a loaded spec."""
+
+_MAX_DICT_DEPTH = 64
+
+
+def _plain(value: Any, path: tuple[str | int, ...], depth: int = 0) -> Any:
+    """A copy of a user's dict made of what YAML could have produced (str keys; lists, not
+    tuples), so that it goes through exactly the validation a file does; anything else is a
+    SpecError at its spec path."""
+    from .source import format_path
+
+    if depth > _MAX_DICT_DEPTH:
+        raise SpecError(f"nesting is deeper than {_MAX_DICT_DEPTH} levels", file="<dict>", path=format_path(path))
+    if isinstance(value, Mapping):
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise SpecError(f"mapping keys must be strings (got {k!r})", file="<dict>", path=format_path(path))
+            out[k] = _plain(v, (*path, k), depth + 1)
+        return out
+    if isinstance(value, list | tuple):
+        return [_plain(v, (*path, i), depth + 1) for i, v in enumerate(value)]
+    if value is None or isinstance(value, str | bool | int | float):
+        return value
+    raise SpecError(
+        f"expected a YAML value (mapping, list, string, number, bool or None), got {type(value).__name__}",
+        file="<dict>",
+        path=format_path(path),
+    )
+
+
+def is_spec_text(spec: str) -> bool:
+    """A str is YAML text, not a path, when it has a newline or starts like a spec
+    (``archc:`` or a flow mapping ``{``); anything else names a file."""
+    head = spec.lstrip()
+    return "\n" in spec or head.startswith(("archc:", "{"))
+
+
+def load_spec(spec: SpecInput) -> LoadedSpec:
+    """A validated spec from a path (``str`` or ``Path``), YAML text (located at ``<spec>``) or a
+    dict (located at ``<dict>``, by spec path). A ``Path`` is always a path."""
+    if isinstance(spec, LoadedSpec):
+        return spec
+    if isinstance(spec, Path):
+        return load(spec)
+    if isinstance(spec, str):
+        return load_text(spec) if is_spec_text(spec) else load(spec)
+    if isinstance(spec, Mapping):
+        return validate(Source(file="<dict>", data=_plain(spec, ())))
+    raise TypeError(f"expected a spec path, YAML text or a dict, got {type(spec).__name__}")
 
 
 def compile(
-    spec: str | Path | LoadedSpec,
+    spec: SpecInput,
     *,
     width: float | None = None,
     resolution: float | int | tuple[int, int] | None = None,
 ) -> Compiled:
-    """Load (if given a path), validate and lower a spec."""
-    loaded = spec if isinstance(spec, LoadedSpec) else load(spec)
+    """Load (a path, YAML text or a dict: :func:`load_spec`), validate and lower a spec."""
+    loaded = load_spec(spec)
     return Compiled(loaded, lower(loaded, width=width, resolution=resolution))
 
 
@@ -201,16 +324,24 @@ class Sweep:
     convention: str
     widths: tuple[float, ...]
     rows: tuple[tuple[tuple[ir.Graph, CostReport], ...], ...]
+    latency: tuple[tuple[float, ...], ...] | None = None
+    """Median seconds per batch-1 inference, like ``rows`` (``sweep(latency=backend)``)."""
+    latency_backend: str = ""
 
 
 def sweep(
-    spec: str | Path | LoadedSpec,
+    spec: SpecInput,
     widths: Sequence[float] | None = None,
-    resolutions: Sequence[float | int] | None = None,
+    resolutions: Sequence[float | int | tuple[int, int]] | None = None,
     convention: str = "paper",
+    *,
+    latency: str | Backend | None = None,
+    runs: int = 10,
+    progress: Progress | None = None,
 ) -> Sweep:
-    """Lower and cost the spec at every width x resolution (default: the spec's own)."""
-    loaded = spec if isinstance(spec, LoadedSpec) else load(spec)
+    """Lower and cost the spec at every width x resolution (default: the spec's own); with
+    ``latency=backend`` also time every setting there (:meth:`Compiled.latency`)."""
+    loaded = load_spec(spec)
     ws = tuple(widths or [loaded.spec.width])
     rs = list(resolutions or [loaded.spec.resolution])
     rows = []
@@ -220,4 +351,39 @@ def sweep(
             g = lower(loaded, width=w, resolution=res)
             cells.append((g, cost(g, convention)))
         rows.append(tuple(cells))
-    return Sweep(loaded.file, convention, ws, tuple(rows))
+    if latency is None:
+        return Sweep(loaded.file, convention, ws, tuple(rows))
+    b = _backend(latency)
+    say = progress or _quiet
+    times = []
+    for w, row in zip(ws, rows, strict=True):
+        say(f"timing width {w:g} in {b.name}")
+        times.append(tuple(Compiled(loaded, g).latency(b, runs=runs) for g, _ in row))
+    return Sweep(loaded.file, convention, ws, tuple(rows), tuple(times), b.name)
+
+
+def fit(
+    spec: SpecInput,
+    *,
+    max_macs: int | None = None,
+    max_params: int | None = None,
+    widths: Sequence[float] | None = None,
+    resolutions: Sequence[float | int | tuple[int, int]] | None = None,
+    convention: str = "paper",
+    search: bool = False,
+) -> list[FitRow]:
+    """Settings within the budget, ranked MACs descending then params (``archc fit``).
+
+    ``search=False``: every fitting setting of the grid (default: the paper's 4 widths x 4
+    resolutions). ``search=True``: the front of a fine grid (archcompiler.fitting.search)."""
+    from . import fitting as F
+
+    run = F.search if search else F.fit
+    return run(
+        load_spec(spec),
+        max_macs=max_macs,
+        max_params=max_params,
+        widths=widths,
+        resolutions=resolutions,
+        convention=convention,
+    )

@@ -13,12 +13,14 @@ import os
 import sys
 from collections.abc import Sequence
 from fractions import Fraction
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from . import render
-from .api import Compiled, compile, sweep
+from .api import Compiled, Progress, compile, sweep
 from .cost import CONVENTIONS, parse_budget
-from .render import FORMATS
+from .loading import LoadedSpec, load
+from .render import FIT_FORMATS, FORMATS, SUMMARY_FORMATS
 from .source import SpecError
 
 if TYPE_CHECKING:
@@ -41,11 +43,17 @@ def _multiplier(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number or a fraction such as 0.75 or 3/4, got {text!r}") from None
 
 
-def _resolution(text: str) -> float | int:
-    """'160' is a size in pixels; '0.714' or '5/7' is the multiplier rho."""
+def _resolution(text: str) -> float | int | tuple[int, int]:
+    """'160' is a size in pixels; '224x160' is height x width in pixels; '0.714' or '5/7' is
+    the multiplier rho."""
     t = text.strip()
     if t.isdigit():
         return int(t)
+    if "x" in t.lower():
+        h, _, w = t.lower().partition("x")
+        if not (h.strip().isdigit() and w.strip().isdigit()):
+            raise argparse.ArgumentTypeError(f"expected a size such as 224x160 (height x width), got {text!r}")
+        return (int(h), int(w))
     return _multiplier(t)
 
 
@@ -66,8 +74,36 @@ def _budget(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive count such as 600M, 4.2M or 1e9, got {text!r}") from None
 
 
+def _version() -> str:
+    """The installed distribution's version, else the package's own (a source checkout)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("archc")
+    except PackageNotFoundError:
+        from . import __version__
+
+        return __version__
+
+
+def _progress(args: argparse.Namespace) -> Progress | None:
+    """Progress lines on stderr, only on a terminal (a log or a pipe stays clean) and not with -q."""
+    if getattr(args, "quiet", False) or not sys.stderr.isatty():
+        return None
+
+    def say(message: str) -> None:
+        print(f"archc: {message} ...", file=sys.stderr, flush=True)
+
+    return say
+
+
+def _load(args: argparse.Namespace) -> LoadedSpec:
+    """The SPEC argument is always a file name (the API also takes YAML text; the CLI does not)."""
+    return load(args.spec)
+
+
 def _compile(args: argparse.Namespace) -> Compiled:
-    return compile(args.spec, width=args.width, resolution=args.resolution)
+    return compile(_load(args), width=args.width, resolution=args.resolution)
 
 
 def _budget_check(net: Compiled, args: argparse.Namespace) -> None:
@@ -103,15 +139,101 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _emit(text: str, output: str | None) -> None:
+    """Print ``text``, or write it atomically to ``output`` (``-o``) and say so."""
+    if output is None:
+        print(text)
+        return
+    from .api import OutputError
+    from .fsutil import atomic_write_text
+
+    try:
+        print(render.wrote(atomic_write_text(output, text + "\n")))
+    except OSError as exc:
+        raise OutputError(f"-o {output}: {exc.strerror or exc}") from None
+
+
 def cmd_summary(args: argparse.Namespace) -> int:
     net = _compile(args)
     _budget_check(net, args)
-    print(render.summary(net.loaded.file, net.cost(args.convention), args.format))
+    if args.output is not None and args.format != "html":
+        raise UsageError("-o: only --format html writes a file; redirect the other formats")
+    _emit(render.summary(net.loaded.file, net.cost(args.convention), args.format), args.output)
     return 0
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    print(render.sweep(sweep(args.spec, args.width, args.resolution, args.convention), args.format))
+    from .plot import PLOT_SUFFIXES
+
+    if args.plot is not None and Path(args.plot).suffix.lower() not in PLOT_SUFFIXES:
+        raise UsageError(f"--plot: expected a .png or .svg file name, got {args.plot!r}")
+    if args.plot is None and (args.max_macs is not None or args.max_params is not None):
+        raise UsageError(
+            "--max-macs/--max-params on sweep draw budget lines: use them with --plot (or see 'archc fit')"
+        )
+    loaded = _load(args)
+    latency = None
+    if args.latency is not None:
+        from .registry import BackendError, get_backend
+
+        try:
+            latency = get_backend(args.latency)
+        except BackendError as exc:
+            raise SpecError(str(exc), file=loaded.file, path="--latency") from None
+    grid = sweep(loaded, args.width, args.resolution, args.convention, latency=latency, progress=_progress(args))
+    print(render.sweep(grid, args.format))
+    if args.plot is not None:
+        from .api import OutputError
+        from .plot import PlotUnavailable, sweep_plot
+
+        try:
+            path = sweep_plot(grid, args.plot, max_macs=args.max_macs, max_params=args.max_params)
+        except PlotUnavailable as exc:
+            raise UsageError(str(exc)) from None
+        except OSError as exc:
+            raise OutputError(f"--plot {args.plot}: {exc.strerror or exc}") from None
+        sys.stdout.flush()  # the table first, then the note, also when both go to one pipe
+        print(render.wrote(path), file=sys.stderr)
+    return 0
+
+
+def _budget_text(args: argparse.Namespace) -> str:
+    parts = [f"--max-macs {args.max_macs:,}"] if args.max_macs is not None else []
+    parts += [f"--max-params {args.max_params:,}"] if args.max_params is not None else []
+    return " and ".join(parts) + f" ({args.convention} convention)"
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    from .api import fit
+
+    if args.max_macs is None and args.max_params is None:
+        raise UsageError("fit: give a budget, --max-macs and/or --max-params")
+    loaded = _load(args)
+    rows = fit(
+        loaded,
+        max_macs=args.max_macs,
+        max_params=args.max_params,
+        widths=args.width,
+        resolutions=args.resolution,
+        convention=args.convention,
+        search=args.search,
+    )
+    budget = _budget_text(args)
+    if not rows:
+        if args.format == "json":
+            print("[]")
+        where = "the fine grid" if args.search else "the grid"
+        print(f"{loaded.file}: no setting on {where} fits the budget {budget}", file=sys.stderr)
+        return 1
+    print(render.fit(loaded.file, rows, args.format, budget=budget, search=args.search))
+    return 0
+
+
+def cmd_diagram(args: argparse.Namespace) -> int:
+    from .diagram import render as draw
+
+    net = _compile(args)
+    print(draw(net.graph, args.format, collapse_blocks=args.collapse_blocks))
     return 0
 
 
@@ -131,7 +253,8 @@ def cmd_backends(args: argparse.Namespace) -> int:
 
 def cmd_build(args: argparse.Namespace) -> int:
     net = _compile(args)
-    print(render.built(net.build_to(_backend(net, args.backend), args.output, weights=args.weights)))
+    built = net.build_to(_backend(net, args.backend), args.output, weights=args.weights, progress=_progress(args))
+    print(render.built(built))
     return 0
 
 
@@ -146,7 +269,7 @@ def cmd_parity(args: argparse.Namespace) -> int:
             raise SpecError(str(exc), file=net.loaded.file, path="--backends") from None
     if len(set(args.backends)) < 2:
         raise UsageError("--backends: parity needs at least two backends")
-    report = net.parity(args.backends, atol=args.atol, rtol=args.rtol, seed=args.seed)
+    report = net.parity(args.backends, atol=args.atol, rtol=args.rtol, seed=args.seed, progress=_progress(args))
     print(render.parity(report, args.seed))
     return 0 if report.ok else 1
 
@@ -159,6 +282,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def make_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="archc", description="Compile YAML architecture specs into verified PyTorch and Keras models.")
+    p.add_argument("--version", action="version", version=f"archc {_version()}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def spec_cmd(name: str, help_: str, *, multi: bool = False) -> argparse.ArgumentParser:
@@ -166,11 +290,15 @@ def make_parser() -> argparse.ArgumentParser:
         sp.add_argument("spec", help="the YAML spec file")
         if multi:
             sp.add_argument("--width", type=_list(_multiplier), help="width multipliers, e.g. 1,0.75,0.5,0.25")
-            sp.add_argument("--resolution", type=_list(_resolution), help="sizes or multipliers, e.g. 224,192,160,128")
+            sp.add_argument(
+                "--resolution", type=_list(_resolution), help="sizes or multipliers, e.g. 224,192,160,128 or 224x160"
+            )
         else:
             sp.add_argument("--width", type=_multiplier, help="width multiplier alpha (e.g. 0.75 or 3/4)")
             sp.add_argument(
-                "--resolution", type=_resolution, help="input size in pixels (160) or multiplier rho (0.714, 5/7)"
+                "--resolution",
+                type=_resolution,
+                help="input size in pixels (160, or 224x160 for height x width) or multiplier rho (0.714, 5/7)",
             )
         return sp
 
@@ -186,13 +314,38 @@ def make_parser() -> argparse.ArgumentParser:
 
     sp = spec_cmd("summary", "per-layer shapes, parameters and multiply-adds")
     costs(sp)
-    sp.add_argument("--format", choices=FORMATS, default="table")
+    sp.add_argument("--format", choices=SUMMARY_FORMATS, default="table")
+    sp.add_argument("-o", "--output", help="with --format html: write the page to this file")
     sp.set_defaults(func=cmd_summary)
 
     sp = spec_cmd("sweep", "MACs and parameters over widths x resolutions (the paper's Tables 6 and 7)", multi=True)
     costs(sp, budget=False)
     sp.add_argument("--format", choices=FORMATS, default="table")
+    sp.add_argument("--plot", metavar="FILE", help="also draw MACs against params into FILE.png or FILE.svg")
+    sp.add_argument("--max-macs", type=_budget, help="with --plot: draw this MACs budget as a line")
+    sp.add_argument("--max-params", type=_budget, help="with --plot: draw this parameter budget as a line")
+    sp.add_argument(
+        "--latency",
+        metavar="BACKEND",
+        help="also time every setting in BACKEND (median of 10 batch-1 runs, this machine; a panel in --plot)",
+    )
+    sp.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
     sp.set_defaults(func=cmd_sweep)
+
+    sp = spec_cmd("fit", "the widths and resolutions that fit a budget, largest first", multi=True)
+    costs(sp)
+    sp.add_argument(
+        "--search",
+        action="store_true",
+        help="scan a fine grid (alpha 0.1..1.4 by 0.05, 96..320 px by 8) and print the front of what fits",
+    )
+    sp.add_argument("--format", choices=FIT_FORMATS, default="table")
+    sp.set_defaults(func=cmd_fit)
+
+    sp = spec_cmd("diagram", "the graph as a Mermaid or Graphviz DOT diagram, shapes on the edges")
+    sp.add_argument("--format", choices=("mermaid", "dot"), default="mermaid")
+    sp.add_argument("--collapse-blocks", action="store_true", help="draw each block instance as one box")
+    sp.set_defaults(func=cmd_diagram)
 
     sp = sub.add_parser("schema", help="print the spec language's JSON Schema")
     sp.set_defaults(func=cmd_schema)
@@ -202,8 +355,9 @@ def make_parser() -> argparse.ArgumentParser:
 
     sp = spec_cmd("build", "build, verify and save a model in a framework")
     sp.add_argument("--backend", required=True, help="torch, keras or a plug-in (see 'archc backends')")
-    sp.add_argument("--weights", help="weights to load: .npz, .safetensors or a Keras .h5")
+    sp.add_argument("--weights", help="weights to load: .npz, .safetensors, a Keras .h5 or archc's torch .pt")
     sp.add_argument("-o", "--output", help="output folder (default: build/<name>_<width>_<resolution>)")
+    sp.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
     sp.set_defaults(func=cmd_build)
 
     sp = spec_cmd("parity", "run backends on the same weights and input; compare every node")
@@ -211,6 +365,7 @@ def make_parser() -> argparse.ArgumentParser:
     sp.add_argument("--atol", type=float, default=1e-5)
     sp.add_argument("--rtol", type=float, default=1e-5)
     sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
     sp.set_defaults(func=cmd_parity)
 
     sp = spec_cmd("generate", "write standalone model source code")

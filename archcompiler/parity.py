@@ -46,6 +46,25 @@ class ParityReport:
     def diff(self, node: str) -> NodeDiff:
         return next(d for d in self.diffs if d.node == node)
 
+    @property
+    def worst(self) -> NodeDiff | None:
+        """The node with the largest max abs difference (None for an empty report)."""
+        return max(self.diffs, key=lambda d: d.max_abs, default=None)
+
+    def table(self) -> str:
+        """The rendered report, as ``archc parity`` prints it (archcompiler.render.parity)."""
+        from .render import parity as render_parity
+
+        return render_parity(self)
+
+    def __repr__(self) -> str:
+        # Short on purpose: the dataclass repr would print the whole graph and every node.
+        worst = self.worst
+        where = f", worst {worst.node!r} max abs {worst.max_abs:.3g}" if worst else ""
+        bad = self.first_failure
+        verdict = f"FAIL at {bad.node!r}" if bad else "PASS"
+        return f"<ParityReport {self.graph.name}: {' vs '.join(self.backends)}, {verdict}{where}>"
+
 
 def ordered(names: Sequence[str]) -> list[str]:
     """Built-ins in registry order (PyTorch must be imported before TensorFlow in one

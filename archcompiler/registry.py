@@ -42,7 +42,7 @@ BUILTIN: dict[str, str] = {
     "keras": "archcompiler.backends.keras:KerasBackend",
 }
 
-FOREIGN_WEIGHTS: dict[str, str] = {".h5": "keras"}
+FOREIGN_WEIGHTS: dict[str, str] = {".h5": "keras", ".pt": "torch"}
 """Framework weight files a built-in backend reads, by suffix (so that looking one up imports
 only that backend). Plug-ins declare theirs in ``Backend.foreign_weight_suffixes``."""
 

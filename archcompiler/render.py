@@ -8,6 +8,7 @@ parity table and the one-line reports of check, build and generate.
 from __future__ import annotations
 
 import csv
+import html
 import io
 import json
 from collections.abc import Sequence
@@ -19,9 +20,12 @@ from .cost import CostReport, humanize
 from .ir import Graph
 
 if TYPE_CHECKING:
+    from .fitting import FitRow
     from .parity import ParityReport
 
 FORMATS = ("table", "json", "csv", "markdown")
+SUMMARY_FORMATS = (*FORMATS, "html")
+FIT_FORMATS = ("table", "json")
 
 
 def shape(dims: Sequence[int]) -> str:
@@ -74,6 +78,8 @@ def check(file: str, report: CostReport) -> str:
 def summary(file: str, report: CostReport, fmt: str) -> str:
     """Per-node shapes, parameters and MACs, totals, and the share per layer type (the paper's Table 2)."""
     g = report.graph
+    if fmt == "html":
+        return summary_html(file, report)
     rows = _rows(report)
     cats = report.by_category()
     if fmt == "json":
@@ -164,15 +170,24 @@ def sweep(grid: Sweep, fmt: str) -> str:
                 "convention": grid.convention,
                 "grid": [
                     {"width": w, "resolution": list(g.resolution), "macs": r.macs, "params": r.params}
-                    for w, row in cells
-                    for g, r in row
+                    | (
+                        {"latency_s": grid.latency[i][j], "latency_backend": grid.latency_backend}
+                        if grid.latency
+                        else {}
+                    )
+                    for i, (w, row) in enumerate(cells)
+                    for j, (g, r) in enumerate(row)
                 ],
             },
             indent=2,
         )
     if fmt == "csv":
-        lines = ["width,resolution,macs,params"]
-        lines += [f"{w:g},{resolution_label(g)},{r.macs},{r.params}" for w, row in cells for g, r in row]
+        lines = ["width,resolution,macs,params" + (",latency_s" if grid.latency else "")]
+        lines += [
+            f"{w:g},{resolution_label(g)},{r.macs},{r.params}" + (f",{grid.latency[i][j]:.6g}" if grid.latency else "")
+            for i, (w, row) in enumerate(cells)
+            for j, (g, r) in enumerate(row)
+        ]
         return "\n".join(lines)
     resolutions = [resolution_label(g) for g, _ in grid.rows[0]]
     headers = ["width \\ resolution", *resolutions, "params"]
@@ -183,7 +198,15 @@ def sweep(grid: Sweep, fmt: str) -> str:
         rows.append([f"{w:g}", *(f"{r.macs:,}" for _, r in row), p])
     render = _markdown if fmt == "markdown" else _table
     title = f"{grid.file}: multiply-adds by width multiplier and input resolution (convention {grid.convention})"
-    return title + "\n\n" + render(headers, rows, "l" + "r" * (len(resolutions) + 1))
+    text = title + "\n\n" + render(headers, rows, "l" + "r" * (len(resolutions) + 1))
+    if grid.latency is not None:
+        lat_rows = [
+            [f"{w:g}", *(f"{1000 * t:.2f}" for t in times)] for w, times in zip(grid.widths, grid.latency, strict=True)
+        ]
+        text += f"\n\nmedian latency in ms, batch 1, {grid.latency_backend} on this machine\n\n" + render(
+            headers[:-1], lat_rows, "l" + "r" * len(resolutions)
+        )
+    return text
 
 
 def built(result: Built) -> str:
@@ -202,15 +225,15 @@ def wrote(path: Path) -> str:
     return f"wrote {path}"
 
 
-def parity(report: ParityReport, seed: int) -> str:
+def parity(report: ParityReport, seed: int | None = None) -> str:
     """Every node's max abs / rel difference, the logits' difference, then PASS or the first divergence."""
     g = report.graph
     headers = ["node", "op", "max abs diff", "max rel diff", "result"]
     rows = [[d.node, d.op, f"{d.max_abs:.3g}", f"{d.max_rel:.3g}", "pass" if d.ok else "FAIL"] for d in report.diffs]
     title = (
         f"parity {' vs '.join(report.backends)}: {g.name}, width {g.width:g}, input "
-        f"{shape(g.input_shape)}, atol {report.atol:g}, rtol {report.rtol:g}, seed {seed}"
-    )
+        f"{shape(g.input_shape)}, atol {report.atol:g}, rtol {report.rtol:g}"
+    ) + (f", seed {seed}" if seed is not None else "")
     logits = f"logits ({report.logits}): max abs diff {report.diff(report.logits).max_abs:.3g}"
     bad = report.first_failure
     verdict = (
@@ -219,3 +242,100 @@ def parity(report: ParityReport, seed: int) -> str:
         else f"PASS: all {len(report.diffs)} nodes agree"
     )
     return f"{title}\n\n{_table(headers, rows, 'llrrl')}\n\n{logits}\n{verdict}"
+
+
+def _html_table(headers: list[str], rows: list[list[str]], align: str) -> str:
+    def cells(tag: str, values: list[str]) -> str:
+        return "".join(
+            f'<{tag} class="{"num" if a == "r" else "txt"}">{html.escape(v)}</{tag}>'
+            for v, a in zip(values, align, strict=True)
+        )
+
+    body = "\n".join(f"<tr>{cells('td', r)}</tr>" for r in rows)
+    return f"<table>\n<thead><tr>{cells('th', headers)}</tr></thead>\n<tbody>\n{body}\n</tbody>\n</table>"
+
+
+_CSS = """body{font-family:system-ui,sans-serif;margin:2em;color:#222}
+table{border-collapse:collapse;margin:1em 0}th,td{padding:2px 10px;border-bottom:1px solid #ddd}
+td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}td.txt,th.txt{text-align:left}
+pre{background:#f6f6f6;padding:1em;overflow:auto}"""
+
+
+def summary_html(file: str, report: CostReport) -> str:
+    """``archc summary --format html``: one self-contained page (no external assets): the
+    summary table, the totals, the share per layer type and the Mermaid diagram as text in a
+    ``<pre class="mermaid">`` block (which a page with mermaid.js would draw). Every spec text
+    goes through ``html.escape``."""
+    from .diagram import mermaid
+
+    g = report.graph
+    rows = _rows(report)
+    node_rows = [
+        [
+            r["name"],
+            r["op"],
+            shape(r["output_shape"]),
+            f"{r['params']:,}",
+            f"{r['macs']:,}",
+            f"{100 * r['mac_share']:.2f}%" if r["macs"] else "",
+        ]
+        for r in rows
+    ]
+    cat_rows = [
+        [c.category, f"{c.macs:,}", f"{100 * c.mac_share:.2f}%", f"{c.params:,}", f"{100 * c.param_share:.2f}%"]
+        for c in report.by_category()
+    ]
+    title = f"{g.name}: width {g.width:g}, input {shape(g.input_shape)}"
+    about = (
+        f"{file}, rounding {g.rounding}, convention {report.convention}. "
+        f"Total: {report.params:,} params ({report.trainable:,} trainable, {report.non_trainable:,} non-trainable), "
+        f"{report.macs:,} MACs ({humanize(report.macs)}), {report.activations:,} activations."
+    )
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en">',
+        '<head><meta charset="utf-8">',
+        f"<title>{html.escape(title)}</title>",
+        f"<style>{_CSS}</style></head>",
+        "<body>",
+        f"<h1>{html.escape(title)}</h1>",
+        f"<p>{html.escape(g.description)}</p>" if g.description else "",
+        f"<p>{html.escape(about)}</p>",
+        "<h2>Layers</h2>",
+        _html_table(["name", "op", "output", "params", "MACs", "share"], node_rows, "lllrrr"),
+        "<h2>By layer type</h2>",
+        _html_table(["layer type", "MACs", "MACs %", "params", "params %"], cat_rows, "lrrrr"),
+        "<h2>Graph</h2>",
+        f'<pre class="mermaid">\n{html.escape(mermaid(g, collapse_blocks=True))}\n</pre>',
+        "</body>",
+        "</html>",
+    ]
+    return "\n".join(p for p in parts if p)
+
+
+def fit(file: str, rows: Sequence[FitRow], fmt: str, *, budget: str, search: bool = False) -> str:
+    """``archc fit``: the settings within ``budget``, largest first (json: a list of objects with
+    width, resolution, macs, params; resolution is a size for a square input, else [h, w])."""
+    if fmt == "json":
+        doc = [
+            {
+                "width": r.width,
+                "resolution": r.resolution[0] if r.resolution[0] == r.resolution[1] else list(r.resolution),
+                "macs": r.macs,
+                "params": r.params,
+            }
+            for r in rows
+        ]
+        return json.dumps(doc, indent=2)
+    what = "the front of the fine grid (no fitting setting is both wider and larger)" if search else "settings"
+    title = f"{file}: {what} within {budget}, largest first"
+    body = [
+        [
+            f"{r.width:g}",
+            f"{r.resolution[0]}" if r.resolution[0] == r.resolution[1] else "x".join(map(str, r.resolution)),
+            f"{r.macs:,}",
+            f"{r.params:,}",
+        ]
+        for r in rows
+    ]
+    return title + "\n\n" + _table(["width", "resolution", "MACs", "params"], body, "llrr")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -206,3 +207,13 @@ def test_console_script_subprocess_exit_codes(tmp_path: Path) -> None:
     assert proc.stdout == ""
     proc = subprocess.run([str(archc), "check", SPEC], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_help_lists_the_drop_in_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert exc.value.code == 0
+    for command in ("fit", "diagram", "sweep", "summary"):
+        assert re.search(rf"^\s+{command}\s", out, re.M), command
+    assert "--version" in out

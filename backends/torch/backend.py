@@ -47,6 +47,7 @@ class TorchBackend(Backend):
     activation_layout = "channels_first"
     weight_names: ClassVar[Mapping[tuple[str, str], str]] = weight_io.WEIGHT_NAMES
     reserved_names = RESERVED
+    foreign_weight_suffixes: ClassVar[tuple[str, ...]] = (".pt",)  # its own state_dict (checkpoint.py)
 
     def build(self, graph: ir.Graph) -> GraphModule:
         self.check_supported(graph)
@@ -121,6 +122,11 @@ class TorchBackend(Backend):
         from .save import save_model
 
         return save_model(self, graph, _as_graph_module(model), Path(out_dir))
+
+    def read_foreign_weights(self, path: Path, graph: ir.Graph) -> dict[str, np.ndarray]:
+        from .checkpoint import load_state_dict
+
+        return load_state_dict(path, graph)
 
     def emit(self, graph: ir.Graph) -> str:
         """Standalone PyTorch source for ``graph`` (see emit.py); needs jinja2."""

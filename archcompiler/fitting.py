@@ -1,0 +1,132 @@
+"""Fitting a budget: which widths and resolutions of a spec fit a MACs / parameter budget.
+
+Two questions, two answers:
+
+* :func:`fit` on a grid (default: the paper's widths 1, 0.75, 0.5, 0.25 and resolutions 224,
+  192, 160, 128) ranks every setting that fits, MACs descending and parameters as the
+  tie-break: the first row is the largest model the budget allows (at MACs 150M, MobileNet's
+  0.5/224 with 149,497,088, docs/NUMBERS.md Tables 6/7).
+* :func:`search` scans a fine grid (alpha 0.10..1.40 in steps of 0.05, resolution 96..320 px in
+  steps of 8; channels rounded by the spec's own rule) and keeps the *front*: the fitting
+  settings that no other fitting setting dominates, where ``t`` dominates ``s`` when ``t`` is
+  at least as wide and at least as large an input (height and width) and differs from ``s``.
+  Every setting under the front fits too (MACs and parameters grow with alpha and rho), so the
+  front is the complete answer to "how far can each knob go for the others' values".
+
+Settings compare by what the spec's rounding rule makes of them, so two alphas that round to
+the same channel counts are both listed (they are the same network, labelled twice), and a
+setting at which the spec does not lower (an input too small for a pool) is skipped in
+:func:`search` but is the user's error in :func:`fit`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .cost import cost
+from .loading import LoadedSpec
+from .lower import lower
+from .source import SpecError
+
+PAPER_WIDTHS: tuple[float, ...] = (1.0, 0.75, 0.5, 0.25)
+PAPER_RESOLUTIONS: tuple[int, ...] = (224, 192, 160, 128)
+SEARCH_WIDTHS: tuple[float, ...] = tuple(round(0.10 + 0.05 * k, 2) for k in range(27))
+"""0.10, 0.15, ..., 1.40: the paper's four widths, Keras' 0.35/1.3/1.4 and everything between."""
+SEARCH_RESOLUTIONS: tuple[int, ...] = tuple(range(96, 321, 8))
+"""96, 104, ..., 320 px: multiples of 8 (what stride-8 feature maps need to stay whole)."""
+
+Resolution = float | int | tuple[int, int]
+
+
+@dataclass(frozen=True, order=False)
+class FitRow:
+    """One setting and its cost under the convention asked for."""
+
+    width: float
+    resolution: tuple[int, int]
+    """(height, width) of the input in pixels."""
+    macs: int
+    params: int
+
+    @property
+    def label(self) -> str:
+        """``0.5/224`` (``0.5/224x160`` for a non-square input): how tables and plots name it."""
+        h, w = self.resolution
+        return f"{self.width:g}/{h}" if h == w else f"{self.width:g}/{h}x{w}"
+
+
+def _fits(row: FitRow, max_macs: int | None, max_params: int | None) -> bool:
+    return (max_macs is None or row.macs <= max_macs) and (max_params is None or row.params <= max_params)
+
+
+def _row(loaded: LoadedSpec, width: float, res: Resolution, convention: str) -> FitRow:
+    g = lower(loaded, width=width, resolution=res)
+    c = cost(g, convention)
+    return FitRow(float(width), g.resolution, c.macs, c.params)
+
+
+def rank(rows: Sequence[FitRow]) -> list[FitRow]:
+    """MACs descending, then parameters descending (the larger of two equally costly models
+    first), then width and resolution for a stable order."""
+    return sorted(rows, key=lambda r: (-r.macs, -r.params, -r.width, tuple(-x for x in r.resolution)))
+
+
+def fit(
+    loaded: LoadedSpec,
+    *,
+    max_macs: int | None = None,
+    max_params: int | None = None,
+    widths: Sequence[float] | None = None,
+    resolutions: Sequence[Resolution] | None = None,
+    convention: str = "paper",
+) -> list[FitRow]:
+    """Every grid setting within the budget, ranked (:func:`rank`); empty when none fits."""
+    if max_macs is None and max_params is None:
+        raise SpecError("give a budget (--max-macs and/or --max-params)", file=loaded.file, path="--max-macs")
+    ws = tuple(widths) if widths else PAPER_WIDTHS
+    rs = tuple(resolutions) if resolutions else PAPER_RESOLUTIONS
+    rows = [_row(loaded, w, r, convention) for w in ws for r in rs]
+    return rank([r for r in rows if _fits(r, max_macs, max_params)])
+
+
+def dominates(a: FitRow, b: FitRow) -> bool:
+    """``a`` is at least as wide and at least as large an input as ``b``, and not the same setting."""
+    return (
+        a.width >= b.width
+        and a.resolution[0] >= b.resolution[0]
+        and a.resolution[1] >= b.resolution[1]
+        and (a.width, a.resolution) != (b.width, b.resolution)
+    )
+
+
+def front(rows: Sequence[FitRow]) -> list[FitRow]:
+    """The rows no other row dominates (:func:`dominates`), ranked."""
+    return rank([r for r in rows if not any(dominates(o, r) for o in rows)])
+
+
+def search(
+    loaded: LoadedSpec,
+    *,
+    max_macs: int | None = None,
+    max_params: int | None = None,
+    widths: Sequence[float] | None = None,
+    resolutions: Sequence[Resolution] | None = None,
+    convention: str = "paper",
+) -> list[FitRow]:
+    """The front of the fitting settings on a fine grid (default :data:`SEARCH_WIDTHS` x
+    :data:`SEARCH_RESOLUTIONS`); settings at which the spec does not lower are skipped."""
+    if max_macs is None and max_params is None:
+        raise SpecError("give a budget (--max-macs and/or --max-params)", file=loaded.file, path="--max-macs")
+    ws = tuple(widths) if widths else SEARCH_WIDTHS
+    rs = tuple(resolutions) if resolutions else SEARCH_RESOLUTIONS
+    rows = []
+    for w in ws:
+        for r in rs:
+            try:
+                row = _row(loaded, w, r, convention)
+            except SpecError:
+                continue  # e.g. a 7x7 pool over a 3x3 map: not a setting of this spec
+            if _fits(row, max_macs, max_params):
+                rows.append(row)
+    return front(rows)
