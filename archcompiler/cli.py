@@ -9,17 +9,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import re
 import sys
 from collections.abc import Sequence
-from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from . import render
 from .api import Compiled, Progress, compile, sweep
 from .cost import CONVENTIONS, parse_budget
+from .limits import MAX_SIZE
 from .loading import LoadedSpec, load
+from .lower import WIDTH_RANGE
 from .render import FIT_FORMATS, FORMATS, SUMMARY_FORMATS
 from .source import SpecError
 
@@ -36,25 +39,65 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
+_DECIMAL = re.compile(r"[+-]?(\d{1,12}(\.\d{0,12})?|\.\d{1,12})([eE][+-]?\d{1,3})?", re.ASCII)
+_FRACTION = re.compile(r"\d{1,9}/\d{1,9}", re.ASCII)
+_PIXELS = re.compile(r"\d{1,5}", re.ASCII)
+"""ASCII only and bounded: Fraction('1e2000000000') hangs, '1e999' overflows, and str.isdigit
+accepts '٢٢٤' (Arabic-Indic digits)."""
+
+
 def _multiplier(text: str) -> float:
-    try:
-        return float(Fraction(text.strip()))
-    except (ValueError, ZeroDivisionError):
-        raise argparse.ArgumentTypeError(f"expected a number or a fraction such as 0.75 or 3/4, got {text!r}") from None
+    """A positive multiplier: 0.75 or 3/4, within the range lowering accepts (0, 4]."""
+    t = text.strip()
+    if _FRACTION.fullmatch(t):
+        num, den = (int(p) for p in t.split("/"))
+        value = num / den if den else math.inf
+    elif _DECIMAL.fullmatch(t):
+        value = float(t)
+    else:
+        raise argparse.ArgumentTypeError(f"expected a number or a fraction such as 0.75 or 3/4, got {text!r}")
+    lo, hi = WIDTH_RANGE
+    if not (math.isfinite(value) and lo < value <= hi):
+        raise argparse.ArgumentTypeError(f"expected a multiplier in ({lo:g}, {hi:g}], got {text!r}")
+    return value
 
 
 def _resolution(text: str) -> float | int | tuple[int, int]:
     """'160' is a size in pixels; '224x160' is height x width in pixels; '0.714' or '5/7' is
     the multiplier rho."""
     t = text.strip()
-    if t.isdigit():
-        return int(t)
+    if _PIXELS.fullmatch(t):
+        return _pixels(t, text)
     if "x" in t.lower():
         h, _, w = t.lower().partition("x")
-        if not (h.strip().isdigit() and w.strip().isdigit()):
+        if not (_PIXELS.fullmatch(h.strip()) and _PIXELS.fullmatch(w.strip())):
             raise argparse.ArgumentTypeError(f"expected a size such as 224x160 (height x width), got {text!r}")
-        return (int(h), int(w))
+        return (_pixels(h.strip(), text), _pixels(w.strip(), text))
     return _multiplier(t)
+
+
+def _pixels(digits: str, text: str) -> int:
+    value = int(digits)
+    if not 1 <= value <= MAX_SIZE:
+        raise argparse.ArgumentTypeError(f"expected sizes from 1 to {MAX_SIZE} pixels, got {text!r}")
+    return value
+
+
+def _tolerance(text: str) -> float:
+    """A finite, non-negative tolerance (nan would make every comparison pass)."""
+    t = text.strip()
+    value = float(t) if _DECIMAL.fullmatch(t) else math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0 such as 1e-5, got {text!r}")
+    return value
+
+
+def _seed(text: str) -> int:
+    """A seed numpy accepts: 0 to 2**32 - 1."""
+    t = text.strip()
+    if not re.fullmatch(r"\d{1,10}", t, re.ASCII) or int(t) >= 2**32:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 0 to {2**32 - 1}, got {text!r}")
+    return int(t)
 
 
 def _list(kind: Any) -> Any:
@@ -362,9 +405,9 @@ def make_parser() -> argparse.ArgumentParser:
 
     sp = spec_cmd("parity", "run backends on the same weights and input; compare every node")
     sp.add_argument("--backends", type=_list(str), default=["torch", "keras"], help="default: torch,keras")
-    sp.add_argument("--atol", type=float, default=1e-5)
-    sp.add_argument("--rtol", type=float, default=1e-5)
-    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--atol", type=_tolerance, default=1e-5)
+    sp.add_argument("--rtol", type=_tolerance, default=1e-5)
+    sp.add_argument("--seed", type=_seed, default=0)
     sp.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
     sp.set_defaults(func=cmd_parity)
 
