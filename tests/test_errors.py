@@ -348,6 +348,7 @@ layers:
   - {block: head, name: h1}
   - {op: activation, inputs: [input], name: again}
   - {block: head, name: h2, units: $classes}
+  - {op: add, inputs: [h1_dense, h2_dense]}  # both heads live (dead branches are left out)
 """
     graph = archc.lower(archc.load_text(text, "head.yaml"))
     assert graph["h1_dense"].units == 7
