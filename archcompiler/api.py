@@ -13,9 +13,6 @@ lives here once, so the command line and a script cannot drift apart.
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from . import ir
 from .cost import CostReport, cost
 from .fitting import FitRow
-from .fsutil import atomic_write_text
+from .fsutil import atomic_write_text, publish, staging
 from .loading import LoadedSpec, load, load_text, validate
 from .lower import lower
 from .source import Source, SpecError
@@ -74,19 +71,6 @@ def _backend(backend: str | Backend) -> Backend:
 
         return get_backend(backend)
     return backend
-
-
-def _publish(tmp: Path, out: Path) -> list[Path]:
-    """Move finished files into ``out``: nothing appears there until everything succeeded."""
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for f in sorted(tmp.iterdir()):
-        target = out / f.name
-        if target.is_dir():
-            shutil.rmtree(target)
-        os.replace(f, target)
-        written.append(target)
-    return written
 
 
 @dataclass(frozen=True)
@@ -159,21 +143,20 @@ class Compiled:
     def save(self, model: Any, backend: str | Backend, out_dir: str | Path | None = None) -> list[Path]:
         """Write ``model`` in its framework's format plus portable ``<name>.weights.npz``.
 
-        Atomic: everything is written to a temporary folder beside ``out_dir`` and moved in
-        only when all of it succeeded, so a failure leaves the output folder untouched."""
+        All or nothing: everything is written to a staging folder inside ``out_dir`` and
+        published in one step (fsutil.publish) only when all of it succeeded, so a failure or
+        an interruption leaves the previous build there, whole, and no temporary files."""
         from . import weights as W
 
         b = _backend(backend)
         out = _output_dir(out_dir if out_dir is not None else self.default_output)
         try:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            tmp_dir = tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.")
+            with staging(out) as tmp:
+                b.save(self.graph, model, tmp)
+                W.save(b.get_weights(self.graph, model), tmp / f"{self.graph.name}.weights.npz")
+                return publish(tmp, out)
         except OSError as exc:
             raise OutputError(f"output folder {str(out)!r}: {exc.strerror or exc}") from exc
-        with tmp_dir as tmp:
-            b.save(self.graph, model, Path(tmp))
-            W.save(b.get_weights(self.graph, model), Path(tmp) / f"{self.graph.name}.weights.npz")
-            return _publish(Path(tmp), out)
 
     def build_to(
         self,

@@ -12,6 +12,7 @@ import json
 import math
 import os
 import re
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -418,12 +419,22 @@ def make_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGTERM unwinds like Ctrl-C, so staging folders are removed on the way out."""
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``archc`` console script."""
     args = make_parser().parse_args(argv)
     debug = bool(os.environ.get("ARCHC_DEBUG"))
+    previous = signal.signal(signal.SIGTERM, _interrupt) if _main_thread() else None
     try:
         return int(args.func(args))
+    except KeyboardInterrupt as exc:
+        what = str(exc) or "SIGINT"
+        print(f"archc: interrupted ({what}); earlier output is unchanged", file=sys.stderr)
+        return 2
     except SpecError as exc:
         print(str(exc), file=sys.stderr)
         return 2
@@ -445,6 +456,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"archc: internal error: {type(exc).__name__}: {exc} (ARCHC_DEBUG=1 shows the traceback)", file=sys.stderr
         )
         return 1
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
 
 
 if __name__ == "__main__":  # pragma: no cover
