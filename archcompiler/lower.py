@@ -9,10 +9,12 @@ This module resolves the width and resolution overrides and runs both.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
 from .expand import expand
+from .heads import Head, apply
 from .infer import infer
 from .ir import Graph
 from .limits import MAX_SIZE
@@ -67,11 +69,19 @@ def lower(
     *,
     width: float | None = None,
     resolution: float | int | tuple[int, int] | None = None,
+    head: Head | None = None,
 ) -> Graph:
-    """Lower a loaded spec to the IR, optionally overriding alpha and rho (or the input size)."""
+    """Lower a loaded spec to the IR, optionally overriding alpha and rho (or the input size)
+    and the classifier (:class:`~archcompiler.heads.Head`)."""
     alpha = loaded.spec.width if width is None else width
     lo, hi = WIDTH_RANGE
     if isinstance(alpha, bool) or not isinstance(alpha, int | float) or math.isnan(alpha) or not lo < alpha <= hi:
         raise _override_error(loaded, "width", f"expected a width multiplier in ({lo:g}, {hi:g}]", alpha)
     size = resolve_size(loaded, resolution)
-    return infer(loaded, expand(loaded), float(alpha), size)
+    if head is None or head.changes_nothing:
+        return infer(loaded, expand(loaded), float(alpha), size)
+    if head.classes:
+        if loaded.spec.classes is None:
+            raise SpecError("the spec sets no 'classes' for --classes to change", file=loaded.file, path="--classes")
+        loaded = dataclasses.replace(loaded, spec=loaded.spec.model_copy(update={"classes": head.classes}))
+    return apply(infer(loaded, expand(loaded), float(alpha), size), head)

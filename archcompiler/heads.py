@@ -1,0 +1,103 @@
+"""Heads like keras.applications' and timm's: drop or resize the classifier, pool the
+features, change the classifier's activation or dropout, without editing the spec.
+
+The classifier ("the top") is the first global pooling layer and everything after it, as in
+keras.applications' MobileNet, MobileNetV2 and MobileNetV3 (``include_top=False`` ends the
+model just before their global pooling). ``classes=N`` re-lowers the spec with ``$classes``
+set to N, so the classifier is the spec's own at the new size.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Literal
+
+from . import ir
+from .source import SpecError
+
+Pooling = Literal["avg", "max", "none"]
+
+
+@dataclass(frozen=True)
+class Head:
+    """What to change about the classifier (None: keep the spec's)."""
+
+    classes: int | None = None
+    """Number of classes; 0 drops the classifier (keras' ``include_top=False``)."""
+    pooling: Pooling | None = None
+    """With ``classes=0``: global average or max pooling of the features, or none (an image)."""
+    classifier_activation: Literal["softmax", "none"] | None = None
+    dropout: float | None = None
+    """The rate of the classifier's dropout layers."""
+
+    def __post_init__(self) -> None:
+        if self.classes is not None and (isinstance(self.classes, bool) or self.classes < 0):
+            raise ValueError(f"classes must be a count >= 0, got {self.classes!r}")
+        if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be a rate in [0, 1), got {self.dropout!r}")
+
+    @property
+    def changes_nothing(self) -> bool:
+        return self == Head()
+
+
+def _error(graph: ir.Graph, option: str, message: str) -> SpecError:
+    return SpecError(message, file=graph.source or "<spec>", path=option)
+
+
+def _top(graph: ir.Graph) -> ir.Node | None:
+    """The first global pooling node: where keras.applications' top begins."""
+    return next((n for n in graph.nodes if isinstance(n, ir.GlobalPool)), None)
+
+
+def _unique(graph_names: set[str], base: str) -> str:
+    name, k = base, 1
+    while name in graph_names:
+        k += 1
+        name = f"{base}_{k}"
+    return name
+
+
+def _with(graph: ir.Graph, nodes: list[ir.Node], output: str) -> ir.Graph:
+    from .infer import live
+
+    return dataclasses.replace(graph, nodes=live(nodes, output), output=output)
+
+
+def apply(graph: ir.Graph, head: Head) -> ir.Graph:
+    """``graph`` with ``head``'s changes (``classes=N > 0`` is applied while lowering)."""
+    nodes = list(graph.nodes)
+    output = graph.output
+    top = _top(graph)
+    if head.pooling is not None and head.classes != 0:
+        raise _error(graph, "--pooling", "pooling applies when the classifier is dropped (--classes 0), as in Keras")
+    if head.classes == 0:
+        if top is None:
+            raise _error(graph, "--classes", "the spec has no classifier to drop (no global pooling layer)")
+        if head.classifier_activation is not None or head.dropout is not None:
+            raise _error(graph, "--classes", "--classifier-activation and --dropout need a classifier (--classes > 0)")
+        output = top.inputs[0]
+        nodes = nodes[: nodes.index(top)]
+        if head.pooling in ("avg", "max"):
+            features = graph[output]
+            name = _unique({n.name for n in nodes}, f"{head.pooling}_pool")
+            shape = (features.shape[-1],)
+            nodes.append(ir.GlobalPool(name=name, inputs=(output,), shape=shape, kind=head.pooling))
+            output = name
+        return _with(graph, nodes, output)
+    if head.dropout is not None:
+        start = nodes.index(top) if top is not None else 0
+        drops = [i for i in range(start, len(nodes)) if isinstance(nodes[i], ir.Dropout)]
+        if not drops:
+            raise _error(graph, "--dropout", "the classifier has no dropout layer to set")
+        for i in drops:
+            nodes[i] = dataclasses.replace(nodes[i], rate=head.dropout)
+    last = graph[output]
+    if head.classifier_activation == "none" and isinstance(last, ir.Softmax):
+        output = last.inputs[0]
+    elif head.classifier_activation == "softmax" and not isinstance(last, ir.Softmax):
+        name = _unique({n.name for n in nodes}, "predictions")
+        nodes.append(ir.Softmax(name=name, inputs=(output,), shape=last.shape))
+        output = name
+    return _with(graph, nodes, output)
