@@ -13,6 +13,7 @@ import math
 
 from . import ir
 from .expand import Entry
+from .fields import LayerBase
 from .limits import MAX_ACTIVATIONS, MAX_PARAMETERS
 from .loading import LoadedSpec
 from .ops import NODE_FOR_LAYER, LowerContext, OpError, arity_error
@@ -51,8 +52,13 @@ def infer(loaded: LoadedSpec, entries: list[Entry], width: float, size: tuple[in
     nodes: list[ir.Node] = [first]
     by_name: dict[str, ir.Node] = {first.name: first}
     parameters = activations = 0
+    # A layer whose `when:` is false does not exist: a reference to it reads the layer before it
+    # (so the chain and a block's input survive a dropped layer).
+    absent: dict[str, str] = {}
+    previous = first.name
     for k, entry in enumerate(entries):
-        names = entry.inputs if entry.inputs is not None else (nodes[-1].name,)
+        default = absent.get(entry.follows, entry.follows) if entry.follows else previous
+        names = tuple(absent.get(n, n) for n in entry.inputs) if entry.inputs is not None else (default,)
         for ref in names:
             if ref not in by_name:
                 if ref == entry.name:
@@ -62,7 +68,12 @@ def infer(loaded: LoadedSpec, entries: list[Entry], width: float, size: tuple[in
                         f"reads {ref!r}, which comes later: a cycle (a layer may only read earlier layers)"
                     )
                 raise entry.error(f"reads unknown layer {ref!r}{did_you_mean(ref, list(by_name))}")
-        node = _node(entry, names, tuple(by_name[n].shape for n in names), ctx)
+        shapes = tuple(by_name[n].shape for n in names)
+        layer = entry.resolve(shapes[0])  # expressions that read the input shape ($in) evaluate here
+        if layer is None:
+            absent[entry.name] = previous = default
+            continue
+        node = _node(entry, layer, names, shapes, ctx)
         parameters += sum(math.prod(w.shape) for w in node.weights())
         activations += node.numel
         if parameters > MAX_PARAMETERS or activations > MAX_ACTIVATIONS:
@@ -71,7 +82,8 @@ def infer(loaded: LoadedSpec, entries: list[Entry], width: float, size: tuple[in
             raise entry.error(f"the network reaches more than {limit:,} {what} here (a limit: check sizes and filters)")
         nodes.append(node)
         by_name[node.name] = node
-    output = spec.output or nodes[-1].name
+        previous = node.name
+    output = absent.get(spec.output, spec.output) if spec.output else nodes[-1].name
     if output not in by_name:
         raise loaded.source.error(("output",), f"unknown layer {output!r}{did_you_mean(output, list(by_name))}")
     r = spec.rounding
@@ -87,9 +99,10 @@ def infer(loaded: LoadedSpec, entries: list[Entry], width: float, size: tuple[in
     )
 
 
-def _node(entry: Entry, names: tuple[str, ...], shapes: tuple[ir.Shape, ...], ctx: LowerContext) -> ir.Node:
+def _node(
+    entry: Entry, layer: LayerBase, names: tuple[str, ...], shapes: tuple[ir.Shape, ...], ctx: LowerContext
+) -> ir.Node:
     """One IR node from its op definition: attributes from the spec, then the shape rule."""
-    layer = entry.layer
     node_type = NODE_FOR_LAYER[type(layer)]
     problem = arity_error(layer.op, node_type.arity, len(names))  # type: ignore[attr-defined]
     if problem:

@@ -74,4 +74,4 @@ def lower(
     if isinstance(alpha, bool) or not isinstance(alpha, int | float) or math.isnan(alpha) or not lo < alpha <= hi:
         raise _override_error(loaded, "width", f"expected a width multiplier in ({lo:g}, {hi:g}]", alpha)
     size = resolve_size(loaded, resolution)
-    return infer(loaded, expand(loaded), float(alpha), size)
+    return infer(loaded, expand(loaded, float(alpha)), float(alpha), size)
