@@ -122,10 +122,10 @@ class _Checker:
             rounded = expr is not None and ("in" in expr.names or expr.calls & {"round_channels", "make_divisible"})
             if scaled and rounded:
                 raise self.err(
-                        (*self.layer_path, name),
-                        f"{o.expr!r} is already a channel count after the width rule; add 'scale_width: false'"
-                        " (else alpha is applied twice)",
-                    )
+                    (*self.layer_path, name),
+                    f"{expr!r} is already a channel count after the width rule; add 'scale_width: false'"
+                    " (else alpha is applied twice)",
+                )
         return layer
 
 
@@ -182,9 +182,15 @@ class Entry:
         return p.checker.validate(p.op, filled, origins)
 
 
+def whole(v: Any) -> Any:
+    """An integral float result (``72 / 16 * 16``) as an int, so integer fields take it; float
+    fields take ints too, and a fractional result stays a float for the field to refuse."""
+    return int(v) if isinstance(v, float) and v.is_integer() else v
+
+
 def _finish(v: Any, evaluate: Callable[[Deferred], Any]) -> Any:
     if isinstance(v, Deferred):
-        return evaluate(v)
+        return whole(evaluate(v))
     if isinstance(v, tuple):
         return tuple(_finish(x, evaluate) for x in v)
     return v
@@ -404,7 +410,7 @@ def _fill(
 ) -> tuple[Any, _Origin]:
     """A field's value with its expressions evaluated (or deferred), and where it came from."""
     if isinstance(value, Expr):
-        v = ex.evaluate(value, env, path, scope, defer=True)
+        v = whole(ex.evaluate(value, env, path, scope, defer=True))
         param = value.ref
         if param is not None and param in scope.origin:
             return v, _Origin(value, v, param, scope.origin[param])

@@ -31,8 +31,10 @@ ROOT = Path(__file__).resolve().parents[1]
 ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
 SIZES = (96, 128, 160, 192, 224, 131)  # 131: odd sizes exercise V2's correct_pad (1, 1)
 
+Side = tuple[list[str], dict[str, tuple[int, ...]], tuple[int, int, int]]
 
-def keras_side(model: Any) -> tuple[list[str], dict[str, tuple[int, ...]], tuple[int, int, int]]:
+
+def keras_side(model: Any) -> Side:
     """Layer names (softmax split off the classifier), weight shapes, (total, trainable, non-trainable)."""
     names: list[str] = []
     shapes: dict[str, tuple[int, ...]] = {}
@@ -49,7 +51,7 @@ def keras_side(model: Any) -> tuple[list[str], dict[str, tuple[int, ...]], tuple
     return names, shapes, (model.count_params(), trainable, non_trainable)
 
 
-def archc_side(spec: str, alpha: float, size: int) -> tuple[list[str], dict[str, tuple[int, ...]], tuple[int, int, int]]:
+def archc_side(spec: str, alpha: float, size: int) -> Side:
     net = a.compile(ROOT / "specs" / spec, width=alpha, resolution=size)
     graph = net.graph
     names = [n.name for n in graph.nodes if n.op != "input"]
