@@ -37,8 +37,9 @@ instead of keeping the checker busy for hours (lowering runs about 100k layers a
 MAX_BLOCK_DEPTH = 16
 """Longest chain of blocks calling blocks (a real network nests two or three deep)."""
 
-SHAPE_NAMES = frozenset({"in", "in_h", "in_w"})
-"""Names bound only in stage 2: the channels, height and width of the layer's (first) input."""
+SHAPE_NAMES = frozenset({"in", "in_h", "in_w", "block_in"})
+"""Names bound only in stage 2: the channels, height and width of the layer's (first) input,
+and the channels of the block instance's input (squeeze-excite's second conv restores them)."""
 
 SCALED_FIELDS = ("filters", "units")
 """Fields the width multiplier scales when a layer has ``scale_width: true`` (conv, dense)."""
@@ -82,11 +83,13 @@ class _Checker:
     def err(self, path: Path, message: str) -> SpecError:
         return self.source.error(path, f"{message}{self.context}")
 
-    def evaluate(self, d: Deferred, shape: tuple[int, ...]) -> Any:
+    def evaluate(self, d: Deferred, shape: tuple[int, ...], block_shape: tuple[int, ...] | None = None) -> Any:
         env = dict(d.env)
         env["in"] = shape[-1]
         if len(shape) == 3:
             env["in_h"], env["in_w"] = shape[0], shape[1]
+        if block_shape is not None:
+            env["block_in"] = block_shape[-1]
         try:
             d.expr.check_names(env)
             return d.expr.evaluate(env, self.functions)
@@ -119,7 +122,9 @@ class _Checker:
         for name in SCALED_FIELDS:
             o = origins.get(name)
             expr = o.expr if o is not None and o.param is None else None
-            rounded = expr is not None and ("in" in expr.names or expr.calls & {"round_channels", "make_divisible"})
+            rounded = expr is not None and (
+                bool(expr.names & {"in", "block_in"}) or expr.calls & {"round_channels", "make_divisible"}
+            )
             if scaled and rounded:
                 raise self.err(
                     (*self.layer_path, name),
@@ -155,26 +160,29 @@ class Entry:
     follows: str | None = None
     """The layer this one reads by default (a block's first layer reads the block's input)."""
     pending: _Pending | None = None
+    block_input: str | None = None
+    """The input of the block instance this layer belongs to (``$block_in``)."""
 
     def error(self, message: str) -> SpecError:
         """A SpecError at the spec entry that made this layer."""
         s = self.span
         return SpecError(f"{self.name}: {message}{self.context}", file=s.file, line=s.line, col=s.col, path=s.path)
 
-    def resolve(self, shape: tuple[int, ...]) -> LayerBase | None:
-        """The op layer for an input of ``shape`` (its first input), or None when its ``when:`` is false."""
+    def resolve(self, shape: tuple[int, ...], block_shape: tuple[int, ...] | None = None) -> LayerBase | None:
+        """The op layer for a first input of ``shape`` (and a block input of ``block_shape``), or
+        None when its ``when:`` is false."""
         p = self.pending
         if p is None:
             return self.layer
         if p.when is not None:
-            holds = p.checker.evaluate(p.when, shape)
+            holds = p.checker.evaluate(p.when, shape, block_shape)
             if not isinstance(holds, bool):
                 raise p.checker.err(p.when.path, f"in {p.when.expr!r}: expected true or false, got {short_repr(holds)}")
             if not holds:
                 return None
         if self.layer is not None:
             return self.layer
-        filled = {k: _finish(v, lambda d: p.checker.evaluate(d, shape)) for k, v in p.fields.items()}
+        filled = {k: _finish(v, lambda d: p.checker.evaluate(d, shape, block_shape)) for k, v in p.fields.items()}
         origins = {
             k: _Origin(o.expr, filled[k], o.param, o.param_path) if o.expr is not None else o
             for k, o in p.origins.items()
@@ -395,7 +403,8 @@ def _expand_op(ex: _Expansion, layer: LayerBase, path: Path, scope: _Scope) -> N
             resolved = checker.validate(op, filled, origins)
         if deferred:
             pending = _Pending(op, filled, origins, when if isinstance(when, Deferred) else None, checker)
-        ex.add(Entry(name, resolved, inputs, ex.span(scope.call_path), scope.context, follows, pending))
+        span = ex.span(scope.call_path)
+        ex.add(Entry(name, resolved, inputs, span, scope.context, follows, pending, scope.block_input))
 
 
 def _input_name(ex: _Expansion, text: str, env: Mapping[str, Any], path: Path, scope: _Scope) -> str:
@@ -442,9 +451,12 @@ def _expand_call(ex: _Expansion, call: BlockCall, path: Path, caller: _Scope) ->
     if call.when is not None and not ex.condition(call.when, caller.values, (*path, "when"), caller, defer=False):
         return
     reps = ex.count(call.repeat, caller.values, (*path, "repeat"), caller)
-    numbered = any(not isinstance(layer, BlockCall) for layer in block.layers)
+    # Instances are numbered ('{index}', '$index') when the block has layers of its own; a block
+    # called inside a numbered instance shares its number (squeeze-excite inside a V3 block), and
+    # a block made only of calls takes none (a stage of V2's table).
+    numbered = caller.number is None and any(not isinstance(layer, BlockCall) for layer in block.layers)
     for rep in range(reps):
-        number = None
+        number = caller.number
         if numbered:
             ex.block_index += 1
             number = ex.block_index
