@@ -25,9 +25,12 @@ import pytest
 torch = pytest.importorskip("torch")  # before tensorflow (DESIGN.md pitfalls)
 keras = pytest.importorskip("keras")
 
+import numpy as np  # noqa: E402
+
 import archcompiler as a  # noqa: E402
 from archcompiler import weights  # noqa: E402
 from archcompiler.ops import IR_OPS  # noqa: E402
+from archcompiler.registry import get_backend, read_weights  # noqa: E402
 
 pytestmark = pytest.mark.keras
 
@@ -237,3 +240,46 @@ def test_paper_convention_at_alpha_1(spec: str, macs: int, params: int) -> None:
     """NUMBERS.md: conv, dw and FC weights plus FC bias, and their multiply-adds, at 224."""
     c = a.compile(ROOT / "specs" / spec, width=1.0, resolution=224).cost("paper")
     assert (c.macs, c.params) == (macs, params)
+
+
+def randomised(model: Any, seed: int = 7) -> Any:
+    """Non-trivial BatchNorm statistics, so a wrong epsilon, order or wiring cannot pass by luck."""
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            c = layer.gamma.shape[0]
+            layer.set_weights(
+                [
+                    rng.uniform(0.5, 1.5, c).astype("float32"),
+                    rng.normal(0, 0.2, c).astype("float32"),
+                    rng.normal(0, 0.2, c).astype("float32"),
+                    rng.uniform(0.5, 2.0, c).astype("float32"),
+                ]
+            )
+    return model
+
+
+@pytest.mark.torch
+def test_mobilenet_v2_runs_like_keras(tmp_path: Path) -> None:
+    """Keras' own weights (saved by name) in archc's torch and keras models give Keras' logits."""
+    alpha, size = 0.35, 97  # odd: correct_pad pads (1, 1) at 97, then (0, 1) at 48 (even)
+    keras.backend.clear_session()
+    ref = randomised(V2(weights=None, alpha=alpha, input_shape=(size, size, 3)))
+    path = tmp_path / "v2.weights.h5"
+    ref.save_weights(path)
+    x = np.random.default_rng(0).uniform(-1, 1, size=(2, size, size, 3)).astype("float32")
+    features = np.asarray(keras.Model(ref.input, ref.get_layer("global_average_pooling2d").output)(x))
+    kernel, bias = (np.asarray(v) for v in ref.get_layer("predictions").weights)
+    want = features @ kernel + bias  # Keras' Dense before its softmax
+    want_probs = np.asarray(ref(x, training=False))
+    assert np.abs(want).max() > 0.1  # logits all ~0 would make the comparison vacuous
+
+    graph = a.lower(a.load(ROOT / "specs" / "mobilenet_v2.yaml"), width=alpha, resolution=size)
+    w = read_weights(path, graph)
+    for name in ("torch", "keras"):
+        b = get_backend(name)
+        model = b.build(graph)
+        b.set_weights(graph, model, w)
+        got = b.run(graph, model, x, ["predictions", "predictions_softmax"])
+        np.testing.assert_allclose(got["predictions"], want, atol=1e-4, err_msg=f"{name} logits")
+        np.testing.assert_allclose(got["predictions_softmax"], want_probs, atol=1e-5, err_msg=f"{name} probabilities")
