@@ -162,3 +162,43 @@ def test_schema_documents_expressions() -> None:
     schema = a.json_schema() if hasattr(a, "json_schema") else __import__("archcompiler.spec").spec.json_schema()
     text = str(schema)
     assert "when" in text and "An expression" in text
+
+
+SQUEEZE = """\
+archc: 1
+name: se
+input: {size: 8, channels: 3}
+blocks:
+  squeeze_excite:
+    params: {ratio: null}
+    layers:
+      - {op: global_avg_pool, keepdims: true, name: "se{index}_pool"}
+      - {op: conv, filters: "max(1, int($in * $ratio))", scale_width: false, kernel: 1, name: "se{index}_squeeze"}
+      - {op: conv, filters: $block_in, scale_width: false, kernel: 1, name: "se{index}_restore"}
+      - {op: multiply, inputs: [_input, "se{index}_restore"], name: "se{index}_mul"}
+  unit:
+    params: {filters: null, se: 0}
+    layers:
+      - {op: conv, filters: $filters, kernel: 3, name: "conv{index}"}
+      - {block: squeeze_excite, ratio: $se, when: "$se > 0"}
+layers:
+  - {block: unit, filters: 16, se: 0.25}
+  - {block: unit, filters: 24}
+  - {block: unit, filters: 32, se: 0.5}
+"""
+
+
+def test_block_in_and_shared_instance_numbers() -> None:
+    g = a.lower(a.load_text(SQUEEZE, "se.yaml"))
+    names = [n.name for n in g.nodes]
+    # squeeze_excite inside 'unit' shares the unit's number; unit 2 has none (se: 0)
+    assert names == [
+        "input",
+        *("conv1", "se1_pool", "se1_squeeze", "se1_restore", "se1_mul"),
+        "conv2",
+        *("conv3", "se3_pool", "se3_squeeze", "se3_restore", "se3_mul"),
+    ]
+    assert (g["se1_squeeze"].filters, g["se1_restore"].filters) == (4, 16)  # 16 * 0.25; $block_in = 16
+    assert (g["se3_squeeze"].filters, g["se3_restore"].filters) == (16, 32)
+    assert g["se1_mul"].inputs == ("conv1", "se1_restore")
+    assert g["conv2"].inputs == ("se1_mul",)
