@@ -380,7 +380,7 @@ def _expand_op(ex: _Expansion, layer: LayerBase, path: Path, scope: _Scope) -> N
         origins: dict[str, _Origin] = {}
         for key in layer.model_fields_set - _SPECIAL:
             value = getattr(layer, key)
-            filled[key], origins[key] = _fill(ex, key, value, env, (*path, key), scope)
+            filled[key], origins[key] = _fill(ex, value, env, (*path, key), scope)
         number = str(r + 1) if top else (str(scope.number) if scope.number is not None else None)
         names_env = {**env, "index": number} if number is not None else env
         if layer.name:
@@ -414,9 +414,7 @@ def _input_name(ex: _Expansion, text: str, env: Mapping[str, Any], path: Path, s
     return ex.name(text, env, path, scope)
 
 
-def _fill(
-    ex: _Expansion, key: str, value: Any, env: Mapping[str, Any], path: Path, scope: _Scope
-) -> tuple[Any, _Origin]:
+def _fill(ex: _Expansion, value: Any, env: Mapping[str, Any], path: Path, scope: _Scope) -> tuple[Any, _Origin]:
     """A field's value with its expressions evaluated (or deferred), and where it came from."""
     if isinstance(value, Expr):
         v = whole(ex.evaluate(value, env, path, scope, defer=True))
@@ -425,7 +423,7 @@ def _fill(
             return v, _Origin(value, v, param, scope.origin[param])
         return v, _Origin(value, v)
     if isinstance(value, tuple) and any(isinstance(x, Expr) for x in value):
-        parts = [_fill(ex, key, x, env, path, scope) for x in value]
+        parts = [_fill(ex, x, env, path, scope) for x in value]
         return tuple(p[0] for p in parts), _Origin()
     return value, _Origin()
 
@@ -467,14 +465,14 @@ def _expand_call(ex: _Expansion, call: BlockCall, path: Path, caller: _Scope) ->
         for p, default in block.params.items():
             if p in args:
                 where: Path = (*path, p)
-                value = _param(ex, args[p], caller.values, where, caller)
-                ref = as_expr(args[p]).ref if isinstance(args[p], str) and as_expr(args[p]) is not None else None  # type: ignore[union-attr]
+                value, ref = _param(ex, args[p], caller.values, where, caller)
+                # an argument that passes the caller's parameter on keeps pointing at its source
                 origin[p] = caller.origin.get(ref, where) if ref else where
             elif default is None:
                 raise ex.err(path, f"block {call.block!r} needs parameter {p!r}")
             else:
                 where = ("blocks", call.block, "params", p)
-                value = _param(ex, default, values, where, caller)
+                value, _ = _param(ex, default, values, where, caller)
                 origin[p] = where
             values[p] = value
         label = f" instance {number}" if number is not None else ""
@@ -501,8 +499,9 @@ def _expand_call(ex: _Expansion, call: BlockCall, path: Path, caller: _Scope) ->
             ex.pending_input = saved  # the instance made no layer: the next one reads what it would have
 
 
-def _param(ex: _Expansion, raw: Any, env: Mapping[str, Any], where: Path, scope: _Scope) -> Any:
-    """A block argument (evaluated in the caller's scope) or default (in the block's)."""
+def _param(ex: _Expansion, raw: Any, env: Mapping[str, Any], where: Path, scope: _Scope) -> tuple[Any, str | None]:
+    """A block argument (evaluated in the caller's scope) or default (in the block's), and the
+    parameter it names when it is exactly ``$param``."""
     try:
         expr = as_expr(raw)
     except PydanticCustomError as exc:
@@ -510,7 +509,7 @@ def _param(ex: _Expansion, raw: Any, env: Mapping[str, Any], where: Path, scope:
     value = ex.evaluate(expr, env, where, scope, defer=False) if expr is not None else raw
     if isinstance(value, str) and PLACEHOLDER_RE.search(value):
         value = ex.template(value, {k: (str(v) if k == "index" else v) for k, v in env.items()}, where, scope)
-    return value
+    return value, expr.ref if expr is not None else None
 
 
 def _check_calls(ex: _Expansion) -> None:

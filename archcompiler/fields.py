@@ -63,9 +63,6 @@ def as_expr(v: Any) -> Expr | None:
         raise PydanticCustomError("expression", "{detail}", {"detail": exc.describe(v)}) from None
 
 
-_as_ref = as_expr
-
-
 def _check_ident(v: Any, what: str) -> str:
     if not isinstance(v, str):
         raise PydanticCustomError("identifier", f"expected {what} (a string)")
@@ -105,7 +102,7 @@ def _pos_int_ref(v: Any) -> int | Ref:
         if v > MAX_FIELD:
             raise PydanticCustomError("positive_int", f"expected a positive integer up to {MAX_FIELD:,}")
         return v
-    ref = _as_ref(v)
+    ref = as_expr(v)
     if ref is not None:
         return ref
     raise PydanticCustomError("positive_int", "expected a positive integer")
@@ -150,7 +147,7 @@ def _padding(v: Any) -> str | int | tuple[int, int, int, int] | Ref:
     if isinstance(v, str):
         if v in ("same", "valid"):
             return v
-        ref = _as_ref(v)
+        ref = as_expr(v)
         if ref is not None:
             return ref
         raise PydanticCustomError("padding", msg)
@@ -183,7 +180,7 @@ def _flat(v: Any) -> list[Any]:
 
 
 def _rate(v: Any) -> float | Ref:
-    ref = _as_ref(v)
+    ref = as_expr(v)
     if ref is not None:
         return ref
     if isinstance(v, bool) or not isinstance(v, int | float) or not 0.0 <= v < 1.0:
