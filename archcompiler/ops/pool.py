@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
@@ -53,7 +54,7 @@ class Pool2D(Node):
         return (*window("pool", (h, w, c), self.kernel, self.stride, (0, 0, 0, 0)), c)
 
     def cost(self, inputs: Sequence[Shape]) -> RawCost:
-        return RawCost(pool_ops=_numel(inputs[0]))
+        return RawCost(pool_ops=math.prod(inputs[0]))
 
     @property
     def category(self) -> str:
@@ -77,15 +78,8 @@ class GlobalPool(Node):
         return (1, 1, c) if self.keepdims else (c,)
 
     def cost(self, inputs: Sequence[Shape]) -> RawCost:
-        return RawCost(pool_ops=_numel(inputs[0]))
+        return RawCost(pool_ops=math.prod(inputs[0]))
 
     @property
     def category(self) -> str:
         return "Pooling"
-
-
-def _numel(shape: Shape) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n

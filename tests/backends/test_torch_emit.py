@@ -44,9 +44,10 @@ def all_ops_graph() -> ir.Graph:
     n = ir
     nodes = (
         n.Input(name="image", inputs=(), shape=(10, 8, 3)),
+        n.Rescaling(name="pre", inputs=("image",), shape=(10, 8, 3), scale=1 / 127.5, offset=-1.0),
         n.Conv2D(
             name="stem",
-            inputs=("image",),
+            inputs=("pre",),
             shape=(5, 4, 8),
             in_channels=3,
             filters=8,
@@ -100,9 +101,11 @@ def all_ops_graph() -> ir.Graph:
         n.Activation(name="gate", inputs=("squeeze",), shape=(1, 1, 16), kind="hard_sigmoid"),
         n.Multiply(name="excite", inputs=("residual", "gate"), shape=(6, 6, 16)),
         n.Pool2D(name="pool", inputs=("excite",), shape=(3, 3, 16), kind="max", kernel=(2, 2), stride=(2, 2)),
-        n.Activation(name="act2", inputs=("pool",), shape=(3, 3, 16), kind="swish"),
-        n.Flatten(name="flat", inputs=("act2",), shape=(144,)),
-        n.Dense(name="fc", inputs=("flat",), shape=(10,), in_features=144, units=10),
+        n.Pool2D(name="excite_pool", inputs=("excite",), shape=(3, 3, 16), kind="avg", kernel=(2, 2), stride=(2, 2)),
+        n.Concat(name="cat", inputs=("pool", "excite_pool"), shape=(3, 3, 32)),
+        n.Activation(name="act2", inputs=("cat",), shape=(3, 3, 32), kind="swish"),
+        n.Flatten(name="flat", inputs=("act2",), shape=(288,)),
+        n.Dense(name="fc", inputs=("flat",), shape=(10,), in_features=288, units=10),
         n.Dropout(name="drop", inputs=("fc",), shape=(10,), rate=0.5),
         n.Softmax(name="probs", inputs=("drop",), shape=(10,)),
     )
@@ -198,43 +201,7 @@ def test_builder_and_emitter_cover_every_ir_op(backend, tmp_path):
     check_same_model(backend, g, "AllOps", tmp_path)
 
 
-RESNET = """\
-archc: 1
-name: tiny_resnet
-description: "a residual net with squeeze-excite, to test block detection on a DAG"
-input: {size: 32, channels: 3}
-classes: 10
-width: 1.0
-resolution: 1.0
-rounding: {mode: truncate}
-defaults:
-  padding: same
-  bias: false
-  activation: relu
-  batchnorm: {epsilon: 1.0e-3, decay: 0.99, variance_update: biased}
-blocks:
-  residual:
-    params: {filters: null}
-    layers:
-      - {op: conv, filters: $filters, kernel: 3, name: "res{index}_conv_a"}
-      - {op: batchnorm, name: "res{index}_bn_a"}
-      - {op: activation, name: "res{index}_relu_a"}
-      - {op: conv, filters: $filters, kernel: 3, name: "res{index}_conv_b"}
-      - {op: batchnorm, name: "res{index}_bn_b"}
-      - {op: global_avg_pool, keepdims: true, name: "res{index}_squeeze"}
-      - {op: activation, kind: hard_sigmoid, name: "res{index}_gate"}
-      - {op: multiply, inputs: ["res{index}_bn_b", "res{index}_gate"], name: "res{index}_excite"}
-      - {op: add, inputs: ["res{index}_excite", _input], name: "res{index}_add"}
-      - {op: activation, name: "res{index}_out"}
-layers:
-  - {op: conv, filters: 16, kernel: 3, name: stem}
-  - {op: batchnorm, name: stem_bn}
-  - {op: activation, name: stem_relu}
-  - {block: residual, filters: 16, repeat: 3}
-  - {op: global_avg_pool, name: pool}
-  - {op: dense, units: $classes, name: fc}
-  - {op: softmax, name: probs}
-"""
+RESNET = (REPO / "tests/specs/tiny_resnet.yaml").read_text(encoding="utf-8")
 
 
 def test_residual_blocks_are_detected_on_a_dag(backend, tmp_path):
@@ -275,8 +242,8 @@ def test_repeated_blocks_are_one_function_in_a_loop(backend):
     assert "conv_dw_7" not in src  # no unrolled block layers
     assert len(src.splitlines()) < 200
     assert '"""PyTorch model ``mobilenet_keras``' in src
-    assert "4,231,976 parameters" in src  # torch count at width 1.0 (NUMBERS.md)
-    assert "568,740,352 multiply-adds" in src  # paper MACs at 1.0-224 (NUMBERS.md)
+    assert "4,231,976 parameters" in src  # torch count at width 1.0 (docs/NUMBERS.md)
+    assert "568,740,352 multiply-adds" in src  # paper MACs at 1.0-224 (docs/NUMBERS.md)
 
 
 def test_emit_is_deterministic_across_processes(backend, tmp_path):
