@@ -282,3 +282,35 @@ def test_mobilenet_v2_runs_like_keras(tmp_path: Path) -> None:
         got = b.run(graph, model, x, ["predictions", "predictions_softmax"])
         np.testing.assert_allclose(got["predictions"], want, atol=1e-4, err_msg=f"{name} logits")
         np.testing.assert_allclose(got["predictions_softmax"], want_probs, atol=1e-5, err_msg=f"{name} probabilities")
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize(
+    ("spec", "build", "alpha", "size"),
+    [
+        ("mobilenet_v3_small.yaml", V3S, 0.75, 131),
+        pytest.param("mobilenet_v3_large.yaml", V3L, 0.5, 96, marks=pytest.mark.slow),
+    ],
+)
+def test_mobilenet_v3_runs_like_keras(
+    spec: str, build: Callable[..., Any], alpha: float, size: int, tmp_path: Path
+) -> None:
+    """Keras' weights in archc's models give Keras' logits, from raw [0, 255] pixels (Rescaling included)."""
+    keras.backend.clear_session()
+    ref = randomised(build(weights=None, alpha=alpha, input_shape=(size, size, 3), minimalistic=False))
+    path = tmp_path / "v3.weights.h5"
+    ref.save_weights(path)
+    x = np.random.default_rng(0).uniform(0, 255, size=(2, size, size, 3)).astype("float32")
+    want = np.asarray(keras.Model(ref.input, ref.get_layer("flatten").output)(x, training=False))
+    want_probs = np.asarray(ref(x, training=False))
+    assert np.abs(want).max() > 0.1
+
+    graph = a.lower(a.load(ROOT / "specs" / spec), width=alpha, resolution=size)
+    w = read_weights(path, graph)
+    for name in ("torch", "keras"):
+        b = get_backend(name)
+        model = b.build(graph)
+        b.set_weights(graph, model, w)
+        got = b.run(graph, model, x, ["flatten", "predictions"])
+        np.testing.assert_allclose(got["flatten"], want, atol=1e-4, err_msg=f"{name} logits")
+        np.testing.assert_allclose(got["predictions"], want_probs, atol=1e-5, err_msg=f"{name} probabilities")
