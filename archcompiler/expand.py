@@ -4,7 +4,7 @@ Block calls (blocks may call blocks), repeats and ``when:`` guards are unrolled,
 evaluated over block parameters, ``$width``, ``$classes`` and ``$index``, names templated
 (``{index}``, ``{param}``) and checked for duplicates; each layer is validated again as a concrete
 op layer, so a bad argument is reported at the call that passed it. Nothing here knows shapes:
-a field or guard that reads the input shape (``$in``, ``$in_h``, ``$in_w``) stays a
+a field or guard that reads the input shape (``$in``, ``$in_h``, ``$in_w``, ``$block_in``) stays a
 :class:`Deferred` expression with its parameters bound, which stage 2 (:mod:`.infer`) evaluates
 through :meth:`Entry.resolve`.
 """
