@@ -1,23 +1,31 @@
 """Lowering, stage 1: a validated spec -> a flat list of concrete layers.
 
-Block calls and repeats are unrolled, ``$param`` references filled in (and the result
-validated again, so a bad argument is reported at the call that passed it), names templated
-and checked for duplicates. Nothing here knows shapes: that is stage 2 (:mod:`.infer`).
+Block calls (blocks may call blocks), repeats and ``when:`` guards are unrolled, expressions
+evaluated over block parameters, ``$width``, ``$classes`` and ``$index``, names templated
+(``{index}``, ``{param}``) and checked for duplicates; each layer is validated again as a concrete
+op layer, so a bad argument is reported at the call that passed it. Nothing here knows shapes:
+a field or guard that reads the input shape (``$in``, ``$in_h``, ``$in_w``, ``$block_in``) stays a
+:class:`Deferred` expression with its parameters bound, which stage 2 (:mod:`.infer`) evaluates
+through :meth:`Entry.resolve`.
 """
 
 from __future__ import annotations
 
 import functools
 from collections import Counter
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
+from pydantic_core import PydanticCustomError
 
-from .fields import REF_RE, LayerBase, Ref
+from .expr import Expr, ExprError
+from .fields import PLACEHOLDER_RE, LayerBase, _check_ident, as_expr
 from .ir import Span
 from .loading import LoadedSpec, _message
-from .source import SpecError, did_you_mean, format_path
+from .ops import LowerContext, make_divisible
+from .source import Source, SpecError, did_you_mean, format_path, short_repr
 from .spec import OP_LAYERS, BlockCall, BlockDef
 
 BLOCK_INPUT = "_input"
@@ -27,7 +35,115 @@ MAX_LAYERS = 100_000
 """Most layers a spec may expand to: a typo such as ``repeat: 1000000000`` fails at once
 instead of keeping the checker busy for hours (lowering runs about 100k layers a second)."""
 
+MAX_BLOCK_DEPTH = 16
+"""Longest chain of blocks calling blocks (a real network nests two or three deep)."""
+
+SHAPE_NAMES = frozenset({"in", "in_h", "in_w", "block_in"})
+"""Names bound only in stage 2: the channels, height and width of the layer's (first) input,
+and the channels of the block instance's input (squeeze-excite's second conv restores them)."""
+
+SCALED_FIELDS = ("filters", "units")
+"""Fields the width multiplier scales when a layer has ``scale_width: true`` (conv, dense)."""
+
+_SPECIAL = frozenset({"op", "name", "inputs", "repeat", "when"})
+
 Path = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class Deferred:
+    """An expression that reads the input shape, with everything else it reads bound."""
+
+    expr: Expr
+    env: Mapping[str, Any]
+    path: Path
+    """Where it is written (for errors)."""
+
+
+@dataclass(frozen=True)
+class _Origin:
+    """Where a filled-in field value came from, so a bad value is reported where it was written."""
+
+    expr: Expr | None = None
+    value: Any = None
+    param: str | None = None
+    """The block parameter when the field is exactly ``$param``."""
+    param_path: Path | None = None
+
+
+@dataclass(frozen=True)
+class _Checker:
+    """Validates a filled-in layer against its op model, mapping errors back to the spec text."""
+
+    source: Source
+    layer_path: Path
+    call_path: Path
+    context: str
+    functions: Mapping[str, Callable[..., Any]]
+
+    def err(self, path: Path, message: str) -> SpecError:
+        return self.source.error(path, f"{message}{self.context}")
+
+    def evaluate(self, d: Deferred, shape: tuple[int, ...], block_shape: tuple[int, ...] | None = None) -> Any:
+        env = dict(d.env)
+        env["in"] = shape[-1]
+        if len(shape) == 3:
+            env["in_h"], env["in_w"] = shape[0], shape[1]
+        if block_shape is not None:
+            env["block_in"] = block_shape[-1]
+        try:
+            d.expr.check_names(env)
+            return d.expr.evaluate(env, self.functions)
+        except ExprError as exc:
+            raise self.err(d.path, exc.describe(d.expr)) from None
+
+    def validate(self, op: str, filled: dict[str, Any], origins: Mapping[str, _Origin]) -> LayerBase:
+        model = OP_LAYERS[op]
+        try:
+            layer = model.model_validate({"op": op, **filled})
+        except ValidationError as exc:
+            e = dict(exc.errors(include_url=False)[0])
+            name = str(e["loc"][0]) if e["loc"] else ""
+            e["loc"] = (name,)
+            o = origins.get(name)
+            where = (*self.layer_path, name)
+            if o is not None and o.param is not None:
+                used = format_path(where)
+                msg = f"{_message(e)} (from ${o.param}, used by {used})"
+                raise self.err(o.param_path or self.call_path, msg) from None
+            if o is not None and o.expr is not None:
+                value = o.value
+                if isinstance(value, float) and not value.is_integer() and "integer" in str(e.get("msg", "")):
+                    msg = f"expected an integer: {o.expr!r} gives {value!r}, which is not whole"
+                    raise self.err(where, msg) from None
+                e.pop("input", None)
+                raise self.err(where, f"{_message(e)}, got {short_repr(value)} from {o.expr!r}") from None
+            raise self.err(where, _message(e)) from None
+        scaled = getattr(layer, "scale_width", False)
+        for name in SCALED_FIELDS:
+            o = origins.get(name)
+            expr = o.expr if o is not None and o.param is None else None
+            rounded = expr is not None and (
+                bool(expr.names & {"in", "block_in"}) or expr.calls & {"round_channels", "make_divisible"}
+            )
+            if scaled and rounded:
+                raise self.err(
+                    (*self.layer_path, name),
+                    f"{expr!r} is already a channel count after the width rule; add 'scale_width: false'"
+                    " (else alpha is applied twice)",
+                )
+        return layer
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """A layer whose fields or guard wait for the input shape."""
+
+    op: str
+    fields: Mapping[str, Any]
+    origins: Mapping[str, _Origin]
+    when: Deferred | None
+    checker: _Checker
 
 
 @dataclass(frozen=True)
@@ -35,24 +151,92 @@ class Entry:
     """One concrete layer: its final name, validated op layer, explicit inputs and origin."""
 
     name: str
-    layer: LayerBase
+    layer: LayerBase | None
+    """None while a field or the guard reads the input shape (:meth:`resolve` gives it)."""
     inputs: tuple[str, ...] | None
-    """None: the previous layer."""
+    """None: what :attr:`follows` names, else the previous layer."""
     span: Span
     context: str = ""
     """Where inside a block it came from, e.g. " (in block 'separable' instance 3, ...)"."""
+    follows: str | None = None
+    """The layer this one reads by default (a block's first layer reads the block's input)."""
+    pending: _Pending | None = None
+    block_input: str | None = None
+    """The input of the block instance this layer belongs to (``$block_in``)."""
 
     def error(self, message: str) -> SpecError:
         """A SpecError at the spec entry that made this layer."""
         s = self.span
         return SpecError(f"{self.name}: {message}{self.context}", file=s.file, line=s.line, col=s.col, path=s.path)
 
+    def resolve(self, shape: tuple[int, ...], block_shape: tuple[int, ...] | None = None) -> LayerBase | None:
+        """The op layer for a first input of ``shape`` (and a block input of ``block_shape``), or
+        None when its ``when:`` is false."""
+        p = self.pending
+        if p is None:
+            return self.layer
+        if p.when is not None:
+            holds = p.checker.evaluate(p.when, shape, block_shape)
+            if not isinstance(holds, bool):
+                raise p.checker.err(p.when.path, f"in {p.when.expr!r}: expected true or false, got {short_repr(holds)}")
+            if not holds:
+                return None
+        if self.layer is not None:
+            return self.layer
+        filled = {k: _finish(v, lambda d: p.checker.evaluate(d, shape, block_shape)) for k, v in p.fields.items()}
+        origins = {
+            k: _Origin(o.expr, filled[k], o.param, o.param_path) if o.expr is not None else o
+            for k, o in p.origins.items()
+        }
+        return p.checker.validate(p.op, filled, origins)
+
+
+def whole(v: Any) -> Any:
+    """An integral float result (``72 / 16 * 16``) as an int, so integer fields take it; float
+    fields take ints too, and a fractional result stays a float for the field to refuse."""
+    return int(v) if isinstance(v, float) and v.is_integer() else v
+
+
+def _finish(v: Any, evaluate: Callable[[Deferred], Any]) -> Any:
+    if isinstance(v, Deferred):
+        return whole(evaluate(v))
+    if isinstance(v, tuple):
+        return tuple(_finish(x, evaluate) for x in v)
+    return v
+
+
+def _has_deferred(v: Any) -> bool:
+    return isinstance(v, Deferred) or (isinstance(v, tuple) and any(_has_deferred(x) for x in v))
+
+
+@dataclass
+class _Scope:
+    """What names mean at one place of the spec: the top level or one block instance."""
+
+    values: dict[str, Any]
+    origin: dict[str, Path]
+    """Block parameter -> where its value was written (the call's argument or the default)."""
+    block: str | None = None
+    number: int | None = None
+    """The block instance number ('{index}'), None at the top level or in a block of calls only."""
+    block_input: str | None = None
+    call_path: Path = ()
+    """The top-level layer this came from: the span of the entries it makes."""
+    context: str = ""
+    prefix: str = ""
+    counts: Counter[str] = field(default_factory=Counter)
+
 
 @dataclass
 class _Expansion:
     loaded: LoadedSpec
+    functions: Mapping[str, Callable[..., Any]]
     entries: list[Entry] = field(default_factory=list)
     seen: dict[str, Entry] = field(default_factory=dict)
+    block_index: int = 0
+    pending_input: str | None = None
+    """A block input not yet read: the next layer made reads it (a guard may drop a block's first layers)."""
+    op_counts: Counter[str] = field(default_factory=Counter)
 
     def span(self, path: Path) -> Span:
         line, col = self.loaded.source.locate(path)
@@ -60,6 +244,11 @@ class _Expansion:
 
     def err(self, path: Path, message: str, *, key: bool = False) -> SpecError:
         return self.loaded.source.error(path, message, key=key)
+
+    def previous(self) -> str:
+        if self.pending_input is not None:
+            return self.pending_input
+        return self.entries[-1].name if self.entries else self.loaded.spec.input.name
 
     def add(self, entry: Entry) -> None:
         reserved = _reserved()
@@ -76,6 +265,73 @@ class _Expansion:
             raise entry.error(f"duplicate layer name {entry.name!r}{where}")
         self.seen[entry.name] = entry
         self.entries.append(entry)
+        self.pending_input = None
+
+    # --- expressions -----------------------------------------------------------------------
+
+    def evaluate(self, expr: Expr, env: Mapping[str, Any], path: Path, scope: _Scope, *, defer: bool) -> Any:
+        """The value of ``expr``, or a :class:`Deferred` when it reads the input shape."""
+        try:
+            if expr.names & SHAPE_NAMES:
+                if not defer:
+                    which = ", ".join("$" + n for n in sorted(expr.names & SHAPE_NAMES))
+                    raise ExprError(
+                        f"{which} is the input shape of a layer: known in layer fields and a layer's when:,"
+                        " not here (block arguments, repeat, a block call's when:)"
+                    )
+                expr.check_names({*env, *SHAPE_NAMES})
+                return Deferred(expr, dict(env), path)
+            expr.check_names(env)
+            return expr.evaluate(env, self.functions)
+        except ExprError as exc:
+            raise self.err(path, f"{exc.describe(expr)}{scope.context}") from None
+
+    def count(self, value: Any, env: Mapping[str, Any], path: Path, scope: _Scope) -> int:
+        """A ``repeat``: a literal positive integer, or an expression giving 0 or more."""
+        if not isinstance(value, Expr):
+            return int(value)
+        n = self.evaluate(value, env, path, scope, defer=False)
+        if isinstance(n, float) and n.is_integer():
+            n = int(n)
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            msg = f"expected a repeat count of 0 or more: {value!r} gives {short_repr(n)}"
+            raise self.err(path, msg + scope.context)
+        if n > MAX_LAYERS:
+            raise self.err(path, f"the spec expands to more than {MAX_LAYERS:,} layers (check 'repeat')")
+        return n
+
+    def condition(self, value: Any, env: Mapping[str, Any], path: Path, scope: _Scope, *, defer: bool) -> Any:
+        if not isinstance(value, Expr):
+            return value  # a YAML boolean
+        holds = self.evaluate(value, env, path, scope, defer=defer)
+        if not isinstance(holds, bool | Deferred):
+            raise self.err(path, f"in {value!r}: expected true or false, got {short_repr(holds)}{scope.context}")
+        return holds
+
+    def template(self, text: str, env: Mapping[str, Any], path: Path, scope: _Scope) -> str:
+        """``{index}`` and ``{param}`` in a name (or a string parameter) filled in."""
+
+        def fill(m: Any) -> str:
+            key = m.group(1)
+            if key not in env or env[key] is None:
+                where = "an instance number" if key == "index" else "a parameter"
+                names = ", ".join(k for k in env if env[k] is not None and k != "width")
+                msg = f"'{{{key}}}' in {text!r} is not {where} here{did_you_mean(key, env)} (names: {names})"
+                raise self.err(path, msg + scope.context)
+            v = env[key]
+            if isinstance(v, bool) or not isinstance(v, int | str):
+                raise self.err(path, f"'{{{key}}}' in {text!r} is {short_repr(v)}: names take integers and strings")
+            return str(v)
+
+        return PLACEHOLDER_RE.sub(fill, text)
+
+    def name(self, text: str, env: Mapping[str, Any], path: Path, scope: _Scope) -> str:
+        name = self.template(text, env, path, scope)
+        try:
+            _check_ident(name, "a layer name")
+        except PydanticCustomError as exc:
+            raise self.err(path, f"{text!r} gives {name!r}: {exc.message()}{scope.context}") from None
+        return name
 
 
 @functools.cache
@@ -85,37 +341,109 @@ def _reserved() -> dict[str, str]:
     return reserved_names()
 
 
-def expand(loaded: LoadedSpec) -> list[Entry]:
-    """Every concrete layer of the spec, in order."""
+def functions(ctx: LowerContext) -> dict[str, Callable[..., Any]]:
+    """The functions expressions may call that depend on the spec: the rounding rule."""
+
+    def divisible(x: float, divisor: float | None = None, low: float | None = None) -> int:
+        d = ctx.divisor if divisor is None else divisor
+        m = ctx.min_channels if low is None else low
+        if isinstance(d, float) and d.is_integer():
+            d = int(d)
+        if not isinstance(d, int) or d <= 0:
+            raise ExprError(f"make_divisible: the divisor must be a positive integer, got {d!r}")
+        return make_divisible(x, d, None if m is None else int(m))
+
+    return {"round_channels": ctx.round_channels, "make_divisible": divisible}
+
+
+def expand(loaded: LoadedSpec, width: float | None = None) -> list[Entry]:
+    """Every concrete layer of the spec, in order, at width multiplier ``width`` (default: the spec's)."""
+    from .infer import context  # infer imports this module
+
     spec = loaded.spec
-    ex = _Expansion(loaded)
-    globals_ = {"classes": spec.classes}
-    op_counts: Counter[str] = Counter()
-    block_index = 0
+    alpha = spec.width if width is None else width
+    ex = _Expansion(loaded, functions(context(loaded, alpha)))
+    _check_calls(ex)
+    top = _Scope(values={"classes": spec.classes, "width": alpha}, origin={})
     for i, layer in enumerate(spec.layers):
         path: Path = ("layers", i)
+        top.call_path = path
         if isinstance(layer, BlockCall):
-            block_index = _expand_call(ex, layer, path, globals_, block_index)
-            continue
-        if layer.inputs and BLOCK_INPUT in layer.inputs:
-            raise ex.err((*path, "inputs"), f"{BLOCK_INPUT!r} is only meaningful inside a block")
-        resolved = _substitute(ex, layer, globals_, {}, path, path)
-        op = resolved.op  # type: ignore[attr-defined]
-        for r in range(layer.repeat):
-            if resolved.name:
-                name = resolved.name.replace("{index}", str(r + 1))
-            else:
-                op_counts[op] += 1
-                name = f"{op}_{op_counts[op]}"
-            inputs = None
-            if resolved.inputs is not None and r == 0:
-                inputs = tuple(x.replace("{index}", str(r + 1)) for x in resolved.inputs)
-            ex.add(Entry(name, resolved, inputs, ex.span(path)))
+            _expand_call(ex, layer, path, top)
+        else:
+            if layer.inputs and BLOCK_INPUT in layer.inputs:
+                raise ex.err((*path, "inputs"), f"{BLOCK_INPUT!r} is only meaningful inside a block")
+            _expand_op(ex, layer, path, top)
     return ex.entries
 
 
-def _expand_call(ex: _Expansion, call: BlockCall, path: Path, globals_: dict[str, Any], block_index: int) -> int:
-    """Unroll one block call (and its repeats); return the last block instance number."""
+def _expand_op(ex: _Expansion, layer: LayerBase, path: Path, scope: _Scope) -> None:
+    """One op layer (and its repeats) in ``scope``."""
+    top = scope.block is None
+    reps = ex.count(layer.repeat, scope.values, (*path, "repeat"), scope)
+    op: str = layer.op  # type: ignore[attr-defined]
+    checker = _Checker(ex.loaded.source, path, scope.call_path, scope.context, ex.functions)
+    for r in range(reps):
+        env = {**scope.values, "index": r + 1} if top else scope.values
+        when = None
+        if layer.when is not None:
+            when = ex.condition(layer.when, env, (*path, "when"), scope, defer=True)
+            if when is False:
+                continue
+        filled: dict[str, Any] = {}
+        origins: dict[str, _Origin] = {}
+        for key in layer.model_fields_set - _SPECIAL:
+            value = getattr(layer, key)
+            filled[key], origins[key] = _fill(ex, value, env, (*path, key), scope)
+        number = str(r + 1) if top else (str(scope.number) if scope.number is not None else None)
+        names_env = {**env, "index": number} if number is not None else env
+        if layer.name:
+            name = ex.name(layer.name, names_env, (*path, "name"), scope)
+        elif top:
+            ex.op_counts[op] += 1
+            name = f"{op}_{ex.op_counts[op]}"
+        else:
+            scope.counts[op] += 1
+            k = scope.counts[op]
+            name = f"{scope.prefix}_{op}" + (f"_{k}" if k > 1 else "")
+        inputs = None
+        if layer.inputs is not None and (r == 0 or not top):
+            inputs = tuple(_input_name(ex, x, names_env, (*path, "inputs"), scope) for x in layer.inputs)
+        follows = ex.pending_input
+        deferred = isinstance(when, Deferred) or any(_has_deferred(v) for v in filled.values())
+        pending = None
+        resolved = None
+        if not any(_has_deferred(v) for v in filled.values()):
+            resolved = checker.validate(op, filled, origins)
+        if deferred:
+            pending = _Pending(op, filled, origins, when if isinstance(when, Deferred) else None, checker)
+        span = ex.span(scope.call_path)
+        ex.add(Entry(name, resolved, inputs, span, scope.context, follows, pending, scope.block_input))
+
+
+def _input_name(ex: _Expansion, text: str, env: Mapping[str, Any], path: Path, scope: _Scope) -> str:
+    """An ``inputs:`` entry: ``_input`` (the block's input) or a name template."""
+    if text == BLOCK_INPUT and scope.block_input:
+        return scope.block_input
+    return ex.name(text, env, path, scope)
+
+
+def _fill(ex: _Expansion, value: Any, env: Mapping[str, Any], path: Path, scope: _Scope) -> tuple[Any, _Origin]:
+    """A field's value with its expressions evaluated (or deferred), and where it came from."""
+    if isinstance(value, Expr):
+        v = whole(ex.evaluate(value, env, path, scope, defer=True))
+        param = value.ref
+        if param is not None and param in scope.origin:
+            return v, _Origin(value, v, param, scope.origin[param])
+        return v, _Origin(value, v)
+    if isinstance(value, tuple) and any(isinstance(x, Expr) for x in value):
+        parts = [_fill(ex, x, env, path, scope) for x in value]
+        return tuple(p[0] for p in parts), _Origin()
+    return value, _Origin()
+
+
+def _expand_call(ex: _Expansion, call: BlockCall, path: Path, caller: _Scope) -> None:
+    """Unroll one block call (and its repeats) made from ``caller``."""
     spec = ex.loaded.spec
     block: BlockDef | None = spec.blocks.get(call.block)
     if block is None:
@@ -132,110 +460,101 @@ def _expand_call(ex: _Expansion, call: BlockCall, path: Path, globals_: dict[str
                 f" (parameters: {', '.join(block.params) or 'none'})",
                 key=True,
             )
-    values: dict[str, Any] = dict(globals_)
-    origin: dict[str, Path] = {}
-    for p, default in block.params.items():
-        if p in args:
-            values[p], origin[p] = args[p], (*path, p)
-        elif default is None:
-            raise ex.err(path, f"block {call.block!r} needs parameter {p!r}")
-        else:
-            values[p], origin[p] = default, ("blocks", call.block, "params", p)
-        values[p] = _resolve_global(ex, values[p], globals_, origin[p])
-    call_span = ex.span(path)
-    for rep in range(call.repeat):
-        block_index += 1
-        number = str(block_index)
-        prefix = (call.name or f"{call.block}{{index}}").replace("{index}", number)
-        block_input = ex.entries[-1].name if ex.entries else spec.input.name
+    if call.when is not None and not ex.condition(call.when, caller.values, (*path, "when"), caller, defer=False):
+        return
+    reps = ex.count(call.repeat, caller.values, (*path, "repeat"), caller)
+    # Instances are numbered ('{index}', '$index') when the block has layers of its own; a block
+    # called inside a numbered instance shares its number (squeeze-excite inside a V3 block), and
+    # a block made only of calls takes none (a stage of V2's table).
+    numbered = caller.number is None and any(not isinstance(layer, BlockCall) for layer in block.layers)
+    for rep in range(reps):
+        number = caller.number
+        if numbered:
+            ex.block_index += 1
+            number = ex.block_index
+        values: dict[str, Any] = {"classes": caller.values["classes"], "width": caller.values["width"]}
+        if number is not None:
+            values["index"] = number
+        origin: dict[str, Path] = {}
+        for p, default in block.params.items():
+            if p in args:
+                where: Path = (*path, p)
+                value, ref = _param(ex, args[p], caller.values, where, caller)
+                # an argument that passes the caller's parameter on keeps pointing at its source
+                origin[p] = caller.origin.get(ref, where) if ref else where
+            elif default is None:
+                raise ex.err(path, f"block {call.block!r} needs parameter {p!r}")
+            else:
+                where = ("blocks", call.block, "params", p)
+                value, _ = _param(ex, default, values, where, caller)
+                origin[p] = where
+            values[p] = value
+        label = f" instance {number}" if number is not None else ""
+        via = f" via block {caller.block!r}" if caller.block else ""
+        context = f" (in block {call.block!r}{label}{via})"
+        prefix_env = {**values, "index": str(number)} if number is not None else values
+        prefix = ex.name(call.name, prefix_env, (*path, "name"), caller) if call.name else f"{call.block}{number or ''}"
+        block_input = ex.previous()
         if call.inputs and rep == 0:
             if len(call.inputs) != 1:
                 raise ex.err((*path, "inputs"), "a block call reads exactly one input")
-            block_input = call.inputs[0].replace("{index}", number)
-        local_counts: Counter[str] = Counter()
-        for j, blayer in enumerate(block.layers):
-            bpath = ("blocks", call.block, "layers", j)
-            resolved = _substitute(ex, blayer, values, origin, bpath, path)
-            op = resolved.op  # type: ignore[attr-defined]
-            for r in range(resolved.repeat):
-                if resolved.name:
-                    name = resolved.name.replace("{index}", number)
-                else:
-                    local_counts[op] += 1
-                    k = local_counts[op]
-                    name = f"{prefix}_{op}" + (f"_{k}" if k > 1 else "")
-                inputs = None
-                if resolved.inputs is not None:
-                    inputs = tuple(
-                        block_input if x == BLOCK_INPUT else x.replace("{index}", number) for x in resolved.inputs
-                    )
-                elif j == 0 and r == 0:
-                    inputs = (block_input,)
-                context = f" (in block {call.block!r} instance {block_index}, {format_path(bpath)})"
-                ex.add(Entry(name, resolved, inputs, call_span, context))
-    return block_index
+            block_input = _input_name(ex, call.inputs[0], prefix_env, (*path, "inputs"), caller)
+        scope = _Scope(values, origin, call.block, number, block_input, caller.call_path, context, prefix)
+        saved = ex.pending_input
+        ex.pending_input = block_input
+        made = len(ex.entries)
+        for j, layer in enumerate(block.layers):
+            lpath: Path = ("blocks", call.block, "layers", j)
+            if isinstance(layer, BlockCall):
+                _expand_call(ex, layer, lpath, scope)
+            else:
+                _expand_op(ex, layer, lpath, scope)
+        if len(ex.entries) == made:
+            ex.pending_input = saved  # the instance made no layer: the next one reads what it would have
 
 
-def _resolve_global(ex: _Expansion, value: Any, globals_: dict[str, Any], where: Path) -> Any:
-    """A block argument or parameter default written as ``$classes`` takes the spec's value.
-
-    Without this, the text '$classes' reached shape inference as if it were a number.
-    """
-    if not (isinstance(value, str) and REF_RE.match(value)):
-        return value
-    name = value[1:]
-    if name not in globals_:
-        available = ", ".join("$" + k for k in globals_)
-        raise ex.err(
-            where, f"unknown parameter {value!r}{did_you_mean(name, globals_)} (arguments may refer to {available})"
-        )
-    if globals_[name] is None:
-        raise ex.err(where, f"{value!r} is used but the spec does not set {name!r}")
-    return globals_[name]
-
-
-def _substitute(
-    ex: _Expansion,
-    layer: LayerBase,
-    values: dict[str, Any],
-    origin: dict[str, Path],
-    layer_path: Path,
-    call_path: Path,
-) -> LayerBase:
-    """Fill ``$param`` references and validate the result as a concrete op layer."""
-    raw = layer.model_dump(exclude_unset=True)
-    used: dict[str, str] = {}
-
-    def sub(name: str, v: Any) -> Any:
-        if isinstance(v, Ref):
-            p = v.param
-            if p not in values:
-                available = ", ".join("$" + k for k in values)
-                raise ex.err(
-                    (*layer_path, name),
-                    f"unknown parameter {str(v)!r}{did_you_mean(p, values)} (available: {available})",
-                )
-            if values[p] is None:
-                raise ex.err((*layer_path, name), f"{str(v)!r} is used but the spec does not set {p!r}")
-            used[name] = p
-            return values[p]
-        if isinstance(v, tuple):
-            return tuple(sub(name, x) for x in v)
-        return v
-
-    def has_ref(v: Any) -> bool:
-        return isinstance(v, Ref) or (isinstance(v, tuple) and any(isinstance(x, Ref) for x in v))
-
-    if not any(has_ref(v) for v in raw.values()):
-        return layer
-    filled = {k: sub(k, v) for k, v in raw.items()}
+def _param(ex: _Expansion, raw: Any, env: Mapping[str, Any], where: Path, scope: _Scope) -> tuple[Any, str | None]:
+    """A block argument (evaluated in the caller's scope) or default (in the block's), and the
+    parameter it names when it is exactly ``$param``."""
     try:
-        return OP_LAYERS[filled["op"]].model_validate(filled)
-    except ValidationError as exc:
-        e = dict(exc.errors(include_url=False)[0])
-        name = str(e["loc"][0]) if e["loc"] else ""
-        p = used.get(name)
-        where = origin.get(p, call_path) if p else (*layer_path, name)
-        suffix = f" (from ${p}, used by {format_path((*layer_path, name))})" if p else ""
-        e["loc"] = (name,)
-        raise ex.err(where, f"{_message(e)}{suffix}") from None
+        expr = as_expr(raw)
+    except PydanticCustomError as exc:
+        raise ex.err(where, exc.message()) from None
+    value = ex.evaluate(expr, env, where, scope, defer=False) if expr is not None else raw
+    if isinstance(value, str) and PLACEHOLDER_RE.search(value):
+        value = ex.template(value, {k: (str(v) if k == "index" else v) for k, v in env.items()}, where, scope)
+    return value, expr.ref if expr is not None else None
+
+
+def _check_calls(ex: _Expansion) -> None:
+    """Blocks calling blocks: every callee exists, no cycle, at most MAX_BLOCK_DEPTH deep."""
+    blocks = ex.loaded.spec.blocks
+    height: dict[str, int] = {}
+    active: list[str] = []
+
+    def visit(b: str) -> int:
+        if b in height:
+            return height[b]
+        active.append(b)
+        h = 1
+        for j, layer in enumerate(blocks[b].layers):
+            if not isinstance(layer, BlockCall):
+                continue
+            where: Path = ("blocks", b, "layers", j, "block")
+            callee = layer.block
+            if callee not in blocks:
+                known = ", ".join(blocks)
+                raise ex.err(where, f"unknown block {callee!r}{did_you_mean(callee, blocks)} (blocks: {known})")
+            if callee in active:
+                cycle = " -> ".join([*active[active.index(callee) :], callee])
+                raise ex.err(where, f"block {b!r} calls {callee!r} again: {cycle} (a cycle)")
+            h = max(h, 1 + visit(callee))
+            if h > MAX_BLOCK_DEPTH:
+                chain = " -> ".join([*active, callee])
+                raise ex.err(where, f"blocks nest more than {MAX_BLOCK_DEPTH} deep: {chain} ...")
+        active.pop()
+        height[b] = h
+        return h
+
+    for b in blocks:
+        visit(b)

@@ -1,43 +1,67 @@
 """Field types shared by every part of the spec language (the op layers and the top level).
 
 The models are strict (``extra="forbid"``, no string-to-number coercion) so that a typo is an
-error with a location instead of a silently ignored key. Inside a block, fields may hold
-``$param`` references, filled in when the block is expanded (expansion validates the result
-again, so a bad argument is reported at the call).
+error with a location instead of a silently ignored key. Numeric fields may hold an expression
+(:mod:`.expr`: a string starting with ``=`` or containing ``$``), parsed here so that a syntax
+error is reported at load time with its column; it is evaluated when the layer is expanded
+(block parameters, ``$width``, ``$classes``) or, when it reads the input shape (``$in``), while
+inferring shapes. Inside a block any field may hold one (see :func:`template_model`).
 """
 
 from __future__ import annotations
 
+import copy
 import keyword
 import math
 import re
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    ValidatorFunctionWrapHandler,
+    WithJsonSchema,
+    WrapValidator,
+    create_model,
+)
 from pydantic_core import PydanticCustomError
 
+from .expr import Expr, ExprError, is_expression
 from .limits import EPSILON_RANGE, MAX_FIELD, MAX_SIZE
 
 REF_RE = re.compile(r"^\$[A-Za-z_][A-Za-z0-9_]*$")
 IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-NAME_TEMPLATE_RE = re.compile(r"^(?:[A-Za-z_]|\{index\})(?:[A-Za-z0-9_]|\{index\})*$")
+PLACEHOLDER = r"\{[A-Za-z_][A-Za-z0-9_]*\}"
+PLACEHOLDER_RE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+NAME_TEMPLATE_RE = re.compile(rf"^(?:[A-Za-z_]|{PLACEHOLDER})(?:[A-Za-z0-9_]|{PLACEHOLDER})*$")
 MAX_NAME = 64
+EXPR_SCHEMA: dict[str, Any] = {
+    "type": "string",
+    "pattern": r"^=|\$",
+    "description": "An expression: '=' first or a '$name' in it, e.g. '$in * $expansion' (README, 'Expressions').",
+}
 
-
-class Ref(str):
-    """A ``$param`` reference inside a block body, resolved when the block is expanded."""
-
-    @property
-    def param(self) -> str:
-        return self[1:]
+Ref = Expr
+"""A ``$param`` reference is the simplest expression (kept for older imports)."""
 
 
 def is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _as_ref(v: Any) -> Ref | None:
-    return Ref(v) if isinstance(v, str) and REF_RE.match(v) else None
+def as_expr(v: Any) -> Expr | None:
+    """The parsed expression when ``v`` is expression text, else None; a syntax error is a
+    validation error whose message names the column."""
+    if isinstance(v, Expr):
+        return v
+    if not is_expression(v):
+        return None
+    try:
+        return Expr(v)
+    except ExprError as exc:
+        raise PydanticCustomError("expression", "{detail}", {"detail": exc.describe(v)}) from None
 
 
 def _check_ident(v: Any, what: str) -> str:
@@ -64,9 +88,9 @@ def _name_template(v: Any) -> str:
         raise PydanticCustomError(
             "name",
             "expected a layer name: ASCII letters, digits and '_' (and '{index}', the block instance"
-            " number), not starting with a digit",
+            " number, or '{param}', a block parameter), not starting with a digit",
         )
-    probe = v.replace("{index}", "1")
+    probe = PLACEHOLDER_RE.sub("x1", v)
     if keyword.iskeyword(probe) or probe.startswith("__"):
         raise PydanticCustomError("name", "expected a layer name, not a Python keyword or dunder name")
     return v
@@ -79,7 +103,7 @@ def _pos_int_ref(v: Any) -> int | Ref:
         if v > MAX_FIELD:
             raise PydanticCustomError("positive_int", f"expected a positive integer up to {MAX_FIELD:,}")
         return v
-    ref = _as_ref(v)
+    ref = as_expr(v)
     if ref is not None:
         return ref
     raise PydanticCustomError("positive_int", "expected a positive integer")
@@ -110,7 +134,10 @@ def _size(v: Any) -> int | tuple[int, int]:
     )
 
 
-def _nonneg(v: Any) -> int:
+def _nonneg(v: Any) -> int | Expr:
+    expr = as_expr(v)
+    if expr is not None:
+        return expr
     if not is_int(v) or v < 0:
         raise PydanticCustomError("padding", "expected a non-negative integer")
     return v
@@ -121,7 +148,7 @@ def _padding(v: Any) -> str | int | tuple[int, int, int, int] | Ref:
     if isinstance(v, str):
         if v in ("same", "valid"):
             return v
-        ref = _as_ref(v)
+        ref = as_expr(v)
         if ref is not None:
             return ref
         raise PydanticCustomError("padding", msg)
@@ -140,15 +167,21 @@ def _padding(v: Any) -> str | int | tuple[int, int, int, int] | Ref:
 
 
 def _padding_value(v: Any) -> str | int | tuple[int, int, int, int]:
-    """Padding outside a block body, where a ``$param`` has nothing to refer to."""
-    p = _padding(v)
-    if isinstance(p, Ref):
-        raise PydanticCustomError("padding", "expected a padding value; '$' parameters only work inside blocks")
-    return p
+    """Padding in ``defaults``, where an expression has nothing to refer to."""
+    if is_expression(v) or (isinstance(v, list | tuple) and any(is_expression(x) for x in _flat(v))):
+        raise PydanticCustomError("padding", "expected a padding value; expressions only work in layers")
+    return _padding(v)  # type: ignore[no-any-return]
+
+
+def _flat(v: Any) -> list[Any]:
+    out: list[Any] = []
+    for x in v:
+        out.extend(_flat(x) if isinstance(x, list | tuple) else [x])
+    return out
 
 
 def _rate(v: Any) -> float | Ref:
-    ref = _as_ref(v)
+    ref = as_expr(v)
     if ref is not None:
         return ref
     if isinstance(v, bool) or not isinstance(v, int | float) or not 0.0 <= v < 1.0:
@@ -157,7 +190,7 @@ def _rate(v: Any) -> float | Ref:
 
 
 def _finite(v: Any) -> float | Ref:
-    ref = _as_ref(v)
+    ref = as_expr(v)
     if ref is not None:
         return ref
     if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
@@ -165,15 +198,16 @@ def _finite(v: Any) -> float | Ref:
     return float(v)
 
 
-REF_SCHEMA: dict[str, Any] = {"type": "string", "pattern": REF_RE.pattern}
+REF_SCHEMA: dict[str, Any] = EXPR_SCHEMA
 _POS_INT_SCHEMA = {"type": "integer", "minimum": 1, "maximum": MAX_FIELD}
+_AMOUNT = {"anyOf": [{"type": "integer", "minimum": 0}, EXPR_SCHEMA]}
 _PADDING_VALUES: list[dict[str, Any]] = [
     {"enum": ["same", "valid"]},
     {"type": "integer", "minimum": 0},
-    {"type": "array", "items": {"type": "integer", "minimum": 0}, "minItems": 4, "maxItems": 4},
+    {"type": "array", "items": _AMOUNT, "minItems": 4, "maxItems": 4},
     {
         "type": "array",
-        "items": {"type": "array", "items": {"type": "integer", "minimum": 0}, "minItems": 2, "maxItems": 2},
+        "items": {"type": "array", "items": _AMOUNT, "minItems": 2, "maxItems": 2},
         "minItems": 2,
         "maxItems": 2,
     },
@@ -236,6 +270,45 @@ Epsilon = Annotated[float, Field(ge=EPSILON_RANGE[0], le=EPSILON_RANGE[1])]
 """BatchNorm epsilon (limits.EPSILON_RANGE: .inf, 1e300 and 1e-320 are refused)."""
 
 
+def _expression(v: Any) -> Expr:
+    expr = as_expr(v)
+    if expr is None:
+        raise PydanticCustomError("expression", "expected an expression (a string starting with '=' or using '$')")
+    return expr
+
+
+def _condition(v: Any) -> bool | Expr:
+    if isinstance(v, bool):
+        return v
+    if isinstance(v, str) and not is_expression(v):
+        v = "=" + v  # 'when:' holds an expression whatever its first character
+    return _expression(v)
+
+
+def _repeat(v: Any) -> int | Expr:
+    expr = as_expr(v)
+    if expr is not None:
+        return expr
+    if not is_int(v) or v <= 0:
+        raise PydanticCustomError("positive_int", "expected a positive integer (or an expression)")
+    return v
+
+
+Condition = Annotated[
+    Any,
+    PlainValidator(_condition),
+    WithJsonSchema(
+        {
+            "anyOf": [{"type": "boolean"}, {"type": "string"}],
+            "description": "Condition: the layer exists only where it holds, e.g. '$stride == 1 and $in == $out'.",
+        }
+    ),
+]
+Repeat = Annotated[
+    Any, PlainValidator(_repeat), WithJsonSchema({"anyOf": [{"type": "integer", "minimum": 1}, EXPR_SCHEMA]})
+]
+
+
 class Model(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
@@ -243,8 +316,51 @@ class Model(BaseModel):
 class LayerBase(Model):
     """Fields every layer accepts."""
 
-    name: NameTemplate | None = Field(None, description="Layer name; '{index}' is the block instance number (1-based).")
+    name: NameTemplate | None = Field(
+        None,
+        description="Layer name; '{index}' is the block instance number (1-based), '{param}' a block parameter.",
+    )
     inputs: list[NameTemplate] | None = Field(
         None, description="Names of earlier layers this one reads (default: the previous layer)."
     )
-    repeat: PositiveInt = Field(1, description="Repeat this layer N times in sequence.")
+    repeat: Repeat = Field(1, description="Repeat this layer N times in sequence (an expression may give 0).")
+    when: Condition | None = Field(
+        None, description="The layer exists only where this holds; the next layer then reads the previous one."
+    )
+
+
+def _expression_or(v: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    expr = as_expr(v)
+    return expr if expr is not None else handler(v)
+
+
+def _schema_with_expression(schema: dict[str, Any]) -> None:
+    """JSON Schema of a block-body field: what the op accepts, or an expression."""
+    inner = {k: v for k, v in schema.items() if k not in ("title", "description", "default")}
+    for k in inner:
+        del schema[k]
+    schema["anyOf"] = [inner, EXPR_SCHEMA]
+
+
+_TEMPLATES: dict[type[LayerBase], type[LayerBase]] = {}
+_NOT_TEMPLATED = frozenset({"op", "when", "repeat"})
+
+
+def template_model(model: type[LayerBase]) -> type[LayerBase]:
+    """The model of ``model`` as written inside a block: any field may hold an expression
+    (``kind: $act``, ``bias: $bias``), checked for syntax now and for type once the block's
+    arguments fill it in (expansion validates with ``model`` itself)."""
+    if model in _TEMPLATES:
+        return _TEMPLATES[model]
+    fields: dict[str, Any] = {}
+    for name, info in model.model_fields.items():
+        if name in _NOT_TEMPLATED:
+            continue
+        new = copy.copy(info)
+        new.json_schema_extra = _schema_with_expression  # type: ignore[assignment]
+        fields[name] = (Annotated[info.annotation, WrapValidator(_expression_or)], new)  # type: ignore[name-defined]
+    template = create_model(  # type: ignore[call-overload]
+        model.__name__ + "InBlock", __base__=model, __doc__=model.__doc__, **fields
+    )
+    _TEMPLATES[model] = template
+    return template  # type: ignore[no-any-return]

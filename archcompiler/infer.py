@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from . import ir
 from .expand import Entry
+from .fields import LayerBase
 from .limits import MAX_ACTIVATIONS, MAX_PARAMETERS
 from .loading import LoadedSpec
 from .ops import NODE_FOR_LAYER, LowerContext, OpError, arity_error
@@ -48,8 +49,13 @@ def infer(loaded: LoadedSpec, entries: list[Entry], width: float, size: tuple[in
     nodes: list[ir.Node] = [first]
     by_name: dict[str, ir.Node] = {first.name: first}
     parameters = activations = 0
+    # A layer whose `when:` is false does not exist: a reference to it reads the layer before it
+    # (so the chain and a block's input survive a dropped layer).
+    absent: dict[str, str] = {}
+    previous = first.name
     for k, entry in enumerate(entries):
-        names = entry.inputs if entry.inputs is not None else (nodes[-1].name,)
+        default = absent.get(entry.follows, entry.follows) if entry.follows else previous
+        names = tuple(absent.get(n, n) for n in entry.inputs) if entry.inputs is not None else (default,)
         for ref in names:
             if ref not in by_name:
                 if ref == entry.name:
@@ -60,7 +66,13 @@ def infer(loaded: LoadedSpec, entries: list[Entry], width: float, size: tuple[in
                     )
                 raise entry.error(f"reads unknown layer {ref!r}{did_you_mean(ref, list(by_name))}")
         shapes = tuple(by_name[n].shape for n in names)
-        node = _node(entry, names, shapes, ctx)
+        block = by_name.get(absent.get(entry.block_input, entry.block_input)) if entry.block_input else None
+        # expressions that read the input shape ($in, $block_in) evaluate here
+        layer = entry.resolve(shapes[0], block.shape if block is not None else None)
+        if layer is None:
+            absent[entry.name] = previous = default
+            continue
+        node = _node(entry, layer, names, shapes, ctx)
         c = node.cost(shapes)
         parameters += c.weights + c.bias + c.bn_affine + c.bn_stats
         activations += node.numel
@@ -70,7 +82,8 @@ def infer(loaded: LoadedSpec, entries: list[Entry], width: float, size: tuple[in
             raise entry.error(f"the network reaches more than {limit:,} {what} here (a limit: check sizes and filters)")
         nodes.append(node)
         by_name[node.name] = node
-    output = spec.output or nodes[-1].name
+        previous = node.name
+    output = absent.get(spec.output, spec.output) if spec.output else nodes[-1].name
     if output not in by_name:
         raise loaded.source.error(("output",), f"unknown layer {output!r}{did_you_mean(output, list(by_name))}")
     r = spec.rounding
@@ -100,9 +113,10 @@ def live(nodes: list[ir.Node], output: str) -> tuple[ir.Node, ...]:
     return tuple(n for n in nodes if n.name in needed)
 
 
-def _node(entry: Entry, names: tuple[str, ...], shapes: tuple[ir.Shape, ...], ctx: LowerContext) -> ir.Node:
+def _node(
+    entry: Entry, layer: LayerBase, names: tuple[str, ...], shapes: tuple[ir.Shape, ...], ctx: LowerContext
+) -> ir.Node:
     """One IR node from its op definition: attributes from the spec, then the shape rule."""
-    layer = entry.layer
     node_type = NODE_FOR_LAYER[type(layer)]
     problem = arity_error(layer.op, node_type.arity, len(names))  # type: ignore[attr-defined]
     if problem:

@@ -143,6 +143,8 @@ def _message(err: dict[str, Any], keys: Collection[str] = ALL_FIELD_NAMES) -> st
         return f"unknown key {last!r}{did_you_mean(str(last), keys)}"
     if etype == "missing":
         return f"missing required key {last!r}"
+    if etype in ("expression", "reserved"):
+        return str(err["msg"])  # already names the text and the column inside it
     if etype == "union_tag_invalid":
         tag = err.get("ctx", {}).get("tag")
         if tag == "block":

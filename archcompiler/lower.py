@@ -79,9 +79,9 @@ def lower(
         raise _override_error(loaded, "width", f"expected a width multiplier in ({lo:g}, {hi:g}]", alpha)
     size = resolve_size(loaded, resolution)
     if head is None or head.changes_nothing:
-        return infer(loaded, expand(loaded), float(alpha), size)
+        return infer(loaded, expand(loaded, float(alpha)), float(alpha), size)
     if head.classes:
         if loaded.spec.classes is None:
             raise SpecError("the spec sets no 'classes' for --classes to change", file=loaded.file, path="--classes")
         loaded = dataclasses.replace(loaded, spec=loaded.spec.model_copy(update={"classes": head.classes}))
-    return apply(infer(loaded, expand(loaded), float(alpha), size), head)
+    return apply(infer(loaded, expand(loaded, float(alpha)), float(alpha), size), head)

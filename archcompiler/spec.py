@@ -6,19 +6,22 @@ error with a location instead of a silently ignored key. Layers form a discrimin
 op's own model lives with its op definition (:mod:`archcompiler.ops`); this module assembles
 them with the top-level fields.
 
-Inside a block, fields may hold ``$param`` references, filled in from the call's arguments
-when the block is expanded (expansion validates the result again, so a bad argument is
-reported at the call). ``$classes`` is available everywhere.
+Fields may hold expressions (:mod:`.expr`) over block parameters, ``$width``, ``$classes``,
+``$index`` and the layer's input shape (``$in``, ``$in_h``, ``$in_w``); inside a block any
+field may, and a block's layers may call other blocks. Expansion (:mod:`.expand`) fills them in
+and validates the result again, so a bad argument is reported at the call that passed it.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
+from pydantic_core import PydanticCustomError
 
 from .fields import (
     REF_RE,
+    Condition,
     Epsilon,
     Identifier,
     LayerBase,
@@ -27,7 +30,10 @@ from .fields import (
     PaddingValue,
     PositiveInt,
     Ref,
+    Repeat,
     Size,
+    as_expr,
+    template_model,
 )
 from .ops import SPEC_OPS, ActivationKind
 
@@ -39,9 +45,12 @@ class BlockCall(Model):
 
     model_config = ConfigDict(extra="allow", strict=True, frozen=True)
     block: Identifier
-    name: NameTemplate | None = None
+    name: NameTemplate | None = Field(None, description="Prefix of the names of the block's unnamed layers.")
     inputs: list[NameTemplate] | None = None
-    repeat: PositiveInt = 1
+    repeat: Repeat = Field(1, description="Instances in sequence (an expression may give 0).")
+    when: Condition | None = Field(
+        None, description="The block is used only where this holds (parameters, $width, $classes; not $in)."
+    )
 
 
 OP_LAYERS: dict[str, type[LayerBase]] = SPEC_OPS
@@ -61,8 +70,8 @@ def layer_tag(v: Any) -> str | None:
     return None
 
 
-def _union(include_block: bool) -> Any:
-    members = [Annotated[model, Tag(tag)] for tag, model in OP_LAYERS.items()]
+def _union(include_block: bool, in_block: bool = False) -> Any:
+    members = [Annotated[template_model(model) if in_block else model, Tag(tag)] for tag, model in OP_LAYERS.items()]
     if include_block:
         members.append(Annotated[BlockCall, Tag("block")])
     from typing import Union
@@ -70,8 +79,11 @@ def _union(include_block: bool) -> Any:
     return Annotated[Union[tuple(members)], Discriminator(layer_tag)]  # noqa: UP007
 
 
-OpLayer = _union(include_block=False)
 Layer = _union(include_block=True)
+BlockLayer = _union(include_block=True, in_block=True)
+
+RESERVED_NAMES = frozenset({"in", "in_h", "in_w", "width", "classes", "index"})
+"""Names every expression may read: no block parameter may take one."""
 
 
 class InputSpec(Model):
@@ -111,8 +123,23 @@ class BlockDef(Model):
     """A reusable group of layers with named parameters (``null`` default = required)."""
 
     doc: str = ""
-    params: dict[Identifier, int | float | str | bool | None] = Field(default_factory=dict)
-    layers: list[OpLayer] = Field(min_length=1)  # type: ignore[valid-type]
+    params: dict[Identifier, int | float | str | bool | None] = Field(
+        default_factory=dict,
+        description="Defaults may be expressions over earlier parameters, $index, $width and $classes;"
+        " a string may use '{param}' like a name.",
+    )
+    layers: list[BlockLayer] = Field(min_length=1)  # type: ignore[valid-type]
+
+    @field_validator("params")
+    @classmethod
+    def _params(cls, params: dict[str, Any]) -> dict[str, Any]:
+        for name, value in params.items():
+            if name in RESERVED_NAMES:
+                raise PydanticCustomError(
+                    "reserved", "{detail}", {"detail": f"{name!r} is a built-in name, not a parameter name"}
+                )
+            as_expr(value)  # a syntax error is reported now, with its column
+        return params
 
 
 class Spec(Model):

@@ -79,7 +79,11 @@ def test_build_keras_counts_like_keras_applications(tmp_path: Path, capsys: pyte
         f"built mobilenet_keras with keras: input 128x128x3 -> output 1000, {total:,} params ({trainable:,} "
         f"trainable), {PAPER_MACS_0_25_128:,} MACs, verified against the IR"
     )
-    assert sorted(p.name for p in out.iterdir()) == [".archc-build", "mobilenet_keras.keras", "mobilenet_keras.weights.npz"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        ".archc-build",
+        "mobilenet_keras.keras",
+        "mobilenet_keras.weights.npz",
+    ]
     assert keras.saving.load_model(out / "mobilenet_keras.keras").count_params() == total
 
 
