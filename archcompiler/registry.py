@@ -28,6 +28,7 @@ ENTRY_POINT_GROUP = "archcompiler.backends"
 BUILTIN: dict[str, str] = {
     "torch": "archcompiler.backends.torch:TorchBackend",
     "keras": "archcompiler.backends.keras:KerasBackend",
+    "onnx": "archcompiler.backends.onnx:OnnxBackend",
 }
 
 FOREIGN_WEIGHTS: dict[str, str] = {".h5": "keras"}
