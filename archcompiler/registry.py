@@ -29,6 +29,7 @@ BUILTIN: dict[str, str] = {
     "torch": "archcompiler.backends.torch:TorchBackend",
     "keras": "archcompiler.backends.keras:KerasBackend",
     "onnx": "archcompiler.backends.onnx:OnnxBackend",
+    "tflite": "archcompiler.backends.tflite:TfliteBackend",
 }
 
 FOREIGN_WEIGHTS: dict[str, str] = {".h5": "keras"}
