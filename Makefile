@@ -16,8 +16,10 @@ $(STAMP): requirements/dev.txt pyproject.toml
 
 setup: $(STAMP)
 
+# Exactly the README's main command: its default folder build/mobilenet_v1_1_224/ is where the
+# README's snippets load the model from (tests/test_readme.py runs them).
 build: $(STAMP)
-	$(BIN)/archc build specs/mobilenet.yaml --backend torch -o build/
+	$(BIN)/archc build specs/mobilenet.yaml --backend torch
 
 test: $(STAMP)
 	$(BIN)/ruff check .

@@ -8,26 +8,21 @@ weights, backend). Bad input is always one line on stderr, never a traceback
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import os
-import shutil
 import sys
-import tempfile
 from collections.abc import Sequence
 from fractions import Fraction
-from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from .cost import CONVENTIONS, CostReport, cost, humanize, parse_budget
-from .fsutil import atomic_write_text
-from .ir import Graph
-from .loading import LoadedSpec, load
-from .lower import lower
+from . import render
+from .api import Compiled, compile, sweep
+from .cost import CONVENTIONS, parse_budget
+from .render import FORMATS
 from .source import SpecError
 
-FORMATS = ("table", "json", "csv", "markdown")
+if TYPE_CHECKING:
+    from .registry import Backend
 
 
 class UsageError(Exception):
@@ -71,216 +66,52 @@ def _budget(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive count such as 600M, 4.2M or 1e9, got {text!r}") from None
 
 
-def _shape(shape: Sequence[int]) -> str:
-    return "x".join(str(d) for d in shape)
+def _compile(args: argparse.Namespace) -> Compiled:
+    return compile(args.spec, width=args.width, resolution=args.resolution)
 
 
-def _res_label(graph: Graph) -> str:
-    h, w = graph.resolution
-    return str(h) if h == w else f"{h}x{w}"
-
-
-# -- rendering ---------------------------------------------------------------------------
-
-
-def _rows(report: CostReport) -> list[dict[str, Any]]:
-    total = report.macs or 1
-    return [
-        {
-            "name": n.name,
-            "op": n.op,
-            "category": n.category,
-            "output_shape": list(n.shape),
-            "params": n.params,
-            "trainable": n.trainable,
-            "non_trainable": n.non_trainable,
-            "macs": n.macs,
-            "mac_share": n.macs / total,
-            "activations": n.activations,
-        }
-        for n in report.nodes
-    ]
-
-
-def _table(headers: list[str], rows: list[list[str]], align: str) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
-
-    def line(cells: list[str]) -> str:
-        out = [c.ljust(w) if a == "l" else c.rjust(w) for c, w, a in zip(cells, widths, align, strict=True)]
-        return "  ".join(out).rstrip()
-
-    return "\n".join([line(headers), line(["-" * w for w in widths]), *(line(r) for r in rows)])
-
-
-def _markdown(headers: list[str], rows: list[list[str]], align: str) -> str:
-    sep = ["---:" if a == "r" else "---" for a in align]
-    return "\n".join("| " + " | ".join(r) + " |" for r in [headers, sep, *rows])
-
-
-def render_summary(loaded: LoadedSpec, report: CostReport, fmt: str) -> str:
-    g = report.graph
-    rows = _rows(report)
-    cats = report.by_category()
-    if fmt == "json":
-        doc = {
-            "spec": loaded.file,
-            "name": g.name,
-            "width": g.width,
-            "resolution": list(g.resolution),
-            "rounding": g.rounding,
-            "convention": report.convention,
-            "input_shape": list(g.input_shape),
-            "output_shape": list(g.output_shape),
-            "nodes": rows,
-            "totals": {
-                "params": report.params,
-                "trainable": report.trainable,
-                "non_trainable": report.non_trainable,
-                "macs": report.macs,
-                "activations": report.activations,
-            },
-            "by_category": [
-                {
-                    "category": c.category,
-                    "params": c.params,
-                    "macs": c.macs,
-                    "param_share": c.param_share,
-                    "mac_share": c.mac_share,
-                }
-                for c in cats
-            ],
-        }
-        return json.dumps(doc, indent=2)
-    if fmt == "csv":
-        buf = io.StringIO()
-        fields = [
-            "name",
-            "op",
-            "category",
-            "output_shape",
-            "params",
-            "trainable",
-            "non_trainable",
-            "macs",
-            "mac_share",
-            "activations",
-        ]
-        w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
-        w.writeheader()
-        for r in rows:
-            w.writerow({**r, "output_shape": _shape(r["output_shape"]), "mac_share": f"{r['mac_share']:.6f}"})
-        return buf.getvalue().rstrip("\n")
-    headers = ["name", "op", "output", "params", "MACs", "share"]
-    body = [
-        [
-            r["name"],
-            r["op"],
-            _shape(r["output_shape"]),
-            f"{r['params']:,}",
-            f"{r['macs']:,}",
-            f"{100 * r['mac_share']:.2f}%" if r["macs"] else "",
-        ]
-        for r in rows
-    ]
-    cat_headers = ["layer type", "MACs", "MACs %", "params", "params %"]
-    cat_rows = [
-        [c.category, f"{c.macs:,}", f"{100 * c.mac_share:.2f}%", f"{c.params:,}", f"{100 * c.param_share:.2f}%"]
-        for c in cats
-    ]
-    title = (
-        f"{g.name}: {loaded.file}, width {g.width:g}, input {_shape(g.input_shape)}, "
-        f"rounding {g.rounding}, convention {report.convention}"
-    )
-    totals = (
-        f"total: {report.params:,} params ({report.trainable:,} trainable, {report.non_trainable:,} non-trainable), "
-        f"{report.macs:,} MACs ({humanize(report.macs)}), {report.activations:,} activations"
-    )
-    render = _markdown if fmt == "markdown" else _table
-    return "\n\n".join([title, render(headers, body, "lllrrr"), totals, render(cat_headers, cat_rows, "lrrrr")])
-
-
-def render_sweep(file: str, grid: list[tuple[float, list[tuple[Graph, CostReport]]]], fmt: str, convention: str) -> str:
-    resolutions = [_res_label(g) for g, _ in grid[0][1]]
-    if fmt == "json":
-        return json.dumps(
-            {
-                "spec": file,
-                "convention": convention,
-                "grid": [
-                    {"width": w, "resolution": list(g.resolution), "macs": r.macs, "params": r.params}
-                    for w, cells in grid
-                    for g, r in cells
-                ],
-            },
-            indent=2,
-        )
-    if fmt == "csv":
-        lines = ["width,resolution,macs,params"]
-        lines += [f"{w:g},{_res_label(g)},{r.macs},{r.params}" for w, cells in grid for g, r in cells]
-        return "\n".join(lines)
-    headers = ["width \\ resolution", *resolutions, "params"]
-    rows = []
-    for w, cells in grid:
-        params = {r.params for _, r in cells}
-        p = f"{cells[0][1].params:,}" if len(params) == 1 else "varies"
-        rows.append([f"{w:g}", *(f"{r.macs:,}" for _, r in cells), p])
-    render = _markdown if fmt == "markdown" else _table
-    title = f"{file}: multiply-adds by width multiplier and input resolution (convention {convention})"
-    return title + "\n\n" + render(headers, rows, "l" + "r" * (len(resolutions) + 1))
-
-
-# -- commands ----------------------------------------------------------------------------
-
-
-def _lower(args: argparse.Namespace) -> tuple[LoadedSpec, Graph]:
-    loaded = load(args.spec)
-    return loaded, lower(loaded, width=args.width, resolution=args.resolution)
-
-
-def _budget_check(loaded: LoadedSpec, graph: Graph, args: argparse.Namespace) -> None:
+def _budget_check(net: Compiled, args: argparse.Namespace) -> None:
+    """Exit 2 over a ``--max-macs`` / ``--max-params`` budget; the error names the option."""
+    graph = net.graph
     for opt, limit, attr in (("--max-macs", args.max_macs, "macs"), ("--max-params", args.max_params, "params")):
         if limit is None:
             continue
-        value = getattr(cost(graph, args.convention), attr)
+        value = getattr(net.cost(args.convention), attr)
         if value > limit:
             raise SpecError(
                 f"{value:,} {'MACs' if attr == 'macs' else 'parameters'} ({args.convention} convention) at width "
-                f"{graph.width:g}, input {_shape(graph.input_shape)} exceed the budget of {limit:,}",
-                file=loaded.file,
+                f"{graph.width:g}, input {render.shape(graph.input_shape)} exceed the budget of {limit:,}",
+                file=net.loaded.file,
                 path=opt,
             )
 
 
+def _backend(net: Compiled, name: str) -> Backend:
+    """The backend instance, or a bad ``--backend`` as a located one-line error."""
+    from .registry import BackendError, get_backend
+
+    try:
+        return get_backend(name)
+    except BackendError as exc:
+        raise SpecError(str(exc), file=net.loaded.file, path="--backend") from None
+
+
 def cmd_check(args: argparse.Namespace) -> int:
-    loaded, graph = _lower(args)
-    _budget_check(loaded, graph, args)
-    r = cost(graph, args.convention)
-    print(
-        f"ok: {loaded.file}: {graph.name}, {len(graph)} nodes, input {_shape(graph.input_shape)} -> "
-        f"{_shape(graph.output_shape)}, {r.params:,} params, {r.macs:,} MACs ({args.convention})"
-    )
+    net = _compile(args)
+    _budget_check(net, args)
+    print(render.check(net.loaded.file, net.cost(args.convention)))
     return 0
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
-    loaded, graph = _lower(args)
-    _budget_check(loaded, graph, args)
-    print(render_summary(loaded, cost(graph, args.convention), args.format))
+    net = _compile(args)
+    _budget_check(net, args)
+    print(render.summary(net.loaded.file, net.cost(args.convention), args.format))
     return 0
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    loaded = load(args.spec)
-    widths = args.width or [loaded.spec.width]
-    resolutions = args.resolution or [loaded.spec.resolution]
-    grid = []
-    for w in widths:
-        cells = []
-        for res in resolutions:
-            g = lower(loaded, width=w, resolution=res)
-            cells.append((g, cost(g, args.convention)))
-        grid.append((w, cells))
-    print(render_sweep(loaded.file, grid, args.format, args.convention))
+    print(render.sweep(sweep(args.spec, args.width, args.resolution, args.convention), args.format))
     return 0
 
 
@@ -298,96 +129,31 @@ def cmd_backends(args: argparse.Namespace) -> int:
     return 0
 
 
-def _backend(loaded: LoadedSpec, name: str) -> Any:
-    from .registry import BackendError, get_backend
-
-    try:
-        return get_backend(name)
-    except BackendError as exc:
-        raise SpecError(str(exc), file=loaded.file, path="--backend") from None
-
-
-def _stem(graph: Graph) -> str:
-    return f"{graph.name}_{graph.width:g}_{_res_label(graph)}".replace(".", "_")
-
-
-def _publish(tmp: Path, out: Path) -> list[Path]:
-    """Move finished files into ``out``: nothing appears there until everything succeeded."""
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for f in sorted(tmp.iterdir()):
-        target = out / f.name
-        if target.is_dir():
-            shutil.rmtree(target)
-        os.replace(f, target)
-        written.append(target)
-    return written
-
-
 def cmd_build(args: argparse.Namespace) -> int:
-    from . import weights as W
-    from .registry import read_weights
-
-    loaded, graph = _lower(args)
-    backend = _backend(loaded, args.backend)
-    model = backend.build(graph)
-    backend.verify(graph, model)
-    if args.weights:
-        backend.set_weights(graph, model, read_weights(args.weights, graph))
-    out = Path(args.output) if args.output else Path("build") / _stem(graph)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as tmp:
-        backend.save(graph, model, Path(tmp))
-        W.save(backend.get_weights(graph, model), Path(tmp) / f"{graph.name}.weights.npz")
-        written = _publish(Path(tmp), out)
-    r = cost(graph, "paper")
-    rt = cost(graph, backend.convention)
-    print(
-        f"built {graph.name} with {args.backend}: input {_shape(graph.input_shape)} -> output "
-        f"{_shape(graph.output_shape)}, {rt.params:,} params ({rt.trainable:,} trainable), "
-        f"{r.macs:,} MACs, verified against the IR"
-    )
-    for f in written:
-        print(f"  wrote {f}")
+    net = _compile(args)
+    print(render.built(net.build_to(_backend(net, args.backend), args.output, weights=args.weights)))
     return 0
 
 
 def cmd_parity(args: argparse.Namespace) -> int:
-    from .parity import parity
     from .registry import BackendError, require
 
-    loaded, graph = _lower(args)
+    net = _compile(args)
     for name in args.backends:  # unknown names fail here, before any framework is imported
         try:
             require(name)
         except BackendError as exc:
-            raise SpecError(str(exc), file=loaded.file, path="--backends") from None
-    if len(args.backends) < 2:
+            raise SpecError(str(exc), file=net.loaded.file, path="--backends") from None
+    if len(set(args.backends)) < 2:
         raise UsageError("--backends: parity needs at least two backends")
-    rep = parity(graph, args.backends, atol=args.atol, rtol=args.rtol, seed=args.seed)
-    headers = ["node", "op", "max abs diff", "max rel diff", "result"]
-    rows = [[d.node, d.op, f"{d.max_abs:.3g}", f"{d.max_rel:.3g}", "pass" if d.ok else "FAIL"] for d in rep.diffs]
-    print(
-        f"parity {' vs '.join(rep.backends)}: {graph.name}, width {graph.width:g}, input "
-        f"{_shape(graph.input_shape)}, atol {rep.atol:g}, rtol {rep.rtol:g}, seed {args.seed}\n"
-    )
-    print(_table(headers, rows, "llrrl"))
-    lg = rep.diff(rep.logits)
-    print(f"\nlogits ({rep.logits}): max abs diff {lg.max_abs:.3g}")
-    bad = rep.first_failure
-    if bad:
-        print(f"FAIL: first divergence at node {bad.node!r} ({bad.op}): max abs diff {bad.max_abs:.3g}")
-        return 1
-    print(f"PASS: all {len(rep.diffs)} nodes agree")
-    return 0
+    report = net.parity(args.backends, atol=args.atol, rtol=args.rtol, seed=args.seed)
+    print(render.parity(report, args.seed))
+    return 0 if report.ok else 1
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    loaded, graph = _lower(args)
-    backend = _backend(loaded, args.backend)
-    source = backend.emit(graph)
-    target = atomic_write_text(Path(args.output or "generated") / f"{_stem(graph)}_{args.backend}.py", source)
-    print(f"wrote {target}")
+    net = _compile(args)
+    print(render.wrote(net.generate_to(_backend(net, args.backend), args.output or "generated")))
     return 0
 
 
@@ -469,10 +235,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # backend, weights: still one line, no traceback
         if debug:
             raise
+        from .api import OutputError
         from .registry import BackendError
         from .weights import WeightError
 
-        if isinstance(exc, BackendError | WeightError):
+        if isinstance(exc, BackendError | WeightError | OutputError):
             spec = getattr(args, "spec", "")
             print(f"{spec}: {exc}" if spec else f"archc: error: {exc}", file=sys.stderr)
             return 2

@@ -8,15 +8,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 
-def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
+def atomic_write(path: str | Path, write: Callable[[str], None], *, suffix: str = ".tmp") -> Path:
     """Call ``write(tmp_path)`` on a temporary file beside ``path``, then rename it into place.
 
     The temporary file gets ordinary permissions (mkstemp's are 0600) and is removed if
-    ``write`` raises.
+    ``write`` raises. ``suffix`` ends the temporary name, for writers that insist on one
+    (``keras.Model.save`` wants ``.keras``, ``torch.export.save`` wants ``.pt2``).
     """
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=suffix)
     os.close(fd)
     try:
         write(tmp)

@@ -8,9 +8,6 @@ caused them (the layer, or for a layer inside a block the call that instantiated
 
 from __future__ import annotations
 
-import dataclasses
-import math
-
 from . import ir
 from .expand import Entry
 from .limits import MAX_ACTIVATIONS, MAX_PARAMETERS
@@ -62,8 +59,10 @@ def infer(loaded: LoadedSpec, entries: list[Entry], width: float, size: tuple[in
                         f"reads {ref!r}, which comes later: a cycle (a layer may only read earlier layers)"
                     )
                 raise entry.error(f"reads unknown layer {ref!r}{did_you_mean(ref, list(by_name))}")
-        node = _node(entry, names, tuple(by_name[n].shape for n in names), ctx)
-        parameters += sum(math.prod(w.shape) for w in node.weights())
+        shapes = tuple(by_name[n].shape for n in names)
+        node = _node(entry, names, shapes, ctx)
+        c = node.cost(shapes)
+        parameters += c.weights + c.bias + c.bn_affine + c.bn_stats
         activations += node.numel
         if parameters > MAX_PARAMETERS or activations > MAX_ACTIVATIONS:
             what = "weights" if parameters > MAX_PARAMETERS else "activation values per example"
@@ -96,7 +95,10 @@ def _node(entry: Entry, names: tuple[str, ...], shapes: tuple[ir.Shape, ...], ct
         raise entry.error(problem)
     try:
         attributes = node_type.attributes_from_spec(layer, ctx, shapes)
-        draft = node_type(name=entry.name, inputs=names, shape=(), span=entry.span, **attributes)
-        return dataclasses.replace(draft, shape=draft.infer_shape(shapes))
+        node = node_type(name=entry.name, inputs=names, shape=(), span=entry.span, **attributes)
+        # The shape rule needs the attributes, so the node is made first; nothing else has seen
+        # it yet, so setting its shape here is safe (and 3x cheaper than dataclasses.replace).
+        object.__setattr__(node, "shape", node.infer_shape(shapes))
+        return node
     except OpError as exc:
         raise entry.error(str(exc)) from None

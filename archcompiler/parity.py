@@ -60,7 +60,7 @@ class ParityReport:
 
 def ordered(names: Sequence[str]) -> list[str]:
     """Built-ins in registry order (PyTorch must be imported before TensorFlow in one
-    process, DESIGN.md pitfalls), then plug-ins as given."""
+    process, docs/DESIGN.md pitfalls), then plug-ins as given."""
     builtin = [b for b in BUILTIN if b in names]
     return builtin + [n for n in names if n not in BUILTIN]
 

@@ -1,7 +1,9 @@
 """Backends: the interface every framework implements, and lookup by name.
 
-A backend is a table of per-op handlers plus capability flags (sqlglot's per-dialect
-Generator with its TRANSFORMS table): shared code never asks *which* framework it talks to.
+A backend is a table of per-op handlers plus framework glue (sqlglot's per-dialect Generator
+with its TRANSFORMS table); the Backend interface and everything shared between backends
+(verification, weight layouts, input checks, atomic saving) live in archcompiler.kit and are
+re-exported here. Shared code never asks *which* framework it talks to.
 Built-in backends live in ``archcompiler.backends.<name>``; third-party packages register in
 the ``archcompiler.backends`` entry-point group (``name = "package.module:BackendClass"``).
 Nothing here imports a framework: a backend's module is imported only when it is asked for.
@@ -10,18 +12,28 @@ Nothing here imports a framework: a backend's module is imported only when it is
 from __future__ import annotations
 
 import importlib
-from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 from . import ir
+from .kit import Backend, BackendError, UnsupportedOpError
 
 if TYPE_CHECKING:
-    import numpy as np
-
     from .weights import Weights
+
+__all__ = [
+    "BUILTIN",
+    "ENTRY_POINT_GROUP",
+    "FOREIGN_WEIGHTS",
+    "Backend",
+    "BackendError",
+    "UnsupportedOpError",
+    "available",
+    "get_backend",
+    "read_weights",
+    "require",
+]
 
 ENTRY_POINT_GROUP = "archcompiler.backends"
 
@@ -35,87 +47,6 @@ BUILTIN: dict[str, str] = {
 FOREIGN_WEIGHTS: dict[str, str] = {".h5": "keras"}
 """Framework weight files a built-in backend reads, by suffix (so that looking one up imports
 only that backend). Plug-ins declare theirs in ``Backend.foreign_weight_suffixes``."""
-
-
-class BackendError(Exception):
-    """A backend could not do what was asked; the message names the node or tensor."""
-
-
-class UnsupportedOpError(BackendError):
-    """An IR op (or an attribute of it) that a backend cannot express exactly.
-
-    Raised instead of approximating (DESIGN.md, style 4).
-    """
-
-    def __init__(self, backend: str, node: ir.Node, detail: str = "") -> None:
-        what = f"{node.op}" + (f" ({detail})" if detail else "")
-        super().__init__(f"backend {backend!r} cannot express {what} at node {node.name!r}")
-        self.backend = backend
-        self.node = node
-
-
-class Backend(ABC):
-    """What archc needs from a framework. Arrays crossing this interface are numpy, NHWC."""
-
-    name: ClassVar[str]
-    handlers: ClassVar[Mapping[str, Any]]
-    """IR op -> handler. Builder and emitter read the same table (see ``ops``)."""
-    capabilities: ClassVar[frozenset[str]] = frozenset()
-    """Among "build", "weights", "run", "train", "save", "emit"."""
-    convention: ClassVar[str] = "torch"
-    """The cost convention that counts parameters as this framework does (for reports)."""
-    foreign_weight_suffixes: ClassVar[tuple[str, ...]] = ()
-    """Framework weight files this backend can read into canonical weights (e.g. ".h5")."""
-
-    @property
-    def ops(self) -> frozenset[str]:
-        return frozenset(self.handlers)
-
-    def check_supported(self, graph: ir.Graph) -> None:
-        for node in graph.nodes:
-            if node.op not in self.handlers:
-                raise UnsupportedOpError(self.name, node)
-
-    @abstractmethod
-    def build(self, graph: ir.Graph) -> Any:
-        """A framework model equivalent to ``graph`` (eval mode, float32, random weights)."""
-
-    @abstractmethod
-    def verify(self, graph: ir.Graph, model: Any) -> None:
-        """Check the model against the IR: output shape of every node, trainable and
-        non-trainable parameter counts. Raise BackendError naming the first mismatch."""
-
-    @abstractmethod
-    def get_weights(self, graph: ir.Graph, model: Any) -> Weights:
-        """The model's weights in canonical names and layouts (archcompiler.weights)."""
-
-    @abstractmethod
-    def set_weights(self, graph: ir.Graph, model: Any, weights: Weights) -> None:
-        """Load canonical weights; check names and shapes first (weights.check)."""
-
-    @abstractmethod
-    def run(
-        self, graph: ir.Graph, model: Any, x: np.ndarray, outputs: Sequence[str] | None = None
-    ) -> dict[str, np.ndarray]:
-        """Inference on NHWC float32 ``x``; returns the named nodes' outputs (default: the
-        graph output), converted to the IR's channels-last layout."""
-
-    def train_step(self, graph: ir.Graph, model: Any, x: np.ndarray, y: np.ndarray, lr: float) -> None:
-        """One plain-SGD step (BatchNorm in training mode) on softmax cross-entropy of the
-        graph's output *logits* (the input of a final softmax) with integer labels ``y``."""
-        raise BackendError(f"backend {self.name!r} does not support training")
-
-    def save(self, graph: ir.Graph, model: Any, out_dir: Path) -> list[Path]:
-        """Write the model in the framework's own format; return the files written."""
-        raise BackendError(f"backend {self.name!r} cannot save models")
-
-    def read_foreign_weights(self, path: Path, graph: ir.Graph) -> Weights:
-        """Canonical weights from a framework's own weight file (see foreign_weight_suffixes)."""
-        raise BackendError(f"backend {self.name!r} reads no foreign weight files")
-
-    def emit(self, graph: ir.Graph) -> str:
-        """Standalone source code for the model (Jinja2)."""
-        raise BackendError(f"backend {self.name!r} cannot generate source code")
 
 
 def _external() -> dict[str, Any]:

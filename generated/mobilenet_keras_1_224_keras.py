@@ -30,7 +30,7 @@ WIDTH = 1.0
 RESOLUTION = (224, 224)
 
 
-def _conv_dw_block(x: keras.KerasTensor, index: int, filters: int) -> keras.KerasTensor:
+def conv_dw_block(x: keras.KerasTensor, index: int, filters: int) -> keras.KerasTensor:
     """One repeated block of 6 layers: conv_dw_#, conv_dw_#_bn, conv_dw_#_relu, conv_pw_#,
     conv_pw_#_bn, conv_pw_#_relu (# = the block's number)."""
     x = layers.DepthwiseConv2D(3, padding="same", use_bias=False, name=f"conv_dw_{index}")(x)
@@ -42,7 +42,7 @@ def _conv_dw_block(x: keras.KerasTensor, index: int, filters: int) -> keras.Kera
     return x
 
 
-def _conv_pad_block(x: keras.KerasTensor, index: int, filters: int) -> keras.KerasTensor:
+def conv_pad_block(x: keras.KerasTensor, index: int, filters: int) -> keras.KerasTensor:
     """One repeated block of 7 layers: conv_pad_#, conv_dw_#, conv_dw_#_bn, conv_dw_#_relu, conv_pw_#,
     conv_pw_#_bn, conv_pw_#_relu (# = the block's number)."""
     x = layers.ZeroPadding2D(((0, 1), (0, 1)), name=f"conv_pad_{index}")(x)
@@ -56,19 +56,19 @@ def _conv_pad_block(x: keras.KerasTensor, index: int, filters: int) -> keras.Ker
 
 
 BLOCKS = (
-    (_conv_dw_block, 1, 64),
-    (_conv_pad_block, 2, 128),
-    (_conv_dw_block, 3, 128),
-    (_conv_pad_block, 4, 256),
-    (_conv_dw_block, 5, 256),
-    (_conv_pad_block, 6, 512),
-    (_conv_dw_block, 7, 512),
-    (_conv_dw_block, 8, 512),
-    (_conv_dw_block, 9, 512),
-    (_conv_dw_block, 10, 512),
-    (_conv_dw_block, 11, 512),
-    (_conv_pad_block, 12, 1024),
-    (_conv_dw_block, 13, 1024),
+    (conv_dw_block, 1, 64),
+    (conv_pad_block, 2, 128),
+    (conv_dw_block, 3, 128),
+    (conv_pad_block, 4, 256),
+    (conv_dw_block, 5, 256),
+    (conv_pad_block, 6, 512),
+    (conv_dw_block, 7, 512),
+    (conv_dw_block, 8, 512),
+    (conv_dw_block, 9, 512),
+    (conv_dw_block, 10, 512),
+    (conv_dw_block, 11, 512),
+    (conv_pad_block, 12, 1024),
+    (conv_dw_block, 13, 1024),
 )
 """One row per block, in order: the block's function, then its arguments."""
 
@@ -84,7 +84,7 @@ def build_model() -> keras.Model:
         x = block(x, *args)
     x = layers.GlobalAveragePooling2D(keepdims=True, name="global_average_pooling2d")(x)
     x = layers.Dropout(0.001, name="dropout")(x)
-    x = layers.Conv2D(1000, 1, use_bias=True, name="conv_preds")(x)
+    x = layers.Conv2D(1000, 1, name="conv_preds")(x)
     x = layers.Flatten(name="reshape_2")(x)
     x = layers.Activation("softmax", name="predictions")(x)
     return keras.Model(inputs, x, name=SPEC_NAME)

@@ -108,8 +108,8 @@ class FlattenHWC(nn.Module):
 
 
 def conv_dw_block(index: int, in_channels: int, out_channels: int) -> dict[str, nn.Module]:
-    """One repeated block of 6 layers: conv_dw_#, conv_dw_#_bn, conv_dw_#_relu, conv_pw_#, conv_pw_#_bn,
-    conv_pw_#_relu (# = the block's number)."""
+    """One repeated block of 6 layers: conv_dw_#, conv_dw_#_bn, conv_dw_#_relu, conv_pw_#,
+    conv_pw_#_bn, conv_pw_#_relu (# = the block's number)."""
     return {
         f"conv_dw_{index}": nn.Conv2d(in_channels, in_channels, 3, padding=1, groups=in_channels, bias=False),
         f"conv_dw_{index}_bn": BatchNorm2d(in_channels, eps=0.001, momentum=0.01),

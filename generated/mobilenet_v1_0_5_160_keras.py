@@ -30,7 +30,7 @@ WIDTH = 0.5
 RESOLUTION = (160, 160)
 
 
-def _conv_dw_block(x: keras.KerasTensor, index: int, strides: int, filters: int) -> keras.KerasTensor:
+def conv_dw_block(x: keras.KerasTensor, index: int, strides: int, filters: int) -> keras.KerasTensor:
     """One repeated block of 6 layers: conv_dw_#, conv_dw_#_bn, conv_dw_#_relu, conv_pw_#,
     conv_pw_#_bn, conv_pw_#_relu (# = the block's number)."""
     x = layers.DepthwiseConv2D(3, strides=strides, padding="same", use_bias=False, name=f"conv_dw_{index}")(x)
@@ -43,19 +43,19 @@ def _conv_dw_block(x: keras.KerasTensor, index: int, strides: int, filters: int)
 
 
 BLOCKS = (
-    (_conv_dw_block, 1, 1, 32),
-    (_conv_dw_block, 2, 2, 64),
-    (_conv_dw_block, 3, 1, 64),
-    (_conv_dw_block, 4, 2, 128),
-    (_conv_dw_block, 5, 1, 128),
-    (_conv_dw_block, 6, 2, 256),
-    (_conv_dw_block, 7, 1, 256),
-    (_conv_dw_block, 8, 1, 256),
-    (_conv_dw_block, 9, 1, 256),
-    (_conv_dw_block, 10, 1, 256),
-    (_conv_dw_block, 11, 1, 256),
-    (_conv_dw_block, 12, 2, 512),
-    (_conv_dw_block, 13, 1, 512),
+    (conv_dw_block, 1, 1, 32),
+    (conv_dw_block, 2, 2, 64),
+    (conv_dw_block, 3, 1, 64),
+    (conv_dw_block, 4, 2, 128),
+    (conv_dw_block, 5, 1, 128),
+    (conv_dw_block, 6, 2, 256),
+    (conv_dw_block, 7, 1, 256),
+    (conv_dw_block, 8, 1, 256),
+    (conv_dw_block, 9, 1, 256),
+    (conv_dw_block, 10, 1, 256),
+    (conv_dw_block, 11, 1, 256),
+    (conv_dw_block, 12, 2, 512),
+    (conv_dw_block, 13, 1, 512),
 )
 """One row per block, in order: the block's function, then its arguments."""
 

@@ -94,25 +94,14 @@ class GlobalPool(nn.Module):
         return x.mean(dim=(2, 3), keepdim=self.keepdims)
 
 
-def conv_dw_block(index: int, in_channels: int, out_channels: int) -> dict[str, nn.Module]:
-    """One repeated block of 6 layers: conv_dw_#, conv_dw_#_bn, conv_dw_#_relu, conv_pw_#, conv_pw_#_bn,
-    conv_pw_#_relu (# = the block's number)."""
-    return {
-        f"conv_dw_{index}": nn.Conv2d(in_channels, in_channels, 3, padding=1, groups=in_channels, bias=False),
-        f"conv_dw_{index}_bn": BatchNorm2d(in_channels, eps=0.001, momentum=0.01),
-        f"conv_dw_{index}_relu": nn.ReLU(),
-        f"conv_pw_{index}": nn.Conv2d(in_channels, out_channels, 1, bias=False),
-        f"conv_pw_{index}_bn": BatchNorm2d(out_channels, eps=0.001, momentum=0.01),
-        f"conv_pw_{index}_relu": nn.ReLU(),
-    }
-
-
-def conv_dw_s2_block(index: int, in_channels: int, out_channels: int) -> dict[str, nn.Module]:
-    """One repeated block of 6 layers: conv_dw_#, conv_dw_#_bn, conv_dw_#_relu, conv_pw_#, conv_pw_#_bn,
-    conv_pw_#_relu (# = the block's number)."""
+def conv_dw_block(
+    index: int, in_channels: int, stride: int, out_channels: int, pad: tuple[int, ...]
+) -> dict[str, nn.Module]:
+    """One repeated block of 6 layers: conv_dw_#, conv_dw_#_bn, conv_dw_#_relu, conv_pw_#,
+    conv_pw_#_bn, conv_pw_#_relu (# = the block's number)."""
     return {
         f"conv_dw_{index}": PaddedConv2d(
-            in_channels, in_channels, 3, stride=2, groups=in_channels, bias=False, pad=(0, 1, 0, 1)
+            in_channels, in_channels, 3, stride=stride, groups=in_channels, bias=False, pad=pad
         ),
         f"conv_dw_{index}_bn": BatchNorm2d(in_channels, eps=0.001, momentum=0.01),
         f"conv_dw_{index}_relu": nn.ReLU(),
@@ -123,19 +112,19 @@ def conv_dw_s2_block(index: int, in_channels: int, out_channels: int) -> dict[st
 
 
 BLOCKS = (
-    (conv_dw_block, 1, 16, 32),
-    (conv_dw_s2_block, 2, 32, 64),
-    (conv_dw_block, 3, 64, 64),
-    (conv_dw_s2_block, 4, 64, 128),
-    (conv_dw_block, 5, 128, 128),
-    (conv_dw_s2_block, 6, 128, 256),
-    (conv_dw_block, 7, 256, 256),
-    (conv_dw_block, 8, 256, 256),
-    (conv_dw_block, 9, 256, 256),
-    (conv_dw_block, 10, 256, 256),
-    (conv_dw_block, 11, 256, 256),
-    (conv_dw_s2_block, 12, 256, 512),
-    (conv_dw_block, 13, 512, 512),
+    (conv_dw_block, 1, 16, 1, 32, (1, 1, 1, 1)),
+    (conv_dw_block, 2, 32, 2, 64, (0, 1, 0, 1)),
+    (conv_dw_block, 3, 64, 1, 64, (1, 1, 1, 1)),
+    (conv_dw_block, 4, 64, 2, 128, (0, 1, 0, 1)),
+    (conv_dw_block, 5, 128, 1, 128, (1, 1, 1, 1)),
+    (conv_dw_block, 6, 128, 2, 256, (0, 1, 0, 1)),
+    (conv_dw_block, 7, 256, 1, 256, (1, 1, 1, 1)),
+    (conv_dw_block, 8, 256, 1, 256, (1, 1, 1, 1)),
+    (conv_dw_block, 9, 256, 1, 256, (1, 1, 1, 1)),
+    (conv_dw_block, 10, 256, 1, 256, (1, 1, 1, 1)),
+    (conv_dw_block, 11, 256, 1, 256, (1, 1, 1, 1)),
+    (conv_dw_block, 12, 256, 2, 512, (0, 1, 0, 1)),
+    (conv_dw_block, 13, 512, 1, 512, (1, 1, 1, 1)),
 )
 """One row per block, in order: the block's function, then its arguments."""
 

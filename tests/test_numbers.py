@@ -1,6 +1,6 @@
-"""Every number of NUMBERS.md, reproduced from the shipped specs through the Python API.
+"""Every number of docs/NUMBERS.md, reproduced from the shipped specs through the Python API.
 
-Expected values are copied from /work/shared/reference/NUMBERS.md (the paper, Keras, timm,
+Expected values are copied from docs/NUMBERS.md (the paper, Keras, timm,
 fvcore) or computed here by independent arithmetic from the paper's Table 1 - never taken
 from the code's own output.
 """
@@ -24,17 +24,17 @@ KERAS_SPEC = ROOT / "specs" / "mobilenet_keras.yaml"
 WIDTHS = (1.0, 0.75, 0.5, 0.25)
 RESOLUTIONS = (224, 192, 160, 128)
 
-# NUMBERS.md, "Exact Mult-Adds (MACs) under that rule": width -> MACs at 224, 192, 160, 128.
+# docs/NUMBERS.md, "Exact Mult-Adds (MACs) under that rule": width -> MACs at 224, 192, 160, 128.
 PAPER_MACS = {
     1.0: (568_740_352, 418_121_728, 290_675_200, 186_400_768),
     0.75: (325_400_448, 239_273_472, 166_396_800, 106_770_432),
     0.5: (149_497_088, 109_970_432, 76_524_800, 49_160_192),
     0.25: (41_030_272, 30_212_608, 21_059_200, 13_570_048),
 }
-# NUMBERS.md, "Parameters (paper rule)".
+# docs/NUMBERS.md, "Parameters (paper rule)".
 PAPER_PARAMS = {1.0: 4_209_088, 0.75: 2_568_144, 0.5: 1_319_648, 0.25: 463_600}
 
-# NUMBERS.md, keras.applications.MobileNet: total / trainable / non-trainable.
+# docs/NUMBERS.md, keras.applications.MobileNet: total / trainable / non-trainable.
 KERAS_PARAMS = {
     1.0: (4_253_864, 4_231_976, 21_888),
     0.75: (2_601_976, 2_585_560, 16_416),
@@ -61,7 +61,7 @@ TABLE1 = [
     *(_DW_CONV_512 * 5),
     ("dw", 2, (3, 3, 512), (14, 14, 512)),
     ("conv", 1, (1, 1, 512, 1024), (7, 7, 512)),
-    ("dw", 1, (3, 3, 1024), (7, 7, 1024)),  # printed "s2": a misprint (NUMBERS.md)
+    ("dw", 1, (3, 3, 1024), (7, 7, 1024)),  # printed "s2": a misprint (docs/NUMBERS.md)
     ("conv", 1, (1, 1, 1024, 1024), (7, 7, 1024)),
     ("pool", 1, (7, 7), (7, 7, 1024)),
     ("fc", 1, (1024, 1000), (1, 1, 1024)),
@@ -162,7 +162,7 @@ def test_table7_rounded(paper: archc.LoadedSpec) -> None:
         macs = archc.cost(archc.lower(paper, resolution=size)).macs
         assert abs(macs / 1e6 - macs_m) < 1
         if size == 160:
-            # 290,675,200 rounds to 291; the paper prints 290 (truncated). NUMBERS.md does not
+            # 290,675,200 rounds to 291; the paper prints 290 (truncated). docs/NUMBERS.md does not
             # flag it, so pin the truncation here rather than pretend a rule covers all four.
             assert int(macs / 1e6) == macs_m
         else:
@@ -231,7 +231,7 @@ def test_table2_shares(paper: archc.LoadedSpec) -> None:
     report = archc.cost(archc.lower(paper), "paper")
     rows = {r.category: r for r in report.by_category()}
     # (Mult-Adds %, parameters %); the Conv 3x3 MAC share is printed 1.19% in the paper, a
-    # misprint for 1.91% (NUMBERS.md: the stem is 10,838,016 of 568,740,352).
+    # misprint for 1.91% (docs/NUMBERS.md: the stem is 10,838,016 of 568,740,352).
     expected = {
         "Conv 1x1": (94.86, 74.59),
         "Conv dw 3x3": (3.06, 1.06),
@@ -486,7 +486,7 @@ def test_odd_size_tf_same_ceil(paper: archc.LoadedSpec) -> None:
 
 
 def _make_divisible_8(v: float) -> int:
-    """NUMBERS.md: max(8, int(v + 4) // 8 * 8), plus 8 if that is below 0.9 * v."""
+    """docs/NUMBERS.md: max(8, int(v + 4) // 8 * 8), plus 8 if that is below 0.9 * v."""
     n = max(8, int(v + 4) // 8 * 8)
     return n + 8 if n < 0.9 * v else n
 

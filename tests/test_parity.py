@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-torch = pytest.importorskip("torch")  # torch before tensorflow in one process (DESIGN.md)
+torch = pytest.importorskip("torch")  # torch before tensorflow in one process (docs/DESIGN.md)
 tf = pytest.importorskip("tensorflow")
 
 import numpy as np  # noqa: E402

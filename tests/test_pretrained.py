@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-torch = pytest.importorskip("torch")  # before tensorflow (DESIGN.md pitfalls)
+torch = pytest.importorskip("torch")  # before tensorflow (docs/DESIGN.md pitfalls)
 keras = pytest.importorskip("keras")
 
 import numpy as np  # noqa: E402

@@ -23,7 +23,6 @@ class EchoBackend(Backend):
 
     name = "echo"
     handlers = {"input": None, "conv2d": None}
-    capabilities = frozenset({"build"})
 
     def build(self, graph):
         self.check_supported(graph)

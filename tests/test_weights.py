@@ -20,7 +20,7 @@ def graph() -> a.Graph:
 
 def test_expected_layouts_are_keras(graph: a.Graph) -> None:
     e = W.expected(graph)
-    # Keras layouts (kh, kw, in, out), depthwise (kh, kw, C, M), per NUMBERS.md's structure:
+    # Keras layouts (kh, kw, in, out), depthwise (kh, kw, C, M), per docs/NUMBERS.md's structure:
     assert e["conv1.kernel"] == (3, 3, 3, 8)  # int(32 * 0.25)
     assert e["conv_dw_1.kernel"] == (3, 3, 8, 1)
     assert e["conv_pw_1.kernel"] == (1, 1, 8, 16)

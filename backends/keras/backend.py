@@ -1,10 +1,9 @@
-"""KerasBackend: the archc Backend interface over the pieces of this package."""
+"""KerasBackend: the handler table plus Keras glue; verification, weight moving, input checks
+and atomic saving come from the kit (archcompiler.kit)."""
 
 from __future__ import annotations
 
-import os
-import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -12,10 +11,21 @@ import numpy as np
 
 from ...ir import Graph
 from ...registry import Backend, BackendError
+from ...weights import Weights
 from . import execute
-from .build import build_model, verify_model
+from . import weights as weight_io
+from .build import build_model
 from .ops import HANDLERS, Handler
-from .weights import Weights, get_weights, set_weights
+
+
+def _numel(variables: Sequence[Any]) -> int:
+    total = 0
+    for v in variables:
+        n = 1
+        for d in v.shape:
+            n *= int(d)
+        total += n
+    return total
 
 
 class KerasBackend(Backend):
@@ -28,54 +38,64 @@ class KerasBackend(Backend):
     name: ClassVar[str] = "keras"
     convention: ClassVar[str] = "keras"
     handlers: ClassVar[Mapping[str, Handler]] = HANDLERS
-    capabilities: ClassVar[frozenset[str]] = frozenset({"build", "weights", "run", "train", "save", "emit"})
-    model_suffix: ClassVar[str] = ".keras"
     foreign_weight_suffixes: ClassVar[tuple[str, ...]] = (".h5",)
     """Keras weight files; read with h5py alone, so no TensorFlow is needed (checkpoint.py)."""
+    # weight_layout "canonical", activation_layout "channels_last", weight_names None: the
+    # canonical conventions are Keras' own (the Backend defaults).
 
     def build(self, graph: Graph) -> Any:
-        return build_model(graph)
+        self.check_supported(graph)
+        return build_model(graph, self.handlers)
 
-    def verify(self, graph: Graph, model: Any) -> None:
-        verify_model(graph, model)
+    # -- glue: verification ----------------------------------------------------------------
 
-    def get_weights(self, graph: Graph, model: Any) -> Weights:
-        return get_weights(graph, model)
+    def node_shapes(self, graph: Graph, model: Any) -> Iterator[tuple[str, tuple[int, ...] | Exception]]:
+        """The symbolic output shape of the layer named after each node."""
+        for node in graph.nodes:
+            try:
+                layer = model.get_layer(node.name)
+            except ValueError:
+                yield node.name, BackendError("keras model has no layer of that name")
+                return
+            yield node.name, tuple(layer.output.shape[1:])
 
-    def set_weights(self, graph: Graph, model: Any, weights: Weights) -> None:
-        set_weights(graph, model, weights)
+    def node_param_counts(self, graph: Graph, model: Any, node: str) -> tuple[int, int]:
+        try:
+            layer = model.get_layer(node)
+        except ValueError:
+            return 0, 0
+        return _numel(layer.trainable_weights), _numel(layer.non_trainable_weights)
 
-    def run(
-        self, graph: Graph, model: Any, x: np.ndarray, outputs: Sequence[str] | None = None
-    ) -> dict[str, np.ndarray]:
-        return execute.run(graph, model, x, outputs)
+    def param_totals(self, model: Any) -> tuple[int, int]:
+        """As ``model.count_params()`` splits them."""
+        return _numel(model.trainable_weights), _numel(model.non_trainable_weights)
 
-    def train_step(self, graph: Graph, model: Any, x: np.ndarray, y: np.ndarray, lr: float) -> None:
-        execute.train_step(graph, model, x, y, lr)
+    # -- glue: weights ---------------------------------------------------------------------
+
+    def weight_tensors(self, model: Any) -> Mapping[tuple[str, str], Any]:
+        return weight_io.weight_tensors(model)
+
+    def read_tensor(self, tensor: Any) -> np.ndarray:
+        return weight_io.read_tensor(tensor)
+
+    def write_tensors(self, staged: Sequence[tuple[Any, np.ndarray]]) -> None:
+        weight_io.write_tensors(staged)
+
+    # -- glue: run and train ---------------------------------------------------------------
+
+    def forward(self, graph: Graph, model: Any, x: np.ndarray, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+        return execute.forward(model, x, names)
+
+    def sgd_step(self, graph: Graph, model: Any, x: np.ndarray, y: np.ndarray, logits: str, lr: float) -> float:
+        return execute.sgd_step(model, x, y, logits, lr)
 
     def save(self, graph: Graph, model: Any, out_dir: Path) -> list[Path]:
-        """``<graph.name>.keras``, written atomically (temp file in the same folder, then rename).
+        """``<graph.name>.keras``, published atomically by the kit.
 
         It loads with plain ``keras.saving.load_model``; only a graph with unbiased-variance
         BatchNorm needs archc's registered UnbiasedBatchNormalization importable.
         """
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        target = out_dir / f"{graph.name}.keras"
-        fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{graph.name}.", suffix=".keras")
-        os.close(fd)
-        try:
-            model.save(tmp)
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file ordinary permissions
-            os.replace(tmp, target)
-        except Exception as exc:
-            raise BackendError(f"cannot save keras model to {target}: {exc}") from exc
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        return [target]
+        return [self.publish(Path(out_dir) / f"{graph.name}.keras", lambda tmp: model.save(tmp))]
 
     def read_foreign_weights(self, path: Path, graph: Graph) -> Weights:
         from .checkpoint import load_keras_weights
@@ -86,4 +106,5 @@ class KerasBackend(Backend):
         """A standalone Keras module (imports only keras) defining ``build_model()``."""
         from .emit import emit_module
 
-        return emit_module(graph)
+        self.check_supported(graph)
+        return emit_module(graph, self.handlers)

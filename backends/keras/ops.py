@@ -1,27 +1,23 @@
 """The Keras backend's per-op table: IR node -> Keras layer calls.
 
-One table drives both the builder and the emitter, so they cannot drift (DESIGN.md, style 2):
-a handler first *describes* a node as a list of :class:`LayerCall` (Keras class, positional
-and keyword arguments as plain literals, layer name, input layer names); then
-
-* its build part turns a call into a live ``keras.layers.Layer`` (``build_layer``);
-* its emit part turns the same call into the Python source that constructs that layer
-  (``emit_layer``).
-
-Only what both parts share lives in the description, and every argument is a literal, so
-the emitted constructor and the instantiated one are the same call. Keras is imported only by
-``build_layer``: describing and emitting need no framework.
+One table drives both the builder and the emitter, so they cannot drift (docs/DESIGN.md, style 2):
+a handler *describes* a node as :class:`~archcompiler.codegen.Call` s (how the class is
+spelled in source, positional and keyword arguments as plain literals, layer name, input
+layer names); the builder instantiates a call (:meth:`Handler.instantiate`), the emitter
+renders the same call. Every argument is a literal, so the emitted constructor and the
+instantiated one are the same call. Keras is imported only by ``instantiate``: describing and
+emitting need no framework.
 
 An op, or an attribute value, that Keras cannot express exactly raises UnsupportedOpError;
-nothing is approximated (DESIGN.md, style 4).
+nothing is approximated (docs/DESIGN.md, style 4).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
+from ...codegen import Call, make_call, padding_style
 from ...ir import (
     Activation,
     BatchNorm,
@@ -38,36 +34,31 @@ from ...ir import (
     Softmax,
     ZeroPad2D,
 )
-from ...registry import UnsupportedOpError
+from ...registry import BackendError, UnsupportedOpError
 
 BACKEND = "keras"
 
 UNBIASED_BN = "UnbiasedBatchNormalization"
-"""Name of archc's BatchNormalization subclass (see ``bn.py``); not in ``keras.layers``."""
+"""Name of archc's BatchNormalization subclass (see ``bn.py``); not in ``keras.layers``.
+Emitted code defines it itself, so it is spelled without a module."""
 
 
-@dataclass(frozen=True)
-class LayerCall:
-    """One Keras layer applied to earlier layers' outputs: what is built *and* what is emitted."""
+def resolve(cls: str) -> Any:
+    """The Keras class (or ``keras.Input``) a call spells: ``layers.Conv2D``, ``keras.Input``,
+    or :data:`UNBIASED_BN`."""
+    from ._framework import keras
 
-    cls: str
-    """Class in ``keras.layers`` ("Input" for ``keras.Input``, or :data:`UNBIASED_BN`)."""
-    name: str
-    inputs: tuple[str, ...]
-    args: tuple[Any, ...] = ()
-    kwargs: tuple[tuple[str, Any], ...] = ()
-    node: str = ""
-    """The IR node this call belongs to (a helper pad layer belongs to its conv)."""
+    if cls == "keras.Input":
+        return keras.Input
+    if cls == UNBIASED_BN:
+        from .bn import UnbiasedBatchNormalization
 
-
-def literal(value: Any) -> str:
-    """Python source for a literal argument (ints, floats, strings, bools, None, tuples)."""
-    if isinstance(value, tuple):
-        inner = ", ".join(literal(v) for v in value)
-        return f"({inner},)" if len(value) == 1 else f"({inner})"
-    if value is None or isinstance(value, bool | int | float | str):
-        return repr(value)
-    raise TypeError(f"not a literal layer argument: {value!r}")
+        return UnbiasedBatchNormalization
+    owner, _, attr = cls.partition(".")
+    found = getattr(keras.layers, attr, None) if owner == "layers" else None
+    if found is None:
+        raise BackendError(f"keras: no layer class {cls!r}")
+    return found
 
 
 def _pair_or_int(p: tuple[int, int]) -> int | tuple[int, int]:
@@ -75,77 +66,56 @@ def _pair_or_int(p: tuple[int, int]) -> int | tuple[int, int]:
     return p[0] if p[0] == p[1] else p
 
 
-def tf_same_padding(size: int, kernel: int, stride: int, dilation: int) -> tuple[int, int]:
-    """The (before, after) padding TensorFlow's "SAME" applies: output ceil(n/s), extra after."""
-    effective = (kernel - 1) * dilation + 1
-    out = -(-size // stride)
-    total = max((out - 1) * stride + effective - size, 0)
-    return total // 2, total - total // 2
-
-
-def unique_name(graph: Graph, base: str, taken: set[str]) -> str:
-    """``base`` unless an IR node (or an earlier helper) has it; then ``base_2``, ``base_3``..."""
+def unique_name(graph: Graph, base: str) -> str:
+    """``base`` unless an IR node has it; then ``base_2``, ``base_3``... A helper is named
+    after its node (``<node>_pad``), and node names are unique, so helpers cannot collide."""
     name, k = base, 1
-    while name in graph or name in taken:
+    while name in graph:
         k += 1
         name = f"{base}_{k}"
-    taken.add(name)
     return name
 
 
 class Handler:
-    """Describe one IR op as Keras layer calls; build or emit each call."""
+    """Describe one IR op as Keras layer calls; subclasses implement :meth:`describe`."""
 
     op: ClassVar[str]
 
-    def describe(self, node: Node, graph: Graph, taken: set[str]) -> list[LayerCall]:
-        """The Keras layer calls equivalent to ``node``. ``taken`` collects helper names."""
+    def describe(self, node: Any, graph: Graph) -> Sequence[Call]:
+        """The Keras layer calls equivalent to ``node``; the last is named after it."""
         raise NotImplementedError
 
-    # -- build part ----------------------------------------------------------------------
-    def build_layer(self, call: LayerCall) -> Any:
-        """A live Keras layer for ``call`` (instantiated from the same literals as emitted)."""
-        from ._framework import keras
+    def describe_general(self, node: Any, graph: Graph) -> Sequence[Call]:
+        return self.describe(node, graph)
 
-        cls = getattr(keras.layers, call.cls)
-        return cls(*call.args, **dict(call.kwargs), name=call.name)
-
-    # -- emit part -----------------------------------------------------------------------
-    def emit_layer(
-        self, call: LayerCall, name_expr: str | None = None, overrides: Mapping[int | str, str] | None = None
-    ) -> str:
-        """Source constructing the layer, e.g. ``layers.ReLU(6.0, name="conv1_relu")``.
-
-        Inside a block function, ``name_expr`` replaces the name literal (an f-string) and
-        ``overrides`` replace argument literals (by position or keyword) with parameter names.
-        """
-        over = overrides or {}
-        parts = [over.get(i, literal(a)) for i, a in enumerate(call.args)]
-        parts += [f"{k}={over.get(k, literal(v))}" for k, v in call.kwargs]
-        parts.append(f"name={name_expr or literal(call.name)}")
-        return f"layers.{call.cls}({', '.join(parts)})"
+    def instantiate(self, call: Call) -> Any:
+        """A live Keras layer (or input tensor) from the same literals as emitted."""
+        return resolve(call.cls)(*call.args, **dict(call.kwargs), name=call.name)
 
 
-def _one(node: Node, cls: str, *args: Any, **kwargs: Any) -> list[LayerCall]:
-    return [LayerCall(cls, node.name, node.inputs, tuple(args), tuple(kwargs.items()), node.name)]
+def layer_call(cls: str, node: Node, *args: Any, **kwargs: Any) -> Call:
+    """``keras.layers.<cls>`` for ``node`` (see :func:`~archcompiler.codegen.make_call`): handlers
+    state Keras' names of the positional arguments (``arg_names``, block parameters take them)
+    and Keras' keyword defaults (``defaults``)."""
+    return make_call(f"layers.{cls}", node, *args, **kwargs)
 
 
 class InputHandler(Handler):
     op = "input"
 
-    def describe(self, node: Node, graph: Graph, taken: set[str]) -> list[LayerCall]:
-        return [LayerCall("Input", node.name, (), (), (("shape", tuple(node.shape)),), node.name)]
+    def describe(self, node: Node, graph: Graph) -> list[Call]:
+        return [make_call("keras.Input", node, (), {"shape": tuple(node.shape)})]
 
-    def build_layer(self, call: LayerCall) -> Any:
-        from ._framework import keras
 
-        return keras.Input(shape=dict(call.kwargs)["shape"], name=call.name)
-
-    def emit_layer(
-        self, call: LayerCall, name_expr: str | None = None, overrides: Mapping[int | str, str] | None = None
-    ) -> str:
-        shape = (overrides or {}).get("shape", literal(dict(call.kwargs)["shape"]))
-        return f"keras.Input(shape={shape}, name={name_expr or literal(call.name)})"
+CONV_DEFAULTS: Mapping[str, Any] = {
+    "strides": 1,
+    "padding": "valid",
+    "dilation_rate": 1,
+    "groups": 1,
+    "depth_multiplier": 1,
+    "use_bias": True,
+}
+"""Keras' defaults of the keyword arguments of Conv2D and DepthwiseConv2D."""
 
 
 class _WindowedConvHandler(Handler):
@@ -157,24 +127,35 @@ class _WindowedConvHandler(Handler):
     weights, so canonical weights are unaffected.
     """
 
-    def padding(self, node: Conv2D | DepthwiseConv2D, graph: Graph, taken: set[str]) -> tuple[str, list[LayerCall]]:
+    def padding(self, node: Conv2D | DepthwiseConv2D, graph: Graph) -> tuple[str, list[Call]]:
         if node.stride != (1, 1) and node.dilation != (1, 1):
             # Keras rejects strides > 1 together with dilation_rate > 1.
             raise UnsupportedOpError(BACKEND, node, f"stride {node.stride} with dilation {node.dilation}")
         if any(p < 0 for p in node.padding):
             raise UnsupportedOpError(BACKEND, node, f"negative padding {node.padding}")
-        if node.padding == (0, 0, 0, 0):
-            return "valid", []
-        h, w = graph[node.inputs[0]].shape[:2]
-        same = (
-            *tf_same_padding(h, node.kernel[0], node.stride[0], node.dilation[0]),
-            *tf_same_padding(w, node.kernel[1], node.stride[1], node.dilation[1]),
-        )
-        if node.padding == same:
-            return "same", []
-        pad_name = unique_name(graph, f"{node.name}_pad", taken)
-        pad = _zero_padding_arg(node.padding)
-        return "valid", [LayerCall("ZeroPadding2D", pad_name, node.inputs, (pad,), (), node.name)]
+        style = padding_style(node, graph)
+        if style in ("valid", "same"):
+            return str(style), []
+        name = unique_name(graph, f"{node.name}_pad")
+        pad = layer_call("ZeroPadding2D", node, (_zero_padding_arg(node.padding),), arg_names=("padding",), name=name)
+        return "valid", [pad]
+
+    def conv(
+        self, node: Conv2D | DepthwiseConv2D, graph: Graph, cls: str, args: tuple[Any, ...], **kw: Any
+    ) -> list[Call]:
+        """The conv call (after its pad layer, if any); ``kw``: the op's own keywords."""
+        padding, pre = self.padding(node, graph)
+        kwargs = {
+            "strides": _pair_or_int(node.stride),
+            "padding": padding,
+            **kw,
+            "dilation_rate": _pair_or_int(node.dilation),
+            "use_bias": node.use_bias,
+        }
+        inputs = (pre[-1].name,) if pre else node.inputs
+        names = ("filters", "kernel_size") if len(args) == 2 else ("kernel_size",)
+        conv = layer_call(cls, node, args, kwargs, arg_names=names, defaults=CONV_DEFAULTS, inputs=inputs)
+        return [*pre, conv]
 
 
 def _zero_padding_arg(p: Pad4) -> tuple[tuple[int, int], tuple[int, int]]:
@@ -185,47 +166,16 @@ def _zero_padding_arg(p: Pad4) -> tuple[tuple[int, int], tuple[int, int]]:
 class Conv2DHandler(_WindowedConvHandler):
     op = "conv2d"
 
-    def describe(self, node: Node, graph: Graph, taken: set[str]) -> list[LayerCall]:
-        assert isinstance(node, Conv2D)
-        padding, pre = self.padding(node, graph, taken)
-        kwargs: dict[str, Any] = {}
-        if node.stride != (1, 1):
-            kwargs["strides"] = _pair_or_int(node.stride)
-        if padding != "valid":
-            kwargs["padding"] = padding
-        if node.dilation != (1, 1):
-            kwargs["dilation_rate"] = _pair_or_int(node.dilation)
-        if node.groups != 1:
-            kwargs["groups"] = node.groups
-        kwargs["use_bias"] = node.use_bias
-        inputs = (pre[-1].name,) if pre else node.inputs
-        conv = LayerCall(
-            "Conv2D", node.name, inputs, (node.filters, _pair_or_int(node.kernel)), tuple(kwargs.items()), node.name
-        )
-        return [*pre, conv]
+    def describe(self, node: Conv2D, graph: Graph) -> list[Call]:
+        return self.conv(node, graph, "Conv2D", (node.filters, _pair_or_int(node.kernel)), groups=node.groups)
 
 
 class DepthwiseConv2DHandler(_WindowedConvHandler):
     op = "depthwise_conv2d"
 
-    def describe(self, node: Node, graph: Graph, taken: set[str]) -> list[LayerCall]:
-        assert isinstance(node, DepthwiseConv2D)
-        padding, pre = self.padding(node, graph, taken)
-        kwargs: dict[str, Any] = {}
-        if node.stride != (1, 1):
-            kwargs["strides"] = _pair_or_int(node.stride)
-        if padding != "valid":
-            kwargs["padding"] = padding
-        if node.multiplier != 1:
-            kwargs["depth_multiplier"] = node.multiplier
-        if node.dilation != (1, 1):
-            kwargs["dilation_rate"] = _pair_or_int(node.dilation)
-        kwargs["use_bias"] = node.use_bias
-        inputs = (pre[-1].name,) if pre else node.inputs
-        conv = LayerCall(
-            "DepthwiseConv2D", node.name, inputs, (_pair_or_int(node.kernel),), tuple(kwargs.items()), node.name
-        )
-        return [*pre, conv]
+    def describe(self, node: DepthwiseConv2D, graph: Graph) -> list[Call]:
+        kernel = _pair_or_int(node.kernel)
+        return self.conv(node, graph, "DepthwiseConv2D", (kernel,), depth_multiplier=node.multiplier)
 
 
 class BatchNormHandler(Handler):
@@ -238,29 +188,10 @@ class BatchNormHandler(Handler):
 
     op = "batchnorm"
 
-    def describe(self, node: Node, graph: Graph, taken: set[str]) -> list[LayerCall]:
-        assert isinstance(node, BatchNorm)
-        kwargs: dict[str, Any] = {"momentum": node.decay, "epsilon": node.epsilon}
-        if not node.center:
-            kwargs["center"] = False
-        if not node.scale:
-            kwargs["scale"] = False
-        cls = "BatchNormalization" if node.variance_update == "biased" else UNBIASED_BN
-        return _one(node, cls, **kwargs)
-
-    def build_layer(self, call: LayerCall) -> Any:
-        if call.cls == UNBIASED_BN:
-            from .bn import UnbiasedBatchNormalization
-
-            return UnbiasedBatchNormalization(**dict(call.kwargs), name=call.name)
-        return super().build_layer(call)
-
-    def emit_layer(
-        self, call: LayerCall, name_expr: str | None = None, overrides: Mapping[int | str, str] | None = None
-    ) -> str:
-        src = super().emit_layer(call, name_expr, overrides)
-        # The emitted module defines the subclass itself (templates/unbiased_bn.py.j2).
-        return src.replace(f"layers.{UNBIASED_BN}(", f"{UNBIASED_BN}(", 1)
+    def describe(self, node: BatchNorm, graph: Graph) -> list[Call]:
+        kwargs = {"momentum": node.decay, "epsilon": node.epsilon, "center": node.center, "scale": node.scale}
+        cls = "layers.BatchNormalization" if node.variance_update == "biased" else UNBIASED_BN
+        return [make_call(cls, node, (), kwargs, defaults={"center": True, "scale": True})]
 
 
 class ActivationHandler(Handler):
@@ -279,43 +210,40 @@ class ActivationHandler(Handler):
         "swish": "silu",
     }
 
-    def describe(self, node: Node, graph: Graph, taken: set[str]) -> list[LayerCall]:
-        assert isinstance(node, Activation)
+    def describe(self, node: Activation, graph: Graph) -> list[Call]:
         if node.kind == "relu":
-            return _one(node, "ReLU")
+            return [layer_call("ReLU", node)]
         if node.kind == "relu6":
-            return _one(node, "ReLU", 6.0)  # as keras.applications: layers.ReLU(6.0)
+            return [layer_call("ReLU", node, (6.0,), arg_names=("max_value",))]  # as keras.applications
         if node.kind not in self.KINDS:
             raise UnsupportedOpError(BACKEND, node, f"activation {node.kind!r}")
-        return _one(node, "Activation", self.KINDS[node.kind])
+        return [layer_call("Activation", node, (self.KINDS[node.kind],), arg_names=("activation",))]
 
 
 class ZeroPad2DHandler(Handler):
     op = "zero_pad2d"
 
-    def describe(self, node: Node, graph: Graph, taken: set[str]) -> list[LayerCall]:
-        assert isinstance(node, ZeroPad2D)
+    def describe(self, node: ZeroPad2D, graph: Graph) -> list[Call]:
         if any(p < 0 for p in node.padding):
             raise UnsupportedOpError(BACKEND, node, f"negative padding {node.padding}")
-        return _one(node, "ZeroPadding2D", _zero_padding_arg(node.padding))
+        return [layer_call("ZeroPadding2D", node, (_zero_padding_arg(node.padding),), arg_names=("padding",))]
 
 
 class Pool2DHandler(Handler):
     op = "pool2d"
 
-    def describe(self, node: Node, graph: Graph, taken: set[str]) -> list[LayerCall]:
-        assert isinstance(node, Pool2D)
+    def describe(self, node: Pool2D, graph: Graph) -> list[Call]:
         cls = "AveragePooling2D" if node.kind == "avg" else "MaxPooling2D"
-        return _one(node, cls, _pair_or_int(node.kernel), _pair_or_int(node.stride))
+        args = (_pair_or_int(node.kernel), _pair_or_int(node.stride))
+        return [layer_call(cls, node, args, arg_names=("pool_size", "strides"))]
 
 
 class GlobalPoolHandler(Handler):
     op = "global_pool"
 
-    def describe(self, node: Node, graph: Graph, taken: set[str]) -> list[LayerCall]:
-        assert isinstance(node, GlobalPool)
+    def describe(self, node: GlobalPool, graph: Graph) -> list[Call]:
         cls = "GlobalAveragePooling2D" if node.kind == "avg" else "GlobalMaxPooling2D"
-        return _one(node, cls, keepdims=True) if node.keepdims else _one(node, cls)
+        return [layer_call(cls, node, (), {"keepdims": node.keepdims}, defaults={"keepdims": False})]
 
 
 class FlattenHandler(Handler):
@@ -323,27 +251,25 @@ class FlattenHandler(Handler):
 
     op = "flatten"
 
-    def describe(self, node: Node, graph: Graph, taken: set[str]) -> list[LayerCall]:
-        assert isinstance(node, Flatten)
-        return _one(node, "Flatten")
+    def describe(self, node: Flatten, graph: Graph) -> list[Call]:
+        return [layer_call("Flatten", node)]
 
 
 class DenseHandler(Handler):
     op = "dense"
 
-    def describe(self, node: Node, graph: Graph, taken: set[str]) -> list[LayerCall]:
-        assert isinstance(node, Dense)
+    def describe(self, node: Dense, graph: Graph) -> list[Call]:
         if graph[node.inputs[0]].shape != (node.in_features,):
             raise UnsupportedOpError(BACKEND, node, f"dense on a {graph[node.inputs[0]].shape} input (flatten first)")
-        return _one(node, "Dense", node.units) if node.use_bias else _one(node, "Dense", node.units, use_bias=False)
+        kwargs, defaults = {"use_bias": node.use_bias}, {"use_bias": True}
+        return [layer_call("Dense", node, (node.units,), kwargs, arg_names=("units",), defaults=defaults)]
 
 
 class DropoutHandler(Handler):
     op = "dropout"
 
-    def describe(self, node: Node, graph: Graph, taken: set[str]) -> list[LayerCall]:
-        assert isinstance(node, Dropout)
-        return _one(node, "Dropout", node.rate)
+    def describe(self, node: Dropout, graph: Graph) -> list[Call]:
+        return [layer_call("Dropout", node, (node.rate,), arg_names=("rate",))]
 
 
 class SoftmaxHandler(Handler):
@@ -351,16 +277,15 @@ class SoftmaxHandler(Handler):
 
     op = "softmax"
 
-    def describe(self, node: Node, graph: Graph, taken: set[str]) -> list[LayerCall]:
-        assert isinstance(node, Softmax)
-        return _one(node, "Activation", "softmax")
+    def describe(self, node: Softmax, graph: Graph) -> list[Call]:
+        return [layer_call("Activation", node, ("softmax",), arg_names=("activation",))]
 
 
 class AddHandler(Handler):
     op = "add"
 
-    def describe(self, node: Node, graph: Graph, taken: set[str]) -> list[LayerCall]:
-        return _one(node, "Add")
+    def describe(self, node: Node, graph: Graph) -> list[Call]:
+        return [layer_call("Add", node)]
 
 
 class MultiplyHandler(Handler):
@@ -368,8 +293,8 @@ class MultiplyHandler(Handler):
 
     op = "multiply"
 
-    def describe(self, node: Node, graph: Graph, taken: set[str]) -> list[LayerCall]:
-        return _one(node, "Multiply")
+    def describe(self, node: Node, graph: Graph) -> list[Call]:
+        return [layer_call("Multiply", node)]
 
 
 HANDLERS: Mapping[str, Handler] = {
@@ -391,20 +316,5 @@ HANDLERS: Mapping[str, Handler] = {
         MultiplyHandler(),
     )
 }
-"""IR op -> handler: the single table read by build.py and emit.py."""
-
-
-def describe(graph: Graph) -> list[LayerCall]:
-    """Every Keras layer call of ``graph`` in topological order (builder and emitter share it)."""
-    taken: set[str] = set()
-    calls: list[LayerCall] = []
-    for node in graph.nodes:
-        handler = HANDLERS.get(node.op)
-        if handler is None:
-            raise UnsupportedOpError(BACKEND, node)
-        calls.extend(handler.describe(node, graph, taken))
-    return calls
-
-
-def handler_for(call: LayerCall, graph: Graph) -> Handler:
-    return HANDLERS[graph[call.node].op]
+"""IR op -> handler: the default table of KerasBackend (builder and emitter read the
+backend instance's ``handlers``, so a subclass can replace entries)."""

@@ -13,7 +13,8 @@ import torch
 from torch import nn
 
 from archcompiler import ir
-from archcompiler.registry import BackendError, UnsupportedOpError
+from archcompiler.codegen import describe_graph
+from archcompiler.registry import BackendError
 
 from .ops import BACKEND, HANDLERS, Handler
 
@@ -61,22 +62,24 @@ class GraphModule(nn.Module):
 
 
 def build_module(graph: ir.Graph, handlers: Mapping[str, Handler] = HANDLERS) -> GraphModule:
-    """Instantiate every node through ``handlers``; eval mode, float32."""
+    """Instantiate every node's call through ``handlers`` (the backend's table); eval mode, float32.
+
+    Every node is described first, so an op the table cannot express fails before any module
+    is created."""
     inputs = graph.inputs
     if len(inputs) != 1:
         raise BackendError(f"graph {graph.name!r} has {len(inputs)} inputs; the torch backend supports one")
     modules: dict[str, nn.Module] = {}
     steps: list[tuple[str, tuple[str, ...]]] = []
-    for node in graph.nodes:
-        handler = handlers.get(node.op)
-        if handler is None:
-            raise UnsupportedOpError(BACKEND, node)
-        module = handler.build(node, graph)
-        if module is None:
+    for item in describe_graph(graph, handlers, BACKEND):
+        node = item.node
+        if not item.calls:
             if not isinstance(node, ir.Input):
                 raise BackendError(f"handler for {node.op!r} built no module for node {node.name!r}")
             continue
-        modules[node.name] = module
+        if len(item.calls) != 1:
+            raise BackendError(f"handler for {node.op!r} describes {node.name!r} as several modules; torch needs one")
+        modules[node.name] = item.handler.instantiate(item.calls[0])
         steps.append((node.name, node.inputs))
     model = GraphModule(graph.name, inputs[0].name, graph.output, steps, modules)
     return model.float().eval()

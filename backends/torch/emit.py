@@ -1,7 +1,8 @@
 """IR graph -> one standalone PyTorch source file (Jinja2), equivalent to what build() makes.
 
-The constructor calls come from the same handler table as the builder (``Layer.source`` vs
-``Layer.instantiate``), and layer names are the IR node names, so the emitted module's
+The constructor calls come from the same handler table as the builder (the backend instance's
+``handlers``), folded into block functions and tables by archcompiler.codegen.fold, the one
+algorithm every emitter shares; layer names are the IR node names, so the emitted module's
 state_dict has exactly the keys and shapes of the built one.
 
 Injection safety: spec-controlled strings reach the code only as ``repr()`` literals or as
@@ -11,7 +12,6 @@ names checked to be identifiers; the description, free text, is only ever a ``re
 from __future__ import annotations
 
 import inspect
-import keyword
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -19,23 +19,15 @@ from pathlib import Path
 from torch import nn
 
 from archcompiler import ir
-from archcompiler.codegen import ruff_format, template_environment, type_annotation
+from archcompiler.codegen import RESERVED, Site, fold, identifier, literal, ruff_format, template_environment
 from archcompiler.cost import cost
-from archcompiler.registry import BackendError, UnsupportedOpError
+from archcompiler.registry import BackendError
 
 from . import layers
-from .ops import BACKEND, Handler
-from .structure import RESERVED, analyse
+from .ops import BACKEND, Handler, resolve
 
 TEMPLATES = Path(__file__).parent / "templates"
 _SAFE_PATH = re.compile(r"[A-Za-z0-9_./-]{1,200}")
-
-
-def _identifier(text: str, what: str) -> str:
-    if not text.isidentifier() or keyword.iskeyword(text) or not text.isascii():
-        raise BackendError(f"{what} {text!r} is not a valid Python identifier")
-    return text
-
 
 MODULE_NAMES = frozenset(
     {"Entry", "SPEC_NAME", "SPEC_SOURCE", "SPEC_DESCRIPTION", "WIDTH", "RESOLUTION", "INPUT_SHAPE"}
@@ -51,80 +43,77 @@ def class_name(graph_name: str) -> str:
         name = f"Model{name}"
     if name in RESERVED or name in MODULE_NAMES or name.startswith("BLOCKS"):
         name = f"{name}Model"
-    return _identifier(name, "model class name")
+    return identifier(name, "model class name")
+
+
+def layer_source(site: Site) -> str:
+    """One entry of a layer dict: the module, or ``(module, (names it reads))`` when it does
+    not read the layer before it."""
+    src = f"{site.call.cls}({', '.join(site.arguments())})"
+    if site.reads is None:
+        return src
+    refs = site.reads
+    return f"({src}, ({refs[0]},))" if len(refs) == 1 else f"({src}, ({', '.join(refs)}))"
 
 
 def render(graph: ir.Graph, handlers: Mapping[str, Handler]) -> str:
     """The template's output, before formatting."""
     for node in graph.nodes:
-        if node.op not in handlers:
-            raise UnsupportedOpError(BACKEND, node)
-        _identifier(node.name, "node name")
+        identifier(node.name, "node name")
         if hasattr(nn.Sequential, node.name) or node.name == "wiring":  # "wiring": the emitted model's own
             raise BackendError(f"node name {node.name!r} clashes with a torch.nn.Module attribute")
     inputs = graph.inputs
     if len(inputs) != 1:
         raise BackendError(f"graph {graph.name!r} has {len(inputs)} inputs; the torch backend supports one")
-    structure = analyse(graph, handlers)
-    chain = (
-        all(n.inputs == ((graph.nodes[i].name,)) for i, n in enumerate(graph.nodes[1:]))
-        and graph.output == graph.nodes[-1].name
-        and isinstance(graph.nodes[0], ir.Input)
-    )
+    structure = fold(graph, handlers, BACKEND)
+    used = structure.classes()
     class_sources = [
-        inspect.getsource(c) for c in vars(layers).values() if isinstance(c, type) and c in structure.classes
+        inspect.getsource(c)
+        for c in vars(layers).values()
+        if isinstance(c, type) and c.__module__ == layers.__name__ and c.__name__ in used
     ]
-    param_types = {
-        kind.function: {p: type_annotation([row[j] for row in kind.rows]) for j, p in enumerate(kind.params)}
-        for kind in structure.kinds
-    }
     torch_cost = cost(graph, "torch")
     stats = cost(graph, "keras").non_trainable
     shape = graph.input_shape
     input_shape = (shape[2], shape[0], shape[1]) if len(shape) == 3 else tuple(shape)
-    example = next(iter(_state_keys(graph, handlers)), "<layer>.weight")
-    text = "\n".join(class_sources) + "".join(k.layers[0][1] for k in structure.kinds)
-    text += "".join(src for s in structure.sections for _, src in s.singles)
+    convs = (
+        call.name
+        for node in graph.nodes
+        for call in handlers[node.op].describe(node, graph)
+        if issubclass(resolve(call.cls), nn.modules.conv._ConvNd)
+    )
+    example = next(convs, None)
+    text = "\n".join(class_sources) + "".join(layer_source(s) for s in structure.sites())
     context = {
-        "graph_name": _identifier(graph.name, "spec name"),
-        "graph_name_repr": repr(graph.name),
+        "graph_name": identifier(graph.name, "spec name"),
+        "graph_name_repr": literal(graph.name),
         "source_doc": f"the spec file {graph.source}"
         if _SAFE_PATH.fullmatch(graph.source or "")
         else "a spec (see SPEC_SOURCE)",
-        "source_repr": repr(graph.source),
-        "description_repr": repr(graph.description),
-        "width": repr(graph.width),
-        "width_repr": repr(graph.width),
+        "source_repr": literal(graph.source),
+        "description_repr": literal(graph.description),
+        "width": literal(graph.width),
+        "width_repr": literal(graph.width),
         "height": int(graph.resolution[0]),
         "width_px": int(graph.resolution[1]),
-        "resolution_repr": repr(tuple(int(r) for r in graph.resolution)),
+        "resolution_repr": literal(tuple(int(r) for r in graph.resolution)),
         "input_shape": input_shape,
-        "input_shape_repr": repr(input_shape),
+        "input_shape_repr": literal(input_shape),
         "params": f"{torch_cost.trainable:,}",
         "buffers": f"{stats:,}",
         "macs": f"{torch_cost.macs:,}",
-        "example_key": example,
+        "example_key": f"{example}.weight" if example else "<layer>.weight",
         "need_functional": "F." in text,
         "class_sources": class_sources,
         "kinds": structure.kinds,
-        "param_types": param_types,
         "sections": structure.sections,
-        "dag": not chain,
+        "layer": layer_source,
+        "dag": not structure.chain,
         "input_name": inputs[0].name,
         "output_name": graph.output,
         "class_name": class_name(graph.name),
     }
     return template_environment(TEMPLATES).get_template("module.py.j2").render(**context)
-
-
-def _state_keys(graph: ir.Graph, handlers: Mapping[str, Handler]) -> list[str]:
-    """A few state_dict keys, for the docstring's example."""
-    keys = []
-    for node in graph.nodes:
-        layer = handlers[node.op].layer(node, graph)
-        if layer is not None and issubclass(layer.cls, nn.modules.conv._ConvNd):
-            keys.append(f"{node.name}.weight")
-    return keys
 
 
 def emit_source(graph: ir.Graph, handlers: Mapping[str, Handler]) -> str:

@@ -1,32 +1,30 @@
 """The torch backend's per-op handler table: one entry per IR op, shared by builder and emitter.
 
-Each handler turns an IR node into a :class:`Layer`, a constructor call described as data
-(class + arguments). The builder instantiates it (:meth:`Layer.instantiate`); the emitter
-prints it (:meth:`Layer.source`). Because both read the same ``Layer``, the generated code
-and the instantiated model cannot drift apart (DESIGN.md, style 2).
+Each handler turns an IR node into a :class:`~archcompiler.codegen.Call`, the module
+constructor call as data (class spelling + literal arguments). The builder instantiates it
+(:meth:`Handler.instantiate`); the emitter renders it. Because both read the same call, the
+generated code and the instantiated model cannot drift apart (docs/DESIGN.md, style 2).
 
 A node the handler cannot reproduce *exactly* raises :class:`UnsupportedOpError`; nothing is
-approximated (DESIGN.md, style 4).
+approximated (docs/DESIGN.md, style 4).
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from torch import nn
 
 from archcompiler import ir
-from archcompiler.registry import UnsupportedOpError
+from archcompiler.codegen import Call, make_call
+from archcompiler.registry import BackendError, UnsupportedOpError
 
 from . import layers
 
 BACKEND = "torch"
-
-Slot = tuple[str, int | str]
-"""One constructor argument: ("arg", position) or ("kw", keyword)."""
 
 
 def _pair(v: tuple[int, int]) -> int | tuple[int, int]:
@@ -43,70 +41,65 @@ def torch_momentum(decay: float) -> float:
     return float(f"{1.0 - decay:.12g}")
 
 
-@dataclass(frozen=True)
-class Layer:
-    """A module constructor call as data: ``cls(*args, **kwargs)``."""
+def spelling(cls: type[nn.Module]) -> str:
+    """How emitted code spells a module class: ``nn.Conv2d``, or a class copied from layers.py."""
+    if cls.__module__ == layers.__name__:
+        return cls.__name__
+    if getattr(nn, cls.__name__, None) is not cls:
+        raise BackendError(f"torch: emitted code can only use torch.nn and layers.py classes, not {cls!r}")
+    return f"nn.{cls.__name__}"
 
-    cls: type[nn.Module]
-    args: tuple[Any, ...] = ()
-    kwargs: Mapping[str, Any] = field(default_factory=dict)
 
-    @property
-    def qualname(self) -> str:
-        """How emitted code spells the class: ``nn.Conv2d`` or a class copied from layers.py."""
-        if self.cls.__module__ == layers.__name__:
-            return self.cls.__name__
-        assert getattr(nn, self.cls.__name__, None) is self.cls, self.cls
-        return f"nn.{self.cls.__name__}"
+def resolve(cls: str) -> type[nn.Module]:
+    """The module class a call spells (the inverse of :func:`spelling`)."""
+    owner, _, attr = cls.rpartition(".")
+    found = getattr(nn if owner == "nn" else layers, attr, None)
+    if not (isinstance(found, type) and issubclass(found, nn.Module)) or owner not in ("", "nn"):
+        raise BackendError(f"torch: no module class {cls!r} in torch.nn or layers.py")
+    return found
 
-    def instantiate(self) -> nn.Module:
-        return self.cls(*self.args, **self.kwargs)
 
-    def slots(self) -> list[tuple[Slot, Any]]:
-        """Every argument as ((kind, position or keyword), value), in call order."""
-        return [(("arg", i), v) for i, v in enumerate(self.args)] + [(("kw", k), v) for k, v in self.kwargs.items()]
+@functools.cache
+def positional_names(cls: type[nn.Module]) -> tuple[str, ...]:
+    """The constructor's own names of its positional parameters (block parameters take them);
+    a subclass taking ``*args`` (PaddedConv2d) names them as its base class does."""
+    for klass in cls.__mro__:
+        params = [
+            p.name
+            for p in inspect.signature(klass.__init__).parameters.values()
+            if p.kind is p.POSITIONAL_OR_KEYWORD and p.name != "self"
+        ]
+        if params:
+            return tuple(params)
+    return ()
 
-    def slot_name(self, slot: Slot) -> str:
-        """A readable parameter name for an argument: the constructor's own name for it."""
-        kind, key = slot
-        if kind == "kw":
-            return str(key)
-        for klass in self.cls.__mro__:
-            params = [
-                p.name
-                for p in inspect.signature(klass.__init__).parameters.values()
-                if p.kind is p.POSITIONAL_OR_KEYWORD and p.name != "self"
-            ]
-            if params:
-                return params[int(key)]
-        return f"arg{key}"
 
-    def source(self, overrides: Mapping[Slot, str] | None = None) -> str:
-        """The constructor call as code; ``overrides`` replace literals by expressions (names)."""
-        over = overrides or {}
-        parts = []
-        for slot, value in self.slots():
-            text = over.get(slot, repr(value))
-            parts.append(text if slot[0] == "arg" else f"{slot[1]}={text}")
-        return f"{self.qualname}({', '.join(parts)})"
+def module_call(
+    cls: type[nn.Module],
+    node: ir.Node,
+    args: tuple[Any, ...] = (),
+    kwargs: Mapping[str, Any] | None = None,
+    defaults: Mapping[str, Any] | None = None,
+) -> Call:
+    """The call constructing ``cls`` for ``node`` (a torch module is named after its node)."""
+    return make_call(spelling(cls), node, args, kwargs, arg_names=positional_names(cls), defaults=defaults)
 
 
 class Handler:
-    """Build part and emit part of one IR op. Subclasses implement :meth:`layer`."""
+    """Describe one IR op as the module constructor call building it; subclasses implement
+    :meth:`describe`. The builder instantiates the call, the emitter renders it."""
 
     op: ClassVar[str]
 
-    def layer(self, node: Any, graph: ir.Graph) -> Layer | None:
-        """The module for ``node``, or None when the node needs no module (the input)."""
+    def describe(self, node: Any, graph: ir.Graph) -> Sequence[Call]:
+        """One call per node (named after it), none for the graph input."""
         raise NotImplementedError
 
-    def build(self, node: ir.Node, graph: ir.Graph) -> nn.Module | None:
-        spec = self.layer(node, graph)
-        return None if spec is None else spec.instantiate()
+    def describe_general(self, node: Any, graph: ir.Graph) -> Sequence[Call]:
+        return self.describe(node, graph)
 
-    def emit(self, node: ir.Node, graph: ir.Graph) -> str | None:
-        spec = self.layer(node, graph)
-        return None if spec is None else spec.source()
+    def instantiate(self, call: Call) -> nn.Module:
+        return resolve(call.cls)(*call.args, **dict(call.kwargs))
 
 
 def _rank(graph: ir.Graph, node: ir.Node, i: int = 0) -> int:
@@ -118,28 +111,29 @@ def _require_image(node: ir.Node, graph: ir.Graph) -> None:
         raise UnsupportedOpError(BACKEND, node, f"input of rank {_rank(graph, node)}, expected (H, W, C)")
 
 
-def _conv(node: ir.Conv2D | ir.DepthwiseConv2D, in_ch: int, out_ch: int, groups: int) -> Layer:
+CONV_DEFAULTS: Mapping[str, Any] = {"stride": 1, "padding": 0, "dilation": 1, "groups": 1}
+"""nn.Conv2d's defaults of the keywords the conv handlers set (``bias`` is always written)."""
+
+
+def _conv(node: ir.Conv2D | ir.DepthwiseConv2D, in_ch: int, out_ch: int, groups: int, general: bool) -> list[Call]:
+    """nn.Conv2d when torch's symmetric ``padding=`` is exact; else (and in the general form,
+    which fits every pad) PaddedConv2d with the IR's explicit pad, e.g. TF "same" with an even
+    total pad: extra pixel at bottom/right, reproduced exactly. Same state_dict keys either way."""
     _require_positive(node, node.padding)
     top, bottom, left, right = node.padding
-    kwargs: dict[str, Any] = {}
-    if node.stride != (1, 1):
-        kwargs["stride"] = _pair(node.stride)
-    # A strided conv with padding gets PaddedConv2d even when this size happens to pad
-    # symmetrically: TF "same" pads depend on the input size, and one class for all sizes keeps
-    # repeated blocks structurally identical (one emitted block function, pad a parameter).
-    symmetric = top == bottom and left == right and not (node.stride != (1, 1) and any(node.padding))
-    if symmetric and (top or left):
-        kwargs["padding"] = _pair((top, left))
-    if node.dilation != (1, 1):
-        kwargs["dilation"] = _pair(node.dilation)
-    if groups != 1:
-        kwargs["groups"] = groups
-    kwargs["bias"] = node.use_bias
-    if not symmetric:
-        # e.g. TF "same" with an even total pad: extra pixel at bottom/right, reproduced exactly.
+    kwargs: dict[str, Any] = {
+        "stride": _pair(node.stride),
+        "padding": 0,
+        "dilation": _pair(node.dilation),
+        "groups": groups,
+        "bias": node.use_bias,
+    }
+    args = (in_ch, out_ch, _pair(node.kernel))
+    if general or top != bottom or left != right:
         kwargs["pad"] = tuple(node.padding)
-        return Layer(layers.PaddedConv2d, (in_ch, out_ch, _pair(node.kernel)), kwargs)
-    return Layer(nn.Conv2d, (in_ch, out_ch, _pair(node.kernel)), kwargs)
+        return [module_call(layers.PaddedConv2d, node, args, kwargs, CONV_DEFAULTS)]
+    kwargs["padding"] = _pair((top, left))
+    return [module_call(nn.Conv2d, node, args, kwargs, CONV_DEFAULTS)]
 
 
 def _require_positive(node: ir.Node, pad: tuple[int, ...]) -> None:
@@ -150,18 +144,21 @@ def _require_positive(node: ir.Node, pad: tuple[int, ...]) -> None:
 class InputHandler(Handler):
     op = "input"
 
-    def layer(self, node: ir.Input, graph: ir.Graph) -> None:
+    def describe(self, node: ir.Input, graph: ir.Graph) -> list[Call]:
         if len(node.shape) not in (1, 3):
             raise UnsupportedOpError(BACKEND, node, f"input shape {node.shape}")
-        return None
+        return []
 
 
 class Conv2DHandler(Handler):
     op = "conv2d"
 
-    def layer(self, node: ir.Conv2D, graph: ir.Graph) -> Layer:
+    def describe(self, node: ir.Conv2D, graph: ir.Graph, general: bool = False) -> list[Call]:
         _require_image(node, graph)
-        return _conv(node, node.in_channels, node.filters, node.groups)
+        return _conv(node, node.in_channels, node.filters, node.groups, general)
+
+    def describe_general(self, node: ir.Conv2D, graph: ir.Graph) -> list[Call]:
+        return self.describe(node, graph, general=True)
 
 
 class DepthwiseConv2DHandler(Handler):
@@ -170,9 +167,12 @@ class DepthwiseConv2DHandler(Handler):
 
     op = "depthwise_conv2d"
 
-    def layer(self, node: ir.DepthwiseConv2D, graph: ir.Graph) -> Layer:
+    def describe(self, node: ir.DepthwiseConv2D, graph: ir.Graph, general: bool = False) -> list[Call]:
         _require_image(node, graph)
-        return _conv(node, node.in_channels, node.in_channels * node.multiplier, node.in_channels)
+        return _conv(node, node.in_channels, node.in_channels * node.multiplier, node.in_channels, general)
+
+    def describe_general(self, node: ir.DepthwiseConv2D, graph: ir.Graph) -> list[Call]:
+        return self.describe(node, graph, general=True)
 
 
 class BatchNormHandler(Handler):
@@ -183,7 +183,7 @@ class BatchNormHandler(Handler):
 
     op = "batchnorm"
 
-    def layer(self, node: ir.BatchNorm, graph: ir.Graph) -> Layer:
+    def describe(self, node: ir.BatchNorm, graph: ir.Graph) -> list[Call]:
         if node.center != node.scale:
             # torch's affine flag covers gamma and beta together; freezing one of them would
             # change the parameter count and the weight names, so refuse instead.
@@ -196,10 +196,8 @@ class BatchNormHandler(Handler):
             cls = layers.BatchNorm2d if biased else nn.BatchNorm2d
         else:
             cls = layers.BatchNorm1d if biased else nn.BatchNorm1d
-        kwargs: dict[str, Any] = {"eps": node.epsilon, "momentum": torch_momentum(node.decay)}
-        if not node.center:
-            kwargs["affine"] = False
-        return Layer(cls, (node.channels,), kwargs)
+        kwargs = {"eps": node.epsilon, "momentum": torch_momentum(node.decay), "affine": node.center}
+        return [module_call(cls, node, (node.channels,), kwargs, {"affine": True})]
 
 
 class ActivationHandler(Handler):
@@ -217,20 +215,20 @@ class ActivationHandler(Handler):
         "swish": nn.SiLU,
     }
 
-    def layer(self, node: ir.Activation, graph: ir.Graph) -> Layer:
+    def describe(self, node: ir.Activation, graph: ir.Graph) -> list[Call]:
         if node.kind not in self.CLASSES:
             raise UnsupportedOpError(BACKEND, node, f"activation {node.kind!r}")
-        return Layer(self.CLASSES[node.kind])
+        return [module_call(self.CLASSES[node.kind], node)]
 
 
 class ZeroPad2DHandler(Handler):
     op = "zero_pad2d"
 
-    def layer(self, node: ir.ZeroPad2D, graph: ir.Graph) -> Layer:
+    def describe(self, node: ir.ZeroPad2D, graph: ir.Graph) -> list[Call]:
         _require_image(node, graph)
         _require_positive(node, node.padding)
         top, bottom, left, right = node.padding
-        return Layer(nn.ZeroPad2d, ((left, right, top, bottom),))
+        return [module_call(nn.ZeroPad2d, node, ((left, right, top, bottom),))]
 
 
 class Pool2DHandler(Handler):
@@ -238,46 +236,44 @@ class Pool2DHandler(Handler):
 
     op = "pool2d"
 
-    def layer(self, node: ir.Pool2D, graph: ir.Graph) -> Layer:
+    def describe(self, node: ir.Pool2D, graph: ir.Graph) -> list[Call]:
         _require_image(node, graph)
         cls = nn.MaxPool2d if node.kind == "max" else nn.AvgPool2d
-        return Layer(cls, (_pair(node.kernel),), {"stride": _pair(node.stride)})
+        return [module_call(cls, node, (_pair(node.kernel),), {"stride": _pair(node.stride)})]
 
 
 class GlobalPoolHandler(Handler):
     op = "global_pool"
 
-    def layer(self, node: ir.GlobalPool, graph: ir.Graph) -> Layer:
+    def describe(self, node: ir.GlobalPool, graph: ir.Graph) -> list[Call]:
         _require_image(node, graph)
-        kwargs: dict[str, Any] = {"kind": node.kind}
-        if node.keepdims:
-            kwargs["keepdims"] = True
-        return Layer(layers.GlobalPool, (), kwargs)
+        kwargs = {"kind": node.kind, "keepdims": node.keepdims}
+        return [module_call(layers.GlobalPool, node, (), kwargs, {"keepdims": False})]
 
 
 class FlattenHandler(Handler):
     op = "flatten"
 
-    def layer(self, node: ir.Flatten, graph: ir.Graph) -> Layer:
-        return Layer(layers.FlattenHWC)
+    def describe(self, node: ir.Flatten, graph: ir.Graph) -> list[Call]:
+        return [module_call(layers.FlattenHWC, node)]
 
 
 class DenseHandler(Handler):
     op = "dense"
 
-    def layer(self, node: ir.Dense, graph: ir.Graph) -> Layer:
+    def describe(self, node: ir.Dense, graph: ir.Graph) -> list[Call]:
         if _rank(graph, node) != 1:
             # Keras applies Dense to the last axis of an image; nn.Linear on NCHW would not.
             raise UnsupportedOpError(BACKEND, node, "dense on a non-flat input")
-        kwargs = {} if node.use_bias else {"bias": False}
-        return Layer(nn.Linear, (node.in_features, node.units), kwargs)
+        args = (node.in_features, node.units)
+        return [module_call(nn.Linear, node, args, {"bias": node.use_bias}, {"bias": True})]
 
 
 class DropoutHandler(Handler):
     op = "dropout"
 
-    def layer(self, node: ir.Dropout, graph: ir.Graph) -> Layer:
-        return Layer(nn.Dropout, (node.rate,))
+    def describe(self, node: ir.Dropout, graph: ir.Graph) -> list[Call]:
+        return [module_call(nn.Dropout, node, (node.rate,))]
 
 
 class SoftmaxHandler(Handler):
@@ -285,8 +281,8 @@ class SoftmaxHandler(Handler):
 
     op = "softmax"
 
-    def layer(self, node: ir.Softmax, graph: ir.Graph) -> Layer:
-        return Layer(nn.Softmax, (), {"dim": 1})
+    def describe(self, node: ir.Softmax, graph: ir.Graph) -> list[Call]:
+        return [module_call(nn.Softmax, node, (), {"dim": 1})]
 
 
 def _require_same_rank(node: ir.Node, graph: ir.Graph) -> None:
@@ -299,17 +295,17 @@ def _require_same_rank(node: ir.Node, graph: ir.Graph) -> None:
 class AddHandler(Handler):
     op = "add"
 
-    def layer(self, node: ir.Add, graph: ir.Graph) -> Layer:
+    def describe(self, node: ir.Add, graph: ir.Graph) -> list[Call]:
         _require_same_rank(node, graph)
-        return Layer(layers.Add)
+        return [module_call(layers.Add, node)]
 
 
 class MultiplyHandler(Handler):
     op = "multiply"
 
-    def layer(self, node: ir.Multiply, graph: ir.Graph) -> Layer:
+    def describe(self, node: ir.Multiply, graph: ir.Graph) -> list[Call]:
         _require_same_rank(node, graph)
-        return Layer(layers.Multiply)
+        return [module_call(layers.Multiply, node)]
 
 
 HANDLERS: Mapping[str, Handler] = {

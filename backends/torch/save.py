@@ -6,6 +6,9 @@
                traces our custom layers down to aten ops, so loading needs no archc code.
                If export fails, a TorchScript trace ``<name>.torchscript.pt`` is written instead
                (``torch.jit.load``).
+
+Each file is published atomically through the kit (``Backend.publish``): an interrupted save
+leaves no half-written file under the final name.
 """
 
 from __future__ import annotations
@@ -16,35 +19,28 @@ from pathlib import Path
 import torch
 
 from archcompiler import ir
+from archcompiler.layouts import shape_to
+from archcompiler.registry import Backend
 
 from .build import GraphModule
 
 
-def _example(graph: ir.Graph, batch: int = 2) -> torch.Tensor:
-    s = graph.input_shape
-    shape = (batch, s[2], s[0], s[1]) if len(s) == 3 else (batch, *s)
-    return torch.zeros(shape, dtype=torch.float32)
-
-
-def save_model(graph: ir.Graph, model: GraphModule, out_dir: Path) -> list[Path]:
+def save_model(backend: Backend, graph: ir.Graph, model: GraphModule, out_dir: Path) -> list[Path]:
     """Write the state_dict and a standalone program into ``out_dir``; return both paths."""
-    out_dir.mkdir(parents=True, exist_ok=True)
     model.eval()
-    state_path = out_dir / f"{graph.name}.pt"
-    torch.save(model.state_dict(), state_path)
-    example = _example(graph)
+    state = model.state_dict()
+    state_path = backend.publish(out_dir / f"{graph.name}.pt", lambda tmp: torch.save(state, tmp))
+    example = torch.zeros((2, *shape_to(graph.input_shape, "channels_first")), dtype=torch.float32)
     try:
         # The batch axis stays dynamic so the program accepts any batch size.
         batch = torch.export.Dim("batch", min=1, max=4096)
         program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
-        program_path = out_dir / f"{graph.name}.pt2"
-        torch.export.save(program, program_path)
+        program_path = backend.publish(out_dir / f"{graph.name}.pt2", lambda tmp: torch.export.save(program, tmp))
     except Exception as exc:  # export is best-effort by design: fall back, say why
         warnings.warn(f"torch.export failed ({exc}); writing a TorchScript trace instead", stacklevel=2)
-        program_path = out_dir / f"{graph.name}.torchscript.pt"
         with warnings.catch_warnings():
             # TorchScript is deprecated in favour of torch.export, which is what just failed.
             warnings.simplefilter("ignore", DeprecationWarning)
             traced = torch.jit.trace(model, example)
-        traced.save(str(program_path))
+        program_path = backend.publish(out_dir / f"{graph.name}.torchscript.pt", lambda tmp: traced.save(tmp))
     return [state_path, program_path]

@@ -1,53 +1,52 @@
-"""Canonical weights <-> a built torch model's state_dict (names from archcompiler.weights)."""
+"""Weight glue for the kit: canonical tensor -> state_dict name, and reading/writing tensors.
+
+Layouts (OIHW kernels, (C*M, 1, kh, kw) depthwise, (out, in) linear) are converted by
+archcompiler.layouts, because the backend declares ``weight_layout = "channels_first"``; here
+is only what is torch's own: the state_dict names and how a tensor is copied.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from archcompiler import ir
-from archcompiler import weights as canonical
-from archcompiler.registry import BackendError
+WEIGHT_NAMES: Mapping[tuple[str, str], str] = {
+    ("conv2d", "kernel"): "weight",
+    ("conv2d", "bias"): "bias",
+    ("depthwise_conv2d", "kernel"): "weight",
+    ("depthwise_conv2d", "bias"): "bias",
+    ("dense", "kernel"): "weight",
+    ("dense", "bias"): "bias",
+    ("batchnorm", "gamma"): "weight",
+    ("batchnorm", "beta"): "bias",
+    ("batchnorm", "moving_mean"): "running_mean",
+    ("batchnorm", "moving_variance"): "running_var",
+}
+"""(IR op, canonical param) -> the tensor's name inside the node's module (nn.Conv2d,
+nn.Linear, nn.BatchNorm2d). Explicit per op: a new op with weights must add its rows, or
+moving its weights is an error naming the tensor (the kit never guesses ``bias``)."""
 
-from .convert import kernel_from_torch, kernel_to_torch, torch_key
 
+def weight_tensors(model: nn.Module) -> dict[tuple[str, str], torch.Tensor]:
+    """state_dict tensors (they share storage with the model) by (node, name in the node).
 
-def get_weights(graph: ir.Graph, model: nn.Module) -> canonical.Weights:
-    """Every canonical tensor, read from the model, as float32 numpy in Keras layouts."""
-    state = model.state_dict()
-    out: canonical.Weights = {}
-    for name in canonical.expected(graph):
-        node_name, param = name.rsplit(".", 1)
-        node = graph[node_name]
-        key = torch_key(node, param)
-        if key not in state:
-            raise BackendError(f"model has no tensor {key!r} for {name!r}")
-        arr = state[key].detach().cpu().numpy().astype(np.float32, copy=True)
-        out[name] = kernel_from_torch(node, arr) if param == "kernel" else arr
+    Submodules are named after IR nodes, which contain no dots, so the first dot splits them.
+    """
+    out: dict[tuple[str, str], torch.Tensor] = {}
+    for key, value in model.state_dict().items():
+        node, _, name = key.partition(".")
+        out[(node, name)] = value
     return out
 
 
-def set_weights(graph: ir.Graph, model: nn.Module, weights: canonical.Weights) -> None:
-    """Load canonical weights after checking every name and shape (weights.check).
+def read_tensor(tensor: torch.Tensor) -> np.ndarray:
+    return tensor.detach().cpu().numpy()
 
-    All tensors are converted and checked against the model before any is copied, so a
-    failure leaves the model unchanged.
-    """
-    canonical.check(graph, weights)
-    state = model.state_dict()
-    staged: dict[str, torch.Tensor] = {}
-    for name in canonical.expected(graph):
-        node_name, param = name.rsplit(".", 1)
-        node = graph[node_name]
-        arr = np.asarray(weights[name], dtype=np.float32)
-        if param == "kernel":
-            arr = kernel_to_torch(node, arr)
-        key = torch_key(node, param)
-        if key not in state or tuple(state[key].shape) != arr.shape:
-            got = tuple(state[key].shape) if key in state else "absent"
-            raise BackendError(f"tensor {name!r}: model tensor {key!r} is {got}, converted weight is {arr.shape}")
-        staged[key] = torch.from_numpy(np.ascontiguousarray(arr))
+
+def write_tensors(staged: Sequence[tuple[torch.Tensor, np.ndarray]]) -> None:
     with torch.no_grad():
-        for key, value in staged.items():
-            state[key].copy_(value)
+        for tensor, arr in staged:
+            tensor.copy_(torch.from_numpy(np.ascontiguousarray(arr)))

@@ -1,4 +1,4 @@
-"""The Keras backend against independent references: keras.applications, NUMBERS.md, numpy,
+"""The Keras backend against independent references: keras.applications, docs/NUMBERS.md, numpy,
 TensorFlow's own ops and Keras' own training loop.
 
 Kept fast: MobileNet at 128 (and one odd size), models shared by module-scoped fixtures.
@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 with contextlib.suppress(ImportError):
-    import torch  # noqa: F401  (before tensorflow: the other order can crash; DESIGN.md)
+    import torch  # noqa: F401  (before tensorflow: the other order can crash; docs/DESIGN.md)
 
 keras = pytest.importorskip("keras")
 
@@ -39,7 +39,7 @@ KERAS_SPEC = a.load(ROOT / "specs" / "mobilenet_keras.yaml")
 PAPER_SPEC = a.load(ROOT / "specs" / "mobilenet.yaml")
 ALPHAS = (0.25, 0.5, 0.75, 1.0)
 
-# NUMBERS.md, keras.applications.MobileNet (Keras 3.15): total / trainable / non-trainable.
+# docs/NUMBERS.md, keras.applications.MobileNet (Keras 3.15): total / trainable / non-trainable.
 APP_PARAMS = {
     1.0: (4_253_864, 4_231_976, 21_888),
     0.75: (2_601_976, 2_585_560, 16_416),
@@ -121,7 +121,7 @@ def test_paper_spec_builds_and_verifies(backend) -> None:
     graph = a.lower(PAPER_SPEC, width=0.5, resolution=160)
     model = backend.build(graph)
     backend.verify(graph, model)
-    # The paper rule (Howard et al.) counts conv/FC weights only: 1,319,648 at a=0.5 (NUMBERS.md).
+    # The paper rule (Howard et al.) counts conv/FC weights only: 1,319,648 at a=0.5 (docs/NUMBERS.md).
     weights_only = sum(int(np.prod(v.shape)) for v in model.trainable_weights if v.name == "kernel")
     assert weights_only == 1_319_648
     # TF "same" stays "same": no helper pad layers when the IR's pads are TF SAME's.
@@ -129,7 +129,7 @@ def test_paper_spec_builds_and_verifies(backend) -> None:
 
 
 def test_same_versus_keras_pad_shapes_at_odd_size(backend) -> None:
-    """At 200: keras.applications' (0,1)-pad-then-valid floors, TF SAME ceils (NUMBERS.md)."""
+    """At 200: keras.applications' (0,1)-pad-then-valid floors, TF SAME ceils (docs/NUMBERS.md)."""
     dws = ("conv1", "conv_dw_2", "conv_dw_4", "conv_dw_6", "conv_dw_12")
     sides = {}
     for spec in (KERAS_SPEC, PAPER_SPEC):

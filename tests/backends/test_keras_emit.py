@@ -18,16 +18,18 @@ from pathlib import Path
 import pytest
 
 with contextlib.suppress(ImportError):
-    import torch  # noqa: F401  (before tensorflow: the other order can crash; DESIGN.md)
+    import torch  # noqa: F401  (before tensorflow: the other order can crash; docs/DESIGN.md)
 
 keras = pytest.importorskip("keras")
 
 import numpy as np  # noqa: E402
-from archcompiler.backends.keras.ops import HANDLERS, describe, handler_for  # noqa: E402
+from archcompiler.backends.keras.emit import constructor  # noqa: E402
+from archcompiler.backends.keras.ops import HANDLERS  # noqa: E402
 
 import archcompiler as a  # noqa: E402
 from archcompiler import ir  # noqa: E402
 from archcompiler import weights as W  # noqa: E402
+from archcompiler.codegen import describe_graph, literal  # noqa: E402
 from archcompiler.registry import BackendError, get_backend  # noqa: E402
 
 pytestmark = pytest.mark.keras
@@ -91,6 +93,7 @@ CASES = {
     "mobilenet_keras_05_128": lambda: lowered("mobilenet_keras", 0.5, 128),
     "mobilenet_keras_025_199": lambda: lowered("mobilenet_keras", 0.25, 199),
     "kitchen_sink": kitchen_sink,
+    "tiny_resnet": lambda: a.lower(a.load(ROOT / "tests" / "specs" / "tiny_resnet.yaml")),
 }
 
 RUNNER = textwrap.dedent(
@@ -203,39 +206,42 @@ def test_deterministic_and_ruff_clean(backend, emitted, key: str) -> None:
 def test_repeated_blocks_are_one_function_and_a_table(emitted) -> None:
     """Not dozens of unrolled lines: MobileNet's 13 blocks are rows of one table."""
     paper = emitted["mobilenet_1_224"]["source"]
-    assert paper.count("\ndef _") == 1  # TF SAME: stride 1 and 2 blocks are one kind
+    assert paper.count("\ndef ") == 2  # one block function (stride 1 and 2 alike) and build_model
     assert "for block, *args in BLOCKS:" in paper
     assert paper.count('name=f"conv_dw_{index}"') == 1
-    assert "(_conv_dw_block, 2, 2, 128)," in paper  # index, stride, filters of Table 1's 2nd row
+    assert "(conv_dw_block, 2, 2, 128)," in paper  # index, stride, filters of Table 1's 2nd row
     keras_src = emitted["mobilenet_keras_05_128"]["source"]
-    assert keras_src.count("\ndef _") == 2  # padded stride-2 blocks have one more layer
+    assert keras_src.count("\ndef ") == 3  # padded stride-2 blocks have one more layer
     assert len(keras_src.splitlines()) < 120
     sink = emitted["kitchen_sink"]["source"]
     assert "tensors[" in sink and "class UnbiasedBatchNormalization" in sink
+    resnet = emitted["tiny_resnet"]["source"]  # a DAG folds too: the skip input is a parameter
+    assert resnet.count("\ndef ") == 2 and "res2_conv_a" not in resnet
+    assert "tensors[source]" in resnet and '(res_conv_a_block, 3, "res2_out"),' in resnet
 
 
 def test_docstring_names_spec_and_costs(emitted) -> None:
     src = emitted["mobilenet_1_224"]["source"]
     head = src.split('"""')[1]
     assert "mobilenet_v1" in head and "specs/mobilenet.yaml" in head
-    assert "4,253,864 parameters" in head  # Keras count (NUMBERS.md, a=1.0)
-    assert "568,740,352 multiply-adds" in head  # paper MACs at 224 (NUMBERS.md)
+    assert "4,253,864 parameters" in head  # Keras count (docs/NUMBERS.md, a=1.0)
+    assert "568,740,352 multiply-adds" in head  # paper MACs at 224 (docs/NUMBERS.md)
     assert "Width multiplier 1.0, input 224x224" in head
 
 
 def test_builder_and_emitter_cover_the_same_ops(backend) -> None:
-    """One table: every IR op has a handler with a build part and an emit part, and the
-    kitchen-sink graph (every op) builds and emits through it."""
+    """One table: every IR op has a handler, and the kitchen-sink graph (every op) builds and
+    emits every call of it."""
     graph = kitchen_sink()
     assert {n.op for n in graph.nodes} == set(ir.IR_OPS)
     assert set(HANDLERS) == set(ir.IR_OPS) == backend.ops
     built = {layer.name for layer in backend.build(graph).layers}
     source = backend.emit(graph)
-    for call in describe(graph):
-        handler = handler_for(call, graph)
-        assert call.name in built
-        # ruff normalises quotes; every string here is an identifier or a plain literal.
-        assert handler.emit_layer(call).replace("'", '"') in source
+    for item in describe_graph(graph, HANDLERS, "keras"):
+        for call in item.calls:
+            assert call.name in built
+            # ruff normalises quotes; every string here is an identifier or a plain literal.
+            assert constructor(call, literal(call.name)).replace("'", '"') in source
 
 
 HOSTILE = [

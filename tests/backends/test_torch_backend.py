@@ -1,6 +1,6 @@
 """The torch backend against the IR and against independent references (numpy, TensorFlow).
 
-Expected values come from numpy re-implementations, NUMBERS.md or TensorFlow, never from the
+Expected values come from numpy re-implementations, docs/NUMBERS.md or TensorFlow, never from the
 backend's own output.
 """
 
@@ -115,7 +115,7 @@ def test_verify_names_the_node_on_param_mismatch(backend):
 @pytest.mark.parametrize(
     ("spec", "width", "trainable", "non_trainable"),
     [
-        # NUMBERS.md: keras.applications.MobileNet trainable / non-trainable, = timm's torch count
+        # docs/NUMBERS.md: keras.applications.MobileNet trainable / non-trainable, = timm's torch count
         (KERAS, 1.0, 4_231_976, 21_888),
         (KERAS, 0.75, 2_585_560, 16_416),
         (KERAS, 0.5, 1_331_592, 10_944),
@@ -124,7 +124,7 @@ def test_verify_names_the_node_on_param_mismatch(backend):
     ],
 )
 def test_param_counts_equal_reference(backend, spec, width, trainable, non_trainable):
-    # Counts do not depend on the input size (NUMBERS.md), so a small resolution keeps it fast.
+    # Counts do not depend on the input size (docs/NUMBERS.md), so a small resolution keeps it fast.
     model = backend.build(lowered(spec, width, 96))
     assert sum(p.numel() for p in model.parameters() if p.requires_grad) == trainable
     stats = sum(b.numel() for k, b in model.named_buffers() if not k.endswith("num_batches_tracked"))
@@ -264,6 +264,18 @@ def test_set_weights_rejects_bad_tensors(backend, fault):
         name = "conv_dw_3.kernel"
     with pytest.raises(WeightError, match=name.replace(".", r"\.")):
         backend.set_weights(g, model, wts)
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before), "a rejected load must change nothing"
+
+
+def test_set_weights_checks_the_model_before_writing_anything(backend):
+    """The model disagrees with its IR only at the last layer: earlier tensors stay untouched."""
+    g = lowered(KERAS, 0.25, 96)
+    model = backend.build(g)
+    model.conv_preds = torch.nn.Conv2d(256, 999, 1)  # the IR says 1000 classes
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(BackendError, match=r"'conv_preds\.kernel'.*\(999, 256, 1, 1\)"):
+        backend.set_weights(g, model, W.init(g, seed=0))
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before), "a rejected load must change nothing"
 

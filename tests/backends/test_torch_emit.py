@@ -198,43 +198,7 @@ def test_builder_and_emitter_cover_every_ir_op(backend, tmp_path):
     check_same_model(backend, g, "AllOps", tmp_path)
 
 
-RESNET = """\
-archc: 1
-name: tiny_resnet
-description: "a residual net with squeeze-excite, to test block detection on a DAG"
-input: {size: 32, channels: 3}
-classes: 10
-width: 1.0
-resolution: 1.0
-rounding: {mode: truncate}
-defaults:
-  padding: same
-  bias: false
-  activation: relu
-  batchnorm: {epsilon: 1.0e-3, decay: 0.99, variance_update: biased}
-blocks:
-  residual:
-    params: {filters: null}
-    layers:
-      - {op: conv, filters: $filters, kernel: 3, name: "res{index}_conv_a"}
-      - {op: batchnorm, name: "res{index}_bn_a"}
-      - {op: activation, name: "res{index}_relu_a"}
-      - {op: conv, filters: $filters, kernel: 3, name: "res{index}_conv_b"}
-      - {op: batchnorm, name: "res{index}_bn_b"}
-      - {op: global_avg_pool, keepdims: true, name: "res{index}_squeeze"}
-      - {op: activation, kind: hard_sigmoid, name: "res{index}_gate"}
-      - {op: multiply, inputs: ["res{index}_bn_b", "res{index}_gate"], name: "res{index}_excite"}
-      - {op: add, inputs: ["res{index}_excite", _input], name: "res{index}_add"}
-      - {op: activation, name: "res{index}_out"}
-layers:
-  - {op: conv, filters: 16, kernel: 3, name: stem}
-  - {op: batchnorm, name: stem_bn}
-  - {op: activation, name: stem_relu}
-  - {block: residual, filters: 16, repeat: 3}
-  - {op: global_avg_pool, name: pool}
-  - {op: dense, units: $classes, name: fc}
-  - {op: softmax, name: probs}
-"""
+RESNET = (REPO / "tests/specs/tiny_resnet.yaml").read_text(encoding="utf-8")
 
 
 def test_residual_blocks_are_detected_on_a_dag(backend, tmp_path):
@@ -275,8 +239,8 @@ def test_repeated_blocks_are_one_function_in_a_loop(backend):
     assert "conv_dw_7" not in src  # no unrolled block layers
     assert len(src.splitlines()) < 200
     assert '"""PyTorch model ``mobilenet_keras``' in src
-    assert "4,231,976 parameters" in src  # torch count at width 1.0 (NUMBERS.md)
-    assert "568,740,352 multiply-adds" in src  # paper MACs at 1.0-224 (NUMBERS.md)
+    assert "4,231,976 parameters" in src  # torch count at width 1.0 (docs/NUMBERS.md)
+    assert "568,740,352 multiply-adds" in src  # paper MACs at 1.0-224 (docs/NUMBERS.md)
 
 
 def test_emit_is_deterministic_across_processes(backend, tmp_path):

@@ -1,0 +1,450 @@
+"""The backend kit: everything a backend does that is not framework glue, written once.
+
+A backend (torch, keras, and next ONNX or TFLite) supplies a handler table and a few small
+glue methods (:class:`Glue`); this module turns them into the :class:`Backend` interface:
+
+* verification against the IR: every node's output shape (the first that differs, or whose
+  forward fails, is named), then per-node and total parameter counts under cost convention
+  "keras" (trainable = weights, biases, BN affine; non-trainable = BN moving statistics);
+* weight moving: canonical names and shapes checked first (weights.check), every tensor
+  converted to the backend's declared ``weight_layout`` (archcompiler.layouts) and checked
+  against the model, all staged, then written, so a failure leaves the model unchanged;
+* run/train input checks: an NHWC float32 batch of the IR's input shape, known output names,
+  (N, classes) logits and in-range integer labels for training; activations converted to and
+  from the backend's ``activation_layout``;
+* atomic publishing of saved files (archcompiler.fsutil).
+
+No framework is imported here; numpy is imported lazily inside functions, so that
+``import archcompiler`` stays light.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+from . import ir
+from .layouts import ActivationLayout, WeightLayout
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from .weights import TensorSpec, Weights
+
+
+class BackendError(Exception):
+    """A backend could not do what was asked; the message names the node or tensor."""
+
+
+class UnsupportedOpError(BackendError):
+    """An IR op (or an attribute of it) that a backend cannot express exactly.
+
+    Raised instead of approximating (docs/DESIGN.md, style 4).
+    """
+
+    def __init__(self, backend: str, node: ir.Node, detail: str = "") -> None:
+        what = f"{node.op}" + (f" ({detail})" if detail else "")
+        super().__init__(f"backend {backend!r} cannot express {what} at node {node.name!r}")
+        self.backend = backend
+        self.node = node
+
+
+Shape = tuple[int, ...]
+
+
+class Glue(Protocol):
+    """The framework-specific part of a backend; everything else comes from this kit.
+
+    Tensor handles (from ``weight_tensors``) are whatever the framework uses (a torch tensor,
+    a Keras variable, a numpy array); the kit only reads their ``.shape`` and passes them back
+    to ``read_tensor`` and ``write_tensors``.
+    """
+
+    # Read-only, so that the class variables of a Backend subclass satisfy them.
+    @property
+    def name(self) -> str: ...
+    @property
+    def weight_layout(self) -> WeightLayout: ...
+    @property
+    def activation_layout(self) -> ActivationLayout: ...
+    @property
+    def weight_names(self) -> Mapping[tuple[str, str], str] | None: ...
+
+    def node_shapes(self, graph: ir.Graph, model: Any) -> Iterable[tuple[str, Shape | Exception]]:
+        """(node name, per-example output shape in ``activation_layout``), in graph order; an
+        exception in place of the shape for a node that could not be computed (the glue may
+        stop there)."""
+        ...
+
+    def node_param_counts(self, graph: ir.Graph, model: Any, node: str) -> tuple[int, int]:
+        """(trainable, non-trainable) element counts of the part of ``model`` built for ``node``
+        (0, 0 if there is none)."""
+        ...
+
+    def param_totals(self, model: Any) -> tuple[int, int]:
+        """(trainable, non-trainable) element counts of the whole model."""
+        ...
+
+    def weight_tensors(self, model: Any) -> Mapping[tuple[str, str], Any]:
+        """Every weight tensor of ``model`` by (node name, framework tensor name)."""
+        ...
+
+    def read_tensor(self, tensor: Any) -> np.ndarray:
+        """One tensor's values as numpy, in the backend's weight layout."""
+        ...
+
+    def write_tensors(self, staged: Sequence[tuple[Any, np.ndarray]]) -> None:
+        """Copy each float32 array (already in the backend's layout and shape) into its tensor."""
+        ...
+
+    def forward(self, graph: ir.Graph, model: Any, x: np.ndarray, names: tuple[str, ...]) -> Mapping[str, Any]:
+        """Inference on ``x`` (in ``activation_layout``); the named non-input nodes' outputs as
+        numpy-convertible arrays, in ``activation_layout``."""
+        ...
+
+    def sgd_step(self, graph: ir.Graph, model: Any, x: np.ndarray, y: np.ndarray, logits: str, lr: float) -> float:
+        """One plain-SGD step (momentum 0, BatchNorm in training mode) on mean softmax
+        cross-entropy of node ``logits`` against int64 labels ``y``; returns the loss before it."""
+        ...
+
+
+# ---------------------------------------------------------------------------------------------
+# verification
+
+
+def verify(backend: Glue, graph: ir.Graph, model: Any) -> None:
+    """Check ``model`` against the IR; raise BackendError naming the first mismatch.
+
+    Shapes first (a wrong shape usually explains a wrong count), node by node in graph order,
+    then per-node counts, then totals (which catch parameters outside any node).
+    """
+    from .cost import cost
+    from .layouts import shape_to
+
+    layout = backend.activation_layout
+    shapes = dict(backend.node_shapes(graph, model))
+    for node in graph.nodes:
+        what = f"node {node.name!r} ({node.op})"
+        if node.name not in shapes:
+            raise BackendError(f"{what}: the {backend.name} model computes no output for it")
+        got = shapes[node.name]
+        if isinstance(got, Exception):
+            raise BackendError(f"{what}: {backend.name} forward pass failed: {got}") from got
+        want = shape_to(node.shape, layout)
+        got = tuple(None if d is None else int(d) for d in got)  # a framework may leave a dim unknown
+        if got != want:
+            native = f" = {want} {layout}" if want != tuple(node.shape) else ""
+            mine = f" ({layout})" if native else ""
+            raise BackendError(f"{what}: {backend.name} output shape {got}{mine}, but the IR says {node.shape}{native}")
+    want_counts = cost(graph, "keras")
+    for nc in want_counts.nodes:
+        t, f = backend.node_param_counts(graph, model, nc.name)
+        if (t, f) != (nc.trainable, nc.non_trainable):
+            raise BackendError(
+                f"node {nc.name!r} ({nc.op}): {backend.name} has {t} trainable / {f} non-trainable parameters, "
+                f"IR says {nc.trainable} / {nc.non_trainable}"
+            )
+    t, f = backend.param_totals(model)
+    if (t, f) != (want_counts.trainable, want_counts.non_trainable):
+        raise BackendError(
+            f"{backend.name} model has {t} trainable / {f} non-trainable parameters in total, "
+            f"IR says {want_counts.trainable} / {want_counts.non_trainable} (parameters outside any node?)"
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# weights
+
+
+def tensor_name(backend: Glue, graph: ir.Graph, spec: TensorSpec) -> str:
+    """The framework's name for canonical tensor ``spec`` (``weight_names``; None = the same).
+
+    An unmapped parameter is an error, never a guess: guessing ``bias`` for every non-kernel
+    tensor would silently mis-wire e.g. a LayerNorm's gamma.
+    """
+    if backend.weight_names is None:
+        return spec.param
+    op = graph[spec.node].op
+    try:
+        return backend.weight_names[(op, spec.param)]
+    except KeyError:
+        raise BackendError(
+            f"backend {backend.name!r} has no tensor name for {spec.name!r} ({op} parameter {spec.param!r}); "
+            f"declare ({op!r}, {spec.param!r}) in its weight_names"
+        ) from None
+
+
+def _located(backend: Glue, graph: ir.Graph, model: Any) -> list[tuple[TensorSpec, str, Any]]:
+    """(canonical spec, framework name, tensor handle) for every tensor the graph needs."""
+    from .weights import specs
+
+    tensors = backend.weight_tensors(model)
+    out = []
+    for spec in specs(graph).values():
+        key = (spec.node, tensor_name(backend, graph, spec))
+        if key not in tensors:
+            has = sorted(name for node, name in tensors if node == spec.node)
+            raise BackendError(
+                f"{backend.name} model has no tensor {key[1]!r} in node {spec.node!r} for {spec.name!r} "
+                f"(the node has {', '.join(has) if has else 'no tensors'})"
+            )
+        out.append((spec, key[1], tensors[key]))
+    return out
+
+
+def get_weights(backend: Glue, graph: ir.Graph, model: Any) -> Weights:
+    """Every canonical tensor, read from the model, as float32 numpy in canonical layouts (copies)."""
+    import numpy as np
+
+    from .layouts import weight_from
+
+    out: Weights = {}
+    for spec, name, tensor in _located(backend, graph, model):
+        arr = np.asarray(backend.read_tensor(tensor), dtype=np.float32)
+        try:
+            arr = weight_from(arr, spec.layout, backend.weight_layout, spec.shape)
+        except ValueError as exc:
+            raise BackendError(f"tensor {spec.name!r} ({backend.name} {name!r} of node {spec.node!r}): {exc}") from None
+        if arr.shape != spec.shape:
+            raise BackendError(
+                f"tensor {spec.name!r}: {backend.name} {name!r} of node {spec.node!r} is {arr.shape}, "
+                f"the IR says {spec.shape}"
+            )
+        out[spec.name] = np.array(arr, dtype=np.float32, copy=True)  # never a view of framework memory
+    return out
+
+
+def set_weights(backend: Glue, graph: ir.Graph, model: Any, weights: Weights) -> None:
+    """Load canonical weights: check names and shapes (weights.check, a WeightError), convert
+    and check every tensor against the model, and only then write, so a failure changes nothing."""
+    import numpy as np
+
+    from .layouts import weight_to
+    from .weights import check
+
+    check(graph, weights)
+    staged: list[tuple[Any, np.ndarray]] = []
+    for spec, name, tensor in _located(backend, graph, model):
+        arr = weight_to(np.asarray(weights[spec.name], dtype=np.float32), spec.layout, backend.weight_layout)
+        have = tuple(int(d) for d in tensor.shape)
+        if have != arr.shape:
+            raise BackendError(
+                f"tensor {spec.name!r}: {backend.name} {name!r} of node {spec.node!r} is {have}, "
+                f"the converted weight is {arr.shape}"
+            )
+        staged.append((tensor, arr))
+    backend.write_tensors(staged)
+
+
+# ---------------------------------------------------------------------------------------------
+# run and train
+
+
+def check_input(graph: ir.Graph, x: Any) -> np.ndarray:
+    """``x`` as a float32 NHWC batch of the IR's input shape, or a BackendError saying what came
+    (an NCHW batch would otherwise fail deep inside a framework, or broadcast silently)."""
+    import numpy as np
+
+    try:
+        arr = np.asarray(x, dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise BackendError(f"input is not a float32 array: {exc}") from None
+    want = tuple(graph.input_shape)
+    if arr.shape[1:] != want:
+        hint = ""
+        if len(want) == 3 and arr.shape[1:] == (want[2], want[0], want[1]):
+            hint = " (an NCHW batch? archc takes channels-last)"
+        raise BackendError(f"input of shape {arr.shape}; graph {graph.name!r} takes (N, *{want}) NHWC{hint}")
+    return arr
+
+
+def check_outputs(graph: ir.Graph, outputs: Sequence[str] | None) -> tuple[str, ...]:
+    """The node names to return (default: the graph output); an unknown name is an error."""
+    names = (graph.output,) if outputs is None else tuple(outputs)
+    for n in names:
+        if n not in graph:
+            from .source import did_you_mean
+
+            raise BackendError(
+                f"unknown node {n!r} (not in graph {graph.name!r}){did_you_mean(n, [m.name for m in graph.nodes])}"
+            )
+    return names
+
+
+def check_logits(graph: ir.Graph) -> str:
+    """The node a training loss reads: it must be a (N, classes) vector."""
+    name = graph.logits
+    if len(graph[name].shape) != 1:
+        raise BackendError(f"training needs (N, classes) logits; node {name!r} is {graph[name].shape}")
+    return name
+
+
+def check_labels(graph: ir.Graph, logits: str, y: Any, batch: int) -> np.ndarray:
+    """Integer class labels, one per example, each in [0, classes): int64 numpy."""
+    import numpy as np
+
+    arr = np.asarray(y)
+    classes = graph[logits].shape[0]
+    if arr.shape != (batch,) or not np.issubdtype(arr.dtype, np.integer):
+        raise BackendError(f"labels of shape {arr.shape} and dtype {arr.dtype}; expected ({batch},) integer classes")
+    bad = arr[(arr < 0) | (arr >= classes)]
+    if bad.size:
+        raise BackendError(f"label {int(bad[0])} is not a class of node {logits!r} (0..{classes - 1})")
+    return arr.astype(np.int64)
+
+
+def run(
+    backend: Glue, graph: ir.Graph, model: Any, x: Any, outputs: Sequence[str] | None = None
+) -> dict[str, np.ndarray]:
+    """Inference through ``backend.forward``: inputs checked, layouts converted both ways,
+    input nodes answered from ``x`` itself, each output's shape checked against the IR."""
+    import numpy as np
+
+    from .layouts import batch_from, batch_to
+
+    names = check_outputs(graph, outputs)
+    arr = check_input(graph, x)
+    result: dict[str, np.ndarray] = {n: arr.copy() for n in names if isinstance(graph[n], ir.Input)}
+    computed = tuple(dict.fromkeys(n for n in names if n not in result))
+    if computed:
+        native = backend.forward(graph, model, batch_to(arr, backend.activation_layout), computed)
+        for n in computed:
+            out = batch_from(np.asarray(native[n]), backend.activation_layout)
+            if out.shape != (len(arr), *graph[n].shape):
+                raise BackendError(
+                    f"node {n!r}: {backend.name} returned {out.shape} (channels-last), IR says (N, *{graph[n].shape})"
+                )
+            result[n] = out
+    return {n: result[n] for n in names}
+
+
+def train_step(backend: Glue, graph: ir.Graph, model: Any, x: Any, y: Any, lr: float) -> float:
+    """One plain-SGD step through ``backend.sgd_step`` after checking logits, input and labels."""
+    from .layouts import batch_to
+
+    logits = check_logits(graph)
+    arr = check_input(graph, x)
+    labels = check_labels(graph, logits, y, len(arr))
+    return float(backend.sgd_step(graph, model, batch_to(arr, backend.activation_layout), labels, logits, float(lr)))
+
+
+# ---------------------------------------------------------------------------------------------
+# the interface
+
+
+class Backend(ABC):
+    """What archc needs from a framework. Arrays crossing this interface are numpy, NHWC.
+
+    A subclass declares ``name``, ``handlers`` and its layouts, implements ``build`` and the
+    :class:`Glue` methods it supports; verify, weights, run and train come from the kit.
+    A plug-in may still override those four wholesale.
+    """
+
+    name: ClassVar[str]
+    handlers: ClassVar[Mapping[str, Any]]
+    """IR op -> handler. Builder and emitter read the same table (see ``ops``)."""
+    convention: ClassVar[str] = "torch"
+    """The cost convention that counts parameters as this framework does (for reports)."""
+    foreign_weight_suffixes: ClassVar[tuple[str, ...]] = ()
+    """Framework weight files this backend can read into canonical weights (e.g. ".h5")."""
+    weight_layout: ClassVar[WeightLayout] = "canonical"
+    """Layout of the framework's weight tensors (archcompiler.layouts converts)."""
+    activation_layout: ClassVar[ActivationLayout] = "channels_last"
+    """Layout of the framework's image batches (NHWC, or NCHW as "channels_first")."""
+    weight_names: ClassVar[Mapping[tuple[str, str], str] | None] = None
+    """(IR op, canonical param) -> framework tensor name; None: the canonical names are the
+    framework's. A canonical tensor missing from a declared table is an error."""
+
+    @property
+    def ops(self) -> frozenset[str]:
+        return frozenset(self.handlers)
+
+    def check_supported(self, graph: ir.Graph) -> None:
+        for node in graph.nodes:
+            if node.op not in self.handlers:
+                raise UnsupportedOpError(self.name, node)
+
+    @abstractmethod
+    def build(self, graph: ir.Graph) -> Any:
+        """A framework model equivalent to ``graph`` (eval mode, float32, random weights)."""
+
+    # -- the kit ---------------------------------------------------------------------------
+
+    def verify(self, graph: ir.Graph, model: Any) -> None:
+        """Check the model against the IR: output shape of every node, trainable and
+        non-trainable parameter counts. Raise BackendError naming the first mismatch."""
+        verify(self, graph, model)
+
+    def get_weights(self, graph: ir.Graph, model: Any) -> Weights:
+        """The model's weights in canonical names and layouts (archcompiler.weights)."""
+        return get_weights(self, graph, model)
+
+    def set_weights(self, graph: ir.Graph, model: Any, weights: Weights) -> None:
+        """Load canonical weights; check names and shapes first (weights.check)."""
+        set_weights(self, graph, model, weights)
+
+    def run(
+        self, graph: ir.Graph, model: Any, x: np.ndarray, outputs: Sequence[str] | None = None
+    ) -> dict[str, np.ndarray]:
+        """Inference on NHWC float32 ``x``; returns the named nodes' outputs (default: the
+        graph output), converted to the IR's channels-last layout."""
+        return run(self, graph, model, x, outputs)
+
+    def train_step(self, graph: ir.Graph, model: Any, x: np.ndarray, y: np.ndarray, lr: float) -> float:
+        """One plain-SGD step (BatchNorm in training mode) on softmax cross-entropy of the
+        graph's *logits* (the input of a final softmax) with integer labels ``y``; returns the
+        loss before the step."""
+        return train_step(self, graph, model, x, y, lr)
+
+    def save(self, graph: ir.Graph, model: Any, out_dir: Path) -> list[Path]:
+        """Write the model in the framework's own format; return the files written."""
+        raise BackendError(f"backend {self.name!r} cannot save models")
+
+    def publish(self, path: Path, write: Callable[[str], None]) -> Path:
+        """Write one file of ``save`` atomically (``write(tmp)``, then rename; the temporary
+        file keeps the suffix, which some savers require); any failure is a BackendError."""
+        from .fsutil import atomic_write
+
+        try:
+            return atomic_write(path, write, suffix=Path(path).suffix)
+        except Exception as exc:
+            raise BackendError(f"cannot save {self.name} model to {path}: {exc}") from exc
+
+    def read_foreign_weights(self, path: Path, graph: ir.Graph) -> Weights:
+        """Canonical weights from a framework's own weight file (see foreign_weight_suffixes)."""
+        raise BackendError(f"backend {self.name!r} reads no foreign weight files")
+
+    def emit(self, graph: ir.Graph) -> str:
+        """Standalone source code for the model (Jinja2)."""
+        raise BackendError(f"backend {self.name!r} cannot generate source code")
+
+    # -- glue (see Glue); the defaults say which capability is missing ----------------------
+
+    def _missing(self, what: str, glue: str) -> BackendError:
+        return BackendError(f"backend {self.name!r} cannot {what}: it does not implement {glue}()")
+
+    def node_shapes(self, graph: ir.Graph, model: Any) -> Iterable[tuple[str, Shape | Exception]]:
+        raise self._missing("verify models", "node_shapes")
+
+    def node_param_counts(self, graph: ir.Graph, model: Any, node: str) -> tuple[int, int]:
+        raise self._missing("verify models", "node_param_counts")
+
+    def param_totals(self, model: Any) -> tuple[int, int]:
+        raise self._missing("verify models", "param_totals")
+
+    def weight_tensors(self, model: Any) -> Mapping[tuple[str, str], Any]:
+        raise self._missing("move weights", "weight_tensors")
+
+    def read_tensor(self, tensor: Any) -> np.ndarray:
+        raise self._missing("read weights", "read_tensor")
+
+    def write_tensors(self, staged: Sequence[tuple[Any, np.ndarray]]) -> None:
+        raise self._missing("write weights", "write_tensors")
+
+    def forward(self, graph: ir.Graph, model: Any, x: np.ndarray, names: tuple[str, ...]) -> Mapping[str, Any]:
+        raise self._missing("run models", "forward")
+
+    def sgd_step(self, graph: ir.Graph, model: Any, x: np.ndarray, y: np.ndarray, logits: str, lr: float) -> float:
+        raise BackendError(f"backend {self.name!r} does not support training")
