@@ -18,11 +18,10 @@ from onnx import numpy_helper
 from archcompiler import ir
 from archcompiler import weights as canonical
 from archcompiler.cost import cost
-from archcompiler.fsutil import atomic_write
+from archcompiler.layouts import ActivationLayout, WeightLayout, from_channels_first, to_channels_first
 from archcompiler.registry import Backend, BackendError
 
 from .build import INPUT, OUTPUT, build_model, input_layout, nchw, tensor_names, with_outputs
-from .layouts import from_channels_first, to_channels_first
 from .ops import HANDLERS, Handler
 
 _SESSIONS: dict[tuple[str, tuple[str, ...]], Any] = {}
@@ -46,8 +45,9 @@ class OnnxBackend(Backend):
 
     name: ClassVar[str] = "onnx"
     handlers: ClassVar[Mapping[str, Handler]] = HANDLERS
-    capabilities: ClassVar[frozenset[str]] = frozenset({"build", "weights", "run", "save"})
     convention: ClassVar[str] = "keras"
+    weight_layout: ClassVar[WeightLayout] = "channels_first"
+    activation_layout: ClassVar[ActivationLayout] = "channels_first"
     model_suffix: ClassVar[str] = ".onnx"
 
     def __init__(self, *, nhwc_input: bool = False) -> None:
@@ -170,11 +170,7 @@ class OnnxBackend(Backend):
     def save(self, graph: ir.Graph, model: Any, out_dir: Path) -> list[Path]:
         """``<graph.name>.onnx``, written atomically; it loads in any ONNX runtime."""
         model = _as_model(model)
-        target = Path(out_dir) / f"{graph.name}.onnx"
-        try:
-            return [atomic_write(target, lambda tmp: onnx.save_model(model, tmp))]
-        except (OSError, ValueError) as exc:
-            raise BackendError(f"cannot save ONNX model to {target}: {exc}") from exc
+        return [self.publish(Path(out_dir) / f"{graph.name}.onnx", lambda tmp: onnx.save_model(model, tmp))]
 
 
 def _session(model: onnx.ModelProto, graph: ir.Graph, fetch: list[str], names: list[str]) -> Any:

@@ -10,9 +10,9 @@ from onnx import TensorProto, helper
 
 from archcompiler import ir
 from archcompiler import weights as canonical
+from archcompiler.layouts import to_channels_first
 from archcompiler.registry import UnsupportedOpError
 
-from .layouts import to_channels_first
 from .ops import OPSET, Emitter, Handler
 
 INPUT = "input"

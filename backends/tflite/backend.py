@@ -16,7 +16,6 @@ from archcompiler.backends.keras import KerasBackend
 
 from archcompiler import ir
 from archcompiler import weights as canonical
-from archcompiler.fsutil import atomic_write, atomic_write_text
 from archcompiler.registry import Backend, BackendError
 
 from .convert import QUANTIZE, check_signature, convert, interpreter, invoke, node_tensors
@@ -56,7 +55,6 @@ class TfliteBackend(Backend):
     name: ClassVar[str] = "tflite"
     convention: ClassVar[str] = "keras"
     handlers: ClassVar[Mapping[str, Any]] = KerasBackend.handlers
-    capabilities: ClassVar[frozenset[str]] = frozenset({"build", "weights", "run", "save"})
     model_suffix: ClassVar[str] = ".tflite"
 
     def __init__(self, *, quantize: str = "none") -> None:
@@ -155,9 +153,12 @@ class TfliteBackend(Backend):
         m = _as_model(model)
         data = m.content(graph)
         target = Path(out_dir) / f"{graph.name}.tflite"
-        written = [atomic_write(target, lambda tmp: Path(tmp).write_bytes(data))]
+        written = [self.publish(target, lambda tmp: Path(tmp).write_bytes(data))]
         if m.quantize != "none":
             report = self.quantization_error(graph, m)
             report["sha256"] = hashlib.sha256(data).hexdigest()
-            written.append(atomic_write_text(target.with_suffix(".quantization.json"), json.dumps(report, indent=2)))
+            text = json.dumps(report, indent=2)
+            written.append(
+                self.publish(target.with_suffix(".quantization.json"), lambda tmp: Path(tmp).write_text(text))
+            )
         return written
