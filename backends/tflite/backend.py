@@ -129,6 +129,8 @@ class TfliteBackend(Backend):
             it = interpreter(m.content(graph, mode))
             invoke(it, np.asarray(x, np.float32))
             results[mode] = np.array(it.get_tensor(it.get_output_details()[0]["index"]), dtype=np.float64)
+        # The converter leaves small tensors (dynamic: < 1024 elements) in float32: say how many it reduced.
+        reduced = [d for d in it.get_tensor_details() if np.dtype(d["dtype"]) in (np.float16, np.int8)]
         ref, got = results["none"], results[m.quantize]
         d = np.abs(got - ref)
         report: dict[str, Any] = {
@@ -139,6 +141,7 @@ class TfliteBackend(Backend):
             "max_abs_diff": float(d.max(initial=0.0)),
             "mean_abs_diff": float(d.mean()) if d.size else 0.0,
             "max_abs_output": float(np.abs(ref).max(initial=0.0)),
+            "quantized_tensors": len(reduced),
             "size_bytes": {"float32": len(m.content(graph, "none")), m.quantize: len(m.content(graph, m.quantize))},
         }
         if ref.ndim == 2:
