@@ -86,7 +86,7 @@ class TfliteBackend(Backend):
         input and output always); the others were fused into a later op by the converter."""
         m = _as_model(model)
         it = interpreter(m.content(graph), preserve_all=True)
-        invoke(it, np.zeros((1, *graph.input_shape), np.float32))
+        it.allocate_tensors()  # shapes (batch 1) are known now; nothing needs to run
         names = set(node_tensors(graph, it, m.keras_model.name))
         return frozenset(names | {n.name for n in graph.inputs})
 
