@@ -26,6 +26,7 @@ from typing import Any, Generic, Protocol, TypeVar
 import jinja2
 
 from . import ir
+from .ops import same_padding
 from .registry import BackendError, UnsupportedOpError
 
 
@@ -136,14 +137,6 @@ def type_annotation(values: Sequence[Any]) -> str:
     if kinds == {int, tuple}:
         return "int | tuple[int, ...]"
     return "object"
-
-
-def same_padding(size: int, kernel: int, stride: int, dilation: int) -> tuple[int, int]:
-    """The (before, after) padding TensorFlow's "SAME" applies: output ceil(n/s), extra after."""
-    effective = (kernel - 1) * dilation + 1
-    out = -(-size // stride)
-    total = max((out - 1) * stride + effective - size, 0)
-    return total // 2, total - total // 2
 
 
 # -- the neutral call description ----------------------------------------------------------

@@ -9,6 +9,7 @@ again, so a bad argument is reported at the call).
 from __future__ import annotations
 
 import keyword
+import math
 import re
 from typing import Annotated, Any
 
@@ -155,6 +156,15 @@ def _rate(v: Any) -> float | Ref:
     return float(v)
 
 
+def _finite(v: Any) -> float | Ref:
+    ref = _as_ref(v)
+    if ref is not None:
+        return ref
+    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+        raise PydanticCustomError("number", "expected a finite number")
+    return float(v)
+
+
 REF_SCHEMA: dict[str, Any] = {"type": "string", "pattern": REF_RE.pattern}
 _POS_INT_SCHEMA = {"type": "integer", "minimum": 1, "maximum": MAX_FIELD}
 _PADDING_VALUES: list[dict[str, Any]] = [
@@ -214,6 +224,7 @@ Rate = Annotated[
     PlainValidator(_rate),
     WithJsonSchema({"anyOf": [{"type": "number", "minimum": 0, "exclusiveMaximum": 1}, REF_SCHEMA]}),
 ]
+FiniteRef = Annotated[Any, PlainValidator(_finite), WithJsonSchema({"anyOf": [{"type": "number"}, REF_SCHEMA]})]
 Identifier = Annotated[
     str, PlainValidator(_identifier), WithJsonSchema({"type": "string", "pattern": IDENT_RE.pattern})
 ]

@@ -334,6 +334,17 @@ def train_step(backend: Glue, graph: ir.Graph, model: Any, x: Any, y: Any, lr: f
 # the interface
 
 
+class OpEntry(Protocol):
+    """What every backend's handler table holds at the least: handlers that name their IR op.
+
+    A backend's own Protocol adds what its builder needs (codegen.OpHandler: describe the node
+    as layer calls; an ONNX handler: emit graph nodes), so the table is typed per backend.
+    """
+
+    @property
+    def op(self) -> str: ...
+
+
 class Backend(ABC):
     """What archc needs from a framework. Arrays crossing this interface are numpy, NHWC.
 
@@ -343,8 +354,9 @@ class Backend(ABC):
     """
 
     name: ClassVar[str]
-    handlers: ClassVar[Mapping[str, Any]]
-    """IR op -> handler. Builder and emitter read the same table (see ``ops``)."""
+    handlers: ClassVar[Mapping[str, OpEntry]]
+    """IR op -> handler. Builder and emitter read the instance's table (``self.handlers``), so a
+    plug-in subclass can replace one op's handler."""
     convention: ClassVar[str] = "torch"
     """The cost convention that counts parameters as this framework does (for reports)."""
     foreign_weight_suffixes: ClassVar[tuple[str, ...]] = ()

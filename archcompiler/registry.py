@@ -101,7 +101,7 @@ def read_weights(path: str | Path, graph: ir.Graph) -> Weights:
 
     p = Path(path)
     if p.suffix in (".npz", ".safetensors"):
-        w = weights.load(p)
+        w = weights.load(p, graph)  # names, shapes and dtypes checked from the headers first
     else:
         candidates = [FOREIGN_WEIGHTS[p.suffix]] if p.suffix in FOREIGN_WEIGHTS else sorted(_external())
         reader = next(

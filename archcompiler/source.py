@@ -6,12 +6,20 @@ then build plain Python values ourselves with YAML 1.2 core-schema scalars, refu
 explicit tag (``!!python/object`` and friends never construct anything), refuse duplicate
 keys, and record ``path -> (line, col)`` for every node so schema and lowering errors can
 point at the text that caused them.
+
+Hostile files are bounded before they cost anything: only regular files of at most
+:data:`MAX_SPEC_BYTES` are read, nesting (:data:`MAX_DEPTH`) and value counts
+(:data:`MAX_VALUES`) are enforced while PyYAML composes, and numbers must fit int64
+(:data:`MAX_INT`) or float64. Each is a one-line :class:`SpecError`.
 """
 
 from __future__ import annotations
 
 import difflib
+import math
+import os
 import re
+import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +33,15 @@ MAX_DEPTH = 64
 """Deepest nesting of YAML collections a spec may use."""
 MAX_VALUES = 100_000
 """Most values a spec may expand to (a MobileNet spec has a few hundred)."""
+MAX_SPEC_BYTES = 1 << 20
+"""Largest spec file read (1 MiB; the shipped specs are about 3 KB). Checked with ``os.stat``
+before reading, and at most this many bytes plus one are ever read, so ``/dev/zero`` or a file
+growing while it is read cannot exhaust memory."""
+MAX_INT = 2**63
+"""Integers in a spec must lie in ``[-MAX_INT, MAX_INT)`` (int64). Longer digit strings are
+refused before conversion: Python refuses to convert more than 4,300 digits, and converting
+long digit strings costs quadratic time."""
+_MAX_INT_DIGITS = {10: 19, 16: 16, 8: 21}  # digits (after leading zeros) that can still be < 2**63
 
 
 class SpecError(Exception):
@@ -101,24 +118,38 @@ _STANDARD_TAGS = {
 }
 
 
+class _ScalarError(ValueError):
+    """A plain scalar that cannot become a value; the builder adds the node's location."""
+
+
+def _int(text: str) -> int:
+    """A YAML 1.2 core-schema integer within :data:`MAX_INT`, converted only once it is short."""
+    base, body = (8, text[2:]) if text.startswith("0o") else (16, text[2:]) if text.startswith("0x") else (10, text)
+    digits = body.lstrip("+-").lstrip("0")
+    if len(digits) <= _MAX_INT_DIGITS[base]:
+        value = int(body, base)
+        if -MAX_INT <= value < MAX_INT:
+            return value
+    raise _ScalarError(f"integer out of range (more than 64 bits; got {short_repr(text, 30)})")
+
+
 def _plain_scalar(text: str) -> Any:
     if _NULL.match(text):
         return None
     if _BOOL.match(text):
         return text.lower() == "true"
     if _INT.match(text):
-        if text.startswith("0o"):
-            return int(text[2:], 8)
-        if text.startswith("0x"):
-            return int(text[2:], 16)
-        return int(text)
+        return _int(text)
     if _FLOAT.match(text):
         low = text.lower()
         if low.endswith(".inf"):
             return float("-inf") if low.startswith("-") else float("inf")
         if low == ".nan":
             return float("nan")
-        return float(text)
+        value = float(text)
+        if math.isinf(value):  # 1e999: only an explicit .inf may mean infinity
+            raise _ScalarError(f"number out of range for a 64-bit float (got {short_repr(text, 30)})")
+        return value
     return text
 
 
@@ -180,12 +211,13 @@ class _Builder:
         if isinstance(node, yaml.ScalarNode):
             if explicit is not None:
                 raise self._err(node, path, f"YAML tags are not allowed (got {node.tag!r})")
-            if node.style is None:  # plain scalar: resolve by the YAML 1.2 core schema
-                return _plain_scalar(node.value)
-            if node.tag != "tag:yaml.org,2002:str":
-                # An explicit standard tag such as !!int "3": honour it through the plain rules.
-                value = _plain_scalar(node.value)
-                return value
+            if node.style is None or node.tag != "tag:yaml.org,2002:str":
+                # a plain scalar resolves by the YAML 1.2 core schema; an explicit standard tag
+                # such as !!int "3" is honoured through the same rules
+                try:
+                    return _plain_scalar(node.value)
+                except _ScalarError as exc:
+                    raise self._err(node, path, str(exc)) from None
             return node.value
         if explicit is not None:
             raise self._err(node, path, f"YAML tags are not allowed (got {node.tag!r})")
@@ -226,10 +258,68 @@ def _is_null(node: yaml.Node) -> bool:
     )
 
 
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe composer with :data:`MAX_DEPTH` and :data:`MAX_VALUES` enforced while composing.
+
+    The composer recurses once per nesting level (about three Python frames each), so 5,000
+    nested ``[`` would end in RecursionError before our builder could count levels; and every
+    node costs about a kilobyte, so the count is capped before the tree is complete.
+    """
+
+    def __init__(self, text: str, file: str) -> None:
+        super().__init__(text)
+        self.file = file
+        self.depth = 0
+        self.nodes = 0
+
+    def _refuse(self, mark: yaml.Mark, message: str) -> SpecError:
+        return SpecError(message, file=self.file, line=mark.line + 1, col=mark.column + 1)
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        mark = self.peek_event().start_mark
+        if self.depth > MAX_DEPTH:
+            raise self._refuse(mark, f"nesting is deeper than {MAX_DEPTH} levels")
+        self.nodes += 1
+        if self.nodes > MAX_VALUES:
+            raise self._refuse(mark, f"the spec has more than {MAX_VALUES:,} values")
+        self.depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+
+def _compose(text: str, file: str) -> list[yaml.Node]:
+    """Every document's root node, composed within the depth and size limits."""
+    loader = _BoundedLoader(text, file)
+    try:
+        nodes = []
+        while loader.check_node():
+            nodes.append(loader.get_node())
+        return nodes
+    except RecursionError:  # a safety net: the depth limit should stop any nesting long before this
+        mark = loader.get_mark()
+        raise loader._refuse(mark, "nesting is too deep") from None
+    finally:
+        loader.dispose()
+
+
+def _line_col(text: str, index: int) -> tuple[int, int]:
+    """1-based line and column of character ``index`` of ``text``."""
+    line = text.count("\n", 0, index) + 1
+    return line, index - (text.rfind("\n", 0, index) + 1) + 1
+
+
 def parse_text(text: str, file: str = "<spec>") -> Source:
     """Parse YAML text into a Source. Raises SpecError with the YAML error's position."""
     try:
-        nodes = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
+        nodes = _compose(text, file)
+    except yaml.reader.ReaderError as exc:
+        # a control character such as NUL; PyYAML's own message spans two lines
+        line, col = _line_col(text, exc.position)
+        raise SpecError(
+            f"not valid YAML: control character U+{exc.character:04X} is not allowed", file=file, line=line, col=col
+        ) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or exc.context or "invalid YAML"
@@ -267,18 +357,55 @@ def parse_text(text: str, file: str = "<spec>") -> Source:
     return Source(file=file, data=data, positions=builder.positions, key_positions=builder.key_positions)
 
 
-def read_source(path: str | Path) -> Source:
-    """Read and parse a spec file; a missing or unreadable file is a SpecError too."""
-    p = Path(path)
+def file_kind(mode: int) -> str:
+    """What a non-regular file is (from ``st_mode``), for messages such as 'is a FIFO, not a spec file'."""
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a regular file"
+
+
+def read_bytes_bounded(path: str | Path, limit: int = MAX_SPEC_BYTES) -> bytes:
+    """The bytes of a regular file of at most ``limit`` bytes, or a SpecError.
+
+    Only regular files: reading ``/dev/zero`` never ends and opening a FIFO blocks until
+    someone writes. The file is opened non-blocking and checked again on the open descriptor
+    (it may have been swapped since ``os.stat``), and at most ``limit + 1`` bytes are read.
+    Whole-file problems carry the file name but no line: there is no text to point into.
+    """
     name = str(path)
     try:
-        raw = p.read_bytes()
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):
+            raise SpecError(f"is {file_kind(st.st_mode)}, not a spec file", file=name)
+        if st.st_size > limit:
+            raise SpecError(f"is {st.st_size:,} bytes; a spec file may have at most {limit:,}", file=name)
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+        with os.fdopen(fd, "rb") as fh:
+            mode = os.fstat(fh.fileno()).st_mode
+            if not stat.S_ISREG(mode):
+                raise SpecError(f"is {file_kind(mode)}, not a spec file", file=name)
+            raw = fh.read(limit + 1)
     except FileNotFoundError:
         raise SpecError("no such file", file=name) from None
     except IsADirectoryError:
         raise SpecError("is a directory, not a spec file", file=name) from None
     except OSError as exc:
-        raise SpecError(f"cannot read: {exc.strerror}", file=name) from None
+        raise SpecError(f"cannot read: {exc.strerror or exc}", file=name) from None
+    if len(raw) > limit:  # it grew after os.stat
+        raise SpecError(f"is more than {limit:,} bytes, the most a spec file may have", file=name)
+    return raw
+
+
+def read_source(path: str | Path) -> Source:
+    """Read and parse a spec file; a missing, unreadable, special or oversized file is a SpecError too."""
+    name = str(path)
+    raw = read_bytes_bounded(path)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:

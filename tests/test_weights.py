@@ -83,3 +83,28 @@ def test_load_errors(tmp_path: Path) -> None:
     junk.write_bytes(b"not a zip")
     with pytest.raises(W.WeightError, match="cannot read weights"):
         W.load(junk)
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".safetensors"])
+def test_load_with_graph_checks_headers_before_reading_data(
+    graph: a.Graph, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, suffix: str
+) -> None:
+    w = W.init(graph)
+    p = W.save({**w, "conv_dw_2.kernel": np.zeros((3, 3, 9, 1), np.float32)}, tmp_path / f"w{suffix}")
+    assert W.load(p)["conv_dw_2.kernel"].shape == (3, 3, 9, 1)  # without a graph there is no shape to compare
+
+    def no_data(*args: object) -> None:
+        raise AssertionError("tensor data was read before the headers were checked")
+
+    monkeypatch.setattr(W, "_finish", no_data)
+    with pytest.raises(W.WeightError, match=r"tensor 'conv_dw_2\.kernel' has shape \(3, 3, 9, 1\), expected"):
+        W.load(p, graph)
+
+
+def test_load_without_graph_still_checks_values(tmp_path: Path) -> None:
+    np.savez(tmp_path / "v.npz", **{"bn.moving_variance": -np.ones(4), "c.kernel": np.ones((2, 3), np.float16)})
+    with pytest.raises(W.WeightError, match=r"v\.npz: tensor 'bn\.moving_variance' has negative values"):
+        W.load(tmp_path / "v.npz")
+    np.savez(tmp_path / "ok.npz", **{"bn.moving_variance": np.zeros(4), "c.kernel": np.ones((2, 3), np.float16)})
+    back = W.load(tmp_path / "ok.npz")
+    assert back["c.kernel"].dtype == np.float16 and back["bn.moving_variance"].dtype == np.float64

@@ -7,7 +7,7 @@ Adding an op = one module here (spec model + IR node class with its rules) liste
 from __future__ import annotations
 
 from ..fields import LayerBase
-from .activation import Activation, ActivationKind, Softmax
+from .activation import Activation, ActivationKind, Rescaling, Softmax
 from .base import (
     LowerContext,
     Node,
@@ -24,7 +24,7 @@ from .base import (
 from .conv import Conv2D, DepthwiseConv2D
 from .dense import Dense
 from .input import Input
-from .merge import Add, Multiply
+from .merge import Add, Concat, Multiply
 from .norm import BatchNorm
 from .pool import GlobalPool, Pool2D
 from .reshape import Dropout, Flatten, ZeroPad2D
@@ -35,6 +35,7 @@ NODE_TYPES: tuple[type[Node], ...] = (
     DepthwiseConv2D,
     BatchNorm,
     Activation,
+    Rescaling,
     ZeroPad2D,
     Pool2D,
     GlobalPool,
@@ -44,6 +45,7 @@ NODE_TYPES: tuple[type[Node], ...] = (
     Softmax,
     Add,
     Multiply,
+    Concat,
 )
 """Every IR op. Backends must cover each of these or name the ones they refuse."""
 
@@ -96,6 +98,7 @@ __all__ = [
     "ActivationKind",
     "Add",
     "BatchNorm",
+    "Concat",
     "Conv2D",
     "Dense",
     "DepthwiseConv2D",
@@ -111,6 +114,7 @@ __all__ = [
     "Pair",
     "Pool2D",
     "RawCost",
+    "Rescaling",
     "Shape",
     "Softmax",
     "Span",

@@ -1,14 +1,15 @@
-"""Element-wise ops without weights: ``activation`` and ``softmax``."""
+"""Element-wise ops without weights: ``activation``, ``rescaling`` and ``softmax``."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, get_args
 
 from pydantic import Field
 
-from ..fields import LayerBase
+from ..fields import FiniteRef, LayerBase
 from .base import LowerContext, Node, OpError, Shape
 
 ActivationKind = Literal["relu", "relu6", "sigmoid", "tanh", "hard_sigmoid", "hard_swish", "swish"]
@@ -18,6 +19,14 @@ ActivationKind = Literal["relu", "relu6", "sigmoid", "tanh", "hard_sigmoid", "ha
 class ActivationLayer(LayerBase):
     op: Literal["activation"]
     kind: ActivationKind | None = Field(None, description="Default: defaults.activation.")
+
+
+class RescalingLayer(LayerBase):
+    """``x * scale + offset`` (Keras' Rescaling): in-model preprocessing, e.g. MobileNetV3's."""
+
+    op: Literal["rescaling"]
+    scale: FiniteRef
+    offset: FiniteRef = 0.0
 
 
 class SoftmaxLayer(LayerBase):
@@ -38,6 +47,29 @@ class Activation(Node):
         if self.kind not in get_args(ActivationKind):
             raise OpError(f"unknown activation {self.kind!r}; known: {', '.join(get_args(ActivationKind))}")
         return inputs[0]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Rescaling(Node):
+    """``x * scale + offset`` element-wise; no weights, no multiply-adds counted (as fvcore)."""
+
+    op: ClassVar[str] = "rescaling"
+    spec_layers = (RescalingLayer,)
+    scale: float
+    offset: float = 0.0
+
+    @classmethod
+    def attributes_from_spec(cls, layer: RescalingLayer, ctx: LowerContext, inputs: Sequence[Shape]) -> dict[str, Any]:
+        return {"scale": float(layer.scale), "offset": float(layer.offset)}
+
+    def infer_shape(self, inputs: Sequence[Shape]) -> Shape:
+        if not (math.isfinite(self.scale) and math.isfinite(self.offset)):
+            raise OpError(f"rescaling needs finite scale and offset, got {self.scale} and {self.offset}")
+        return inputs[0]
+
+    @property
+    def category(self) -> str:
+        return "Preprocessing"
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,4 +1,4 @@
-"""Ops that read several inputs: ``add`` (residuals) and ``multiply`` (squeeze-excite)."""
+"""Ops that read several inputs: ``add`` (residuals), ``multiply`` (squeeze-excite), ``concat``."""
 
 from __future__ import annotations
 
@@ -17,6 +17,12 @@ class AddLayer(LayerBase):
 
 class MultiplyLayer(LayerBase):
     op: Literal["multiply"]
+
+
+class ConcatLayer(LayerBase):
+    """Channel concatenation of two or more inputs with equal spatial size, in ``inputs`` order."""
+
+    op: Literal["concat"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -47,3 +53,18 @@ class Multiply(Node):
         if not (a == b or (len(big) == 3 and small == (1, 1, big[2]))):
             raise OpError(f"multiply needs equal shapes or (H, W, C) with (1, 1, C), got {dims(a)} and {dims(b)}")
         return big
+
+
+@dataclass(frozen=True, kw_only=True)
+class Concat(Node):
+    """Concatenation along channels (the last axis) of inputs of one rank and spatial size."""
+
+    op: ClassVar[str] = "concat"
+    arity = (2, None)
+    spec_layers = (ConcatLayer,)
+
+    def infer_shape(self, inputs: Sequence[Shape]) -> Shape:
+        spatial = {s[:-1] for s in inputs}
+        if len(spatial) != 1 or len({len(s) for s in inputs}) != 1:
+            raise OpError("concat needs inputs of one spatial size, got " + ", ".join(dims(s) for s in inputs))
+        return (*inputs[0][:-1], sum(s[-1] for s in inputs))

@@ -13,7 +13,10 @@ name* (never by position):
 * a legacy whole-model ``.h5`` (the same under ``model_weights``).
 
 The result is checked against the graph (archcompiler.weights.check): a missing, extra or
-misshapen tensor is an error naming it.
+misshapen tensor is an error naming it. Each dataset's dtype and shape are checked from its
+HDF5 metadata before its data is read (a float tensor of the graph's shape, nothing larger), and
+datasets of layers the graph does not have are never read; an HDF5 file that is not laid out
+like a Keras file is a WeightError, never a KeyError from h5py.
 """
 
 from __future__ import annotations
@@ -52,50 +55,91 @@ def load_keras_weights(path: str | Path, graph: Graph) -> Weights:
     if not p.is_file():
         raise canonical.WeightError(f"{p}: no such weights file")
     wanted = _canonical_params(graph)
+    shapes = canonical.expected(graph)
+    found: dict[str, object] = {}  # canonical name -> its h5py dataset, not read yet
     out: Weights = {}
     try:
         with h5py.File(p, "r") as f:
             if "layers" in f and "layer_names" not in f.attrs:
-                _read_keras3(f, wanted, out, p)
+                _read_keras3(f, wanted, found, p)
             else:
                 root = f.get("model_weights", f)
-                if "layer_names" not in root.attrs:
+                if not isinstance(root, h5py.Group) or "layer_names" not in root.attrs:
                     raise canonical.WeightError(f"{p}: not a Keras weights file (no layer names)")
-                _read_legacy(root, wanted, out, p)
+                _read_legacy(root, found, p)
+            # in the graph's order, so the first fault reported is the one check() would name;
+            # stop at a missing tensor and leave it to check()
+            for name in shapes:
+                if name not in found:
+                    break
+                out[name] = _array(p, found[name], name, shapes)
+            else:
+                out.update({n: np.zeros(0, np.float32) for n in found if n not in shapes})  # unexpected, unread
+    except canonical.WeightError:
+        raise
     except OSError as exc:
-        raise canonical.WeightError(f"{p}: cannot read HDF5 ({exc})") from None
+        raise canonical.WeightError(f"{p}: cannot read HDF5 ({_first_line(exc)})") from None
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:  # h5py on an unexpected layout
+        raise canonical.WeightError(f"{p}: not a Keras weights file ({_first_line(exc)})") from None
     canonical.check(graph, out, origin=str(p))
     return out
 
 
-def _read_keras3(f: object, wanted: dict[str, list[str]], out: Weights, p: Path) -> None:
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().strip('"').splitlines() or [type(exc).__name__])[0][:200]
+
+
+def _array(p: Path, obj: object, name: str, shapes: dict[str, tuple[int, ...]]) -> np.ndarray:
+    """The dataset ``obj`` as float32, after checking its kind, dtype and shape from the HDF5
+    metadata: a string, integer or oversized dataset is refused before its data is read."""
     import h5py
+
+    if not isinstance(obj, h5py.Dataset):
+        raise canonical.WeightError(f"{p}: tensor {name!r} is not an HDF5 dataset")
+    if obj.dtype.kind != "f" or obj.dtype.itemsize not in (2, 4, 8):
+        raise canonical.WeightError(
+            f"{p}: tensor {name!r} has dtype {obj.dtype}, expected one of {', '.join(canonical.FLOAT_DTYPES)}"
+        )
+    if tuple(obj.shape) != shapes[name]:
+        raise canonical.WeightError(f"{p}: tensor {name!r} has shape {tuple(obj.shape)}, expected {shapes[name]}")
+    return np.asarray(obj[()], dtype=np.float32)
+
+
+def _read_keras3(f: object, wanted: dict[str, list[str]], found: dict[str, object], p: Path) -> None:
+    import h5py
+
+    layers = f["layers"]  # type: ignore[index]
+    if not isinstance(layers, h5py.Group):
+        raise canonical.WeightError(f"{p}: not a Keras weights file ('layers' is not a group)")
 
     def visit(_: str, obj: object) -> None:
         if not (isinstance(obj, h5py.Group) and obj.name.endswith("/vars") and "name" in obj.attrs):
             return
         layer = _text(obj.attrs["name"])
-        arrays = [obj[str(i)][()] for i in range(len(obj))]
+        count = len(obj)
         if layer not in wanted:
-            if arrays:
-                out[f"{layer}.<{len(arrays)} variables>"] = np.zeros(0)  # reported as unexpected
+            if count:
+                found[f"{layer}.<{count} variables>"] = None  # reported as unexpected, never read
             return
         params = wanted[layer]
-        if len(arrays) != len(params):
+        if count != len(params) or any(str(i) not in obj for i in range(count)):
             raise canonical.WeightError(
-                f"{p}: layer {layer!r} has {len(arrays)} variables, "
-                f"the graph expects {len(params)} ({', '.join(params)})"
+                f"{p}: layer {layer!r} has {count} variables, the graph expects {len(params)} ({', '.join(params)})"
             )
-        for param, arr in zip(params, arrays, strict=True):
-            out[f"{layer}.{param}"] = np.asarray(arr, dtype=np.float32)
+        for i, param in enumerate(params):
+            found[f"{layer}.{param}"] = obj[str(i)]
 
-    f["layers"].visititems(visit)  # type: ignore[index]
+    layers.visititems(visit)
 
 
-def _read_legacy(root: object, wanted: dict[str, list[str]], out: Weights, p: Path) -> None:
+def _read_legacy(root: object, found: dict[str, object], p: Path) -> None:
     for layer in (_text(n) for n in root.attrs["layer_names"]):  # type: ignore[attr-defined]
+        if layer not in root:  # type: ignore[operator]
+            raise canonical.WeightError(f"{p}: layer {layer!r} is listed in layer_names but has no group")
         group = root[layer]  # type: ignore[index]
         for wname in (_text(n) for n in group.attrs.get("weight_names", [])):
             var = wname.rsplit("/", 1)[-1].split(":", 1)[0]
             var = _VARIABLE_ALIASES.get(var, var)
-            out[f"{layer}.{var}"] = np.asarray(group[wname][()], dtype=np.float32)
+            if wname not in group:
+                raise canonical.WeightError(f"{p}: layer {layer!r} lists weight {wname!r} but has no such dataset")
+            found[f"{layer}.{var}"] = group[wname]

@@ -31,6 +31,7 @@ from ...ir import (
     Node,
     Pad4,
     Pool2D,
+    Rescaling,
     Softmax,
     ZeroPad2D,
 )
@@ -131,8 +132,6 @@ class _WindowedConvHandler(Handler):
         if node.stride != (1, 1) and node.dilation != (1, 1):
             # Keras rejects strides > 1 together with dilation_rate > 1.
             raise UnsupportedOpError(BACKEND, node, f"stride {node.stride} with dilation {node.dilation}")
-        if any(p < 0 for p in node.padding):
-            raise UnsupportedOpError(BACKEND, node, f"negative padding {node.padding}")
         style = padding_style(node, graph)
         if style in ("valid", "same"):
             return str(style), []
@@ -224,8 +223,6 @@ class ZeroPad2DHandler(Handler):
     op = "zero_pad2d"
 
     def describe(self, node: ZeroPad2D, graph: Graph) -> list[Call]:
-        if any(p < 0 for p in node.padding):
-            raise UnsupportedOpError(BACKEND, node, f"negative padding {node.padding}")
         return [layer_call("ZeroPadding2D", node, (_zero_padding_arg(node.padding),), arg_names=("padding",))]
 
 
@@ -297,6 +294,26 @@ class MultiplyHandler(Handler):
         return [layer_call("Multiply", node)]
 
 
+class ConcatHandler(Handler):
+    """``Concatenate(axis=-1)``: the IR concatenates channels, the last axis in Keras too."""
+
+    op = "concat"
+
+    def describe(self, node: Node, graph: Graph) -> list[Call]:
+        return [layer_call("Concatenate", node, (), {"axis": -1})]
+
+
+class RescalingHandler(Handler):
+    """``Rescaling(scale, offset)``: x * scale + offset, as keras.applications' MobileNetV3 input."""
+
+    op = "rescaling"
+
+    def describe(self, node: Node, graph: Graph) -> list[Call]:
+        assert isinstance(node, Rescaling)
+        kwargs = {"offset": node.offset}
+        return [layer_call("Rescaling", node, (node.scale,), kwargs, arg_names=("scale",), defaults={"offset": 0.0})]
+
+
 HANDLERS: Mapping[str, Handler] = {
     h.op: h
     for h in (
@@ -314,6 +331,8 @@ HANDLERS: Mapping[str, Handler] = {
         SoftmaxHandler(),
         AddHandler(),
         MultiplyHandler(),
+        ConcatHandler(),
+        RescalingHandler(),
     )
 }
 """IR op -> handler: the default table of KerasBackend (builder and emitter read the

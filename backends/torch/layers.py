@@ -115,6 +115,28 @@ class Add(nn.Module):
         return out
 
 
+class Concat(nn.Module):
+    """Concatenation along channels: dim 1 of (N, C, H, W) and of (N, C)."""
+
+    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+        return torch.cat(xs, dim=1)
+
+
+class Rescaling(nn.Module):
+    """``x * scale + offset`` (Keras' Rescaling layer), e.g. MobileNetV3's [0, 255] -> [-1, 1]."""
+
+    def __init__(self, scale: float, offset: float = 0.0) -> None:
+        super().__init__()
+        self.scale = scale
+        self.offset = offset
+
+    def extra_repr(self) -> str:
+        return f"scale={self.scale}, offset={self.offset}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale + self.offset
+
+
 class Multiply(nn.Module):
     """Element-wise product; a (N, C, 1, 1) gate broadcasts over (N, C, H, W)."""
 

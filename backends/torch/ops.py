@@ -308,6 +308,22 @@ class MultiplyHandler(Handler):
         return [module_call(layers.Multiply, node)]
 
 
+class ConcatHandler(Handler):
+    """The IR concatenates channels-last (H, W, C) on C: channel dim 1 in torch's layout."""
+
+    op = "concat"
+
+    def describe(self, node: ir.Concat, graph: ir.Graph) -> list[Call]:
+        return [module_call(layers.Concat, node)]
+
+
+class RescalingHandler(Handler):
+    op = "rescaling"
+
+    def describe(self, node: ir.Rescaling, graph: ir.Graph) -> list[Call]:
+        return [module_call(layers.Rescaling, node, (node.scale,), {"offset": node.offset}, {"offset": 0.0})]
+
+
 HANDLERS: Mapping[str, Handler] = {
     h.op: h
     for h in (
@@ -325,6 +341,8 @@ HANDLERS: Mapping[str, Handler] = {
         SoftmaxHandler(),
         AddHandler(),
         MultiplyHandler(),
+        ConcatHandler(),
+        RescalingHandler(),
     )
 }
 """IR op -> handler: the one table the builder and the emitter both read."""

@@ -42,9 +42,10 @@ def kitchen_sink() -> ir.Graph:
     """Every IR op once, with branches (multiply, add), an asymmetric pad, unbiased BN."""
     n = [
         ir.Input(name="x", inputs=(), shape=(8, 8, 3)),
+        ir.Rescaling(name="pre", inputs=("x",), shape=(8, 8, 3), scale=1 / 127.5, offset=-1.0),
         ir.Conv2D(
             name="c",
-            inputs=("x",),
+            inputs=("pre",),
             shape=(8, 8, 4),
             in_channels=3,
             filters=4,
@@ -74,8 +75,9 @@ def kitchen_sink() -> ir.Graph:
         ir.Activation(name="sg", inputs=("gp",), shape=(1, 1, 8), kind="hard_sigmoid"),
         ir.Multiply(name="mul", inputs=("r", "sg"), shape=(4, 4, 8)),
         ir.Add(name="add", inputs=("mul", "r"), shape=(4, 4, 8)),
-        ir.Flatten(name="fl", inputs=("add",), shape=(128,)),
-        ir.Dense(name="fc", inputs=("fl",), shape=(5,), in_features=128, units=5),
+        ir.Concat(name="cat", inputs=("add", "pool"), shape=(4, 4, 16)),
+        ir.Flatten(name="fl", inputs=("cat",), shape=(256,)),
+        ir.Dense(name="fc", inputs=("fl",), shape=(5,), in_features=256, units=5),
         ir.Dropout(name="do", inputs=("fc",), shape=(5,), rate=0.5),
         ir.Softmax(name="sm", inputs=("do",), shape=(5,)),
     ]

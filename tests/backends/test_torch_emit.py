@@ -44,9 +44,10 @@ def all_ops_graph() -> ir.Graph:
     n = ir
     nodes = (
         n.Input(name="image", inputs=(), shape=(10, 8, 3)),
+        n.Rescaling(name="pre", inputs=("image",), shape=(10, 8, 3), scale=1 / 127.5, offset=-1.0),
         n.Conv2D(
             name="stem",
-            inputs=("image",),
+            inputs=("pre",),
             shape=(5, 4, 8),
             in_channels=3,
             filters=8,
@@ -100,9 +101,11 @@ def all_ops_graph() -> ir.Graph:
         n.Activation(name="gate", inputs=("squeeze",), shape=(1, 1, 16), kind="hard_sigmoid"),
         n.Multiply(name="excite", inputs=("residual", "gate"), shape=(6, 6, 16)),
         n.Pool2D(name="pool", inputs=("excite",), shape=(3, 3, 16), kind="max", kernel=(2, 2), stride=(2, 2)),
-        n.Activation(name="act2", inputs=("pool",), shape=(3, 3, 16), kind="swish"),
-        n.Flatten(name="flat", inputs=("act2",), shape=(144,)),
-        n.Dense(name="fc", inputs=("flat",), shape=(10,), in_features=144, units=10),
+        n.Pool2D(name="excite_pool", inputs=("excite",), shape=(3, 3, 16), kind="avg", kernel=(2, 2), stride=(2, 2)),
+        n.Concat(name="cat", inputs=("pool", "excite_pool"), shape=(3, 3, 32)),
+        n.Activation(name="act2", inputs=("cat",), shape=(3, 3, 32), kind="swish"),
+        n.Flatten(name="flat", inputs=("act2",), shape=(288,)),
+        n.Dense(name="fc", inputs=("flat",), shape=(10,), in_features=288, units=10),
         n.Dropout(name="drop", inputs=("fc",), shape=(10,), rate=0.5),
         n.Softmax(name="probs", inputs=("drop",), shape=(10,)),
     )
