@@ -174,6 +174,17 @@ def dropout(e: Emitter, node: ir.Dropout) -> None:
     e.node("Identity", e.x(node), final=True)  # inference: dropout is the identity
 
 
+def rescaling(e: Emitter, node: ir.Rescaling) -> None:
+    # x * scale + offset in float32, in that order (Keras' Rescaling); no Add for a zero offset.
+    scaled = e.node("Mul", [e.x(node)[0], e.const("scale", np.array(node.scale, np.float32))], final=not node.offset)
+    if node.offset:
+        e.node("Add", [scaled, e.const("offset", np.array(node.offset, np.float32))], final=True)
+
+
+def concat(e: Emitter, node: ir.Concat) -> None:
+    e.node("Concat", e.x(node), final=True, axis=1)  # channels: axis 1 in NCHW and in (N, C)
+
+
 def softmax(e: Emitter, node: ir.Softmax) -> None:
     e.node("Softmax", e.x(node), final=True, axis=1)  # the channel axis in NCHW and (N, C)
 
@@ -205,6 +216,8 @@ HANDLERS: dict[str, Handler] = {
     "dense": dense,  # type: ignore[dict-item]
     "dropout": dropout,  # type: ignore[dict-item]
     "softmax": softmax,  # type: ignore[dict-item]
+    "rescaling": rescaling,  # type: ignore[dict-item]
+    "concat": concat,  # type: ignore[dict-item]
     "add": add,  # type: ignore[dict-item]
     "multiply": multiply,  # type: ignore[dict-item]
 }

@@ -289,6 +289,26 @@ def test_pad_pool_softmax_add_multiply_match_numpy(backend):
     assert got["gap"].shape == (2, 1, 1, 3)
 
 
+@pytest.mark.parametrize("offset", [-1.0, 0.0])
+def test_rescaling_and_concat_match_numpy(backend, offset):
+    nodes = (
+        ir.Input(name="x", inputs=(), shape=(3, 4, 2)),
+        ir.Rescaling(name="scaled", inputs=("x",), shape=(3, 4, 2), scale=1 / 127.5, offset=offset),
+        ir.Activation(name="act", inputs=("scaled",), shape=(3, 4, 2), kind="relu"),
+        ir.Concat(name="cat", inputs=("act", "x", "scaled"), shape=(3, 4, 6)),
+        ir.GlobalPool(name="gap", inputs=("cat",), shape=(6,), kind="avg"),
+        ir.Concat(name="vec", inputs=("gap", "gap"), shape=(12,)),
+    )
+    g = graph_of(*nodes)
+    x = (rand(2, 3, 4, 2, seed=12) * 128).astype(np.float32)
+    got, _ = run_onnx(backend, g, x, [n.name for n in nodes])
+    scaled = x * np.float32(1 / 127.5) + np.float32(offset)  # float32, as Keras computes it
+    cat = np.concatenate([np.maximum(scaled, 0), x, scaled], axis=-1)  # channels, in input order
+    np.testing.assert_allclose(got["scaled"], scaled, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(got["cat"], cat, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(got["vec"], np.concatenate([cat.mean((1, 2))] * 2, -1), rtol=1e-5, atol=1e-5)
+
+
 def test_nhwc_input_option_gives_the_same_model(backend):
     from archcompiler.backends.onnx import OnnxBackend
 

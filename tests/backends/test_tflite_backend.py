@@ -106,12 +106,14 @@ def np_depthwise(x: np.ndarray, k: np.ndarray, pad: tuple[int, int, int, int]) -
 
 @pytest.fixture(scope="module")
 def chain():
-    """conv (asymmetric pads, stride 2) -> depthwise (multiplier 2) -> hard_sigmoid ->
-    flatten -> dense, with weights and the numpy value of every node."""
+    """rescaling -> conv (asymmetric pads, stride 2) -> depthwise (multiplier 2) ->
+    hard_sigmoid -> concat with the depthwise output -> flatten -> dense, with weights and
+    the numpy value of every node."""
     nodes = (
         ir.Input(name="x", inputs=(), shape=(9, 8, 3)),
+        ir.Rescaling(name="scaled", inputs=("x",), shape=(9, 8, 3), scale=0.5, offset=-0.25),
         ir.Conv2D(
-            name="conv", inputs=("x",), shape=(5, 4, 4), in_channels=3, filters=4, kernel=(3, 3),
+            name="conv", inputs=("scaled",), shape=(5, 4, 4), in_channels=3, filters=4, kernel=(3, 3),
             stride=(2, 2), padding=(0, 2, 1, 0), use_bias=True,
         ),
         ir.DepthwiseConv2D(
@@ -119,19 +121,27 @@ def chain():
             stride=(1, 1), padding=(1, 1, 0, 1), use_bias=True,
         ),
         ir.Activation(name="act", inputs=("dw",), shape=(5, 3, 8), kind="hard_sigmoid"),
-        ir.Flatten(name="flat", inputs=("act",), shape=(120,)),
-        ir.Dense(name="fc", inputs=("flat",), shape=(10,), in_features=120, units=10),  # >= 1024 weights
+        ir.Concat(name="cat", inputs=("act", "dw"), shape=(5, 3, 16)),
+        ir.Flatten(name="flat", inputs=("cat",), shape=(240,)),
+        ir.Dense(name="fc", inputs=("flat",), shape=(6,), in_features=240, units=6),  # >= 1024 weights
     )  # fmt: skip
     g = ir.Graph(name="chain", nodes=nodes, output="fc", width=1.0, resolution=(9, 8))
     w = W.init(g, seed=4)
     x = rand(2, 9, 8, 3, seed=5)
+    return g, w, x, numpy_chain(w, x)
+
+
+def numpy_chain(w: W.Weights, x: np.ndarray) -> dict[str, np.ndarray]:
+    w = {k: v.astype(np.float64) for k, v in w.items()}
     ref = {"x": x.astype(np.float64)}
-    ref["conv"] = np_conv(x, w["conv.kernel"], 2, (0, 2, 1, 0)) + w["conv.bias"]
+    ref["scaled"] = ref["x"] * 0.5 - 0.25
+    ref["conv"] = np_conv(ref["scaled"], w["conv.kernel"], 2, (0, 2, 1, 0)) + w["conv.bias"]
     ref["dw"] = np_depthwise(ref["conv"], w["dw.kernel"], (1, 1, 0, 1)) + w["dw.bias"]
     ref["act"] = np.clip(ref["dw"] + 3, 0, 6) / 6  # PyTorch's hardsigmoid, not Keras 2's 0.2x + 0.5
-    ref["flat"] = ref["act"].reshape(2, -1)  # (H, W, C) order
+    ref["cat"] = np.concatenate([ref["act"], ref["dw"]], axis=-1)
+    ref["flat"] = ref["cat"].reshape(len(x), -1)  # (H, W, C) order
     ref["fc"] = ref["flat"] @ w["fc.kernel"] + w["fc.bias"]
-    return g, w, x, ref
+    return ref
 
 
 def test_single_ops_match_numpy(backend, chain):
@@ -141,7 +151,7 @@ def test_single_ops_match_numpy(backend, chain):
     backend.set_weights(g, model, w)
     exposed = backend.exposed(g, model)
     # the depthwise conv may be fused with hard_sigmoid's "+3"; act still depends on its channel order
-    assert {"x", "conv", "act", "flat", "fc"} <= exposed
+    assert {"x", "conv", "act", "cat", "flat", "fc"} <= exposed
     got = backend.run(g, model, x, [n for n in ref if n in exposed])
     for name, value in got.items():
         np.testing.assert_allclose(value, ref[name], atol=1e-5, err_msg=name)
@@ -161,10 +171,7 @@ def test_quantization_deviation_is_measured_and_written(chain, mode, tmp_path):
     assert report["quantize"] == mode and report["quantized_tensors"] >= 1
     # the reported deviation is real: the saved file, run bare, is that far from numpy's float64
     xq = rand(8, *g.input_shape, seed=0)  # the input quantization_error documents
-    wq = {k: v.astype(np.float64) for k, v in w.items()}
-    a1 = np_conv(xq, wq["conv.kernel"], 2, (0, 2, 1, 0)) + wq["conv.bias"]
-    a2 = np.clip(np_depthwise(a1, wq["dw.kernel"], (1, 1, 0, 1)) + wq["dw.bias"] + 3, 0, 6) / 6
-    exact = a2.reshape(8, -1) @ wq["fc.kernel"] + wq["fc.bias"]
+    exact = numpy_chain(w, xq)["fc"]
     measured = float(np.abs(litert_run(paths[0], xq) - exact).max())
     assert measured > 1e-4  # reduced precision is visible, not hidden
     assert report["max_abs_diff"] == pytest.approx(measured, rel=0.05, abs=1e-5)
