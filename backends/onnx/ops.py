@@ -1,7 +1,8 @@
 """One ONNX handler per IR op: each appends the ONNX nodes that compute one IR node.
 
-Every IR node's value is the ONNX tensor of the same name, in NCHW (vectors (N, C)), so any
-node can be exposed as a graph output for per-node parity. Helper tensors are named
+Every IR node's value is an ONNX tensor of the node's name (build.tensor_names: except where
+that name is the graph's ``input``/``output``), in NCHW (vectors (N, C)), so any node can be
+exposed as a graph output for per-node parity. Helper tensors are named
 ``<node>/<what>``; ONNX nodes are named after the IR node they belong to (``verify`` counts
 parameters per IR node through that prefix). Trained tensors are initializers named by their
 canonical name (``<node>.<param>``); every other constant is a ``Constant`` node, so the
