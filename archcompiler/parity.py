@@ -23,6 +23,8 @@ class NodeDiff:
     max_abs: float
     max_rel: float
     ok: bool
+    skipped: tuple[str, ...] = ()
+    """Backends that cannot expose this node (e.g. TFLite, where the converter fused it)."""
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,15 @@ class ParityReport:
     @property
     def first_failure(self) -> NodeDiff | None:
         return next((d for d in self.diffs if not d.ok), None)
+
+    @property
+    def skipped(self) -> dict[str, tuple[str, ...]]:
+        """Backend -> the nodes it could not expose, so they were compared without it."""
+        out: dict[str, list[str]] = {}
+        for d in self.diffs:
+            for b in d.skipped:
+                out.setdefault(b, []).append(d.node)
+        return {b: tuple(nodes) for b, nodes in out.items()}
 
     def diff(self, node: str) -> NodeDiff:
         return next(d for d in self.diffs if d.node == node)
@@ -106,16 +117,22 @@ def parity(
         model = backend.build(graph)
         backend.verify(graph, model)
         backend.set_weights(graph, model, w)
-        outputs[name] = backend.run(graph, model, x, everything)
-    ref = outputs[names[0]]
+        exposed = getattr(backend, "exposed", None)
+        shown = exposed(graph, model) | {graph.output} if exposed else set(everything)
+        outputs[name] = backend.run(graph, model, x, [n for n in everything if n in shown])
     diffs = []
     for node in graph.nodes:
         worst_abs, worst_rel, ok = 0.0, 0.0, True
-        r = ref[node.name].astype(np.float64)
-        for other in names[1:]:
+        have = [b for b in names if node.name in outputs[b]]
+        skipped = tuple(b for b in names if b not in have)
+        if len(have) < 2:  # nothing to compare it with: listed in the report as skipped
+            diffs.append(NodeDiff(node.name, node.op, 0.0, 0.0, True, skipped))
+            continue
+        r = outputs[have[0]][node.name].astype(np.float64)
+        for other in have[1:]:
             o = outputs[other][node.name].astype(np.float64)
             if o.shape != r.shape:
-                diffs.append(NodeDiff(node.name, node.op, float("inf"), float("inf"), False))
+                diffs.append(NodeDiff(node.name, node.op, float("inf"), float("inf"), False, skipped))
                 break
             d = np.abs(o - r)
             worst_abs = max(worst_abs, float(d.max(initial=0.0)))
@@ -123,5 +140,5 @@ def parity(
             scale = max(1.0, float(np.abs(r).max(initial=0.0)))
             ok = ok and bool(np.all(d <= atol * scale + rtol * np.abs(r)))
         else:
-            diffs.append(NodeDiff(node.name, node.op, worst_abs, worst_rel, ok))
+            diffs.append(NodeDiff(node.name, node.op, worst_abs, worst_rel, ok, skipped))
     return ParityReport(graph, tuple(names), atol, rtol, tuple(diffs), graph.logits)

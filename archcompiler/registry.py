@@ -40,6 +40,8 @@ ENTRY_POINT_GROUP = "archcompiler.backends"
 BUILTIN: dict[str, str] = {
     "torch": "archcompiler.backends.torch:TorchBackend",
     "keras": "archcompiler.backends.keras:KerasBackend",
+    "onnx": "archcompiler.backends.onnx:OnnxBackend",
+    "tflite": "archcompiler.backends.tflite:TfliteBackend",
 }
 
 FOREIGN_WEIGHTS: dict[str, str] = {".h5": "keras", ".pt": "torch"}

@@ -81,7 +81,7 @@ def test_unknown_backend_lists_available() -> None:
     with pytest.raises(BackendError) as info:
         registry.get_backend("kears")
     msg = str(info.value)
-    assert "did you mean 'keras'" in msg and "available: keras, torch" in msg
+    assert "did you mean 'keras'" in msg and "available: keras, onnx, tflite, torch" in msg
 
 
 def test_builtin_backends_are_listed_without_importing_them() -> None:

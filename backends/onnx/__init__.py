@@ -1,0 +1,12 @@
+"""The ONNX backend: an onnx.ModelProto written straight from the IR, run with onnxruntime.
+
+Importing this package imports onnx and onnxruntime (``pip install 'archc[onnx]'``), never
+torch or TensorFlow.
+"""
+
+import onnx  # noqa: F401  (fail at lookup, not first use, when the extra is missing)
+import onnxruntime  # noqa: F401
+
+from .backend import OnnxBackend
+
+__all__ = ["OnnxBackend"]

@@ -1,0 +1,125 @@
+"""Keras model -> TFLite flatbuffer (TensorFlow's converter), and LiteRT interpreters over it.
+
+Which IR node a TFLite tensor holds is read from the tensor's name: the converter names a
+tensor after the Keras ops it computes (``<model scope>/<layer scope>/<op>``), joined by ``;``
+when it fused several (conv + BatchNorm + ReLU is one CONV_2D named after all three). Such a
+tensor is the value of the *last* IR node among them; the nodes fused into it have no tensor
+of their own, and are reported as not exposed rather than guessed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+from typing import Any
+
+import numpy as np
+
+from archcompiler import ir
+from archcompiler.registry import BackendError
+
+QUANTIZE = ("none", "float16", "dynamic")
+"""float32 (default); float16 weights; dynamic-range int8 weights (activations stay float)."""
+
+
+def convert(keras_model: Any, quantize: str = "none") -> bytes:
+    """The flatbuffer of ``keras_model`` (float32 unless ``quantize`` says otherwise)."""
+    from archcompiler.backends.keras._framework import tf
+
+    if quantize not in QUANTIZE:
+        raise BackendError(f"tflite quantize must be one of {', '.join(QUANTIZE)}, got {quantize!r}")
+    converter = tf.lite.TFLiteConverter.from_keras_model(keras_model)
+    if quantize != "none":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if quantize == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    # The converter exports a SavedModel first and prints its endpoints to stdout.
+    with contextlib.redirect_stdout(io.StringIO()):
+        try:
+            return bytes(converter.convert())
+        except Exception as exc:  # the converter raises bare ConverterErrors/RuntimeErrors
+            raise BackendError(f"TFLite conversion of {keras_model.name!r} failed: {exc}") from exc
+
+
+def interpreter(content: bytes, *, preserve_all: bool = False) -> Any:
+    """A LiteRT interpreter (tf.lite's only where ai_edge_litert is absent).
+
+    ``preserve_all`` keeps every intermediate tensor and runs the builtin kernels without the
+    default XNNPACK delegate, whose fused subgraphs would not write intermediates back.
+    """
+    try:
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
+    except ImportError:
+        from archcompiler.backends.keras._framework import tf
+
+        Interpreter, OpResolverType = tf.lite.Interpreter, tf.lite.experimental.OpResolverType
+    if not preserve_all:
+        return Interpreter(model_content=content)
+    import warnings
+
+    with warnings.catch_warnings():  # "intended for debugging": that is what per-node parity is
+        warnings.simplefilter("ignore", UserWarning)
+        return Interpreter(
+            model_content=content,
+            experimental_preserve_all_tensors=True,
+            experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+        )
+
+
+def invoke(it: Any, x: np.ndarray) -> None:
+    """Run ``it`` on batch ``x`` (the batch axis is dynamic: resize, then allocate)."""
+    inp = it.get_input_details()[0]
+    if tuple(inp["shape"]) != x.shape:
+        it.resize_tensor_input(inp["index"], list(x.shape), strict=False)
+    it.allocate_tensors()
+    it.set_tensor(inp["index"], x)
+    it.invoke()
+
+
+def check_signature(graph: ir.Graph, content: bytes) -> None:
+    """The flatbuffer takes (N, *input_shape) and returns (N, *output_shape), N dynamic."""
+    it = interpreter(content)
+    ins, outs = it.get_input_details(), it.get_output_details()
+    if len(ins) != 1 or len(outs) != 1:
+        raise BackendError(f"TFLite model has {len(ins)} inputs and {len(outs)} outputs, expected one each")
+    got_in, got_out = tuple(ins[0]["shape_signature"]), tuple(outs[0]["shape_signature"])
+    if got_in != (-1, *graph.input_shape) or got_out != (-1, *graph.output_shape):
+        raise BackendError(
+            f"TFLite model maps {got_in} -> {got_out}, IR says (N, *{graph.input_shape}) -> (N, *{graph.output_shape})"
+        )
+
+
+def _layer_of(segment: str, model_name: str, graph: ir.Graph) -> str | None:
+    """The IR node named by one ``<model scope>/<layer scope>/...`` segment, if any."""
+    parts = segment.split("/")
+    if len(parts) < 3 or not parts[0].startswith(model_name):
+        return None
+    suffix = parts[0][len(model_name) :]  # Keras numbers the scopes of a trace alike ("_1")
+    scope = parts[1]
+    candidates = [scope[: -len(suffix)] if suffix and scope.endswith(suffix) else scope, scope]
+    candidates.append(re.sub(r"_\d+$", "", scope))
+    return next((c for c in candidates if c in graph), None)
+
+
+def node_tensors(graph: ir.Graph, it: Any, model_name: str) -> dict[str, int]:
+    """IR node -> index of the tensor holding its value, for the nodes the model exposes.
+
+    Only op outputs of the right (batched) shape count, so a constant named after a layer (a
+    folded kernel or bias) is never taken for its output; among a node's tensors the last one
+    computed wins (BatchNorm not fused into a conv is a Mul then an Add).
+    """
+    details = {d["index"]: d for d in it.get_tensor_details()}
+    order = {n.name: k for k, n in enumerate(graph.nodes)}
+    out: dict[str, int] = {}
+    for op in it._get_ops_details():  # execution order; LiteRT has no public equivalent
+        for t in op["outputs"]:
+            names = [_layer_of(s, model_name, graph) for s in details[t]["name"].split(";")]
+            nodes = [n for n in names if n is not None]
+            if not nodes:
+                continue
+            node = max(nodes, key=order.__getitem__)
+            if tuple(details[t]["shape"][1:]) == tuple(graph[node].shape):
+                out[node] = int(t)
+    out[graph.output] = int(it.get_output_details()[0]["index"])
+    return out
