@@ -22,6 +22,7 @@ from . import ir
 from .cost import CostReport, cost
 from .fitting import FitRow
 from .fsutil import atomic_write_text, publish, staging
+from .heads import Head
 from .loading import LoadedSpec, load, load_text, validate
 from .lower import lower
 from .source import Source, SpecError
@@ -293,10 +294,19 @@ def compile(
     *,
     width: float | None = None,
     resolution: float | int | tuple[int, int] | None = None,
+    classes: int | None = None,
+    pooling: str | None = None,
+    classifier_activation: str | None = None,
+    dropout: float | None = None,
 ) -> Compiled:
-    """Load (a path, YAML text or a dict: :func:`load_spec`), validate and lower a spec."""
+    """Load (a path, YAML text or a dict: :func:`load_spec`), validate and lower a spec.
+
+    ``classes`` (0: no classifier, like keras.applications' ``include_top=False``),
+    ``pooling`` ("avg", "max" or "none", with ``classes=0``), ``classifier_activation``
+    ("softmax" or "none") and ``dropout`` change the classifier (:mod:`archcompiler.heads`)."""
     loaded = load_spec(spec)
-    return Compiled(loaded, lower(loaded, width=width, resolution=resolution))
+    head = Head(classes, pooling, classifier_activation, dropout)  # type: ignore[arg-type]
+    return Compiled(loaded, lower(loaded, width=width, resolution=resolution, head=head))
 
 
 @dataclass(frozen=True)
@@ -320,6 +330,7 @@ def sweep(
     *,
     latency: str | Backend | None = None,
     runs: int = 10,
+    head: Head | None = None,
     progress: Progress | None = None,
 ) -> Sweep:
     """Lower and cost the spec at every width x resolution (default: the spec's own); with
@@ -331,7 +342,7 @@ def sweep(
     for w in ws:
         cells = []
         for res in rs:
-            g = lower(loaded, width=w, resolution=res)
+            g = lower(loaded, width=w, resolution=res, head=head)
             cells.append((g, cost(g, convention)))
         rows.append(tuple(cells))
     if latency is None:
@@ -354,6 +365,7 @@ def fit(
     resolutions: Sequence[float | int | tuple[int, int]] | None = None,
     convention: str = "paper",
     search: bool = False,
+    head: Head | None = None,
 ) -> list[FitRow]:
     """Settings within the budget, ranked MACs descending then params (``archc fit``).
 
@@ -369,4 +381,5 @@ def fit(
         widths=widths,
         resolutions=resolutions,
         convention=convention,
+        head=head,
     )

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from . import render
 from .api import Compiled, Progress, compile, sweep
 from .cost import CONVENTIONS, parse_budget
+from .heads import Head
 from .limits import MAX_SIZE
 from .loading import LoadedSpec, load
 from .lower import WIDTH_RANGE
@@ -81,6 +82,21 @@ def _pixels(digits: str, text: str) -> int:
     value = int(digits)
     if not 1 <= value <= MAX_SIZE:
         raise argparse.ArgumentTypeError(f"expected sizes from 1 to {MAX_SIZE} pixels, got {text!r}")
+    return value
+
+
+def _count(text: str) -> int:
+    t = text.strip()
+    if not re.fullmatch(r"\d{1,6}", t, re.ASCII):
+        raise argparse.ArgumentTypeError(f"expected a whole number from 0 to 999999, got {text!r}")
+    return int(t)
+
+
+def _rate(text: str) -> float:
+    t = text.strip()
+    value = float(t) if _DECIMAL.fullmatch(t) else math.nan
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a rate from 0 up to (not including) 1, got {text!r}")
     return value
 
 
@@ -146,8 +162,25 @@ def _load(args: argparse.Namespace) -> LoadedSpec:
     return load(args.spec)
 
 
+def _head(args: argparse.Namespace) -> Head | None:
+    """The classifier options (--classes, --pooling, --classifier-activation, --dropout)."""
+    try:
+        return Head(args.classes, args.pooling, args.classifier_activation, args.dropout)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def _compile(args: argparse.Namespace) -> Compiled:
-    return compile(_load(args), width=args.width, resolution=args.resolution)
+    head = _head(args)
+    return compile(
+        _load(args),
+        width=args.width,
+        resolution=args.resolution,
+        classes=head.classes,
+        pooling=head.pooling,
+        classifier_activation=head.classifier_activation,
+        dropout=head.dropout,
+    )
 
 
 def _budget_check(net: Compiled, args: argparse.Namespace) -> None:
@@ -224,7 +257,15 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             latency = get_backend(args.latency)
         except BackendError as exc:
             raise SpecError(str(exc), file=loaded.file, path="--latency") from None
-    grid = sweep(loaded, args.width, args.resolution, args.convention, latency=latency, progress=_progress(args))
+    grid = sweep(
+        loaded,
+        args.width,
+        args.resolution,
+        args.convention,
+        latency=latency,
+        progress=_progress(args),
+        head=_head(args),
+    )
     print(render.sweep(grid, args.format))
     if args.plot is not None:
         from .api import OutputError
@@ -261,6 +302,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
         resolutions=args.resolution,
         convention=args.convention,
         search=args.search,
+        head=_head(args),
     )
     budget = _budget_text(args)
     if not rows:
@@ -344,6 +386,11 @@ def make_parser() -> argparse.ArgumentParser:
                 type=_resolution,
                 help="input size in pixels (160, or 224x160 for height x width) or multiplier rho (0.714, 5/7)",
             )
+        head = sp.add_argument_group("classifier (as keras.applications' include_top, pooling, classes)")
+        head.add_argument("--classes", type=_count, help="number of classes; 0 drops the classifier")
+        head.add_argument("--pooling", choices=["avg", "max", "none"], help="with --classes 0: pool the features")
+        head.add_argument("--classifier-activation", choices=["softmax", "none"], help="the classifier's output")
+        head.add_argument("--dropout", type=_rate, help="the classifier's dropout rate")
         return sp
 
     def costs(sp: argparse.ArgumentParser, budget: bool = True) -> None:

@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .cost import cost
+from .heads import Head
 from .loading import LoadedSpec
 from .lower import lower
 from .source import SpecError
@@ -60,8 +61,8 @@ def _fits(row: FitRow, max_macs: int | None, max_params: int | None) -> bool:
     return (max_macs is None or row.macs <= max_macs) and (max_params is None or row.params <= max_params)
 
 
-def _row(loaded: LoadedSpec, width: float, res: Resolution, convention: str) -> FitRow:
-    g = lower(loaded, width=width, resolution=res)
+def _row(loaded: LoadedSpec, width: float, res: Resolution, convention: str, head: Head | None = None) -> FitRow:
+    g = lower(loaded, width=width, resolution=res, head=head)
     c = cost(g, convention)
     return FitRow(float(width), g.resolution, c.macs, c.params)
 
@@ -80,13 +81,14 @@ def fit(
     widths: Sequence[float] | None = None,
     resolutions: Sequence[Resolution] | None = None,
     convention: str = "paper",
+    head: Head | None = None,
 ) -> list[FitRow]:
     """Every grid setting within the budget, ranked (:func:`rank`); empty when none fits."""
     if max_macs is None and max_params is None:
         raise SpecError("give a budget (--max-macs and/or --max-params)", file=loaded.file, path="--max-macs")
     ws = tuple(widths) if widths else PAPER_WIDTHS
     rs = tuple(resolutions) if resolutions else PAPER_RESOLUTIONS
-    rows = [_row(loaded, w, r, convention) for w in ws for r in rs]
+    rows = [_row(loaded, w, r, convention, head) for w in ws for r in rs]
     return rank([r for r in rows if _fits(r, max_macs, max_params)])
 
 
@@ -113,6 +115,7 @@ def search(
     widths: Sequence[float] | None = None,
     resolutions: Sequence[Resolution] | None = None,
     convention: str = "paper",
+    head: Head | None = None,
 ) -> list[FitRow]:
     """The front of the fitting settings on a fine grid (default :data:`SEARCH_WIDTHS` x
     :data:`SEARCH_RESOLUTIONS`); settings at which the spec does not lower are skipped."""
@@ -124,7 +127,7 @@ def search(
     for w in ws:
         for r in rs:
             try:
-                row = _row(loaded, w, r, convention)
+                row = _row(loaded, w, r, convention, head)
             except SpecError:
                 continue  # e.g. a 7x7 pool over a 3x3 map: not a setting of this spec
             if _fits(row, max_macs, max_params):
