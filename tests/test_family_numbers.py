@@ -23,12 +23,14 @@ amounts computed here from the definitions (independently of archc's output), an
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
 import pytest
 
 import archcompiler as a
+from archcompiler.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECS = ROOT / "specs"
@@ -116,6 +118,38 @@ def test_large_075_row_has_the_unscaled_head() -> None:
     assert m(macs - delta_weights) == 154 != PUBLISHED["mobilenet_v3_large", 0.75][0]
     assert p(torch_params - delta_weights - (1280 - scaled)) == 3.4
     assert p(paper_params - delta_weights) == 3.4
+
+
+def test_squeeze_excite_pooling_and_gating_are_not_counted() -> None:
+    """Counting squeeze-excite's pooling (one add per input element) and gating multiply (one per
+    element) would print Large 1.0 as 218, not 217: the table counts only the convs' multiply-adds.
+
+    The elements, from TF-Slim's V3_LARGE: SE blocks at 28x28 (expanded 72, 120, 120), 14x14
+    (480, 672) and 7x7 (672, 960, 960)."""
+    macs, _, _ = counts("mobilenet_v3_large", 1.0)
+    se_elements = 28 * 28 * (72 + 120 + 120) + 14 * 14 * (480 + 672) + 7 * 7 * (672 + 960 + 960)
+    assert se_elements == 597_408
+    assert m(macs + 2 * se_elements) == 218 != PUBLISHED["mobilenet_v3_large", 1.0][0]
+
+
+def test_cli_sweep_prints_the_large_rows(capsys: pytest.CaptureFixture[str]) -> None:
+    """`archc sweep specs/mobilenet_v3_large.yaml --width 1,0.75 --resolution 224 --classes 1001`."""
+    spec = str(SPECS / "mobilenet_v3_large.yaml")
+    argv = ["sweep", spec, "--width", "1,0.75", "--resolution", "224", "--classes", "1001"]
+    assert main([*argv, "--convention", "torch", "--format", "json", "-q"]) == 0
+    grid = json.loads(capsys.readouterr().out)["grid"]
+    assert [(g["width"], m(g["macs"])) for g in grid] == [(1.0, 217), (0.75, 155)]
+    assert p(grid[1]["params"]) == PUBLISHED["mobilenet_v3_large", 0.75][1]
+    assert main([*argv, "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "224" in out and len([line for line in out.splitlines() if line.startswith(("1 ", "0.75 "))]) == 2
+
+
+@pytest.mark.parametrize(("spec", "total"), [("mobilenet_v3_small", 2_554_968), ("mobilenet_v3_large", 5_507_432)])
+def test_cli_summary_keras_totals(capsys: pytest.CaptureFixture[str], spec: str, total: int) -> None:
+    """`archc summary SPEC --convention keras` prints Keras' count_params() (docs/NUMBERS.md)."""
+    assert main(["summary", str(SPECS / f"{spec}.yaml"), "--convention", "keras"]) == 0
+    assert f"total: {total:,} params" in capsys.readouterr().out
 
 
 # --- entries explained ----------------------------------------------------------------------------
