@@ -199,12 +199,12 @@ def _budget_check(net: Compiled, args: argparse.Namespace) -> None:
             )
 
 
-def _backend(net: Compiled, name: str) -> Backend:
-    """The backend instance, or a bad ``--backend`` as a located one-line error."""
+def _backend(net: Compiled, name: str, **options: Any) -> Backend:
+    """The backend instance, or a bad ``--backend`` (or option) as a located one-line error."""
     from .registry import BackendError, get_backend
 
     try:
-        return get_backend(name)
+        return get_backend(name, **options)
     except BackendError as exc:
         raise SpecError(str(exc), file=net.loaded.file, path="--backend") from None
 
@@ -339,7 +339,13 @@ def cmd_backends(args: argparse.Namespace) -> int:
 
 def cmd_build(args: argparse.Namespace) -> int:
     net = _compile(args)
-    built = net.build_to(_backend(net, args.backend), args.output, weights=args.weights, progress=_progress(args))
+    options: dict[str, Any] = {}
+    if args.quantize is not None:
+        options["quantize"] = args.quantize
+    if args.input_layout is not None:
+        options["nhwc_input"] = args.input_layout == "nhwc"
+    backend = _backend(net, args.backend, **options)
+    built = net.build_to(backend, args.output, weights=args.weights, progress=_progress(args))
     print(render.built(built))
     return 0
 
@@ -449,6 +455,10 @@ def make_parser() -> argparse.ArgumentParser:
     sp.add_argument("--weights", help="weights to load: .npz, .safetensors, a Keras .h5 or archc's torch .pt")
     sp.add_argument("-o", "--output", help="output folder (default: build/<name>_<width>_<resolution>)")
     sp.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
+    sp.add_argument(
+        "--quantize", choices=["float16", "dynamic"], help="tflite: quantize (the deviation from float32 is reported)"
+    )
+    sp.add_argument("--input-layout", choices=["nchw", "nhwc"], help="onnx: the input's layout (default nchw)")
     sp.set_defaults(func=cmd_build)
 
     sp = spec_cmd("parity", "run backends on the same weights and input; compare every node")

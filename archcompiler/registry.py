@@ -85,8 +85,9 @@ def require(name: str) -> None:
         raise BackendError(f"unknown backend {name!r}{did_you_mean(name, names)}; available: {', '.join(names)}")
 
 
-def get_backend(name: str) -> Backend:
-    """Instantiate backend ``name``; its framework is imported only now."""
+def get_backend(name: str, **options: Any) -> Backend:
+    """Instantiate backend ``name`` with its ``options`` (e.g. tflite's ``quantize``); its
+    framework is imported only now."""
     require(name)
     if name in BUILTIN:
         module, _, attr = BUILTIN[name].partition(":")
@@ -98,18 +99,29 @@ def get_backend(name: str) -> Backend:
             raise BackendError(
                 f"backend {name!r} needs a package that is not installed ({exc.name}); pip install 'archc[{name}]'"
             ) from None
-        return cls()
+        return _instance(name, cls, options)
     ext = _external()
     if name in ext:
         try:
             cls = ext[name].load()
         except ImportError as exc:
             raise BackendError(f"backend {name!r} failed to import: {exc}") from None
-        backend = cls()
+        backend = _instance(name, cls, options)
         if not isinstance(backend, Backend):
             raise BackendError(f"backend {name!r} ({ext[name].value}) is not an archcompiler Backend")
         return backend
     raise AssertionError("unreachable: require() checked the name")
+
+
+def _instance(name: str, cls: Any, options: dict[str, Any]) -> Backend:
+    """``cls(**options)``; an option the backend does not take is a BackendError naming it."""
+    import inspect
+
+    accepted = inspect.signature(cls).parameters
+    for option in options:
+        if option not in accepted:
+            raise BackendError(f"backend {name!r} takes no option {option!r}")
+    return cls(**options)
 
 
 def read_weights(path: str | Path, graph: ir.Graph) -> Weights:
