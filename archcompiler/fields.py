@@ -67,6 +67,9 @@ def _name_template(v: Any) -> str:
             " number), not starting with a digit",
         )
     probe = v.replace("{index}", "1")
+    if not IDENT_RE.match(probe):
+        # '{index}' first makes a name such as '1x', which no backend can name a layer.
+        raise PydanticCustomError("name", "expected a layer name that starts with a letter or '_', not '{index}'")
     if keyword.iskeyword(probe) or probe.startswith("__"):
         raise PydanticCustomError("name", "expected a layer name, not a Python keyword or dunder name")
     return v
