@@ -159,12 +159,18 @@ def _rate(v: Any) -> float | Ref:
     return float(v)
 
 
+FLOAT32_MAX = 3.4028234663852886e38
+"""Models compute in float32: a larger constant (rescaling's 1e308) is inf there, and keras refuses it."""
+
+
 def _finite(v: Any) -> float | Ref:
     ref = _as_ref(v)
     if ref is not None:
         return ref
     if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
         raise PydanticCustomError("number", "expected a finite number")
+    if abs(v) > FLOAT32_MAX:
+        raise PydanticCustomError("number", "expected a number within float32 range (magnitude at most 3.4e38)")
     return float(v)
 
 
