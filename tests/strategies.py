@@ -26,6 +26,11 @@ Shape = tuple[int, ...]
 MAX_PX = 40
 MAX_C = 32
 ACTIVATIONS = ["relu", "relu6", "sigmoid", "tanh", "hard_sigmoid", "hard_swish", "swish"]
+TRICKY_NAMES = [
+    "x", "inputs", "tensors", "layers", "keras", "nn", "torch", "np", "values", "previous", "entry", "layer", "Entry",
+    "F", "self", "build_model", "SPEC_NAME", "WIDTH", "BLOCKS", "block", "args", "source", "index", "model", "i",
+    "math", "dict", "print", "super", "Add", "GlobalPool", "BatchNorm1d", "Fuzz", "fuzz", "outputs", "name",
+]  # fmt: skip
 WIDTHS = [0.25, 0.35, 0.5, 0.6, 0.75, 0.9, 1.0, 1.25, 1.3, 1.4]
 
 
@@ -248,8 +253,13 @@ class _State:
     block_number: int = 0
     count: int = 0
 
+    tricky: list[str] = field(default_factory=list)
+    """Valid names that the generated code also uses for its own variables, drawn now and then."""
+
     def fresh(self) -> str:
         self.count += 1
+        if self.tricky and self.count % 3 == 0:
+            return self.tricky.pop()
         return f"l{self.count}"
 
     def push(self, layer: dict[str, Any], shape: Shape, name: str | None) -> None:
@@ -550,6 +560,7 @@ def valid_specs(draw: st.DrawFn, max_layers: int = 10) -> SpecCase:
     rules = Rules(width, mode, 8, rmin, padding)
     input_name = draw(st.sampled_from(["input", "image"]))
     s = _State(rules, classes)
+    s.tricky = draw(st.lists(st.sampled_from(TRICKY_NAMES), unique=True, max_size=4))
     hw = (size, size) if isinstance(size, int) else tuple(size)
     s.current, s.current_name = (*hw, channels), input_name
     s.shapes[input_name] = s.current
@@ -563,7 +574,7 @@ def valid_specs(draw: st.DrawFn, max_layers: int = 10) -> SpecCase:
         else:
             _block_call(draw, s)
 
-    spec: dict[str, Any] = {"archc": 1, "name": "fuzz"}
+    spec: dict[str, Any] = {"archc": 1, "name": draw(st.sampled_from(["fuzz", "fuzz", "add", "model", "nn", "x"]))}
     if draw(st.booleans()):
         spec["description"] = "a generated spec"
     spec["input"] = {"size": size, "channels": channels}
