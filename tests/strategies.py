@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
+from hypothesis import assume
 from hypothesis import strategies as st
 
 Shape = tuple[int, ...]
@@ -168,7 +169,7 @@ BLOCKS: dict[str, dict[str, Any]] = {
         "layers": [
             {"op": "conv", "filters": "$channels", "kernel": "$kernel", "padding": "same", "scale_width": False},
             {"op": "batchnorm"},
-            {"op": "activation", "kind": "swish"},
+            {"op": "activation", "kind": "swish", "repeat": 2},
             {"op": "conv", "filters": "$channels", "kernel": [1, "$kernel"], "padding": "same", "scale_width": False},
             {"op": "batchnorm", "epsilon": 1.0e-5, "name": "res{index}_b"},
             {"op": "add", "inputs": ["_input", "res{index}_b"]},
@@ -531,6 +532,11 @@ def _block_call(draw: st.DrawFn, s: _State) -> None:
 def valid_specs(draw: st.DrawFn, max_layers: int = 10) -> SpecCase:
     """A random spec, valid by construction, with the shapes an independent model expects."""
     size = draw(st.one_of(st.integers(3, MAX_PX), st.lists(st.integers(3, MAX_PX), min_size=2, max_size=2)))
+    # rho scales the input; Python's round() (half to even) is the documented-by-code rule.
+    rho = draw(st.sampled_from([1.0, 1.0, 1.0, 0.5, 0.75, 0.9]))
+    hw = (size, size) if isinstance(size, int) else (size[0], size[1])
+    hw = (round(hw[0] * rho), round(hw[1] * rho))
+    assume(min(hw) >= 1)
     channels = draw(st.integers(1, 4))
     mode = draw(st.sampled_from(["truncate", "make_divisible"]))
     rounding: dict[str, Any] = {"mode": mode}
@@ -561,7 +567,6 @@ def valid_specs(draw: st.DrawFn, max_layers: int = 10) -> SpecCase:
     input_name = draw(st.sampled_from(["input", "image"]))
     s = _State(rules, classes)
     s.tricky = draw(st.lists(st.sampled_from(TRICKY_NAMES), unique=True, max_size=4))
-    hw = (size, size) if isinstance(size, int) else tuple(size)
     s.current, s.current_name = (*hw, channels), input_name
     s.shapes[input_name] = s.current
 
@@ -583,6 +588,8 @@ def valid_specs(draw: st.DrawFn, max_layers: int = 10) -> SpecCase:
     if classes is not None:
         spec["classes"] = classes
     spec["width"] = width
+    if rho != 1.0:
+        spec["resolution"] = rho
     spec["rounding"] = rounding
     if defaults:
         spec["defaults"] = defaults
