@@ -32,9 +32,9 @@ import archcompiler as a  # noqa: E402
 from archcompiler import SpecError, cli, ir  # noqa: E402
 from archcompiler import weights as W  # noqa: E402
 
-FAST = settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+FAST = settings(max_examples=50, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 SLOW = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-FAST_BUILD = settings(FAST, max_examples=6)
+FAST_BUILD = settings(FAST, max_examples=8)
 SLOW_BUILD = settings(SLOW, max_examples=60)
 FILE = "fuzz.yaml"
 LOCATED = re.compile(rf"^{re.escape(FILE)}:\d+:\d+: ")
@@ -361,7 +361,7 @@ def accepted_specs_build(text: str) -> None:
 
 @pytest.mark.torch
 @pytest.mark.keras
-@settings(FAST, max_examples=15)
+@settings(FAST, max_examples=40)
 @given(mutated_specs())
 def test_mutated_specs_that_pass_check_build(text: str) -> None:
     accepted_specs_build(text)
