@@ -35,7 +35,7 @@ from archcompiler import weights as W  # noqa: E402
 FAST = settings(max_examples=50, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 SLOW = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 FAST_BUILD = settings(FAST, max_examples=8)
-SLOW_BUILD = settings(SLOW, max_examples=60)
+SLOW_BUILD = settings(SLOW, max_examples=120)
 FILE = "fuzz.yaml"
 LOCATED = re.compile(rf"^{re.escape(FILE)}:\d+:\d+: ")
 
