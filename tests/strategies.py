@@ -270,7 +270,7 @@ class _State:
             self.shapes[name] = shape
 
 
-def paddings(kh: int, kw: int) -> st.SearchStrategy[Any]:
+def paddings() -> st.SearchStrategy[Any]:
     """Every padding form: same, valid, an integer, [t, b, l, r] and [[t, b], [l, r]]."""
     side = st.integers(0, 2)
     return st.one_of(
@@ -327,7 +327,7 @@ def _image_layer(draw: st.DrawFn, s: _State, preserve_spatial: bool) -> dict[str
         if preserve_spatial:
             layer["padding"] = "same"
         elif draw(st.booleans()):
-            layer["padding"] = draw(paddings(*_pair(layer["kernel"])))
+            layer["padding"] = draw(paddings())
         if draw(st.booleans()):
             layer["bias"] = draw(st.booleans())
         if op == "conv":
@@ -360,7 +360,7 @@ def _image_layer(draw: st.DrawFn, s: _State, preserve_spatial: bool) -> dict[str
         if draw(st.booleans()):
             layer["offset"] = draw(st.sampled_from([-1.0, 0.0, 0.25, 3]))
     elif op == "zero_pad":
-        layer["padding"] = draw(paddings(1, 1).filter(lambda p: p not in ("same", "valid")))
+        layer["padding"] = draw(paddings().filter(lambda p: p not in ("same", "valid")))
     elif op in ("avg_pool", "max_pool"):
         layer["pool"] = _maybe_pair(draw, 1, 3)
         if draw(st.booleans()):
@@ -550,7 +550,7 @@ def valid_specs(draw: st.DrawFn, max_layers: int = 10) -> SpecCase:
     defaults: dict[str, Any] = {}
     padding = "same"
     if draw(st.booleans()):
-        padding = draw(paddings(3, 3))
+        padding = draw(paddings())
         defaults["padding"] = padding
     if draw(st.booleans()):
         defaults["bias"] = draw(st.booleans())
