@@ -91,6 +91,9 @@ def _name_template(v: Any) -> str:
             " number, or '{param}', a block parameter), not starting with a digit",
         )
     probe = PLACEHOLDER_RE.sub("x1", v)
+    if v.startswith("{index}"):
+        # '{index}' first makes a name such as '1x', which no backend can name a layer.
+        raise PydanticCustomError("name", "expected a layer name that starts with a letter or '_', not '{index}'")
     if keyword.iskeyword(probe) or probe.startswith("__"):
         raise PydanticCustomError("name", "expected a layer name, not a Python keyword or dunder name")
     return v
@@ -189,12 +192,18 @@ def _rate(v: Any) -> float | Ref:
     return float(v)
 
 
+FLOAT32_MAX = 3.4028234663852886e38
+"""Models compute in float32: a larger constant (rescaling's 1e308) is inf there, and keras refuses it."""
+
+
 def _finite(v: Any) -> float | Ref:
     ref = as_expr(v)
     if ref is not None:
         return ref
     if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
         raise PydanticCustomError("number", "expected a finite number")
+    if abs(v) > FLOAT32_MAX:
+        raise PydanticCustomError("number", "expected a number within float32 range (magnitude at most 3.4e38)")
     return float(v)
 
 

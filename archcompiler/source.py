@@ -68,7 +68,18 @@ class SpecError(Exception):
         if self.line is not None:
             loc += f":{self.line}:{self.col or 1}"
         where = f" {self.path}:" if self.path else ""
-        return f"{loc}:{where} {self.message}"
+        return one_line(f"{loc}:{where} {self.message}")
+
+
+def one_line(text: str) -> str:
+    """``text`` with every non-printable character escaped (``\\n``, ``\\x85``, ``\\u2028``, ``\\x1b``).
+
+    A spec path names the user's keys as written, so a key such as ``"a\\nb"`` or one holding a
+    terminal escape would otherwise split the error over lines or recolour the terminal.
+    """
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
 
 
 def format_path(path: Sequence[str | int]) -> str:

@@ -9,7 +9,7 @@ from typing import Any, ClassVar, Literal, get_args
 
 from pydantic import Field
 
-from ..fields import FiniteRef, LayerBase
+from ..fields import FLOAT32_MAX, FiniteRef, LayerBase
 from .base import LowerContext, Node, OpError, Shape
 
 ActivationKind = Literal["relu", "relu6", "sigmoid", "tanh", "hard_sigmoid", "hard_swish", "swish"]
@@ -63,8 +63,8 @@ class Rescaling(Node):
         return {"scale": float(layer.scale), "offset": float(layer.offset)}
 
     def infer_shape(self, inputs: Sequence[Shape]) -> Shape:
-        if not (math.isfinite(self.scale) and math.isfinite(self.offset)):
-            raise OpError(f"rescaling needs finite scale and offset, got {self.scale} and {self.offset}")
+        if not all(math.isfinite(v) and abs(v) <= FLOAT32_MAX for v in (self.scale, self.offset)):
+            raise OpError(f"rescaling needs finite float32 scale and offset, got {self.scale} and {self.offset}")
         return inputs[0]
 
     @property
