@@ -1,95 +1,53 @@
 """The few torch modules that ``torch.nn`` lacks, each reproducing one IR convention exactly.
 
-These classes are also copied verbatim into emitted source (``emit.py`` reads them with
+Stock ``torch.nn`` layers are used wherever one exists (counting tools such as ptflops and
+thop recognise modules by exact type); what is here has no stock equivalent. These classes and
+functions are copied verbatim into emitted source (``emit.py`` reads them with
 ``inspect.getsource``), so they must stay self-contained: only ``torch``, ``nn`` and ``F``
-may appear in their bodies, and no class may depend on another one defined here.
+may appear in their bodies, and nothing may depend on another definition here except through
+:data:`NEEDS`.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 
-class PaddedConv2d(nn.Conv2d):
-    """A Conv2d with explicit, possibly asymmetric, zero padding (top, bottom, left, right).
+def biased_running_var(bn: nn.Module, args: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+    """Forward hook: turn torch's running-variance update into Keras' (the *biased* batch variance).
 
-    TensorFlow "same" with an even total pad puts the extra pixel at the bottom/right; torch's
-    ``padding=`` is symmetric, so the pad is applied here with F.pad. Subclassing Conv2d keeps
-    the state_dict keys (``<name>.weight``) those of a plain convolution.
+    torch's BatchNorm normalises with the biased batch variance v but folds the unbiased one,
+    v * n / (n - 1), into ``running_var``; Keras uses v for both. After torch's update
+    ``running_var`` is (1 - m) r + m v n / (n - 1); subtracting m v / (n - 1) leaves
+    (1 - m) r + m v, Keras' update. Training mode only: eval mode is untouched, stock torch.
     """
-
-    def __init__(self, *args, pad: tuple[int, int, int, int] = (0, 0, 0, 0), **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        top, bottom, left, right = pad
-        self.pad = (left, right, top, bottom)  # F.pad order: last dim first
-
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, pad={self.pad}"
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(F.pad(x, self.pad))
-
-
-class BatchNorm2d(nn.BatchNorm2d):
-    """BatchNorm that updates the running variance with the *biased* batch variance (Keras).
-
-    torch's BatchNorm normalises with the biased batch variance but folds the unbiased one
-    (n / (n - 1) times larger) into ``running_var``; Keras' BatchNormalization uses the biased
-    one for both. Only the training-mode update differs; eval mode is torch's own code path.
-    ``momentum`` is torch's (1 - Keras decay).
-    """
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training:
-            return super().forward(x)
-        dims = [0, *range(2, x.dim())]
-        mean = x.mean(dims, keepdim=True)
-        var = x.var(dims, unbiased=False, keepdim=True)
+    if not (bn.training and bn.track_running_stats and bn.running_var is not None and bn.momentum is not None):
+        return
+    x = args[0].detach()
+    n = x.numel() // x.size(1)
+    if n > 1:
         with torch.no_grad():
-            self.running_mean.lerp_(mean.flatten(), self.momentum)
-            self.running_var.lerp_(var.flatten(), self.momentum)
-            self.num_batches_tracked.add_(1)
-        # Normalised with the batch statistics, differentiably (as torch and Keras both do).
-        y = (x - mean) * torch.rsqrt(var + self.eps)
-        if self.affine:
-            shape = mean.shape
-            y = y * self.weight.reshape(shape) + self.bias.reshape(shape)
-        return y
+            var = x.var([0, *range(2, x.dim())], unbiased=False)
+            # Through .data: autograd saved running_var for the backward (which reads it only in
+            # eval mode), so an ordinary in-place change would fail its version check.
+            bn.running_var.data.sub_(var * (bn.momentum / (n - 1)))
 
 
-class BatchNorm1d(nn.BatchNorm1d):
-    """The (N, C) variant of :class:`BatchNorm2d`: biased running-variance update (Keras)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training:
-            return super().forward(x)
-        mean = x.mean(0)
-        var = x.var(0, unbiased=False)
-        with torch.no_grad():
-            self.running_mean.lerp_(mean, self.momentum)
-            self.running_var.lerp_(var, self.momentum)
-            self.num_batches_tracked.add_(1)
-        y = (x - mean) * torch.rsqrt(var + self.eps)
-        return y * self.weight + self.bias if self.affine else y
+def biased_batchnorm2d(num_features: int, **kwargs) -> nn.BatchNorm2d:
+    """A stock nn.BatchNorm2d whose training step updates the running variance as Keras does
+    (:func:`biased_running_var`). A factory, not a subclass, so that tools that count by exact
+    module type (ptflops, thop) see a BatchNorm2d."""
+    bn = nn.BatchNorm2d(num_features, **kwargs)
+    bn.register_forward_hook(biased_running_var)
+    return bn
 
 
-class GlobalPool(nn.Module):
-    """Average or max over H and W, optionally keeping them as 1 x 1 (Keras ``keepdims``)."""
-
-    def __init__(self, kind: str = "avg", keepdims: bool = False) -> None:
-        super().__init__()
-        self.kind = kind
-        self.keepdims = keepdims
-
-    def extra_repr(self) -> str:
-        return f"kind={self.kind!r}, keepdims={self.keepdims}"
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.kind == "max":
-            return x.amax(dim=(2, 3), keepdim=self.keepdims)
-        return x.mean(dim=(2, 3), keepdim=self.keepdims)
+def biased_batchnorm1d(num_features: int, **kwargs) -> nn.BatchNorm1d:
+    """The (N, C) variant of :func:`biased_batchnorm2d`."""
+    bn = nn.BatchNorm1d(num_features, **kwargs)
+    bn.register_forward_hook(biased_running_var)
+    return bn
 
 
 class FlattenHWC(nn.Module):
@@ -145,3 +103,13 @@ class Multiply(nn.Module):
         for x in xs[1:]:
             out = out * x
         return out
+
+
+FACTORIES = ("biased_batchnorm2d", "biased_batchnorm1d")
+"""Functions here that build a layer (a stock module set up specially); the rest are classes."""
+
+NEEDS: dict[str, tuple[str, ...]] = {
+    "biased_batchnorm2d": ("biased_running_var",),
+    "biased_batchnorm1d": ("biased_running_var",),
+}
+"""Definitions that use another one from this module: emitted code copies those too."""
