@@ -19,7 +19,7 @@ from archcompiler.layouts import shape_to
 from archcompiler.registry import Backend, BackendError
 
 from . import weights as weight_io
-from .build import GraphModule, build_module
+from .build import GraphModule, build_module, last_uses
 from .ops import HANDLERS, Handler
 
 
@@ -90,7 +90,9 @@ class TorchBackend(Backend):
             with pinned_threads():
                 values = {model.input_name: torch.zeros((1, *shape_to(graph.input_shape, "channels_first")))}
                 yield model.input_name, tuple(values[model.input_name].shape[1:])
-                for name, inputs in model.steps:
+                # Only shapes are needed: free each value after its last use (half the time).
+                dead = last_uses(model.input_name, model.steps, ())
+                for (name, inputs), done in zip(model.steps, dead, strict=True):
                     try:
                         with torch.no_grad():
                             values[name] = model.get_submodule(name)(*(values[i] for i in inputs))
@@ -98,6 +100,8 @@ class TorchBackend(Backend):
                         yield name, exc
                         return
                     yield name, tuple(values[name].shape[1:])
+                    for d in done:
+                        del values[d]
         finally:
             model.train(was_training)
 
