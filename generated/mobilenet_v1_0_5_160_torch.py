@@ -29,33 +29,35 @@ INPUT_SHAPE = (3, 160, 160)
 """(C, H, W) of one example."""
 
 
-def biased_running_var(bn: nn.Module, args: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
-    """Forward hook: turn torch's running-variance update into Keras' (the *biased* batch variance).
+class BiasedBatchNorm:
+    """A stock nn.BatchNorm2d (``dims=2``) or nn.BatchNorm1d (``dims=1``) whose training step
+    updates the running variance as Keras does, with the *biased* batch variance.
 
-    torch's BatchNorm normalises with the biased batch variance v but folds the unbiased one,
-    v * n / (n - 1), into ``running_var``; Keras uses v for both. After torch's update
-    ``running_var`` is (1 - m) r + m v n / (n - 1); subtracting m v / (n - 1) leaves
-    (1 - m) r + m v, Keras' update. Training mode only: eval mode is untouched, stock torch.
+    Calling the class returns the stock module itself, with :meth:`update_running_var` as a
+    forward hook: eval mode is torch's own code, and tools that count by exact module type
+    (ptflops, thop) see a BatchNorm, which a subclass would hide from them.
     """
-    if not (bn.training and bn.track_running_stats and bn.running_var is not None and bn.momentum is not None):
-        return
-    x = args[0].detach()
-    n = x.numel() // x.size(1)
-    if n > 1:
-        with torch.no_grad():
-            var = x.var([0, *range(2, x.dim())], unbiased=False)
-            # Through .data: autograd saved running_var for the backward (which reads it only in
-            # eval mode), so an ordinary in-place change would fail its version check.
-            bn.running_var.data.sub_(var * (bn.momentum / (n - 1)))
 
+    def __new__(cls, num_features: int, dims: int = 2, **kwargs) -> nn.BatchNorm1d | nn.BatchNorm2d:
+        bn = (nn.BatchNorm2d if dims == 2 else nn.BatchNorm1d)(num_features, **kwargs)
+        bn.register_forward_hook(cls.update_running_var)
+        return bn
 
-def biased_batchnorm2d(num_features: int, **kwargs) -> nn.BatchNorm2d:
-    """A stock nn.BatchNorm2d whose training step updates the running variance as Keras does
-    (:func:`biased_running_var`). A factory, not a subclass, so that tools that count by exact
-    module type (ptflops, thop) see a BatchNorm2d."""
-    bn = nn.BatchNorm2d(num_features, **kwargs)
-    bn.register_forward_hook(biased_running_var)
-    return bn
+    @staticmethod
+    def update_running_var(bn: nn.Module, args: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+        """torch normalises with the biased batch variance v but folds the unbiased one,
+        v * n / (n - 1), into ``running_var``: (1 - m) r + m v n / (n - 1). Subtracting
+        m v / (n - 1) leaves (1 - m) r + m v, Keras' update. Training mode only."""
+        if not (bn.training and bn.track_running_stats and bn.running_var is not None and bn.momentum is not None):
+            return
+        x = args[0].detach()
+        n = x.numel() // x.size(1)
+        if n > 1:
+            with torch.no_grad():
+                var = x.var([0, *range(2, x.dim())], unbiased=False)
+                # Through .data: autograd saved running_var for the backward (which reads it
+                # only in eval mode), so an ordinary in-place change would fail its version check.
+                bn.running_var.data.sub_(var * (bn.momentum / (n - 1)))
 
 
 def conv_dw_block(
@@ -66,10 +68,10 @@ def conv_dw_block(
     return {
         f"conv_dw_{index}_pad": nn.ZeroPad2d(padding),
         f"conv_dw_{index}": nn.Conv2d(in_channels, in_channels, 3, stride=stride, groups=in_channels, bias=False),
-        f"conv_dw_{index}_bn": biased_batchnorm2d(in_channels, eps=0.001, momentum=0.01),
+        f"conv_dw_{index}_bn": BiasedBatchNorm(in_channels, eps=0.001, momentum=0.01),
         f"conv_dw_{index}_relu": nn.ReLU(),
         f"conv_pw_{index}": nn.Conv2d(in_channels, out_channels, 1, bias=False),
-        f"conv_pw_{index}_bn": biased_batchnorm2d(out_channels, eps=0.001, momentum=0.01),
+        f"conv_pw_{index}_bn": BiasedBatchNorm(out_channels, eps=0.001, momentum=0.01),
         f"conv_pw_{index}_relu": nn.ReLU(),
     }
 
@@ -100,7 +102,7 @@ class MobilenetV1(nn.Module):
         layers: dict[str, nn.Module] = {
             "conv1_pad": nn.ZeroPad2d((0, 1, 0, 1)),
             "conv1": nn.Conv2d(3, 16, 3, stride=2, bias=False),
-            "conv1_bn": biased_batchnorm2d(16, eps=0.001, momentum=0.01),
+            "conv1_bn": BiasedBatchNorm(16, eps=0.001, momentum=0.01),
             "conv1_relu": nn.ReLU(),
         }
         for block, *args in BLOCKS:

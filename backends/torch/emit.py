@@ -24,14 +24,14 @@ from archcompiler.cost import cost
 from archcompiler.registry import BackendError
 
 from . import layers
-from .ops import BACKEND, Handler, is_module_class, resolve
+from .ops import BACKEND, Handler, resolve
 
 TEMPLATES = Path(__file__).parent / "templates"
 _SAFE_PATH = re.compile(r"[A-Za-z0-9_./-]{1,200}")
 
 MODULE_NAMES = frozenset(
     {"Entry", "SPEC_NAME", "SPEC_SOURCE", "SPEC_DESCRIPTION", "WIDTH", "RESOLUTION", "INPUT_SHAPE"}
-    | {c.__name__ for c in vars(layers).values() if callable(c) and getattr(c, "__module__", None) == layers.__name__}
+    | {c.__name__ for c in vars(layers).values() if isinstance(c, type)}
 )
 """Module-level names of the emitted file that the model class must not shadow."""
 
@@ -66,12 +66,11 @@ def render(graph: ir.Graph, handlers: Mapping[str, Handler]) -> str:
     if len(inputs) != 1:
         raise BackendError(f"graph {graph.name!r} has {len(inputs)} inputs; the torch backend supports one")
     structure = fold(graph, handlers, BACKEND)
-    used = set(structure.classes())
-    used |= {need for name in used for need in layers.NEEDS.get(name, ())}
+    used = structure.classes()
     class_sources = [
         inspect.getsource(c)
         for c in vars(layers).values()
-        if callable(c) and getattr(c, "__module__", None) == layers.__name__ and c.__name__ in used
+        if isinstance(c, type) and c.__module__ == layers.__name__ and c.__name__ in used
     ]
     torch_cost = cost(graph, "torch")
     stats = cost(graph, "keras").non_trainable
@@ -81,7 +80,7 @@ def render(graph: ir.Graph, handlers: Mapping[str, Handler]) -> str:
         call.name
         for node in graph.nodes
         for call in handlers[node.op].describe(node, graph)
-        if is_module_class(resolve(call.cls), nn.modules.conv._ConvNd)
+        if issubclass(resolve(call.cls), nn.modules.conv._ConvNd)
     )
     example = next(convs, None)
     text = "\n".join(class_sources) + "".join(layer_source(s) for s in structure.sites())

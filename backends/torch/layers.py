@@ -1,11 +1,10 @@
 """The few torch modules that ``torch.nn`` lacks, each reproducing one IR convention exactly.
 
 Stock ``torch.nn`` layers are used wherever one exists (counting tools such as ptflops and
-thop recognise modules by exact type); what is here has no stock equivalent. These classes and
-functions are copied verbatim into emitted source (``emit.py`` reads them with
-``inspect.getsource``), so they must stay self-contained: only ``torch``, ``nn`` and ``F``
-may appear in their bodies, and nothing may depend on another definition here except through
-:data:`NEEDS`.
+thop recognise modules by exact type); what is here has no stock equivalent. These classes are
+copied verbatim into emitted source (``emit.py`` reads them with ``inspect.getsource``), so they
+must stay self-contained: only ``torch``, ``nn`` and ``F`` may appear in their bodies, and no
+class may depend on another one defined here.
 """
 
 from __future__ import annotations
@@ -14,40 +13,35 @@ import torch
 from torch import nn
 
 
-def biased_running_var(bn: nn.Module, args: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
-    """Forward hook: turn torch's running-variance update into Keras' (the *biased* batch variance).
+class BiasedBatchNorm:
+    """A stock nn.BatchNorm2d (``dims=2``) or nn.BatchNorm1d (``dims=1``) whose training step
+    updates the running variance as Keras does, with the *biased* batch variance.
 
-    torch's BatchNorm normalises with the biased batch variance v but folds the unbiased one,
-    v * n / (n - 1), into ``running_var``; Keras uses v for both. After torch's update
-    ``running_var`` is (1 - m) r + m v n / (n - 1); subtracting m v / (n - 1) leaves
-    (1 - m) r + m v, Keras' update. Training mode only: eval mode is untouched, stock torch.
+    Calling the class returns the stock module itself, with :meth:`update_running_var` as a
+    forward hook: eval mode is torch's own code, and tools that count by exact module type
+    (ptflops, thop) see a BatchNorm, which a subclass would hide from them.
     """
-    if not (bn.training and bn.track_running_stats and bn.running_var is not None and bn.momentum is not None):
-        return
-    x = args[0].detach()
-    n = x.numel() // x.size(1)
-    if n > 1:
-        with torch.no_grad():
-            var = x.var([0, *range(2, x.dim())], unbiased=False)
-            # Through .data: autograd saved running_var for the backward (which reads it only in
-            # eval mode), so an ordinary in-place change would fail its version check.
-            bn.running_var.data.sub_(var * (bn.momentum / (n - 1)))
 
+    def __new__(cls, num_features: int, dims: int = 2, **kwargs) -> nn.BatchNorm1d | nn.BatchNorm2d:
+        bn = (nn.BatchNorm2d if dims == 2 else nn.BatchNorm1d)(num_features, **kwargs)
+        bn.register_forward_hook(cls.update_running_var)
+        return bn
 
-def biased_batchnorm2d(num_features: int, **kwargs) -> nn.BatchNorm2d:
-    """A stock nn.BatchNorm2d whose training step updates the running variance as Keras does
-    (:func:`biased_running_var`). A factory, not a subclass, so that tools that count by exact
-    module type (ptflops, thop) see a BatchNorm2d."""
-    bn = nn.BatchNorm2d(num_features, **kwargs)
-    bn.register_forward_hook(biased_running_var)
-    return bn
-
-
-def biased_batchnorm1d(num_features: int, **kwargs) -> nn.BatchNorm1d:
-    """The (N, C) variant of :func:`biased_batchnorm2d`."""
-    bn = nn.BatchNorm1d(num_features, **kwargs)
-    bn.register_forward_hook(biased_running_var)
-    return bn
+    @staticmethod
+    def update_running_var(bn: nn.Module, args: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+        """torch normalises with the biased batch variance v but folds the unbiased one,
+        v * n / (n - 1), into ``running_var``: (1 - m) r + m v n / (n - 1). Subtracting
+        m v / (n - 1) leaves (1 - m) r + m v, Keras' update. Training mode only."""
+        if not (bn.training and bn.track_running_stats and bn.running_var is not None and bn.momentum is not None):
+            return
+        x = args[0].detach()
+        n = x.numel() // x.size(1)
+        if n > 1:
+            with torch.no_grad():
+                var = x.var([0, *range(2, x.dim())], unbiased=False)
+                # Through .data: autograd saved running_var for the backward (which reads it
+                # only in eval mode), so an ordinary in-place change would fail its version check.
+                bn.running_var.data.sub_(var * (bn.momentum / (n - 1)))
 
 
 class FlattenHWC(nn.Module):
@@ -105,11 +99,5 @@ class Multiply(nn.Module):
         return out
 
 
-FACTORIES = ("biased_batchnorm2d", "biased_batchnorm1d")
-"""Functions here that build a layer (a stock module set up specially); the rest are classes."""
-
-NEEDS: dict[str, tuple[str, ...]] = {
-    "biased_batchnorm2d": ("biased_running_var",),
-    "biased_batchnorm1d": ("biased_running_var",),
-}
-"""Definitions that use another one from this module: emitted code copies those too."""
+FACTORIES = ("BiasedBatchNorm",)
+"""Classes here that build a stock module rather than being one (their ``__new__`` returns it)."""

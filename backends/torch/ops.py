@@ -42,20 +42,20 @@ def torch_momentum(decay: float) -> float:
 
 
 Layer = Callable[..., nn.Module]
-"""A module class, or a layers.py factory returning a stock module (biased_batchnorm2d)."""
+"""A module class, or a layers.py class whose ``__new__`` returns a stock module (BiasedBatchNorm)."""
 
 
 def spelling(cls: Layer) -> str:
     """How emitted code spells a layer: ``nn.Conv2d``, or a definition copied from layers.py."""
     if cls.__module__ == layers.__name__:
         return cls.__name__
-    if not isinstance(cls, type) or getattr(nn, cls.__name__, None) is not cls:
+    if getattr(nn, cls.__name__, None) is not cls:
         raise BackendError(f"torch: emitted code can only use torch.nn and layers.py classes, not {cls!r}")
     return f"nn.{cls.__name__}"
 
 
 def resolve(cls: str) -> Layer:
-    """The module class or factory a call spells (the inverse of :func:`spelling`)."""
+    """The class a call spells (the inverse of :func:`spelling`)."""
     owner, _, attr = cls.rpartition(".")
     found = getattr(nn if owner == "nn" else layers, attr, None)
     is_module = isinstance(found, type) and issubclass(found, nn.Module)
@@ -65,24 +65,17 @@ def resolve(cls: str) -> Layer:
     return found
 
 
-def is_module_class(layer: Layer, base: type[nn.Module]) -> bool:
-    """Does ``layer`` (a class or factory) build a ``base``? Factories say so by annotation."""
-    if isinstance(layer, type):
-        return issubclass(layer, base)
-    returned = inspect.signature(layer, eval_str=True).return_annotation
-    return isinstance(returned, type) and issubclass(returned, base)
-
-
 @functools.cache
 def positional_names(cls: Layer) -> tuple[str, ...]:
     """The constructor's own names of its positional parameters (block parameters take them);
-    a subclass taking ``*args`` names them as its base class does."""
-    for klass in cls.__mro__ if isinstance(cls, type) else (cls,):
-        init = klass.__init__ if isinstance(klass, type) else klass
+    a subclass taking ``*args`` names them as its base class does, a layers.FACTORIES class
+    as its ``__new__`` does."""
+    for klass in cls.__mro__:
+        init = klass.__new__ if klass.__name__ in layers.FACTORIES else klass.__init__
         params = [
             p.name
             for p in inspect.signature(init).parameters.values()
-            if p.kind is p.POSITIONAL_OR_KEYWORD and p.name != "self"
+            if p.kind is p.POSITIONAL_OR_KEYWORD and p.name not in ("self", "cls")
         ]
         if params:
             return tuple(params)
@@ -212,7 +205,7 @@ class DepthwiseConv2DHandler(Handler):
 
 class BatchNormHandler(Handler):
     """Stock nn.BatchNorm2d / 1d; a "biased" moving variance (Keras) adds a training-mode
-    forward hook (layers.biased_batchnorm2d), so the module's type stays stock either way."""
+    forward hook (layers.BiasedBatchNorm), so the module's type stays stock either way."""
 
     op = "batchnorm"
 
@@ -224,12 +217,11 @@ class BatchNormHandler(Handler):
         rank = _rank(graph, node)
         if rank not in (1, 3):
             raise UnsupportedOpError(BACKEND, node, f"input of rank {rank}")
-        biased = node.variance_update == "biased"
-        if rank == 3:
-            cls: Layer = layers.biased_batchnorm2d if biased else nn.BatchNorm2d
-        else:
-            cls = layers.biased_batchnorm1d if biased else nn.BatchNorm1d
         kwargs = {"eps": node.epsilon, "momentum": torch_momentum(node.decay), "affine": node.center}
+        if node.variance_update == "biased":
+            kwargs = {"dims": 2 if rank == 3 else 1, **kwargs}
+            return [module_call(layers.BiasedBatchNorm, node, (node.channels,), kwargs, {"dims": 2, "affine": True})]
+        cls = nn.BatchNorm2d if rank == 3 else nn.BatchNorm1d
         return [module_call(cls, node, (node.channels,), kwargs, {"affine": True})]
 
 

@@ -578,3 +578,32 @@ def test_save_falls_back_to_torchscript(tmp_path, monkeypatch):
     y, info = _load_alone(paths[1], paths[0], x, tmp_path)
     assert info["archc"] == []
     np.testing.assert_allclose(y, backend.run(g, model, x)["predictions"], atol=1e-6)
+
+
+@pytest.mark.parametrize("spec", [PAPER, KERAS])
+def test_mobilenet_is_built_of_stock_torch_layers(backend, spec):
+    """Counting tools match module types exactly (ptflops, thop): every layer is a torch.nn
+    class itself, the Keras-style BatchNorm included, and state_dict keys stay <node>.<tensor>."""
+    g = lowered(spec, 0.25, 96)  # even sizes: TF SAME pads stride-2 convs asymmetrically
+    model = backend.build(g)
+    kinds = {type(m) for m in model.children()}
+    assert all(getattr(torch.nn, k.__name__, None) is k for k in kinds), kinds
+    assert torch.nn.BatchNorm2d in kinds and torch.nn.ZeroPad2d in kinds
+    nodes = {n.name for n in g.nodes}
+    assert all(key.split(".")[0] in nodes and key.count(".") == 1 for key in model.state_dict())
+
+
+def test_forward_frees_intermediates_but_forward_nodes_keeps_them(backend):
+    """forward() holds only live tensors; forward_nodes() without names returns every layer's."""
+    g = lowered(PAPER, 0.25, 96)
+    model = backend.build(g)
+    x = torch.rand(2, 3, 96, 96)
+    with torch.no_grad():
+        every = model.forward_nodes(x)
+        assert set(every) == {"input", *(name for name, _ in model.steps)}
+        some = model.forward_nodes(x, ("conv_pw_3_relu", "fc"))
+        assert set(some) == {"conv_pw_3_relu", "fc"}
+        torch.testing.assert_close(some["fc"], every["fc"], rtol=0, atol=0)
+        torch.testing.assert_close(model(x), every[g.output], rtol=0, atol=0)
+    assert all(g.output not in dead for dead in model._dead)
+    assert sum(len(d) for d in model._dead) == len(model.steps)  # every value but the output dies once
