@@ -18,7 +18,6 @@ Regenerate rather than edit: this file is archc output.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 SPEC_NAME = "mobilenet_v1"
@@ -30,83 +29,49 @@ INPUT_SHAPE = (3, 224, 224)
 """(C, H, W) of one example."""
 
 
-class PaddedConv2d(nn.Conv2d):
-    """A Conv2d with explicit, possibly asymmetric, zero padding (top, bottom, left, right).
+class BiasedBatchNorm:
+    """A stock nn.BatchNorm2d (``dims=2``) or nn.BatchNorm1d (``dims=1``) whose training step
+    updates the running variance as Keras does, with the *biased* batch variance.
 
-    TensorFlow "same" with an even total pad puts the extra pixel at the bottom/right; torch's
-    ``padding=`` is symmetric, so the pad is applied here with F.pad. Subclassing Conv2d keeps
-    the state_dict keys (``<name>.weight``) those of a plain convolution.
+    Calling the class returns the stock module itself, with :meth:`update_running_var` as a
+    forward hook: eval mode is torch's own code, and tools that count by exact module type
+    (ptflops, thop) see a BatchNorm, which a subclass would hide from them.
     """
 
-    def __init__(self, *args, pad: tuple[int, int, int, int] = (0, 0, 0, 0), **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        top, bottom, left, right = pad
-        self.pad = (left, right, top, bottom)  # F.pad order: last dim first
+    def __new__(cls, num_features: int, dims: int = 2, **kwargs) -> nn.BatchNorm1d | nn.BatchNorm2d:
+        bn = (nn.BatchNorm2d if dims == 2 else nn.BatchNorm1d)(num_features, **kwargs)
+        bn.register_forward_hook(cls.update_running_var)
+        return bn
 
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, pad={self.pad}"
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(F.pad(x, self.pad))
-
-
-class BatchNorm2d(nn.BatchNorm2d):
-    """BatchNorm that updates the running variance with the *biased* batch variance (Keras).
-
-    torch's BatchNorm normalises with the biased batch variance but folds the unbiased one
-    (n / (n - 1) times larger) into ``running_var``; Keras' BatchNormalization uses the biased
-    one for both. Only the training-mode update differs; eval mode is torch's own code path.
-    ``momentum`` is torch's (1 - Keras decay).
-    """
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training:
-            return super().forward(x)
-        dims = [0, *range(2, x.dim())]
-        mean = x.mean(dims, keepdim=True)
-        var = x.var(dims, unbiased=False, keepdim=True)
-        with torch.no_grad():
-            self.running_mean.lerp_(mean.flatten(), self.momentum)
-            self.running_var.lerp_(var.flatten(), self.momentum)
-            self.num_batches_tracked.add_(1)
-        # Normalised with the batch statistics, differentiably (as torch and Keras both do).
-        y = (x - mean) * torch.rsqrt(var + self.eps)
-        if self.affine:
-            shape = mean.shape
-            y = y * self.weight.reshape(shape) + self.bias.reshape(shape)
-        return y
-
-
-class GlobalPool(nn.Module):
-    """Average or max over H and W, optionally keeping them as 1 x 1 (Keras ``keepdims``)."""
-
-    def __init__(self, kind: str = "avg", keepdims: bool = False) -> None:
-        super().__init__()
-        self.kind = kind
-        self.keepdims = keepdims
-
-    def extra_repr(self) -> str:
-        return f"kind={self.kind!r}, keepdims={self.keepdims}"
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.kind == "max":
-            return x.amax(dim=(2, 3), keepdim=self.keepdims)
-        return x.mean(dim=(2, 3), keepdim=self.keepdims)
+    @staticmethod
+    def update_running_var(bn: nn.Module, args: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+        """torch normalises with the biased batch variance v but folds the unbiased one,
+        v * n / (n - 1), into ``running_var``: (1 - m) r + m v n / (n - 1). Subtracting
+        m v / (n - 1) leaves (1 - m) r + m v, Keras' update. Training mode only."""
+        if not (bn.training and bn.track_running_stats and bn.running_var is not None and bn.momentum is not None):
+            return
+        x = args[0].detach()
+        n = x.numel() // x.size(1)
+        if n > 1:
+            with torch.no_grad():
+                var = x.var([0, *range(2, x.dim())], unbiased=False)
+                # Through .data: autograd saved running_var for the backward (which reads it
+                # only in eval mode), so an ordinary in-place change would fail its version check.
+                bn.running_var.data.sub_(var * (bn.momentum / (n - 1)))
 
 
 def conv_dw_block(
-    index: int, in_channels: int, stride: int, out_channels: int, pad: tuple[int, ...]
+    index: int, in_channels: int, stride: int, out_channels: int, padding: tuple[int, ...]
 ) -> dict[str, nn.Module]:
     """One repeated block of 6 layers: conv_dw_#, conv_dw_#_bn, conv_dw_#_relu, conv_pw_#,
     conv_pw_#_bn, conv_pw_#_relu (# = the block's number)."""
     return {
-        f"conv_dw_{index}": PaddedConv2d(
-            in_channels, in_channels, 3, stride=stride, groups=in_channels, bias=False, pad=pad
-        ),
-        f"conv_dw_{index}_bn": BatchNorm2d(in_channels, eps=0.001, momentum=0.01),
+        f"conv_dw_{index}_pad": nn.ZeroPad2d(padding),
+        f"conv_dw_{index}": nn.Conv2d(in_channels, in_channels, 3, stride=stride, groups=in_channels, bias=False),
+        f"conv_dw_{index}_bn": BiasedBatchNorm(in_channels, eps=0.001, momentum=0.01),
         f"conv_dw_{index}_relu": nn.ReLU(),
         f"conv_pw_{index}": nn.Conv2d(in_channels, out_channels, 1, bias=False),
-        f"conv_pw_{index}_bn": BatchNorm2d(out_channels, eps=0.001, momentum=0.01),
+        f"conv_pw_{index}_bn": BiasedBatchNorm(out_channels, eps=0.001, momentum=0.01),
         f"conv_pw_{index}_relu": nn.ReLU(),
     }
 
@@ -135,15 +100,17 @@ class MobilenetV1(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         layers: dict[str, nn.Module] = {
-            "conv1": PaddedConv2d(3, 32, 3, stride=2, bias=False, pad=(0, 1, 0, 1)),
-            "conv1_bn": BatchNorm2d(32, eps=0.001, momentum=0.01),
+            "conv1_pad": nn.ZeroPad2d((0, 1, 0, 1)),
+            "conv1": nn.Conv2d(3, 32, 3, stride=2, bias=False),
+            "conv1_bn": BiasedBatchNorm(32, eps=0.001, momentum=0.01),
             "conv1_relu": nn.ReLU(),
         }
         for block, *args in BLOCKS:
             layers.update(block(*args))
         layers.update(
             {
-                "avg_pool": GlobalPool(kind="avg"),
+                "avg_pool_pool": nn.AdaptiveAvgPool2d(1),
+                "avg_pool": nn.Flatten(),
                 "fc": nn.Linear(1024, 1000),
                 "predictions": nn.Softmax(dim=1),
             }

@@ -58,7 +58,7 @@ def test_build_torch_writes_model_program_and_weights(
         f"built mobilenet_v1 with torch: input 224x224x3 -> output 1000, {TORCH_PARAMS_1:,} params "
         f"({TORCH_PARAMS_1:,} trainable), {PAPER_MACS_1_224:,} MACs, verified against the IR\n"
         f"  wrote {out}/mobilenet_v1.pt\n"
-        f"  wrote {out}/mobilenet_v1.pt2\n"
+        f"  wrote {out}/mobilenet_v1.py\n"
         f"  wrote {out}/mobilenet_v1.weights.npz\n"
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["build"]
@@ -122,7 +122,7 @@ def test_python_api_mirrors_the_cli(tmp_path: Path) -> None:
     assert all(np.array_equal(back[k], w[k]) for k in w)
     assert "class " in net.generate("torch")
     built = net.build_to("torch", tmp_path / "api", weights=w)
-    assert [f.name for f in built.files] == ["mobilenet_v1.pt", "mobilenet_v1.pt2", "mobilenet_v1.weights.npz"]
+    assert [f.name for f in built.files] == ["mobilenet_v1.pt", "mobilenet_v1.py", "mobilenet_v1.weights.npz"]
     assert all(f.parent == tmp_path / "api" for f in built.files)
     assert (built.params.params, built.macs) == (KERAS_0_5[1], PAPER_MACS_0_5_160)
     assert _trainable(built.model.state_dict()) == KERAS_0_5[1]

@@ -3,6 +3,8 @@ checks and atomic saving come from the kit (archcompiler.kit)."""
 
 from __future__ import annotations
 
+import contextlib
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -17,7 +19,7 @@ from archcompiler.layouts import shape_to
 from archcompiler.registry import Backend, BackendError
 
 from . import weights as weight_io
-from .build import GraphModule, build_module
+from .build import GraphModule, build_module, last_uses
 from .names import RESERVED
 from .ops import HANDLERS, Handler
 
@@ -38,6 +40,26 @@ def _counts(module: nn.Module) -> tuple[int, int]:
     return trainable, frozen + stats
 
 
+VERIFY_THREADS = 1
+"""Intra-op threads for verification, parity and training steps. Their tensors are small
+(batch 1-2): one thread is as fast, and it does not collapse when other processes hold the
+cores (with 2 OpenMP threads on a busy 2-core machine, verify went from 11 ms to over 1 s)."""
+
+
+@contextlib.contextmanager
+def pinned_threads(n: int = VERIFY_THREADS) -> Iterator[None]:
+    """Run the block with ``torch.set_num_threads(n)``, then restore the previous count."""
+    before = torch.get_num_threads()
+    if before == n:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 class TorchBackend(Backend):
     """PyTorch: NCHW nn.Module, submodules named after IR nodes."""
 
@@ -49,6 +71,12 @@ class TorchBackend(Backend):
     reserved_names = RESERVED
     foreign_weight_suffixes: ClassVar[tuple[str, ...]] = (".pt",)  # its own state_dict (checkpoint.py)
 
+    def __init__(self, *, export: bool = False, source: bool = True) -> None:
+        """``export``: save also writes a torch.export program (``.pt2``; slow, so opt-in);
+        ``source``: save writes the emitted module (``.py``) next to the state_dict."""
+        self.export = export
+        self.source = source
+
     def build(self, graph: ir.Graph) -> GraphModule:
         self.check_supported(graph)
         return build_module(graph, self.handlers)
@@ -56,22 +84,27 @@ class TorchBackend(Backend):
     # -- glue: verification ----------------------------------------------------------------
 
     def node_shapes(self, graph: ir.Graph, model: Any) -> Iterator[tuple[str, tuple[int, ...] | Exception]]:
-        """Step through the model node by node (eval mode, batch of one) so that the first
-        wrong shape, or the first crash, is attributed to its node."""
+        """Step through the model layer by layer (eval mode, batch of one, one thread) so that
+        the first wrong shape, or the first crash, is attributed to its node."""
         model = _as_graph_module(model)
         was_training = model.training
         model.eval()
         try:
-            values = {model.input_name: torch.zeros((1, *shape_to(graph.input_shape, "channels_first")))}
-            yield model.input_name, tuple(values[model.input_name].shape[1:])
-            for name, inputs in model.steps:
-                try:
-                    with torch.no_grad():
-                        values[name] = model.get_submodule(name)(*(values[i] for i in inputs))
-                except RuntimeError as exc:
-                    yield name, exc
-                    return
-                yield name, tuple(values[name].shape[1:])
+            with pinned_threads():
+                values = {model.input_name: torch.zeros((1, *shape_to(graph.input_shape, "channels_first")))}
+                yield model.input_name, tuple(values[model.input_name].shape[1:])
+                # Only shapes are needed: free each value after its last use (half the time).
+                dead = last_uses(model.input_name, model.steps, ())
+                for (name, inputs), done in zip(model.steps, dead, strict=True):
+                    try:
+                        with torch.no_grad():
+                            values[name] = model.get_submodule(name)(*(values[i] for i in inputs))
+                    except RuntimeError as exc:
+                        yield name, exc
+                        return
+                    yield name, tuple(values[name].shape[1:])
+                    for d in done:
+                        del values[d]
         finally:
             model.train(was_training)
 
@@ -98,7 +131,7 @@ class TorchBackend(Backend):
     def forward(self, graph: ir.Graph, model: Any, x: np.ndarray, names: tuple[str, ...]) -> dict[str, np.ndarray]:
         model = _as_graph_module(model)
         model.eval()
-        with torch.no_grad():
+        with torch.no_grad(), pinned_threads():
             outs = model.forward_nodes(torch.from_numpy(x), names)
         return {n: outs[n].numpy() for n in names}
 
@@ -109,11 +142,12 @@ class TorchBackend(Backend):
         opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.0, weight_decay=0.0)
         model.train()
         try:
-            opt.zero_grad(set_to_none=True)
-            out = model.forward_nodes(torch.from_numpy(x), (logits,))[logits]
-            loss = F.cross_entropy(out, torch.from_numpy(y))
-            loss.backward()
-            opt.step()
+            with pinned_threads():
+                opt.zero_grad(set_to_none=True)
+                out = model.forward_nodes(torch.from_numpy(x), (logits,))[logits]
+                loss = F.cross_entropy(out, torch.from_numpy(y))
+                loss.backward()
+                opt.step()
         finally:
             model.eval()
         return float(loss.item())
@@ -121,7 +155,13 @@ class TorchBackend(Backend):
     def save(self, graph: ir.Graph, model: Any, out_dir: Path) -> list[Path]:
         from .save import save_model
 
-        return save_model(self, graph, _as_graph_module(model), Path(out_dir))
+        source = None
+        if self.source:
+            try:
+                source = self.emit(graph)
+            except BackendError as exc:  # a model can be buildable yet not expressible as source
+                warnings.warn(f"not writing {graph.name}.py: {exc}", stacklevel=2)
+        return save_model(self, graph, _as_graph_module(model), Path(out_dir), source=source, export=self.export)
 
     def read_foreign_weights(self, path: Path, graph: ir.Graph) -> dict[str, np.ndarray]:
         from .checkpoint import load_state_dict

@@ -1,95 +1,47 @@
 """The few torch modules that ``torch.nn`` lacks, each reproducing one IR convention exactly.
 
-These classes are also copied verbatim into emitted source (``emit.py`` reads them with
-``inspect.getsource``), so they must stay self-contained: only ``torch``, ``nn`` and ``F``
-may appear in their bodies, and no class may depend on another one defined here.
+Stock ``torch.nn`` layers are used wherever one exists (counting tools such as ptflops and
+thop recognise modules by exact type); what is here has no stock equivalent. These classes are
+copied verbatim into emitted source (``emit.py`` reads them with ``inspect.getsource``), so they
+must stay self-contained: only ``torch``, ``nn`` and ``F`` may appear in their bodies, and no
+class may depend on another one defined here.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 
-class PaddedConv2d(nn.Conv2d):
-    """A Conv2d with explicit, possibly asymmetric, zero padding (top, bottom, left, right).
+class BiasedBatchNorm:
+    """A stock nn.BatchNorm2d (``dims=2``) or nn.BatchNorm1d (``dims=1``) whose training step
+    updates the running variance as Keras does, with the *biased* batch variance.
 
-    TensorFlow "same" with an even total pad puts the extra pixel at the bottom/right; torch's
-    ``padding=`` is symmetric, so the pad is applied here with F.pad. Subclassing Conv2d keeps
-    the state_dict keys (``<name>.weight``) those of a plain convolution.
+    Calling the class returns the stock module itself, with :meth:`update_running_var` as a
+    forward hook: eval mode is torch's own code, and tools that count by exact module type
+    (ptflops, thop) see a BatchNorm, which a subclass would hide from them.
     """
 
-    def __init__(self, *args, pad: tuple[int, int, int, int] = (0, 0, 0, 0), **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        top, bottom, left, right = pad
-        self.pad = (left, right, top, bottom)  # F.pad order: last dim first
+    def __new__(cls, num_features: int, dims: int = 2, **kwargs) -> nn.BatchNorm1d | nn.BatchNorm2d:
+        bn = (nn.BatchNorm2d if dims == 2 else nn.BatchNorm1d)(num_features, **kwargs)
+        bn.register_forward_hook(cls.update_running_var)
+        return bn
 
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, pad={self.pad}"
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(F.pad(x, self.pad))
-
-
-class BatchNorm2d(nn.BatchNorm2d):
-    """BatchNorm that updates the running variance with the *biased* batch variance (Keras).
-
-    torch's BatchNorm normalises with the biased batch variance but folds the unbiased one
-    (n / (n - 1) times larger) into ``running_var``; Keras' BatchNormalization uses the biased
-    one for both. Only the training-mode update differs; eval mode is torch's own code path.
-    ``momentum`` is torch's (1 - Keras decay).
-    """
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training:
-            return super().forward(x)
-        dims = [0, *range(2, x.dim())]
-        mean = x.mean(dims, keepdim=True)
-        var = x.var(dims, unbiased=False, keepdim=True)
-        with torch.no_grad():
-            self.running_mean.lerp_(mean.flatten(), self.momentum)
-            self.running_var.lerp_(var.flatten(), self.momentum)
-            self.num_batches_tracked.add_(1)
-        # Normalised with the batch statistics, differentiably (as torch and Keras both do).
-        y = (x - mean) * torch.rsqrt(var + self.eps)
-        if self.affine:
-            shape = mean.shape
-            y = y * self.weight.reshape(shape) + self.bias.reshape(shape)
-        return y
-
-
-class BatchNorm1d(nn.BatchNorm1d):
-    """The (N, C) variant of :class:`BatchNorm2d`: biased running-variance update (Keras)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training:
-            return super().forward(x)
-        mean = x.mean(0)
-        var = x.var(0, unbiased=False)
-        with torch.no_grad():
-            self.running_mean.lerp_(mean, self.momentum)
-            self.running_var.lerp_(var, self.momentum)
-            self.num_batches_tracked.add_(1)
-        y = (x - mean) * torch.rsqrt(var + self.eps)
-        return y * self.weight + self.bias if self.affine else y
-
-
-class GlobalPool(nn.Module):
-    """Average or max over H and W, optionally keeping them as 1 x 1 (Keras ``keepdims``)."""
-
-    def __init__(self, kind: str = "avg", keepdims: bool = False) -> None:
-        super().__init__()
-        self.kind = kind
-        self.keepdims = keepdims
-
-    def extra_repr(self) -> str:
-        return f"kind={self.kind!r}, keepdims={self.keepdims}"
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.kind == "max":
-            return x.amax(dim=(2, 3), keepdim=self.keepdims)
-        return x.mean(dim=(2, 3), keepdim=self.keepdims)
+    @staticmethod
+    def update_running_var(bn: nn.Module, args: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+        """torch normalises with the biased batch variance v but folds the unbiased one,
+        v * n / (n - 1), into ``running_var``: (1 - m) r + m v n / (n - 1). Subtracting
+        m v / (n - 1) leaves (1 - m) r + m v, Keras' update. Training mode only."""
+        if not (bn.training and bn.track_running_stats and bn.running_var is not None and bn.momentum is not None):
+            return
+        x = args[0].detach()
+        n = x.numel() // x.size(1)
+        if n > 1:
+            with torch.no_grad():
+                var = x.var([0, *range(2, x.dim())], unbiased=False)
+                # Through .data: autograd saved running_var for the backward (which reads it
+                # only in eval mode), so an ordinary in-place change would fail its version check.
+                bn.running_var.data.sub_(var * (bn.momentum / (n - 1)))
 
 
 class FlattenHWC(nn.Module):
@@ -145,3 +97,7 @@ class Multiply(nn.Module):
         for x in xs[1:]:
             out = out * x
         return out
+
+
+FACTORIES = ("BiasedBatchNorm",)
+"""Classes here that build a stock module rather than being one (their ``__new__`` returns it)."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 from torch import nn
@@ -41,8 +41,12 @@ def torch_momentum(decay: float) -> float:
     return float(f"{1.0 - decay:.12g}")
 
 
-def spelling(cls: type[nn.Module]) -> str:
-    """How emitted code spells a module class: ``nn.Conv2d``, or a class copied from layers.py."""
+Layer = Callable[..., nn.Module]
+"""A module class, or a layers.py class whose ``__new__`` returns a stock module (BiasedBatchNorm)."""
+
+
+def spelling(cls: Layer) -> str:
+    """How emitted code spells a layer: ``nn.Conv2d``, or a definition copied from layers.py."""
     if cls.__module__ == layers.__name__:
         return cls.__name__
     if getattr(nn, cls.__name__, None) is not cls:
@@ -50,24 +54,28 @@ def spelling(cls: type[nn.Module]) -> str:
     return f"nn.{cls.__name__}"
 
 
-def resolve(cls: str) -> type[nn.Module]:
-    """The module class a call spells (the inverse of :func:`spelling`)."""
+def resolve(cls: str) -> Layer:
+    """The class a call spells (the inverse of :func:`spelling`)."""
     owner, _, attr = cls.rpartition(".")
     found = getattr(nn if owner == "nn" else layers, attr, None)
-    if not (isinstance(found, type) and issubclass(found, nn.Module)) or owner not in ("", "nn"):
+    is_module = isinstance(found, type) and issubclass(found, nn.Module)
+    is_factory = owner == "" and attr in layers.FACTORIES
+    if not (is_module or is_factory) or owner not in ("", "nn"):
         raise BackendError(f"torch: no module class {cls!r} in torch.nn or layers.py")
     return found
 
 
 @functools.cache
-def positional_names(cls: type[nn.Module]) -> tuple[str, ...]:
+def positional_names(cls: Layer) -> tuple[str, ...]:
     """The constructor's own names of its positional parameters (block parameters take them);
-    a subclass taking ``*args`` (PaddedConv2d) names them as its base class does."""
+    a subclass taking ``*args`` names them as its base class does, a layers.FACTORIES class
+    as its ``__new__`` does."""
     for klass in cls.__mro__:
+        init = klass.__new__ if klass.__name__ in layers.FACTORIES else klass.__init__
         params = [
             p.name
-            for p in inspect.signature(klass.__init__).parameters.values()
-            if p.kind is p.POSITIONAL_OR_KEYWORD and p.name != "self"
+            for p in inspect.signature(init).parameters.values()
+            if p.kind is p.POSITIONAL_OR_KEYWORD and p.name not in ("self", "cls")
         ]
         if params:
             return tuple(params)
@@ -75,14 +83,29 @@ def positional_names(cls: type[nn.Module]) -> tuple[str, ...]:
 
 
 def module_call(
-    cls: type[nn.Module],
+    cls: Layer,
     node: ir.Node,
     args: tuple[Any, ...] = (),
     kwargs: Mapping[str, Any] | None = None,
     defaults: Mapping[str, Any] | None = None,
+    *,
+    name: str | None = None,
+    inputs: Sequence[str] | None = None,
 ) -> Call:
-    """The call constructing ``cls`` for ``node`` (a torch module is named after its node)."""
-    return make_call(spelling(cls), node, args, kwargs, arg_names=positional_names(cls), defaults=defaults)
+    """The call constructing ``cls`` for ``node`` (named after the node unless a helper's ``name``)."""
+    return make_call(
+        spelling(cls), node, args, kwargs, arg_names=positional_names(cls), defaults=defaults, name=name, inputs=inputs
+    )
+
+
+def unique_name(graph: ir.Graph, base: str) -> str:
+    """``base`` unless an IR node has it; then ``base_2``, ``base_3``... A helper layer is named
+    after its node (``<node>_pad``), as in the Keras backend, so helpers cannot collide."""
+    name, k = base, 1
+    while name in graph:
+        k += 1
+        name = f"{base}_{k}"
+    return name
 
 
 class Handler:
@@ -115,25 +138,30 @@ CONV_DEFAULTS: Mapping[str, Any] = {"stride": 1, "padding": 0, "dilation": 1, "g
 """nn.Conv2d's defaults of the keywords the conv handlers set (``bias`` is always written)."""
 
 
-def _conv(node: ir.Conv2D | ir.DepthwiseConv2D, in_ch: int, out_ch: int, groups: int, general: bool) -> list[Call]:
-    """nn.Conv2d when torch's symmetric ``padding=`` is exact; else (and in the general form,
-    which fits every pad) PaddedConv2d with the IR's explicit pad, e.g. TF "same" with an even
-    total pad: extra pixel at bottom/right, reproduced exactly. Same state_dict keys either way."""
+def _conv(
+    node: ir.Conv2D | ir.DepthwiseConv2D, graph: ir.Graph, in_ch: int, out_ch: int, groups: int, general: bool
+) -> list[Call]:
+    """Stock layers only: nn.Conv2d with ``padding=`` when the IR's pad is symmetric; else
+    nn.ZeroPad2d (named ``<node>_pad``) with the asymmetric part, e.g. TF "same" with an even
+    total pad (extra pixel at bottom/right), then nn.Conv2d with the symmetric rest. The
+    general form (every instance of a block alike) pads everything with nn.ZeroPad2d. The conv
+    keeps the node's name, so state_dict keys stay ``<node>.weight``."""
     _require_positive(node, node.padding)
     top, bottom, left, right = node.padding
+    sym_h, sym_w = (0, 0) if general else (min(top, bottom), min(left, right))
+    rest = (left - sym_w, right - sym_w, top - sym_h, bottom - sym_h)  # nn.ZeroPad2d order
     kwargs: dict[str, Any] = {
         "stride": _pair(node.stride),
-        "padding": 0,
+        "padding": _pair((sym_h, sym_w)),
         "dilation": _pair(node.dilation),
         "groups": groups,
         "bias": node.use_bias,
     }
     args = (in_ch, out_ch, _pair(node.kernel))
-    if general or top != bottom or left != right:
-        kwargs["pad"] = tuple(node.padding)
-        return [module_call(layers.PaddedConv2d, node, args, kwargs, CONV_DEFAULTS)]
-    kwargs["padding"] = _pair((top, left))
-    return [module_call(nn.Conv2d, node, args, kwargs, CONV_DEFAULTS)]
+    if not general and not any(rest):
+        return [module_call(nn.Conv2d, node, args, kwargs, CONV_DEFAULTS)]
+    pad = module_call(nn.ZeroPad2d, node, (rest,), name=unique_name(graph, f"{node.name}_pad"))
+    return [pad, module_call(nn.Conv2d, node, args, kwargs, CONV_DEFAULTS, inputs=(pad.name,))]
 
 
 def _require_positive(node: ir.Node, pad: tuple[int, ...]) -> None:
@@ -155,7 +183,7 @@ class Conv2DHandler(Handler):
 
     def describe(self, node: ir.Conv2D, graph: ir.Graph, general: bool = False) -> list[Call]:
         _require_image(node, graph)
-        return _conv(node, node.in_channels, node.filters, node.groups, general)
+        return _conv(node, graph, node.in_channels, node.filters, node.groups, general)
 
     def describe_general(self, node: ir.Conv2D, graph: ir.Graph) -> list[Call]:
         return self.describe(node, graph, general=True)
@@ -169,17 +197,15 @@ class DepthwiseConv2DHandler(Handler):
 
     def describe(self, node: ir.DepthwiseConv2D, graph: ir.Graph, general: bool = False) -> list[Call]:
         _require_image(node, graph)
-        return _conv(node, node.in_channels, node.in_channels * node.multiplier, node.in_channels, general)
+        return _conv(node, graph, node.in_channels, node.in_channels * node.multiplier, node.in_channels, general)
 
     def describe_general(self, node: ir.DepthwiseConv2D, graph: ir.Graph) -> list[Call]:
         return self.describe(node, graph, general=True)
 
 
 class BatchNormHandler(Handler):
-    """torch BatchNorm, or the layers.py subclass when the moving variance is biased (Keras).
-
-    The subclass is used only when needed so that an "unbiased" spec builds stock torch code.
-    """
+    """Stock nn.BatchNorm2d / 1d; a "biased" moving variance (Keras) adds a training-mode
+    forward hook (layers.BiasedBatchNorm), so the module's type stays stock either way."""
 
     op = "batchnorm"
 
@@ -191,12 +217,11 @@ class BatchNormHandler(Handler):
         rank = _rank(graph, node)
         if rank not in (1, 3):
             raise UnsupportedOpError(BACKEND, node, f"input of rank {rank}")
-        biased = node.variance_update == "biased"
-        if rank == 3:
-            cls = layers.BatchNorm2d if biased else nn.BatchNorm2d
-        else:
-            cls = layers.BatchNorm1d if biased else nn.BatchNorm1d
         kwargs = {"eps": node.epsilon, "momentum": torch_momentum(node.decay), "affine": node.center}
+        if node.variance_update == "biased":
+            kwargs = {"dims": 2 if rank == 3 else 1, **kwargs}
+            return [module_call(layers.BiasedBatchNorm, node, (node.channels,), kwargs, {"dims": 2, "affine": True})]
+        cls = nn.BatchNorm2d if rank == 3 else nn.BatchNorm1d
         return [module_call(cls, node, (node.channels,), kwargs, {"affine": True})]
 
 
@@ -243,18 +268,30 @@ class Pool2DHandler(Handler):
 
 
 class GlobalPoolHandler(Handler):
+    """nn.AdaptiveAvgPool2d(1) / nn.AdaptiveMaxPool2d(1), then nn.Flatten unless keepdims (the
+    pool is then a helper, ``<node>_pool``): stock modules that fvcore, thop and ptflops count."""
+
     op = "global_pool"
 
     def describe(self, node: ir.GlobalPool, graph: ir.Graph) -> list[Call]:
         _require_image(node, graph)
-        kwargs = {"kind": node.kind, "keepdims": node.keepdims}
-        return [module_call(layers.GlobalPool, node, (), kwargs, {"keepdims": False})]
+        cls = nn.AdaptiveMaxPool2d if node.kind == "max" else nn.AdaptiveAvgPool2d
+        if node.keepdims:
+            return [module_call(cls, node, (1,))]
+        pool = module_call(cls, node, (1,), name=unique_name(graph, f"{node.name}_pool"))
+        return [pool, module_call(nn.Flatten, node, inputs=(pool.name,))]
 
 
 class FlattenHandler(Handler):
+    """nn.Flatten when the (H, W, C) order equals torch's (C, H, W) (H = W = 1, or C = 1);
+    else layers.FlattenHWC, which permutes first so dense weights stay Keras'."""
+
     op = "flatten"
 
     def describe(self, node: ir.Flatten, graph: ir.Graph) -> list[Call]:
+        shape = graph[node.inputs[0]].shape
+        if len(shape) != 3 or shape[0] * shape[1] == 1 or shape[2] == 1:
+            return [module_call(nn.Flatten, node)]
         return [module_call(layers.FlattenHWC, node)]
 
 

@@ -467,6 +467,14 @@ LOADER = textwrap.dedent(
     x = torch.from_numpy(np.load(x_path))
     if prog.endswith(".pt2"):
         module = torch.export.load(prog).module()
+    elif prog.endswith(".py"):  # the emitted source, then the state_dict, as the README shows
+        import importlib.util
+        spec = importlib.util.spec_from_file_location("model", prog)
+        code = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(code)
+        module = [v for v in vars(code).values() if isinstance(v, type) and v.__module__ == "model"][-1]()
+        module.load_state_dict(torch.load(state, weights_only=True))
+        module.eval()
     else:
         module = torch.jit.load(prog)
     with torch.no_grad():
@@ -479,19 +487,14 @@ LOADER = textwrap.dedent(
 )
 
 
-def test_saved_program_loads_without_archc(backend, tmp_path):
-    g = lowered(KERAS, 0.25, 96)
-    model = backend.build(g)
-    backend.set_weights(g, model, W.init(g, seed=1))
-    paths = backend.save(g, model, tmp_path)
-    assert [p.name for p in paths] == ["mobilenet_keras.pt", "mobilenet_keras.pt2"]
-    x = np.random.default_rng(5).normal(size=(3, 96, 96, 3)).astype(np.float32)  # batch 3 != export's 2
+def _load_alone(prog: Path, state: Path, x: np.ndarray, tmp_path: Path) -> tuple[np.ndarray, dict]:
+    """Run LOADER in a fresh interpreter that cannot import archc; (output, its report)."""
     np.save(tmp_path / "x.npy", x.transpose(0, 3, 1, 2))
     script = tmp_path / "load.py"
     script.write_text(LOADER)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     res = subprocess.run(
-        [sys.executable, str(script), str(paths[1]), str(paths[0]), str(tmp_path / "x.npy"), str(tmp_path / "y.npy")],
+        [sys.executable, str(script), str(prog), str(state), str(tmp_path / "x.npy"), str(tmp_path / "y.npy")],
         capture_output=True,
         text=True,
         cwd=tmp_path,
@@ -499,20 +502,72 @@ def test_saved_program_loads_without_archc(backend, tmp_path):
         timeout=120,
     )
     assert res.returncode == 0, res.stderr
-    info = json.loads(res.stdout.strip().splitlines()[-1])
+    return np.load(tmp_path / "y.npy"), json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def test_saved_source_and_state_load_without_archc(backend, tmp_path):
+    """By default save writes the state_dict and the emitted source: together, plain PyTorch."""
+    g = lowered(KERAS, 0.25, 96)
+    model = backend.build(g)
+    backend.set_weights(g, model, W.init(g, seed=1))
+    paths = backend.save(g, model, tmp_path)
+    assert [p.name for p in paths] == ["mobilenet_keras.pt", "mobilenet_keras.py"]
+    assert paths[1].read_text() == backend.emit(g)
+    x = np.random.default_rng(5).normal(size=(3, 96, 96, 3)).astype(np.float32)
+    y, info = _load_alone(paths[1], paths[0], x, tmp_path)
     assert info["archc"] == []
     assert info["keys"] == sorted(model.state_dict())
-    want = backend.run(g, model, x)["predictions"]
-    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), want, atol=1e-6)
+    np.testing.assert_allclose(y, backend.run(g, model, x)["predictions"], atol=1e-6)
 
 
-def test_save_falls_back_to_torchscript(backend, tmp_path, monkeypatch):
+def test_saved_program_loads_without_archc(tmp_path):
+    """TorchBackend(export=True) also writes a torch.export program (any batch size)."""
+    from archcompiler.backends.torch import TorchBackend
+
+    backend = TorchBackend(export=True)
+    g = lowered(KERAS, 0.25, 96)
+    model = backend.build(g)
+    backend.set_weights(g, model, W.init(g, seed=1))
+    paths = backend.save(g, model, tmp_path)
+    assert [p.name for p in paths] == ["mobilenet_keras.pt", "mobilenet_keras.py", "mobilenet_keras.pt2"]
+    x = np.random.default_rng(5).normal(size=(3, 96, 96, 3)).astype(np.float32)  # batch 3 != export's 2
+    y, info = _load_alone(paths[2], paths[0], x, tmp_path)
+    assert info["archc"] == []
+    assert info["keys"] == sorted(model.state_dict())
+    np.testing.assert_allclose(y, backend.run(g, model, x)["predictions"], atol=1e-6)
+
+
+def test_export_on_demand_from_a_build_folder(backend, tmp_path):
+    """``python -m archcompiler.backends.torch.export FOLDER`` turns a build folder's .py + .pt
+    into the .pt2 a user loads without archc."""
+    g = lowered(PAPER, 0.25, 96)
+    model = backend.build(g)
+    backend.set_weights(g, model, W.init(g, seed=3))
+    state, _ = backend.save(g, model, tmp_path)
+    res = subprocess.run(
+        [sys.executable, "-m", "archcompiler.backends.torch.export", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert res.returncode == 0, res.stderr
+    prog = tmp_path / "mobilenet_v1.pt2"
+    assert res.stdout.strip() == f"wrote {prog}"
+    x = np.random.default_rng(2).normal(size=(2, 96, 96, 3)).astype(np.float32)
+    y, info = _load_alone(prog, state, x, tmp_path)
+    assert info["archc"] == []
+    np.testing.assert_allclose(y, backend.run(g, model, x)["predictions"], atol=1e-6)
+
+
+def test_save_falls_back_to_torchscript(tmp_path, monkeypatch):
     """When torch.export fails, a TorchScript program is written instead and still loads alone."""
+    from archcompiler.backends.torch import TorchBackend
 
     def broken(*args, **kwargs):
         raise RuntimeError("export unavailable")
 
     monkeypatch.setattr(torch.export, "export", broken)
+    backend = TorchBackend(export=True, source=False)
     g = lowered(PAPER, 0.25, 96)
     model = backend.build(g)
     backend.set_weights(g, model, W.init(g, seed=2))
@@ -520,18 +575,35 @@ def test_save_falls_back_to_torchscript(backend, tmp_path, monkeypatch):
         paths = backend.save(g, model, tmp_path)
     assert [p.name for p in paths] == ["mobilenet_v1.pt", "mobilenet_v1.torchscript.pt"]
     x = np.random.default_rng(1).normal(size=(2, 96, 96, 3)).astype(np.float32)
-    np.save(tmp_path / "x.npy", x.transpose(0, 3, 1, 2))
-    (tmp_path / "load.py").write_text(LOADER)
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    res = subprocess.run(
-        [sys.executable, "load.py", str(paths[1]), str(paths[0]), "x.npy", "y.npy"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=env,
-        timeout=120,
-    )
-    assert res.returncode == 0, res.stderr
-    assert json.loads(res.stdout.strip().splitlines()[-1])["archc"] == []
-    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), backend.run(g, model, x)["predictions"], atol=1e-6)
+    y, info = _load_alone(paths[1], paths[0], x, tmp_path)
+    assert info["archc"] == []
+    np.testing.assert_allclose(y, backend.run(g, model, x)["predictions"], atol=1e-6)
 
+
+@pytest.mark.parametrize("spec", [PAPER, KERAS])
+def test_mobilenet_is_built_of_stock_torch_layers(backend, spec):
+    """Counting tools match module types exactly (ptflops, thop): every layer is a torch.nn
+    class itself, the Keras-style BatchNorm included, and state_dict keys stay <node>.<tensor>."""
+    g = lowered(spec, 0.25, 96)  # even sizes: TF SAME pads stride-2 convs asymmetrically
+    model = backend.build(g)
+    kinds = {type(m) for m in model.children()}
+    assert all(getattr(torch.nn, k.__name__, None) is k for k in kinds), kinds
+    assert torch.nn.BatchNorm2d in kinds and torch.nn.ZeroPad2d in kinds
+    nodes = {n.name for n in g.nodes}
+    assert all(key.split(".")[0] in nodes and key.count(".") == 1 for key in model.state_dict())
+
+
+def test_forward_frees_intermediates_but_forward_nodes_keeps_them(backend):
+    """forward() holds only live tensors; forward_nodes() without names returns every layer's."""
+    g = lowered(PAPER, 0.25, 96)
+    model = backend.build(g)
+    x = torch.rand(2, 3, 96, 96)
+    with torch.no_grad():
+        every = model.forward_nodes(x)
+        assert set(every) == {"input", *(name for name, _ in model.steps)}
+        some = model.forward_nodes(x, ("conv_pw_3_relu", "fc"))
+        assert set(some) == {"conv_pw_3_relu", "fc"}
+        torch.testing.assert_close(some["fc"], every["fc"], rtol=0, atol=0)
+        torch.testing.assert_close(model(x), every[g.output], rtol=0, atol=0)
+    assert all(g.output not in dead for dead in model._dead)
+    assert sum(len(d) for d in model._dead) == len(model.steps)  # every value but the output dies once

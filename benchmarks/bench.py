@@ -1,0 +1,437 @@
+"""`make bench`: one table of timings and memory, each row next to a reference measured in the
+same run (ratios, not absolute numbers, are what carries over between machines).
+
+    .venv/bin/python benchmarks/bench.py [--quick] [--json benchmarks/results.json]
+
+Groups (each in its own fresh worker process, so frameworks and thread pools do not mix):
+
+* static cost: ``archc summary --convention fvcore`` and in-process ``cost(lower(spec))`` against
+  fvcore, ptflops, thop and torchinfo counting a hand-written MobileNet (reference_mobilenet.py);
+  peers that are not installed are skipped (see benchmarks/README.md);
+* build: ``archc build --backend torch`` against a bare ``import torch``; the on-demand export;
+* inference: the model ``build("torch")`` returns, the generated module (generated/), the
+  torch.export program and optimize()'s folded copy, against the hand-written nn.Sequential
+  MobileNet; batch 1 and 16, 1 and 2 intra-op threads (pinned with torch.set_num_threads),
+  rounds interleaved so load hits all alike;
+* keras: archc's Keras model against keras.applications.MobileNet;
+* parity: ``archc parity`` (torch and keras, 0.25-128) against importing both frameworks;
+* memory: peak RSS (getrusage ru_maxrss, one fresh process per number: tracemalloc does not see
+  torch's allocations) of a batch-16 forward, and minor page faults per batch-1 forward.
+
+Not run by the tests or CI; about ten minutes on a 2-core machine (``--quick``: about three).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+SPEC = str(ROOT / "specs" / "mobilenet.yaml")
+KERAS_SPEC = str(ROOT / "specs" / "mobilenet_keras.yaml")
+Row = dict[str, Any]
+
+
+def row(group: str, case: str, samples: list[float], unit: str, threads: int | str, ref: str | None = None) -> Row:
+    return {
+        "group": group,
+        "case": case,
+        "median": statistics.median(samples),
+        "min": min(samples),
+        "max": max(samples),
+        "runs": len(samples),
+        "unit": unit,
+        "threads": threads,
+        "reference": ref,
+    }
+
+
+def interleaved(cases: dict[str, Callable[[], Any]], runs: int, warmup: int = 1) -> dict[str, list[float]]:
+    """Seconds per call of each case, the cases taking turns within every round."""
+    for fn in cases.values():
+        for _ in range(warmup):
+            fn()
+    out: dict[str, list[float]] = {k: [] for k in cases}
+    for _ in range(runs):
+        for k, fn in cases.items():
+            t = time.perf_counter()
+            fn()
+            out[k].append(time.perf_counter() - t)
+    return out
+
+
+def process_times(cmds: dict[str, list[str]], runs: int, warmup: int = 1) -> dict[str, list[float]]:
+    """Wall seconds of each command as a fresh process, interleaved (after ``warmup`` rounds
+    that fill the page cache)."""
+
+    def runner(cmd: list[str]) -> Callable[[], None]:
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+        return lambda: subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL, env=env)
+
+    return interleaved({k: runner(c) for k, c in cmds.items()}, runs, warmup=warmup)
+
+
+# -- workers (each runs in a fresh process) -------------------------------------------------
+
+PEER_SCRIPTS = {
+    "fvcore FlopCountAnalysis": "import fvcore.nn as f; a = f.FlopCountAnalysis(m, x); "
+    "a.unsupported_ops_warnings(False); a.uncalled_modules_warnings(False); a.total()",
+    "ptflops get_model_complexity_info": "import ptflops; ptflops.get_model_complexity_info(m, (3, 224, 224), "
+    "as_strings=False, print_per_layer_stat=False)",
+    "thop profile": "import thop; thop.profile(m, inputs=(x,), verbose=False)",
+    "torchinfo summary": "import torchinfo; torchinfo.summary(m, input_size=(1, 3, 224, 224), verbose=0)",
+}
+PEER_SETUP = (
+    "import sys, warnings; warnings.simplefilter('ignore'); sys.path.insert(0, {bench!r}); import torch; "
+    "from reference_mobilenet import mobilenet_v1; m = mobilenet_v1().eval(); x = torch.zeros(1, 3, 224, 224); "
+)
+
+
+def _installed(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+def peers() -> dict[str, str]:
+    mods = {"fvcore": "fvcore", "ptflops": "ptflops", "thop": "thop", "torchinfo": "torchinfo"}
+    return {k: v for k, v in PEER_SCRIPTS.items() if _installed(mods[k.split()[0]])}
+
+
+def worker_static(runs: int) -> list[Row]:
+    """Counting MobileNet: archc (no framework) against the torch ecosystem's tools."""
+    rows: list[Row] = []
+    ref = "archc summary --convention fvcore"
+    setup = PEER_SETUP.format(bench=str(ROOT / "benchmarks"))
+    cmds = {ref: [str(BIN / "archc"), "summary", SPEC, "--convention", "fvcore"]}
+    cmds |= {f"{k} (process)": [sys.executable, "-c", setup + v] for k, v in peers().items()}
+    for k, t in process_times(cmds, max(2, runs // 2)).items():
+        rows.append(row("static cost, per process", k, t, "s", "default", None if k == ref else ref))
+
+    import warnings
+
+    warnings.simplefilter("ignore")
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import archcompiler as a
+
+    loaded = a.load(SPEC)
+    ns: dict[str, Any] = {}
+    exec(setup, ns)
+    ref_in = "archc lower + cost (fvcore convention)"
+    cases: dict[str, Callable[[], Any]] = {ref_in: lambda: a.cost(a.lower(loaded), "fvcore")}
+    for k, v in peers().items():
+        code = compile(v, k, "exec")
+        cases[k] = lambda code=code: exec(code, ns)
+    import torch
+
+    torch.set_num_threads(1)
+    for k, t in interleaved(cases, runs * 2).items():
+        rows.append(row("static cost, in-process", k, t, "s", 1, None if k == ref_in else ref_in))
+    return rows
+
+
+def worker_build(runs: int) -> list[Row]:
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        ref = "python -c 'import torch'"
+        cmds = {
+            ref: [sys.executable, "-c", "import torch"],
+            "archc build specs/mobilenet.yaml --backend torch": [
+                str(BIN / "archc"),
+                "build",
+                SPEC,
+                "--backend",
+                "torch",
+                "-o",
+                f"{tmp}/out",
+            ],
+        }
+        for k, t in process_times(cmds, runs).items():
+            rows.append(row("build", k, t, "s", "default", None if k == ref else ref))
+        export = [sys.executable, "-m", "archcompiler.backends.torch.export", f"{tmp}/out"]
+        t = process_times({"python -m archcompiler.backends.torch.export (on demand)": export}, 2, warmup=0)
+        for k, v in t.items():
+            rows.append(row("build", k, v, "s", "default", ref))
+    return rows
+
+
+def _load_generated(path: Path) -> Any:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("generated_mobilenet", path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.MobilenetV1().eval()
+
+
+MODEL_NAMES = (
+    "hand-written nn.Sequential",
+    "archc build('torch')",
+    "archc generated module",
+    "archc torch.export program",
+    "archc optimize(build('torch'))",
+)
+"""The torch models timed against each other: MobileNet v1 1.0-224, the archc ones with one set of weights."""
+
+
+def torch_model(which: str, built: Any = None) -> Any:
+    """One of MODEL_NAMES, in eval mode."""
+    import torch
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from reference_mobilenet import mobilenet_v1
+
+    import archcompiler as a
+
+    if which == MODEL_NAMES[0]:
+        return mobilenet_v1().eval()
+    built = built if built is not None else a.compile(SPEC).build("torch")
+    if which == MODEL_NAMES[1]:
+        return built
+    if which == MODEL_NAMES[2]:
+        generated = _load_generated(ROOT / "generated" / "mobilenet_v1_1_224_torch.py")
+        generated.load_state_dict(built.state_dict())
+        return generated
+    if which == MODEL_NAMES[4]:
+        from archcompiler.backends.torch.optimize import optimize
+
+        return optimize(built)
+    batch = torch.export.Dim("batch", min=1, max=64)
+    return torch.export.export(built, (torch.zeros(2, 3, 224, 224),), dynamic_shapes=({0: batch},)).module()
+
+
+def torch_models() -> dict[str, Any]:
+    built = torch_model(MODEL_NAMES[1])
+    return {n: torch_model(n, built) for n in MODEL_NAMES}
+
+
+def worker_inference(runs: int) -> list[Row]:
+    import torch
+
+    models = torch_models()
+    ref = "hand-written nn.Sequential"
+    rows: list[Row] = []
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        for batch, n in ((1, runs * 4), (16, runs)):
+            x = torch.rand(batch, 3, 224, 224)
+            with torch.inference_mode():
+                cases = {k: (lambda m=m, x=x: m(x)) for k, m in models.items()}
+                for k, t in interleaved(cases, n).items():
+                    ref_name = None if k == ref else f"{ref}, batch {batch}"
+                    rows.append(row("inference", f"{k}, batch {batch}", t, "s", threads, ref_name))
+    return rows
+
+
+def worker_keras(runs: int) -> list[Row]:
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(2)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    import keras
+    import numpy as np
+
+    import archcompiler as a
+
+    ref = "keras.applications.MobileNet"
+    models = {
+        ref: keras.applications.MobileNet(weights=None),
+        "archc build('keras') of mobilenet_keras.yaml": a.compile(KERAS_SPEC).build("keras"),
+    }
+    rows: list[Row] = []
+    for batch, n in ((1, runs * 2), (16, max(3, runs // 2))):
+        x = np.random.default_rng(0).random((batch, 224, 224, 3), dtype=np.float32)
+        cases = {k: (lambda m=m, x=x: m(x, training=False)) for k, m in models.items()}
+        for k, t in interleaved(cases, n).items():
+            rows.append(row("keras", f"{k}, batch {batch}", t, "s", 2, None if k == ref else f"{ref}, batch {batch}"))
+    return rows
+
+
+def worker_parity(runs: int) -> list[Row]:
+    ref = "python -c 'import torch, keras'"
+    cmds = {
+        ref: [sys.executable, "-c", "import torch, keras"],
+        "archc parity (torch, keras; 0.25-128)": [
+            str(BIN / "archc"),
+            "parity",
+            SPEC,
+            "--width",
+            "0.25",
+            "--resolution",
+            "128",
+        ],
+    }
+    return [
+        row("parity", k, t, "s", "default", None if k == ref else ref)
+        for k, t in process_times(cmds, 2, warmup=0).items()
+    ]
+
+
+def measure_memory(which: str, batch: int) -> dict[str, float]:
+    """In this (fresh) process: peak RSS after one forward of ``which`` at ``batch``, and minor
+    page faults per batch-1 forward (after warm-up)."""
+    import resource
+
+    import torch
+
+    torch.set_num_threads(1)
+    model = torch_model(which)
+    x = torch.rand(batch, 3, 224, 224)
+    with torch.inference_mode():
+        model(x)
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB
+        one = torch.rand(1, 3, 224, 224)
+        model(one)
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        for _ in range(5):
+            model(one)
+        faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 5
+    return {"peak_mib": peak, "faults": faults}
+
+
+def worker_memory(runs: int) -> list[Row]:
+    """One fresh process per measurement (ru_maxrss only grows)."""
+    names = list(MODEL_NAMES[:3])  # the export program's memory is the built model's plus tracing
+    ref = names[0]
+    rows: list[Row] = []
+    results: dict[str, list[dict[str, float]]] = {n: [] for n in names}
+    for _ in range(2):
+        for n in names:
+            code = f"import sys, json; sys.path.insert(0, {str(ROOT / 'benchmarks')!r}); import bench; " + (
+                f"print(json.dumps(bench.measure_memory({n!r}, 16)))"
+            )
+            out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, cwd=ROOT)
+            results[n].append(json.loads(out.stdout.strip().splitlines()[-1]))
+    for what, key, unit in (
+        ("peak RSS, batch 16", "peak_mib", "MiB"),
+        ("page faults per batch-1 forward", "faults", "faults"),
+    ):
+        for n, rs in results.items():
+            ref_case = None if n == ref else f"{ref}: {what}"
+            rows.append(row("memory", f"{n}: {what}", [r[key] for r in rs], unit, 1, ref_case))
+    return rows
+
+
+WORKERS: dict[str, Callable[[int], list[Row]]] = {
+    "static": worker_static,
+    "build": worker_build,
+    "inference": worker_inference,
+    "keras": worker_keras,
+    "parity": worker_parity,
+    "memory": worker_memory,
+}
+
+
+# -- the report ----------------------------------------------------------------------------
+
+
+def fmt(value: float, unit: str) -> str:
+    if unit == "s":
+        return f"{value * 1e3:,.1f} ms" if value < 10 else f"{value:,.1f} s"
+    return f"{value:,.0f} {unit}" if unit != "MiB" else f"{value:,.0f} MiB"
+
+
+def table(rows: list[Row]) -> str:
+    by_case = {r["case"]: r for r in rows}
+    head = ("group", "case", "median", "min", "max", "ratio", "threads")
+    lines = []
+    for r in rows:
+        ref = by_case.get(r["reference"]) if r["reference"] else None
+        if ref is not None and ref["threads"] != r["threads"] and r["group"] == "inference":
+            ref = next((x for x in rows if x["case"] == r["reference"] and x["threads"] == r["threads"]), ref)
+        r["ratio"] = None if ref is None or not ref["median"] else r["median"] / ref["median"]
+        ratio = "ref" if ref is None else "n/a" if r["ratio"] is None else f"{r['ratio']:.2f}x"
+        lines.append(
+            (
+                r["group"],
+                r["case"],
+                fmt(r["median"], r["unit"]),
+                fmt(r["min"], r["unit"]),
+                fmt(r["max"], r["unit"]),
+                ratio,
+                str(r["threads"]),
+            )
+        )
+    widths = [max(len(x[i]) for x in [head, *lines]) for i in range(len(head))]
+    out = [" | ".join(h.ljust(w) for h, w in zip(head, widths, strict=True))]
+    out.append("-|-".join("-" * w for w in widths))
+    out += [" | ".join(c.ljust(w) for c, w in zip(x, widths, strict=True)) for x in lines]
+    return "\n".join(out)
+
+
+def machine() -> dict[str, Any]:
+    import importlib.metadata as md
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for ln in Path("/proc/cpuinfo").read_text().splitlines():
+            if ln.startswith("model name"):
+                cpu = ln.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    versions = {}
+    for pkg in ("torch", "keras", "tensorflow-cpu", "fvcore", "ptflops", "thop", "torchinfo"):
+        with contextlib.suppress(md.PackageNotFoundError):
+            versions[pkg] = md.version(pkg)
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "load_average": os.getloadavg(),
+        "python": platform.python_version(),
+        "versions": versions,
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="fewer runs (about three minutes)")
+    ap.add_argument("--only", default=",".join(WORKERS), help="comma-separated groups")
+    ap.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results.json")
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    ap.add_argument("--runs", type=int, default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    runs = args.runs or (2 if args.quick else 5)
+    if args.worker:
+        print(json.dumps(WORKERS[args.worker](runs)))
+        return
+    rows: list[Row] = []
+    for name in args.only.split(","):
+        t = time.perf_counter()
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+        res = subprocess.run(
+            [sys.executable, __file__, "--worker", name, "--runs", str(runs)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            env=env,
+        )
+        if res.returncode != 0:
+            print(f"{name}: failed\n{res.stderr[-2000:]}", file=sys.stderr)
+            continue
+        rows += json.loads(res.stdout.strip().splitlines()[-1])
+        print(f"  {name}: {time.perf_counter() - t:.0f} s", file=sys.stderr)
+    info = machine()
+    text = table(rows)  # also sets each row's ratio
+    args.json.write_text(json.dumps({"machine": info, "rows": rows}, indent=1) + "\n")
+    print(f"{info['cpu']}, {info['cores']} cores, load average {info['load_average'][0]:.1f}, {info['date']}")
+    print(text)
+    print(f"wrote {args.json.relative_to(ROOT) if args.json.is_relative_to(ROOT) else args.json}")
+
+
+if __name__ == "__main__":
+    main()
