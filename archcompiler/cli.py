@@ -146,8 +146,18 @@ def cmd_parity(args: argparse.Namespace) -> int:
             raise SpecError(str(exc), file=net.loaded.file, path="--backends") from None
     if len(set(args.backends)) < 2:
         raise UsageError("--backends: parity needs at least two backends")
-    report = net.parity(args.backends, atol=args.atol, rtol=args.rtol, seed=args.seed)
+    from .parity import render_training
+
+    if args.batch < 1 or args.train_steps < 0:
+        raise UsageError("--batch must be at least 1 and --train-steps at least 0")
+    report = net.parity(
+        args.backends, atol=args.atol, rtol=args.rtol, seed=args.seed, batch=args.batch, dtype=args.dtype,
+        train_steps=args.train_steps, lr=args.lr,
+    )  # fmt: skip
     print(render.parity(report, args.seed))
+    print(f"judged against: {report.oracle}")
+    if report.training is not None:
+        print(f"\n{render_training(report.training)}")
     return 0 if report.ok else 1
 
 
@@ -208,9 +218,13 @@ def make_parser() -> argparse.ArgumentParser:
 
     sp = spec_cmd("parity", "run backends on the same weights and input; compare every node")
     sp.add_argument("--backends", type=_list(str), default=["torch", "keras"], help="default: torch,keras")
-    sp.add_argument("--atol", type=float, default=1e-5)
-    sp.add_argument("--rtol", type=float, default=1e-5)
+    sp.add_argument("--atol", type=float, help="extra absolute slack (default 0)")
+    sp.add_argument("--rtol", type=float, help="relative tolerance (float64 default 1e-9; float32: extra slack, 0)")
     sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="float32 is judged by float64")
+    sp.add_argument("--batch", type=int, default=2, help="batch size (inference and training)")
+    sp.add_argument("--train-steps", type=int, default=0, help="also compare N plain-SGD training steps")
+    sp.add_argument("--lr", type=float, default=0.01, help="SGD learning rate for --train-steps")
     sp.set_defaults(func=cmd_parity)
 
     sp = spec_cmd("generate", "write standalone model source code")

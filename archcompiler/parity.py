@@ -197,7 +197,7 @@ def parity(
     instances: dict[str, Backend] | None = None,
     dtype: str = "float32",
     train_steps: int = 0,
-    lr: float = 0.1,
+    lr: float = 0.01,
 ) -> ParityReport:
     """Compare every node of ``graph`` across ``backends`` (the first is the reference).
 
@@ -438,7 +438,7 @@ def train_parity(
     *,
     steps: int = 5,
     batch: int = 4,
-    lr: float = 0.1,
+    lr: float = 0.01,
     dtype: str = "float32",
     seed: int = 0,
     atol: float = 0.0,
