@@ -26,7 +26,8 @@ judged by how far each is from a float64 reference, not by a tolerance tuned per
   is the classic worst-case bound of a float32 sum of n terms (Higham, gamma_n), whatever the
   summation order; ``K = 16`` covers the few other roundings per element (BatchNorm's
   subtract, rsqrt and scale, bias adds, a transcendental's ulps); ``M(v)`` bounds the
-  magnitudes involved: ``L(v) * max|input| + |constant terms| + max|output|``. A clamp after a
+  magnitudes involved: ``L(v) * max|input| + |constant terms| + max|output|`` (for a clamp,
+  relu, relu6, hard_sigmoid, only its unclamped range: see ``CLAMPS``). A clamp after a
   large activation, or a long average, is therefore judged on what it inherits and on its own
   length, while an injected difference (a wrong statistic, a padding bug) has no inherited
   error to hide behind and fails where it starts.
@@ -70,6 +71,13 @@ ACTIVATION_LIPSCHITZ: Mapping[str, float] = {
     "hard_swish": 1.5,  # d/dx x * relu6(x + 3) / 6 = (2x + 3) / 6 on [-3, 3]
     "swish": 1.1,  # max of d/dx x * sigmoid(x) is 1.0998
 }
+
+
+CLAMPS: Mapping[str, float] = {"relu": 0.0, "relu6": 0.0, "hard_sigmoid": 6.0}
+"""Activations whose output either equals a bound or is computed from inputs in a bounded
+range: relu and relu6 pass x through exactly or return a constant (no rounding of their own);
+hard_sigmoid rounds relu6(x + 3) / 6 only where |x| <= 3, intermediates at most 6. Their own
+rounding is judged at that magnitude, not at the (possibly huge) input's."""
 
 
 @dataclass(frozen=True)
@@ -271,7 +279,9 @@ def _lipschitz(
     graph: ir.Graph, node: ir.Node, w: weights.Weights, x64: Mapping[str, np.ndarray]
 ) -> tuple[list[float], int, float]:
     """(per-input Lipschitz constants in the max norm, reduction length n, magnitude of the
-    node's constant terms), from the IR and canonical weights; see the module docstring."""
+    node's constant terms), from the IR and canonical weights; see the module docstring.
+    A negative constant -1 - c replaces the magnitude by c + max|output|: for a clamp, whose
+    rounding is bounded by its unclamped range, and a mean, bounded by the mean of |x|."""
     import numpy as np
 
     op, name = node.op, node.name
@@ -296,13 +306,20 @@ def _lipschitz(
         const = _absmax(a * w[f"{name}.moving_mean"]) + (_absmax(w[f"{name}.beta"]) if f"{name}.beta" in w else 0.0)
         return [_absmax(a)], 1, const
     if op == "activation":
-        return [ACTIVATION_LIPSCHITZ.get(node.kind, 1.0)], 1, 0.0  # type: ignore[attr-defined]
+        kind = node.kind  # type: ignore[attr-defined]
+        if kind in CLAMPS:  # no input magnitude survives a clamp: see CLAMPS
+            return [ACTIVATION_LIPSCHITZ[kind]], 0, -1.0 - CLAMPS[kind]  # magnitude CLAMPS[kind] + max|out|
+        return [ACTIVATION_LIPSCHITZ.get(kind, 1.0)], 1, 0.0
     if op == "pool2d":
         kh, kw = node.kernel  # type: ignore[attr-defined]
         return one, kh * kw if node.kind == "avg" else 0, 0.0  # type: ignore[attr-defined]
     if op == "global_pool":
         h, wd, _ = graph[node.inputs[0]].shape
-        return one, h * wd if node.kind == "avg" else 0, 0.0  # type: ignore[attr-defined]
+        if node.kind != "avg":  # type: ignore[attr-defined]
+            return one, 0, 0.0
+        # a sum's rounding is bounded by gamma_n * sum|x|: the magnitude is the largest mean |x|
+        mean_abs = float(np.abs(np.asarray(x64[node.inputs[0]], dtype=np.float64)).mean(axis=(1, 2)).max())
+        return one, h * wd, -1.0 - mean_abs
     if op == "softmax":
         return one, int(node.shape[-1]), 1.0
     if op == "add":
@@ -341,7 +358,8 @@ def _judge32(
         lips, n, const = _lipschitz(graph, node, w, x64)
         x_in = max((_absmax(x64[i]) for i in node.inputs), default=0.0)
         out = _absmax(ref64)
-        own = U32 * (K_ROUNDINGS + n) * (max(lips, default=1.0) * x_in + const + out)
+        magnitude = -1.0 - const + out if const < 0 else max(lips, default=1.0) * x_in + const + out
+        own = U32 * (K_ROUNDINGS + n) * magnitude
         slack = atol + rtol * out
         judged = None
         for b in names:

@@ -213,4 +213,5 @@ def test_long_global_average_pool_is_judged_by_its_length() -> None:
     assert rep.ok, rep.first_failure
     pool = rep.diff("pool")
     assert pool.error == pytest.approx(max(errors.values()))
-    assert pool.error <= pool.allowed < 1e-3 * np.abs(r64).max()
+    # not vacuous: the bound (~gamma_6084 * mean|x|) would catch a 1% error in the average
+    assert pool.error <= pool.allowed < 1e-2 * np.abs(r64).max()
