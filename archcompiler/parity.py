@@ -59,8 +59,11 @@ K_ROUNDINGS = 16
 """Roundings per element besides a node's reductions (see the module docstring)."""
 RTOL64 = 1e-9
 """float64 agreement, relative to a tensor's magnitude (max |x|)."""
-K_TRAIN = 100
-"""Training: allowed includes K_TRAIN * (probe deviation + u * magnitude); see train_parity."""
+K_TRAIN: Mapping[str, float] = {"float64": 100.0, "float32": 1000.0}
+"""Training: allowed includes K_TRAIN[dtype] * (probe deviation + u * magnitude); see train_parity.
+float32 gets more: its roundings inside long, cancelling gradient sums (a BatchNorm gamma's
+gradient sums n terms of both signs) are not reproduced by nudging the inputs; measured, a
+correct float32 step used up to 0.89 of a factor 100."""
 
 ACTIVATION_LIPSCHITZ: Mapping[str, float] = {
     "relu": 1.0,
@@ -480,10 +483,10 @@ def train_parity(
 
         atol + rtol * max|q| + K_TRAIN * (probe(q) + u * max|q|)
 
-    float64: differences from the first backend, rtol 1e-9. float32: each backend's distance
-    from the first backend's float64 run (the oracle), rtol 0. K_TRAIN = 100 covers rounding
-    that arises at every operation rather than only in the inputs; an injected learning-rate
-    or momentum-convention bug exceeds the bound by orders of magnitude at step 1.
+    float64: differences from the first backend, rtol 1e-9, K_TRAIN 100. float32: each
+    backend's distance from the first backend's float64 run (the oracle), rtol 0, K_TRAIN 1000.
+    K_TRAIN covers rounding that arises at every operation rather than only in the inputs; an
+    injected learning-rate or momentum-convention bug exceeds the bound many times at step 1.
     """
 
     _check_dtype(dtype)
@@ -510,7 +513,7 @@ def train_parity(
         judged = names
     oracle = (
         f"{'the ' + ref_name + ' float64 run' if dtype == 'float32' else ref_name}, within {atol:g} + {rtol:g} * "
-        f"max|q| + {K_TRAIN} * (sensitivity to a nudge of {u:.2g} + {u:.2g} * max|q|)"
+        f"max|q| + {K_TRAIN[dtype]:g} * (sensitivity to a nudge of {u:.2g} + {u:.2g} * max|q|)"
     )
     diffs = []
     for s in range(steps):
@@ -520,7 +523,7 @@ def train_parity(
             kind = q if spec is None else ("parameter" if spec.trainable else "moving statistic")
             r = ref[s][q]
             mag = _absmax(r)
-            base = atol + rtol * mag + K_TRAIN * (_absmax(probe[s][q] - r) + u * mag)
+            base = atol + rtol * mag + K_TRAIN[dtype] * (_absmax(probe[s][q] - r) + u * mag)
             worst = None
             for b in judged:
                 o = runs[b][s][q]
