@@ -100,6 +100,20 @@ def _rate(text: str) -> float:
     return value
 
 
+def _positive(text: str) -> int:
+    value = _count(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 1, got {text!r}")
+    return value
+
+
+def _learning_rate(text: str) -> float:
+    value = _tolerance(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a learning rate > 0 such as 0.01, got {text!r}")
+    return value
+
+
 def _tolerance(text: str) -> float:
     """A finite, non-negative tolerance (nan would make every comparison pass)."""
     t = text.strip()
@@ -361,8 +375,23 @@ def cmd_parity(args: argparse.Namespace) -> int:
             raise SpecError(str(exc), file=net.loaded.file, path="--backends") from None
     if len(set(args.backends)) < 2:
         raise UsageError("--backends: parity needs at least two backends")
-    report = net.parity(args.backends, atol=args.atol, rtol=args.rtol, seed=args.seed, progress=_progress(args))
+    from .parity import render_training
+
+    report = net.parity(
+        args.backends,
+        atol=args.atol,
+        rtol=args.rtol,
+        seed=args.seed,
+        batch=args.batch,
+        dtype=args.dtype,
+        train_steps=args.train_steps,
+        lr=args.lr,
+        progress=_progress(args),
+    )
     print(render.parity(report, args.seed))
+    print(f"judged against: {report.oracle}")
+    if report.training is not None:
+        print(f"\n{render_training(report.training)}")
     return 0 if report.ok else 1
 
 
@@ -463,9 +492,13 @@ def make_parser() -> argparse.ArgumentParser:
 
     sp = spec_cmd("parity", "run backends on the same weights and input; compare every node")
     sp.add_argument("--backends", type=_list(str), default=["torch", "keras"], help="default: torch,keras")
-    sp.add_argument("--atol", type=_tolerance, default=1e-5)
-    sp.add_argument("--rtol", type=_tolerance, default=1e-5)
+    sp.add_argument("--atol", type=_tolerance, help="extra absolute slack (default 0)")
+    sp.add_argument("--rtol", type=_tolerance, help="relative tolerance (float64: 1e-9; float32: slack, 0)")
     sp.add_argument("--seed", type=_seed, default=0)
+    sp.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="float32 is judged by float64")
+    sp.add_argument("--batch", type=_positive, default=2, help="batch size (inference and training)")
+    sp.add_argument("--train-steps", type=_count, default=0, help="also compare N plain-SGD training steps")
+    sp.add_argument("--lr", type=_learning_rate, default=0.01, help="SGD learning rate for --train-steps")
     sp.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
     sp.set_defaults(func=cmd_parity)
 

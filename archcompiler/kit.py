@@ -9,9 +9,13 @@ glue methods (:class:`Glue`); this module turns them into the :class:`Backend` i
 * weight moving: canonical names and shapes checked first (weights.check), every tensor
   converted to the backend's declared ``weight_layout`` (archcompiler.layouts) and checked
   against the model, all staged, then written, so a failure leaves the model unchanged;
-* run/train input checks: an NHWC float32 batch of the IR's input shape, known output names,
-  (N, classes) logits and in-range integer labels for training; activations converted to and
-  from the backend's ``activation_layout``;
+* run/train input checks: an NHWC batch of the IR's input shape (cast to the model's dtype),
+  known output names, (N, classes) logits and in-range integer labels for training, no
+  training-mode BatchNorm over a single value per channel; activations converted to and from
+  the backend's ``activation_layout``;
+* dtypes: ``build(graph, dtype)`` (:func:`build`) checks the backend declares the dtype
+  (``dtypes``); weights and inputs are cast to the model's dtype (glue ``model_dtype``), so a
+  backend supports float64 by building in it and saying so, nothing more;
 * atomic publishing of saved files (archcompiler.fsutil).
 
 No framework is imported here; numpy is imported lazily inside functions, so that
@@ -52,6 +56,10 @@ class UnsupportedOpError(BackendError):
 
 
 Shape = tuple[int, ...]
+
+DTYPES: tuple[str, ...] = ("float32", "float64")
+"""Floating-point types a model can be built in. float64 exists for parity's oracle
+(docs/DESIGN.md: parity decides equivalence in float64, then judges float32 against it)."""
 
 
 class Glue(Protocol):
@@ -96,7 +104,12 @@ class Glue(Protocol):
         ...
 
     def write_tensors(self, staged: Sequence[tuple[Any, np.ndarray]]) -> None:
-        """Copy each float32 array (already in the backend's layout and shape) into its tensor."""
+        """Copy each array (already in the backend's layout and shape, and in the model's
+        dtype) into its tensor."""
+        ...
+
+    def model_dtype(self, model: Any) -> str:
+        """The floating-point type ``model`` computes in ("float32" or "float64")."""
         ...
 
     def forward(self, graph: ir.Graph, model: Any, x: np.ndarray, names: tuple[str, ...]) -> Mapping[str, Any]:
@@ -104,9 +117,13 @@ class Glue(Protocol):
         numpy-convertible arrays, in ``activation_layout``."""
         ...
 
-    def sgd_step(self, graph: ir.Graph, model: Any, x: np.ndarray, y: np.ndarray, logits: str, lr: float) -> float:
-        """One plain-SGD step (momentum 0, BatchNorm in training mode) on mean softmax
-        cross-entropy of node ``logits`` against int64 labels ``y``; returns the loss before it."""
+    def sgd_step(
+        self, graph: ir.Graph, model: Any, x: np.ndarray, y: np.ndarray, logits: str, lr: float
+    ) -> float | tuple[float, Any]:
+        """One plain-SGD step (``w -= lr * grad`` in the model's dtype, no momentum, BatchNorm in
+        training mode) on mean softmax cross-entropy of node ``logits`` against int64 labels
+        ``y``. Returns the loss before the step and, if the backend can, the training-mode
+        logits it was computed from (in ``activation_layout``), which training parity compares."""
         ...
 
 
@@ -194,15 +211,28 @@ def _located(backend: Glue, graph: ir.Graph, model: Any) -> list[tuple[TensorSpe
     return out
 
 
+def dtype_of(backend: Glue, model: Any) -> str:
+    """The model's dtype through the glue; "float32" for a backend without ``model_dtype``."""
+    try:
+        dtype = str(backend.model_dtype(model))
+    except BackendError:
+        return "float32"
+    if dtype not in DTYPES:
+        raise BackendError(f"{backend.name} model computes in {dtype}; archc handles {', '.join(DTYPES)}")
+    return dtype
+
+
 def get_weights(backend: Glue, graph: ir.Graph, model: Any) -> Weights:
-    """Every canonical tensor, read from the model, as float32 numpy in canonical layouts (copies)."""
+    """Every canonical tensor, read from the model, as numpy in canonical layouts (copies), in
+    the model's dtype (float32 unless it was built in float64)."""
     import numpy as np
 
     from .layouts import weight_from
 
+    dtype = dtype_of(backend, model)
     out: Weights = {}
     for spec, name, tensor in _located(backend, graph, model):
-        arr = np.asarray(backend.read_tensor(tensor), dtype=np.float32)
+        arr = np.asarray(backend.read_tensor(tensor), dtype=dtype)
         try:
             arr = weight_from(arr, spec.layout, backend.weight_layout, spec.shape)
         except ValueError as exc:
@@ -212,7 +242,7 @@ def get_weights(backend: Glue, graph: ir.Graph, model: Any) -> Weights:
                 f"tensor {spec.name!r}: {backend.name} {name!r} of node {spec.node!r} is {arr.shape}, "
                 f"the IR says {spec.shape}"
             )
-        out[spec.name] = np.array(arr, dtype=np.float32, copy=True)  # never a view of framework memory
+        out[spec.name] = np.array(arr, dtype=dtype, copy=True)  # never a view of framework memory
     return out
 
 
@@ -225,9 +255,10 @@ def set_weights(backend: Glue, graph: ir.Graph, model: Any, weights: Weights) ->
     from .weights import check
 
     check(graph, weights)
+    dtype = dtype_of(backend, model)
     staged: list[tuple[Any, np.ndarray]] = []
     for spec, name, tensor in _located(backend, graph, model):
-        arr = weight_to(np.asarray(weights[spec.name], dtype=np.float32), spec.layout, backend.weight_layout)
+        arr = weight_to(np.asarray(weights[spec.name], dtype=dtype), spec.layout, backend.weight_layout)
         have = tuple(int(d) for d in tensor.shape)
         if have != arr.shape:
             raise BackendError(
@@ -242,15 +273,16 @@ def set_weights(backend: Glue, graph: ir.Graph, model: Any, weights: Weights) ->
 # run and train
 
 
-def check_input(graph: ir.Graph, x: Any) -> np.ndarray:
-    """``x`` as a float32 NHWC batch of the IR's input shape, or a BackendError saying what came
-    (an NCHW batch would otherwise fail deep inside a framework, or broadcast silently)."""
+def check_input(graph: ir.Graph, x: Any, dtype: str = "float32") -> np.ndarray:
+    """``x`` as an NHWC batch of the IR's input shape in ``dtype`` (the model's), or a
+    BackendError saying what came (an NCHW batch would otherwise fail deep inside a framework,
+    or broadcast silently)."""
     import numpy as np
 
     try:
-        arr = np.asarray(x, dtype=np.float32)
+        arr = np.asarray(x, dtype=dtype)
     except (TypeError, ValueError) as exc:
-        raise BackendError(f"input is not a float32 array: {exc}") from None
+        raise BackendError(f"input is not a {dtype} array: {exc}") from None
     want = tuple(graph.input_shape)
     if arr.shape[1:] != want:
         hint = ""
@@ -295,17 +327,49 @@ def check_labels(graph: ir.Graph, logits: str, y: Any, batch: int) -> np.ndarray
     return arr.astype(np.int64)
 
 
+def check_batchnorm_batch(graph: ir.Graph, batch: int) -> None:
+    """Refuse a training step in which a BatchNorm sees one value per channel (batch 1 at 1x1).
+
+    Its batch variance is then 0 (biased) or 0/0 (unbiased): torch's BatchNorm raises, Keras'
+    silently outputs beta. Refusing here, for every backend alike, keeps them equivalent.
+    """
+    import math
+
+    for node in graph.nodes:
+        if isinstance(node, ir.BatchNorm):
+            per_channel = batch * math.prod(graph[node.inputs[0]].shape[:-1])
+            if per_channel < 2:
+                raise BackendError(
+                    f"node {node.name!r} (batchnorm) would normalise over {per_channel} value per channel in "
+                    f"training (batch {batch}, input {graph[node.inputs[0]].shape}): the batch variance is "
+                    "undefined; use a batch of 2 or more"
+                )
+
+
+def build(backend: Any, graph: ir.Graph, dtype: str = "float32") -> Any:
+    """``backend.build`` in ``dtype``: a dtype the backend does not declare (``dtypes``) is a
+    named error, and float32 calls ``build(graph)`` so that plug-ins without dtypes still work."""
+    if dtype not in DTYPES:
+        raise BackendError(f"dtype {dtype!r}: archc builds models in {', '.join(DTYPES)}")
+    if dtype == "float32":
+        return backend.build(graph)
+    if dtype not in getattr(backend, "dtypes", ("float32",)):
+        raise BackendError(f"backend {backend.name!r} cannot build models in {dtype} (it declares {backend.dtypes})")
+    return backend.build(graph, dtype=dtype)
+
+
 def run(
     backend: Glue, graph: ir.Graph, model: Any, x: Any, outputs: Sequence[str] | None = None
 ) -> dict[str, np.ndarray]:
-    """Inference through ``backend.forward``: inputs checked, layouts converted both ways,
-    input nodes answered from ``x`` itself, each output's shape checked against the IR."""
+    """Inference through ``backend.forward``: inputs checked and cast to the model's dtype,
+    layouts converted both ways, input nodes answered from ``x`` itself, each output's shape
+    checked against the IR."""
     import numpy as np
 
     from .layouts import batch_from, batch_to
 
     names = check_outputs(graph, outputs)
-    arr = check_input(graph, x)
+    arr = check_input(graph, x, dtype_of(backend, model))
     result: dict[str, np.ndarray] = {n: arr.copy() for n in names if isinstance(graph[n], ir.Input)}
     computed = tuple(dict.fromkeys(n for n in names if n not in result))
     if computed:
@@ -322,12 +386,27 @@ def run(
 
 def train_step(backend: Glue, graph: ir.Graph, model: Any, x: Any, y: Any, lr: float) -> float:
     """One plain-SGD step through ``backend.sgd_step`` after checking logits, input and labels."""
-    from .layouts import batch_to
+    return train_step_outputs(backend, graph, model, x, y, lr)[0]
+
+
+def train_step_outputs(
+    backend: Glue, graph: ir.Graph, model: Any, x: Any, y: Any, lr: float
+) -> tuple[float, np.ndarray | None]:
+    """:func:`train_step`, also returning the training-mode logits (N, classes) the loss was
+    computed from (None when the glue does not return them)."""
+    import numpy as np
+
+    from .layouts import batch_from, batch_to
 
     logits = check_logits(graph)
-    arr = check_input(graph, x)
+    arr = check_input(graph, x, dtype_of(backend, model))
     labels = check_labels(graph, logits, y, len(arr))
-    return float(backend.sgd_step(graph, model, batch_to(arr, backend.activation_layout), labels, logits, float(lr)))
+    check_batchnorm_batch(graph, len(arr))
+    got = backend.sgd_step(graph, model, batch_to(arr, backend.activation_layout), labels, logits, float(lr))
+    if not isinstance(got, tuple):
+        return float(got), None
+    loss, native = got
+    return float(loss), batch_from(np.asarray(native), backend.activation_layout)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -368,6 +447,9 @@ class Backend(ABC):
     weight_names: ClassVar[Mapping[tuple[str, str], str] | None] = None
     """(IR op, canonical param) -> framework tensor name; None: the canonical names are the
     framework's. A canonical tensor missing from a declared table is an error."""
+    dtypes: ClassVar[tuple[str, ...]] = ("float32",)
+    """The dtypes ``build(graph, dtype=...)`` accepts (float64 is parity's oracle); a backend
+    listing "float64" also implements ``model_dtype``."""
 
     @property
     def ops(self) -> frozenset[str]:
@@ -387,7 +469,13 @@ class Backend(ABC):
 
     @abstractmethod
     def build(self, graph: ir.Graph) -> Any:
-        """A framework model equivalent to ``graph`` (eval mode, float32, random weights)."""
+        """A framework model equivalent to ``graph`` (eval mode, float32, random weights). A
+        backend declaring more ``dtypes`` takes ``dtype="float32"`` as a keyword too; callers
+        go through :func:`build` (``Backend.build_in``), which checks it."""
+
+    def build_in(self, graph: ir.Graph, dtype: str = "float32") -> Any:
+        """``build`` in ``dtype`` ("float32" or, if declared in ``dtypes``, "float64")."""
+        return build(self, graph, dtype)
 
     # -- the kit ---------------------------------------------------------------------------
 
@@ -416,6 +504,12 @@ class Backend(ABC):
         graph's *logits* (the input of a final softmax) with integer labels ``y``; returns the
         loss before the step."""
         return train_step(self, graph, model, x, y, lr)
+
+    def train_step_outputs(
+        self, graph: ir.Graph, model: Any, x: np.ndarray, y: np.ndarray, lr: float
+    ) -> tuple[float, np.ndarray | None]:
+        """:meth:`train_step`, also returning the training-mode logits (None if the glue has none)."""
+        return train_step_outputs(self, graph, model, x, y, lr)
 
     def save(self, graph: ir.Graph, model: Any, out_dir: Path) -> list[Path]:
         """Write the model in the framework's own format; return the files written."""
@@ -465,5 +559,10 @@ class Backend(ABC):
     def forward(self, graph: ir.Graph, model: Any, x: np.ndarray, names: tuple[str, ...]) -> Mapping[str, Any]:
         raise self._missing("run models", "forward")
 
-    def sgd_step(self, graph: ir.Graph, model: Any, x: np.ndarray, y: np.ndarray, logits: str, lr: float) -> float:
+    def model_dtype(self, model: Any) -> str:
+        raise self._missing("report its dtype", "model_dtype")
+
+    def sgd_step(
+        self, graph: ir.Graph, model: Any, x: np.ndarray, y: np.ndarray, logits: str, lr: float
+    ) -> float | tuple[float, Any]:
         raise BackendError(f"backend {self.name!r} does not support training")

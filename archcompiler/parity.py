@@ -1,19 +1,86 @@
 """Cross-framework parity: one IR, one set of weights, one input, every backend, every node.
 
 The same canonical weights (:func:`archcompiler.weights.init`, with non-trivial BatchNorm
-statistics) go into every backend through the portable format, the same random NHWC input
-is run in eval mode in float32, and every node's output is compared with the first
-backend's. The report names the first node that diverges, which is where a layout or
-padding bug shows itself (later nodes only inherit the error).
+statistics) go into every backend through the portable format, the same random NHWC input is
+run in eval mode, and every node is judged. The report names the first node that diverges,
+which is where a layout or padding bug shows itself (later nodes only inherit the error).
+
+Parity has an oracle (docs/DESIGN.md): equivalence is decided in float64, and float32 runs are
+judged by how far each is from a float64 reference, not by a tolerance tuned per node.
+
+* ``dtype="float64"``: every backend runs in float64 and must agree with the first within
+  ``rtol`` (default 1e-9) relative to the node's magnitude: ``max|x - ref| <= atol + rtol * max|ref|``.
+* ``dtype="float32"``: every backend runs in float32; the first backend also runs once in
+  float64 (the oracle). For backend b and node v, ``err_b(v) = max|x_b(v) - x64(v)|`` must not
+  exceed what float32 can explain there:
+
+      allowed_b(v) = sum_i L_i(v) * err_b(input_i)        inherited from upstream
+                   + u * (K + n(v)) * M(v)                 the node's own float32 rounding
+                   + atol + rtol * max|x64(v)|             optional slack (default 0)
+
+  ``L_i(v)`` is the op's Lipschitz constant in the max norm with respect to input i, computed
+  from the IR and the canonical weights (a conv's largest per-filter sum of |kernel|, a
+  BatchNorm's largest |gamma| / sqrt(var + eps), 1 for relu/relu6/pools, 1/6 for
+  hard_sigmoid...). ``u = 2**-24`` is float32's unit roundoff; ``n(v)`` the length of the
+  node's reductions (a conv's fan-in, a global pool's H*W, the softmax's classes), so ``u * n``
+  is the classic worst-case bound of a float32 sum of n terms (Higham, gamma_n), whatever the
+  summation order; ``K = 16`` covers the few other roundings per element (BatchNorm's
+  subtract, rsqrt and scale, bias adds, a transcendental's ulps); ``M(v)`` bounds the
+  magnitudes involved: ``L(v) * max|input| + |constant terms| + max|output|`` (for a clamp,
+  relu, relu6, hard_sigmoid, only its unclamped range: see ``CLAMPS``). A clamp after a
+  large activation, or a long average, is therefore judged on what it inherits and on its own
+  length, while an injected difference (a wrong statistic, a padding bug) has no inherited
+  error to hide behind and fails where it starts.
+
+Training parity (:func:`train_parity`) runs N plain-SGD steps from the same weights and batches
+and compares the loss, the training-mode logits, every parameter after each update and the
+BatchNorm moving statistics; see its docstring for its float32 bound.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from . import ir, weights
+from .kit import DTYPES, BackendError, build
 from .registry import BUILTIN, Backend, get_backend
+
+if TYPE_CHECKING:
+    import numpy as np
+
+U32 = 2.0**-24
+"""float32 unit roundoff (half an ulp of 1)."""
+U64 = 2.0**-53
+"""float64 unit roundoff."""
+K_ROUNDINGS = 16
+"""Roundings per element besides a node's reductions (see the module docstring)."""
+RTOL64 = 1e-9
+"""float64 agreement, relative to a tensor's magnitude (max |x|)."""
+K_TRAIN: Mapping[str, float] = {"float64": 100.0, "float32": 1000.0}
+"""Training: allowed includes K_TRAIN[dtype] * (probe deviation + u * magnitude); see train_parity.
+float32 gets more: its roundings inside long, cancelling gradient sums (a BatchNorm gamma's
+gradient sums n terms of both signs) are not reproduced by nudging the inputs; measured, a
+correct float32 step used up to 0.89 of a factor 100."""
+
+ACTIVATION_LIPSCHITZ: Mapping[str, float] = {
+    "relu": 1.0,
+    "relu6": 1.0,
+    "sigmoid": 0.25,
+    "tanh": 1.0,
+    "hard_sigmoid": 1.0 / 6.0,
+    "hard_swish": 1.5,  # d/dx x * relu6(x + 3) / 6 = (2x + 3) / 6 on [-3, 3]
+    "swish": 1.1,  # max of d/dx x * sigmoid(x) is 1.0998
+}
+
+
+CLAMPS: Mapping[str, float] = {"relu": 0.0, "relu6": 0.0, "hard_sigmoid": 6.0}
+"""Activations whose output either equals a bound or is computed from inputs in a bounded
+range: relu and relu6 pass x through exactly or return a constant (no rounding of their own);
+hard_sigmoid rounds relu6(x + 3) / 6 only where |x| <= 3, intermediates at most 6. Their own
+rounding is judged at that magnitude, not at the (possibly huge) input's."""
 
 
 @dataclass(frozen=True)
@@ -21,10 +88,63 @@ class NodeDiff:
     node: str
     op: str
     max_abs: float
+    """Largest |difference| between a backend and the first backend (same dtype)."""
     max_rel: float
     ok: bool
+    error: float = 0.0
+    """float32: the judged backend's max |x - float64 oracle|; float64: ``max_abs``."""
+    allowed: float = 0.0
+    """The bound ``error`` was held to (module docstring)."""
+    backend: str = ""
+    """The backend judged here: the one with the largest error / allowed."""
     skipped: tuple[str, ...] = ()
     """Backends that cannot expose this node (e.g. TFLite, where the converter fused it)."""
+
+
+@dataclass(frozen=True)
+class TrainDiff:
+    """One quantity at one step: the worst backend's difference and the bound it was held to."""
+
+    step: int
+    quantity: str
+    """"loss", "logits", or a canonical tensor name after the step's update (``conv1.kernel``)."""
+    node: str
+    kind: str
+    """"loss", "logits", "parameter" or "moving statistic"."""
+    error: float
+    magnitude: float
+    allowed: float
+    backend: str
+    ok: bool
+
+
+@dataclass(frozen=True)
+class TrainingReport:
+    graph: ir.Graph
+    backends: tuple[str, ...]
+    dtype: str
+    steps: int
+    batch: int
+    lr: float
+    seed: int
+    diffs: tuple[TrainDiff, ...]
+    oracle: str
+    """How the verdict was reached (float64 agreement, or the float64 run float32 is judged by)."""
+    dropout_excluded: tuple[str, ...]
+    """Dropout nodes whose rate was set to 0 for the comparison (no mask is shared)."""
+
+    @property
+    def ok(self) -> bool:
+        return all(d.ok for d in self.diffs)
+
+    @property
+    def first_failure(self) -> TrainDiff | None:
+        return next((d for d in self.diffs if not d.ok), None)
+
+    def worst(self, quantity: str) -> TrainDiff:
+        """The step at which ``quantity`` came closest to (or beyond) its bound."""
+        rows = [d for d in self.diffs if d.quantity == quantity]
+        return max(rows, key=lambda d: d.error / d.allowed if d.allowed else (0.0 if d.error == 0 else float("inf")))
 
 
 @dataclass(frozen=True)
@@ -36,10 +156,14 @@ class ParityReport:
     diffs: tuple[NodeDiff, ...]
     logits: str
     """The node compared as the logits: the input of a final softmax, else the output."""
+    dtype: str = "float32"
+    oracle: str = ""
+    """What the nodes were judged against, in words."""
+    training: TrainingReport | None = None
 
     @property
     def ok(self) -> bool:
-        return all(d.ok for d in self.diffs)
+        return all(d.ok for d in self.diffs) and (self.training is None or self.training.ok)
 
     @property
     def first_failure(self) -> NodeDiff | None:
@@ -84,61 +208,408 @@ def ordered(names: Sequence[str]) -> list[str]:
     return builtin + [n for n in names if n not in BUILTIN]
 
 
+def _backends(backends: Sequence[str], instances: Mapping[str, Backend] | None) -> list[tuple[str, Backend]]:
+    names = ordered(list(dict.fromkeys(backends)))
+    if len(names) < 2:
+        raise ValueError("parity needs at least two backends")
+    return [(n, (instances or {}).get(n) or get_backend(n)) for n in names]
+
+
+def _check_dtype(dtype: str) -> None:
+    if dtype not in DTYPES:
+        raise BackendError(f"dtype {dtype!r}: parity runs in {' or '.join(DTYPES)}")
+
+
+def _loaded(backend: Backend, graph: ir.Graph, w: weights.Weights, dtype: str) -> Any:
+    model = build(backend, graph, dtype)
+    backend.verify(graph, model)
+    backend.set_weights(graph, model, w)
+    return model
+
+
 def parity(
     graph: ir.Graph,
     backends: Sequence[str] = ("torch", "keras"),
     *,
-    atol: float = 1e-5,
-    rtol: float = 1e-5,
+    atol: float | None = None,
+    rtol: float | None = None,
     seed: int = 0,
     batch: int = 2,
     instances: dict[str, Backend] | None = None,
+    dtype: str = "float32",
+    train_steps: int = 0,
+    lr: float = 0.01,
 ) -> ParityReport:
     """Compare every node of ``graph`` across ``backends`` (the first is the reference).
 
-    A node passes when ``max |x - ref| <= atol * max(1, max |ref|) + rtol * |ref|`` per element:
-    the absolute tolerance scales with the tensor's magnitude, because float32 rounding
-    does (an intermediate BatchNorm output of magnitude 15 differs by ~1.5e-5 between two
-    correct float32 implementations, each that far from a float64 run). Tensors of
-    magnitude <= 1, such as typical logits, are held to ``atol`` itself.
+    float64: all agree within ``rtol`` (1e-9) of each node's magnitude. float32: each backend
+    is judged against the first backend's float64 run with the bound of the module docstring
+    (``atol``/``rtol`` add slack, default 0). ``train_steps > 0`` also runs :func:`train_parity`
+    (``batch``, ``lr``, same dtype and seed) and puts its report in ``training``.
     """
     import numpy as np
 
-    names = ordered(list(dict.fromkeys(backends)))
-    if len(names) < 2:
-        raise ValueError("parity needs at least two backends")
+    _check_dtype(dtype)
+    pairs = _backends(backends, instances)
+    names = tuple(n for n, _ in pairs)
     w = weights.init(graph, seed)
-    rng = np.random.default_rng(seed)
-    x = rng.normal(0.0, 1.0, size=(batch, *graph.input_shape)).astype(np.float32)
+    x = np.random.default_rng(seed).normal(0.0, 1.0, size=(batch, *graph.input_shape)).astype(np.float32)
     everything = [n.name for n in graph.nodes]
-    outputs: dict[str, dict[str, np.ndarray]] = {}
-    for name in names:
-        backend = (instances or {}).get(name) or get_backend(name)
-        model = backend.build(graph)
-        backend.verify(graph, model)
-        backend.set_weights(graph, model, w)
-        exposed = getattr(backend, "exposed", None)
-        shown = exposed(graph, model) | {graph.output} if exposed else set(everything)
-        outputs[name] = backend.run(graph, model, x, [n for n in everything if n in shown])
+    outputs = {n: _run_exposed(b, graph, _loaded(b, graph, w, dtype), x, everything) for n, b in pairs}
+    if dtype == "float64":
+        atol, rtol = atol or 0.0, RTOL64 if rtol is None else rtol
+        diffs = _judge64(graph, names, outputs, atol, rtol)
+        oracle = f"every backend in float64, within {atol:g} + {rtol:g} * max|ref|"
+    else:
+        atol, rtol = atol or 0.0, rtol or 0.0
+        ref_name, ref_backend = pairs[0]
+        x64 = ref_backend.run(graph, _loaded(ref_backend, graph, w, "float64"), x, everything)
+        diffs = _judge32(graph, w, names, outputs, x64, atol, rtol)
+        oracle = f"{ref_name} in float64; bound: inherited error * Lipschitz + float32 rounding of the node"
+    training = None
+    if train_steps:
+        training = train_parity(
+            graph, backends, steps=train_steps, batch=batch, lr=lr, dtype=dtype, seed=seed, instances=instances
+        )
+    return ParityReport(graph, names, atol, rtol, tuple(diffs), graph.logits, dtype, oracle, training)
+
+
+def _run_exposed(backend: Backend, graph: ir.Graph, model: Any, x: np.ndarray, names: list[str]) -> dict:
+    """The nodes a backend's runtime exposes (a backend with ``exposed()``, e.g. TFLite, whose
+    converter fuses layers), and the output always; the others are compared without it."""
+    exposed = getattr(backend, "exposed", None)
+    shown = exposed(graph, model) | {graph.output} if exposed else set(names)
+    return backend.run(graph, model, x, [n for n in names if n in shown])
+
+
+def _pairwise(r: np.ndarray, o: np.ndarray) -> tuple[float, float]:
+    import numpy as np
+
+    d = np.abs(o - r)
+    rel = d / np.maximum(np.abs(r), 1e-30)
+    return float(d.max(initial=0.0)), float(rel.max(initial=0.0))
+
+
+def _judge64(
+    graph: ir.Graph, names: Sequence[str], outputs: Mapping[str, Mapping[str, np.ndarray]], atol: float, rtol: float
+) -> list[NodeDiff]:
+    import numpy as np
+
     diffs = []
     for node in graph.nodes:
-        worst_abs, worst_rel, ok = 0.0, 0.0, True
         have = [b for b in names if node.name in outputs[b]]
         skipped = tuple(b for b in names if b not in have)
         if len(have) < 2:  # nothing to compare it with: listed in the report as skipped
-            diffs.append(NodeDiff(node.name, node.op, 0.0, 0.0, True, skipped))
+            diffs.append(NodeDiff(node.name, node.op, 0.0, 0.0, True, skipped=skipped))
             continue
-        r = outputs[have[0]][node.name].astype(np.float64)
+        r = np.asarray(outputs[have[0]][node.name], dtype=np.float64)
+        allowed = atol + rtol * float(np.abs(r).max(initial=0.0))
+        worst_abs, worst_rel, who = 0.0, 0.0, have[1]
         for other in have[1:]:
-            o = outputs[other][node.name].astype(np.float64)
-            if o.shape != r.shape:
-                diffs.append(NodeDiff(node.name, node.op, float("inf"), float("inf"), False, skipped))
-                break
-            d = np.abs(o - r)
-            worst_abs = max(worst_abs, float(d.max(initial=0.0)))
-            worst_rel = max(worst_rel, float((d / np.maximum(np.abs(r), 1e-12)).max(initial=0.0)))
-            scale = max(1.0, float(np.abs(r).max(initial=0.0)))
-            ok = ok and bool(np.all(d <= atol * scale + rtol * np.abs(r)))
-        else:
-            diffs.append(NodeDiff(node.name, node.op, worst_abs, worst_rel, ok, skipped))
-    return ParityReport(graph, tuple(names), atol, rtol, tuple(diffs), graph.logits)
+            o = np.asarray(outputs[other][node.name], dtype=np.float64)
+            a, rel = (float("inf"), float("inf")) if o.shape != r.shape else _pairwise(r, o)
+            if a > worst_abs or who == "":
+                worst_abs, who = a, other
+            worst_rel = max(worst_rel, rel)
+        ok = worst_abs <= allowed
+        diffs.append(NodeDiff(node.name, node.op, worst_abs, worst_rel, ok, worst_abs, allowed, who, skipped))
+    return diffs
+
+
+def _absmax(a: np.ndarray) -> float:
+    import numpy as np
+
+    return float(np.abs(a).max(initial=0.0))
+
+
+def _lipschitz(
+    graph: ir.Graph, node: ir.Node, w: weights.Weights, x64: Mapping[str, np.ndarray]
+) -> tuple[list[float], int, float]:
+    """(per-input Lipschitz constants in the max norm, reduction length n, magnitude of the
+    node's constant terms), from the IR and canonical weights; see the module docstring.
+    A negative constant -1 - c replaces the magnitude by c + max|output|: for a clamp, whose
+    rounding is bounded by its unclamped range, and a mean, bounded by the mean of |x|."""
+    import numpy as np
+
+    op, name = node.op, node.name
+    one = [1.0] * len(node.inputs)
+    if op == "conv2d":
+        k = np.abs(w[f"{name}.kernel"].astype(np.float64))  # (kh, kw, cin / groups, cout)
+        bias = _absmax(w[f"{name}.bias"]) if f"{name}.bias" in w else 0.0
+        return [float(k.sum(axis=(0, 1, 2)).max())], int(np.prod(k.shape[:3])), bias
+    if op == "depthwise_conv2d":
+        k = np.abs(w[f"{name}.kernel"].astype(np.float64))  # (kh, kw, C, M)
+        bias = _absmax(w[f"{name}.bias"]) if f"{name}.bias" in w else 0.0
+        return [float(k.sum(axis=(0, 1)).max())], int(k.shape[0] * k.shape[1]), bias
+    if op == "dense":
+        k = np.abs(w[f"{name}.kernel"].astype(np.float64))  # (in, out)
+        bias = _absmax(w[f"{name}.bias"]) if f"{name}.bias" in w else 0.0
+        return [float(k.sum(axis=0).max())], int(k.shape[0]), bias
+    if op == "batchnorm":
+        var = w[f"{name}.moving_variance"].astype(np.float64)
+        a = 1.0 / np.sqrt(var + node.epsilon)  # type: ignore[attr-defined]
+        if f"{name}.gamma" in w:
+            a = a * w[f"{name}.gamma"].astype(np.float64)
+        const = _absmax(a * w[f"{name}.moving_mean"]) + (_absmax(w[f"{name}.beta"]) if f"{name}.beta" in w else 0.0)
+        return [_absmax(a)], 1, const
+    if op == "activation":
+        kind = node.kind  # type: ignore[attr-defined]
+        if kind in CLAMPS:  # no input magnitude survives a clamp: see CLAMPS
+            return [ACTIVATION_LIPSCHITZ[kind]], 0, -1.0 - CLAMPS[kind]  # magnitude CLAMPS[kind] + max|out|
+        return [ACTIVATION_LIPSCHITZ.get(kind, 1.0)], 1, 0.0
+    if op == "pool2d":
+        kh, kw = node.kernel  # type: ignore[attr-defined]
+        return one, kh * kw if node.kind == "avg" else 0, 0.0  # type: ignore[attr-defined]
+    if op == "global_pool":
+        h, wd, _ = graph[node.inputs[0]].shape
+        if node.kind != "avg":  # type: ignore[attr-defined]
+            return one, 0, 0.0
+        # a sum's rounding is bounded by gamma_n * sum|x|: the magnitude is the largest mean |x|
+        mean_abs = float(np.abs(np.asarray(x64[node.inputs[0]], dtype=np.float64)).mean(axis=(1, 2)).max())
+        return one, h * wd, -1.0 - mean_abs
+    if op == "softmax":
+        return one, int(node.shape[-1]), 1.0
+    if op == "add":
+        return one, len(node.inputs), 0.0
+    if op == "multiply":
+        mags = [_absmax(x64[i]) for i in node.inputs]
+        return [mags[1], mags[0]], 1, 0.0
+    if op == "rescaling":
+        return [abs(node.scale)], 1, abs(node.offset)  # type: ignore[attr-defined]
+    # exact data movement (flatten, zero_pad, concat, inference dropout) and unknown ops: an
+    # unknown op gets Lipschitz 1 and the rounding of K operations per element.
+    return one, 0, 0.0
+
+
+def _judge32(
+    graph: ir.Graph,
+    w: weights.Weights,
+    names: Sequence[str],
+    outputs: Mapping[str, Mapping[str, np.ndarray]],
+    x64: Mapping[str, np.ndarray],
+    atol: float,
+    rtol: float,
+) -> list[NodeDiff]:
+    import numpy as np
+
+    errors: dict[str, dict[str, float]] = {n: {} for n in names}
+    diffs = []
+    for node in graph.nodes:
+        ref64 = np.asarray(x64[node.name], dtype=np.float64)
+        have = [b for b in names if node.name in outputs[b]]
+        skipped = tuple(b for b in names if b not in have)
+        r = np.asarray(outputs[have[0]][node.name], dtype=np.float64)
+        worst_abs, worst_rel = 0.0, 0.0
+        for other in have[1:]:
+            o = np.asarray(outputs[other][node.name], dtype=np.float64)
+            a, rel = (float("inf"), float("inf")) if o.shape != r.shape else _pairwise(r, o)
+            worst_abs, worst_rel = max(worst_abs, a), max(worst_rel, rel)
+        lips, n, const = _lipschitz(graph, node, w, x64)
+        x_in = max((_absmax(x64[i]) for i in node.inputs), default=0.0)
+        out = _absmax(ref64)
+        magnitude = -1.0 - const + out if const < 0 else max(lips, default=1.0) * x_in + const + out
+        own = U32 * (K_ROUNDINGS + n) * magnitude
+        slack = atol + rtol * out
+        judged = None
+        for b in names:
+            inherited = sum(lip * errors[b][i] for lip, i in zip(lips, node.inputs, strict=True))
+            allowed = inherited + own + slack
+            if b in skipped:
+                # Not exposed (fused by the runtime): its error is taken at its bound, so the
+                # nodes that read it inherit no less than it could have.
+                errors[b][node.name] = allowed
+                continue
+            o = np.asarray(outputs[b][node.name], dtype=np.float64)
+            err = float("inf") if o.shape != ref64.shape else float(np.abs(o - ref64).max(initial=0.0))
+            errors[b][node.name] = err
+            ratio = err / allowed if allowed > 0 else (0.0 if err == 0 else float("inf"))
+            if judged is None or ratio > judged[0]:
+                judged = (ratio, err, allowed, b)
+        assert judged is not None
+        ratio, err, allowed, who = judged
+        diffs.append(NodeDiff(node.name, node.op, worst_abs, worst_rel, err <= allowed, err, allowed, who, skipped))
+    return diffs
+
+
+# ---------------------------------------------------------------------------------------------
+# training
+
+
+def without_dropout(graph: ir.Graph) -> tuple[ir.Graph, tuple[str, ...]]:
+    """``graph`` with every dropout's rate set to 0, and the names of those nodes.
+
+    Backends draw dropout masks from their own random generators, so no two agree on a
+    training step with dropout; the comparison excludes dropout instead (and says so).
+    """
+    changed = tuple(n.name for n in graph.nodes if n.op == "dropout" and getattr(n, "rate", 0.0) > 0)
+    if not changed:
+        return graph, ()
+    nodes = tuple(dataclasses.replace(n, rate=0.0) if n.name in changed else n for n in graph.nodes)
+    return dataclasses.replace(graph, nodes=nodes), changed
+
+
+def _batches(graph: ir.Graph, steps: int, batch: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    import numpy as np
+
+    rng = np.random.default_rng([seed, 1])
+    classes = graph[graph.logits].shape[0]
+    return [
+        (
+            rng.normal(0.0, 1.0, size=(batch, *graph.input_shape)).astype(np.float32),
+            rng.integers(0, classes, size=batch),
+        )
+        for _ in range(steps)
+    ]
+
+
+Trajectory = list[dict[str, Any]]
+"""Per step: "loss", "logits", then every canonical tensor after the update (numpy float64)."""
+
+
+def _trajectory(
+    backend: Backend,
+    graph: ir.Graph,
+    w: weights.Weights,
+    batches: Sequence[tuple[np.ndarray, np.ndarray]],
+    lr: float,
+    dtype: str,
+) -> Trajectory:
+    import numpy as np
+
+    model = _loaded(backend, graph, w, dtype)
+    out: Trajectory = []
+    for x, y in batches:
+        loss, logits = backend.train_step_outputs(graph, model, x, y, lr)
+        if logits is None:
+            raise BackendError(f"backend {backend.name!r}: its training step returns no logits to compare")
+        step = {"loss": np.array(loss, dtype=np.float64), "logits": np.asarray(logits, dtype=np.float64)}
+        step.update({k: np.asarray(v, dtype=np.float64) for k, v in backend.get_weights(graph, model).items()})
+        out.append(step)
+    return out
+
+
+def _perturbed(
+    w: weights.Weights, batches: Sequence[tuple[np.ndarray, np.ndarray]], seed: int, u: float
+) -> tuple[weights.Weights, list[tuple[np.ndarray, np.ndarray]]]:
+    """Weights and inputs nudged elementwise by ``a * u * r``, r uniform in [-1, 1], in float64:
+    one rounding of the judged dtype, whose effect measures each quantity's sensitivity."""
+    import numpy as np
+
+    rng = np.random.default_rng([seed, 2])
+
+    def nudge(a: np.ndarray) -> np.ndarray:
+        a = np.asarray(a, dtype=np.float64)
+        return a + a * (u * rng.uniform(-1.0, 1.0, size=a.shape))
+
+    return {k: nudge(v) for k, v in w.items()}, [(nudge(x), y) for x, y in batches]
+
+
+def train_parity(
+    graph: ir.Graph,
+    backends: Sequence[str] = ("torch", "keras"),
+    *,
+    steps: int = 5,
+    batch: int = 4,
+    lr: float = 0.01,
+    dtype: str = "float32",
+    seed: int = 0,
+    atol: float = 0.0,
+    rtol: float | None = None,
+    instances: Mapping[str, Backend] | None = None,
+) -> TrainingReport:
+    """Run ``steps`` plain-SGD steps in every backend from the same weights and batches, and
+    compare, step by step: the loss, the training-mode logits, every parameter after the
+    update and the BatchNorm moving statistics (graph order), naming the first that diverges.
+
+    Dropout is excluded (its rate set to 0, listed in ``dropout_excluded``). A batch in which
+    a BatchNorm would see one value per channel is refused by every backend alike (the kit).
+
+    Training a randomly initialised network with BatchNorm over small batches is chaotic: in
+    float64 the two frameworks agree to ~1e-12 after one step, but rounding-sized differences
+    grow by orders of magnitude per step (BatchNorm's backward pass over a few values per
+    channel cancels heavily). So the bound has an oracle too: the first backend also runs the
+    steps in float64 from weights and inputs nudged by one rounding of the judged dtype
+    (relative u = 2**-53 or 2**-24); the nudge's effect ``probe(q)`` measures how strongly
+    quantity q amplifies rounding. A quantity passes when its difference is within
+
+        atol + rtol * max|q| + K_TRAIN * (probe(q) + u * max|q|)
+
+    float64: differences from the first backend, rtol 1e-9, K_TRAIN 100. float32: each
+    backend's distance from the first backend's float64 run (the oracle), rtol 0, K_TRAIN 1000.
+    K_TRAIN covers rounding that arises at every operation rather than only in the inputs; an
+    injected learning-rate or momentum-convention bug exceeds the bound many times at step 1.
+    """
+
+    _check_dtype(dtype)
+    if steps < 1:
+        raise ValueError("training parity needs at least one step")
+    pairs = _backends(backends, instances)
+    g, excluded = without_dropout(graph)
+    w = weights.init(g, seed)
+    batches = _batches(g, steps, batch, seed)
+    specs = weights.specs(g)
+    runs = {n: _trajectory(b, g, w, batches, lr, dtype) for n, b in pairs}
+    names = tuple(runs)
+    ref_name, ref_backend = pairs[0]
+    u = U64 if dtype == "float64" else U32
+    w_p, batches_p = _perturbed(w, batches, seed, u)
+    probe = _trajectory(ref_backend, g, w_p, batches_p, lr, "float64")  # type: ignore[arg-type]
+    if dtype == "float64":
+        rtol = RTOL64 if rtol is None else rtol
+        ref = runs[ref_name]
+        judged = names[1:]
+    else:
+        rtol = rtol or 0.0
+        ref = _trajectory(ref_backend, g, w, batches, lr, "float64")
+        judged = names
+    oracle = (
+        f"{'the ' + ref_name + ' float64 run' if dtype == 'float32' else ref_name}, within {atol:g} + {rtol:g} * "
+        f"max|q| + {K_TRAIN[dtype]:g} * (sensitivity to a nudge of {u:.2g} + {u:.2g} * max|q|)"
+    )
+    diffs = []
+    for s in range(steps):
+        for q in ref[s]:
+            spec = specs.get(q)
+            node = spec.node if spec else (g.logits if q == "logits" else "")
+            kind = q if spec is None else ("parameter" if spec.trainable else "moving statistic")
+            r = ref[s][q]
+            mag = _absmax(r)
+            base = atol + rtol * mag + K_TRAIN[dtype] * (_absmax(probe[s][q] - r) + u * mag)
+            worst = None
+            for b in judged:
+                o = runs[b][s][q]
+                err = float("inf") if o.shape != r.shape else _absmax(o - r)
+                if worst is None or err > worst[0]:
+                    worst = (err, b)
+            assert worst is not None
+            err, who = worst
+            diffs.append(TrainDiff(s + 1, q, node, kind, err, mag, base, who, bool(err <= base)))
+    return TrainingReport(g, names, dtype, steps, batch, float(lr), seed, tuple(diffs), oracle, excluded)
+
+
+def render_training(report: TrainingReport) -> str:
+    """Per quantity, its worst step against its bound; then PASS or the first divergence."""
+    g = report.graph
+    lines = [
+        f"training parity {' vs '.join(report.backends)}: {g.name}, {report.steps} SGD steps, batch "
+        f"{report.batch}, lr {report.lr:g}, {report.dtype}, seed {report.seed}",
+        f"judged against: {report.oracle}",
+    ]
+    if report.dropout_excluded:
+        lines.append(
+            f"dropout excluded: rate set to 0 at {', '.join(report.dropout_excluded)} (backends draw different masks)"
+        )
+    quantities = list(dict.fromkeys(d.quantity for d in report.diffs))
+    worst = [report.worst(q) for q in quantities]
+    top = sorted(worst, key=lambda d: d.error / d.allowed if d.allowed else float("inf"), reverse=True)[:8]
+    lines.append("closest to their bounds (quantity, step, backend, max abs diff, allowed):")
+    lines += [f"  {d.quantity} step {d.step} ({d.backend}): {d.error:.3g} <= {d.allowed:.3g}" for d in top if d.ok]
+    bad = report.first_failure
+    if bad is None:
+        lines.append(f"PASS: {len(quantities)} quantities agree at every one of {report.steps} steps")
+    else:
+        lines.append(
+            f"FAIL: first divergence at step {bad.step}, {bad.kind} {bad.quantity!r} (node {bad.node!r}, "
+            f"{bad.backend}): max abs diff {bad.error:.3g}, allowed {bad.allowed:.3g}"
+        )
+    return "\n".join(lines)

@@ -1,7 +1,9 @@
 """Cross-framework parity: the same weights and input give the same numbers in PyTorch and Keras.
 
-The fast tier runs a few configurations; the full grid (both shipped specs x widths 1, 0.75,
-0.5, 0.25 x resolutions 224, 160, 128 and the odd 199) is marked slow and runs in CI.
+float64 runs must agree to 1e-9 of each node's magnitude; float32 runs are judged against the
+float64 reference (archcompiler/parity.py). The fast tier runs a few configurations; the full
+grid (both shipped specs x widths 1, 0.75, 0.5, 0.25 x resolutions 224, 160, 128 and the odd
+199) is marked slow and runs in CI. Training equivalence: tests/test_training.py.
 """
 
 from __future__ import annotations
@@ -30,9 +32,9 @@ LOGIT_ATOL = 1e-5
 
 def check(spec: str, width: float, resolution: int) -> None:
     graph = a.lower(SPECS[spec], width=width, resolution=resolution)
-    rep = parity(graph, ("torch", "keras"), atol=1e-5, rtol=1e-5, seed=0)
+    rep = parity(graph, ("torch", "keras"), seed=0)
     bad = rep.first_failure
-    assert bad is None, f"first divergence at {bad.node} ({bad.op}): max abs {bad.max_abs:.3g}"
+    assert bad is None, f"first divergence at {bad.node} ({bad.op}): error {bad.error:.3g} > {bad.allowed:.3g}"
     logits = rep.diff(rep.logits)
     assert logits.max_abs <= LOGIT_ATOL, f"logits differ by {logits.max_abs:.3g}"
     assert len(rep.diffs) == len(graph.nodes)
@@ -76,52 +78,140 @@ def test_parity_detects_a_wrong_weight() -> None:
     assert rep.first_failure is not None and rep.first_failure.node == "conv_pw_3_bn"
 
 
-def _train_graph(variance_update: str) -> a.Graph:
-    text = (ROOT / "specs" / "mobilenet.yaml").read_text()
-    assert "variance_update: biased" in text
-    text = text.replace("variance_update: biased", f"variance_update: {variance_update}")
-    return a.lower(a.load_text(text, "mobilenet_train.yaml"), width=0.25, resolution=64)
+def test_parity_detects_a_wrong_weight_in_float64() -> None:
+    graph = a.lower(SPECS["mobilenet_keras"], width=0.25, resolution=64)
+    keras_b = get_backend("keras")
+
+    class Skewed(type(keras_b)):  # type: ignore[misc]
+        def set_weights(self, graph, model, w):  # type: ignore[no-untyped-def]
+            w = dict(w)
+            w["conv_dw_5_bn.moving_variance"] = w["conv_dw_5_bn.moving_variance"] * 1.001
+            super().set_weights(graph, model, w)
+
+    rep = parity(graph, ("torch", "keras"), dtype="float64", instances={"keras": Skewed()})
+    assert rep.first_failure is not None and rep.first_failure.node == "conv_dw_5_bn"
 
 
-@pytest.mark.parametrize("variance_update", ["biased", "unbiased"])
-def test_one_training_step_agrees(variance_update: str) -> None:
-    """Same weights, batch, plain SGD and learning rate: one step (BN in training mode) gives
-    the same updated weights and moving statistics in both frameworks, to 1e-4."""
-    graph = _train_graph(variance_update)
-    w0 = weights.init(graph, seed=3)
-    rng = np.random.default_rng(3)
-    x = rng.normal(size=(8, *graph.input_shape)).astype(np.float32)
-    y = rng.integers(0, graph.output_shape[-1], size=8)
-    after = {}
+# -- float64: the oracle -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("spec", "resolution"), [("mobilenet", 96), ("mobilenet_keras", 97)])
+def test_float64_backends_agree_to_1e9(spec: str, resolution: int) -> None:
+    """Every node within 1e-9 of its magnitude; and the runs really are float64 (float32
+    rounding alone would leave ~1e-7 of the magnitude)."""
+    graph = a.lower(SPECS[spec], width=0.25, resolution=resolution)
+    rep = parity(graph, ("torch", "keras"), dtype="float64")
+    assert rep.ok, rep.first_failure
+    assert rep.dtype == "float64" and rep.rtol == 1e-9
+    worst = max(d.error / d.allowed for d in rep.diffs if d.allowed)
+    assert worst < 1e-3, f"float64 runs differ by {worst:.3g} of the 1e-9 budget: one may be float32"
+
+
+def test_float64_models_hold_float64_weights_and_outputs() -> None:
+    graph = a.lower(SPECS["mobilenet"], width=0.25, resolution=32)
+    w = weights.init(graph, 0)
+    x = np.random.default_rng(0).normal(size=(1, *graph.input_shape))
     for name in ("torch", "keras"):
         b = get_backend(name)
-        m = b.build(graph)
-        b.set_weights(graph, m, w0)
-        b.train_step(graph, m, x, y, lr=0.1)
-        after[name] = b.get_weights(graph, m)
-    changed = 0
-    for key in w0:
-        t, k = after["torch"][key], after["keras"][key]
-        np.testing.assert_allclose(t, k, atol=1e-4, rtol=1e-4, err_msg=key)
-        changed += not np.allclose(t, w0[key], atol=1e-7)
-    # the step really did something: kernels moved and moving statistics updated
-    assert changed > len(w0) * 0.9
-    # The moving statistics follow the convention the IR states: recompute the stem BN's
-    # update by hand from the stem conv's output (which BN mode does not affect).
-    bn = graph["conv1_bn"]
-    assert bn.variance_update == variance_update
-    tb = get_backend("torch")
-    m = tb.build(graph)
-    tb.set_weights(graph, m, w0)
-    conv = tb.run(graph, m, x, ["conv1"])["conv1"].astype(np.float64)
-    n = conv.size // conv.shape[-1]
-    var = conv.var(axis=(0, 1, 2), ddof=1 if variance_update == "unbiased" else 0)
-    mean = conv.mean(axis=(0, 1, 2))
-    want_var = bn.decay * w0["conv1_bn.moving_variance"] + (1 - bn.decay) * var
-    want_mean = bn.decay * w0["conv1_bn.moving_mean"] + (1 - bn.decay) * mean
-    assert n > 1
-    for name in ("torch", "keras"):
-        np.testing.assert_allclose(after[name]["conv1_bn.moving_variance"], want_var, rtol=1e-5, err_msg=name)
-        np.testing.assert_allclose(after[name]["conv1_bn.moving_mean"], want_mean, rtol=1e-5, atol=1e-6, err_msg=name)
-    other = conv.var(axis=(0, 1, 2), ddof=0 if variance_update == "unbiased" else 1)
-    assert not np.allclose(bn.decay * w0["conv1_bn.moving_variance"] + (1 - bn.decay) * other, want_var, rtol=1e-6)
+        m = b.build_in(graph, "float64")
+        b.set_weights(graph, m, w)
+        assert b.model_dtype(m) == "float64"
+        assert all(v.dtype == np.float64 for v in b.get_weights(graph, m).values())
+        assert b.run(graph, m, x)[graph.output].dtype == np.float64
+        assert b.model_dtype(b.build(graph)) == "float32"  # the default is unchanged, and not leaked
+
+
+# -- float32 judged by the float64 oracle ------------------------------------------------------
+
+HEAD = """
+archc: 1
+name: {name}
+input: {{size: {size}, channels: {channels}}}
+classes: 10
+defaults:
+  padding: same
+  bias: false
+  activation: relu6
+  batchnorm: {{epsilon: 1.0e-3, decay: 0.99, variance_update: biased}}
+layers:
+"""
+
+# A MobileNetV2-like inverted residual whose expansion sees activations in the hundreds
+# (the rescaling stands for an un-normalised input): relu6 and hard_sigmoid then clamp them.
+INVERTED_RESIDUAL = (
+    HEAD.format(name="inverted_residual", size=32, channels=3)
+    + """
+  - {op: rescaling, scale: 64.0, name: scale}
+  - {op: conv, filters: 64, kernel: 3, name: stem}
+  - {op: batchnorm, name: stem_bn}
+  - {op: conv, filters: 384, kernel: 1, name: expand}
+  - {op: batchnorm, name: expand_bn}
+  - {op: activation, name: expand_relu}
+  - {op: depthwise_conv, kernel: 3, name: dw}
+  - {op: batchnorm, name: dw_bn}
+  - {op: activation, kind: hard_sigmoid, name: dw_gate}
+  - {op: conv, filters: 64, kernel: 1, name: project}
+  - {op: batchnorm, name: project_bn}
+  - {op: add, inputs: [stem_bn, project_bn], name: residual}
+  - {op: global_avg_pool, name: pool}
+  - {op: dense, units: $classes, name: fc}
+"""
+)
+
+POOL78 = (
+    HEAD.format(name="pool78", size=78, channels=32)
+    + """
+  - {op: conv, filters: 64, kernel: 3, bias: true, name: conv}
+  - {op: global_avg_pool, name: pool}
+"""
+)
+
+
+def _outputs(graph: a.Graph) -> dict[tuple[str, str], dict[str, np.ndarray]]:
+    """Every node in torch and keras float32 and torch float64, as parity runs them."""
+    w = weights.init(graph, 0)
+    x = np.random.default_rng(0).normal(size=(2, *graph.input_shape)).astype(np.float32)
+    names = [n.name for n in graph.nodes]
+    out = {}
+    for name, dtype in (("torch", "float32"), ("keras", "float32"), ("torch", "float64")):
+        b = get_backend(name)
+        m = b.build_in(graph, dtype)
+        b.set_weights(graph, m, w)
+        out[(name, dtype)] = {k: v.astype(np.float64) for k, v in b.run(graph, m, x, names).items()}
+    return out
+
+
+def test_clamp_after_a_large_activation_passes_on_inherited_error() -> None:
+    """The old rule (|keras - torch| <= 1e-5 * max(1, max|ref|) + 1e-5 * |ref|) fails at the
+    relu6: it inherits ~1e-4 of float32 error from a BatchNorm output of magnitude ~1000 but is
+    judged at its own magnitude 6. Against float64, both backends are as far as the float32
+    rounding upstream explains, and the node passes."""
+    graph = a.lower(a.load_text(INVERTED_RESIDUAL, "inverted_residual.yaml"))
+    out = _outputs(graph)
+    t, k, r64 = out[("torch", "float32")], out[("keras", "float32")], out[("torch", "float64")]
+    d = np.abs(k["expand_relu"] - t["expand_relu"])
+    old_ok = np.all(d <= 1e-5 * max(1.0, np.abs(t["expand_relu"]).max()) + 1e-5 * np.abs(t["expand_relu"]))
+    assert not old_ok, "the case no longer exercises the inherited error"
+    assert np.abs(r64["expand_bn"]).max() > 500  # the large activation the clamp follows
+    rep = parity(graph, ("torch", "keras"))
+    assert rep.ok, rep.first_failure
+    relu = rep.diff("expand_relu")
+    assert relu.error == pytest.approx(max(np.abs(t["expand_relu"] - r64["expand_relu"]).max(),
+                                           np.abs(k["expand_relu"] - r64["expand_relu"]).max()))  # fmt: skip
+    # not vacuous: the bound is of the size of the inherited error, far below the clamp's range
+    assert relu.allowed < 1e-3
+
+
+def test_long_global_average_pool_is_judged_by_its_length() -> None:
+    """Keras' 78x78 average is further from float64 than torch's (a different summation);
+    both are within the float32 bound of a 6084-term sum, which still catches a 0.1% error."""
+    graph = a.lower(a.load_text(POOL78, "pool78.yaml"))
+    out = _outputs(graph)
+    r64 = out[("torch", "float64")]["pool"]
+    errors = {b: np.abs(out[(b, "float32")]["pool"] - r64).max() for b in ("torch", "keras")}
+    rep = parity(graph, ("torch", "keras"))
+    assert rep.ok, rep.first_failure
+    pool = rep.diff("pool")
+    assert pool.error == pytest.approx(max(errors.values()))
+    # not vacuous: the bound (~gamma_6084 * mean|x|) would catch a 1% error in the average
+    assert pool.error <= pool.allowed < 1e-2 * np.abs(r64).max()

@@ -43,9 +43,16 @@ class KerasBackend(Backend):
     # weight_layout "canonical", activation_layout "channels_last", weight_names None: the
     # canonical conventions are Keras' own (the Backend defaults).
 
-    def build(self, graph: Graph) -> Any:
+    dtypes: ClassVar[tuple[str, ...]] = ("float32", "float64")
+
+    def build(self, graph: Graph, dtype: str = "float32") -> Any:
+        """A functional model whose layers (variables and computation) are in ``dtype``."""
         self.check_supported(graph)
-        return build_model(graph, self.handlers)
+        return build_model(graph, self.handlers, dtype)
+
+    def model_dtype(self, model: Any) -> str:
+        """The dtype of the model's input, which build_model made the layers' dtype too."""
+        return str(model.inputs[0].dtype)
 
     # -- glue: verification ----------------------------------------------------------------
 
@@ -86,7 +93,9 @@ class KerasBackend(Backend):
     def forward(self, graph: Graph, model: Any, x: np.ndarray, names: tuple[str, ...]) -> dict[str, np.ndarray]:
         return execute.forward(model, x, names)
 
-    def sgd_step(self, graph: Graph, model: Any, x: np.ndarray, y: np.ndarray, logits: str, lr: float) -> float:
+    def sgd_step(
+        self, graph: Graph, model: Any, x: np.ndarray, y: np.ndarray, logits: str, lr: float
+    ) -> tuple[float, np.ndarray]:
         return execute.sgd_step(model, x, y, logits, lr)
 
     def save(self, graph: Graph, model: Any, out_dir: Path) -> list[Path]:

@@ -27,10 +27,13 @@ class UnbiasedBatchNormalization(keras.layers.BatchNormalization):
             return super().call(inputs, training=training, mask=mask)
         if mask is not None or self.renorm:
             raise NotImplementedError("UnbiasedBatchNormalization supports neither masks nor renorm")
-        x = ops.cast(inputs, "float32")
+        # Statistics in the variables' dtype (float32, or float64 for parity's oracle); at least
+        # float32, as Keras' own BatchNormalization does for float16 inputs.
+        dtype = "float32" if self.variable_dtype in ("float16", "bfloat16") else self.variable_dtype
+        x = ops.cast(inputs, dtype)
         mean, variance = ops.moments(x, axes=self._reduction_axes, synchronized=self.synchronized)
         # Elements per channel: n / (n - 1) turns the biased variance into the unbiased one.
-        n = ops.cast(ops.size(x), "float32") / ops.cast(ops.size(mean), "float32")
+        n = ops.cast(ops.size(x), dtype) / ops.cast(ops.size(mean), dtype)
         unbiased = variance * n / ops.maximum(n - 1.0, 1.0)
         self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
         self.moving_variance.assign(self.moving_variance * self.momentum + unbiased * (1.0 - self.momentum))

@@ -6,7 +6,8 @@ layers its description names. Layer names are the IR node names, so weights map 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 from ...codegen import describe_graph
@@ -14,12 +15,36 @@ from ...ir import Graph
 from .ops import BACKEND, HANDLERS, Handler
 
 
-def build_model(graph: Graph, handlers: Mapping[str, Handler] = HANDLERS) -> Any:
-    """A keras.Model equivalent to ``graph`` (NHWC, float32, Keras' default random init),
-    built through ``handlers`` (the backend instance's table)."""
+@contextmanager
+def floatx(dtype: str) -> Iterator[None]:
+    """Keras' float type and global dtype policy set to ``dtype`` for the block, then restored.
+
+    Layers and ``keras.Input`` take their dtype from these when none is passed, so the handlers'
+    calls (the same literals the emitter writes) build a float64 model unchanged.
+    """
     from ._framework import keras
 
+    old_floatx, old_policy = keras.config.floatx(), keras.config.dtype_policy()
+    keras.config.set_floatx(dtype)
+    keras.config.set_dtype_policy(dtype)
+    try:
+        yield
+    finally:
+        keras.config.set_floatx(old_floatx)
+        keras.config.set_dtype_policy(old_policy)
+
+
+def build_model(graph: Graph, handlers: Mapping[str, Handler] = HANDLERS, dtype: str = "float32") -> Any:
+    """A keras.Model equivalent to ``graph`` (NHWC, Keras' default random init) in ``dtype``,
+    built through ``handlers`` (the backend instance's table)."""
     described = describe_graph(graph, handlers, BACKEND)  # UnsupportedOpError before any layer exists
+    with floatx(dtype):
+        return _build(graph, described)
+
+
+def _build(graph: Graph, described: Any) -> Any:
+    from ._framework import keras
+
     tensors: dict[str, Any] = {}
     inputs = []
     for item in described:

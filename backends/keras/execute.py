@@ -41,21 +41,31 @@ def forward(model: Any, x: np.ndarray, names: tuple[str, ...]) -> dict[str, np.n
     return {n: v.numpy() for n, v in zip(names, values, strict=True)}
 
 
-def sgd_step(model: Any, x: np.ndarray, y: np.ndarray, logits: str, lr: float) -> float:
+def sgd_step(model: Any, x: np.ndarray, y: np.ndarray, logits: str, lr: float) -> tuple[float, np.ndarray]:
     """One SGD step (momentum 0) on mean sparse softmax cross-entropy; BN in training mode.
 
-    Returns the loss before the step. BatchNorm layers update their moving statistics as a
-    side effect of the training-mode call, as in ``model.fit``.
+    Returns the loss before the step and the training-mode logits. BatchNorm layers update
+    their moving statistics as a side effect of the training-mode call, as in ``model.fit``.
+    The update is ``w -= lr * grad`` written out, in the variable's dtype: Keras' SGD keeps its
+    learning rate in a float32 variable, so in float64 it would step by float32(lr), a 1e-8
+    relative difference from torch's (and from a float32 SGD the result is identical).
     """
-    from ._framework import keras, tf
+    from ._framework import tf
 
     sub = _submodel(model, (logits,))
-    optimizer = keras.optimizers.SGD(learning_rate=lr, momentum=0.0)
     variables = sub.trainable_variables
     with tf.GradientTape() as tape:
         out = sub(tf.convert_to_tensor(x), training=True)
-        per_example = keras.losses.sparse_categorical_crossentropy(tf.convert_to_tensor(y), out, from_logits=True)
-        loss = keras.ops.mean(per_example)
+        per_example = keras_loss(tf.convert_to_tensor(y), out)
+        loss = tf.reduce_mean(per_example)
     grads = tape.gradient(loss, variables)
-    optimizer.apply_gradients(zip(grads, variables, strict=True))
-    return float(loss)
+    for variable, grad in zip(variables, grads, strict=True):
+        variable.assign_sub(tf.constant(lr, dtype=variable.dtype) * grad)  # not tf.cast: float32 first
+    return float(loss), np.asarray(out)
+
+
+def keras_loss(y: Any, logits: Any) -> Any:
+    """Per-example softmax cross-entropy of integer labels, as Keras computes it in training."""
+    from ._framework import keras
+
+    return keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)

@@ -69,6 +69,7 @@ class TorchBackend(Backend):
     activation_layout = "channels_first"
     weight_names: ClassVar[Mapping[tuple[str, str], str]] = weight_io.WEIGHT_NAMES
     reserved_names = RESERVED
+    dtypes: ClassVar[tuple[str, ...]] = ("float32", "float64")
     foreign_weight_suffixes: ClassVar[tuple[str, ...]] = (".pt",)  # its own state_dict (checkpoint.py)
 
     def __init__(self, *, export: bool = False, source: bool = True) -> None:
@@ -77,9 +78,18 @@ class TorchBackend(Backend):
         self.export = export
         self.source = source
 
-    def build(self, graph: ir.Graph) -> GraphModule:
+    def build(self, graph: ir.Graph, dtype: str = "float32") -> GraphModule:
+        """The module in float32, or in float64 (``model.double()``: parameters and buffers) for
+        parity's oracle."""
         self.check_supported(graph)
-        return build_module(graph, self.handlers)
+        model = build_module(graph, self.handlers)
+        return model.double() if dtype == "float64" else model
+
+    def model_dtype(self, model: Any) -> str:
+        """The dtype of the first floating-point parameter or buffer (float32 if there is none)."""
+        tensors = [*_as_graph_module(model).parameters(), *model.buffers()]
+        first = next((t for t in tensors if t.is_floating_point()), None)
+        return "float32" if first is None else str(first.dtype).removeprefix("torch.")
 
     # -- glue: verification ----------------------------------------------------------------
 
@@ -91,7 +101,10 @@ class TorchBackend(Backend):
         model.eval()
         try:
             with pinned_threads():
-                values = {model.input_name: torch.zeros((1, *shape_to(graph.input_shape, "channels_first")))}
+                dtype = getattr(torch, self.model_dtype(model))
+                values = {
+                    model.input_name: torch.zeros((1, *shape_to(graph.input_shape, "channels_first")), dtype=dtype)
+                }
                 yield model.input_name, tuple(values[model.input_name].shape[1:])
                 # Only shapes are needed: free each value after its last use (half the time).
                 dead = last_uses(model.input_name, model.steps, ())
@@ -135,9 +148,12 @@ class TorchBackend(Backend):
             outs = model.forward_nodes(torch.from_numpy(x), names)
         return {n: outs[n].numpy() for n in names}
 
-    def sgd_step(self, graph: ir.Graph, model: Any, x: np.ndarray, y: np.ndarray, logits: str, lr: float) -> float:
+    def sgd_step(
+        self, graph: ir.Graph, model: Any, x: np.ndarray, y: np.ndarray, logits: str, lr: float
+    ) -> tuple[float, np.ndarray]:
         """One plain SGD step on mean softmax cross-entropy of the logits. BatchNorm runs in
-        training mode, so its moving statistics update too; the model is left in eval mode."""
+        training mode, so its moving statistics update too; the model is left in eval mode.
+        Returns the loss and the training-mode logits (before the update)."""
         model = _as_graph_module(model)
         opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.0, weight_decay=0.0)
         model.train()
@@ -150,7 +166,7 @@ class TorchBackend(Backend):
                 opt.step()
         finally:
             model.eval()
-        return float(loss.item())
+        return float(loss.item()), out.detach().numpy().copy()
 
     def save(self, graph: ir.Graph, model: Any, out_dir: Path) -> list[Path]:
         from .save import save_model
