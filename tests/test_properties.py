@@ -149,6 +149,9 @@ def builds_and_agrees(case: SpecCase) -> None:
     bad = report.first_failure
     assert report.ok, f"parity: first divergence at {bad.node} ({bad.op}), max abs {bad.max_abs:.3g}"
     assert len(report.diffs) == len(graph.nodes)
+    exact = net.parity(("torch", "keras"), dtype="float64")  # float64: agreement within 1e-9
+    bad = exact.first_failure
+    assert exact.ok, f"float64 parity: first divergence at {bad.node} ({bad.op}), max abs {bad.max_abs:.3g}"
     w = W.init(graph, seed=1)
     x = np.random.default_rng(2).normal(size=(2, *graph.input_shape)).astype(np.float32)
     generated_torch_matches(net, net.build("torch", weights=w), x)
