@@ -83,11 +83,15 @@ class TorchBackend(Backend):
         parity's oracle."""
         self.check_supported(graph)
         model = build_module(graph, self.handlers)
+        model.compute_dtype = dtype  # a model without parameters still knows its dtype
         return model.double() if dtype == "float64" else model
 
     def model_dtype(self, model: Any) -> str:
         """The dtype of the first floating-point parameter or buffer (float32 if there is none)."""
-        tensors = [*_as_graph_module(model).parameters(), *model.buffers()]
+        declared = getattr(_as_graph_module(model), "compute_dtype", None)
+        if declared is not None:
+            return declared
+        tensors = [*model.parameters(), *model.buffers()]
         first = next((t for t in tensors if t.is_floating_point()), None)
         return "float32" if first is None else str(first.dtype).removeprefix("torch.")
 
