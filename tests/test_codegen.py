@@ -22,7 +22,7 @@ from archcompiler.registry import BackendError
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECS = [ROOT / "specs/mobilenet.yaml", ROOT / "specs/mobilenet_keras.yaml", ROOT / "tests/specs/tiny_resnet.yaml"]
-FAMILY = [ROOT / "specs/mobilenet_v2.yaml", ROOT / "specs/mobilenet_v3_large.yaml", ROOT / "specs/mobilenet_v3_small.yaml"]
+FAMILY = [ROOT / f"specs/{name}.yaml" for name in ("mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small")]
 
 
 def _count(text: object, args: dict[str, object]) -> int:
