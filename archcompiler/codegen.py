@@ -747,6 +747,10 @@ class _Folder(Generic[H]):
                 label = param_of.get(f"label{p}")
                 if label is None:
                     raise BackendError(f"block {block!r}: a choice without a parameter")
+                # if/else on the spec's own value ("relu", "hard_swish"), each branch the natural
+                # constructor call: what one writes by hand, and it holds for any layer whose
+                # category varies (its calls, arguments and name may differ per branch), where a
+                # class-lookup table would fit only one-call layers with the same arguments
                 cases: list[tuple[str | None, list[Statement]]] = []
                 for v, (lab, _) in enumerate(variants):
                     cond = None if v == len(variants) - 1 else f"{label} == {literal(lab)}"
@@ -761,10 +765,18 @@ class _Folder(Generic[H]):
             else:
                 current = (flag, list(stmts))
                 body.append(Branch([current]))
-        rests = [self._rest(pieces[key]) for key in keys]
+
+        def pattern(parts: Sequence[str | tuple[str]]) -> str:
+            return "".join(
+                x if isinstance(x, str) else "#" if x[0].startswith("n") else "{" + x[0] + "}" for x in parts
+            )
+
+        layers = list(dict.fromkeys(pattern(pieces[key]) for key in keys))
+        numbered = " (# = the block's number)" if any("#" in x for x in layers) else ""
+        listed = ", ".join(layers) if len(layers) <= 8 else f"{layers[0]}, ..., {layers[-1]}"
+        guarded = "" if all(isinstance(s, Site) for s in body) else " A layer some instances lack runs under its flag."
         doc = textwrap.fill(
-            f"One instance of the spec's {block!r} block: {rests[0]} ... {rests[-1]}; layers a guard "
-            "(when:) leaves out of some instances run under a flag, categorical choices under a string.",
+            f"One {block!r} block of the spec, {len(layers)} layers: {listed}{numbered}.{guarded}",
             width=96,
             subsequent_indent="    ",
         )
