@@ -709,7 +709,10 @@ class _Folder(Generic[H]):
             for slot, value in first.slots():
                 order = 3 if isinstance(value, tuple) else 2
                 values = [dict(c.slots())[slot] if c is not None else _HOLE for c in calls]
-                columns[f"{key}:{slot}"] = (first.slot_name(slot), values, order)
+                name = first.slot_name(slot)
+                if key[0] in flags_of:  # an argument of a guarded layer: expand_filters, not filters_2
+                    name = f"{columns[flags_of[key[0]]][0]}_{name}"
+                columns[f"{key}:{slot}"] = (name, values, order)
         param_of, params = _parameters(columns, self.reserved)
 
         def expr(parts: Sequence[str | tuple[str]]) -> str:
@@ -999,11 +1002,16 @@ def _annotation(values: Sequence[Any]) -> str:
 def fold(graph: ir.Graph, handlers: Mapping[str, H], backend: str, reserved: frozenset[str] = RESERVED) -> Structure:
     """The graph's calls as single layers and tables of repeated blocks.
 
-    Nodes group into block instances (consecutive nodes of one spec entry whose names carry
-    the same numbers: ``conv_dw_3``, ``conv_dw_3_bn``); instances with one signature (name
-    pattern, :func:`structure_key` of each node, wiring) form a kind, written as one function;
-    what differs between instances (numbers in names, arguments, names read from outside)
-    becomes its parameters, one table row per instance. Only the calls depend on the backend.
+    Nodes group into block instances: the nodes one instance of a spec block made (Span.block
+    and Span.instance; a nested block's layers belong to the instance that called it), else
+    consecutive nodes of one spec entry whose names carry the same numbers. Every instance of
+    one spec block is one kind, written as one function (:meth:`_Folder.block_kind`: guarded
+    layers under flags, categories under a choice); when they do not fit one function, and for
+    layers outside blocks, instances with one signature (name pattern, :func:`structure_key`
+    of each node, wiring) form a kind. What differs between instances (numbers or a prefix in
+    names, arguments, names read from outside, flags) becomes parameters, one table row per
+    instance. Which kinds and rows there are depends on the IR alone; only the calls depend on
+    the backend.
     """
     folder = _Folder(graph, handlers, backend, reserved)
     inputs = {n.name for n in graph.inputs}

@@ -39,7 +39,7 @@ def inverted_residual_block(
     strides: int,
     padding: str,
     filters: int,
-    filters_2: int | None,
+    expand_filters: int | None,
     expand: bool,
     pad: bool,
     add: bool,
@@ -47,7 +47,7 @@ def inverted_residual_block(
     """One 'inverted_residual' block of the spec, 10 layers: {prefix}expand, ..., {prefix}add. A layer
     some instances lack runs under its flag."""
     if expand:
-        x = layers.Conv2D(filters_2, 1, use_bias=False, name=f"{prefix}expand")(x)
+        x = layers.Conv2D(expand_filters, 1, use_bias=False, name=f"{prefix}expand")(x)
         x = layers.BatchNormalization(momentum=0.999, epsilon=0.001, name=f"{prefix}expand_BN")(x)
         x = layers.ReLU(6.0, name=f"{prefix}expand_relu")(x)
     if pad:

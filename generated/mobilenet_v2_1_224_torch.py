@@ -115,7 +115,7 @@ def inverted_residual_block(
     stride: int,
     padding: int,
     out_channels: int,
-    in_channels_2: int | None,
+    expand_in_channels: int | None,
     expand: bool,
     pad: bool,
     add: bool,
@@ -124,7 +124,7 @@ def inverted_residual_block(
     some instances lack runs under its flag."""
     layers: dict[str, Entry] = {}
     if expand:
-        layers[f"{prefix}expand"] = nn.Conv2d(in_channels_2, in_channels, 1, bias=False)
+        layers[f"{prefix}expand"] = nn.Conv2d(expand_in_channels, in_channels, 1, bias=False)
         layers[f"{prefix}expand_BN"] = BatchNorm2d(in_channels, eps=0.001, momentum=0.001)
         layers[f"{prefix}expand_relu"] = nn.ReLU6()
     if pad:

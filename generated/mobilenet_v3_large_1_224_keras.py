@@ -40,9 +40,9 @@ def inverted_residual_block(
     strides: int,
     padding: str,
     filters: int,
-    filters_2: int | None,
-    filters_3: int | None,
-    padding_2: tuple[int, ...] | None,
+    expand_filters: int | None,
+    squeeze_excite_filters: int | None,
+    depthwise_pad_padding: tuple[int, ...] | None,
     activation: str,
     expand: bool,
     depthwise_pad: bool,
@@ -52,14 +52,14 @@ def inverted_residual_block(
     """One 'inverted_residual' block of the spec, 18 layers: {prefix}expand, ..., {prefix}add. A layer
     some instances lack runs under its flag."""
     if expand:
-        x = layers.Conv2D(filters_2, 1, use_bias=False, name=f"{prefix}expand")(x)
+        x = layers.Conv2D(expand_filters, 1, use_bias=False, name=f"{prefix}expand")(x)
         x = layers.BatchNormalization(momentum=0.999, epsilon=0.001, name=f"{prefix}expand_bn")(x)
         if activation == "relu":
             x = layers.ReLU(name=f"{prefix}expand_relu")(x)
         else:
             x = layers.Activation("hard_silu", name=f"{prefix}expand_hard_swish")(x)
     if depthwise_pad:
-        x = layers.ZeroPadding2D(padding_2, name=f"{prefix}depthwise_pad")(x)
+        x = layers.ZeroPadding2D(depthwise_pad_padding, name=f"{prefix}depthwise_pad")(x)
     x = layers.DepthwiseConv2D(
         kernel_size, strides=strides, padding=padding, use_bias=False, name=f"{prefix}depthwise"
     )(x)
@@ -72,9 +72,9 @@ def inverted_residual_block(
         tensors[f"{prefix}depthwise_hard_swish"] = x
     if squeeze_excite:
         x = layers.GlobalAveragePooling2D(keepdims=True, name=f"{prefix}squeeze_excite_avg_pool")(x)
-        x = layers.Conv2D(filters_3, 1, name=f"{prefix}squeeze_excite_conv")(x)
+        x = layers.Conv2D(squeeze_excite_filters, 1, name=f"{prefix}squeeze_excite_conv")(x)
         x = layers.ReLU(name=f"{prefix}squeeze_excite_relu")(x)
-        x = layers.Conv2D(filters_2, 1, name=f"{prefix}squeeze_excite_conv_1")(x)
+        x = layers.Conv2D(expand_filters, 1, name=f"{prefix}squeeze_excite_conv_1")(x)
         x = layers.Activation("hard_sigmoid", name=f"{prefix}squeeze_excite_hard_sigmoid")(x)
         tensors[f"{prefix}squeeze_excite_hard_sigmoid"] = x
         x = layers.Multiply(name=f"{prefix}squeeze_excite_mul")(

@@ -154,9 +154,9 @@ def inverted_residual_block(
     stride: int,
     padding: int,
     out_channels: int,
-    in_channels_2: int | None,
-    out_channels_2: int | None,
-    padding_2: tuple[int, ...] | None,
+    expand_in_channels: int | None,
+    squeeze_excite_out_channels: int | None,
+    depthwise_pad_padding: tuple[int, ...] | None,
     activation: str,
     expand: bool,
     depthwise_pad: bool,
@@ -167,14 +167,14 @@ def inverted_residual_block(
     some instances lack runs under its flag."""
     layers: dict[str, Entry] = {}
     if expand:
-        layers[f"{prefix}expand"] = nn.Conv2d(in_channels_2, in_channels, 1, bias=False)
+        layers[f"{prefix}expand"] = nn.Conv2d(expand_in_channels, in_channels, 1, bias=False)
         layers[f"{prefix}expand_bn"] = BatchNorm2d(in_channels, eps=0.001, momentum=0.001)
         if activation == "relu":
             layers[f"{prefix}expand_relu"] = nn.ReLU()
         else:
             layers[f"{prefix}expand_hard_swish"] = nn.Hardswish()
     if depthwise_pad:
-        layers[f"{prefix}depthwise_pad"] = nn.ZeroPad2d(padding_2)
+        layers[f"{prefix}depthwise_pad"] = nn.ZeroPad2d(depthwise_pad_padding)
     layers[f"{prefix}depthwise"] = nn.Conv2d(
         in_channels, in_channels, kernel_size, stride=stride, padding=padding, groups=in_channels, bias=False
     )
@@ -185,9 +185,9 @@ def inverted_residual_block(
         layers[f"{prefix}depthwise_hard_swish"] = nn.Hardswish()
     if squeeze_excite:
         layers[f"{prefix}squeeze_excite_avg_pool"] = GlobalPool(kind="avg", keepdims=True)
-        layers[f"{prefix}squeeze_excite_conv"] = nn.Conv2d(in_channels, out_channels_2, 1, bias=True)
+        layers[f"{prefix}squeeze_excite_conv"] = nn.Conv2d(in_channels, squeeze_excite_out_channels, 1, bias=True)
         layers[f"{prefix}squeeze_excite_relu"] = nn.ReLU()
-        layers[f"{prefix}squeeze_excite_conv_1"] = nn.Conv2d(out_channels_2, in_channels, 1, bias=True)
+        layers[f"{prefix}squeeze_excite_conv_1"] = nn.Conv2d(squeeze_excite_out_channels, in_channels, 1, bias=True)
         layers[f"{prefix}squeeze_excite_hard_sigmoid"] = nn.Hardsigmoid()
         layers[f"{prefix}squeeze_excite_mul"] = (
             Multiply(),
