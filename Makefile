@@ -32,7 +32,10 @@ generate: $(STAMP)
 	for b in torch keras; do \
 	  $(BIN)/archc generate specs/mobilenet.yaml --backend $$b -o generated/ && \
 	  $(BIN)/archc generate specs/mobilenet.yaml --backend $$b --width 0.5 --resolution 160 -o generated/ && \
-	  $(BIN)/archc generate specs/mobilenet_keras.yaml --backend $$b -o generated/ || exit 1; \
+	  $(BIN)/archc generate specs/mobilenet_keras.yaml --backend $$b -o generated/ && \
+	  $(BIN)/archc generate specs/mobilenet_v2.yaml --backend $$b -o generated/ && \
+	  $(BIN)/archc generate specs/mobilenet_v3_large.yaml --backend $$b -o generated/ && \
+	  $(BIN)/archc generate specs/mobilenet_v3_small.yaml --backend $$b -o generated/ || exit 1; \
 	done
 
 # Not run by the tests or CI (about ten minutes); the peer counting tools install with --no-deps.

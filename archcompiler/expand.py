@@ -225,6 +225,10 @@ class _Scope:
     context: str = ""
     prefix: str = ""
     counts: Counter[str] = field(default_factory=Counter)
+    owner: str | None = None
+    """The numbered block whose instance this scope is part of (Span.block)."""
+    member: tuple[int, ...] = ()
+    """Where this scope sits inside that block's definition (Span.member)."""
 
 
 @dataclass
@@ -418,6 +422,9 @@ def _expand_op(ex: _Expansion, layer: LayerBase, path: Path, scope: _Scope) -> N
         if deferred:
             pending = _Pending(op, filled, origins, when if isinstance(when, Deferred) else None, checker)
         span = ex.span(scope.call_path)
+        if scope.owner is not None:
+            member = (*scope.member, int(path[-1]), r)
+            span = Span(span.file, span.line, span.col, span.path, scope.owner, scope.number, member)
         ex.add(Entry(name, resolved, inputs, span, scope.context, follows, pending, scope.block_input))
 
 
@@ -500,6 +507,10 @@ def _expand_call(ex: _Expansion, call: BlockCall, path: Path, caller: _Scope) ->
                 raise ex.err((*path, "inputs"), "a block call reads exactly one input")
             block_input = _input_name(ex, call.inputs[0], prefix_env, (*path, "inputs"), caller)
         scope = _Scope(values, origin, call.block, number, block_input, caller.call_path, context, prefix)
+        if numbered:
+            scope.owner = call.block
+        elif number is not None:  # nested in a numbered instance: part of it
+            scope.owner, scope.member = caller.owner, (*caller.member, int(path[-1]), rep)
         saved = ex.pending_input
         ex.pending_input = block_input
         made = len(ex.entries)

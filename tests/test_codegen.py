@@ -22,13 +22,43 @@ from archcompiler.registry import BackendError
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECS = [ROOT / "specs/mobilenet.yaml", ROOT / "specs/mobilenet_keras.yaml", ROOT / "tests/specs/tiny_resnet.yaml"]
+FAMILY = [ROOT / f"specs/{name}.yaml" for name in ("mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small")]
+
+
+def _count(text: object, args: dict[str, object]) -> int:
+    """A ``repeat`` of the spec files: a number or ``$n - 1`` (a stage's repeated blocks)."""
+    if isinstance(text, int):
+        return text
+    name, minus = str(text).replace(" ", "").lstrip("$").split("-")
+    return int(args[name]) - int(minus)  # type: ignore[call-overload]
 
 
 def spec_instances(path: Path) -> list[tuple[int, str]]:
-    """(block number, spec block name) of every block instance, read from the YAML."""
-    layers = yaml.safe_load(path.read_text(encoding="utf-8"))["layers"]
-    names = [entry["block"] for entry in layers if "block" in entry for _ in range(entry.get("repeat", 1))]
+    """(block number, spec block name) of every block instance, read from the YAML: a block
+    with layers of its own is an instance per call (and repeat); a block of calls only (V2's
+    stage) is its calls'."""
+    spec = yaml.safe_load(path.read_text(encoding="utf-8"))
+    blocks = spec.get("blocks", {})
+
+    def walk(entry: dict, args: dict[str, object]) -> list[str]:
+        block = blocks[entry["block"]]
+        reps = _count(entry.get("repeat", 1), args)
+        if any("block" not in layer for layer in block["layers"]):
+            return [entry["block"]] * reps
+        inner = {**block.get("params", {}), **{k: v for k, v in entry.items() if k != "block"}}
+        return [name for _ in range(reps) for layer in block["layers"] for name in walk(layer, inner)]
+
+    names = [name for entry in spec["layers"] if "block" in entry for name in walk(entry, {})]
     return list(enumerate(names, 1))
+
+
+def keras_prefixes(path: Path) -> list[str]:
+    """The name prefix of each inverted-residual block in keras.applications: V2 names block 0
+    ``expanded_conv`` and block i ``block_i``; V3 names them ``expanded_conv`` and
+    ``expanded_conv_i`` (keras/src/applications/mobilenet_v2.py, mobilenet_v3.py)."""
+    count = len(spec_instances(path))
+    rest = "block_{}_" if path.stem == "mobilenet_v2" else "expanded_conv_{}_"
+    return ["expanded_conv_", *(rest.format(i) for i in range(1, count))]
 
 
 def blocks(source: str) -> tuple[list[str], list[list[tuple[str, object]]]]:
@@ -61,7 +91,7 @@ def backends():
 
 @pytest.mark.torch
 @pytest.mark.keras
-@pytest.mark.parametrize("path", SPECS, ids=[p.stem for p in SPECS])
+@pytest.mark.parametrize("path", SPECS + FAMILY, ids=[p.stem for p in SPECS + FAMILY])
 @pytest.mark.parametrize(("width", "resolution"), [(1.0, 224), (0.5, 199)])
 def test_torch_and_keras_fold_the_same_blocks(backends, path: Path, width: float, resolution: int) -> None:
     graph = a.lower(a.load(path), width=width, resolution=resolution if "mobilenet" in path.stem else None)
@@ -73,7 +103,12 @@ def test_torch_and_keras_fold_the_same_blocks(backends, path: Path, width: float
     # function per spec block (a stride-2 separable block is not a kind of its own).
     rows = [row for table in torch_tables for row in table]
     instances = spec_instances(path)
-    assert [index for _, index in rows] == [index for index, _ in instances]
+    if path in FAMILY:
+        # V2/V3: one table, the block's layer-name prefix first (their first block has no number)
+        assert len(torch_tables) == 1
+        assert [prefix for _, prefix in rows] == keras_prefixes(path)
+    else:
+        assert [index for _, index in rows] == [index for index, _ in instances]
     function_of = dict(zip([block for _, block in instances], [f for f, _ in rows], strict=True))
     assert [f for f, _ in rows] == [function_of[block] for _, block in instances]
     assert len(set(function_of.values())) == len(function_of)
@@ -150,3 +185,26 @@ def test_fold_names_a_handler_without_a_general_form() -> None:
     handlers = {op: FakeHandler(op, general=False) for op in ir.IR_OPS}
     with pytest.raises(BackendError, match=r"'depthwise_conv2d' handler describes 'conv_dw_1' and 'conv_dw_2'"):
         codegen.fold(graph, handlers, "fake")
+
+
+@pytest.mark.parametrize("path", FAMILY[1:], ids=[p.stem for p in FAMILY[1:]])
+def test_guarded_layers_are_flags_and_the_activation_a_choice(path: Path) -> None:
+    """V3's one block definition is one function: each instance's flags say what its spec
+    entry asks for (an expansion conv when expansion != 1, a pad when stride is 2, a
+    squeeze-excite when se is set) and its activation is the entry's ``act``."""
+    graph = a.lower(a.load(path))
+    handlers = {op: FakeHandler(op) for op in ir.IR_OPS}
+    structure = codegen.fold(graph, handlers, "fake")
+    (kind,) = structure.kinds
+    assert kind.function == "inverted_residual_block" and not kind.plain
+    names = [p for p, _ in kind.params]
+    rows = [dict(zip(names, row, strict=True)) for row in kind.rows]
+    entries = [e for e in yaml.safe_load(path.read_text(encoding="utf-8"))["layers"] if "block" in e]
+    assert [r["expand"] for r in rows] == [e["expansion"] != 1 for e in entries]
+    assert [r["depthwise_pad"] for r in rows] == [e["stride"] == 2 for e in entries]
+    assert [r["squeeze_excite"] for r in rows] == [bool(e.get("se")) for e in entries]
+    assert [r["activation"] for r in rows] == [e.get("act", "hard_swish") for e in entries]
+    source = "\n".join(kind.lines(lambda site: [f"{site.name}"]))
+    for flag in ("expand", "depthwise_pad", "squeeze_excite", "add"):
+        assert f"if {flag}:" in source
+    assert "if activation == " in source and "else:" in source

@@ -39,12 +39,21 @@ class OpError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Span:
-    """Where in the spec a node came from, so lowering errors can point at it."""
+    """Where in the spec a node came from, so lowering errors can point at it, and which
+    block instance made it, so emitters fold a block's layers back into one function."""
 
     file: str
     line: int
     col: int
     path: str
+    block: str | None = None
+    """The numbered spec block whose instance made the layer (a nested block's layers belong
+    to the instance that called it: squeeze-excite inside a V3 block)."""
+    instance: int | None = None
+    """That instance's number ('{index}')."""
+    member: tuple[int, ...] = ()
+    """The layer's place in the block definition: (layer index, repeat) per nesting level, so
+    the same layer of two instances has the same member even when guards drop others."""
 
     def __str__(self) -> str:
         return f"{self.file}:{self.line}:{self.col}: {self.path}"

@@ -56,6 +56,11 @@ def layer_source(site: Site) -> str:
     return f"({src}, ({refs[0]},))" if len(refs) == 1 else f"({src}, ({', '.join(refs)}))"
 
 
+def statement(site: Site) -> list[str]:
+    """A layer of a block function with guarded layers: ``layers[name] = ...``."""
+    return [f"layers[{site.name}] = {layer_source(site)}"]
+
+
 def render(graph: ir.Graph, handlers: Mapping[str, Handler]) -> str:
     """The template's output, before formatting."""
     for node in graph.nodes:
@@ -108,6 +113,7 @@ def render(graph: ir.Graph, handlers: Mapping[str, Handler]) -> str:
         "kinds": structure.kinds,
         "sections": structure.sections,
         "layer": layer_source,
+        "statement": statement,
         "dag": not structure.chain,
         "input_name": inputs[0].name,
         "output_name": graph.output,

@@ -94,6 +94,10 @@ CASES = {
     "mobilenet_025_199": lambda: lowered("mobilenet", 0.25, 199),
     "mobilenet_keras_05_128": lambda: lowered("mobilenet_keras", 0.5, 128),
     "mobilenet_keras_025_199": lambda: lowered("mobilenet_keras", 0.25, 199),
+    # one function for V2's and V3's inverted-residual block, whose guards drop layers per instance
+    "mobilenet_v2_05_97": lambda: lowered("mobilenet_v2", 0.5, 97),
+    "mobilenet_v3_large_05_97": lambda: lowered("mobilenet_v3_large", 0.5, 97),
+    "mobilenet_v3_small_075_97": lambda: lowered("mobilenet_v3_small", 0.75, 97),
     "kitchen_sink": kitchen_sink,
     "tiny_resnet": lambda: a.lower(a.load(ROOT / "tests" / "specs" / "tiny_resnet.yaml")),
 }
@@ -211,7 +215,7 @@ def test_repeated_blocks_are_one_function_and_a_table(emitted) -> None:
     assert paper.count("\ndef ") == 2  # one block function (stride 1 and 2 alike) and build_model
     assert "for block, *args in BLOCKS:" in paper
     assert paper.count('name=f"conv_dw_{index}"') == 1
-    assert "(conv_dw_block, 2, 2, 128)," in paper  # index, stride, filters of Table 1's 2nd row
+    assert "(separable_block, 2, 2, 128)," in paper  # index, stride, filters of Table 1's 2nd row
     keras_src = emitted["mobilenet_keras_05_128"]["source"]
     assert keras_src.count("\ndef ") == 3  # padded stride-2 blocks have one more layer
     assert len(keras_src.splitlines()) < 120
@@ -219,7 +223,7 @@ def test_repeated_blocks_are_one_function_and_a_table(emitted) -> None:
     assert "tensors[" in sink and "class UnbiasedBatchNormalization" in sink
     resnet = emitted["tiny_resnet"]["source"]  # a DAG folds too: the skip input is a parameter
     assert resnet.count("\ndef ") == 2 and "res2_conv_a" not in resnet
-    assert "tensors[source]" in resnet and '(res_conv_a_block, 3, "res2_out"),' in resnet
+    assert "tensors[source]" in resnet and '(residual_block, 3, "res2_out"),' in resnet
 
 
 def test_docstring_names_spec_and_costs(emitted) -> None:

@@ -191,6 +191,11 @@ def check_same_model(backend, g: ir.Graph, cls_name: str, tmp: Path) -> float:
         (PAPER, "MobilenetV1", 0.25, 199),
         (KERAS, "MobilenetKeras", 0.25, 128),
         (KERAS, "MobilenetKeras", 0.5, 199),
+        # guarded layers (expansion, stride-2 pad, squeeze-excite, residual add) and a choice of
+        # activation inside one block function
+        (str(REPO / "specs/mobilenet_v2.yaml"), "MobilenetV2", 0.5, 97),
+        (str(REPO / "specs/mobilenet_v3_large.yaml"), "MobilenetV3Large", 0.5, 97),
+        (str(REPO / "specs/mobilenet_v3_small.yaml"), "MobilenetV3Small", 0.75, 97),
     ],
 )
 def test_emitted_model_equals_built_model(backend, tmp_path, spec, cls_name, width, resolution):
