@@ -331,6 +331,16 @@ class RescalingHandler(Handler):
         kwargs = {"offset": node.offset}
         return [layer_call("Rescaling", node, (node.scale,), kwargs, arg_names=("scale",), defaults={"offset": 0.0})]
 
+    def instantiate(self, call: Call) -> Any:
+        """The layer, its constants held as float64 numpy scalars: TensorFlow casts a Python
+        float through float32 first (``tf.cast(1 / 127.5, "float64")`` is float32's value), so a
+        float64 model (parity's oracle) would compute with a float32 scale. float32 is unchanged."""
+        import numpy as np
+
+        layer = super().instantiate(call)
+        layer.scale, layer.offset = np.float64(layer.scale), np.float64(layer.offset)
+        return layer
+
 
 HANDLERS: Mapping[str, Handler] = {
     h.op: h
