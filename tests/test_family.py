@@ -164,8 +164,8 @@ def test_mobilenet_v2_published_totals(alpha: float, total: int, trainable: int 
             assert train == trainable
 
 
-V3_ALPHAS = (0.5, 0.75, 1.0, 1.25)
-V3_SIZES = (96, 128, 160, 224, 131)
+V3_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.25, 1.3, 1.4)  # issue 8 grid, plus 1.25
+V3_SIZES = (96, 128, 160, 192, 224, 131)
 V3L = keras.applications.MobileNetV3Large
 V3S = keras.applications.MobileNetV3Small
 
