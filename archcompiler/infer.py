@@ -66,6 +66,8 @@ def infer(loaded: LoadedSpec, entries: list[Entry], width: float, size: tuple[in
                     )
                 raise entry.error(f"reads unknown layer {ref!r}{did_you_mean(ref, list(by_name))}")
         shapes = tuple(by_name[n].shape for n in names)
+        if not shapes:  # 'inputs: []': every op reads at least one input
+            raise entry.error("reads no input ('inputs' is empty)")
         block = by_name.get(absent.get(entry.block_input, entry.block_input)) if entry.block_input else None
         # expressions that read the input shape ($in, $block_in) evaluate here
         layer = entry.resolve(shapes[0], block.shape if block is not None else None)

@@ -172,7 +172,12 @@ class _WindowedConvHandler(Handler):
 
 
 def _subsampled(node: Conv2D | DepthwiseConv2D) -> bool:
-    return node.stride != (1, 1) and node.dilation != (1, 1)
+    """Strides Keras cannot run in one layer: with a dilation (any conv), or unequal in height
+    and width for a depthwise conv (TensorFlow's depthwise kernel needs equal strides)."""
+    if node.stride == (1, 1):
+        return False
+    unequal = isinstance(node, DepthwiseConv2D) and node.stride[0] != node.stride[1]
+    return node.dilation != (1, 1) or unequal
 
 
 def _zero_padding_arg(p: Pad4) -> tuple[tuple[int, int], tuple[int, int]]:

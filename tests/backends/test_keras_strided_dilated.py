@@ -61,3 +61,14 @@ def test_generated_keras_code_defines_the_composed_layer() -> None:
     exec(compile(src, "generated_atrous", "exec"), namespace)  # archc's own output, no spec text
     model = namespace["build_model"]()  # type: ignore[operator]
     assert tuple(model.get_layer("dw").output.shape[1:]) == net.graph["dw"].shape
+
+
+def test_depthwise_with_unequal_strides_builds_by_composition() -> None:
+    """Found by the property tests: TensorFlow's depthwise kernel needs equal strides, so a
+    (1, 2) stride failed inside keras; it is now composed like stride with dilation."""
+    text = "archc: 1\nname: uneven\ninput: {size: 9, channels: 2}\nlayers:\n"
+    text += "  - {op: depthwise_conv, kernel: 3, stride: [1, 2]}\n"
+    net = a.compile(a.load_text(text))
+    assert net.graph.output_shape == (9, 5, 2)
+    assert net.parity(("torch", "keras")).ok
+    assert net.parity(("torch", "keras"), dtype="float64").ok
