@@ -24,6 +24,7 @@ from archcompiler.cost import cost
 from archcompiler.registry import BackendError
 
 from . import layers
+from .names import RESERVED as LAYER_NAMES_RESERVED
 from .ops import BACKEND, Handler, resolve
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -65,7 +66,7 @@ def render(graph: ir.Graph, handlers: Mapping[str, Handler]) -> str:
     """The template's output, before formatting."""
     for node in graph.nodes:
         identifier(node.name, "node name")
-        if hasattr(nn.Sequential, node.name) or node.name == "wiring":  # "wiring": the emitted model's own
+        if node.name in LAYER_NAMES_RESERVED:  # the list check and build use (names.py)
             raise BackendError(f"node name {node.name!r} clashes with a torch.nn.Module attribute")
     inputs = graph.inputs
     if len(inputs) != 1:
