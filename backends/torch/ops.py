@@ -146,7 +146,6 @@ def _conv(
     total pad (extra pixel at bottom/right), then nn.Conv2d with the symmetric rest. The
     general form (every instance of a block alike) pads everything with nn.ZeroPad2d. The conv
     keeps the node's name, so state_dict keys stay ``<node>.weight``."""
-    _require_positive(node, node.padding)
     top, bottom, left, right = node.padding
     sym_h, sym_w = (0, 0) if general else (min(top, bottom), min(left, right))
     rest = (left - sym_w, right - sym_w, top - sym_h, bottom - sym_h)  # nn.ZeroPad2d order
@@ -162,11 +161,6 @@ def _conv(
         return [module_call(nn.Conv2d, node, args, kwargs, CONV_DEFAULTS)]
     pad = module_call(nn.ZeroPad2d, node, (rest,), name=unique_name(graph, f"{node.name}_pad"))
     return [pad, module_call(nn.Conv2d, node, args, kwargs, CONV_DEFAULTS, inputs=(pad.name,))]
-
-
-def _require_positive(node: ir.Node, pad: tuple[int, ...]) -> None:
-    if any(p < 0 for p in pad):
-        raise UnsupportedOpError(BACKEND, node, f"negative padding {pad}")
 
 
 class InputHandler(Handler):
@@ -251,7 +245,6 @@ class ZeroPad2DHandler(Handler):
 
     def describe(self, node: ir.ZeroPad2D, graph: ir.Graph) -> list[Call]:
         _require_image(node, graph)
-        _require_positive(node, node.padding)
         top, bottom, left, right = node.padding
         return [module_call(nn.ZeroPad2d, node, ((left, right, top, bottom),))]
 
