@@ -47,16 +47,28 @@ def layer_lines(site: Site) -> list[str]:
     return [f"x = {src}({arg})", *([f"tensors[{site.name}] = x"] if site.keep else [])]
 
 
-def _class_source(name: str) -> str:
-    """The exact class the builder uses (from its module in this package), copied by ast: one
-    implementation for built and generated models."""
-    path = Path(__file__).with_name(f"{CUSTOM_CLASSES[name]}.py")
-    text = path.read_text(encoding="utf8")
-    for node in ast.parse(text).body:
-        if isinstance(node, ast.ClassDef) and node.name == name:
-            start = node.decorator_list[0].lineno if node.decorator_list else node.lineno
-            return "\n".join(text.splitlines()[start - 1 : node.end_lineno])
-    raise BackendError(f"{path}: class {name} not found")  # pragma: no cover
+def _class_sources(names: list[str]) -> list[str]:
+    """The exact classes the builder uses (from their modules in this package), copied by ast,
+    each after the module-level classes it derives from (a mixin): one implementation for built
+    and generated models."""
+    sources: dict[tuple[str, str], str] = {}
+
+    def add(module: str, name: str) -> None:
+        path = Path(__file__).with_name(f"{module}.py")
+        text = path.read_text(encoding="utf8")
+        classes = {n.name: n for n in ast.parse(text).body if isinstance(n, ast.ClassDef)}
+        if name not in classes:
+            raise BackendError(f"{path}: class {name} not found")  # pragma: no cover
+        node = classes[name]
+        for base in node.bases:
+            if isinstance(base, ast.Name) and base.id in classes and (module, base.id) not in sources:
+                add(module, base.id)
+        start = node.decorator_list[0].lineno if node.decorator_list else node.lineno
+        sources[(module, name)] = "\n".join(text.splitlines()[start - 1 : node.end_lineno])
+
+    for name in names:
+        add(CUSTOM_CLASSES[name], name)
+    return list(sources.values())
 
 
 def render(graph: Graph, handlers: Mapping[str, Handler] = HANDLERS) -> str:
@@ -89,7 +101,7 @@ def render(graph: Graph, handlers: Mapping[str, Handler] = HANDLERS) -> str:
         "trainable": f"{keras_cost.trainable:,}",
         "non_trainable": f"{keras_cost.non_trainable:,}",
         "macs": f"{paper.macs:,}",
-        "custom_classes": [_class_source(c) for c in CUSTOM_CLASSES if c in structure.classes()],
+        "custom_classes": _class_sources([c for c in CUSTOM_CLASSES if c in structure.classes()]),
         "kinds": structure.kinds,
         "sections": structure.sections,
         "lines": layer_lines,

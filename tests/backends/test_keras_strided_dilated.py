@@ -55,8 +55,9 @@ def test_keras_matches_torch_conv2d(h: int, w: int, pad: str) -> None:
 def test_generated_keras_code_defines_the_composed_layer() -> None:
     net = a.compile(a.load_text(SPEC.format(h=17, w=14, pad="same")))
     src = net.generate("keras")
-    assert "class SubsampledConv2D(keras.layers.Conv2D):" in src
-    assert "class SubsampledDepthwiseConv2D(keras.layers.DepthwiseConv2D):" in src
+    assert src.count("class Subsample:") == 1  # the shared mixin, once, before its users
+    assert src.index("class Subsample:") < src.index("class SubsampledConv2D(Subsample, keras.layers.Conv2D):")
+    assert "class SubsampledDepthwiseConv2D(Subsample, keras.layers.DepthwiseConv2D):" in src
     namespace: dict[str, object] = {"__name__": "generated_atrous"}
     exec(compile(src, "generated_atrous", "exec"), namespace)  # archc's own output, no spec text
     model = namespace["build_model"]()  # type: ignore[operator]
