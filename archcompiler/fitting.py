@@ -84,12 +84,8 @@ def fit(
     head: Head | None = None,
 ) -> list[FitRow]:
     """Every grid setting within the budget, ranked (:func:`rank`); empty when none fits."""
-    if max_macs is None and max_params is None:
-        raise SpecError("give a budget (--max-macs and/or --max-params)", file=loaded.file, path="--max-macs")
-    ws = tuple(widths) if widths else PAPER_WIDTHS
-    rs = tuple(resolutions) if resolutions else PAPER_RESOLUTIONS
-    rows = [_row(loaded, w, r, convention, head) for w in ws for r in rs]
-    return rank([r for r in rows if _fits(r, max_macs, max_params)])
+    grid = (widths or PAPER_WIDTHS, resolutions or PAPER_RESOLUTIONS)
+    return rank(_fitting(loaded, max_macs, max_params, grid, convention, head, skip_unlowerable=False))
 
 
 def dominates(a: FitRow, b: FitRow) -> bool:
@@ -119,17 +115,33 @@ def search(
 ) -> list[FitRow]:
     """The front of the fitting settings on a fine grid (default :data:`SEARCH_WIDTHS` x
     :data:`SEARCH_RESOLUTIONS`); settings at which the spec does not lower are skipped."""
+    grid = (widths or SEARCH_WIDTHS, resolutions or SEARCH_RESOLUTIONS)
+    return front(_fitting(loaded, max_macs, max_params, grid, convention, head, skip_unlowerable=True))
+
+
+def _fitting(
+    loaded: LoadedSpec,
+    max_macs: int | None,
+    max_params: int | None,
+    grid: tuple[Sequence[float], Sequence[Resolution]],
+    convention: str,
+    head: Head | None,
+    *,
+    skip_unlowerable: bool,
+) -> list[FitRow]:
+    """The grid's settings within the budget, unranked. A setting the spec cannot lower at
+    (a 7x7 pool over a 3x3 map) is an error, or skipped when searching a fine grid."""
     if max_macs is None and max_params is None:
         raise SpecError("give a budget (--max-macs and/or --max-params)", file=loaded.file, path="--max-macs")
-    ws = tuple(widths) if widths else SEARCH_WIDTHS
-    rs = tuple(resolutions) if resolutions else SEARCH_RESOLUTIONS
     rows = []
-    for w in ws:
-        for r in rs:
+    for w in grid[0]:
+        for r in grid[1]:
             try:
                 row = _row(loaded, w, r, convention, head)
             except SpecError:
-                continue  # e.g. a 7x7 pool over a 3x3 map: not a setting of this spec
+                if skip_unlowerable:
+                    continue
+                raise
             if _fits(row, max_macs, max_params):
                 rows.append(row)
-    return front(rows)
+    return rows
