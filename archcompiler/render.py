@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .api import Built, Sweep, resolution_label
-from .cost import CostReport, humanize
+from .cost import CategoryCost, CostReport, humanize
 from .ir import Graph
 
 if TYPE_CHECKING:
@@ -132,22 +132,9 @@ def summary(file: str, report: CostReport, fmt: str) -> str:
             w.writerow({**r, "output_shape": shape(r["output_shape"]), "mac_share": f"{r['mac_share']:.6f}"})
         return buf.getvalue().rstrip("\n")
     headers = ["name", "op", "output", "params", "MACs", "share"]
-    body = [
-        [
-            r["name"],
-            r["op"],
-            shape(r["output_shape"]),
-            f"{r['params']:,}",
-            f"{r['macs']:,}",
-            f"{100 * r['mac_share']:.2f}%" if r["macs"] else "",
-        ]
-        for r in rows
-    ]
+    body = _layer_cells(rows)
     cat_headers = ["layer type", "MACs", "MACs %", "params", "params %"]
-    cat_rows = [
-        [c.category, f"{c.macs:,}", f"{100 * c.mac_share:.2f}%", f"{c.params:,}", f"{100 * c.param_share:.2f}%"]
-        for c in cats
-    ]
+    cat_rows = _category_cells(cats)
     title = (
         f"{g.name}: {file}, width {g.width:g}, input {shape(g.input_shape)}, "
         f"rounding {g.rounding}, convention {report.convention}"
@@ -158,6 +145,29 @@ def summary(file: str, report: CostReport, fmt: str) -> str:
     )
     render = _markdown if fmt == "markdown" else _table
     return "\n\n".join([title, render(headers, body, "lllrrr"), totals, render(cat_headers, cat_rows, "lrrrr")])
+
+
+def _layer_cells(rows: Sequence[dict[str, Any]]) -> list[list[str]]:
+    """A summary's per-layer cells, as text and html show them."""
+    return [
+        [
+            r["name"],
+            r["op"],
+            shape(r["output_shape"]),
+            f"{r['params']:,}",
+            f"{r['macs']:,}",
+            f"{100 * r['mac_share']:.2f}%" if r["macs"] else "",
+        ]
+        for r in rows
+    ]
+
+
+def _category_cells(cats: Sequence[CategoryCost]) -> list[list[str]]:
+    """A summary's per-layer-type cells, as text and html show them."""
+    return [
+        [c.category, f"{c.macs:,}", f"{100 * c.mac_share:.2f}%", f"{c.params:,}", f"{100 * c.param_share:.2f}%"]
+        for c in cats
+    ]
 
 
 def sweep(grid: Sweep, fmt: str) -> str:
@@ -276,21 +286,8 @@ def summary_html(file: str, report: CostReport) -> str:
 
     g = report.graph
     rows = _rows(report)
-    node_rows = [
-        [
-            r["name"],
-            r["op"],
-            shape(r["output_shape"]),
-            f"{r['params']:,}",
-            f"{r['macs']:,}",
-            f"{100 * r['mac_share']:.2f}%" if r["macs"] else "",
-        ]
-        for r in rows
-    ]
-    cat_rows = [
-        [c.category, f"{c.macs:,}", f"{100 * c.mac_share:.2f}%", f"{c.params:,}", f"{100 * c.param_share:.2f}%"]
-        for c in report.by_category()
-    ]
+    node_rows = _layer_cells(rows)
+    cat_rows = _category_cells(report.by_category())
     title = f"{g.name}: width {g.width:g}, input {shape(g.input_shape)}"
     about = (
         f"{file}, rounding {g.rounding}, convention {report.convention}. "
