@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import ir
 from .cost import CostReport, cost
+from .features import Outputs
 from .fitting import FitRow
 from .fsutil import atomic_write_text, publish, staging
 from .heads import Head
@@ -94,6 +95,9 @@ class Compiled:
 
     loaded: LoadedSpec
     graph: ir.Graph
+    full: ir.Graph | None = None
+    """The single-output graph ``graph`` was cut from (``outputs``/``features``), else None:
+    weights saved from it load into ``graph`` (:meth:`load_weights`)."""
 
     @property
     def stem(self) -> str:
@@ -124,22 +128,43 @@ class Compiled:
 
         A file in the building backend's own format (``foreign_weight_suffixes``, e.g. the
         ``.pt`` state_dict ``archc build --backend torch`` writes) is read by that backend;
-        others go through archcompiler.registry.read_weights (.npz, .safetensors, .h5)."""
+        others go through archcompiler.registry.read_weights (.npz, .safetensors, .h5).
+
+        A multi-output (feature) model also takes the weights of the whole model it was cut
+        from (:attr:`full`): the tensors of the layers its outputs do not need are dropped.
+        Weights that fit neither model are refused, as ever, with the feature model's error."""
+        from . import weights as W
+
+        b = _backend(backend)
+        try:
+            w = self._read_weights(b, weights, self.graph)
+        except W.WeightError as first:
+            if self.full is None:
+                raise
+            try:
+                whole = self._read_weights(b, weights, self.full)
+            except W.WeightError:
+                raise first from None
+            w = {name: whole[name] for name in W.specs(self.graph)}
+        b.set_weights(self.graph, model, w)
+
+    @staticmethod
+    def _read_weights(b: Backend, weights: str | Path | Weights, graph: ir.Graph) -> Weights:
+        """Canonical weights for ``graph``, read by ``b`` (its own format) or the registry."""
         from . import weights as W
         from .registry import read_weights
 
-        b = _backend(backend)
         if isinstance(weights, dict):
-            w = weights
-        elif Path(weights).suffix in b.foreign_weight_suffixes and Path(weights).suffix not in (".npz", ".safetensors"):
-            p = Path(weights)
+            W.check(graph, weights)
+            return weights
+        p = Path(weights)
+        if p.suffix in b.foreign_weight_suffixes and p.suffix not in (".npz", ".safetensors"):
             if not p.is_file():
                 raise W.WeightError(f"{p}: no such weights file")
-            w = b.read_foreign_weights(p, self.graph)
-            W.check(self.graph, w, origin=str(p))
-        else:
-            w = read_weights(weights, self.graph)
-        b.set_weights(self.graph, model, w)
+            w = b.read_foreign_weights(p, graph)
+            W.check(graph, w, origin=str(p))
+            return w
+        return read_weights(weights, graph)
 
     def save(self, model: Any, backend: str | Backend, out_dir: str | Path | None = None) -> list[Path]:
         """Write ``model`` in its framework's format plus portable ``<name>.weights.npz``.
@@ -298,15 +323,30 @@ def compile(
     pooling: str | None = None,
     classifier_activation: str | None = None,
     dropout: float | None = None,
+    outputs: Sequence[str] | None = None,
+    features: bool = False,
+    out_indices: Sequence[int] | None = None,
 ) -> Compiled:
     """Load (a path, YAML text or a dict: :func:`load_spec`), validate and lower a spec.
 
     ``classes`` (0: no classifier, like keras.applications' ``include_top=False``),
     ``pooling`` ("avg", "max" or "none", with ``classes=0``), ``classifier_activation``
-    ("softmax" or "none") and ``dropout`` change the classifier (:mod:`archcompiler.heads`)."""
+    ("softmax" or "none") and ``dropout`` change the classifier (:mod:`archcompiler.heads`).
+
+    ``outputs`` (layer names) makes a model returning those layers' outputs as a list, in
+    order; ``features=True`` picks the last layer at each stride, ``out_indices`` some of
+    those levels (timm's ``features_only``/``out_indices``; :mod:`archcompiler.features`)."""
     loaded = load_spec(spec)
     head = Head(classes, pooling, classifier_activation, dropout)  # type: ignore[arg-type]
-    return Compiled(loaded, lower(loaded, width=width, resolution=resolution, head=head))
+    selection = Outputs(
+        None if outputs is None else (outputs,) if isinstance(outputs, str) else tuple(outputs),
+        bool(features),
+        None if out_indices is None else tuple(out_indices),
+    )
+    graph = lower(loaded, width=width, resolution=resolution, head=head)
+    if selection.changes_nothing:
+        return Compiled(loaded, graph)
+    return Compiled(loaded, selection.apply(graph, head), full=graph)
 
 
 @dataclass(frozen=True)
@@ -331,6 +371,7 @@ def sweep(
     latency: str | Backend | None = None,
     runs: int = 10,
     head: Head | None = None,
+    outputs: Outputs | None = None,
     progress: Progress | None = None,
 ) -> Sweep:
     """Lower and cost the spec at every width x resolution (default: the spec's own); with
@@ -342,7 +383,7 @@ def sweep(
     for w in ws:
         cells = []
         for res in rs:
-            g = lower(loaded, width=w, resolution=res, head=head)
+            g = lower(loaded, width=w, resolution=res, head=head, outputs=outputs)
             cells.append((g, cost(g, convention)))
         rows.append(tuple(cells))
     if latency is None:

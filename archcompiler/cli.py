@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from . import render
 from .api import Compiled, Progress, compile, sweep
 from .cost import CONVENTIONS, parse_budget
+from .features import Outputs
 from .heads import Head
 from .limits import MAX_SIZE
 from .loading import LoadedSpec, load
@@ -141,6 +142,17 @@ def _list(kind: Any) -> Any:
     return parse
 
 
+def _layer_name(text: str) -> str:
+    return text.strip()
+
+
+def _level(text: str) -> int:
+    try:
+        return int(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a level index such as 2 or -1, got {text!r}") from None
+
+
 def _budget(text: str) -> int:
     try:
         return parse_budget(text)
@@ -184,8 +196,24 @@ def _head(args: argparse.Namespace) -> Head | None:
         raise UsageError(str(exc)) from None
 
 
+def _outputs(args: argparse.Namespace) -> Outputs | None:
+    """What the model returns (--outputs, --features, --out-indices); None: the spec's output."""
+    given = (getattr(args, "outputs", None), getattr(args, "features", False), getattr(args, "out_indices", None))
+    if given == (None, False, None):
+        return None
+    try:
+        return Outputs(
+            None if args.outputs is None else tuple(args.outputs),
+            args.features,
+            None if args.out_indices is None else tuple(args.out_indices),
+        )
+    except ValueError:
+        raise UsageError("--outputs: exclusive with --features/--out-indices (name layers or ask for levels)") from None
+
+
 def _compile(args: argparse.Namespace) -> Compiled:
     head = _head(args)
+    outputs = _outputs(args) or Outputs()
     return compile(
         _load(args),
         width=args.width,
@@ -194,6 +222,9 @@ def _compile(args: argparse.Namespace) -> Compiled:
         pooling=head.pooling,
         classifier_activation=head.classifier_activation,
         dropout=head.dropout,
+        outputs=outputs.names,
+        features=outputs.features,
+        out_indices=outputs.out_indices,
     )
 
 
@@ -279,6 +310,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         latency=latency,
         progress=_progress(args),
         head=_head(args),
+        outputs=_outputs(args),
     )
     print(render.sweep(grid, args.format))
     if args.plot is not None:
@@ -406,7 +438,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"archc {_version()}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    def spec_cmd(name: str, help_: str, *, multi: bool = False) -> argparse.ArgumentParser:
+    def spec_cmd(name: str, help_: str, *, multi: bool = False, outputs: bool = True) -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=help_, description=help_)
         sp.add_argument("spec", help="the YAML spec file")
         if multi:
@@ -426,6 +458,13 @@ def make_parser() -> argparse.ArgumentParser:
         head.add_argument("--pooling", choices=["avg", "max", "none"], help="with --classes 0: pool the features")
         head.add_argument("--classifier-activation", choices=["softmax", "none"], help="the classifier's output")
         head.add_argument("--dropout", type=_rate, help="the classifier's dropout rate")
+        if outputs:
+            out = sp.add_argument_group("outputs (a multi-output feature extractor, as timm's features_only)")
+            out.add_argument(
+                "--outputs", type=_list(_layer_name), help="return these layers, in order (names as in 'summary')"
+            )
+            out.add_argument("--features", action="store_true", help="return the last layer at each stride (2..32)")
+            out.add_argument("--out-indices", type=_list(_level), help="with --features: these levels (0 = stride 2)")
         return sp
 
     def costs(sp: argparse.ArgumentParser, budget: bool = True) -> None:
@@ -458,7 +497,7 @@ def make_parser() -> argparse.ArgumentParser:
     sp.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
     sp.set_defaults(func=cmd_sweep)
 
-    sp = spec_cmd("fit", "the widths and resolutions that fit a budget, largest first", multi=True)
+    sp = spec_cmd("fit", "the widths and resolutions that fit a budget, largest first", multi=True, outputs=False)
     costs(sp)
     sp.add_argument(
         "--search",

@@ -550,8 +550,8 @@ class _Folder(Generic[H]):
         calls = [c for d in self.described for c in d.calls]
         self.implicit = {c.name for c, f in zip(calls, flags, strict=True) if f}
         self.named = {i for c in calls if c.name not in self.implicit for i in c.inputs}
-        if calls and graph.output != calls[-1].name:
-            self.named.add(graph.output)
+        if calls:  # the outputs are read by name at the end, except a last layer's own (x)
+            self.named.update(o for o in graph.outputs if o != calls[-1].name)
 
     def single(self, call: Call) -> Site:
         reads = None if call.name in self.implicit else tuple(literal(i) for i in call.inputs)
@@ -1073,7 +1073,7 @@ def fold(graph: ir.Graph, handlers: Mapping[str, H], backend: str, reserved: fro
         len(inputs) == 1
         and order[0].name in inputs
         and all(n.inputs == (order[i].name,) for i, n in enumerate(order[1:]))
-        and graph.output == order[-1].name
+        and graph.outputs == (order[-1].name,)
     )
     input_calls = [c for d in folder.described if d.node.name in inputs for c in d.calls]
     return Structure(input_calls, [k for _, k in sorted(kinds, key=lambda ik: ik[0])], sections, chain)

@@ -62,7 +62,7 @@ def _unique(graph_names: set[str], base: str) -> str:
 def _with(graph: ir.Graph, nodes: list[ir.Node], output: str) -> ir.Graph:
     from .infer import live
 
-    return dataclasses.replace(graph, nodes=live(nodes, output), output=output)
+    return dataclasses.replace(graph, nodes=live(nodes, (output,)), outputs=(output,))
 
 
 def apply(graph: ir.Graph, head: Head) -> ir.Graph:

@@ -8,6 +8,8 @@ caused them (the layer, or for a layer inside a block the call that instantiated
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from . import ir
 from .expand import Entry
 from .fields import LayerBase
@@ -91,8 +93,8 @@ def infer(loaded: LoadedSpec, entries: list[Entry], width: float, size: tuple[in
     r = spec.rounding
     return ir.Graph(
         name=spec.name,
-        nodes=live(nodes, output),
-        output=output,
+        nodes=live(nodes, (output,)),
+        outputs=(output,),
         width=width,
         resolution=size,
         description=spec.description,
@@ -101,12 +103,12 @@ def infer(loaded: LoadedSpec, entries: list[Entry], width: float, size: tuple[in
     )
 
 
-def live(nodes: list[ir.Node], output: str) -> tuple[ir.Node, ...]:
-    """The nodes ``output`` depends on, in order: layers after an earlier ``output:`` (or a
-    branch nothing reads) are left out, so costs, builds and saved files have no dead layers
-    and every backend builds the same graph."""
+def live(nodes: Sequence[ir.Node], outputs: Sequence[str]) -> tuple[ir.Node, ...]:
+    """The nodes some of ``outputs`` depend on, in order: layers after an earlier ``output:``
+    (or after the last feature map asked for, or a branch nothing reads) are left out, so
+    costs, builds and saved files have no dead layers and every backend builds the same graph."""
     by_name = {n.name: n for n in nodes}
-    needed, stack = set(), [output]
+    needed, stack = set(), list(outputs)
     while stack:
         name = stack.pop()
         if name not in needed:

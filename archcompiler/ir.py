@@ -46,7 +46,9 @@ class Graph:
 
     name: str
     nodes: tuple[Node, ...]
-    output: str
+    outputs: tuple[str, ...]
+    """What the model returns, in order: one node (a tensor) or several (a list of tensors,
+    e.g. feature maps at several strides, :mod:`archcompiler.features`)."""
     width: float
     resolution: tuple[int, int]
     description: str = ""
@@ -59,8 +61,13 @@ class Graph:
         for node in self.nodes:
             _check_node(node, index)
             index[node.name] = node
-        if self.output not in index:
-            raise GraphError(f"graph {self.name!r}: output {self.output!r} is not a node")
+        if isinstance(self.outputs, str) or not self.outputs:
+            raise GraphError(f"graph {self.name!r}: outputs must be a non-empty tuple of node names")
+        for out in self.outputs:
+            if out not in index:
+                raise GraphError(f"graph {self.name!r}: output {out!r} is not a node")
+        if len(set(self.outputs)) != len(self.outputs):
+            raise GraphError(f"graph {self.name!r}: an output is listed twice in {self.outputs}")
         if not any(isinstance(n, Input) for n in self.nodes):
             raise GraphError(f"graph {self.name!r} has no input node")
         object.__setattr__(self, "_index", index)
@@ -89,13 +96,30 @@ class Graph:
         return self.inputs[0].shape
 
     @property
+    def multi_output(self) -> bool:
+        """True when the model returns a list of tensors rather than one."""
+        return len(self.outputs) > 1
+
+    @property
+    def output(self) -> str:
+        """The output node of a single-output graph; a multi-output graph has none (read
+        ``outputs``), and asking is an error rather than a silent first pick."""
+        if self.multi_output:
+            raise GraphError(f"graph {self.name!r} has {len(self.outputs)} outputs {self.outputs}; read .outputs")
+        return self.outputs[0]
+
+    @property
     def output_shape(self) -> tuple[int, ...]:
         return self[self.output].shape
 
     @property
+    def output_shapes(self) -> tuple[tuple[int, ...], ...]:
+        return tuple(self[o].shape for o in self.outputs)
+
+    @property
     def logits(self) -> str:
         """The node whose output is the logits: the input of a final softmax, else the output.
-        Training losses and parity's logit tolerance are taken there."""
+        Training losses and parity's logit tolerance are taken there (single-output graphs)."""
         out = self[self.output]
         return out.inputs[0] if isinstance(out, Softmax) else out.name
 

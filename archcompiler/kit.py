@@ -293,8 +293,8 @@ def check_input(graph: ir.Graph, x: Any, dtype: str = "float32") -> np.ndarray:
 
 
 def check_outputs(graph: ir.Graph, outputs: Sequence[str] | None) -> tuple[str, ...]:
-    """The node names to return (default: the graph output); an unknown name is an error."""
-    names = (graph.output,) if outputs is None else tuple(outputs)
+    """The node names to return (default: the graph's outputs); an unknown name is an error."""
+    names = graph.outputs if outputs is None else tuple(outputs)
     for n in names:
         if n not in graph:
             from .source import did_you_mean
@@ -306,7 +306,9 @@ def check_outputs(graph: ir.Graph, outputs: Sequence[str] | None) -> tuple[str, 
 
 
 def check_logits(graph: ir.Graph) -> str:
-    """The node a training loss reads: it must be a (N, classes) vector."""
+    """The node a training loss reads: it must be a (N, classes) vector, the one output."""
+    if graph.multi_output:
+        raise BackendError(f"training needs one (N, classes) logits output; graph {graph.name!r} has {graph.outputs}")
     name = graph.logits
     if len(graph[name].shape) != 1:
         raise BackendError(f"training needs (N, classes) logits; node {name!r} is {graph[name].shape}")
@@ -496,7 +498,7 @@ class Backend(ABC):
         self, graph: ir.Graph, model: Any, x: np.ndarray, outputs: Sequence[str] | None = None
     ) -> dict[str, np.ndarray]:
         """Inference on NHWC float32 ``x``; returns the named nodes' outputs (default: the
-        graph output), converted to the IR's channels-last layout."""
+        graph's outputs), converted to the IR's channels-last layout."""
         return run(self, graph, model, x, outputs)
 
     def train_step(self, graph: ir.Graph, model: Any, x: np.ndarray, y: np.ndarray, lr: float) -> float:

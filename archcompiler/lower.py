@@ -14,6 +14,7 @@ import math
 from typing import Any
 
 from .expand import expand
+from .features import Outputs
 from .heads import Head, apply
 from .infer import infer
 from .ir import Graph
@@ -70,9 +71,21 @@ def lower(
     width: float | None = None,
     resolution: float | int | tuple[int, int] | None = None,
     head: Head | None = None,
+    outputs: Outputs | None = None,
 ) -> Graph:
-    """Lower a loaded spec to the IR, optionally overriding alpha and rho (or the input size)
-    and the classifier (:class:`~archcompiler.heads.Head`)."""
+    """Lower a loaded spec to the IR, optionally overriding alpha and rho (or the input size),
+    the classifier (:class:`~archcompiler.heads.Head`) and what the model returns
+    (:class:`~archcompiler.features.Outputs`: named layers or feature maps)."""
+    graph = _lower(loaded, width, resolution, head)
+    return graph if outputs is None else outputs.apply(graph, head)
+
+
+def _lower(
+    loaded: LoadedSpec,
+    width: float | None,
+    resolution: float | int | tuple[int, int] | None,
+    head: Head | None,
+) -> Graph:
     alpha = loaded.spec.width if width is None else width
     lo, hi = WIDTH_RANGE
     if isinstance(alpha, bool) or not isinstance(alpha, int | float) or math.isnan(alpha) or not lo < alpha <= hi:

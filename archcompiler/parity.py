@@ -155,7 +155,8 @@ class ParityReport:
     rtol: float
     diffs: tuple[NodeDiff, ...]
     logits: str
-    """The node compared as the logits: the input of a final softmax, else the output."""
+    """The node compared as the logits: the input of a final softmax, else the output ("" for
+    a multi-output graph, whose outputs are each reported instead)."""
     dtype: str = "float32"
     oracle: str = ""
     """What the nodes were judged against, in words."""
@@ -271,14 +272,15 @@ def parity(
         training = train_parity(
             graph, backends, steps=train_steps, batch=batch, lr=lr, dtype=dtype, seed=seed, instances=instances
         )
-    return ParityReport(graph, names, atol, rtol, tuple(diffs), graph.logits, dtype, oracle, training)
+    logits = "" if graph.multi_output else graph.logits
+    return ParityReport(graph, names, atol, rtol, tuple(diffs), logits, dtype, oracle, training)
 
 
 def _run_exposed(backend: Backend, graph: ir.Graph, model: Any, x: np.ndarray, names: list[str]) -> dict:
     """The nodes a backend's runtime exposes (a backend with ``exposed()``, e.g. TFLite, whose
-    converter fuses layers), and the output always; the others are compared without it."""
+    converter fuses layers), and the outputs always; the others are compared without it."""
     exposed = getattr(backend, "exposed", None)
-    shown = exposed(graph, model) | {graph.output} if exposed else set(names)
+    shown = exposed(graph, model) | set(graph.outputs) if exposed else set(names)
     return backend.run(graph, model, x, [n for n in names if n in shown])
 
 

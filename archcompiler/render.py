@@ -66,12 +66,19 @@ def _rows(report: CostReport) -> list[dict[str, Any]]:
     ]
 
 
+def outputs(g: Graph) -> str:
+    """The output shape, or for a multi-output model every output's: ``[16x16x128, 8x8x256]``."""
+    if not g.multi_output:
+        return shape(g.output_shape)
+    return "[" + ", ".join(shape(s) for s in g.output_shapes) + "]"
+
+
 def check(file: str, report: CostReport) -> str:
     """``archc check``: one line saying the spec is valid, with its size."""
     g = report.graph
     return (
         f"ok: {file}: {g.name}, {len(g)} nodes, input {shape(g.input_shape)} -> "
-        f"{shape(g.output_shape)}, {report.params:,} params, {report.macs:,} MACs ({report.convention})"
+        f"{outputs(g)}, {report.params:,} params, {report.macs:,} MACs ({report.convention})"
     )
 
 
@@ -91,7 +98,11 @@ def summary(file: str, report: CostReport, fmt: str) -> str:
             "rounding": g.rounding,
             "convention": report.convention,
             "input_shape": list(g.input_shape),
-            "output_shape": list(g.output_shape),
+            **(
+                {"outputs": list(g.outputs), "output_shapes": [list(s) for s in g.output_shapes]}
+                if g.multi_output
+                else {"output_shape": list(g.output_shape)}
+            ),
             "nodes": rows,
             "totals": {
                 "params": report.params,
@@ -225,7 +236,7 @@ def built(result: Built) -> str:
     p = result.params
     head = (
         f"built {g.name} with {result.backend}: input {shape(g.input_shape)} -> output "
-        f"{shape(g.output_shape)}, {p.params:,} params ({p.trainable:,} trainable), "
+        f"{outputs(g)}, {p.params:,} params ({p.trainable:,} trainable), "
         f"{result.macs:,} MACs, verified against the IR"
     )
     return "\n".join([head, *(f"  wrote {f}" for f in result.files)])
@@ -244,7 +255,10 @@ def parity(report: ParityReport, seed: int | None = None) -> str:
         f"parity {' vs '.join(report.backends)}: {g.name}, width {g.width:g}, input "
         f"{shape(g.input_shape)}, atol {report.atol:g}, rtol {report.rtol:g}"
     ) + (f", seed {seed}" if seed is not None else "")
-    logits = f"logits ({report.logits}): max abs diff {report.diff(report.logits).max_abs:.3g}"
+    logits = "\n".join(
+        f"{'logits' if report.logits else 'output'} ({n}): max abs diff {report.diff(n).max_abs:.3g}"
+        for n in ([report.logits] if report.logits else g.outputs)
+    )
     bad = report.first_failure
     verdict = (
         f"FAIL: first divergence at node {bad.node!r} ({bad.op}): max abs diff {bad.max_abs:.3g}"

@@ -57,4 +57,5 @@ def _build(graph: Graph, described: Any) -> Any:
             args = [tensors[name] for name in call.inputs]
             tensors[call.name] = layer(args[0] if len(args) == 1 else args)
     model_inputs = inputs[0] if len(inputs) == 1 else inputs
-    return keras.Model(inputs=model_inputs, outputs=tensors[graph.output], name=graph.name)
+    outputs = [tensors[o] for o in graph.outputs]  # a list for a multi-output model, in order
+    return keras.Model(inputs=model_inputs, outputs=outputs if graph.multi_output else outputs[0], name=graph.name)

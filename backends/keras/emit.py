@@ -71,6 +71,12 @@ def _class_sources(names: list[str]) -> list[str]:
     return list(sources.values())
 
 
+def _outputs(graph: Graph, last: str) -> str:
+    """What ``build_model`` passes as the model's outputs: one tensor, or a list in order."""
+    refs = ["x" if o == last else f"tensors[{literal(o)}]" for o in graph.outputs]
+    return f"[{', '.join(refs)}]" if graph.multi_output else refs[0]
+
+
 def render(graph: Graph, handlers: Mapping[str, Handler] = HANDLERS) -> str:
     """The template's output, before formatting."""
     identifier(graph.name, "spec name")
@@ -108,7 +114,7 @@ def render(graph: Graph, handlers: Mapping[str, Handler] = HANDLERS) -> str:
         "chain": structure.chain,
         "input_line": constructor(structure.inputs[0], literal(structure.inputs[0].name)),
         "input_repr": literal(structure.inputs[0].name),
-        "output": "x" if graph.output == last else f"tensors[{literal(graph.output)}]",
+        "output": _outputs(graph, last),
     }
     return template_environment(TEMPLATES).get_template("module.py.j2").render(**context)
 

@@ -21,7 +21,7 @@ from archcompiler.cost import cost
 from archcompiler.layouts import ActivationLayout, WeightLayout, from_channels_first, to_channels_first
 from archcompiler.registry import Backend, BackendError
 
-from .build import INPUT, OUTPUT, build_model, input_layout, nchw, tensor_names, with_outputs
+from .build import INPUT, OUTPUT, build_model, input_layout, nchw, output_tensors, tensor_names, with_outputs
 from .ops import HANDLERS, Handler
 
 _SESSIONS: dict[tuple[str, tuple[str, ...]], Any] = {}
@@ -83,8 +83,9 @@ class OnnxBackend(Backend):
             got, want = shapes[t], ("batch", *nchw(node.shape))
             if got != want:
                 raise BackendError(f"node {node.name!r}: ONNX shape {got} (NCHW) but the IR says {node.shape}")
-        if shapes.get(OUTPUT) != ("batch", *nchw(graph.output_shape)):
-            raise BackendError(f"graph output {OUTPUT!r} is {shapes.get(OUTPUT)}, IR says {graph.output_shape}")
+        for t, shape in zip(output_tensors(graph, tensors), graph.output_shapes, strict=True):
+            if shapes.get(t) != ("batch", *nchw(shape)):
+                raise BackendError(f"graph output {t!r} is {shapes.get(t)}, IR says {shape}")
         self._verify_counts(graph, model)
 
     @staticmethod
@@ -149,7 +150,7 @@ class OnnxBackend(Backend):
     ) -> dict[str, np.ndarray]:
         """onnxruntime on NHWC ``x``; the requested nodes' values, channels-last."""
         model = _as_model(model)
-        names = [graph.output] if outputs is None else list(outputs)
+        names = list(graph.outputs) if outputs is None else list(outputs)
         for n in names:
             if n not in graph:
                 raise BackendError(f"no node named {n!r} in graph {graph.name!r}")
@@ -194,5 +195,6 @@ def _session(model: onnx.ModelProto, graph: ir.Graph, fetch: list[str], names: l
 def _names_for(fetch: list[str], graph: ir.Graph, model: onnx.ModelProto) -> list[str]:
     """The IR node of each fetched tensor (the graph output ``output`` is the output node)."""
     back = {t: n for n, t in tensor_names(graph, input_layout(model) == "NHWC").items()}
-    back.setdefault(OUTPUT, graph.output)
+    if not graph.multi_output:
+        back.setdefault(OUTPUT, graph.output)
     return [back[t] for t in fetch]

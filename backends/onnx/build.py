@@ -43,11 +43,17 @@ def tensor_names(graph: ir.Graph, nhwc_input: bool) -> dict[str, str]:
         if isinstance(n, ir.Input):
             transposed = nhwc_input and len(n.shape) == 3
             out[n.name] = (n.name if n.name != INPUT else f"{INPUT}.nchw") if transposed else INPUT
-        elif n.name == OUTPUT and n.name == graph.output:
+        elif n.name == OUTPUT and graph.outputs == (n.name,):
             out[n.name] = OUTPUT
         else:
             out[n.name] = f"{n.name}.value" if n.name in (INPUT, OUTPUT) else n.name
     return out
+
+
+def output_tensors(graph: ir.Graph, tensors: Mapping[str, str]) -> list[str]:
+    """The model's graph outputs: ``output`` for a single-output graph; for a multi-output one
+    (feature maps), each output node's own tensor, in order, so the names say which is which."""
+    return [OUTPUT] if not graph.multi_output else [tensors[o] for o in graph.outputs]
 
 
 def channels_first_weights(graph: ir.Graph, weights: canonical.Weights) -> dict[str, np.ndarray]:
@@ -62,7 +68,8 @@ def build_model(
     graph: ir.Graph, handlers: Mapping[str, Handler], weights: canonical.Weights, *, nhwc_input: bool = False
 ) -> onnx.ModelProto:
     """The whole graph as one ONNX model: input ``input`` (N, C, H, W) or (N, H, W, C), output
-    ``output`` (N, ...) = the IR output node, weights as initializers."""
+    ``output`` (N, ...) = the IR output node (several outputs: :func:`output_tensors`), weights
+    as initializers."""
     if len(graph.inputs) != 1:
         raise UnsupportedOpError("onnx", graph.inputs[1], "more than one graph input")
     tensors = tensor_names(graph, nhwc_input)
@@ -72,15 +79,16 @@ def build_model(
             raise UnsupportedOpError("onnx", node)
         e.current = node.name
         handlers[node.op](e, node)
-    if tensors[graph.output] != OUTPUT:
+    if not graph.multi_output and tensors[graph.output] != OUTPUT:
         e.nodes.append(helper.make_node("Identity", [tensors[graph.output]], [OUTPUT], name=OUTPUT))
+    outs = output_tensors(graph, tensors)
     shape = graph.input_shape
     in_shape = tuple(shape) if nhwc_input or len(shape) != 3 else nchw(shape)
     onnx_graph = helper.make_graph(
         e.nodes,
         graph.name,
         [value_info(INPUT, in_shape)],
-        [value_info(OUTPUT, nchw(graph.output_shape))],
+        [value_info(t, nchw(s)) for t, s in zip(outs, graph.output_shapes, strict=True)],
         initializer=e.initializers,
     )
     model = helper.make_model(

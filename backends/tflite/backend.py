@@ -18,7 +18,7 @@ from archcompiler import ir
 from archcompiler import weights as canonical
 from archcompiler.registry import Backend, BackendError
 
-from .convert import QUANTIZE, check_signature, convert, interpreter, invoke, node_tensors
+from .convert import QUANTIZE, check_signature, convert, interpreter, invoke, node_tensors, output_indices
 
 
 @dataclass(eq=False)
@@ -96,7 +96,7 @@ class TfliteBackend(Backend):
         """LiteRT inference on NHWC ``x``. Nodes other than the output come from an interpreter
         that preserves all tensors; a node the converter fused away is a BackendError."""
         m = _as_model(model)
-        names = [graph.output] if outputs is None else list(outputs)
+        names = list(graph.outputs) if outputs is None else list(outputs)
         for n in names:
             if n not in graph:
                 raise BackendError(f"no node named {n!r} in graph {graph.name!r}")
@@ -104,11 +104,11 @@ class TfliteBackend(Backend):
         if arr.shape[1:] != tuple(graph.input_shape):
             raise BackendError(f"input of shape {arr.shape}; graph {graph.name!r} takes (N, *{graph.input_shape}) NHWC")
         inputs = {n.name for n in graph.inputs}
-        inner = [n for n in names if n != graph.output and n not in inputs]
+        inner = [n for n in names if n not in graph.outputs and n not in inputs]
         it = interpreter(m.content(graph), preserve_all=bool(inner))
         invoke(it, arr)
         tensors = node_tensors(graph, it, m.keras_model.name) if inner else {}
-        tensors[graph.output] = int(it.get_output_details()[0]["index"])
+        tensors.update(output_indices(graph, it))
         missing = [n for n in inner if n not in tensors]
         if missing:
             raise BackendError(
@@ -128,7 +128,9 @@ class TfliteBackend(Backend):
         for mode in ("none", m.quantize):
             it = interpreter(m.content(graph, mode))
             invoke(it, np.asarray(x, np.float32))
-            results[mode] = np.array(it.get_tensor(it.get_output_details()[0]["index"]), dtype=np.float64)
+            # every output, flattened per example and side by side (a feature model has several)
+            outs = [np.array(it.get_tensor(i), dtype=np.float64) for i in output_indices(graph, it).values()]
+            results[mode] = outs[0] if len(outs) == 1 else np.concatenate([o.reshape(len(o), -1) for o in outs], 1)
         # The converter leaves small tensors (dynamic: < 1024 elements) in float32: say how many it reduced.
         reduced = [d for d in it.get_tensor_details() if np.dtype(d["dtype"]) in (np.float16, np.int8)]
         ref, got = results["none"], results[m.quantize]
@@ -136,7 +138,7 @@ class TfliteBackend(Backend):
         report: dict[str, Any] = {
             "quantize": m.quantize,
             "reference": "float32 TFLite conversion of the same weights",
-            "output": graph.output,
+            "output": graph.output if not graph.multi_output else list(graph.outputs),
             "batch": int(ref.shape[0]),
             "max_abs_diff": float(d.max(initial=0.0)),
             "mean_abs_diff": float(d.mean()) if d.size else 0.0,
@@ -144,7 +146,7 @@ class TfliteBackend(Backend):
             "quantized_tensors": len(reduced),
             "size_bytes": {"float32": len(m.content(graph, "none")), m.quantize: len(m.content(graph, m.quantize))},
         }
-        if ref.ndim == 2:
+        if ref.ndim == 2 and not graph.multi_output:
             report["top1_agreement"] = float(np.mean(ref.argmax(1) == got.argmax(1)))
         return report
 

@@ -77,16 +77,38 @@ def invoke(it: Any, x: np.ndarray) -> None:
     it.invoke()
 
 
+def output_indices(graph: ir.Graph, it: Any) -> dict[str, int]:
+    """IR output node -> index of the flatbuffer output tensor holding it.
+
+    ``get_output_details()`` does not keep the Keras model's output order (a 3-output model
+    lists ``:1, :0, :2``); the serving signature names them ``output_<k>`` by position, so a
+    multi-output model is mapped through the signature runner."""
+    if not graph.multi_output:
+        return {graph.output: int(it.get_output_details()[0]["index"])}
+    details = it.get_signature_runner().get_output_details()
+    by_position = sorted(details.items(), key=lambda kv: int(kv[0].rsplit("_", 1)[-1]))
+    if len(by_position) != len(graph.outputs):
+        raise BackendError(f"TFLite model has {len(by_position)} outputs, the IR {len(graph.outputs)}")
+    return {o: int(d["index"]) for o, (_, d) in zip(graph.outputs, by_position, strict=True)}
+
+
 def check_signature(graph: ir.Graph, content: bytes) -> None:
-    """The flatbuffer takes (N, *input_shape) and returns (N, *output_shape), N dynamic."""
+    """The flatbuffer takes (N, *input_shape) and returns (N, *output_shape) for each output,
+    in the IR's order, N dynamic."""
     it = interpreter(content)
     ins, outs = it.get_input_details(), it.get_output_details()
-    if len(ins) != 1 or len(outs) != 1:
-        raise BackendError(f"TFLite model has {len(ins)} inputs and {len(outs)} outputs, expected one each")
-    got_in, got_out = tuple(ins[0]["shape_signature"]), tuple(outs[0]["shape_signature"])
-    if got_in != (-1, *graph.input_shape) or got_out != (-1, *graph.output_shape):
+    if len(ins) != 1 or len(outs) != len(graph.outputs):
         raise BackendError(
-            f"TFLite model maps {got_in} -> {got_out}, IR says (N, *{graph.input_shape}) -> (N, *{graph.output_shape})"
+            f"TFLite model has {len(ins)} inputs and {len(outs)} outputs, expected 1 and {len(graph.outputs)}"
+        )
+    got_in = tuple(ins[0]["shape_signature"])
+    signature = {d["index"]: tuple(d["shape_signature"]) for d in outs}
+    got_out = tuple(signature[i] for i in output_indices(graph, it).values())
+    want_out = tuple((-1, *s) for s in graph.output_shapes)
+    if got_in != (-1, *graph.input_shape) or got_out != want_out:
+        raise BackendError(
+            f"TFLite model maps {got_in} -> {got_out}, IR says (N, *{graph.input_shape}) -> "
+            f"{tuple((None, *s) for s in graph.output_shapes)}"
         )
 
 
@@ -121,5 +143,5 @@ def node_tensors(graph: ir.Graph, it: Any, model_name: str) -> dict[str, int]:
             node = max(nodes, key=order.__getitem__)
             if tuple(details[t]["shape"][1:]) == tuple(graph[node].shape):
                 out[node] = int(t)
-    out[graph.output] = int(it.get_output_details()[0]["index"])
+    out.update(output_indices(graph, it))
     return out

@@ -8,7 +8,7 @@ layout); the kit moves tensors to and from the IR's channels-last layout.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -48,22 +48,24 @@ class GraphModule(nn.Module):
 
     ``forward`` frees every intermediate after its last use; ``forward_nodes`` returns the
     intermediates asked for (verification and parity read them), by default all of them.
+    ``forward`` returns the one output's tensor, or a list of the outputs' tensors in order
+    (a multi-output feature extractor, like timm's ``features_only`` models).
     """
 
     def __init__(
         self,
         name: str,
         input_name: str,
-        output: str,
+        outputs: str | Sequence[str],
         steps: Iterable[Step],
         modules: Mapping[str, nn.Module],
     ) -> None:
         super().__init__()
         self.graph_name = name
         self.input_name = input_name
-        self.output = output
+        self.outputs: tuple[str, ...] = (outputs,) if isinstance(outputs, str) else tuple(outputs)
         self.steps: tuple[Step, ...] = tuple(steps)
-        self._dead = last_uses(input_name, self.steps, (output,))
+        self._dead = last_uses(input_name, self.steps, self.outputs)
         for node_name, module in modules.items():
             if hasattr(self, node_name) and node_name not in self._modules:
                 raise BackendError(f"node name {node_name!r} clashes with a torch.nn.Module attribute")
@@ -89,9 +91,9 @@ class GraphModule(nn.Module):
                 del values[d]
         return {k: values[k] for k in wanted}
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """NCHW (or (N, C)) input -> the graph output, in torch layout; each intermediate is
-        dropped as soon as no later layer reads it."""
+    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        """NCHW (or (N, C)) input -> the graph output (a list of them for several), in torch
+        layout; each intermediate is dropped as soon as no later layer reads it."""
         values: dict[str, torch.Tensor] = {self.input_name: x}
         del x
         modules = self._modules
@@ -99,7 +101,9 @@ class GraphModule(nn.Module):
             values[node_name] = modules[node_name](*(values[i] for i in inputs))
             for d in dead:
                 del values[d]
-        return values[self.output]
+        if len(self.outputs) == 1:
+            return values[self.outputs[0]]
+        return [values[o] for o in self.outputs]
 
 
 def build_module(graph: ir.Graph, handlers: Mapping[str, Handler] = HANDLERS) -> GraphModule:
@@ -121,5 +125,5 @@ def build_module(graph: ir.Graph, handlers: Mapping[str, Handler] = HANDLERS) ->
         for call in item.calls:
             modules[call.name] = item.handler.instantiate(call)
             steps.append((call.name, call.inputs))
-    model = GraphModule(graph.name, inputs[0].name, graph.output, steps, modules)
+    model = GraphModule(graph.name, inputs[0].name, graph.outputs, steps, modules)
     return model.float().eval()

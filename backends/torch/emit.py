@@ -117,7 +117,8 @@ def render(graph: ir.Graph, handlers: Mapping[str, Handler]) -> str:
         "statement": statement,
         "dag": not structure.chain,
         "input_name": inputs[0].name,
-        "output_name": graph.output,
+        "outputs": graph.outputs,
+        "multi_output": graph.multi_output,
         "class_name": class_name(graph.name),
     }
     return template_environment(TEMPLATES).get_template("module.py.j2").render(**context)

@@ -17,13 +17,14 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from .build import GraphModule, Step
 
 
-def _readers(steps: tuple[Step, ...], output: str) -> dict[str, list[int]]:
-    """Value name -> indices of the steps that read it (the graph output counts as a reader)."""
+def _readers(steps: tuple[Step, ...], outputs: tuple[str, ...]) -> dict[str, list[int]]:
+    """Value name -> indices of the steps that read it (the graph outputs count as readers)."""
     out: dict[str, list[int]] = {}
     for k, (_, inputs) in enumerate(steps):
         for i in inputs:
             out.setdefault(i, []).append(k)
-    out.setdefault(output, []).append(len(steps))
+    for output in outputs:
+        out.setdefault(output, []).append(len(steps))
     return out
 
 
@@ -34,14 +35,14 @@ def optimize(model: GraphModule, *, channels_last: bool = False) -> GraphModule:
     steps = list(model.steps)
     modules: dict[str, nn.Module] = dict(model.named_children())
     rename: dict[str, str] = {}
-    readers = _readers(tuple(steps), model.output)
+    readers = _readers(tuple(steps), model.outputs)
     keep: list[Step] = []
     for name, inputs in steps:
         inputs = tuple(rename.get(i, i) for i in inputs)
         module = modules[name]
         src = inputs[0] if len(inputs) == 1 else None
         prev = modules.get(src) if src is not None else None
-        only_reader = src is not None and len(readers.get(src, ())) == 1 and src != model.output
+        only_reader = src is not None and len(readers.get(src, ())) == 1 and src not in model.outputs
         if isinstance(module, nn.BatchNorm2d) and isinstance(prev, nn.Conv2d) and only_reader:
             modules[src] = fuse_conv_bn_eval(prev, module)  # conv(x) then BN == conv'(x), in eval
             rename[name] = src
@@ -59,7 +60,7 @@ def optimize(model: GraphModule, *, channels_last: bool = False) -> GraphModule:
     out = GraphModule(
         model.graph_name,
         model.input_name,
-        rename.get(model.output, model.output),
+        tuple(rename.get(o, o) for o in model.outputs),
         keep,
         {n: m for n, m in modules.items() if n in used},
     ).eval()
