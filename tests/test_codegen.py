@@ -128,7 +128,7 @@ def test_structure_key_is_categorical() -> None:
         stride=(1, 1),
         padding=(1,) * 4,
     )
-    graph = ir.Graph(name="g", nodes=(image, conv), output="c", width=1.0, resolution=(8, 8))
+    graph = ir.Graph(name="g", nodes=(image, conv), outputs=("c",), width=1.0, resolution=(8, 8))
     key = codegen.structure_key(conv, graph)
     wider = dataclasses.replace(conv, filters=8, shape=(8, 8, 8))
     strided = dataclasses.replace(conv, stride=(2, 2), padding=(0, 1, 0, 1), shape=(4, 4, 4))

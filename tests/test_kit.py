@@ -296,7 +296,7 @@ def tiny() -> ir.Graph:
         ir.GlobalPool(name="gap", inputs=("relu",), shape=(4,), kind="avg"),
         ir.Dense(name="fc", inputs=("gap",), shape=(2,), in_features=4, units=2),
     )
-    return ir.Graph(name="tiny", nodes=nodes, output="fc", width=1.0, resolution=(6, 5))
+    return ir.Graph(name="tiny", nodes=nodes, outputs=("fc",), width=1.0, resolution=(6, 5))
 
 
 def reference(graph: ir.Graph, w: W.Weights, x: np.ndarray) -> np.ndarray:
@@ -470,7 +470,7 @@ def test_train_step_checks_before_the_glue(backend: NumpyBackend) -> None:
         backend.train_step(g, model, x, np.array([0.0, 1.0]), lr=0.1)
     with pytest.raises(BackendError, match="does not support training"):  # checks passed; no sgd_step glue
         backend.train_step(g, model, x, np.array([0, 1]), lr=0.1)
-    image_out = ir.Graph(name="img", nodes=g.nodes[:2], output="conv", width=1.0, resolution=(6, 5))
+    image_out = ir.Graph(name="img", nodes=g.nodes[:2], outputs=("conv",), width=1.0, resolution=(6, 5))
     with pytest.raises(BackendError, match=r"\(N, classes\) logits; node 'conv'"):
         backend.train_step(image_out, model, x, np.array([0, 1]), lr=0.1)
 

@@ -18,7 +18,7 @@ from archcompiler.spec import OP_LAYERS
 
 def graph(*nodes: ir.Node, size: int = 8, channels: int = 3) -> ir.Graph:
     first = ir.Input(name="x", inputs=(), shape=(size, size, channels))
-    return ir.Graph(name="g", nodes=(first, *nodes), output=nodes[-1].name, width=1.0, resolution=(size, size))
+    return ir.Graph(name="g", nodes=(first, *nodes), outputs=(nodes[-1].name,), width=1.0, resolution=(size, size))
 
 
 def conv(**kw: object) -> ir.Conv2D:

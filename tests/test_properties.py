@@ -425,7 +425,7 @@ def test_rescaling_ir_refuses_a_constant_beyond_float32() -> None:
         ir.Graph(
             name="r",
             nodes=(x, ir.Rescaling(name="r", inputs=("x",), shape=(4, 4, 3), scale=1e308)),
-            output="r",
+            outputs=("r",),
             width=1.0,
             resolution=(4, 4),
         )

@@ -69,7 +69,7 @@ NN_MODULE = frozenset(
 )
 """``torch.nn.Module``'s public attributes (torch 2.13), plus ``training`` (set per instance)."""
 
-ARCHC_MODULE = frozenset({"graph_name", "input_name", "output", "steps", "forward_nodes", "wiring", "compute_dtype"})
+ARCHC_MODULE = frozenset({"graph_name", "input_name", "outputs", "steps", "forward_nodes", "wiring", "compute_dtype"})
 """Attributes of archc's built GraphModule and of the generated model class."""
 
 RESERVED: frozenset[str] = NN_MODULE | ARCHC_MODULE

@@ -280,7 +280,7 @@ def test_set_weights_errors_name_the_tensor(backend, apps) -> None:
 
 def tiny_graph(*nodes: ir.Node, size: int = 6, channels: int = 3) -> ir.Graph:
     inp = ir.Input(name="x", inputs=(), shape=(size, size, channels))
-    return ir.Graph(name="tiny", nodes=(inp, *nodes), output=nodes[-1].name, width=1.0, resolution=(size, size))
+    return ir.Graph(name="tiny", nodes=(inp, *nodes), outputs=(nodes[-1].name,), width=1.0, resolution=(size, size))
 
 
 def conv(name: str = "c", **kw) -> ir.Conv2D:

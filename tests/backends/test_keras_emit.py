@@ -81,7 +81,7 @@ def kitchen_sink() -> ir.Graph:
         ir.Dropout(name="do", inputs=("fc",), shape=(5,), rate=0.5),
         ir.Softmax(name="sm", inputs=("do",), shape=(5,)),
     ]
-    return ir.Graph(name="kitchen_sink", nodes=tuple(n), output="sm", width=1.0, resolution=(8, 8))
+    return ir.Graph(name="kitchen_sink", nodes=tuple(n), outputs=("sm",), width=1.0, resolution=(8, 8))
 
 
 def lowered(spec: str, width: float, resolution: int) -> ir.Graph:

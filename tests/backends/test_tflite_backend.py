@@ -125,7 +125,7 @@ def chain():
         ir.Flatten(name="flat", inputs=("cat",), shape=(240,)),
         ir.Dense(name="fc", inputs=("flat",), shape=(6,), in_features=240, units=6),  # >= 1024 weights
     )  # fmt: skip
-    g = ir.Graph(name="chain", nodes=nodes, output="fc", width=1.0, resolution=(9, 8))
+    g = ir.Graph(name="chain", nodes=nodes, outputs=("fc",), width=1.0, resolution=(9, 8))
     w = W.init(g, seed=4)
     x = rand(2, 9, 8, 3, seed=5)
     return g, w, x, numpy_chain(w, x)

@@ -42,7 +42,7 @@ def lowered(spec: str, width: float, resolution: int) -> ir.Graph:
 
 def graph_of(*nodes: ir.Node, name: str = "tiny") -> ir.Graph:
     shape = nodes[0].shape
-    return ir.Graph(name=name, nodes=nodes, output=nodes[-1].name, width=1.0, resolution=shape[:2])
+    return ir.Graph(name=name, nodes=nodes, outputs=(nodes[-1].name,), width=1.0, resolution=shape[:2])
 
 
 # ---------------------------------------------------------------------------------------------

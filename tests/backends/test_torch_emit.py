@@ -110,7 +110,7 @@ def all_ops_graph() -> ir.Graph:
         n.Dropout(name="drop", inputs=("fc",), shape=(10,), rate=0.5),
         n.Softmax(name="probs", inputs=("drop",), shape=(10,)),
     )
-    return ir.Graph(name="all_ops", nodes=nodes, output="probs", width=1.0, resolution=(10, 8))
+    return ir.Graph(name="all_ops", nodes=nodes, outputs=("probs",), width=1.0, resolution=(10, 8))
 
 
 RUNNER = textwrap.dedent(

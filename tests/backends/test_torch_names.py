@@ -50,6 +50,6 @@ def test_a_reserved_name_is_refused_by_check_and_by_the_backend() -> None:
     # A hand-built graph skips the spec check; the backend still refuses it by name.
     x = ir.Input(name="x", inputs=(), shape=(8, 8, 3))
     steps = ir.Activation(name="steps", inputs=("x",), shape=(8, 8, 3), kind="relu")
-    graph = ir.Graph(name="t", nodes=(x, steps), output="steps", width=1.0, resolution=(8, 8))
+    graph = ir.Graph(name="t", nodes=(x, steps), outputs=("steps",), width=1.0, resolution=(8, 8))
     with pytest.raises(BackendError, match="'steps' is reserved in the torch backend"):
         get_backend("torch").build(graph)
