@@ -101,9 +101,12 @@ class Compiled:
 
     @property
     def stem(self) -> str:
-        """``<name>_<width>_<resolution>``: names the default build folder and generated modules."""
+        """``<name>_<width>_<resolution>``: names the default build folder and generated modules.
+        A model cut to ``outputs``/``features`` adds ``_features``, so that it never overwrites
+        the whole model's build or its committed generated source."""
         g = self.graph
-        return f"{g.name}_{g.width:g}_{resolution_label(g)}".replace(".", "_")
+        cut = "_features" if self.full is not None else ""
+        return f"{g.name}_{g.width:g}_{resolution_label(g)}{cut}".replace(".", "_")
 
     @property
     def default_output(self) -> Path:

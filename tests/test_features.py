@@ -310,3 +310,9 @@ def test_cli_exit_status_from_a_fresh_process() -> None:
     )
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1
     assert proc.stderr.startswith(f"{SPEC}: --outputs: no layer named 'conv_pw_99_relu'")
+
+
+def test_a_cut_model_never_overwrites_the_whole_models_files() -> None:
+    assert a.compile(SPEC, width=0.5, resolution=128).stem == "mobilenet_v1_0_5_128"
+    assert feature_net().stem == "mobilenet_v1_0_5_128_features"
+    assert a.compile(SPEC, outputs=["conv1"]).default_output == Path("build") / "mobilenet_v1_1_224_features"
