@@ -257,6 +257,12 @@ class Compiled:
         """Run ``backends`` on the same weights and input, compare every node (archcompiler.parity)."""
         from .parity import parity
 
+        if kwargs.get("train_steps") and self.graph.multi_output:
+            from .kit import BackendError
+
+            raise BackendError(
+                f"training parity needs one (N, classes) logits output; this model has {len(self.graph.outputs)}"
+            )
         say = progress or _quiet
         say(f"parity: building and running {self.graph.name} in {', '.join(backends)}")
         report = parity(self.graph, backends, **kwargs)

@@ -464,7 +464,11 @@ def make_parser() -> argparse.ArgumentParser:
                 "--outputs", type=_list(_layer_name), help="return these layers, in order (names as in 'summary')"
             )
             out.add_argument("--features", action="store_true", help="return the last layer at each stride (2..32)")
-            out.add_argument("--out-indices", type=_list(_level), help="with --features: these levels (0 = stride 2)")
+            out.add_argument(
+                "--out-indices",
+                type=_list(_level),
+                help="these feature levels (0 = stride 2; negative from the deepest: --out-indices=-2,-1)",
+            )
         return sp
 
     def costs(sp: argparse.ArgumentParser, budget: bool = True) -> None:

@@ -316,3 +316,17 @@ def test_a_cut_model_never_overwrites_the_whole_models_files() -> None:
     assert a.compile(SPEC, width=0.5, resolution=128).stem == "mobilenet_v1_0_5_128"
     assert feature_net().stem == "mobilenet_v1_0_5_128_features"
     assert a.compile(SPEC, outputs=["conv1"]).default_output == Path("build") / "mobilenet_v1_1_224_features"
+
+
+@pytest.mark.torch
+def test_the_optimized_torch_copy_keeps_every_output() -> None:
+    """An output that BatchNorm folding renames (conv_pw_5_bn becomes the folded conv_pw_5) is still returned."""
+    import torch
+    from archcompiler.backends.torch.optimize import optimize
+
+    net = a.compile(SPEC, width=0.25, resolution=64, outputs=["conv_pw_5_bn", "conv_pw_11_relu"])
+    model = net.build("torch", weights=W.init(net.graph, seed=4))
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        for got, want in zip(optimize(model)(x), model(x), strict=True):
+            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
