@@ -7,11 +7,17 @@ a list in the order given; one name gives an ordinary single-output model (what 
 ``output:`` does).
 
 Feature levels follow timm (``FeatureInfo``): one per spatial reduction of the input, the
-*last* node computed at that size, before the classifier (the first global pooling, where
-keras.applications' top begins, :mod:`archcompiler.heads`). Like timm's MobileNet default
-``out_indices=(0, 1, 2, 3, 4)`` the stride-2 level is included (reductions 2, 4, 8, 16, 32);
-the input itself is not a level, nor are padding layers (a ZeroPad2d before a strided conv
-only enlarges the map it pads).
+*last* layer on the main path at that size, before the classifier (the first global pooling
+on the main path, where keras.applications' top begins, :mod:`archcompiler.heads`). Like
+timm's MobileNet default ``out_indices=(0, 1, 2, 3, 4)`` the stride-2 level is included
+(reductions 2, 4, 8, 16, 32); the input itself is not a level, nor are padding layers (a
+ZeroPad2d before a strided conv only enlarges the map it pads), nor layers a skip connection
+bypasses (inside a residual block or a squeeze-excite branch, whose 1x1 pool is no level).
+
+For MobileNet v1 this is timm's default. For inverted-residual nets (V2, V3) the last layer at
+a size is the expansion of the next stage's first block, i.e. timm's
+``feature_location="expansion"`` (what SSDLite attaches to), not its default block outputs
+(``"bottleneck"``); name those layers with ``outputs=`` to get the block outputs.
 """
 
 from __future__ import annotations
@@ -41,17 +47,42 @@ def _error(graph: ir.Graph, option: str, message: str) -> SpecError:
     return SpecError(message, file=graph.source or "<spec>", path=option)
 
 
+def _main_path(graph: ir.Graph) -> list[bool]:
+    """Per node: does every path from the input to the outputs pass through it?
+
+    Inside a residual block or a squeeze-excite branch the skip connection bypasses a node,
+    so only block outputs and chain layers are on the main path. In topological order a node
+    is bypassed exactly when some edge jumps over it (from before it to after it)."""
+    index = {n.name: k for k, n in enumerate(graph.nodes)}
+    opened = [0] * (len(graph.nodes) + 1)
+    for k, node in enumerate(graph.nodes):
+        for i in node.inputs:
+            if index[i] + 1 < k:  # the edge covers the nodes strictly between its ends
+                opened[index[i] + 1] += 1
+                opened[k] -= 1
+    out, covered = [], 0
+    for k in range(len(graph.nodes)):
+        covered += opened[k]
+        out.append(covered == 0)
+    return out
+
+
 def _top(graph: ir.Graph) -> int:
-    """Index of the first global pooling node (the classifier's start), or len(nodes)."""
-    return next((k for k, n in enumerate(graph.nodes) if isinstance(n, ir.GlobalPool)), len(graph.nodes))
+    """Index of the first global pooling node on the main path (the classifier's start; a
+    squeeze-excite pool is a side branch), or len(nodes)."""
+    main = _main_path(graph)
+    return next(
+        (k for k, n in enumerate(graph.nodes) if isinstance(n, ir.GlobalPool) and main[k]), len(graph.nodes)
+    )
 
 
 def levels(graph: ir.Graph) -> tuple[Level, ...]:
     """The feature levels of ``graph``, shallowest first (see the module docstring)."""
     height = graph.input_shape[0]
+    main = _main_path(graph)
     last: dict[tuple[int, int], int] = {}
     for k, node in enumerate(graph.nodes[: _top(graph)]):
-        if len(node.shape) != 3 or isinstance(node, ir.Input | ir.ZeroPad2D):
+        if len(node.shape) != 3 or isinstance(node, ir.Input | ir.ZeroPad2D) or not main[k]:
             continue
         size = (node.shape[0], node.shape[1])
         if size != tuple(graph.input_shape[:2]):

@@ -93,6 +93,27 @@ def test_features_are_the_last_layer_at_each_stride_like_timm(spec: str) -> None
     assert picked.graph.outputs == tuple(OUTS)
 
 
+@pytest.mark.parametrize(
+    ("spec", "want"),
+    [
+        # V2 and V3: the last main-path layer at a stride is the next block's expansion (timm's
+        # feature_location="expansion"); squeeze-excite's 1x1 pools are side branches, not levels
+        ("mobilenet_v2", ("block_1_expand_relu", "block_3_expand_relu", "block_6_expand_relu", "out_relu")),
+        (
+            "mobilenet_v3_large",
+            ("expanded_conv_3_expand_relu", "expanded_conv_12_expand_hard_swish", "conv_1_hard_swish"),
+        ),
+    ],
+)
+def test_feature_levels_skip_side_branches(spec: str, want: tuple[str, ...]) -> None:
+    from archcompiler.features import levels
+
+    found = levels(a.compile(str(ROOT / "specs" / f"{spec}.yaml")).graph)
+    assert [lv.reduction for lv in found] == [2, 4, 8, 16, 32]
+    assert set(want) <= {lv.node for lv in found}
+    assert found[-1].shape[:2] == (7, 7)
+
+
 # -- torch ----------------------------------------------------------------------------------
 
 
