@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from . import ir
-from .heads import Head
+from .heads import Head, main_path, top_index
 from .source import SpecError, did_you_mean
 
 MAX_LISTED = 12
@@ -47,41 +47,12 @@ def _error(graph: ir.Graph, option: str, message: str) -> SpecError:
     return SpecError(message, file=graph.source or "<spec>", path=option)
 
 
-def _main_path(graph: ir.Graph) -> list[bool]:
-    """Per node: does every path from the input to the outputs pass through it?
-
-    Inside a residual block or a squeeze-excite branch the skip connection bypasses a node,
-    so only block outputs and chain layers are on the main path. In topological order a node
-    is bypassed exactly when some edge jumps over it (from before it to after it)."""
-    index = {n.name: k for k, n in enumerate(graph.nodes)}
-    opened = [0] * (len(graph.nodes) + 1)
-    for k, node in enumerate(graph.nodes):
-        for i in node.inputs:
-            if index[i] + 1 < k:  # the edge covers the nodes strictly between its ends
-                opened[index[i] + 1] += 1
-                opened[k] -= 1
-    out, covered = [], 0
-    for k in range(len(graph.nodes)):
-        covered += opened[k]
-        out.append(covered == 0)
-    return out
-
-
-def _top(graph: ir.Graph) -> int:
-    """Index of the first global pooling node on the main path (the classifier's start; a
-    squeeze-excite pool is a side branch), or len(nodes)."""
-    main = _main_path(graph)
-    return next(
-        (k for k, n in enumerate(graph.nodes) if isinstance(n, ir.GlobalPool) and main[k]), len(graph.nodes)
-    )
-
-
 def levels(graph: ir.Graph) -> tuple[Level, ...]:
     """The feature levels of ``graph``, shallowest first (see the module docstring)."""
     height = graph.input_shape[0]
-    main = _main_path(graph)
+    main = main_path(graph)
     last: dict[tuple[int, int], int] = {}
-    for k, node in enumerate(graph.nodes[: _top(graph)]):
+    for k, node in enumerate(graph.nodes[: top_index(graph)]):
         if len(node.shape) != 3 or isinstance(node, ir.Input | ir.ZeroPad2D) or not main[k]:
             continue
         size = (node.shape[0], node.shape[1])
@@ -104,7 +75,7 @@ def _check_head(graph: ir.Graph, outputs: tuple[str, ...], head: Head | None, op
     """Head options only make sense when an output reads the classifier; else they are dead."""
     if head is None or head.changes_nothing:
         return
-    top = _top(graph)
+    top = top_index(graph)
     classifier = {n.name for n in graph.nodes[top:]}
     if not classifier.intersection(outputs):
         raise _error(

@@ -46,9 +46,37 @@ def _error(graph: ir.Graph, option: str, message: str) -> SpecError:
     return SpecError(message, file=graph.source or "<spec>", path=option)
 
 
+def main_path(graph: ir.Graph) -> list[bool]:
+    """Per node: does every path from the input to the outputs pass through it?
+
+    Inside a residual block or a squeeze-excite branch the skip connection bypasses a node,
+    so only block outputs and chain layers are on the main path. In topological order a node
+    is bypassed exactly when some edge jumps over it (from before it to after it)."""
+    index = {n.name: k for k, n in enumerate(graph.nodes)}
+    opened = [0] * (len(graph.nodes) + 1)
+    for k, node in enumerate(graph.nodes):
+        for i in node.inputs:
+            if index[i] + 1 < k:  # the edge covers the nodes strictly between its ends
+                opened[index[i] + 1] += 1
+                opened[k] -= 1
+    out, covered = [], 0
+    for k in range(len(graph.nodes)):
+        covered += opened[k]
+        out.append(covered == 0)
+    return out
+
+
+def top_index(graph: ir.Graph) -> int:
+    """Index of the first global pooling node on the main path, where keras.applications' top
+    begins (a squeeze-excite pool is a side branch, not the top), or len(nodes)."""
+    main = main_path(graph)
+    return next((k for k, n in enumerate(graph.nodes) if isinstance(n, ir.GlobalPool) and main[k]), len(graph.nodes))
+
+
 def _top(graph: ir.Graph) -> ir.Node | None:
-    """The first global pooling node: where keras.applications' top begins."""
-    return next((n for n in graph.nodes if isinstance(n, ir.GlobalPool)), None)
+    """The node where keras.applications' top begins (:func:`top_index`), if any."""
+    k = top_index(graph)
+    return graph.nodes[k] if k < len(graph.nodes) else None
 
 
 def _unique(graph_names: set[str], base: str) -> str:

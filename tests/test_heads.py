@@ -81,3 +81,18 @@ def test_build_writes_a_ten_way_classifier(tmp_path: Path, capsys: pytest.Captur
     assert "-> output 10," in capsys.readouterr().out
     state = torch.load(out / "mobilenet_v1.pt", weights_only=True)
     assert tuple(state["fc.weight"].shape) == (10, 256)  # int(1024 * 0.25) features -> 10 classes
+
+
+@pytest.mark.keras
+@pytest.mark.parametrize("spec", ["mobilenet_v3_large", "mobilenet_v3_small"])
+def test_v3_top_is_the_last_pool_not_a_squeeze_excite_pool(spec: str) -> None:
+    """--classes 0 on V3 cut at the first squeeze-excite pool (28x28x72); the top is the first
+    global pool on the main path. Oracle: keras.applications' include_top=False, built live."""
+    import torch  # noqa: F401  (before tensorflow; docs/DESIGN.md)
+    from archcompiler.backends.keras._framework import keras
+
+    make = keras.applications.MobileNetV3Large if spec.endswith("large") else keras.applications.MobileNetV3Small
+    ref = make(weights=None, include_top=False, input_shape=(224, 224, 3))
+    net = a.compile(str(ROOT / "specs" / f"{spec}.yaml"), classes=0)
+    assert net.graph.output_shape == tuple(ref.output.shape[1:])
+    assert net.cost("keras").params == ref.count_params()
