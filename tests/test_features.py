@@ -351,3 +351,20 @@ def test_the_optimized_torch_copy_keeps_every_output() -> None:
     with torch.no_grad():
         for got, want in zip(optimize(model)(x), model(x), strict=True):
             torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+SHIPPED = sorted(p.stem for p in (ROOT / "specs").glob("*.yaml"))
+
+
+@pytest.mark.slow
+@pytest.mark.torch
+@pytest.mark.keras
+@pytest.mark.parametrize("spec", SHIPPED)
+def test_features_of_every_shipped_spec_agree_in_every_backend(spec: str) -> None:
+    """The grid: each shipped spec's feature levels, in all four backends, every node and output."""
+    import torch  # noqa: F401  (before tensorflow; docs/DESIGN.md)
+
+    net = a.compile(str(ROOT / "specs" / f"{spec}.yaml"), width=0.5, resolution=96, features=True)
+    assert len(net.graph.outputs) == 5
+    report = net.parity(["torch", "keras", "onnx", "tflite"])
+    assert report.ok, report.table()
