@@ -52,6 +52,7 @@ def _blocks() -> list[Block]:
 BLOCKS = _blocks()
 SNIPPETS = [b for b in BLOCKS if b.lang == "python"]
 TRANSCRIPTS = [b for b in BLOCKS if b.lang == "" and b.text.startswith("$ ")]
+PYCON = [b for b in BLOCKS if b.lang == "pycon"]
 
 
 class Workspace:
@@ -125,7 +126,7 @@ def _parse_transcript(text: str) -> list[tuple[str, list[str]]]:
 
 def test_readme_has_what_this_test_checks() -> None:
     """Guard against a regex that silently finds nothing: the README's own content, counted."""
-    assert len(SNIPPETS) == 3 and len(TRANSCRIPTS) >= 3
+    assert len(SNIPPETS) == 3 and len(TRANSCRIPTS) >= 3 and len(PYCON) >= 2
     assert any("archc build specs/mobilenet.yaml --backend torch" in b.text for b in TRANSCRIPTS)
 
 
@@ -192,3 +193,27 @@ def test_python_snippet(block: Block, workspace: Workspace) -> None:
         timeout=600,
     )
     assert proc.returncode == 0, f"README line {block.line}:\n{block.text}\n{proc.stderr[-3000:]}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("block", [pytest.param(b, id=b.id) for b in PYCON])
+def test_pycon_session(block: Block, workspace: Workspace) -> None:
+    """Each ``>>>`` session as doctest replays it (``...`` matches anything, a trailing
+    ``# comment`` on a ``>>>`` line is Python's own), in the scratch copy of the repo."""
+    runner = (
+        "import doctest, sys\n"
+        "test = doctest.DocTestParser().get_doctest(sys.stdin.read(), {}, 'README', 'README.md', 0)\n"
+        "r = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)\n"
+        "r.run(test)\n"
+        "sys.exit(1 if r.failures or not r.tries else 0)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", runner],
+        input=block.text,
+        cwd=workspace.root,
+        env=workspace.env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, f"README line {block.line}:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}"
