@@ -71,6 +71,10 @@ class _Origin:
     param_path: Path | None = None
 
 
+_NO_ORIGIN = _Origin()
+"""The origin of a value written as it is (shared: most fields are)."""
+
+
 @dataclass(frozen=True)
 class _Checker:
     """Validates a filled-in layer against its op model, mapping errors back to the spec text."""
@@ -100,7 +104,7 @@ class _Checker:
     def validate(self, op: str, filled: dict[str, Any], origins: Mapping[str, _Origin]) -> LayerBase:
         model = OP_LAYERS[op]
         try:
-            layer = model.model_validate({"op": op, **filled})
+            layer = _validated(model, op, filled)
         except ValidationError as exc:
             e = dict(exc.errors(include_url=False)[0])
             name = str(e["loc"][0]) if e["loc"] else ""
@@ -119,20 +123,59 @@ class _Checker:
                 e.pop("input", None)
                 raise self.err(where, f"{_message(e)}, got {short_repr(value)} from {o.expr!r}") from None
             raise self.err(where, _message(e)) from None
-        scaled = getattr(layer, "scale_width", False)
+        if not layer.__dict__.get("scale_width", False):  # not getattr: pydantic's miss path is slow
+            return layer
         for name in SCALED_FIELDS:
             o = origins.get(name)
             expr = o.expr if o is not None and o.param is None else None
             rounded = expr is not None and (
                 bool(expr.names & {"in", "block_in"}) or expr.calls & {"round_channels", "make_divisible"}
             )
-            if scaled and rounded:
+            if rounded:
                 raise self.err(
                     (*self.layer_path, name),
                     f"{expr!r} is already a channel count after the width rule; add 'scale_width: false'"
                     " (else alpha is applied twice)",
                 )
         return layer
+
+
+_PLAIN = frozenset({int, str, bool, type(None)})
+_VALIDATED: dict[tuple[Any, ...], LayerBase] = {}
+_VALIDATED_MAX = 4096
+
+
+def _plain_key(v: Any) -> Any:
+    """A hashable key that tells apart values pydantic's strict mode tells apart (``1``,
+    ``1.0``, ``True``, ``-0.0``), or None for anything else."""
+    t = type(v)
+    if t in _PLAIN:
+        return (t, v)
+    if t is float:
+        return (t, repr(v))
+    if t is tuple:
+        parts = tuple(_plain_key(x) for x in v)
+        return None if None in parts else (t, parts)
+    return None
+
+
+def _validated(model: type[LayerBase], op: str, filled: dict[str, Any]) -> LayerBase:
+    """``model.model_validate({"op": op, **filled})``, memoised for plain values.
+
+    A network repeats the same few layers (MobileNet's 84 layers are 12 distinct ones) and
+    validation is a pure function of the model and the values, and the models are frozen, so
+    one validated layer can serve every repetition, in this lowering and the next."""
+    items = [(k, _plain_key(v)) for k, v in filled.items()]
+    if any(key is None for _, key in items):
+        return model.model_validate({"op": op, **filled})
+    key = (model, op, tuple(items))
+    layer = _VALIDATED.get(key)
+    if layer is None:
+        layer = model.model_validate({"op": op, **filled})
+        if len(_VALIDATED) >= _VALIDATED_MAX:
+            _VALIDATED.clear()
+        _VALIDATED[key] = layer
+    return layer
 
 
 @dataclass(frozen=True)
@@ -241,10 +284,14 @@ class _Expansion:
     pending_input: str | None = None
     """A block input not yet read: the next layer made reads it (a guard may drop a block's first layers)."""
     op_counts: Counter[str] = field(default_factory=Counter)
+    spans: dict[Path, Span] = field(default_factory=dict)
 
     def span(self, path: Path) -> Span:
-        line, col = self.loaded.source.locate(path)
-        return Span(self.loaded.file, line or 1, col or 1, format_path(path))
+        span = self.spans.get(path)
+        if span is None:
+            line, col = self.loaded.source.locate(path)
+            span = self.spans[path] = Span(self.loaded.file, line or 1, col or 1, format_path(path))
+        return span
 
     def err(self, path: Path, message: str, *, key: bool = False) -> SpecError:
         return self.loaded.source.error(path, message, key=key)
@@ -330,7 +377,7 @@ class _Expansion:
         return PLACEHOLDER_RE.sub(fill, text)
 
     def name(self, text: str, env: Mapping[str, Any], path: Path, scope: _Scope) -> str:
-        name = self.template(text, env, path, scope)
+        name = self.template(text, env, path, scope) if "{" in text else text
         try:
             _check_ident(name, "a layer name")
         except PydanticCustomError as exc:
@@ -414,12 +461,12 @@ def _expand_op(ex: _Expansion, layer: LayerBase, path: Path, scope: _Scope) -> N
         if layer.inputs is not None and (r == 0 or not top):
             inputs = tuple(_input_name(ex, x, names_env, (*path, "inputs"), scope) for x in layer.inputs)
         follows = ex.pending_input
-        deferred = isinstance(when, Deferred) or any(_has_deferred(v) for v in filled.values())
+        waits = any(_has_deferred(v) for v in filled.values())
         pending = None
         resolved = None
-        if not any(_has_deferred(v) for v in filled.values()):
+        if not waits:
             resolved = checker.validate(op, filled, origins)
-        if deferred:
+        if waits or isinstance(when, Deferred):
             pending = _Pending(op, filled, origins, when if isinstance(when, Deferred) else None, checker)
         span = ex.span(scope.call_path)
         if scope.owner is not None:
@@ -445,8 +492,8 @@ def _fill(ex: _Expansion, value: Any, env: Mapping[str, Any], path: Path, scope:
         return v, _Origin(value, v)
     if isinstance(value, tuple) and any(isinstance(x, Expr) for x in value):
         parts = [_fill(ex, x, env, path, scope) for x in value]
-        return tuple(p[0] for p in parts), _Origin()
-    return value, _Origin()
+        return tuple(p[0] for p in parts), _NO_ORIGIN
+    return value, _NO_ORIGIN
 
 
 def _expand_call(ex: _Expansion, call: BlockCall, path: Path, caller: _Scope) -> None:
