@@ -72,6 +72,8 @@ class _Origin:
 
 
 _NO_ORIGIN = _Origin()
+_GOOD_NAMES: set[str] = set()
+"""Layer names that passed _check_ident (a pure check; networks repeat their names per lowering)."""
 """The origin of a value written as it is (shared: most fields are)."""
 
 
@@ -378,10 +380,15 @@ class _Expansion:
 
     def name(self, text: str, env: Mapping[str, Any], path: Path, scope: _Scope) -> str:
         name = self.template(text, env, path, scope) if "{" in text else text
+        if name in _GOOD_NAMES:
+            return name
         try:
             _check_ident(name, "a layer name")
         except PydanticCustomError as exc:
             raise self.err(path, f"{text!r} gives {name!r}: {exc.message()}{scope.context}") from None
+        if len(_GOOD_NAMES) >= _VALIDATED_MAX:
+            _GOOD_NAMES.clear()
+        _GOOD_NAMES.add(name)
         return name
 
 
@@ -434,6 +441,7 @@ def _expand_op(ex: _Expansion, layer: LayerBase, path: Path, scope: _Scope) -> N
     reps = ex.count(layer.repeat, scope.values, (*path, "repeat"), scope)
     op: str = layer.op  # type: ignore[attr-defined]
     checker = _Checker(ex.loaded.source, path, scope.call_path, scope.context, ex.functions)
+    keys = [(key, getattr(layer, key), (*path, key)) for key in layer.model_fields_set - _SPECIAL]
     for r in range(reps):
         env = {**scope.values, "index": r + 1} if top else scope.values
         when = None
@@ -443,9 +451,8 @@ def _expand_op(ex: _Expansion, layer: LayerBase, path: Path, scope: _Scope) -> N
                 continue
         filled: dict[str, Any] = {}
         origins: dict[str, _Origin] = {}
-        for key in layer.model_fields_set - _SPECIAL:
-            value = getattr(layer, key)
-            filled[key], origins[key] = _fill(ex, value, env, (*path, key), scope)
+        for key, value, where in keys:
+            filled[key], origins[key] = _fill(ex, value, env, where, scope)
         number = str(r + 1) if top else (str(scope.number) if scope.number is not None else None)
         names_env = {**env, "index": number} if number is not None else env
         if layer.name:
