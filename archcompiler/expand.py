@@ -274,6 +274,8 @@ class _Scope:
     """The numbered block whose instance this scope is part of (Span.block)."""
     member: tuple[int, ...] = ()
     """Where this scope sits inside that block's definition (Span.member)."""
+    names_env: dict[str, Any] | None = None
+    """``values`` with the instance number as text, for name templates (made once per scope)."""
 
 
 @dataclass
@@ -363,6 +365,14 @@ class _Expansion:
 
     def template(self, text: str, env: Mapping[str, Any], path: Path, scope: _Scope) -> str:
         """``{index}`` and ``{param}`` in a name (or a string parameter) filled in."""
+        keys = _placeholders(text)
+        values = [env.get(k) for k in keys]
+        if all(type(v) is int or (type(v) is str and "{" not in v) for v in values):
+            # the common case, without a regex callback: every placeholder names an integer or a
+            # string (the checks below would pass), and no value could be read as a placeholder
+            for k, v in zip(keys, values, strict=True):
+                text = text.replace("{" + k + "}", str(v))
+            return text
 
         def fill(m: Any) -> str:
             key = m.group(1)
@@ -390,6 +400,12 @@ class _Expansion:
             _GOOD_NAMES.clear()
         _GOOD_NAMES.add(name)
         return name
+
+
+@functools.lru_cache(maxsize=1024)
+def _placeholders(text: str) -> tuple[str, ...]:
+    """The distinct ``{name}`` placeholders of a name template, in order."""
+    return tuple(dict.fromkeys(PLACEHOLDER_RE.findall(text)))
 
 
 @functools.cache
@@ -453,8 +469,14 @@ def _expand_op(ex: _Expansion, layer: LayerBase, path: Path, scope: _Scope) -> N
         origins: dict[str, _Origin] = {}
         for key, value, where in keys:
             filled[key], origins[key] = _fill(ex, value, env, where, scope)
-        number = str(r + 1) if top else (str(scope.number) if scope.number is not None else None)
-        names_env = {**env, "index": number} if number is not None else env
+        if top:
+            names_env = {**env, "index": str(r + 1)}
+        elif scope.number is not None:
+            if scope.names_env is None:
+                scope.names_env = {**env, "index": str(scope.number)}
+            names_env = scope.names_env
+        else:
+            names_env = env
         if layer.name:
             name = ex.name(layer.name, names_env, (*path, "name"), scope)
         elif top:

@@ -147,6 +147,21 @@ def _int(text: str) -> int:
     raise _ScalarError(f"integer out of range (more than 64 bits; got {short_repr(text, 30)})")
 
 
+_SCALARS: dict[str, Any] = {}
+"""Plain scalar text -> its value (a pure function of the text, and every value is immutable):
+a spec repeats a few words and numbers (``conv``, ``3``, ``true``) hundreds of times."""
+
+
+def _cached_scalar(text: str) -> Any:
+    value = _SCALARS.get(text, _SCALARS)
+    if value is _SCALARS:
+        value = _plain_scalar(text)
+        if len(_SCALARS) >= 4096:
+            _SCALARS.clear()
+        _SCALARS[text] = value
+    return value
+
+
 def _plain_scalar(text: str) -> Any:
     if _NULL.match(text):
         return None
@@ -237,7 +252,7 @@ class _Builder:
                 # a plain scalar resolves by the YAML 1.2 core schema; an explicit standard tag
                 # such as !!int "3" is honoured through the same rules
                 try:
-                    return _plain_scalar(node.value)
+                    return _cached_scalar(node.value)
                 except _ScalarError as exc:
                     raise self._err(node, path, str(exc)) from None
             return node.value
@@ -291,6 +306,27 @@ def _is_null(node: yaml.Node) -> bool:
     )
 
 
+_TAGS: dict[tuple[str, Any], str] = {}
+
+
+class _MemoResolver(Resolver):
+    """PyYAML's safe resolver, remembering each plain scalar's tag: without path resolvers a
+    scalar's tag is a pure function of its text and implicitness, and resolving runs regexes
+    in Python for every one of a spec's hundreds of scalars."""
+
+    def resolve(self, kind: type, value: Any, implicit: Any) -> str:
+        if kind is not yaml.ScalarNode:
+            return super().resolve(kind, value, implicit)  # type: ignore[no-any-return]
+        key = (value, implicit)
+        tag = _TAGS.get(key)
+        if tag is None:
+            tag = super().resolve(kind, value, implicit)
+            if len(_TAGS) >= 4096:
+                _TAGS.clear()
+            _TAGS[key] = tag
+        return tag
+
+
 class _Bounded(Composer):
     """PyYAML's composer with :data:`MAX_DEPTH` and :data:`MAX_VALUES` enforced while composing.
 
@@ -323,7 +359,7 @@ class _Bounded(Composer):
             self.depth -= 1
 
 
-class _BoundedLoader(_Bounded, yaml.SafeLoader):
+class _BoundedLoader(_Bounded, _MemoResolver, yaml.SafeLoader):
     """The pure-Python reader, scanner and parser: the reference, and the one that words errors."""
 
     def __init__(self, text: str, file: str) -> None:
@@ -350,14 +386,14 @@ _INDICATORS = "[{-:?,."
 
 if _CParser is not None:
 
-    class _CLoader(_CParser, Resolver):  # type: ignore[misc, valid-type]
+    class _CLoader(_CParser, _MemoResolver):  # type: ignore[misc, valid-type]
         """libyaml's scanner, parser and composer, with the safe loader's tag resolver."""
 
         def __init__(self, text: str, file: str) -> None:
             _CParser.__init__(self, text)
             Resolver.__init__(self)
 
-    class _BoundedCLoader(_Bounded, _CParser, Resolver):  # type: ignore[misc, valid-type]
+    class _BoundedCLoader(_Bounded, _CParser, _MemoResolver):  # type: ignore[misc, valid-type]
         """libyaml's scanner and parser under the bounded Python composer."""
 
         def __init__(self, text: str, file: str) -> None:
