@@ -277,6 +277,8 @@ class _Builder:
                 if key_node.tag not in _STANDARD_TAGS:
                     raise self._err(key_node, path, f"YAML tags are not allowed (got {key_node.tag!r})")
                 key = key_node.value
+                if self.libyaml and not key and not key_node.style:
+                    raise _Diverges  # a left-out key ('? '), placed as a left-out value may be
                 if key == "<<":
                     raise self._err(key_node, path, "YAML merge keys ('<<') are not supported; use a block")
                 if key in out:

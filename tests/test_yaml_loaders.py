@@ -127,6 +127,8 @@ def test_edited_files_read_the_same(seed: int) -> None:
         "a: 1e-320\nb: 2001-12-14\nc: =1\n",  # YAML 1.1 strings and timestamps
         "a: |\n  x\n  y\nb: >-\n  z\n",  # block scalars
         "? a\n: 1\n",  # an explicit key
+        "? \n: 1\n",  # a left-out key
+        "a: {b: , c: }\nd:\n",  # left-out values
         "a: 1\na: 2\n",  # a duplicate key
         "a: !!python/name:os.system x\n",  # a tag
         "- [" * 70 + "]" * 70 + "\n",  # too deep
