@@ -333,7 +333,7 @@ def worker_startup(runs: int) -> list[Row]:
 
     The processes run with bytecode caches (PYTHONDONTWRITEBYTECODE dropped, one warm-up run
     writes them), as an installed package has them; without, every run compiles archcompiler's
-    sources again (about 0.15 s more here)."""
+    sources again (about 0.15 s more CPU here)."""
     rows: list[Row] = []
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     ref = "python -c pass"
