@@ -71,6 +71,12 @@ class _Origin:
     param_path: Path | None = None
 
 
+_NO_ORIGIN = _Origin()
+_GOOD_NAMES: set[str] = set()
+"""Layer names that passed _check_ident (a pure check; networks repeat their names per lowering)."""
+"""The origin of a value written as it is (shared: most fields are)."""
+
+
 @dataclass(frozen=True)
 class _Checker:
     """Validates a filled-in layer against its op model, mapping errors back to the spec text."""
@@ -100,7 +106,7 @@ class _Checker:
     def validate(self, op: str, filled: dict[str, Any], origins: Mapping[str, _Origin]) -> LayerBase:
         model = OP_LAYERS[op]
         try:
-            layer = model.model_validate({"op": op, **filled})
+            layer = _validated(model, op, filled)
         except ValidationError as exc:
             e = dict(exc.errors(include_url=False)[0])
             name = str(e["loc"][0]) if e["loc"] else ""
@@ -119,20 +125,59 @@ class _Checker:
                 e.pop("input", None)
                 raise self.err(where, f"{_message(e)}, got {short_repr(value)} from {o.expr!r}") from None
             raise self.err(where, _message(e)) from None
-        scaled = getattr(layer, "scale_width", False)
+        if not layer.__dict__.get("scale_width", False):  # not getattr: pydantic's miss path is slow
+            return layer
         for name in SCALED_FIELDS:
             o = origins.get(name)
             expr = o.expr if o is not None and o.param is None else None
             rounded = expr is not None and (
                 bool(expr.names & {"in", "block_in"}) or expr.calls & {"round_channels", "make_divisible"}
             )
-            if scaled and rounded:
+            if rounded:
                 raise self.err(
                     (*self.layer_path, name),
                     f"{expr!r} is already a channel count after the width rule; add 'scale_width: false'"
                     " (else alpha is applied twice)",
                 )
         return layer
+
+
+_PLAIN = frozenset({int, str, bool, type(None)})
+_VALIDATED: dict[tuple[Any, ...], LayerBase] = {}
+_VALIDATED_MAX = 4096
+
+
+def _plain_key(v: Any) -> Any:
+    """A hashable key that tells apart values pydantic's strict mode tells apart (``1``,
+    ``1.0``, ``True``, ``-0.0``), or None for anything else."""
+    t = type(v)
+    if t in _PLAIN:
+        return (t, v)
+    if t is float:
+        return (t, repr(v))
+    if t is tuple:
+        parts = tuple(_plain_key(x) for x in v)
+        return None if None in parts else (t, parts)
+    return None
+
+
+def _validated(model: type[LayerBase], op: str, filled: dict[str, Any]) -> LayerBase:
+    """``model.model_validate({"op": op, **filled})``, memoised for plain values.
+
+    A network repeats the same few layers (MobileNet's 84 layers are 12 distinct ones) and
+    validation is a pure function of the model and the values, and the models are frozen, so
+    one validated layer can serve every repetition, in this lowering and the next."""
+    items = [(k, _plain_key(v)) for k, v in filled.items()]
+    if any(key is None for _, key in items):
+        return model.model_validate({"op": op, **filled})
+    key = (model, op, tuple(items))
+    layer = _VALIDATED.get(key)
+    if layer is None:
+        layer = model.model_validate({"op": op, **filled})
+        if len(_VALIDATED) >= _VALIDATED_MAX:
+            _VALIDATED.clear()
+        _VALIDATED[key] = layer
+    return layer
 
 
 @dataclass(frozen=True)
@@ -229,6 +274,8 @@ class _Scope:
     """The numbered block whose instance this scope is part of (Span.block)."""
     member: tuple[int, ...] = ()
     """Where this scope sits inside that block's definition (Span.member)."""
+    names_env: dict[str, Any] | None = None
+    """``values`` with the instance number as text, for name templates (made once per scope)."""
 
 
 @dataclass
@@ -241,10 +288,14 @@ class _Expansion:
     pending_input: str | None = None
     """A block input not yet read: the next layer made reads it (a guard may drop a block's first layers)."""
     op_counts: Counter[str] = field(default_factory=Counter)
+    spans: dict[Path, Span] = field(default_factory=dict)
 
     def span(self, path: Path) -> Span:
-        line, col = self.loaded.source.locate(path)
-        return Span(self.loaded.file, line or 1, col or 1, format_path(path))
+        span = self.spans.get(path)
+        if span is None:
+            line, col = self.loaded.source.locate(path)
+            span = self.spans[path] = Span(self.loaded.file, line or 1, col or 1, format_path(path))
+        return span
 
     def err(self, path: Path, message: str, *, key: bool = False) -> SpecError:
         return self.loaded.source.error(path, message, key=key)
@@ -314,6 +365,14 @@ class _Expansion:
 
     def template(self, text: str, env: Mapping[str, Any], path: Path, scope: _Scope) -> str:
         """``{index}`` and ``{param}`` in a name (or a string parameter) filled in."""
+        keys = _placeholders(text)
+        values = [env.get(k) for k in keys]
+        if all(type(v) is int or (type(v) is str and "{" not in v) for v in values):
+            # the common case, without a regex callback: every placeholder names an integer or a
+            # string (the checks below would pass), and no value could be read as a placeholder
+            for k, v in zip(keys, values, strict=True):
+                text = text.replace("{" + k + "}", str(v))
+            return text
 
         def fill(m: Any) -> str:
             key = m.group(1)
@@ -330,12 +389,23 @@ class _Expansion:
         return PLACEHOLDER_RE.sub(fill, text)
 
     def name(self, text: str, env: Mapping[str, Any], path: Path, scope: _Scope) -> str:
-        name = self.template(text, env, path, scope)
+        name = self.template(text, env, path, scope) if "{" in text else text
+        if name in _GOOD_NAMES:
+            return name
         try:
             _check_ident(name, "a layer name")
         except PydanticCustomError as exc:
             raise self.err(path, f"{text!r} gives {name!r}: {exc.message()}{scope.context}") from None
+        if len(_GOOD_NAMES) >= _VALIDATED_MAX:
+            _GOOD_NAMES.clear()
+        _GOOD_NAMES.add(name)
         return name
+
+
+@functools.lru_cache(maxsize=1024)
+def _placeholders(text: str) -> tuple[str, ...]:
+    """The distinct ``{name}`` placeholders of a name template, in order."""
+    return tuple(dict.fromkeys(PLACEHOLDER_RE.findall(text)))
 
 
 @functools.cache
@@ -387,6 +457,7 @@ def _expand_op(ex: _Expansion, layer: LayerBase, path: Path, scope: _Scope) -> N
     reps = ex.count(layer.repeat, scope.values, (*path, "repeat"), scope)
     op: str = layer.op  # type: ignore[attr-defined]
     checker = _Checker(ex.loaded.source, path, scope.call_path, scope.context, ex.functions)
+    keys = [(key, getattr(layer, key), (*path, key)) for key in layer.model_fields_set - _SPECIAL]
     for r in range(reps):
         env = {**scope.values, "index": r + 1} if top else scope.values
         when = None
@@ -396,11 +467,16 @@ def _expand_op(ex: _Expansion, layer: LayerBase, path: Path, scope: _Scope) -> N
                 continue
         filled: dict[str, Any] = {}
         origins: dict[str, _Origin] = {}
-        for key in layer.model_fields_set - _SPECIAL:
-            value = getattr(layer, key)
-            filled[key], origins[key] = _fill(ex, value, env, (*path, key), scope)
-        number = str(r + 1) if top else (str(scope.number) if scope.number is not None else None)
-        names_env = {**env, "index": number} if number is not None else env
+        for key, value, where in keys:
+            filled[key], origins[key] = _fill(ex, value, env, where, scope)
+        if top:
+            names_env = {**env, "index": str(r + 1)}
+        elif scope.number is not None:
+            if scope.names_env is None:
+                scope.names_env = {**env, "index": str(scope.number)}
+            names_env = scope.names_env
+        else:
+            names_env = env
         if layer.name:
             name = ex.name(layer.name, names_env, (*path, "name"), scope)
         elif top:
@@ -414,12 +490,12 @@ def _expand_op(ex: _Expansion, layer: LayerBase, path: Path, scope: _Scope) -> N
         if layer.inputs is not None and (r == 0 or not top):
             inputs = tuple(_input_name(ex, x, names_env, (*path, "inputs"), scope) for x in layer.inputs)
         follows = ex.pending_input
-        deferred = isinstance(when, Deferred) or any(_has_deferred(v) for v in filled.values())
+        waits = any(_has_deferred(v) for v in filled.values())
         pending = None
         resolved = None
-        if not any(_has_deferred(v) for v in filled.values()):
+        if not waits:
             resolved = checker.validate(op, filled, origins)
-        if deferred:
+        if waits or isinstance(when, Deferred):
             pending = _Pending(op, filled, origins, when if isinstance(when, Deferred) else None, checker)
         span = ex.span(scope.call_path)
         if scope.owner is not None:
@@ -445,8 +521,8 @@ def _fill(ex: _Expansion, value: Any, env: Mapping[str, Any], path: Path, scope:
         return v, _Origin(value, v)
     if isinstance(value, tuple) and any(isinstance(x, Expr) for x in value):
         parts = [_fill(ex, x, env, path, scope) for x in value]
-        return tuple(p[0] for p in parts), _Origin()
-    return value, _Origin()
+        return tuple(p[0] for p in parts), _NO_ORIGIN
+    return value, _NO_ORIGIN
 
 
 def _expand_call(ex: _Expansion, call: BlockCall, path: Path, caller: _Scope) -> None:

@@ -378,6 +378,8 @@ class Expr(str):
 
     def check_names(self, known: Collection[str]) -> None:
         """ExprError (with the column) for the first ``$name`` not in ``known``."""
+        if all(n in known for n in self.names):
+            return
         for node in _walk(self.tree):
             if isinstance(node, Name) and node.name not in known:
                 names = ", ".join("$" + k for k in sorted(known)) or "none"

@@ -58,10 +58,22 @@ def as_expr(v: Any) -> Expr | None:
         return v
     if not is_expression(v):
         return None
+    expr = _PARSED.get(v)
+    if expr is not None:
+        return expr
     try:
-        return Expr(v)
+        expr = Expr(v)
     except ExprError as exc:
         raise PydanticCustomError("expression", "{detail}", {"detail": exc.describe(v)}) from None
+    if len(_PARSED) >= 4096:
+        _PARSED.clear()
+    _PARSED[v] = expr
+    return expr
+
+
+_PARSED: dict[str, Expr] = {}
+"""Expression text -> its parse (an Expr is never changed after parsing, so one can be shared;
+a spec repeats the same few expressions, and every load parses them again)."""
 
 
 def _check_ident(v: Any, what: str) -> str:

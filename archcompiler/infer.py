@@ -9,6 +9,7 @@ caused them (the layer, or for a layer inside a block the call that instantiated
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from . import ir
 from .expand import Entry
@@ -55,6 +56,7 @@ def infer(loaded: LoadedSpec, entries: list[Entry], width: float, size: tuple[in
     # (so the chain and a block's input survive a dropped layer).
     absent: dict[str, str] = {}
     previous = first.name
+    memo: dict[tuple[int, tuple[ir.Shape, ...]], _Known] = {}
     for k, entry in enumerate(entries):
         default = absent.get(entry.follows, entry.follows) if entry.follows else previous
         names = tuple(absent.get(n, n) for n in entry.inputs) if entry.inputs is not None else (default,)
@@ -76,9 +78,8 @@ def infer(loaded: LoadedSpec, entries: list[Entry], width: float, size: tuple[in
         if layer is None:
             absent[entry.name] = previous = default
             continue
-        node = _node(entry, layer, names, shapes, ctx)
-        c = node.cost(shapes)
-        parameters += c.weights + c.bias + c.bn_affine + c.bn_stats
+        node, params = _node(entry, layer, names, shapes, ctx, memo)
+        parameters += params
         activations += node.numel
         if parameters > MAX_PARAMETERS or activations > MAX_ACTIVATIONS:
             what = "weights" if parameters > MAX_PARAMETERS else "activation values per example"
@@ -117,20 +118,39 @@ def live(nodes: Sequence[ir.Node], outputs: Sequence[str]) -> tuple[ir.Node, ...
     return tuple(n for n in nodes if n.name in needed)
 
 
+_Known = tuple[LayerBase, dict[str, Any], ir.Shape, int]
+"""A layer (kept alive, so its id stays its own), its attributes, output shape and parameters."""
+
+
 def _node(
-    entry: Entry, layer: LayerBase, names: tuple[str, ...], shapes: tuple[ir.Shape, ...], ctx: LowerContext
-) -> ir.Node:
-    """One IR node from its op definition: attributes from the spec, then the shape rule."""
+    entry: Entry,
+    layer: LayerBase,
+    names: tuple[str, ...],
+    shapes: tuple[ir.Shape, ...],
+    ctx: LowerContext,
+    memo: dict[tuple[int, tuple[ir.Shape, ...]], _Known],
+) -> tuple[ir.Node, int]:
+    """One IR node from its op definition: attributes from the spec, then the shape rule; and
+    its parameter count (for the limits).
+
+    Expansion shares one validated layer between equal layers (a repeated block's), so within
+    one lowering ``memo`` gives the attributes, shape and count of a layer already seen on the
+    same input shapes: each is a function of the layer, the context and the shapes alone."""
     node_type = NODE_FOR_LAYER[type(layer)]
     problem = arity_error(layer.op, node_type.arity, len(names))  # type: ignore[attr-defined]
     if problem:
         raise entry.error(problem)
+    key = (id(layer), shapes)
+    known = memo.get(key)
     try:
-        attributes = node_type.attributes_from_spec(layer, ctx, shapes)
+        attributes = node_type.attributes_from_spec(layer, ctx, shapes) if known is None else known[1]
         node = node_type(name=entry.name, inputs=names, shape=(), span=entry.span, **attributes)
         # The shape rule needs the attributes, so the node is made first; nothing else has seen
         # it yet, so setting its shape here is safe (and 3x cheaper than dataclasses.replace).
-        object.__setattr__(node, "shape", node.infer_shape(shapes))
-        return node
+        object.__setattr__(node, "shape", node.infer_shape(shapes) if known is None else known[2])
     except OpError as exc:
         raise entry.error(str(exc)) from None
+    if known is None:
+        c = node.cost(shapes)
+        known = memo[key] = (layer, attributes, node.shape, c.weights + c.bias + c.bn_affine + c.bn_stats)
+    return node, known[3]

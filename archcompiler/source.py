@@ -1,11 +1,12 @@
 """YAML loading that remembers where every value came from, and error rendering.
 
 Why not ``yaml.safe_load``: it forgets positions, and it reads YAML 1.1 (``1e-3`` is a
-string there, ``no`` is ``False``). We compose the node tree with PyYAML's safe composer,
-then build plain Python values ourselves with YAML 1.2 core-schema scalars, refuse any
-explicit tag (``!!python/object`` and friends never construct anything), refuse duplicate
-keys, and record ``path -> (line, col)`` for every node so schema and lowering errors can
-point at the text that caused them.
+string there, ``no`` is ``False``). We compose the node tree with PyYAML's safe composer (over
+libyaml when PyYAML has it, about 20x faster; :func:`parse_text` says how positions and
+messages stay those of the pure-Python loader), then build plain Python values ourselves with
+YAML 1.2 core-schema scalars, refuse any explicit tag (``!!python/object`` and friends never
+construct anything), refuse duplicate keys, and record ``path -> (line, col)`` for every node
+so schema and lowering errors can point at the text that caused them.
 
 Hostile files are bounded before they cost anything: only regular files of at most
 :data:`MAX_SPEC_BYTES` are read, nesting (:data:`MAX_DEPTH`) and value counts
@@ -23,9 +24,11 @@ import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
+from yaml.composer import Composer
+from yaml.resolver import Resolver
 
 PathT = tuple[str | int, ...]
 
@@ -144,6 +147,21 @@ def _int(text: str) -> int:
     raise _ScalarError(f"integer out of range (more than 64 bits; got {short_repr(text, 30)})")
 
 
+_SCALARS: dict[str, Any] = {}
+"""Plain scalar text -> its value (a pure function of the text, and every value is immutable):
+a spec repeats a few words and numbers (``conv``, ``3``, ``true``) hundreds of times."""
+
+
+def _cached_scalar(text: str) -> Any:
+    value = _SCALARS.get(text, _SCALARS)
+    if value is _SCALARS:
+        value = _plain_scalar(text)
+        if len(_SCALARS) >= 4096:
+            _SCALARS.clear()
+        _SCALARS[text] = value
+    return value
+
+
 def _plain_scalar(text: str) -> Any:
     if _NULL.match(text):
         return None
@@ -191,9 +209,14 @@ class Source:
         return SpecError(message, file=self.file, line=line, col=col, path=format_path(path))
 
 
+class _Diverges(Exception):
+    """libyaml read the text differently from PyYAML, or may have: parse_text re-reads it in Python."""
+
+
 class _Builder:
-    def __init__(self, file: str) -> None:
+    def __init__(self, file: str, libyaml: bool = False) -> None:
         self.file = file
+        self.libyaml = libyaml
         self.positions: dict[PathT, tuple[int, int]] = {}
         self.key_positions: dict[PathT, tuple[int, int]] = {}
         self.count = 0  # values built so far, aliases counted each time they are expanded
@@ -222,11 +245,14 @@ class _Builder:
         if isinstance(node, yaml.ScalarNode):
             if explicit is not None:
                 raise self._err(node, path, f"YAML tags are not allowed (got {node.tag!r})")
-            if node.style is None or node.tag != "tag:yaml.org,2002:str":
+            if self.libyaml and not node.value and not node.style:
+                raise _Diverges  # a value left out ('k: ,'): libyaml places the null elsewhere
+            # plain style is None from PyYAML's parser and '' from libyaml's
+            if not node.style or node.tag != "tag:yaml.org,2002:str":
                 # a plain scalar resolves by the YAML 1.2 core schema; an explicit standard tag
                 # such as !!int "3" is honoured through the same rules
                 try:
-                    return _plain_scalar(node.value)
+                    return _cached_scalar(node.value)
                 except _ScalarError as exc:
                     raise self._err(node, path, str(exc)) from None
             return node.value
@@ -239,6 +265,8 @@ class _Builder:
             self.open.discard(id(node))
 
     def _build_collection(self, node: yaml.Node, path: PathT, depth: int) -> Any:
+        if self.libyaml and node.flow_style:
+            _check_flow(node)
         if isinstance(node, yaml.SequenceNode):
             return [self.build(item, (*path, i), depth + 1) for i, item in enumerate(node.value)]
         if isinstance(node, yaml.MappingNode):
@@ -249,6 +277,8 @@ class _Builder:
                 if key_node.tag not in _STANDARD_TAGS:
                     raise self._err(key_node, path, f"YAML tags are not allowed (got {key_node.tag!r})")
                 key = key_node.value
+                if self.libyaml and not key and not key_node.style:
+                    raise _Diverges  # a left-out key ('? '), placed as a left-out value may be
                 if key == "<<":
                     raise self._err(key_node, path, "YAML merge keys ('<<') are not supported; use a block")
                 if key in out:
@@ -259,26 +289,57 @@ class _Builder:
         raise self._err(node, path, "unsupported YAML node")  # pragma: no cover
 
 
+def _check_flow(node: yaml.Node) -> None:
+    """Refuse what libyaml reads differently from PyYAML in a flow collection: PyYAML ends a
+    plain scalar there at '?' (YAML 1.1), libyaml reads on (``{op: a?b}``)."""
+    items = node.value if isinstance(node, yaml.SequenceNode) else [n for pair in node.value for n in pair]
+    for item in items:
+        if isinstance(item, yaml.ScalarNode) and not item.style and "?" in item.value:
+            raise _Diverges
+
+
 def _is_null(node: yaml.Node) -> bool:
     """A plain null scalar (empty, '~' or 'null') with no explicit tag."""
     return (
         isinstance(node, yaml.ScalarNode)
-        and node.style is None
+        and not node.style
         and node.tag == "tag:yaml.org,2002:null"
         and _NULL.match(node.value) is not None
     )
 
 
-class _BoundedLoader(yaml.SafeLoader):
-    """PyYAML's safe composer with :data:`MAX_DEPTH` and :data:`MAX_VALUES` enforced while composing.
+_TAGS: dict[tuple[str, Any], str] = {}
+
+
+class _MemoResolver(Resolver):
+    """PyYAML's safe resolver, remembering each plain scalar's tag: without path resolvers a
+    scalar's tag is a pure function of its text and implicitness, and resolving runs regexes
+    in Python for every one of a spec's hundreds of scalars."""
+
+    def resolve(self, kind: type, value: Any, implicit: Any) -> str:
+        if kind is not yaml.ScalarNode:
+            return super().resolve(kind, value, implicit)  # type: ignore[no-any-return]
+        key = (value, implicit)
+        tag = _TAGS.get(key)
+        if tag is None:
+            tag = super().resolve(kind, value, implicit)
+            if len(_TAGS) >= 4096:
+                _TAGS.clear()
+            _TAGS[key] = tag
+        return tag
+
+
+class _Bounded(Composer):
+    """PyYAML's composer with :data:`MAX_DEPTH` and :data:`MAX_VALUES` enforced while composing.
 
     The composer recurses once per nesting level (about three Python frames each), so 5,000
     nested ``[`` would end in RecursionError before our builder could count levels; and every
     node costs about a kilobyte, so the count is capped before the tree is complete.
     """
 
-    def __init__(self, text: str, file: str) -> None:
-        super().__init__(text)
+    file: str
+
+    def _bound(self, file: str) -> None:
         self.file = file
         self.depth = 0
         self.nodes = 0
@@ -287,7 +348,7 @@ class _BoundedLoader(yaml.SafeLoader):
         return SpecError(message, file=self.file, line=mark.line + 1, col=mark.column + 1)
 
     def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
-        mark = self.peek_event().start_mark
+        mark = self.peek_event().start_mark  # type: ignore[attr-defined]
         if self.depth > MAX_DEPTH:
             raise self._refuse(mark, f"nesting is deeper than {MAX_DEPTH} levels")
         self.nodes += 1
@@ -300,17 +361,82 @@ class _BoundedLoader(yaml.SafeLoader):
             self.depth -= 1
 
 
-def _compose(text: str, file: str) -> list[yaml.Node]:
+class _BoundedLoader(_Bounded, _MemoResolver, yaml.SafeLoader):
+    """The pure-Python reader, scanner and parser: the reference, and the one that words errors."""
+
+    def __init__(self, text: str, file: str) -> None:
+        yaml.SafeLoader.__init__(self, text)
+        self._bound(file)
+
+
+try:  # present when PyYAML was built with libyaml
+    from yaml.cyaml import CParser as _CParser
+except ImportError:  # pragma: no cover - a PyYAML without libyaml
+    _CParser = None
+
+LIBYAML: bool = _CParser is not None
+"""Whether :func:`parse_text` uses libyaml by default (tests flip it to run the corpus under both)."""
+
+C_COMPOSE_MAX = 1000
+"""Most indicator characters (``[{-:?,.``) a text may hold for libyaml's own composer to build
+its nodes. That composer recurses in C and counts nothing, but every collection starts at one
+of these characters and every node but the first follows one, so below this bound its depth
+and node count are small; a larger text is composed in Python from libyaml's events, under
+the depth and value limits (:class:`_Bounded`)."""
+
+_INDICATORS = "[{-:?,."
+
+if _CParser is not None:
+
+    class _CLoader(_CParser, _MemoResolver):  # type: ignore[misc, valid-type]
+        """libyaml's scanner, parser and composer, with the safe loader's tag resolver."""
+
+        def __init__(self, text: str, file: str) -> None:
+            _CParser.__init__(self, text)
+            Resolver.__init__(self)
+
+    class _BoundedCLoader(_Bounded, _CParser, _MemoResolver):  # type: ignore[misc, valid-type]
+        """libyaml's scanner and parser under the bounded Python composer."""
+
+        def __init__(self, text: str, file: str) -> None:
+            _CParser.__init__(self, text)
+            Resolver.__init__(self)
+            Composer.__init__(self)
+            self._bound(file)
+
+
+Mode = Literal["python", "libyaml", "libyaml-events"]
+
+
+def _mode(text: str) -> Mode:
+    """The fastest way to compose ``text`` that reads it as PyYAML's reader does.
+
+    A tab or a byte-order mark anywhere sends the text to the pure-Python loader: PyYAML
+    refuses a tab between tokens where libyaml takes it for a space, and libyaml does not count
+    a BOM inside the text as a column. Otherwise libyaml composes it (:data:`C_COMPOSE_MAX`)."""
+    if "\t" in text or "\ufeff" in text:
+        return "python"
+    if sum(text.count(c) for c in _INDICATORS) <= C_COMPOSE_MAX:
+        return "libyaml"
+    return "libyaml-events"
+
+
+def _compose(text: str, file: str, mode: Mode = "python") -> list[yaml.Node]:
     """Every document's root node, composed within the depth and size limits."""
-    loader = _BoundedLoader(text, file)
+    if mode == "libyaml":
+        loader: Any = _CLoader(text, file)
+    elif mode == "libyaml-events":
+        loader = _BoundedCLoader(text, file)
+    else:
+        loader = _BoundedLoader(text, file)
     try:
         nodes = []
         while loader.check_node():
             nodes.append(loader.get_node())
         return nodes
     except RecursionError:  # a safety net: the depth limit should stop any nesting long before this
-        mark = loader.get_mark()
-        raise loader._refuse(mark, "nesting is too deep") from None
+        mark = loader.get_mark() if mode == "python" else yaml.Mark(file, 0, 0, 0, None, None)
+        raise SpecError("nesting is too deep", file=file, line=mark.line + 1, col=mark.column + 1) from None
     finally:
         loader.dispose()
 
@@ -321,10 +447,30 @@ def _line_col(text: str, index: int) -> tuple[int, int]:
     return line, index - (text.rfind("\n", 0, index) + 1) + 1
 
 
-def parse_text(text: str, file: str = "<spec>") -> Source:
-    """Parse YAML text into a Source. Raises SpecError with the YAML error's position."""
+def parse_text(text: str, file: str = "<spec>", *, libyaml: bool | None = None) -> Source:
+    """Parse YAML text into a Source. Raises SpecError with the YAML error's position.
+
+    With libyaml (``libyaml=None``: when :data:`LIBYAML`) the text is scanned in C; if that
+    fails for any reason the text is parsed again by the pure-Python loader, whose error is
+    the one raised, so every message (wording, line and column) is the pure-Python loader's by
+    construction. Valid text gives the same values and positions either way
+    (tests/test_yaml_loaders.py checks the corpus and mutated specs under both).
+    """
+    if libyaml is None:
+        libyaml = LIBYAML
+    mode = _mode(text) if libyaml and _CParser is not None else "python"
+    if mode != "python":
+        try:
+            return _parse(text, file, mode)
+        except Exception:  # any failure is re-done by the reference loader below
+            pass
+    return _parse(text, file, "python")
+
+
+def _parse(text: str, file: str, mode: Mode) -> Source:
+    """:func:`parse_text` with one loader and no fallback."""
     try:
-        nodes = _compose(text, file)
+        nodes = _compose(text, file, mode)
     except yaml.reader.ReaderError as exc:
         # a control character such as NUL; PyYAML's own message spans two lines
         line, col = _line_col(text, exc.position)
@@ -356,7 +502,7 @@ def parse_text(text: str, file: str = "<spec>") -> Source:
             line=second.start_mark.line + 1,
             col=second.start_mark.column + 1,
         )
-    builder = _Builder(file)
+    builder = _Builder(file, libyaml=mode != "python")
     data = builder.build(nodes[0], ())
     if not isinstance(data, dict):
         raise SpecError(

@@ -5,6 +5,8 @@ same run (ratios, not absolute numbers, are what carries over between machines).
 
 Groups (each in its own fresh worker process, so frameworks and thread pools do not mix):
 
+* start-up: ``archc summary`` per process against ``python -c pass``; ``compile()`` in-process
+  and its stages; YAML parsing with libyaml against the pure-Python loader;
 * static cost: ``archc summary --convention fvcore`` and in-process ``cost(lower(spec))`` against
   fvcore, ptflops, thop and torchinfo counting a hand-written MobileNet (reference_mobilenet.py);
   peers that are not installed are skipped (see benchmarks/README.md);
@@ -325,7 +327,53 @@ def worker_memory(runs: int) -> list[Row]:
     return rows
 
 
+def worker_startup(runs: int) -> list[Row]:
+    """Start-up: ``archc summary`` as a process next to the interpreter's floor; in-process,
+    ``compile()`` and its stages, and YAML parsing with libyaml against the pure-Python loader.
+
+    The processes run with bytecode caches (PYTHONDONTWRITEBYTECODE dropped, one warm-up run
+    writes them), as an installed package has them; without, every run compiles archcompiler's
+    sources again (about 0.15 s more CPU here)."""
+    rows: list[Row] = []
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    ref = "python -c pass"
+    cmds = {
+        ref: [sys.executable, "-c", "pass"],
+        "python -c 'import archcompiler'": [sys.executable, "-c", "import archcompiler"],
+        "archc summary specs/mobilenet.yaml": [str(BIN / "archc"), "summary", SPEC],
+    }
+
+    def runner(cmd: list[str]) -> Callable[[], None]:
+        return lambda: subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL, env=env)
+
+    for k, t in interleaved({k: runner(c) for k, c in cmds.items()}, max(9, runs * 2)).items():
+        rows.append(row("start-up, per process", k, t, "s", "default", None if k == ref else ref))
+
+    import archcompiler as a
+    from archcompiler import expand, infer, loading, source
+
+    text = Path(SPEC).read_text(encoding="utf-8")
+    src = source.parse_text(text, SPEC)
+    loaded = loading.validate(src)
+    entries = expand.expand(loaded, 1.0)
+    py = "parse_text, pure-Python YAML loader"
+    cases: dict[str, Callable[[], Any]] = {
+        "compile('specs/mobilenet.yaml')": lambda: a.compile(SPEC),
+        "  read + parse (libyaml)": lambda: source.read_source(SPEC),
+        "  validate (pydantic)": lambda: loading.validate(src),
+        "  expand": lambda: expand.expand(loaded, 1.0),
+        "  infer (+ Graph checks)": lambda: infer.infer(loaded, entries, 1.0, (224, 224)),
+        py: lambda: source.parse_text(text, SPEC, libyaml=False),
+        "parse_text, libyaml": lambda: source.parse_text(text, SPEC, libyaml=True),
+    }
+    for k, t in interleaved(cases, runs * 100, warmup=20).items():
+        ref_in = py if k == "parse_text, libyaml" else None
+        rows.append(row("start-up, in-process", k, t, "s", 1, ref_in))
+    return rows
+
+
 WORKERS: dict[str, Callable[[int], list[Row]]] = {
+    "startup": worker_startup,
     "static": worker_static,
     "build": worker_build,
     "inference": worker_inference,
@@ -340,6 +388,8 @@ WORKERS: dict[str, Callable[[int], list[Row]]] = {
 
 def fmt(value: float, unit: str) -> str:
     if unit == "s":
+        if value < 0.01:
+            return f"{value * 1e3:,.2f} ms"
         return f"{value * 1e3:,.1f} ms" if value < 10 else f"{value:,.1f} s"
     return f"{value:,.0f} {unit}" if unit != "MiB" else f"{value:,.0f} MiB"
 

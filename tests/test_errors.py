@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 import archcompiler as archc
-from archcompiler import SpecError
+from archcompiler import SpecError, source
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -130,8 +130,17 @@ def test_corpus_is_well_formed() -> None:
         assert case.line >= 1 and case.col >= 1, f"{file.name}: no '# at: line:col' line"
 
 
+LOADERS = [
+    pytest.param(True, id="libyaml", marks=pytest.mark.skipif(source._CParser is None, reason="no libyaml")),
+    pytest.param(False, id="python"),
+]
+
+
+@pytest.mark.parametrize("libyaml", LOADERS)
 @pytest.mark.parametrize("file", CORPUS, ids=lambda p: p.stem)
-def test_invalid_spec(file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_invalid_spec(file: Path, libyaml: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # under both YAML loaders (tests/test_yaml_loaders.py checks they give identical messages)
+    monkeypatch.setattr(source, "LIBYAML", libyaml)
     case = read_case(file)
     monkeypatch.chdir(tmp_path)  # a constructed !!python/object/apply would create MARKER here
     if case.lower:
