@@ -64,7 +64,7 @@ def test_a_batchnorm_whose_conv_has_other_readers_stays() -> None:
         if node.op == "batchnorm":
             conv_sole = g[node.inputs[0]].op in ("conv2d", "depthwise_conv2d") and readers[node.inputs[0]] == 1
             assert (node.name in opt.folded) == conv_sole
-    for name, target in opt.names.items():  # every original value is still computed somewhere
+    for target in opt.names.values():  # every original value is still computed somewhere
         assert target in opt.graph
 
 
@@ -217,6 +217,7 @@ def test_cli_optimize_with_a_backend_that_cannot_is_one_line_exit_2(
 ) -> None:
     pytest.importorskip("torch")
     from archcompiler.backends.torch import TorchBackend
+
     from archcompiler.cli import main
 
     monkeypatch.setattr(TorchBackend, "optimizable", False)
