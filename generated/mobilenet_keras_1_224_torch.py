@@ -129,6 +129,8 @@ class MobilenetKeras(nn.Module):
             }
         )
         for name, layer in layers.items():
+            if isinstance(layer, nn.ZeroPad2d) and not any(layer.padding):
+                continue  # a block's pad of nothing (its conv pads symmetrically) would only copy
             self.add_module(name, layer)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -386,8 +386,13 @@ class MobilenetV3Small(nn.Module):
         )
         self.wiring: list[tuple[str, tuple[str, ...]]] = []
         previous = "input"
+        skipped: dict[str, str] = {}  # a pad of nothing -> what it would have read
         for name, entry in layers.items():
             layer, inputs = entry if isinstance(entry, tuple) else (entry, (previous,))
+            inputs = tuple(skipped.get(i, i) for i in inputs)
+            if isinstance(layer, nn.ZeroPad2d) and not any(layer.padding):
+                skipped[name] = previous = inputs[0]  # a block's pad of nothing would only copy
+                continue
             self.add_module(name, layer)
             self.wiring.append((name, inputs))
             previous = name

@@ -144,10 +144,12 @@ def _conv(
     """Stock layers only: nn.Conv2d with ``padding=`` when the IR's pad is symmetric; else
     nn.ZeroPad2d (named ``<node>_pad``) with the asymmetric part, e.g. TF "same" with an even
     total pad (extra pixel at bottom/right), then nn.Conv2d with the symmetric rest. The
-    general form (every instance of a block alike) pads everything with nn.ZeroPad2d. The conv
-    keeps the node's name, so state_dict keys stay ``<node>.weight``."""
+    general form (every instance of a block alike) always has the nn.ZeroPad2d, of nothing
+    where the pad is symmetric: the emitted module leaves such a pad out (it would copy the
+    tensor), so it runs the layers the built model runs. The conv keeps the node's name, so
+    state_dict keys stay ``<node>.weight``."""
     top, bottom, left, right = node.padding
-    sym_h, sym_w = (0, 0) if general else (min(top, bottom), min(left, right))
+    sym_h, sym_w = min(top, bottom), min(left, right)
     rest = (left - sym_w, right - sym_w, top - sym_h, bottom - sym_h)  # nn.ZeroPad2d order
     kwargs: dict[str, Any] = {
         "stride": _pair(node.stride),
