@@ -451,6 +451,9 @@ class Backend(ABC):
     """Whether ``build(..., optimize=True)`` (``archc build --optimize``) works: it builds the
     rewritten graph of archcompiler.optimize, so the backend must move weights and run models
     (the result is checked against the unoptimised model). Built-ins say True."""
+    asymmetric_padding: ClassVar[bool] = True
+    """Whether the framework's convolutions pad each side by its own amount (ONNX, TFLite's
+    SAME). False (torch): an optimised build widens such kernels instead (archcompiler.optimize)."""
     dtypes: ClassVar[tuple[str, ...]] = ("float32",)
     """The dtypes ``build(graph, dtype=...)`` accepts (float64 is parity's oracle); a backend
     listing "float64" also implements ``model_dtype``."""

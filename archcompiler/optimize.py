@@ -9,6 +9,12 @@ and its canonical weights that every backend consumes, so no backend folds Batch
 * A zero_pad2d merged into the convolution after it: padding with zeros and then convolving
   with padding ``p`` is one convolution padded by the sum (explicit per side in the IR, so a
   TF-SAME bottom/right pad merges too; each backend then expresses it as its handler does).
+* Only for a backend whose convolutions pad symmetrically (``Backend.asymmetric_padding`` is
+  False: torch, where TF-SAME's extra bottom/right pixel is otherwise a separate copying pad):
+  a conv padded more at the bottom than the top is the same conv with ``bottom - top`` zero
+  taps added at the top of its kernel and ``bottom`` rows of padding on both sides (windows
+  start one row earlier, on a zero weight); likewise for columns. MobileNet v1's five
+  stride-2 3x3 convs become 4x4: 2% more multiply-adds, one pass over the tensor fewer each.
 
 The result is a new graph named ``<name>_optimized`` (so every file an optimised build
 writes, and the model or class name inside it, says so) whose canonical weights are the folded
@@ -44,6 +50,7 @@ TRANSFORMS = (
     "batchnorm folded into the convolution before it",
     "zero padding merged into the convolution after it",
 )
+WIDENED = "asymmetric padding made symmetric by zero taps added to the kernel"
 
 
 @dataclass(frozen=True)
@@ -58,6 +65,8 @@ class Optimized:
     """zero_pad2d nodes merged away (into the conv each feeds)."""
     names: dict[str, str]
     """Original node -> the node of the optimised graph that holds its value."""
+    widened: tuple[str, ...] = ()
+    """Convs whose kernel grew so that their padding is symmetric (``symmetric_padding``)."""
 
     def manifest(self, original: ir.Graph) -> dict[str, Any]:
         """What an optimised build writes next to its files (``<name>_optimized.json``)."""
@@ -67,9 +76,10 @@ class Optimized:
             "from_graph": original.name,
             "width": original.width,
             "resolution": list(original.resolution),
-            "transforms": list(TRANSFORMS),
+            "transforms": [*TRANSFORMS, *([WIDENED] if self.widened else [])],
             "batchnorm_folded": list(self.folded),
             "pads_merged": list(self.merged),
+            "kernels_widened": list(self.widened),
             "weights": (
                 "folded weights of the optimised graph, not the canonical layout of "
                 f"{original.name!r}: load them only into an optimised build"
@@ -112,9 +122,27 @@ def _fold(conv: Conv, bn: ir.BatchNorm, weights: Weights) -> dict[str, Any]:
     }
 
 
-def optimize(graph: ir.Graph, weights: Weights) -> Optimized:
+def _widen(conv: Conv, weights: Weights) -> tuple[Conv, dict[str, Any]] | None:
+    """``conv`` with symmetric padding and a kernel widened by zero taps, or None when its
+    padding is symmetric already (or it is dilated: the taps would have to be dilated too)."""
+    import numpy as np
+
+    top, bottom, left, right = conv.padding
+    if (top == bottom and left == right) or conv.dilation != (1, 1):
+        return None
+    # zero taps before the kernel where the padding is larger after it, and the other way round
+    taps = ((max(bottom - top, 0), max(top - bottom, 0)), (max(right - left, 0), max(left - right, 0)))
+    kernel = np.asarray(weights[f"{conv.name}.kernel"])
+    wide = np.pad(kernel, (*taps, (0, 0), (0, 0)))
+    h, w = max(top, bottom), max(left, right)
+    new = dataclasses.replace(conv, kernel=wide.shape[:2], padding=(h, h, w, w))
+    return new, {f"{conv.name}.kernel": wide}
+
+
+def optimize(graph: ir.Graph, weights: Weights, *, symmetric_padding: bool = False) -> Optimized:
     """``graph`` with every foldable BatchNorm folded and every mergeable pad merged, and the
-    canonical ``weights`` to match (checked against the new graph)."""
+    canonical ``weights`` to match (checked against the new graph). ``symmetric_padding``:
+    also widen the kernels of asymmetrically padded convs (see the module docstring)."""
     from .weights import check
 
     check(graph, weights)
@@ -144,6 +172,14 @@ def optimize(graph: ir.Graph, weights: Weights) -> Optimized:
             rename[src.name] = node.name  # nothing else reads it; kept for ``names``
             merged.append(src.name)
         out[node.name] = node
+    widened: list[str] = []
+    if symmetric_padding:
+        for name, node in out.items():
+            wide = _widen(node, new_weights) if isinstance(node, Conv) else None
+            if wide is not None:
+                out[name], changed = wide
+                new_weights.update(changed)
+                widened.append(name)
     new = dataclasses.replace(
         graph,
         name=f"{graph.name}{SUFFIX}",
@@ -154,7 +190,7 @@ def optimize(graph: ir.Graph, weights: Weights) -> Optimized:
     )
     check(new, new_weights, origin="folded weights")
     names = {n.name: rename.get(n.name, n.name) for n in graph.nodes}
-    return Optimized(new, new_weights, tuple(folded), tuple(merged), names)
+    return Optimized(new, new_weights, tuple(folded), tuple(merged), names, tuple(widened))
 
 
 def optimize_model(
@@ -166,7 +202,8 @@ def optimize_model(
     compared with ``model``'s on a fixed input; a difference above ``tolerance`` is an error."""
     if not getattr(backend, "optimizable", False):
         raise BackendError(f"backend {backend.name!r} cannot build optimized models")
-    opt = optimize(graph, backend.get_weights(graph, model))
+    symmetric = not getattr(backend, "asymmetric_padding", True)
+    opt = optimize(graph, backend.get_weights(graph, model), symmetric_padding=symmetric)
     fast = backend.build(opt.graph)
     backend.verify(opt.graph, fast)
     backend.set_weights(opt.graph, fast, opt.weights)

@@ -54,6 +54,23 @@ def test_keras_layout_pads_merge_into_the_conv_asymmetrically() -> None:
     assert conv.padding == tuple(p + c for p, c in zip(pads[0].padding, g[conv.name].padding, strict=True))
 
 
+@pytest.mark.parametrize("resolution", [96, 97])
+def test_symmetric_padding_widens_asymmetric_kernels_with_zero_taps(resolution: int) -> None:
+    """For torch: every conv ends up symmetrically padded; a widened kernel holds the original
+    taps at the far corner and zeros on the side where the padding grew."""
+    g = graph("specs/mobilenet.yaml", resolution=resolution)
+    w = W.init(g, seed=3)
+    opt = optimize(g, w, symmetric_padding=True)
+    convs = [n for n in opt.graph.nodes if n.op in ("conv2d", "depthwise_conv2d")]
+    assert all(n.padding[0] == n.padding[1] and n.padding[2] == n.padding[3] for n in convs)
+    assert opt.widened == tuple(n.name for n in g.nodes if n.op.endswith("conv2d") and len(set(n.padding)) > 1)
+    for name in opt.widened:
+        wide, small = opt.weights[f"{name}.kernel"], optimize(g, w).weights[f"{name}.kernel"]
+        kh, kw = small.shape[:2]
+        np.testing.assert_array_equal(wide[-kh:, -kw:], small)
+        assert not wide[: wide.shape[0] - kh].any() and not wide[:, : wide.shape[1] - kw].any()
+
+
 def test_a_batchnorm_whose_conv_has_other_readers_stays() -> None:
     """tiny_resnet's second BN reads a conv only it reads (folded); its output feeds both the
     squeeze and the excite multiply, which is fine; a conv read twice would not fold."""
@@ -148,7 +165,7 @@ def test_torch_optimized_model_is_lean() -> None:
     torch = pytest.importorskip("torch")
     net = a.compile(ROOT / "specs/mobilenet.yaml", width=0.25, resolution=96)
     fast = net.build("torch", optimize=True)
-    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.modules())
+    assert not any(isinstance(m, torch.nn.BatchNorm2d | torch.nn.ZeroPad2d) for m in fast.modules())
     assert fast.conv1.weight.is_contiguous(memory_format=torch.channels_last)
     assert fast.conv1_relu.inplace
     x = torch.randn(1, 3, 96, 96)

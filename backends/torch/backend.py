@@ -65,6 +65,7 @@ class TorchBackend(Backend):
 
     name: ClassVar[str] = "torch"
     optimizable: ClassVar[bool] = True
+    asymmetric_padding: ClassVar[bool] = False  # nn.Conv2d pads symmetrically; nn.ZeroPad2d copies
     handlers: ClassVar[Mapping[str, Handler]] = HANDLERS
     weight_layout = "channels_first"
     activation_layout = "channels_first"
