@@ -72,10 +72,10 @@ def separable_block(
             in_channels, in_channels, 3, stride=stride, padding=padding, groups=in_channels, bias=False
         ),
         f"conv_dw_{index}_bn": BiasedBatchNorm(in_channels, eps=0.001, momentum=0.01),
-        f"conv_dw_{index}_relu": nn.ReLU(),
+        f"conv_dw_{index}_relu": nn.ReLU(inplace=True),
         f"conv_pw_{index}": nn.Conv2d(in_channels, out_channels, 1, bias=False),
         f"conv_pw_{index}_bn": BiasedBatchNorm(out_channels, eps=0.001, momentum=0.01),
-        f"conv_pw_{index}_relu": nn.ReLU(),
+        f"conv_pw_{index}_relu": nn.ReLU(inplace=True),
     }
 
 
@@ -106,7 +106,7 @@ class MobilenetV1(nn.Module):
             "conv1_pad": nn.ZeroPad2d((0, 1, 0, 1)),
             "conv1": nn.Conv2d(3, 32, 3, stride=2, bias=False),
             "conv1_bn": BiasedBatchNorm(32, eps=0.001, momentum=0.01),
-            "conv1_relu": nn.ReLU(),
+            "conv1_relu": nn.ReLU(inplace=True),
         }
         for block, *args in BLOCKS:
             layers.update(block(*args))

@@ -175,8 +175,7 @@ class TorchBackend(Backend):
         return float(loss.item()), out.detach().numpy().copy()
 
     def tune(self, graph: ir.Graph, model: Any) -> GraphModule:
-        """An optimised build's torch-only changes (optimize.py): channels-last weights and
-        in-place activations where safe."""
+        """An optimised build's torch-only change (optimize.py): channels-last weights."""
         from .optimize import tune
 
         return tune(_as_graph_module(model))
