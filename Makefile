@@ -7,10 +7,13 @@ STAMP := $(VENV)/.installed
 
 .PHONY: setup build test test-slow lint generate bench clean
 
-$(STAMP): requirements/dev.txt pyproject.toml
+# The peer counting tools (benchmarks/peers.txt) go in with --no-deps, so that none of them can
+# move the pinned torch; tests/test_peer_counts.py then runs them instead of skipping.
+$(STAMP): requirements/dev.txt pyproject.toml benchmarks/peers.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements/dev.txt
+	$(BIN)/pip install --quiet --no-deps -r benchmarks/peers.txt
 	$(BIN)/pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
@@ -38,9 +41,8 @@ generate: $(STAMP)
 	  $(BIN)/archc generate specs/mobilenet_v3_small.yaml --backend $$b -o generated/ || exit 1; \
 	done
 
-# Not run by the tests or CI (about ten minutes); the peer counting tools install with --no-deps.
+# Not run by the tests or CI (about ten minutes); the peer counting tools come with `make setup`.
 bench: $(STAMP)
-	$(BIN)/pip install --quiet --no-deps -r benchmarks/peers.txt
 	$(BIN)/python benchmarks/bench.py
 
 clean:

@@ -29,6 +29,7 @@ from .lower import lower
 from .source import Source, SpecError
 
 if TYPE_CHECKING:
+    from .optimize import Optimized
     from .parity import ParityReport
     from .registry import Backend
     from .weights import Weights
@@ -87,6 +88,8 @@ class Built:
     """Counted the way the backend's framework counts (``Backend.convention``)."""
     macs: int
     """Multiply-adds under the paper's convention (what the paper's tables report)."""
+    optimized: bool = False
+    """Built with ``optimize=True``: ``graph`` is the rewritten ``<name>_optimized`` graph."""
 
 
 @dataclass(frozen=True)
@@ -116,15 +119,30 @@ class Compiled:
     def cost(self, convention: str = "paper") -> CostReport:
         return cost(self.graph, convention)
 
-    def build(self, backend: str | Backend = "torch", *, weights: str | Path | Weights | None = None) -> Any:
+    def build(
+        self, backend: str | Backend = "torch", *, weights: str | Path | Weights | None = None, optimize: bool = False
+    ) -> Any:
         """Instantiate the model in ``backend``, verify it against the IR; optionally load weights
-        (a file, read and checked against the IR, or canonical weights)."""
-        b = _backend(backend)
+        (a file, read and checked against the IR, or canonical weights). ``optimize``: return
+        the inference model of archcompiler.optimize instead (BatchNorm folded, pads merged),
+        checked equal to the unoptimised one within 1e-4; it has other weights (see there)."""
+        return self._build(_backend(backend), weights, optimize)[1]
+
+    def _build(self, b: Backend, weights: str | Path | Weights | None, optimize: bool) -> tuple[Any, Any]:
+        """(the archcompiler.optimize.Optimized rewrite or None, the model)."""
+        if optimize and not b.optimizable:  # before the slow part
+            from .registry import BackendError
+
+            raise BackendError(f"backend {b.name!r} cannot build optimized models (--optimize)")
         model = b.build(self.graph)
         b.verify(self.graph, model)
         if weights is not None:
             self.load_weights(b, model, weights)
-        return model
+        if not optimize:
+            return None, model
+        from .optimize import optimize_model
+
+        return optimize_model(b, self.graph, model)
 
     def load_weights(self, backend: str | Backend, model: Any, weights: str | Path | Weights) -> None:
         """Load canonical weights, or a weights file checked against the IR, into ``model``.
@@ -169,20 +187,36 @@ class Compiled:
             return w
         return read_weights(weights, graph)
 
-    def save(self, model: Any, backend: str | Backend, out_dir: str | Path | None = None) -> list[Path]:
+    def save(
+        self,
+        model: Any,
+        backend: str | Backend,
+        out_dir: str | Path | None = None,
+        *,
+        optimized: Optimized | None = None,
+    ) -> list[Path]:
         """Write ``model`` in its framework's format plus portable ``<name>.weights.npz``.
 
         All or nothing: everything is written to a staging folder inside ``out_dir`` and
         published in one step (fsutil.publish) only when all of it succeeded, so a failure or
-        an interruption leaves the previous build there, whole, and no temporary files."""
+        an interruption leaves the previous build there, whole, and no temporary files.
+        ``optimized``: ``model`` is this rewrite's (``build(..., optimize=True)``): the files take
+        its graph's name ``<name>_optimized``, and its manifest ``<name>_optimized.json`` (the
+        transforms applied; the weights are folded, not canonical) is written beside them."""
+        import json
+
         from . import weights as W
 
         b = _backend(backend)
+        g = self.graph if optimized is None else optimized.graph
         out = _output_dir(out_dir if out_dir is not None else self.default_output)
         try:
             with staging(out) as tmp:
-                b.save(self.graph, model, tmp)
-                W.save(b.get_weights(self.graph, model), tmp / f"{self.graph.name}.weights.npz")
+                b.save(g, model, tmp)
+                W.save(b.get_weights(g, model), tmp / f"{g.name}.weights.npz")
+                if optimized is not None:
+                    text = json.dumps(optimized.manifest(self.graph), indent=2) + "\n"
+                    (tmp / f"{g.name}.json").write_text(text, encoding="utf-8")
                 return publish(tmp, out)
         except OSError as exc:
             raise OutputError(f"output folder {str(out)!r}: {exc.strerror or exc}") from exc
@@ -194,23 +228,27 @@ class Compiled:
         *,
         weights: str | Path | Weights | None = None,
         progress: Progress | None = None,
+        optimize: bool = False,
     ) -> Built:
         """:meth:`build` then :meth:`save` (default folder :attr:`default_output`): ``archc build``.
 
         ``progress`` is called with a short line before each slow step (the CLI prints them on
-        a terminal)."""
+        a terminal). ``optimize``: build and save the optimised model (:meth:`build`)."""
         say = progress or _quiet
         b = _backend(backend)
         if out_dir is not None:
             _output_dir(out_dir)  # fail before the build, not after it
         say(f"building {self.graph.name} with {b.name} and verifying it against the IR")
-        model = self.build(b)
         if weights is not None:
             say(f"loading weights from {weights}" if not isinstance(weights, dict) else "loading weights")
-            self.load_weights(b, model, weights)
+        if optimize:
+            say("optimizing (BatchNorm folded, pads merged) and checking it against the built model")
+        optimized, model = self._build(b, weights, optimize)
         say(f"writing {out_dir if out_dir is not None else self.default_output}")
-        files = self.save(model, b, out_dir)
-        return Built(self.graph, b.name, model, tuple(files), self.cost(b.convention), self.cost("paper").macs)
+        files = self.save(model, b, out_dir, optimized=optimized)
+        g = self.graph if optimized is None else optimized.graph
+        counts = cost(g, b.convention)
+        return Built(g, b.name, model, tuple(files), counts, self.cost("paper").macs, optimized is not None)
 
     def generate(self, backend: str | Backend = "torch") -> str:
         """Standalone source code of the model for ``backend``."""

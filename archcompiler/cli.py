@@ -391,7 +391,10 @@ def cmd_build(args: argparse.Namespace) -> int:
     if args.input_layout is not None:
         options["nhwc_input"] = args.input_layout == "nhwc"
     backend = _backend(net, args.backend, **options)
-    built = net.build_to(backend, args.output, weights=args.weights, progress=_progress(args))
+    if args.optimize and not backend.optimizable:  # before the slow build
+        what = f"backend {backend.name!r} cannot build optimized models"
+        raise SpecError(what, file=net.loaded.file, path="--optimize")
+    built = net.build_to(backend, args.output, weights=args.weights, progress=_progress(args), optimize=args.optimize)
     print(render.built(built))
     return 0
 
@@ -531,6 +534,11 @@ def make_parser() -> argparse.ArgumentParser:
         "--quantize", choices=["float16", "dynamic"], help="tflite: quantize (the deviation from float32 is reported)"
     )
     sp.add_argument("--input-layout", choices=["nchw", "nhwc"], help="onnx: the input's layout (default nchw)")
+    sp.add_argument(
+        "--optimize",
+        action="store_true",
+        help="inference build: BatchNorm folded into the convs, pads merged (files named <name>_optimized)",
+    )
     sp.set_defaults(func=cmd_build)
 
     sp = spec_cmd("parity", "run backends on the same weights and input; compare every node")

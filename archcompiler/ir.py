@@ -123,6 +123,17 @@ class Graph:
         out = self[self.output]
         return out.inputs[0] if isinstance(out, Softmax) else out.name
 
+    def reader_counts(self) -> dict[str, int]:
+        """Node name -> how many nodes read its value, each graph output counting as one more
+        reader: a value with one reader may be folded into it or overwritten by it."""
+        count: dict[str, int] = {}
+        for node in self.nodes:
+            for i in node.inputs:
+                count[i] = count.get(i, 0) + 1
+        for out in self.outputs:
+            count[out] = count.get(out, 0) + 1
+        return count
+
 
 def _check_node(node: Node, earlier: dict[str, Node]) -> None:
     """One node against the IR's rules, given the nodes before it."""

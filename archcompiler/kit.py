@@ -449,6 +449,13 @@ class Backend(ABC):
     weight_names: ClassVar[Mapping[tuple[str, str], str] | None] = None
     """(IR op, canonical param) -> framework tensor name; None: the canonical names are the
     framework's. A canonical tensor missing from a declared table is an error."""
+    optimizable: ClassVar[bool] = False
+    """Whether ``build(..., optimize=True)`` (``archc build --optimize``) works: it builds the
+    rewritten graph of archcompiler.optimize, so the backend must move weights and run models
+    (the result is checked against the unoptimised model). Built-ins say True."""
+    asymmetric_padding: ClassVar[bool] = True
+    """Whether the framework's convolutions pad each side by its own amount (ONNX, TFLite's
+    SAME). False (torch): an optimised build widens such kernels instead (archcompiler.optimize)."""
     dtypes: ClassVar[tuple[str, ...]] = ("float32",)
     """The dtypes ``build(graph, dtype=...)`` accepts (float64 is parity's oracle); a backend
     listing "float64" also implements ``model_dtype``."""
@@ -512,6 +519,11 @@ class Backend(ABC):
     ) -> tuple[float, np.ndarray | None]:
         """:meth:`train_step`, also returning the training-mode logits (None if the glue has none)."""
         return train_step_outputs(self, graph, model, x, y, lr)
+
+    def tune(self, graph: ir.Graph, model: Any) -> Any:
+        """The framework's own inference-only changes to an optimised model (after the IR
+        rewrite; e.g. a memory format), returned as the model to use. Default: none."""
+        return model
 
     def save(self, graph: ir.Graph, model: Any, out_dir: Path) -> list[Path]:
         """Write the model in the framework's own format; return the files written."""

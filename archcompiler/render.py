@@ -230,6 +230,9 @@ def sweep(grid: Sweep, fmt: str) -> str:
     return text
 
 
+OPTIMIZED = ", optimized (BatchNorm folded, pads merged; equal to the unoptimized model within 1e-4)"
+
+
 def built(result: Built) -> str:
     """``archc build``: what was built, its counts, and every file written."""
     g = result.graph
@@ -237,7 +240,7 @@ def built(result: Built) -> str:
     head = (
         f"built {g.name} with {result.backend}: input {shape(g.input_shape)} -> output "
         f"{outputs(g)}, {p.params:,} params ({p.trainable:,} trainable), "
-        f"{result.macs:,} MACs, verified against the IR"
+        f"{result.macs:,} MACs, verified against the IR" + (OPTIMIZED if result.optimized else "")
     )
     return "\n".join([head, *(f"  wrote {f}" for f in result.files)])
 

@@ -67,10 +67,10 @@ def separable_block(index: int, in_channels: int, out_channels: int) -> dict[str
     return {
         f"conv_dw_{index}": nn.Conv2d(in_channels, in_channels, 3, padding=1, groups=in_channels, bias=False),
         f"conv_dw_{index}_bn": BiasedBatchNorm(in_channels, eps=0.001, momentum=0.01),
-        f"conv_dw_{index}_relu": nn.ReLU6(),
+        f"conv_dw_{index}_relu": nn.ReLU6(inplace=True),
         f"conv_pw_{index}": nn.Conv2d(in_channels, out_channels, 1, bias=False),
         f"conv_pw_{index}_bn": BiasedBatchNorm(out_channels, eps=0.001, momentum=0.01),
-        f"conv_pw_{index}_relu": nn.ReLU6(),
+        f"conv_pw_{index}_relu": nn.ReLU6(inplace=True),
     }
 
 
@@ -81,10 +81,10 @@ def separable_down_block(index: int, in_channels: int, out_channels: int) -> dic
         f"conv_pad_{index}": nn.ZeroPad2d((0, 1, 0, 1)),
         f"conv_dw_{index}": nn.Conv2d(in_channels, in_channels, 3, stride=2, groups=in_channels, bias=False),
         f"conv_dw_{index}_bn": BiasedBatchNorm(in_channels, eps=0.001, momentum=0.01),
-        f"conv_dw_{index}_relu": nn.ReLU6(),
+        f"conv_dw_{index}_relu": nn.ReLU6(inplace=True),
         f"conv_pw_{index}": nn.Conv2d(in_channels, out_channels, 1, bias=False),
         f"conv_pw_{index}_bn": BiasedBatchNorm(out_channels, eps=0.001, momentum=0.01),
-        f"conv_pw_{index}_relu": nn.ReLU6(),
+        f"conv_pw_{index}_relu": nn.ReLU6(inplace=True),
     }
 
 
@@ -115,7 +115,7 @@ class MobilenetKeras(nn.Module):
             "conv1_pad": nn.ZeroPad2d((0, 1, 0, 1)),
             "conv1": nn.Conv2d(3, 32, 3, stride=2, bias=False),
             "conv1_bn": BiasedBatchNorm(32, eps=0.001, momentum=0.01),
-            "conv1_relu": nn.ReLU6(),
+            "conv1_relu": nn.ReLU6(inplace=True),
         }
         for block, *args in BLOCKS:
             layers.update(block(*args))
@@ -129,6 +129,8 @@ class MobilenetKeras(nn.Module):
             }
         )
         for name, layer in layers.items():
+            if isinstance(layer, nn.ZeroPad2d) and not any(layer.padding):
+                continue  # a block's pad of nothing (its conv pads symmetrically) would only copy
             self.add_module(name, layer)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -62,35 +62,37 @@ class BiasedBatchNorm:
 
 
 def separable_block(
-    index: int, in_channels: int, stride: int, out_channels: int, padding: tuple[int, ...]
+    index: int, in_channels: int, stride: int, padding: int, out_channels: int, padding_2: tuple[int, ...]
 ) -> dict[str, nn.Module]:
     """One 'separable' block of the spec, 7 layers: conv_dw_#_pad, conv_dw_#, conv_dw_#_bn,
     conv_dw_#_relu, conv_pw_#, conv_pw_#_bn, conv_pw_#_relu (# = the block's number)."""
     return {
-        f"conv_dw_{index}_pad": nn.ZeroPad2d(padding),
-        f"conv_dw_{index}": nn.Conv2d(in_channels, in_channels, 3, stride=stride, groups=in_channels, bias=False),
+        f"conv_dw_{index}_pad": nn.ZeroPad2d(padding_2),
+        f"conv_dw_{index}": nn.Conv2d(
+            in_channels, in_channels, 3, stride=stride, padding=padding, groups=in_channels, bias=False
+        ),
         f"conv_dw_{index}_bn": BiasedBatchNorm(in_channels, eps=0.001, momentum=0.01),
-        f"conv_dw_{index}_relu": nn.ReLU(),
+        f"conv_dw_{index}_relu": nn.ReLU(inplace=True),
         f"conv_pw_{index}": nn.Conv2d(in_channels, out_channels, 1, bias=False),
         f"conv_pw_{index}_bn": BiasedBatchNorm(out_channels, eps=0.001, momentum=0.01),
-        f"conv_pw_{index}_relu": nn.ReLU(),
+        f"conv_pw_{index}_relu": nn.ReLU(inplace=True),
     }
 
 
 BLOCKS = (
-    (separable_block, 1, 32, 1, 64, (1, 1, 1, 1)),
-    (separable_block, 2, 64, 2, 128, (0, 1, 0, 1)),
-    (separable_block, 3, 128, 1, 128, (1, 1, 1, 1)),
-    (separable_block, 4, 128, 2, 256, (0, 1, 0, 1)),
-    (separable_block, 5, 256, 1, 256, (1, 1, 1, 1)),
-    (separable_block, 6, 256, 2, 512, (0, 1, 0, 1)),
-    (separable_block, 7, 512, 1, 512, (1, 1, 1, 1)),
-    (separable_block, 8, 512, 1, 512, (1, 1, 1, 1)),
-    (separable_block, 9, 512, 1, 512, (1, 1, 1, 1)),
-    (separable_block, 10, 512, 1, 512, (1, 1, 1, 1)),
-    (separable_block, 11, 512, 1, 512, (1, 1, 1, 1)),
-    (separable_block, 12, 512, 2, 1024, (0, 1, 0, 1)),
-    (separable_block, 13, 1024, 1, 1024, (1, 1, 1, 1)),
+    (separable_block, 1, 32, 1, 1, 64, (0, 0, 0, 0)),
+    (separable_block, 2, 64, 2, 0, 128, (0, 1, 0, 1)),
+    (separable_block, 3, 128, 1, 1, 128, (0, 0, 0, 0)),
+    (separable_block, 4, 128, 2, 0, 256, (0, 1, 0, 1)),
+    (separable_block, 5, 256, 1, 1, 256, (0, 0, 0, 0)),
+    (separable_block, 6, 256, 2, 0, 512, (0, 1, 0, 1)),
+    (separable_block, 7, 512, 1, 1, 512, (0, 0, 0, 0)),
+    (separable_block, 8, 512, 1, 1, 512, (0, 0, 0, 0)),
+    (separable_block, 9, 512, 1, 1, 512, (0, 0, 0, 0)),
+    (separable_block, 10, 512, 1, 1, 512, (0, 0, 0, 0)),
+    (separable_block, 11, 512, 1, 1, 512, (0, 0, 0, 0)),
+    (separable_block, 12, 512, 2, 0, 1024, (0, 1, 0, 1)),
+    (separable_block, 13, 1024, 1, 1, 1024, (0, 0, 0, 0)),
 )
 """One row per block, in order: the block's function, then its arguments."""
 
@@ -104,7 +106,7 @@ class MobilenetV1(nn.Module):
             "conv1_pad": nn.ZeroPad2d((0, 1, 0, 1)),
             "conv1": nn.Conv2d(3, 32, 3, stride=2, bias=False),
             "conv1_bn": BiasedBatchNorm(32, eps=0.001, momentum=0.01),
-            "conv1_relu": nn.ReLU(),
+            "conv1_relu": nn.ReLU(inplace=True),
         }
         for block, *args in BLOCKS:
             layers.update(block(*args))
@@ -117,6 +119,8 @@ class MobilenetV1(nn.Module):
             }
         )
         for name, layer in layers.items():
+            if isinstance(layer, nn.ZeroPad2d) and not any(layer.padding):
+                continue  # a block's pad of nothing (its conv pads symmetrically) would only copy
             self.add_module(name, layer)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -92,14 +92,14 @@ def inverted_residual_block(
     if expand:
         layers[f"{prefix}expand"] = nn.Conv2d(expand_in_channels, in_channels, 1, bias=False)
         layers[f"{prefix}expand_BN"] = BiasedBatchNorm(in_channels, eps=0.001, momentum=0.001)
-        layers[f"{prefix}expand_relu"] = nn.ReLU6()
+        layers[f"{prefix}expand_relu"] = nn.ReLU6(inplace=True)
     if pad:
         layers[f"{prefix}pad"] = nn.ZeroPad2d((0, 1, 0, 1))
     layers[f"{prefix}depthwise"] = nn.Conv2d(
         in_channels, in_channels, 3, stride=stride, padding=padding, groups=in_channels, bias=False
     )
     layers[f"{prefix}depthwise_BN"] = BiasedBatchNorm(in_channels, eps=0.001, momentum=0.001)
-    layers[f"{prefix}depthwise_relu"] = nn.ReLU6()
+    layers[f"{prefix}depthwise_relu"] = nn.ReLU6(inplace=True)
     layers[f"{prefix}project"] = nn.Conv2d(in_channels, out_channels, 1, bias=False)
     layers[f"{prefix}project_BN"] = BiasedBatchNorm(out_channels, eps=0.001, momentum=0.001)
     if add:
@@ -138,7 +138,7 @@ class MobilenetV2(nn.Module):
             "Conv1_pad": nn.ZeroPad2d((0, 1, 0, 1)),
             "Conv1": nn.Conv2d(3, 32, 3, stride=2, bias=False),
             "bn_Conv1": BiasedBatchNorm(32, eps=0.001, momentum=0.001),
-            "Conv1_relu": nn.ReLU6(),
+            "Conv1_relu": nn.ReLU6(inplace=True),
         }
         for block, *args in BLOCKS:
             layers.update(block(*args))
@@ -146,7 +146,7 @@ class MobilenetV2(nn.Module):
             {
                 "Conv_1": nn.Conv2d(320, 1280, 1, bias=False),
                 "Conv_1_bn": BiasedBatchNorm(1280, eps=0.001, momentum=0.001),
-                "out_relu": nn.ReLU6(),
+                "out_relu": nn.ReLU6(inplace=True),
                 "global_average_pooling2d_pool": nn.AdaptiveAvgPool2d(1),
                 "global_average_pooling2d": nn.Flatten(),
                 "predictions": nn.Linear(1280, 1000),
@@ -155,8 +155,13 @@ class MobilenetV2(nn.Module):
         )
         self.wiring: list[tuple[str, tuple[str, ...]]] = []
         previous = "input"
+        skipped: dict[str, str] = {}  # a pad of nothing -> what it would have read
         for name, entry in layers.items():
             layer, inputs = entry if isinstance(entry, tuple) else (entry, (previous,))
+            inputs = tuple(skipped.get(i, i) for i in inputs)
+            if isinstance(layer, nn.ZeroPad2d) and not any(layer.padding):
+                skipped[name] = previous = inputs[0]  # a block's pad of nothing would only copy
+                continue
             self.add_module(name, layer)
             self.wiring.append((name, inputs))
             previous = name

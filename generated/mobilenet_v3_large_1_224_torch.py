@@ -123,9 +123,9 @@ def inverted_residual_block(
         layers[f"{prefix}expand"] = nn.Conv2d(expand_in_channels, in_channels, 1, bias=False)
         layers[f"{prefix}expand_bn"] = BiasedBatchNorm(in_channels, eps=0.001, momentum=0.001)
         if activation == "relu":
-            layers[f"{prefix}expand_relu"] = nn.ReLU()
+            layers[f"{prefix}expand_relu"] = nn.ReLU(inplace=True)
         else:
-            layers[f"{prefix}expand_hard_swish"] = nn.Hardswish()
+            layers[f"{prefix}expand_hard_swish"] = nn.Hardswish(inplace=True)
     if depthwise_pad:
         layers[f"{prefix}depthwise_pad"] = nn.ZeroPad2d(depthwise_pad_padding)
     layers[f"{prefix}depthwise"] = nn.Conv2d(
@@ -133,15 +133,15 @@ def inverted_residual_block(
     )
     layers[f"{prefix}depthwise_bn"] = BiasedBatchNorm(in_channels, eps=0.001, momentum=0.001)
     if activation == "relu":
-        layers[f"{prefix}depthwise_relu"] = nn.ReLU()
+        layers[f"{prefix}depthwise_relu"] = nn.ReLU(inplace=True)
     else:
-        layers[f"{prefix}depthwise_hard_swish"] = nn.Hardswish()
+        layers[f"{prefix}depthwise_hard_swish"] = nn.Hardswish(inplace=True)
     if squeeze_excite:
         layers[f"{prefix}squeeze_excite_avg_pool"] = nn.AdaptiveAvgPool2d(1)
         layers[f"{prefix}squeeze_excite_conv"] = nn.Conv2d(in_channels, squeeze_excite_out_channels, 1, bias=True)
-        layers[f"{prefix}squeeze_excite_relu"] = nn.ReLU()
+        layers[f"{prefix}squeeze_excite_relu"] = nn.ReLU(inplace=True)
         layers[f"{prefix}squeeze_excite_conv_1"] = nn.Conv2d(squeeze_excite_out_channels, in_channels, 1, bias=True)
-        layers[f"{prefix}squeeze_excite_hard_sigmoid"] = nn.Hardsigmoid()
+        layers[f"{prefix}squeeze_excite_hard_sigmoid"] = nn.Hardsigmoid(inplace=True)
         layers[f"{prefix}squeeze_excite_mul"] = (
             Multiply(),
             (f"{prefix}depthwise_{activation}", f"{prefix}squeeze_excite_hard_sigmoid"),
@@ -438,7 +438,7 @@ class MobilenetV3Large(nn.Module):
             "conv_pad": nn.ZeroPad2d((0, 1, 0, 1)),
             "conv": nn.Conv2d(3, 16, 3, stride=2, bias=False),
             "conv_bn": BiasedBatchNorm(16, eps=0.001, momentum=0.001),
-            "conv_hard_swish": nn.Hardswish(),
+            "conv_hard_swish": nn.Hardswish(inplace=True),
         }
         for block, *args in BLOCKS:
             layers.update(block(*args))
@@ -446,10 +446,10 @@ class MobilenetV3Large(nn.Module):
             {
                 "conv_1": nn.Conv2d(160, 960, 1, bias=False),
                 "conv_1_bn": BiasedBatchNorm(960, eps=0.001, momentum=0.001),
-                "conv_1_hard_swish": nn.Hardswish(),
+                "conv_1_hard_swish": nn.Hardswish(inplace=True),
                 "global_average_pooling2d": nn.AdaptiveAvgPool2d(1),
                 "conv_2": nn.Conv2d(960, 1280, 1, bias=True),
-                "conv_2_hard_swish": nn.Hardswish(),
+                "conv_2_hard_swish": nn.Hardswish(inplace=True),
                 "dropout": nn.Dropout(0.2),
                 "logits": nn.Conv2d(1280, 1000, 1, bias=True),
                 "flatten": nn.Flatten(),
@@ -458,8 +458,13 @@ class MobilenetV3Large(nn.Module):
         )
         self.wiring: list[tuple[str, tuple[str, ...]]] = []
         previous = "input"
+        skipped: dict[str, str] = {}  # a pad of nothing -> what it would have read
         for name, entry in layers.items():
             layer, inputs = entry if isinstance(entry, tuple) else (entry, (previous,))
+            inputs = tuple(skipped.get(i, i) for i in inputs)
+            if isinstance(layer, nn.ZeroPad2d) and not any(layer.padding):
+                skipped[name] = previous = inputs[0]  # a block's pad of nothing would only copy
+                continue
             self.add_module(name, layer)
             self.wiring.append((name, inputs))
             previous = name

@@ -5,7 +5,7 @@ miss archc's custom subclasses (padded convs, Keras-style BatchNorm, a global po
 ``x.mean``). Oracles: the published numbers of docs/NUMBERS.md ("How peers count": 4,231,976
 PyTorch parameters, 578,875,904 fvcore flops for MobileNet v1 1.0-224) and each tool's own count
 of a plain hand-written MobileNet (benchmarks/reference_mobilenet.py). Each tool is optional:
-its test is skipped when it is not installed (benchmarks/README.md says how to install them).
+its test is skipped when it is not installed (`make setup` installs them: benchmarks/README.md).
 """
 
 from __future__ import annotations

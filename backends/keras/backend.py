@@ -36,6 +36,7 @@ class KerasBackend(Backend):
     """
 
     name: ClassVar[str] = "keras"
+    optimizable: ClassVar[bool] = True
     convention: ClassVar[str] = "keras"
     handlers: ClassVar[Mapping[str, Handler]] = HANDLERS
     foreign_weight_suffixes: ClassVar[tuple[str, ...]] = (".h5",)

@@ -44,6 +44,7 @@ class OnnxBackend(Backend):
     dynamic batch axis (``OnnxBackend(nhwc_input=True)``: NHWC), output ``output`` (N, ...)."""
 
     name: ClassVar[str] = "onnx"
+    optimizable: ClassVar[bool] = True
     handlers: ClassVar[Mapping[str, Handler]] = HANDLERS
     convention: ClassVar[str] = "keras"
     weight_layout: ClassVar[WeightLayout] = "channels_first"

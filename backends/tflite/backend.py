@@ -53,6 +53,7 @@ class TfliteBackend(Backend):
     (:meth:`quantization_error`) and written next to the model by :meth:`save`."""
 
     name: ClassVar[str] = "tflite"
+    optimizable: ClassVar[bool] = True
     convention: ClassVar[str] = "keras"
     handlers: ClassVar[Mapping[str, Any]] = KerasBackend.handlers
     model_suffix: ClassVar[str] = ".tflite"

@@ -64,6 +64,8 @@ class TorchBackend(Backend):
     """PyTorch: NCHW nn.Module, submodules named after IR nodes."""
 
     name: ClassVar[str] = "torch"
+    optimizable: ClassVar[bool] = True
+    asymmetric_padding: ClassVar[bool] = False  # nn.Conv2d pads symmetrically; nn.ZeroPad2d copies
     handlers: ClassVar[Mapping[str, Handler]] = HANDLERS
     weight_layout = "channels_first"
     activation_layout = "channels_first"
@@ -171,6 +173,12 @@ class TorchBackend(Backend):
         finally:
             model.eval()
         return float(loss.item()), out.detach().numpy().copy()
+
+    def tune(self, graph: ir.Graph, model: Any) -> GraphModule:
+        """An optimised build's torch-only change (optimize.py): channels-last weights."""
+        from .optimize import tune
+
+        return tune(_as_graph_module(model))
 
     def save(self, graph: ir.Graph, model: Any, out_dir: Path) -> list[Path]:
         from .save import save_model

@@ -77,7 +77,7 @@ class GraphModule(nn.Module):
         values: dict[str, torch.Tensor] = {self.input_name: x}
         if keep is None:
             for node_name, inputs in self.steps:
-                values[node_name] = self._modules[node_name](*(values[i] for i in inputs))
+                values[node_name] = self._run(node_name, inputs, values, None)
             return values
         wanted = set(keep)
         missing = set(wanted) - values.keys()
@@ -85,11 +85,21 @@ class GraphModule(nn.Module):
         for k, (node_name, inputs) in enumerate(self.steps):
             if not missing:
                 break
-            values[node_name] = self._modules[node_name](*(values[i] for i in inputs))
+            values[node_name] = self._run(node_name, inputs, values, wanted)
             missing.discard(node_name)
             for d in dead[k]:
                 del values[d]
         return {k: values[k] for k in wanted}
+
+    def _run(
+        self, name: str, inputs: tuple[str, ...], values: dict[str, torch.Tensor], wanted: set[str] | None
+    ) -> torch.Tensor:
+        """One step of forward_nodes. An in-place module (an optimised model's ReLU) would
+        overwrite a value that is to be returned (``wanted``; None: all), so it gets a copy."""
+        module = self._modules[name]
+        if getattr(module, "inplace", False):
+            return module(*(values[i].clone() if wanted is None or i in wanted else values[i] for i in inputs))
+        return module(*(values[i] for i in inputs))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         """NCHW (or (N, C)) input -> the graph output (a list of them for several), in torch

@@ -89,6 +89,12 @@ def render(graph: ir.Graph, handlers: Mapping[str, Handler]) -> str:
         if issubclass(resolve(call.cls), nn.modules.conv._ConvNd)
     )
     example = next(convs, None)
+    empty_pads = (
+        call
+        for node in graph.nodes
+        for call in handlers[node.op].describe_general(node, graph)
+        if call.cls == "nn.ZeroPad2d" and not any(call.args[0])
+    )
     text = "\n".join(class_sources) + "".join(layer_source(s) for s in structure.sites())
     context = {
         "graph_name": identifier(graph.name, "spec name"),
@@ -116,6 +122,7 @@ def render(graph: ir.Graph, handlers: Mapping[str, Handler]) -> str:
         "layer": layer_source,
         "statement": statement,
         "dag": not structure.chain,
+        "skip_empty_pads": next(empty_pads, None) is not None,
         "input_name": inputs[0].name,
         "outputs": graph.outputs,
         "multi_output": graph.multi_output,

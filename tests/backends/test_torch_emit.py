@@ -128,7 +128,8 @@ RUNNER = textwrap.dedent(
     model.load_state_dict(torch.load(state_path, weights_only=True))
     outs = {}
     for name, child in model.named_children():
-        child.register_forward_hook(lambda m, i, o, name=name: outs.__setitem__(name, o.detach().numpy()))
+        # a copy: an in-place ReLU after this layer would overwrite the tensor itself
+        child.register_forward_hook(lambda m, i, o, name=name: outs.__setitem__(name, o.detach().numpy().copy()))
     with torch.no_grad():
         model(torch.from_numpy(np.load(x_path)))
     np.savez(out_path, **outs)
