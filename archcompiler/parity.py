@@ -566,10 +566,12 @@ def train_parity(
       implementations can agree to 1e-9; those rows are reported (``judged`` False) but do not
       decide the verdict. ``sensitivity`` records that nudge's amplification per step.
 
-    In float32 the synchronised steps are judged within the horizon too (and step 1 always):
-    beyond it the states are those of a diverging SGD (weights grown 30x in one step) where a
-    float32 step's own roundings, amplified by the step, dwarf what a nudge of its inputs
-    shows; measured, PyTorch's float32 step itself is then up to 56x beyond that bound.
+    In float32 the synchronised steps after step 1 are reported, not judged: from a state
+    reached by an amplifying step, a float32 step's own roundings, amplified within the step,
+    exceed what a nudge of its inputs shows. Measured, PyTorch's own float32 step is 1.13x that
+    bound within the horizon (MobileNet-Keras 33 px, batch 4, step 2) and 56x beyond it (64 px,
+    batch 2, where conv1's kernel grew 30x in one step). Float32 is judged at step 1 and on the
+    free runs within the horizon, where the probe follows the same amplification.
 
     Each row's bound has an oracle too: the reference backend re-runs in float64 from the same
     start (state and batch) nudged by one rounding of the judged dtype (u = 2**-53 or 2**-24);
@@ -644,7 +646,7 @@ def train_parity(
                 mag = _absmax(ref[s][q])
                 base = atol + rtol * mag + K_TRAIN[dtype] * (_deviation(probe, ref, s, q) + u * mag)
                 err, who = max((_deviation(runs[b], ref, s, q), b) for b in judged)
-                is_judged = s < horizon or (mode == "step" and (dtype == "float64" or s == 0))
+                is_judged = s < horizon if mode == "run" else dtype == "float64" or s == 0
                 diffs.append(TrainDiff(s + 1, q, node, kind, err, mag, base, who, bool(err <= base), mode, is_judged))
     return TrainingReport(
         g, names, dtype, steps, batch, float(lr), seed, tuple(diffs), oracle, excluded, horizon, sensitivity
@@ -665,7 +667,7 @@ def render_training(report: TrainingReport) -> str:
         )
     n = report.steps
     growth = [b / a for a, b in zip(report.sensitivity, report.sensitivity[1:], strict=False) if a > 0]
-    synced = n if report.dtype == "float64" else max(report.horizon, 1)
+    synced = n if report.dtype == "float64" else 1
     lines.append(
         f"each step is compared from the same state (synchronised) at {synced} of {n} steps; the free-running "
         f"trajectories are judged for {report.horizon} of {n} steps"
