@@ -29,7 +29,7 @@ import numpy as np  # noqa: E402
 import archcompiler as a  # noqa: E402
 from archcompiler import weights  # noqa: E402
 from archcompiler.cli import main  # noqa: E402
-from archcompiler.parity import TrainingReport, train_parity  # noqa: E402
+from archcompiler.parity import TrainingReport, render_training, train_parity  # noqa: E402
 from archcompiler.registry import BackendError, get_backend  # noqa: E402
 
 pytestmark = [pytest.mark.torch, pytest.mark.keras]
@@ -177,6 +177,9 @@ def test_default_lr_is_beyond_1e9_for_any_two_implementations() -> None:
     rep = train_parity(graph, ("torch", "keras"), steps=5, batch=2, dtype="float64", lr=lr, seed=4)
     check_float64(rep)
     assert rep.horizon < 5 and rep.sensitivity[4] > 1e3 * rep.sensitivity[1]
+    text = render_training(rep)
+    assert f"free-running trajectories are judged for {rep.horizon} of 5 steps" in text
+    assert text.splitlines()[-1].startswith("PASS") and f"the first {max(rep.horizon, 1)} of 5 free-running" in text
 
 
 def test_float32_training_judged_by_float64() -> None:
