@@ -116,6 +116,12 @@ class TrainDiff:
     allowed: float
     backend: str
     ok: bool
+    """``error <= allowed``; it decides the verdict only where ``judged``."""
+    mode: str = "step"
+    """"step": one step from the reference's state after the previous step (synchronised);
+    "run": the backends' free-running trajectories (steps 2..N; step 1 is the same computation)."""
+    judged: bool = True
+    """False for free-running rows beyond the report's ``horizon`` (see train_parity)."""
 
 
 @dataclass(frozen=True)
@@ -132,19 +138,25 @@ class TrainingReport:
     """How the verdict was reached (float64 agreement, or the float64 run float32 is judged by)."""
     dropout_excluded: tuple[str, ...]
     """Dropout nodes whose rate was set to 0 for the comparison (no mask is shared)."""
+    horizon: int = 0
+    """Free-running steps judged: those at which the reference, nudged by one float64 rounding,
+    still reproduces every quantity to RTOL64 of its magnitude."""
+    sensitivity: tuple[float, ...] = ()
+    """Per step: the largest relative deviation of the reference under that nudge, in units of
+    2**-53 (its amplification of one rounding; the ratio of successive steps is the growth)."""
 
     @property
     def ok(self) -> bool:
-        return all(d.ok for d in self.diffs)
+        return all(d.ok for d in self.diffs if d.judged)
 
     @property
     def first_failure(self) -> TrainDiff | None:
-        return next((d for d in self.diffs if not d.ok), None)
+        return next((d for d in self.diffs if d.judged and not d.ok), None)
 
     def worst(self, quantity: str) -> TrainDiff:
         """The step at which ``quantity`` came closest to (or beyond) its bound."""
-        rows = [d for d in self.diffs if d.quantity == quantity]
-        return max(rows, key=lambda d: d.error / d.allowed if d.allowed else (0.0 if d.error == 0 else float("inf")))
+        rows = [d for d in self.diffs if d.quantity == quantity and d.judged]
+        return max(rows, key=_use)
 
 
 @dataclass(frozen=True)
@@ -475,12 +487,19 @@ def _trajectory(
     batches: Sequence[tuple[np.ndarray, np.ndarray]],
     lr: float,
     dtype: str,
+    starts: Sequence[weights.Weights] | None = None,
 ) -> Trajectory:
+    """Steps of ``backend`` from ``w``, one per batch. With ``starts``, step k (k >= 1) first
+    loads ``starts[k]`` into the same model: each step then starts from a given state (the
+    synchronised run), while anything the backend keeps outside the canonical tensors carries
+    over from step to step as in a free run."""
     import numpy as np
 
     model = _loaded(backend, graph, w, dtype)
     out: Trajectory = []
-    for x, y in batches:
+    for k, (x, y) in enumerate(batches):
+        if starts is not None and k > 0:
+            backend.set_weights(graph, model, starts[k])
         loss, logits = backend.train_step_outputs(graph, model, x, y, lr)
         if logits is None:
             raise BackendError(f"backend {backend.name!r}: its training step returns no logits to compare")
@@ -491,19 +510,23 @@ def _trajectory(
 
 
 def _perturbed(
-    w: weights.Weights, batches: Sequence[tuple[np.ndarray, np.ndarray]], seed: int, u: float
-) -> tuple[weights.Weights, list[tuple[np.ndarray, np.ndarray]]]:
-    """Weights and inputs nudged elementwise by ``a * u * r``, r uniform in [-1, 1], in float64:
+    states: Sequence[weights.Weights], batches: Sequence[tuple[np.ndarray, np.ndarray]], seed: int, u: float
+) -> tuple[list[weights.Weights], list[tuple[np.ndarray, np.ndarray]]]:
+    """States and inputs nudged elementwise by ``a * u * r``, r uniform in [-1, 1], in float64:
     one rounding of the judged dtype, whose effect measures each quantity's sensitivity."""
     import numpy as np
 
-    rng = np.random.default_rng([seed, 2])
+    rng = np.random.default_rng([seed, 2, int(u == U64)])
 
     def nudge(a: np.ndarray) -> np.ndarray:
         a = np.asarray(a, dtype=np.float64)
         return a + a * (u * rng.uniform(-1.0, 1.0, size=a.shape))
 
-    return {k: nudge(v) for k, v in w.items()}, [(nudge(x), y) for x, y in batches]
+    return [{k: nudge(v) for k, v in s.items()} for s in states], [(nudge(x), y) for x, y in batches]
+
+
+def _deviation(a: Trajectory, b: Trajectory, s: int, q: str) -> float:
+    return float("inf") if a[s][q].shape != b[s][q].shape else _absmax(a[s][q] - b[s][q])
 
 
 def train_parity(
@@ -526,13 +549,34 @@ def train_parity(
     Dropout is excluded (its rate set to 0, listed in ``dropout_excluded``). A batch in which
     a BatchNorm would see one value per channel is refused by every backend alike (the kit).
 
-    Training a randomly initialised network with BatchNorm over small batches is chaotic: in
-    float64 the two frameworks agree to ~1e-12 after one step, but rounding-sized differences
-    grow by orders of magnitude per step (BatchNorm's backward pass over a few values per
-    channel cancels heavily). So the bound has an oracle too: the first backend also runs the
-    steps in float64 from weights and inputs nudged by one rounding of the judged dtype
-    (relative u = 2**-53 or 2**-24); the nudge's effect ``probe(q)`` measures how strongly
-    quantity q amplifies rounding. A quantity passes when its difference is within
+    Two comparisons per step (``TrainDiff.mode``):
+
+    * ``"step"`` (synchronised): before step k every judged backend loads the reference's
+      state after step k-1 (parameters and moving statistics), so each backend's *step
+      function* is compared from the same state, at every step of the trajectory. This is
+      judged at every step.
+    * ``"run"`` (free-running, steps 2..N): each backend follows its own trajectory. Plain SGD
+      on a random MobileNet with BatchNorm over a few values per channel is unstable (the
+      loss' largest Hessian eigenvalue is ~1e4-1e9 at 32-224 px, far above 2 / lr), so
+      rounding-sized differences grow by up to ~1000x per step in *any* two implementations,
+      PyTorch against itself with the batch in another order included (README). The free run
+      is therefore judged only up to the ``horizon``: the steps at which the reference,
+      re-run in float64 from weights and inputs nudged by one float64 rounding (2**-53),
+      still reproduces every quantity to ``RTOL64`` of its magnitude. Beyond it no two
+      implementations can agree to 1e-9; those rows are reported (``judged`` False) but do not
+      decide the verdict. ``sensitivity`` records that nudge's amplification per step.
+
+    In float32 the synchronised steps after step 1 are reported, not judged: from a state
+    reached by an amplifying step, a float32 step's own roundings, amplified within the step,
+    exceed what a nudge of its inputs shows. Measured, PyTorch's own float32 step is 1.13x that
+    bound within the horizon (MobileNet-Keras 33 px, batch 4, step 2) and 56x beyond it (64 px,
+    batch 2, where conv1's kernel grew 30x in one step). Float32 is judged at step 1 and on the
+    free runs within the horizon, where the probe follows the same amplification.
+
+    Each row's bound has an oracle too: the reference backend re-runs in float64 from the same
+    start (state and batch) nudged by one rounding of the judged dtype (u = 2**-53 or 2**-24);
+    the nudge's effect ``probe(q)`` measures how strongly quantity q amplifies rounding. A
+    quantity passes when its difference is within
 
         atol + rtol * max|q| + K_TRAIN * (probe(q) + u * max|q|)
 
@@ -550,43 +594,63 @@ def train_parity(
     w = weights.init(g, seed)
     batches = _batches(g, steps, batch, seed)
     specs = weights.specs(g)
-    runs = {n: _trajectory(b, g, w, batches, lr, dtype) for n, b in pairs}
-    names = tuple(runs)
+    free = {n: _trajectory(b, g, w, batches, lr, dtype) for n, b in pairs}
+    names = tuple(free)
     ref_name, ref_backend = pairs[0]
-    u = U64 if dtype == "float64" else U32
-    w_p, batches_p = _perturbed(w, batches, seed, u)
-    probe = _trajectory(ref_backend, g, w_p, batches_p, lr, "float64")  # type: ignore[arg-type]
     if dtype == "float64":
         rtol = RTOL64 if rtol is None else rtol
-        ref = runs[ref_name]
+        ref = free[ref_name]
         judged = names[1:]
     else:
         rtol = rtol or 0.0
         ref = _trajectory(ref_backend, g, w, batches, lr, "float64")
         judged = names
+    # the reference's state before each step: the synchronised runs start every step from it
+    starts = [w] + [{k: ref[s][k] for k in w} for s in range(steps - 1)]
+    sync = {n: _trajectory(b, g, w, batches, lr, dtype, starts) for n, b in pairs if n in judged}
+
+    u = U64 if dtype == "float64" else U32
+    w_p, batches_p = _perturbed([w], batches, seed, u)
+    probe_run = _trajectory(ref_backend, g, w_p[0], batches_p, lr, "float64")  # type: ignore[arg-type]
+    starts_p, batches_sp = _perturbed(starts, batches, seed + 1, u)
+    probe_step = _trajectory(ref_backend, g, starts_p[0], batches_sp, lr, "float64", starts_p)  # type: ignore[arg-type]
+    if dtype == "float64":
+        probe64 = probe_run
+    else:
+        w64, batches64 = _perturbed([w], batches, seed, U64)
+        probe64 = _trajectory(ref_backend, g, w64[0], batches64, lr, "float64")  # type: ignore[arg-type]
+    # Lyapunov-style: how much the reference amplified one float64 rounding by each step, and the
+    # steps over which it still reproduces itself to RTOL64 (the free run's horizon)
+    sensitivity = tuple(
+        max(_deviation(probe64, ref, s, q) / (U64 * max(_absmax(ref[s][q]), 1e-300)) for q in ref[s])
+        for s in range(steps)
+    )
+    horizon = 0
+    while horizon < steps and all(
+        _deviation(probe64, ref, horizon, q) <= RTOL64 * _absmax(ref[horizon][q]) for q in ref[horizon]
+    ):
+        horizon += 1
+
     oracle = (
         f"{'the ' + ref_name + ' float64 run' if dtype == 'float32' else ref_name}, within {atol:g} + {rtol:g} * "
         f"max|q| + {K_TRAIN[dtype]:g} * (sensitivity to a nudge of {u:.2g} + {u:.2g} * max|q|)"
     )
     diffs = []
     for s in range(steps):
-        for q in ref[s]:
-            spec = specs.get(q)
-            node = spec.node if spec else (g.logits if q == "logits" else "")
-            kind = q if spec is None else ("parameter" if spec.trainable else "moving statistic")
-            r = ref[s][q]
-            mag = _absmax(r)
-            base = atol + rtol * mag + K_TRAIN[dtype] * (_absmax(probe[s][q] - r) + u * mag)
-            worst = None
-            for b in judged:
-                o = runs[b][s][q]
-                err = float("inf") if o.shape != r.shape else _absmax(o - r)
-                if worst is None or err > worst[0]:
-                    worst = (err, b)
-            assert worst is not None
-            err, who = worst
-            diffs.append(TrainDiff(s + 1, q, node, kind, err, mag, base, who, bool(err <= base)))
-    return TrainingReport(g, names, dtype, steps, batch, float(lr), seed, tuple(diffs), oracle, excluded)
+        # step 1 of a free run is a synchronised step: it is compared once
+        for mode, runs, probe in (("step", sync, probe_step), ("run", free, probe_run))[: 1 if s == 0 else 2]:
+            for q in ref[s]:
+                spec = specs.get(q)
+                node = spec.node if spec else (g.logits if q == "logits" else "")
+                kind = q if spec is None else ("parameter" if spec.trainable else "moving statistic")
+                mag = _absmax(ref[s][q])
+                base = atol + rtol * mag + K_TRAIN[dtype] * (_deviation(probe, ref, s, q) + u * mag)
+                err, who = max((_deviation(runs[b], ref, s, q), b) for b in judged)
+                is_judged = s < horizon if mode == "run" else dtype == "float64" or s == 0
+                diffs.append(TrainDiff(s + 1, q, node, kind, err, mag, base, who, bool(err <= base), mode, is_judged))
+    return TrainingReport(
+        g, names, dtype, steps, batch, float(lr), seed, tuple(diffs), oracle, excluded, horizon, sensitivity
+    )
 
 
 def render_training(report: TrainingReport) -> str:
@@ -601,17 +665,61 @@ def render_training(report: TrainingReport) -> str:
         lines.append(
             f"dropout excluded: rate set to 0 at {', '.join(report.dropout_excluded)} (backends draw different masks)"
         )
-    quantities = list(dict.fromkeys(d.quantity for d in report.diffs))
-    worst = [report.worst(q) for q in quantities]
-    top = sorted(worst, key=lambda d: d.error / d.allowed if d.allowed else float("inf"), reverse=True)[:8]
-    lines.append("closest to their bounds (quantity, step, backend, max abs diff, allowed):")
-    lines += [f"  {d.quantity} step {d.step} ({d.backend}): {d.error:.3g} <= {d.allowed:.3g}" for d in top if d.ok]
+    n = report.steps
+    growth = [b / a for a, b in zip(report.sensitivity, report.sensitivity[1:], strict=False) if a > 0]
+    synced = n if report.dtype == "float64" else 1
+    lines.append(
+        f"each step is compared from the same state (synchronised) at {synced} of {n} steps; the free-running "
+        f"trajectories are judged for {report.horizon} of {n} steps"
+        + (
+            ""
+            if report.horizon >= n
+            else f" (beyond, {report.backends[0]} nudged by one float64 rounding no longer reproduces itself to "
+            f"{RTOL64:g}: reported, not judged)"
+        )
+    )
+    if report.sensitivity:
+        lines.append(
+            "amplification of one float64 rounding by step: "
+            + ", ".join(f"{a:.2g}" for a in report.sensitivity)
+            + (f" (x{_geomean(growth):.3g} per step)" if growth else "")
+        )
+    judged = [d for d in report.diffs if d.judged]
+    quantities = list(dict.fromkeys(d.quantity for d in judged))
+    worst = [max((d for d in judged if d.quantity == q), key=_use) for q in quantities]
+    top = sorted(worst, key=_use, reverse=True)[:8]
+    lines.append("closest to their bounds (quantity, step, comparison, backend, max abs diff, allowed):")
+    lines += [
+        f"  {d.quantity} step {d.step} {_MODES[d.mode]} ({d.backend}): {d.error:.3g} <= {d.allowed:.3g}"
+        for d in top
+        if d.ok
+    ]
     bad = report.first_failure
     if bad is None:
-        lines.append(f"PASS: {len(quantities)} quantities agree at every one of {report.steps} steps")
+        free_steps = max(report.horizon, 1)  # step 1 of a free run is the synchronised step 1
+        if synced == free_steps == n:
+            lines.append(f"PASS: {len(quantities)} quantities agree at every one of {n} steps")
+        else:
+            lines.append(
+                f"PASS: {len(quantities)} quantities agree at the steps judged: {synced} of {n} synchronised, "
+                f"the first {free_steps} of {n} free-running"
+            )
     else:
         lines.append(
-            f"FAIL: first divergence at step {bad.step}, {bad.kind} {bad.quantity!r} (node {bad.node!r}, "
-            f"{bad.backend}): max abs diff {bad.error:.3g}, allowed {bad.allowed:.3g}"
+            f"FAIL: first divergence at step {bad.step} ({_MODES[bad.mode]}), {bad.kind} {bad.quantity!r} "
+            f"(node {bad.node!r}, {bad.backend}): max abs diff {bad.error:.3g}, allowed {bad.allowed:.3g}"
         )
     return "\n".join(lines)
+
+
+_MODES = {"step": "synchronised", "run": "free-running"}
+
+
+def _use(d: TrainDiff) -> float:
+    return d.error / d.allowed if d.allowed else (0.0 if d.error == 0 else float("inf"))
+
+
+def _geomean(xs: Sequence[float]) -> float:
+    import math
+
+    return math.exp(sum(math.log(x) for x in xs) / len(xs))
