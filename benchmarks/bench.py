@@ -76,10 +76,11 @@ def interleaved(cases: dict[str, Callable[[], Any]], runs: int, warmup: int = 1)
 
 def process_times(cmds: dict[str, list[str]], runs: int, warmup: int = 1) -> dict[str, list[float]]:
     """Wall seconds of each command as a fresh process, interleaved (after ``warmup`` rounds
-    that fill the page cache)."""
+    that fill the page cache and write bytecode caches: PYTHONDONTWRITEBYTECODE is dropped, as
+    an installed package has its caches)."""
 
     def runner(cmd: list[str]) -> Callable[[], None]:
-        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"} | {"TF_CPP_MIN_LOG_LEVEL": "3"}
         return lambda: subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL, env=env)
 
     return interleaved({k: runner(c) for k, c in cmds.items()}, runs, warmup=warmup)
@@ -145,6 +146,7 @@ def worker_static(runs: int) -> list[Row]:
 
 
 def worker_build(runs: int) -> list[Row]:
+    """``archc build`` per backend against importing its framework, each a fresh process."""
     rows: list[Row] = []
     with tempfile.TemporaryDirectory() as tmp:
         ref = "python -c 'import torch'"
@@ -162,6 +164,21 @@ def worker_build(runs: int) -> list[Row]:
         }
         for k, t in process_times(cmds, runs).items():
             rows.append(row("build", k, t, "s", "default", None if k == ref else ref))
+        ref_tf = "python -c 'import tensorflow'"
+        cmds = {
+            ref_tf: [sys.executable, "-c", "import tensorflow"],
+            "archc build specs/mobilenet.yaml --backend keras": [
+                str(BIN / "archc"),
+                "build",
+                SPEC,
+                "--backend",
+                "keras",
+                "-o",
+                f"{tmp}/out_keras",
+            ],
+        }
+        for k, t in process_times(cmds, runs).items():
+            rows.append(row("build", k, t, "s", "default", None if k == ref_tf else ref_tf))
         export = [sys.executable, "-m", "archcompiler.backends.torch.export", f"{tmp}/out"]
         t = process_times({"python -m archcompiler.backends.torch.export (on demand)": export}, 2, warmup=0)
         for k, v in t.items():
