@@ -77,7 +77,7 @@ _GOOD_NAMES: set[str] = set()
 """The origin of a value written as it is (shared: most fields are)."""
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class _Checker:
     """Validates a filled-in layer against its op model, mapping errors back to the spec text."""
 
@@ -167,7 +167,7 @@ def _validated(model: type[LayerBase], op: str, filled: dict[str, Any]) -> Layer
     A network repeats the same few layers (MobileNet's 84 layers are 12 distinct ones) and
     validation is a pure function of the model and the values, and the models are frozen, so
     one validated layer can serve every repetition, in this lowering and the next."""
-    items = [(k, _plain_key(v)) for k, v in filled.items()]
+    items = [(k, (t, v) if (t := type(v)) in _PLAIN else _plain_key(v)) for k, v in filled.items()]
     if any(key is None for _, key in items):
         return model.model_validate({"op": op, **filled})
     key = (model, op, tuple(items))
@@ -289,6 +289,10 @@ class _Expansion:
     """A block input not yet read: the next layer made reads it (a guard may drop a block's first layers)."""
     op_counts: Counter[str] = field(default_factory=Counter)
     spans: dict[Path, Span] = field(default_factory=dict)
+    reserved: dict[str, str] = field(default_factory=lambda: _reserved())
+    keys: dict[int, tuple[LayerBase, list[tuple[str, Any, Path]]]] = field(default_factory=dict)
+    """id(op layer) -> (the layer, kept alive; its fields as (name, value, path)): a block's
+    layers are expanded once per instance."""
 
     def span(self, path: Path) -> Span:
         span = self.spans.get(path)
@@ -306,7 +310,7 @@ class _Expansion:
         return self.entries[-1].name if self.entries else self.loaded.spec.input.name
 
     def add(self, entry: Entry) -> None:
-        reserved = _reserved()
+        reserved = self.reserved
         if entry.name.startswith("_") or entry.name in reserved:
             why = "names starting with '_' are kept for the frameworks' internals"
             if entry.name in reserved:
@@ -457,7 +461,12 @@ def _expand_op(ex: _Expansion, layer: LayerBase, path: Path, scope: _Scope) -> N
     reps = ex.count(layer.repeat, scope.values, (*path, "repeat"), scope)
     op: str = layer.op  # type: ignore[attr-defined]
     checker = _Checker(ex.loaded.source, path, scope.call_path, scope.context, ex.functions)
-    keys = [(key, getattr(layer, key), (*path, key)) for key in layer.model_fields_set - _SPECIAL]
+    cached = ex.keys.get(id(layer))
+    if cached is None:
+        keys = [(key, getattr(layer, key), (*path, key)) for key in layer.model_fields_set - _SPECIAL]
+        ex.keys[id(layer)] = (layer, keys)
+    else:
+        keys = cached[1]
     for r in range(reps):
         env = {**scope.values, "index": r + 1} if top else scope.values
         when = None
@@ -467,8 +476,13 @@ def _expand_op(ex: _Expansion, layer: LayerBase, path: Path, scope: _Scope) -> N
                 continue
         filled: dict[str, Any] = {}
         origins: dict[str, _Origin] = {}
+        waits = False
         for key, value, where in keys:
+            if type(value) in _PLAIN:  # written as it is: what _fill gives
+                filled[key], origins[key] = value, _NO_ORIGIN
+                continue
             filled[key], origins[key] = _fill(ex, value, env, where, scope)
+            waits = waits or _has_deferred(filled[key])
         if top:
             names_env = {**env, "index": str(r + 1)}
         elif scope.number is not None:
@@ -490,7 +504,6 @@ def _expand_op(ex: _Expansion, layer: LayerBase, path: Path, scope: _Scope) -> N
         if layer.inputs is not None and (r == 0 or not top):
             inputs = tuple(_input_name(ex, x, names_env, (*path, "inputs"), scope) for x in layer.inputs)
         follows = ex.pending_input
-        waits = any(_has_deferred(v) for v in filled.values())
         pending = None
         resolved = None
         if not waits:

@@ -9,14 +9,13 @@ caused them (the layer, or for a layer inside a block the call that instantiated
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from . import ir
 from .expand import Entry
 from .fields import LayerBase
 from .limits import MAX_ACTIVATIONS, MAX_PARAMETERS
 from .loading import LoadedSpec
-from .ops import NODE_FOR_LAYER, LowerContext, OpError, arity_error
+from .ops import NODE_FOR_LAYER, NODE_TYPES, LowerContext, OpError, arity_error
 from .source import did_you_mean
 
 
@@ -92,7 +91,9 @@ def infer(loaded: LoadedSpec, entries: list[Entry], width: float, size: tuple[in
     if output not in by_name:
         raise loaded.source.error(("output",), f"unknown layer {output!r}{did_you_mean(output, list(by_name))}")
     r = spec.rounding
-    return ir.Graph(
+    # every node's shape was just computed by its own shape rule (or remembered from the same
+    # rule on the same layer and input shapes): the graph checks everything else
+    return ir.Graph._lowered(
         name=spec.name,
         nodes=live(nodes, (output,)),
         outputs=(output,),
@@ -118,8 +119,12 @@ def live(nodes: Sequence[ir.Node], outputs: Sequence[str]) -> tuple[ir.Node, ...
     return tuple(n for n in nodes if n.name in needed)
 
 
-_Known = tuple[LayerBase, dict[str, Any], ir.Shape, int]
-"""A layer (kept alive, so its id stays its own), its attributes, output shape and parameters."""
+_COPYABLE = frozenset(t for t in NODE_TYPES if not hasattr(t, "__post_init__") and not hasattr(t, "__slots__"))
+"""Node types whose fields are exactly their ``__dict__`` (copied for a remembered node)."""
+
+_Known = tuple[LayerBase, ir.Node, int]
+"""A layer (kept alive, so its id stays its own), the first node made from it on some input
+shapes, and that node's parameter count."""
 
 
 def _node(
@@ -134,23 +139,33 @@ def _node(
     its parameter count (for the limits).
 
     Expansion shares one validated layer between equal layers (a repeated block's), so within
-    one lowering ``memo`` gives the attributes, shape and count of a layer already seen on the
-    same input shapes: each is a function of the layer, the context and the shapes alone."""
+    one lowering ``memo`` gives the node made from a layer already seen on the same input
+    shapes: its attributes, shape and count are each a function of the layer, the context and
+    the shapes alone, so only the name, inputs and span differ."""
     node_type = NODE_FOR_LAYER[type(layer)]
     problem = arity_error(layer.op, node_type.arity, len(names))  # type: ignore[attr-defined]
     if problem:
         raise entry.error(problem)
     key = (id(layer), shapes)
     known = memo.get(key)
+    if known is not None and node_type in _COPYABLE:
+        # a copy of the earlier node with its own name, inputs and span; the nodes are frozen
+        # dataclasses without __post_init__, so their fields are their __dict__ (3x cheaper
+        # than calling __init__, which sets each field through object.__setattr__)
+        node = object.__new__(node_type)
+        fields = node.__dict__
+        fields.update(known[1].__dict__)
+        fields["name"], fields["inputs"], fields["span"] = entry.name, names, entry.span
+        return node, known[2]
     try:
-        attributes = node_type.attributes_from_spec(layer, ctx, shapes) if known is None else known[1]
+        attributes = node_type.attributes_from_spec(layer, ctx, shapes)
         node = node_type(name=entry.name, inputs=names, shape=(), span=entry.span, **attributes)
         # The shape rule needs the attributes, so the node is made first; nothing else has seen
         # it yet, so setting its shape here is safe (and 3x cheaper than dataclasses.replace).
-        object.__setattr__(node, "shape", node.infer_shape(shapes) if known is None else known[2])
+        object.__setattr__(node, "shape", node.infer_shape(shapes))
     except OpError as exc:
         raise entry.error(str(exc)) from None
-    if known is None:
-        c = node.cost(shapes)
-        known = memo[key] = (layer, attributes, node.shape, c.weights + c.bias + c.bn_affine + c.bn_stats)
-    return node, known[3]
+    c = node.cost(shapes)
+    params = c.weights + c.bias + c.bn_affine + c.bn_stats
+    memo[key] = (layer, node, params)
+    return node, params

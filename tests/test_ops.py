@@ -7,6 +7,7 @@ code's own output.
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 
@@ -43,6 +44,36 @@ def test_hand_built_graph_is_checked_on_construction() -> None:
         graph(conv(inputs=("x", "x")))
     with pytest.raises(ir.GraphError, match="node 'x': duplicate name"):
         graph(conv(name="x"))
+
+
+SPECS = sorted((Path(__file__).parents[1] / "specs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda p: p.name)
+def test_lowered_graphs_pass_the_full_check(spec: Path) -> None:
+    # lowering builds its Graph without re-running the shape rules it has just run
+    # (Graph._lowered); the full check, shapes included, accepts every graph it makes
+    g = a.compile(spec).graph
+    again = ir.Graph(**{f.name: getattr(g, f.name) for f in dataclasses.fields(g) if f.init})
+    assert again == g and again.nodes == g.nodes
+
+
+def test_graphs_from_a_lowered_one_are_checked_in_full() -> None:
+    # a node with a wrong shape is refused in any graph made from a lowered one ...
+    g = a.compile(SPECS[0]).graph
+    k = next(i for i, n in enumerate(g.nodes) if isinstance(n, ir.Conv2D) and i > 1)
+    bad = dataclasses.replace(g.nodes[k], shape=(1, 1, 1))
+    nodes = (*g.nodes[:k], bad, *g.nodes[k + 1 :])
+    wrong = rf"node {bad.name!r} \(conv2d\): shape \(1, 1, 1\), but its inputs give"
+    with pytest.raises(ir.GraphError, match=wrong):
+        dataclasses.replace(g, nodes=nodes)
+    with pytest.raises(ir.GraphError, match=wrong):
+        ir.Graph(name="g", nodes=nodes, outputs=g.outputs, width=1.0, resolution=(224, 224))
+    # ... and _lowered still checks names, wiring and arity (only the shape rules are skipped)
+    with pytest.raises(ir.GraphError, match="duplicate name"):
+        ir.Graph._lowered(name="g", nodes=(*g.nodes, g.nodes[-1]), outputs=g.outputs, width=1.0, resolution=(224, 224))
+    with pytest.raises(TypeError, match="missing field 'outputs'"):
+        ir.Graph._lowered(name="g", nodes=g.nodes, width=1.0, resolution=(224, 224))
 
 
 def test_merge_ops_check_their_inputs() -> None:
