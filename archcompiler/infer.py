@@ -40,7 +40,6 @@ def infer(loaded: LoadedSpec, entries: list[Entry], width: float, size: tuple[in
     """The IR graph of ``entries`` at width multiplier ``width`` and input ``size`` (H, W)."""
     spec = loaded.spec
     ctx = context(loaded, width)
-    order = {e.name: k for k, e in enumerate(entries)}
     line, col = loaded.source.locate(("input",))
     first = ir.Input(
         name=spec.input.name,
@@ -58,22 +57,30 @@ def infer(loaded: LoadedSpec, entries: list[Entry], width: float, size: tuple[in
     memo: dict[tuple[int, tuple[ir.Shape, ...]], _Known] = {}
     for k, entry in enumerate(entries):
         default = absent.get(entry.follows, entry.follows) if entry.follows else previous
-        names = tuple(absent.get(n, n) for n in entry.inputs) if entry.inputs is not None else (default,)
+        inputs = entry.inputs
+        if inputs is None:
+            names: tuple[str, ...] = (default,)
+        else:
+            names = tuple([absent.get(n, n) for n in inputs]) if absent else inputs
         for ref in names:
             if ref not in by_name:
                 if ref == entry.name:
                     raise entry.error(f"reads itself ({ref!r}): a cycle")
+                order = {e.name: i for i, e in enumerate(entries)}
                 if ref in order and order[ref] > k:
                     raise entry.error(
                         f"reads {ref!r}, which comes later: a cycle (a layer may only read earlier layers)"
                     )
                 raise entry.error(f"reads unknown layer {ref!r}{did_you_mean(ref, list(by_name))}")
-        shapes = tuple(by_name[n].shape for n in names)
+        shapes = (by_name[names[0]].shape,) if len(names) == 1 else tuple([by_name[n].shape for n in names])
         if not shapes:  # 'inputs: []': every op reads at least one input
             raise entry.error("reads no input ('inputs' is empty)")
-        block = by_name.get(absent.get(entry.block_input, entry.block_input)) if entry.block_input else None
-        # expressions that read the input shape ($in, $block_in) evaluate here
-        layer = entry.resolve(shapes[0], block.shape if block is not None else None)
+        if entry.pending is None:
+            layer = entry.layer
+        else:  # expressions that read the input shape ($in, $block_in) evaluate here
+            b = entry.block_input
+            block = by_name.get(absent.get(b, b)) if b else None
+            layer = entry.resolve(shapes[0], block.shape if block is not None else None)
         if layer is None:
             absent[entry.name] = previous = default
             continue
@@ -143,12 +150,10 @@ def _node(
     shapes: its attributes, shape and count are each a function of the layer, the context and
     the shapes alone, so only the name, inputs and span differ."""
     node_type = NODE_FOR_LAYER[type(layer)]
-    problem = arity_error(layer.op, node_type.arity, len(names))  # type: ignore[attr-defined]
-    if problem:
-        raise entry.error(problem)
     key = (id(layer), shapes)
     known = memo.get(key)
     if known is not None and node_type in _COPYABLE:
+        # (as many inputs as the remembered node's: its arity check passed)
         # a copy of the earlier node with its own name, inputs and span; the nodes are frozen
         # dataclasses without __post_init__, so their fields are their __dict__ (3x cheaper
         # than calling __init__, which sets each field through object.__setattr__)
@@ -157,6 +162,9 @@ def _node(
         fields.update(known[1].__dict__)
         fields["name"], fields["inputs"], fields["span"] = entry.name, names, entry.span
         return node, known[2]
+    problem = arity_error(layer.op, node_type.arity, len(names))  # type: ignore[attr-defined]
+    if problem:
+        raise entry.error(problem)
     try:
         attributes = node_type.attributes_from_spec(layer, ctx, shapes)
         node = node_type(name=entry.name, inputs=names, shape=(), span=entry.span, **attributes)
