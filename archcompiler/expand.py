@@ -25,6 +25,7 @@ from .fields import PLACEHOLDER_RE, LayerBase, _check_ident, as_expr
 from .ir import Span
 from .loading import LoadedSpec, _message
 from .ops import LowerContext, make_divisible
+from .ops.base import fast_init
 from .source import Source, SpecError, did_you_mean, format_path, short_repr
 from .spec import OP_LAYERS, BlockCall, BlockDef
 
@@ -191,6 +192,7 @@ class _Pending:
     checker: _Checker
 
 
+@fast_init
 @dataclass(frozen=True)
 class Entry:
     """One concrete layer: its final name, validated op layer, explicit inputs and origin."""
