@@ -292,9 +292,9 @@ class _Expansion:
     op_counts: Counter[str] = field(default_factory=Counter)
     spans: dict[Path, Span] = field(default_factory=dict)
     reserved: dict[str, str] = field(default_factory=lambda: _reserved())
-    keys: dict[int, tuple[LayerBase, list[tuple[str, Any, Path]]]] = field(default_factory=dict)
-    """id(op layer) -> (the layer, kept alive; its fields as (name, value, path)): a block's
-    layers are expanded once per instance."""
+    keys: dict[int, tuple[LayerBase, list[tuple[str, Any, Path]], Path, Path]] = field(default_factory=dict)
+    """id(op layer) -> (the layer, kept alive; its fields as (name, value, path); the paths of
+    its name and inputs): a block's layers are expanded once per instance."""
 
     def span(self, path: Path) -> Span:
         span = self.spans.get(path)
@@ -372,13 +372,17 @@ class _Expansion:
     def template(self, text: str, env: Mapping[str, Any], path: Path, scope: _Scope) -> str:
         """``{index}`` and ``{param}`` in a name (or a string parameter) filled in."""
         keys = _placeholders(text)
-        values = [env.get(k) for k in keys]
-        if all(type(v) is int or (type(v) is str and "{" not in v) for v in values):
+        filled = text
+        for k in keys:
+            v = env.get(k)
+            t = type(v)
+            if t is not int and (t is not str or "{" in v):  # type: ignore[operator]
+                break
             # the common case, without a regex callback: every placeholder names an integer or a
             # string (the checks below would pass), and no value could be read as a placeholder
-            for k, v in zip(keys, values, strict=True):
-                text = text.replace("{" + k + "}", str(v))
-            return text
+            filled = filled.replace("{" + k + "}", str(v))
+        else:
+            return filled
 
         def fill(m: Any) -> str:
             key = m.group(1)
@@ -460,15 +464,15 @@ def expand(loaded: LoadedSpec, width: float | None = None) -> list[Entry]:
 def _expand_op(ex: _Expansion, layer: LayerBase, path: Path, scope: _Scope) -> None:
     """One op layer (and its repeats) in ``scope``."""
     top = scope.block is None
-    reps = ex.count(layer.repeat, scope.values, (*path, "repeat"), scope)
+    repeat = layer.repeat
+    reps = repeat if type(repeat) is int else ex.count(repeat, scope.values, (*path, "repeat"), scope)
     op: str = layer.op  # type: ignore[attr-defined]
     checker = _Checker(ex.loaded.source, path, scope.call_path, scope.context, ex.functions)
     cached = ex.keys.get(id(layer))
     if cached is None:
         keys = [(key, getattr(layer, key), (*path, key)) for key in layer.model_fields_set - _SPECIAL]
-        ex.keys[id(layer)] = (layer, keys)
-    else:
-        keys = cached[1]
+        cached = ex.keys[id(layer)] = (layer, keys, (*path, "name"), (*path, "inputs"))
+    keys, name_path, inputs_path = cached[1], cached[2], cached[3]
     for r in range(reps):
         env = {**scope.values, "index": r + 1} if top else scope.values
         when = None
@@ -494,7 +498,7 @@ def _expand_op(ex: _Expansion, layer: LayerBase, path: Path, scope: _Scope) -> N
         else:
             names_env = env
         if layer.name:
-            name = ex.name(layer.name, names_env, (*path, "name"), scope)
+            name = ex.name(layer.name, names_env, name_path, scope)
         elif top:
             ex.op_counts[op] += 1
             name = f"{op}_{ex.op_counts[op]}"
@@ -504,7 +508,7 @@ def _expand_op(ex: _Expansion, layer: LayerBase, path: Path, scope: _Scope) -> N
             name = f"{scope.prefix}_{op}" + (f"_{k}" if k > 1 else "")
         inputs = None
         if layer.inputs is not None and (r == 0 or not top):
-            inputs = tuple(_input_name(ex, x, names_env, (*path, "inputs"), scope) for x in layer.inputs)
+            inputs = tuple([_input_name(ex, x, names_env, inputs_path, scope) for x in layer.inputs])
         follows = ex.pending_input
         pending = None
         resolved = None
