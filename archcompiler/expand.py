@@ -271,7 +271,7 @@ class _Scope:
     """The top-level layer this came from: the span of the entries it makes."""
     context: str = ""
     prefix: str = ""
-    counts: Counter[str] = field(default_factory=Counter)
+    counts: dict[str, int] = field(default_factory=dict)
     owner: str | None = None
     """The numbered block whose instance this scope is part of (Span.block)."""
     member: tuple[int, ...] = ()
@@ -503,8 +503,7 @@ def _expand_op(ex: _Expansion, layer: LayerBase, path: Path, scope: _Scope) -> N
             ex.op_counts[op] += 1
             name = f"{op}_{ex.op_counts[op]}"
         else:
-            scope.counts[op] += 1
-            k = scope.counts[op]
+            k = scope.counts[op] = scope.counts.get(op, 0) + 1
             name = f"{scope.prefix}_{op}" + (f"_{k}" if k > 1 else "")
         inputs = None
         if layer.inputs is not None and (r == 0 or not top):

@@ -115,15 +115,18 @@ def infer(loaded: LoadedSpec, entries: list[Entry], width: float, size: tuple[in
 def live(nodes: Sequence[ir.Node], outputs: Sequence[str]) -> tuple[ir.Node, ...]:
     """The nodes some of ``outputs`` depend on, in order: layers after an earlier ``output:``
     (or after the last feature map asked for, or a branch nothing reads) are left out, so
-    costs, builds and saved files have no dead layers and every backend builds the same graph."""
-    by_name = {n.name: n for n in nodes}
-    needed, stack = set(), list(outputs)
-    while stack:
-        name = stack.pop()
-        if name not in needed:
-            needed.add(name)
-            stack.extend(by_name[name].inputs)
-    return tuple(n for n in nodes if n.name in needed)
+    costs, builds and saved files have no dead layers and every backend builds the same graph.
+
+    ``nodes`` are in topological order (as lowering makes them and a Graph keeps them), so one
+    backward pass finds them: a node is needed when a needed node after it reads it."""
+    needed = set(outputs)
+    kept = []
+    for n in reversed(nodes):
+        if n.name in needed:
+            kept.append(n)
+            needed.update(n.inputs)
+    kept.reverse()
+    return tuple(kept)
 
 
 _COPYABLE = frozenset(t for t in NODE_TYPES if not hasattr(t, "__post_init__") and not hasattr(t, "__slots__"))

@@ -98,6 +98,7 @@ class Span:
         return f"{self.file}:{self.line}:{self.col}: {self.path}"
 
 
+@fast_init
 @dataclass(frozen=True)
 class RawCost:
     """Convention-free counts of one node, from which every convention is derived (cost.py)."""
