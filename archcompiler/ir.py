@@ -155,9 +155,9 @@ def _check_node(node: Node, earlier: dict[str, Node], *, shapes: bool = True) ->
         raise GraphError(f"node {node.name!r}: {type(node).__name__} is not an IR op")
     if node.name in earlier:
         raise GraphError(f"node {node.name!r}: duplicate name")
-    missing = [i for i in node.inputs if i not in earlier]
-    if missing:
-        raise GraphError(f"node {node.name!r} ({node.op}): reads {missing[0]!r}, which is not an earlier node")
+    for i in node.inputs:
+        if i not in earlier:
+            raise GraphError(f"node {node.name!r} ({node.op}): reads {i!r}, which is not an earlier node")
     problem = arity_error(node.op, type(node).arity, len(node.inputs))
     if problem:
         raise GraphError(f"node {node.name!r}: {problem}")
