@@ -280,6 +280,23 @@ class _Scope:
     """``values`` with the instance number as text, for name templates (made once per scope)."""
 
 
+@dataclass(slots=True)
+class _Plan:
+    """An op layer of the spec as its expansions read it, made once per lowering."""
+
+    layer: LayerBase
+    """Kept alive, so that its id (the key) stays its own."""
+    keys: list[tuple[str, Any, Path]]
+    """Its fields: (name, value as written, path)."""
+    name_path: Path
+    inputs_path: Path
+    plain: dict[str, Any] | None = None
+    """The fields when every one is written as it is (no expression): then validating them gives
+    the same layer every time, ``validated``."""
+    origins: dict[str, _Origin] = field(default_factory=dict)
+    validated: LayerBase | None = None
+
+
 @dataclass
 class _Expansion:
     loaded: LoadedSpec
@@ -292,9 +309,9 @@ class _Expansion:
     op_counts: Counter[str] = field(default_factory=Counter)
     spans: dict[Path, Span] = field(default_factory=dict)
     reserved: dict[str, str] = field(default_factory=lambda: _reserved())
-    keys: dict[int, tuple[LayerBase, list[tuple[str, Any, Path]], Path, Path]] = field(default_factory=dict)
-    """id(op layer) -> (the layer, kept alive; its fields as (name, value, path); the paths of
-    its name and inputs): a block's layers are expanded once per instance."""
+    plans: dict[int, _Plan] = field(default_factory=dict)
+    """id(op layer) -> what expanding it needs each time (a block's layers are expanded once per
+    instance)."""
 
     def span(self, path: Path) -> Span:
         span = self.spans.get(path)
@@ -468,11 +485,14 @@ def _expand_op(ex: _Expansion, layer: LayerBase, path: Path, scope: _Scope) -> N
     reps = repeat if type(repeat) is int else ex.count(repeat, scope.values, (*path, "repeat"), scope)
     op: str = layer.op  # type: ignore[attr-defined]
     checker = _Checker(ex.loaded.source, path, scope.call_path, scope.context, ex.functions)
-    cached = ex.keys.get(id(layer))
-    if cached is None:
+    plan = ex.plans.get(id(layer))
+    if plan is None:
         keys = [(key, getattr(layer, key), (*path, key)) for key in layer.model_fields_set - _SPECIAL]
-        cached = ex.keys[id(layer)] = (layer, keys, (*path, "name"), (*path, "inputs"))
-    keys, name_path, inputs_path = cached[1], cached[2], cached[3]
+        plan = ex.plans[id(layer)] = _Plan(layer, keys, (*path, "name"), (*path, "inputs"))
+        if all(type(value) in _PLAIN for _, value, _ in keys):
+            plan.plain = {key: value for key, value, _ in keys}
+            plan.origins = dict.fromkeys(plan.plain, _NO_ORIGIN)
+    keys, name_path, inputs_path, plain = plan.keys, plan.name_path, plan.inputs_path, plan.plain
     for r in range(reps):
         env = {**scope.values, "index": r + 1} if top else scope.values
         when = None
@@ -483,12 +503,15 @@ def _expand_op(ex: _Expansion, layer: LayerBase, path: Path, scope: _Scope) -> N
         filled: dict[str, Any] = {}
         origins: dict[str, _Origin] = {}
         waits = False
-        for key, value, where in keys:
-            if type(value) in _PLAIN:  # written as it is: what _fill gives
-                filled[key], origins[key] = value, _NO_ORIGIN
-                continue
-            filled[key], origins[key] = _fill(ex, value, env, where, scope)
-            waits = waits or _has_deferred(filled[key])
+        if plain is not None:  # every field written as it is: the same layer every time
+            filled, origins = plain, plan.origins  # shared: nothing changes them
+        else:
+            for key, value, where in keys:
+                if type(value) in _PLAIN:  # written as it is: what _fill gives
+                    filled[key], origins[key] = value, _NO_ORIGIN
+                    continue
+                filled[key], origins[key] = _fill(ex, value, env, where, scope)
+                waits = waits or _has_deferred(filled[key])
         if top:
             names_env = {**env, "index": str(r + 1)}
         elif scope.number is not None:
@@ -511,7 +534,12 @@ def _expand_op(ex: _Expansion, layer: LayerBase, path: Path, scope: _Scope) -> N
         follows = ex.pending_input
         pending = None
         resolved = None
-        if not waits:
+        if plain is not None:
+            # validation is a function of the values alone when no expression made them
+            if plan.validated is None:
+                plan.validated = checker.validate(op, filled, origins)
+            resolved = plan.validated
+        elif not waits:
             resolved = checker.validate(op, filled, origins)
         if waits or isinstance(when, Deferred):
             pending = _Pending(op, filled, origins, when if isinstance(when, Deferred) else None, checker)
