@@ -591,7 +591,8 @@ def _expand_call(ex: _Expansion, call: BlockCall, path: Path, caller: _Scope) ->
             )
     if call.when is not None and not ex.condition(call.when, caller.values, (*path, "when"), caller, defer=False):
         return
-    reps = ex.count(call.repeat, caller.values, (*path, "repeat"), caller)
+    repeat = call.repeat
+    reps = repeat if type(repeat) is int else ex.count(repeat, caller.values, (*path, "repeat"), caller)
     # Instances are numbered ('{index}', '$index') when the block has layers of its own; a block
     # called inside a numbered instance shares its number (squeeze-excite inside a V3 block), and
     # a block made only of calls takes none (a stage of V2's table).
