@@ -25,6 +25,7 @@ from .fields import PLACEHOLDER_RE, LayerBase, _check_ident, as_expr
 from .ir import Span
 from .loading import LoadedSpec, _message
 from .ops import LowerContext, make_divisible
+from .ops.base import fast_init
 from .source import Source, SpecError, did_you_mean, format_path, short_repr
 from .spec import OP_LAYERS, BlockCall, BlockDef
 
@@ -77,7 +78,7 @@ _GOOD_NAMES: set[str] = set()
 """The origin of a value written as it is (shared: most fields are)."""
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class _Checker:
     """Validates a filled-in layer against its op model, mapping errors back to the spec text."""
 
@@ -167,7 +168,7 @@ def _validated(model: type[LayerBase], op: str, filled: dict[str, Any]) -> Layer
     A network repeats the same few layers (MobileNet's 84 layers are 12 distinct ones) and
     validation is a pure function of the model and the values, and the models are frozen, so
     one validated layer can serve every repetition, in this lowering and the next."""
-    items = [(k, _plain_key(v)) for k, v in filled.items()]
+    items = [(k, (t, v) if (t := type(v)) in _PLAIN else _plain_key(v)) for k, v in filled.items()]
     if any(key is None for _, key in items):
         return model.model_validate({"op": op, **filled})
     key = (model, op, tuple(items))
@@ -191,6 +192,7 @@ class _Pending:
     checker: _Checker
 
 
+@fast_init
 @dataclass(frozen=True)
 class Entry:
     """One concrete layer: its final name, validated op layer, explicit inputs and origin."""
@@ -269,13 +271,30 @@ class _Scope:
     """The top-level layer this came from: the span of the entries it makes."""
     context: str = ""
     prefix: str = ""
-    counts: Counter[str] = field(default_factory=Counter)
+    counts: dict[str, int] = field(default_factory=dict)
     owner: str | None = None
     """The numbered block whose instance this scope is part of (Span.block)."""
     member: tuple[int, ...] = ()
     """Where this scope sits inside that block's definition (Span.member)."""
     names_env: dict[str, Any] | None = None
     """``values`` with the instance number as text, for name templates (made once per scope)."""
+
+
+@dataclass(slots=True)
+class _Plan:
+    """An op layer of the spec as its expansions read it, made once per lowering."""
+
+    layer: LayerBase
+    """Kept alive, so that its id (the key) stays its own."""
+    keys: list[tuple[str, Any, Path]]
+    """Its fields: (name, value as written, path)."""
+    name_path: Path
+    inputs_path: Path
+    plain: dict[str, Any] | None = None
+    """The fields when every one is written as it is (no expression): then validating them gives
+    the same layer every time, ``validated``."""
+    origins: dict[str, _Origin] = field(default_factory=dict)
+    validated: LayerBase | None = None
 
 
 @dataclass
@@ -289,6 +308,10 @@ class _Expansion:
     """A block input not yet read: the next layer made reads it (a guard may drop a block's first layers)."""
     op_counts: Counter[str] = field(default_factory=Counter)
     spans: dict[Path, Span] = field(default_factory=dict)
+    reserved: dict[str, str] = field(default_factory=lambda: _reserved())
+    plans: dict[int, _Plan] = field(default_factory=dict)
+    """id(op layer) -> what expanding it needs each time (a block's layers are expanded once per
+    instance)."""
 
     def span(self, path: Path) -> Span:
         span = self.spans.get(path)
@@ -306,7 +329,7 @@ class _Expansion:
         return self.entries[-1].name if self.entries else self.loaded.spec.input.name
 
     def add(self, entry: Entry) -> None:
-        reserved = _reserved()
+        reserved = self.reserved
         if entry.name.startswith("_") or entry.name in reserved:
             why = "names starting with '_' are kept for the frameworks' internals"
             if entry.name in reserved:
@@ -366,13 +389,17 @@ class _Expansion:
     def template(self, text: str, env: Mapping[str, Any], path: Path, scope: _Scope) -> str:
         """``{index}`` and ``{param}`` in a name (or a string parameter) filled in."""
         keys = _placeholders(text)
-        values = [env.get(k) for k in keys]
-        if all(type(v) is int or (type(v) is str and "{" not in v) for v in values):
+        filled = text
+        for k in keys:
+            v = env.get(k)
+            t = type(v)
+            if t is not int and (t is not str or "{" in v):  # type: ignore[operator]
+                break
             # the common case, without a regex callback: every placeholder names an integer or a
             # string (the checks below would pass), and no value could be read as a placeholder
-            for k, v in zip(keys, values, strict=True):
-                text = text.replace("{" + k + "}", str(v))
-            return text
+            filled = filled.replace("{" + k + "}", str(v))
+        else:
+            return filled
 
         def fill(m: Any) -> str:
             key = m.group(1)
@@ -454,10 +481,18 @@ def expand(loaded: LoadedSpec, width: float | None = None) -> list[Entry]:
 def _expand_op(ex: _Expansion, layer: LayerBase, path: Path, scope: _Scope) -> None:
     """One op layer (and its repeats) in ``scope``."""
     top = scope.block is None
-    reps = ex.count(layer.repeat, scope.values, (*path, "repeat"), scope)
+    repeat = layer.repeat
+    reps = repeat if type(repeat) is int else ex.count(repeat, scope.values, (*path, "repeat"), scope)
     op: str = layer.op  # type: ignore[attr-defined]
     checker = _Checker(ex.loaded.source, path, scope.call_path, scope.context, ex.functions)
-    keys = [(key, getattr(layer, key), (*path, key)) for key in layer.model_fields_set - _SPECIAL]
+    plan = ex.plans.get(id(layer))
+    if plan is None:
+        keys = [(key, getattr(layer, key), (*path, key)) for key in layer.model_fields_set - _SPECIAL]
+        plan = ex.plans[id(layer)] = _Plan(layer, keys, (*path, "name"), (*path, "inputs"))
+        if all(type(value) in _PLAIN for _, value, _ in keys):
+            plan.plain = {key: value for key, value, _ in keys}
+            plan.origins = dict.fromkeys(plan.plain, _NO_ORIGIN)
+    keys, name_path, inputs_path, plain = plan.keys, plan.name_path, plan.inputs_path, plan.plain
     for r in range(reps):
         env = {**scope.values, "index": r + 1} if top else scope.values
         when = None
@@ -467,8 +502,16 @@ def _expand_op(ex: _Expansion, layer: LayerBase, path: Path, scope: _Scope) -> N
                 continue
         filled: dict[str, Any] = {}
         origins: dict[str, _Origin] = {}
-        for key, value, where in keys:
-            filled[key], origins[key] = _fill(ex, value, env, where, scope)
+        waits = False
+        if plain is not None:  # every field written as it is: the same layer every time
+            filled, origins = plain, plan.origins  # shared: nothing changes them
+        else:
+            for key, value, where in keys:
+                if type(value) in _PLAIN:  # written as it is: what _fill gives
+                    filled[key], origins[key] = value, _NO_ORIGIN
+                    continue
+                filled[key], origins[key] = _fill(ex, value, env, where, scope)
+                waits = waits or _has_deferred(filled[key])
         if top:
             names_env = {**env, "index": str(r + 1)}
         elif scope.number is not None:
@@ -478,22 +521,25 @@ def _expand_op(ex: _Expansion, layer: LayerBase, path: Path, scope: _Scope) -> N
         else:
             names_env = env
         if layer.name:
-            name = ex.name(layer.name, names_env, (*path, "name"), scope)
+            name = ex.name(layer.name, names_env, name_path, scope)
         elif top:
             ex.op_counts[op] += 1
             name = f"{op}_{ex.op_counts[op]}"
         else:
-            scope.counts[op] += 1
-            k = scope.counts[op]
+            k = scope.counts[op] = scope.counts.get(op, 0) + 1
             name = f"{scope.prefix}_{op}" + (f"_{k}" if k > 1 else "")
         inputs = None
         if layer.inputs is not None and (r == 0 or not top):
-            inputs = tuple(_input_name(ex, x, names_env, (*path, "inputs"), scope) for x in layer.inputs)
+            inputs = tuple([_input_name(ex, x, names_env, inputs_path, scope) for x in layer.inputs])
         follows = ex.pending_input
-        waits = any(_has_deferred(v) for v in filled.values())
         pending = None
         resolved = None
-        if not waits:
+        if plain is not None:
+            # validation is a function of the values alone when no expression made them
+            if plan.validated is None:
+                plan.validated = checker.validate(op, filled, origins)
+            resolved = plan.validated
+        elif not waits:
             resolved = checker.validate(op, filled, origins)
         if waits or isinstance(when, Deferred):
             pending = _Pending(op, filled, origins, when if isinstance(when, Deferred) else None, checker)
@@ -545,7 +591,8 @@ def _expand_call(ex: _Expansion, call: BlockCall, path: Path, caller: _Scope) ->
             )
     if call.when is not None and not ex.condition(call.when, caller.values, (*path, "when"), caller, defer=False):
         return
-    reps = ex.count(call.repeat, caller.values, (*path, "repeat"), caller)
+    repeat = call.repeat
+    reps = repeat if type(repeat) is int else ex.count(repeat, caller.values, (*path, "repeat"), caller)
     # Instances are numbered ('{index}', '$index') when the block has layers of its own; a block
     # called inside a numbered instance shares its number (squeeze-excite inside a V3 block), and
     # a block made only of calls takes none (a stage of V2's table).

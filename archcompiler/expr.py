@@ -388,7 +388,11 @@ class Expr(str):
 
     def evaluate(self, env: Mapping[str, Any], functions: Mapping[str, Callable[..., Any]] | None = None) -> Value:
         """The value over ``env`` (names without '$'); ExprError with a column on failure."""
-        value = _Evaluator(env, functions or {}).eval(self.tree)
+        tree = self.tree
+        if type(tree) is Name and env.get(tree.name) is not None:
+            value = env[tree.name]  # a bare '$param' (most block fields): what eval would give
+        else:
+            value = _Evaluator(env, functions or {}).eval(tree)
         if isinstance(value, float) and not math.isfinite(value):
             raise ExprError(f"the result is not a finite number ({value})")
         return value

@@ -9,14 +9,13 @@ caused them (the layer, or for a layer inside a block the call that instantiated
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from . import ir
 from .expand import Entry
 from .fields import LayerBase
 from .limits import MAX_ACTIVATIONS, MAX_PARAMETERS
 from .loading import LoadedSpec
-from .ops import NODE_FOR_LAYER, LowerContext, OpError, arity_error
+from .ops import NODE_FOR_LAYER, NODE_TYPES, LowerContext, OpError, arity_error
 from .source import did_you_mean
 
 
@@ -41,7 +40,6 @@ def infer(loaded: LoadedSpec, entries: list[Entry], width: float, size: tuple[in
     """The IR graph of ``entries`` at width multiplier ``width`` and input ``size`` (H, W)."""
     spec = loaded.spec
     ctx = context(loaded, width)
-    order = {e.name: k for k, e in enumerate(entries)}
     line, col = loaded.source.locate(("input",))
     first = ir.Input(
         name=spec.input.name,
@@ -59,22 +57,30 @@ def infer(loaded: LoadedSpec, entries: list[Entry], width: float, size: tuple[in
     memo: dict[tuple[int, tuple[ir.Shape, ...]], _Known] = {}
     for k, entry in enumerate(entries):
         default = absent.get(entry.follows, entry.follows) if entry.follows else previous
-        names = tuple(absent.get(n, n) for n in entry.inputs) if entry.inputs is not None else (default,)
+        inputs = entry.inputs
+        if inputs is None:
+            names: tuple[str, ...] = (default,)
+        else:
+            names = tuple([absent.get(n, n) for n in inputs]) if absent else inputs
         for ref in names:
             if ref not in by_name:
                 if ref == entry.name:
                     raise entry.error(f"reads itself ({ref!r}): a cycle")
+                order = {e.name: i for i, e in enumerate(entries)}
                 if ref in order and order[ref] > k:
                     raise entry.error(
                         f"reads {ref!r}, which comes later: a cycle (a layer may only read earlier layers)"
                     )
                 raise entry.error(f"reads unknown layer {ref!r}{did_you_mean(ref, list(by_name))}")
-        shapes = tuple(by_name[n].shape for n in names)
+        shapes = (by_name[names[0]].shape,) if len(names) == 1 else tuple([by_name[n].shape for n in names])
         if not shapes:  # 'inputs: []': every op reads at least one input
             raise entry.error("reads no input ('inputs' is empty)")
-        block = by_name.get(absent.get(entry.block_input, entry.block_input)) if entry.block_input else None
-        # expressions that read the input shape ($in, $block_in) evaluate here
-        layer = entry.resolve(shapes[0], block.shape if block is not None else None)
+        if entry.pending is None:
+            layer = entry.layer
+        else:  # expressions that read the input shape ($in, $block_in) evaluate here
+            b = entry.block_input
+            block = by_name.get(absent.get(b, b)) if b else None
+            layer = entry.resolve(shapes[0], block.shape if block is not None else None)
         if layer is None:
             absent[entry.name] = previous = default
             continue
@@ -92,7 +98,9 @@ def infer(loaded: LoadedSpec, entries: list[Entry], width: float, size: tuple[in
     if output not in by_name:
         raise loaded.source.error(("output",), f"unknown layer {output!r}{did_you_mean(output, list(by_name))}")
     r = spec.rounding
-    return ir.Graph(
+    # every node's shape was just computed by its own shape rule (or remembered from the same
+    # rule on the same layer and input shapes): the graph checks everything else
+    return ir.Graph._lowered(
         name=spec.name,
         nodes=live(nodes, (output,)),
         outputs=(output,),
@@ -107,19 +115,26 @@ def infer(loaded: LoadedSpec, entries: list[Entry], width: float, size: tuple[in
 def live(nodes: Sequence[ir.Node], outputs: Sequence[str]) -> tuple[ir.Node, ...]:
     """The nodes some of ``outputs`` depend on, in order: layers after an earlier ``output:``
     (or after the last feature map asked for, or a branch nothing reads) are left out, so
-    costs, builds and saved files have no dead layers and every backend builds the same graph."""
-    by_name = {n.name: n for n in nodes}
-    needed, stack = set(), list(outputs)
-    while stack:
-        name = stack.pop()
-        if name not in needed:
-            needed.add(name)
-            stack.extend(by_name[name].inputs)
-    return tuple(n for n in nodes if n.name in needed)
+    costs, builds and saved files have no dead layers and every backend builds the same graph.
+
+    ``nodes`` are in topological order (as lowering makes them and a Graph keeps them), so one
+    backward pass finds them: a node is needed when a needed node after it reads it."""
+    needed = set(outputs)
+    kept = []
+    for n in reversed(nodes):
+        if n.name in needed:
+            kept.append(n)
+            needed.update(n.inputs)
+    kept.reverse()
+    return tuple(kept)
 
 
-_Known = tuple[LayerBase, dict[str, Any], ir.Shape, int]
-"""A layer (kept alive, so its id stays its own), its attributes, output shape and parameters."""
+_COPYABLE = frozenset(t for t in NODE_TYPES if not hasattr(t, "__post_init__") and not hasattr(t, "__slots__"))
+"""Node types whose fields are exactly their ``__dict__`` (copied for a remembered node)."""
+
+_Known = tuple[LayerBase, ir.Node, int]
+"""A layer (kept alive, so its id stays its own), the first node made from it on some input
+shapes, and that node's parameter count."""
 
 
 def _node(
@@ -134,23 +149,34 @@ def _node(
     its parameter count (for the limits).
 
     Expansion shares one validated layer between equal layers (a repeated block's), so within
-    one lowering ``memo`` gives the attributes, shape and count of a layer already seen on the
-    same input shapes: each is a function of the layer, the context and the shapes alone."""
+    one lowering ``memo`` gives the node made from a layer already seen on the same input
+    shapes: its attributes, shape and count are each a function of the layer, the context and
+    the shapes alone, so only the name, inputs and span differ."""
     node_type = NODE_FOR_LAYER[type(layer)]
+    key = (id(layer), shapes)
+    known = memo.get(key)
+    if known is not None and node_type in _COPYABLE:
+        # (as many inputs as the remembered node's: its arity check passed)
+        # a copy of the earlier node with its own name, inputs and span; the nodes are frozen
+        # dataclasses without __post_init__, so their fields are their __dict__ (3x cheaper
+        # than calling __init__, which sets each field through object.__setattr__)
+        node = object.__new__(node_type)
+        fields = node.__dict__
+        fields.update(known[1].__dict__)
+        fields["name"], fields["inputs"], fields["span"] = entry.name, names, entry.span
+        return node, known[2]
     problem = arity_error(layer.op, node_type.arity, len(names))  # type: ignore[attr-defined]
     if problem:
         raise entry.error(problem)
-    key = (id(layer), shapes)
-    known = memo.get(key)
     try:
-        attributes = node_type.attributes_from_spec(layer, ctx, shapes) if known is None else known[1]
+        attributes = node_type.attributes_from_spec(layer, ctx, shapes)
         node = node_type(name=entry.name, inputs=names, shape=(), span=entry.span, **attributes)
         # The shape rule needs the attributes, so the node is made first; nothing else has seen
         # it yet, so setting its shape here is safe (and 3x cheaper than dataclasses.replace).
-        object.__setattr__(node, "shape", node.infer_shape(shapes) if known is None else known[2])
+        object.__setattr__(node, "shape", node.infer_shape(shapes))
     except OpError as exc:
         raise entry.error(str(exc)) from None
-    if known is None:
-        c = node.cost(shapes)
-        known = memo[key] = (layer, attributes, node.shape, c.weights + c.bias + c.bn_affine + c.bn_stats)
-    return node, known[3]
+    c = node.cost(shapes)
+    params = c.weights + c.bias + c.bn_affine + c.bn_stats
+    memo[key] = (layer, node, params)
+    return node, params

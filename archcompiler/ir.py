@@ -26,8 +26,10 @@ graph with a wrong shape is rejected naming the node.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from . import ops
 from .ops import *  # noqa: F403  (the node types are part of the IR's interface)
@@ -57,9 +59,31 @@ class Graph:
     _index: dict[str, Node] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        self._check(shapes=True)
+
+    @classmethod
+    def _lowered(cls, **fields: Any) -> Graph:
+        """A graph of nodes whose shapes lowering (:mod:`.infer`) has just computed with each
+        node's own shape rule on these same input shapes: every check but re-running those
+        rules (a third of lowering's time). Anything else made with ``Graph(...)`` or
+        ``dataclasses.replace`` is checked in full, shapes included."""
+        graph = object.__new__(cls)
+        for f in dataclasses.fields(cls):
+            if f.init:
+                value = fields.pop(f.name) if f.name in fields else f.default
+                if value is dataclasses.MISSING:
+                    raise TypeError(f"Graph._lowered: missing field {f.name!r}")
+                object.__setattr__(graph, f.name, value)
+        if fields:
+            raise TypeError(f"Graph._lowered: unknown fields {sorted(fields)}")
+        graph._check(shapes=False)
+        return graph
+
+    def _check(self, *, shapes: bool) -> None:
+        """The IR's rules (names, wiring, arity, outputs; each node's shape when ``shapes``)."""
         index: dict[str, Node] = {}
         for node in self.nodes:
-            _check_node(node, index)
+            _check_node(node, index, shapes=shapes)
             index[node.name] = node
         if isinstance(self.outputs, str) or not self.outputs:
             raise GraphError(f"graph {self.name!r}: outputs must be a non-empty tuple of node names")
@@ -135,21 +159,23 @@ class Graph:
         return count
 
 
-def _check_node(node: Node, earlier: dict[str, Node]) -> None:
-    """One node against the IR's rules, given the nodes before it."""
+def _check_node(node: Node, earlier: dict[str, Node], *, shapes: bool = True) -> None:
+    """One node against the IR's rules, given the nodes before it (its shape rule re-run when
+    ``shapes``)."""
     if not isinstance(node, NODE_TYPES):
         raise GraphError(f"node {node.name!r}: {type(node).__name__} is not an IR op")
     if node.name in earlier:
         raise GraphError(f"node {node.name!r}: duplicate name")
-    missing = [i for i in node.inputs if i not in earlier]
-    if missing:
-        raise GraphError(f"node {node.name!r} ({node.op}): reads {missing[0]!r}, which is not an earlier node")
+    for i in node.inputs:
+        if i not in earlier:
+            raise GraphError(f"node {node.name!r} ({node.op}): reads {i!r}, which is not an earlier node")
     problem = arity_error(node.op, type(node).arity, len(node.inputs))
     if problem:
         raise GraphError(f"node {node.name!r}: {problem}")
-    shapes = tuple(earlier[i].shape for i in node.inputs)
+    if not shapes:
+        return
     try:
-        shape = node.infer_shape(shapes)
+        shape = node.infer_shape(tuple(earlier[i].shape for i in node.inputs))
     except OpError as exc:
         raise GraphError(f"node {node.name!r} ({node.op}): {exc}") from None
     if tuple(node.shape) != tuple(shape):

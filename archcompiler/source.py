@@ -329,6 +329,16 @@ class _MemoResolver(Resolver):
         return tag
 
 
+# YAML 1.2's core schema has no timestamps: a plain ``2001-12-14`` is a string, as ``no`` is.
+# PyYAML (YAML 1.1) would tag it ``timestamp``, which the builder refuses as a tag. Dropping
+# that implicit resolver makes it a plain string for every loader (libyaml resolves through
+# this same Python resolver); an explicit ``!!timestamp`` is still refused as a tag.
+_MemoResolver.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in Resolver.yaml_implicit_resolvers.items()
+}
+
+
 class _Bounded(Composer):
     """PyYAML's composer with :data:`MAX_DEPTH` and :data:`MAX_VALUES` enforced while composing.
 

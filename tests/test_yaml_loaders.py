@@ -141,6 +141,25 @@ def test_edge_cases_read_the_same(text: str) -> None:
     check_same(text)
 
 
+@pytest.mark.parametrize("libyaml", [False, True] if source._CParser is not None else [False])
+def test_dates_are_strings_as_in_yaml_1_2(libyaml: bool) -> None:
+    # YAML 1.2's core schema has no timestamp type: a plain date is a string (README), by
+    # every loader; an explicit !!timestamp tag is still refused, like any tag
+    text = "a: 2001-12-14\nb: [2001-12-14t21:59:43.10-05:00, 2002-1-1 1:2:3]\nc: '2001-12-14'\n"
+    data = source.parse_text(text, "t.yaml", libyaml=libyaml).data
+    assert data == {"a": "2001-12-14", "b": ["2001-12-14t21:59:43.10-05:00", "2002-1-1 1:2:3"], "c": "2001-12-14"}
+    assert check_same(text) == "ok"
+    with pytest.raises(SpecError, match=r"YAML tags are not allowed \(got 'tag:yaml.org,2002:timestamp'\)"):
+        source.parse_text("a: !!timestamp 2001-12-14\n", "t.yaml", libyaml=libyaml)
+
+
+def test_a_date_is_a_description() -> None:
+    # a date-like text reaches the spec as written (it was refused as a timestamp tag)
+    text = "name: net\ndescription: 2001-12-14\ninput: {size: 8, channels: 3}\nlayers:\n  - op: activation\n"
+    spec = archc.load_text(text).spec
+    assert spec.description == "2001-12-14"
+
+
 @needs_libyaml
 def test_large_texts_compose_from_events() -> None:
     # above C_COMPOSE_MAX indicators libyaml's composer is not used (it recurses in C and
