@@ -222,9 +222,11 @@ class BatchNormHandler(Handler):
         return [module_call(cls, node, (node.channels,), kwargs, {"affine": True})]
 
 
-OVERWRITABLE = frozenset({"conv2d", "depthwise_conv2d", "batchnorm", "dense", "add", "zero_pad2d"})
-"""Ops whose output an in-place activation may overwrite: none needs its own output for its
-backward (BatchNorm keeps its input and statistics), so training stays correct."""
+OVERWRITABLE = frozenset({"conv2d", "depthwise_conv2d", "batchnorm", "dense", "add"})
+"""Ops whose output an in-place activation may overwrite: each makes a fresh tensor, and none
+needs its own output for its backward (BatchNorm keeps its input and statistics), so training
+stays correct. Not zero_pad2d: a block instance's pad of nothing is dropped by the emitter, and
+its output would then be its input, which other layers may read."""
 
 _READERS: dict[int, tuple[weakref.ref[ir.Graph], dict[str, int]]] = {}
 

@@ -369,3 +369,23 @@ def test_templates_render_with_strict_undefined():
 
     with pytest.raises(jinja2.UndefinedError):
         template_environment(TEMPLATES).from_string("{{ missing }}").render()
+
+
+def test_a_dropped_empty_pad_does_not_let_an_activation_overwrite_a_shared_input(backend):
+    """Found in review: the emitter drops a block instance's pad of nothing, so an in-place
+    activation after it would overwrite the block input the residual add reads. Oracle: the
+    node-by-node evaluation (which never runs a layer in place over a value it returns)."""
+    import torch
+
+    g = a.lower(a.load(REPO / "tests/specs/empty_pad_relu.yaml"))
+    model = backend.build(g)
+    backend.set_weights(g, model, W.init(g, seed=3))
+    namespace: dict[str, object] = {"__name__": "generated_empty_pad"}
+    exec(compile(backend.emit(g), "generated_empty_pad", "exec"), namespace)  # archc's own output
+    generated = namespace["EmptyPadRelu"]().eval()  # type: ignore[operator]
+    generated.load_state_dict(model.state_dict())
+    x = torch.from_numpy(np.random.default_rng(0).normal(size=(2, 3, 16, 16)).astype(np.float32))
+    with torch.no_grad():
+        want = model.forward_nodes(x.clone(), [g.output])[g.output]
+        for forward in (model, generated):
+            torch.testing.assert_close(forward(x.clone()), want, rtol=1e-6, atol=1e-6)
