@@ -116,6 +116,13 @@ class Compiled:
         """Where :meth:`build_to` writes when not told: ``build/<stem>`` (relative to the cwd)."""
         return Path("build") / self.stem
 
+    def _default_dir(self, optimized: bool) -> Path:
+        """:attr:`default_output`, with ``_optimized`` for an optimised build, so that it never
+        replaces the plain build's files (publish removes what the previous build wrote)."""
+        from .optimize import SUFFIX
+
+        return self.default_output.with_name(self.default_output.name + SUFFIX) if optimized else self.default_output
+
     def cost(self, convention: str = "paper") -> CostReport:
         return cost(self.graph, convention)
 
@@ -209,7 +216,7 @@ class Compiled:
 
         b = _backend(backend)
         g = self.graph if optimized is None else optimized.graph
-        out = _output_dir(out_dir if out_dir is not None else self.default_output)
+        out = _output_dir(out_dir if out_dir is not None else self._default_dir(optimized is not None))
         try:
             with staging(out) as tmp:
                 b.save(g, model, tmp)
@@ -244,11 +251,11 @@ class Compiled:
         if optimize:
             say("optimizing (BatchNorm folded, pads merged) and checking it against the built model")
         optimized, model = self._build(b, weights, optimize)
-        say(f"writing {out_dir if out_dir is not None else self.default_output}")
+        say(f"writing {out_dir if out_dir is not None else self._default_dir(optimize)}")
         files = self.save(model, b, out_dir, optimized=optimized)
         g = self.graph if optimized is None else optimized.graph
         counts = cost(g, b.convention)
-        return Built(g, b.name, model, tuple(files), counts, self.cost("paper").macs, optimized is not None)
+        return Built(g, b.name, model, tuple(files), counts, cost(g, "paper").macs, optimized is not None)
 
     def generate(self, backend: str | Backend = "torch") -> str:
         """Standalone source code of the model for ``backend``."""

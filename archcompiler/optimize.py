@@ -147,7 +147,9 @@ def optimize(graph: ir.Graph, weights: Weights, *, symmetric_padding: bool = Fal
         sole = len(node.inputs) == 1 and readers[node.inputs[0]] == 1
         node = dataclasses.replace(node, inputs=tuple(rename.get(i, i) for i in node.inputs))
         src = out.get(node.inputs[0]) if len(node.inputs) == 1 else None
-        if isinstance(node, ir.BatchNorm) and isinstance(src, Conv) and sole and len(node.shape) == 3:
+        # a BN the model returns stays: folding would return it under the conv's name
+        returned = node.name in graph.outputs
+        if isinstance(node, ir.BatchNorm) and isinstance(src, Conv) and sole and not returned and len(node.shape) == 3:
             new_weights.update(_fold(src, node, new_weights))
             for p in ("gamma", "beta", "moving_mean", "moving_variance"):
                 new_weights.pop(f"{node.name}.{p}", None)

@@ -341,11 +341,16 @@ def test_a_cut_model_never_overwrites_the_whole_models_files() -> None:
 
 @pytest.mark.torch
 def test_the_optimized_torch_copy_keeps_every_output() -> None:
-    """An output that BatchNorm folding renames (conv_pw_5_bn becomes the folded conv_pw_5) is still returned."""
+    """A BatchNorm the model returns is not folded away (its output would take the conv's
+    name, and ONNX/Keras outputs would point at another layer); the values agree."""
     import torch
+    from archcompiler.optimize import optimize
 
     net = a.compile(SPEC, width=0.25, resolution=64, outputs=["conv_pw_5_bn", "conv_pw_11_relu"])
     w = W.init(net.graph, seed=4)
+    opt = optimize(net.graph, w)
+    assert opt.graph.outputs == ("conv_pw_5_bn", "conv_pw_11_relu")
+    assert "conv_pw_5_bn" not in opt.folded and "conv_pw_4_bn" in opt.folded
     model, fast = net.build("torch", weights=w), net.build("torch", weights=w, optimize=True)
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():

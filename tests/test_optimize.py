@@ -229,6 +229,28 @@ def test_cli_optimize_writes_named_files_and_manifest(tmp_path: Path, capsys: py
 
 
 @pytest.mark.torch
+def test_default_folders_keep_the_plain_and_the_optimized_build_apart(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found in review: both went to build/<stem>, and publishing the second removed the first's files."""
+    pytest.importorskip("torch")
+    from archcompiler.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    args = ["build", str(ROOT / "specs/mobilenet.yaml"), "--backend", "torch", "--width", "0.25", "--resolution", "96"]
+    assert main([*args, "-q"]) == 0 and main([*args, "-q", "--optimize"]) == 0
+    out = capsys.readouterr().out
+    assert "build/mobilenet_v1_0_25_96/mobilenet_v1.pt" in out
+    assert "build/mobilenet_v1_0_25_96_optimized/mobilenet_v1_optimized.pt" in out
+    assert (tmp_path / "build/mobilenet_v1_0_25_96/mobilenet_v1.pt").is_file()
+    assert (tmp_path / "build/mobilenet_v1_0_25_96_optimized/mobilenet_v1_optimized.pt").is_file()
+    # the line reports the optimised graph's MACs (the widened stride-2 kernels cost more)
+    line = next(ln for ln in out.splitlines() if ln.startswith("built mobilenet_v1_optimized"))
+    plain = a.compile(ROOT / "specs/mobilenet.yaml", width=0.25, resolution=96).cost("paper").macs
+    assert f"{plain:,} MACs" not in line
+
+
+@pytest.mark.torch
 def test_cli_optimize_with_a_backend_that_cannot_is_one_line_exit_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
