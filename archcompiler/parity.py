@@ -625,9 +625,17 @@ def train_parity(
         max(_deviation(probe64, ref, s, q) / (U64 * max(_absmax(ref[s][q]), 1e-300)) for q in ref[s])
         for s in range(steps)
     )
+    # ... nudged, in float64, as much as the backends already differ after step 1 (at least one
+    # rounding; deviations scale linearly at these sizes): a single rounding over-states the
+    # horizon where step 1 already differs by many (MobileNetV3-Small, 64 px, batch 4)
+    scale = 1.0
+    if dtype == "float64":
+        seen = max(_deviation(free[b], ref, 0, q) / max(_absmax(ref[0][q]), 1e-300) for b in judged for q in ref[0])
+        probed = max(_deviation(probe64, ref, 0, q) / max(_absmax(ref[0][q]), 1e-300) for q in ref[0])
+        scale = max(1.0, seen / probed) if probed > 0 else 1.0
     horizon = 0
     while horizon < steps and all(
-        _deviation(probe64, ref, horizon, q) <= RTOL64 * _absmax(ref[horizon][q]) for q in ref[horizon]
+        scale * _deviation(probe64, ref, horizon, q) <= RTOL64 * _absmax(ref[horizon][q]) for q in ref[horizon]
     ):
         horizon += 1
 

@@ -344,6 +344,7 @@ def test_the_optimized_torch_copy_keeps_every_output() -> None:
     """A BatchNorm the model returns is not folded away (its output would take the conv's
     name, and ONNX/Keras outputs would point at another layer); the values agree."""
     import torch
+
     from archcompiler.optimize import optimize
 
     net = a.compile(SPEC, width=0.25, resolution=64, outputs=["conv_pw_5_bn", "conv_pw_11_relu"])
