@@ -73,9 +73,9 @@ class _Origin:
 
 
 _NO_ORIGIN = _Origin()
+"""The origin of a value written as it is (shared: most fields are)."""
 _GOOD_NAMES: set[str] = set()
 """Layer names that passed _check_ident (a pure check; networks repeat their names per lowering)."""
-"""The origin of a value written as it is (shared: most fields are)."""
 
 
 @dataclass(slots=True)

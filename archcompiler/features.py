@@ -7,7 +7,8 @@ a list in the order given; one name gives an ordinary single-output model (what 
 ``output:`` does).
 
 Feature levels follow timm (``FeatureInfo``): one per spatial reduction of the input, the
-*last* layer on the main path at that size, before the classifier (the first global pooling
+*last* layer on the main path at that reduction (the product of the strides before it, not
+the map size, which stops shrinking at small inputs), before the classifier (the first global pooling
 on the main path, where keras.applications' top begins, :mod:`archcompiler.heads`). Like
 timm's MobileNet default ``out_indices=(0, 1, 2, 3, 4)`` the stride-2 level is included
 (reductions 2, 4, 8, 16, 32); the input itself is not a level, nor are padding layers (a
@@ -27,8 +28,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from . import ir
-from .heads import Head, main_path, top_index
-from .source import SpecError, did_you_mean
+from .heads import Head, main_path, option_error, top_index
+from .source import did_you_mean
 
 MAX_LISTED = 12
 """How many layer names an unknown-name error lists (``archc summary`` lists all)."""
@@ -43,26 +44,30 @@ class Level:
     shape: tuple[int, ...]
 
 
-def _error(graph: ir.Graph, option: str, message: str) -> SpecError:
-    return SpecError(message, file=graph.source or "<spec>", path=option)
+def reductions(graph: ir.Graph) -> dict[str, tuple[int, int]]:
+    """Node name -> its (height, width) reduction of the input: the product of the strides on
+    the way (the largest over its inputs). Not the ratio of map sizes, which collapses at small
+    inputs (a stride-2 conv of a 1x1 map is still 1x1: another stride, the same size)."""
+    out: dict[str, tuple[int, int]] = {}
+    for node in graph.nodes:
+        rh, rw = max((out[i] for i in node.inputs), default=(1, 1))
+        sh, sw = getattr(node, "stride", (1, 1))
+        out[node.name] = (rh * sh, rw * sw)
+    return out
 
 
 def levels(graph: ir.Graph) -> tuple[Level, ...]:
     """The feature levels of ``graph``, shallowest first (see the module docstring)."""
-    height = graph.input_shape[0]
     main = main_path(graph)
+    reduction = reductions(graph)
     last: dict[tuple[int, int], int] = {}
     for k, node in enumerate(graph.nodes[: top_index(graph)]):
         if len(node.shape) != 3 or isinstance(node, ir.Input | ir.ZeroPad2D) or not main[k]:
             continue
-        size = (node.shape[0], node.shape[1])
-        if size != tuple(graph.input_shape[:2]):
-            last[size] = k
+        if reduction[node.name] != (1, 1):
+            last[reduction[node.name]] = k
     chosen = sorted(last.values())
-    return tuple(
-        Level(graph.nodes[k].name, max(1, round(height / graph.nodes[k].shape[0])), graph.nodes[k].shape)
-        for k in chosen
-    )
+    return tuple(Level(graph.nodes[k].name, reduction[graph.nodes[k].name][0], graph.nodes[k].shape) for k in chosen)
 
 
 def _with_outputs(graph: ir.Graph, outputs: tuple[str, ...]) -> ir.Graph:
@@ -78,7 +83,7 @@ def _check_head(graph: ir.Graph, outputs: tuple[str, ...], head: Head | None, op
     top = top_index(graph)
     classifier = {n.name for n in graph.nodes[top:]}
     if not classifier.intersection(outputs):
-        raise _error(
+        raise option_error(
             graph,
             option,
             "no output is in the classifier, so --classes/--pooling/--classifier-activation/--dropout would change "
@@ -95,18 +100,20 @@ def select(graph: ir.Graph, outputs: Sequence[str], *, head: Head | None = None,
         outputs = [outputs]
     names = tuple(outputs)
     if not names:
-        raise _error(graph, option, "expected at least one layer name")
+        raise option_error(graph, option, "expected at least one layer name")
     known = [n.name for n in graph.nodes]
     for name in names:
         if not isinstance(name, str) or name not in graph:
             shown = ", ".join(known[1 : MAX_LISTED + 1]) + (", ..." if len(known) > MAX_LISTED + 1 else "")
             hint = did_you_mean(str(name), known)
-            raise _error(graph, option, f"no layer named {name!r}{hint} (known: {shown}; 'archc summary' lists all)")
+            raise option_error(
+                graph, option, f"no layer named {name!r}{hint} (known: {shown}; 'archc summary' lists all)"
+            )
         if isinstance(graph[name], ir.Input):
-            raise _error(graph, option, f"{name!r} is the model's input, not a layer")
+            raise option_error(graph, option, f"{name!r} is the model's input, not a layer")
     twice = next((n for k, n in enumerate(names) if n in names[:k]), None)
     if twice is not None:
-        raise _error(graph, option, f"layer {twice!r} is listed twice")
+        raise option_error(graph, option, f"layer {twice!r} is listed twice")
     _check_head(graph, names, head, option)
     return _with_outputs(graph, names)
 
@@ -117,24 +124,30 @@ def features(
     """``graph`` returning the last layer at each stride (:func:`levels`), or the levels
     ``out_indices`` picks (timm's: 0 is the shallowest, negative counts from the deepest)."""
     if head is not None and not head.changes_nothing:
-        raise _error(graph, option, "feature maps come before the classifier: drop --classes/--pooling/... options")
+        raise option_error(
+            graph, option, "feature maps come before the classifier: drop --classes/--pooling/... options"
+        )
     found = levels(graph)
     if not found:
-        raise _error(graph, option, "the graph has no image-shaped layer before its classifier to take features from")
+        raise option_error(
+            graph, option, "the graph has no image-shaped layer before its classifier to take features from"
+        )
     if out_indices is None:
         picked = found
     else:
         if not out_indices:
-            raise _error(graph, "--out-indices", "expected at least one level index")
+            raise option_error(graph, "--out-indices", "expected at least one level index")
         picked = []
         for i in out_indices:
             if isinstance(i, bool) or not isinstance(i, int) or not -len(found) <= i < len(found):
-                raise _error(
+                raise option_error(
                     graph,
                     "--out-indices",
                     f"index {i!r} is not a feature level; the graph has {len(found)} "
                     f"(0..{len(found) - 1}, reductions {', '.join(str(lv.reduction) for lv in found)})",
                 )
+            if found[i] in picked:
+                raise option_error(graph, "--out-indices", f"level {i!r} ({found[i].node}) is listed twice")
             picked.append(found[i])
         return select(graph, [lv.node for lv in picked], option="--out-indices")
     return select(graph, [lv.node for lv in picked], option=option)

@@ -42,7 +42,8 @@ class Head:
         return self == Head()
 
 
-def _error(graph: ir.Graph, option: str, message: str) -> SpecError:
+def option_error(graph: ir.Graph, option: str, message: str) -> SpecError:
+    """A located error about a command-line option (``--classes``, ``--outputs``...) on ``graph``."""
     return SpecError(message, file=graph.source or "<spec>", path=option)
 
 
@@ -99,12 +100,16 @@ def apply(graph: ir.Graph, head: Head) -> ir.Graph:
     output = graph.output
     top = _top(graph)
     if head.pooling is not None and head.classes != 0:
-        raise _error(graph, "--pooling", "pooling applies when the classifier is dropped (--classes 0), as in Keras")
+        raise option_error(
+            graph, "--pooling", "pooling applies when the classifier is dropped (--classes 0), as in Keras"
+        )
     if head.classes == 0:
         if top is None:
-            raise _error(graph, "--classes", "the spec has no classifier to drop (no global pooling layer)")
+            raise option_error(graph, "--classes", "the spec has no classifier to drop (no global pooling layer)")
         if head.classifier_activation is not None or head.dropout is not None:
-            raise _error(graph, "--classes", "--classifier-activation and --dropout need a classifier (--classes > 0)")
+            raise option_error(
+                graph, "--classes", "--classifier-activation and --dropout need a classifier (--classes > 0)"
+            )
         output = top.inputs[0]
         nodes = nodes[: nodes.index(top)]
         if head.pooling in ("avg", "max"):
@@ -118,7 +123,7 @@ def apply(graph: ir.Graph, head: Head) -> ir.Graph:
         start = nodes.index(top) if top is not None else 0
         drops = [i for i in range(start, len(nodes)) if isinstance(nodes[i], ir.Dropout)]
         if not drops:
-            raise _error(graph, "--dropout", "the classifier has no dropout layer to set")
+            raise option_error(graph, "--dropout", "the classifier has no dropout layer to set")
         for i in drops:
             nodes[i] = dataclasses.replace(nodes[i], rate=head.dropout)
     last = graph[output]

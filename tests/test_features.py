@@ -376,3 +376,16 @@ def test_features_of_every_shipped_spec_agree_in_every_backend(spec: str) -> Non
     assert len(net.graph.outputs) == 5
     report = net.parity(["torch", "keras", "onnx", "tflite"])
     assert report.ok, report.table()
+
+
+def test_feature_levels_follow_strides_not_map_sizes() -> None:
+    """Found in review: keyed by map size, an 8 px MobileNet had 3 levels (the maps stop
+    shrinking at 1x1), the last labelled reduction 8 though it is stride 32. Oracle: the
+    paper's Table 1, whose stride-2 layers are dw2, dw4, dw6, dw12 after the stem."""
+    from archcompiler.features import levels
+
+    want = ["conv_pw_1_relu", "conv_pw_3_relu", "conv_pw_5_relu", "conv_pw_11_relu", "conv_pw_13_relu"]
+    for size in (8, 224):
+        got = levels(a.compile(SPEC, resolution=size).graph)
+        assert [lv.node for lv in got] == want, size
+        assert [lv.reduction for lv in got] == [2, 4, 8, 16, 32], size
