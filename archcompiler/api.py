@@ -132,8 +132,17 @@ class Compiled:
         """Instantiate the model in ``backend``, verify it against the IR; optionally load weights
         (a file, read and checked against the IR, or canonical weights). ``optimize``: return
         the inference model of archcompiler.optimize instead (BatchNorm folded, pads merged),
-        checked equal to the unoptimised one within 1e-4; it has other weights (see there)."""
+        checked equal to the unoptimised one within 1e-4; it has other weights (see there):
+        write it with :meth:`build_to`, or :meth:`build_optimized` then :meth:`save`."""
         return self._build(_backend(backend), weights, optimize)[1]
+
+    def build_optimized(
+        self, backend: str | Backend = "torch", *, weights: str | Path | Weights | None = None
+    ) -> tuple[Optimized, Any]:
+        """:meth:`build` with ``optimize=True``, also returning the rewrite (its graph, folded
+        weights and what changed), which :meth:`save` needs (``optimized=``) to write the model."""
+        optimized, model = self._build(_backend(backend), weights, True)
+        return optimized, model
 
     def _build(self, b: Backend, weights: str | Path | Weights | None, optimize: bool) -> tuple[Any, Any]:
         """(the archcompiler.optimize.Optimized rewrite or None, the model)."""
@@ -207,7 +216,7 @@ class Compiled:
         All or nothing: everything is written to a staging folder inside ``out_dir`` and
         published in one step (fsutil.publish) only when all of it succeeded, so a failure or
         an interruption leaves the previous build there, whole, and no temporary files.
-        ``optimized``: ``model`` is this rewrite's (``build(..., optimize=True)``): the files take
+        ``optimized``: ``model`` is this rewrite's (:meth:`build_optimized`): the files take
         its graph's name ``<name>_optimized``, and its manifest ``<name>_optimized.json`` (the
         transforms applied; the weights are folded, not canonical) is written beside them."""
         import json

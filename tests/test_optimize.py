@@ -266,3 +266,18 @@ def test_cli_optimize_with_a_backend_that_cannot_is_one_line_exit_2(
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--optimize" in err and "cannot build optimized models" in err
     assert not out.exists()
+
+
+@pytest.mark.torch
+def test_build_optimized_then_save_writes_what_build_to_writes(tmp_path: Path) -> None:
+    """Found in review: the API's optimised model could not be saved (the rewrite was private)."""
+    pytest.importorskip("torch")
+    net = a.compile(ROOT / "specs/mobilenet.yaml", width=0.25, resolution=96)
+    opt, model = net.build_optimized("torch")
+    files = net.save(model, "torch", tmp_path / "api", optimized=opt)
+    built = net.build_to("torch", tmp_path / "cli", optimize=True)
+    assert sorted(p.name for p in files) == sorted(p.name for p in built.files)
+    saved = W.load(tmp_path / "api" / "mobilenet_v1_optimized.weights.npz")
+    assert saved.keys() == opt.weights.keys()
+    for k in saved:
+        np.testing.assert_allclose(saved[k], opt.weights[k], rtol=1e-6, atol=1e-7)
