@@ -30,7 +30,7 @@ ACTIVATIONS = ["relu", "relu6", "sigmoid", "tanh", "hard_sigmoid", "hard_swish",
 TRICKY_NAMES = [
     "x", "inputs", "tensors", "layers", "keras", "nn", "torch", "np", "values", "previous", "entry", "layer", "Entry",
     "F", "self", "build_model", "SPEC_NAME", "WIDTH", "BLOCKS", "block", "args", "source", "index", "model", "i",
-    "math", "dict", "print", "super", "Add", "GlobalPool", "BatchNorm1d", "Fuzz", "fuzz", "outputs", "name",
+    "math", "dict", "print", "super", "Add", "GlobalPool", "BatchNorm1d", "Fuzz", "fuzz", "output", "name",
 ]  # fmt: skip
 WIDTHS = [0.25, 0.35, 0.5, 0.6, 0.75, 0.9, 1.0, 1.25, 1.3, 1.4]
 
