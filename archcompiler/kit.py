@@ -66,8 +66,8 @@ class Glue(Protocol):
     """The framework-specific part of a backend; everything else comes from this kit.
 
     Tensor handles (from ``weight_tensors``) are whatever the framework uses (a torch tensor,
-    a Keras variable, a numpy array); the kit only reads their ``.shape`` and passes them back
-    to ``read_tensor`` and ``write_tensors``.
+    a Keras variable, an ONNX initializer); the kit only asks ``tensor_shape`` for their shape
+    and passes them back to ``read_tensor`` and ``write_tensors``.
     """
 
     # Read-only, so that the class variables of a Backend subclass satisfy them.
@@ -97,6 +97,10 @@ class Glue(Protocol):
 
     def weight_tensors(self, model: Any) -> Mapping[tuple[str, str], Any]:
         """Every weight tensor of ``model`` by (node name, framework tensor name)."""
+        ...
+
+    def tensor_shape(self, tensor: Any) -> Shape:
+        """One tensor's shape, in the backend's weight layout (default: its ``.shape``)."""
         ...
 
     def read_tensor(self, tensor: Any) -> np.ndarray:
@@ -259,7 +263,7 @@ def set_weights(backend: Glue, graph: ir.Graph, model: Any, weights: Weights) ->
     staged: list[tuple[Any, np.ndarray]] = []
     for spec, name, tensor in _located(backend, graph, model):
         arr = weight_to(np.asarray(weights[spec.name], dtype=dtype), spec.layout, backend.weight_layout)
-        have = tuple(int(d) for d in tensor.shape)
+        have = tuple(int(d) for d in backend.tensor_shape(tensor))
         if have != arr.shape:
             raise BackendError(
                 f"tensor {spec.name!r}: {backend.name} {name!r} of node {spec.node!r} is {have}, "
@@ -563,6 +567,9 @@ class Backend(ABC):
 
     def weight_tensors(self, model: Any) -> Mapping[tuple[str, str], Any]:
         raise self._missing("move weights", "weight_tensors")
+
+    def tensor_shape(self, tensor: Any) -> Shape:
+        return tuple(int(d) for d in tensor.shape)
 
     def read_tensor(self, tensor: Any) -> np.ndarray:
         raise self._missing("read weights", "read_tensor")
