@@ -86,9 +86,10 @@ class Glue(Protocol):
         stop there)."""
         ...
 
-    def node_param_counts(self, graph: ir.Graph, model: Any, node: str) -> tuple[int, int]:
-        """(trainable, non-trainable) element counts of the part of ``model`` built for ``node``
-        (0, 0 if there is none)."""
+    def param_counts(self, graph: ir.Graph, model: Any) -> Mapping[str, tuple[int, int]]:
+        """Node name -> (trainable, non-trainable) element counts of the part of ``model`` built
+        for it (a node left out has none). All at once: a framework may have to walk the whole
+        model to attribute its tensors (ONNX initializers)."""
         ...
 
     def param_totals(self, model: Any) -> tuple[int, int]:
@@ -160,8 +161,9 @@ def verify(backend: Glue, graph: ir.Graph, model: Any) -> None:
             mine = f" ({layout})" if native else ""
             raise BackendError(f"{what}: {backend.name} output shape {got}{mine}, but the IR says {node.shape}{native}")
     want_counts = cost(graph, "keras")
+    counts = backend.param_counts(graph, model)
     for nc in want_counts.nodes:
-        t, f = backend.node_param_counts(graph, model, nc.name)
+        t, f = counts.get(nc.name, (0, 0))
         if (t, f) != (nc.trainable, nc.non_trainable):
             raise BackendError(
                 f"node {nc.name!r} ({nc.op}): {backend.name} has {t} trainable / {f} non-trainable parameters, "
@@ -559,8 +561,8 @@ class Backend(ABC):
     def node_shapes(self, graph: ir.Graph, model: Any) -> Iterable[tuple[str, Shape | Exception]]:
         raise self._missing("verify models", "node_shapes")
 
-    def node_param_counts(self, graph: ir.Graph, model: Any, node: str) -> tuple[int, int]:
-        raise self._missing("verify models", "node_param_counts")
+    def param_counts(self, graph: ir.Graph, model: Any) -> Mapping[str, tuple[int, int]]:
+        raise self._missing("verify models", "param_counts")
 
     def param_totals(self, model: Any) -> tuple[int, int]:
         raise self._missing("verify models", "param_totals")

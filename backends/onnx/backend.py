@@ -49,7 +49,6 @@ class OnnxBackend(Backend):
 
     def __init__(self, *, nhwc_input: bool = False) -> None:
         self.nhwc_input = nhwc_input
-        self._counted: tuple[onnx.ModelProto, tuple[dict[str, tuple[int, int]], list[str]]] | None = None
 
     def build(self, graph: ir.Graph) -> onnx.ModelProto:
         """The model with archc's deterministic initial weights (weights.init, seed 0)."""
@@ -78,11 +77,7 @@ class OnnxBackend(Backend):
         for n in model.graph.node:
             if _owner(n) not in ir_names and (t := next((t for t in n.input if t in inits), None)):
                 raise BackendError(f"ONNX node {n.name!r} reads initializer {t!r} but belongs to no IR node")
-        self._counted = (model, _param_counts(model))  # the kit asks node by node: count once
-        try:
-            super().verify(graph, model)
-        finally:
-            self._counted = None
+        super().verify(graph, model)
 
     def node_shapes(self, graph: ir.Graph, model: Any) -> Iterator[tuple[str, tuple[int | None, ...] | Exception]]:
         """Each node's tensor as onnx shape inference types it (NCHW, batch axis dropped after
@@ -112,18 +107,13 @@ class OnnxBackend(Backend):
                 return
             yield node.name, tuple(d if isinstance(d, int) else None for d in got[1:])
 
-    def _counts(self, model: Any) -> tuple[dict[str, tuple[int, int]], list[str]]:
-        """:func:`_param_counts`, computed once per verify (it walks the whole model)."""
-        counted = self._counted
-        return counted[1] if counted is not None and counted[0] is model else _param_counts(_as_model(model))
-
-    def node_param_counts(self, graph: ir.Graph, model: Any, node: str) -> tuple[int, int]:
-        return self._counts(model)[0].get(node, (0, 0))
+    def param_counts(self, graph: ir.Graph, model: Any) -> dict[str, tuple[int, int]]:
+        return _param_counts(_as_model(model))[0]
 
     def param_totals(self, model: Any) -> tuple[int, int]:
         """All initializers (BatchNormalization statistics non-trainable); one read by no node
         is an error."""
-        per_node, unread = self._counts(model)
+        per_node, unread = _param_counts(_as_model(model))
         if unread:
             raise BackendError(f"initializer {unread[0]!r} is read by no node")
         return sum(t for t, _ in per_node.values()), sum(f for _, f in per_node.values())
