@@ -114,6 +114,7 @@ def test_fold_matches_torch_fuse_conv_bn_weights() -> None:
             {"op": "batchnorm", "name": "c_bn"},
             {"op": "depthwise_conv", "kernel": 3, "multiplier": 2, "name": "d"},
             {"op": "batchnorm", "name": "d_bn"},
+            {"op": "activation", "kind": "relu", "name": "out"},  # a BN the model returns is not folded
         ],
     }
     g = a.compile(spec).graph
