@@ -66,8 +66,8 @@ class Glue(Protocol):
     """The framework-specific part of a backend; everything else comes from this kit.
 
     Tensor handles (from ``weight_tensors``) are whatever the framework uses (a torch tensor,
-    a Keras variable, a numpy array); the kit only reads their ``.shape`` and passes them back
-    to ``read_tensor`` and ``write_tensors``.
+    a Keras variable, an ONNX initializer); the kit only asks ``tensor_shape`` for their shape
+    and passes them back to ``read_tensor`` and ``write_tensors``.
     """
 
     # Read-only, so that the class variables of a Backend subclass satisfy them.
@@ -86,9 +86,10 @@ class Glue(Protocol):
         stop there)."""
         ...
 
-    def node_param_counts(self, graph: ir.Graph, model: Any, node: str) -> tuple[int, int]:
-        """(trainable, non-trainable) element counts of the part of ``model`` built for ``node``
-        (0, 0 if there is none)."""
+    def param_counts(self, graph: ir.Graph, model: Any) -> Mapping[str, tuple[int, int]]:
+        """Node name -> (trainable, non-trainable) element counts of the part of ``model`` built
+        for it (a node left out has none). All at once: a framework may have to walk the whole
+        model to attribute its tensors (ONNX initializers)."""
         ...
 
     def param_totals(self, model: Any) -> tuple[int, int]:
@@ -97,6 +98,10 @@ class Glue(Protocol):
 
     def weight_tensors(self, model: Any) -> Mapping[tuple[str, str], Any]:
         """Every weight tensor of ``model`` by (node name, framework tensor name)."""
+        ...
+
+    def tensor_shape(self, tensor: Any) -> Shape:
+        """One tensor's shape, in the backend's weight layout (default: its ``.shape``)."""
         ...
 
     def read_tensor(self, tensor: Any) -> np.ndarray:
@@ -156,8 +161,9 @@ def verify(backend: Glue, graph: ir.Graph, model: Any) -> None:
             mine = f" ({layout})" if native else ""
             raise BackendError(f"{what}: {backend.name} output shape {got}{mine}, but the IR says {node.shape}{native}")
     want_counts = cost(graph, "keras")
+    counts = backend.param_counts(graph, model)
     for nc in want_counts.nodes:
-        t, f = backend.node_param_counts(graph, model, nc.name)
+        t, f = counts.get(nc.name, (0, 0))
         if (t, f) != (nc.trainable, nc.non_trainable):
             raise BackendError(
                 f"node {nc.name!r} ({nc.op}): {backend.name} has {t} trainable / {f} non-trainable parameters, "
@@ -259,7 +265,7 @@ def set_weights(backend: Glue, graph: ir.Graph, model: Any, weights: Weights) ->
     staged: list[tuple[Any, np.ndarray]] = []
     for spec, name, tensor in _located(backend, graph, model):
         arr = weight_to(np.asarray(weights[spec.name], dtype=dtype), spec.layout, backend.weight_layout)
-        have = tuple(int(d) for d in tensor.shape)
+        have = tuple(int(d) for d in backend.tensor_shape(tensor))
         if have != arr.shape:
             raise BackendError(
                 f"tensor {spec.name!r}: {backend.name} {name!r} of node {spec.node!r} is {have}, "
@@ -555,14 +561,17 @@ class Backend(ABC):
     def node_shapes(self, graph: ir.Graph, model: Any) -> Iterable[tuple[str, Shape | Exception]]:
         raise self._missing("verify models", "node_shapes")
 
-    def node_param_counts(self, graph: ir.Graph, model: Any, node: str) -> tuple[int, int]:
-        raise self._missing("verify models", "node_param_counts")
+    def param_counts(self, graph: ir.Graph, model: Any) -> Mapping[str, tuple[int, int]]:
+        raise self._missing("verify models", "param_counts")
 
     def param_totals(self, model: Any) -> tuple[int, int]:
         raise self._missing("verify models", "param_totals")
 
     def weight_tensors(self, model: Any) -> Mapping[tuple[str, str], Any]:
         raise self._missing("move weights", "weight_tensors")
+
+    def tensor_shape(self, tensor: Any) -> Shape:
+        return tuple(int(d) for d in tensor.shape)
 
     def read_tensor(self, tensor: Any) -> np.ndarray:
         raise self._missing("read weights", "read_tensor")

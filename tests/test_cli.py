@@ -226,3 +226,23 @@ def test_help_lists_the_drop_in_commands(capsys: pytest.CaptureFixture[str]) -> 
     for command in ("fit", "diagram", "sweep", "summary"):
         assert re.search(rf"^\s+{command}\s", out, re.M), command
     assert "--version" in out
+
+
+def test_in_process_main_freezes_nothing() -> None:
+    """gc.freeze is for the archc program alone: a caller's objects are never pinned."""
+    import gc
+
+    before = gc.get_freeze_count()
+    assert main(["check", SPEC]) == 0
+    assert gc.get_freeze_count() == before
+
+
+def test_console_script_freezes_its_imports() -> None:
+    """As the program (no argv), main freezes what its imports made (cli._freeze_imports)."""
+    probe = (
+        "import gc, sys; from archcompiler.cli import main; sys.argv = ['archc', 'check', sys.argv[1]]; "
+        "code = main(); print(code, gc.get_freeze_count() > 0)"
+    )
+    proc = subprocess.run([sys.executable, "-c", probe, SPEC], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split()[-2:] == ["0", "True"]

@@ -249,15 +249,17 @@ class NumpyBackend(Backend):
                 return
             yield name, env[name].shape[1:]
 
-    def node_param_counts(self, graph: ir.Graph, model: NumpyModel, node: str) -> tuple[int, int]:
-        layer = model.layers.get(node)
-        if layer is None:
-            return 0, 0
-        t = sum(v.size for k, v in layer.tensors.items() if k not in layer.frozen)
-        return t, sum(v.size for k, v in layer.tensors.items() if k in layer.frozen)
+    def param_counts(self, graph: ir.Graph, model: NumpyModel) -> dict[str, tuple[int, int]]:
+        return {
+            name: (
+                sum(v.size for k, v in layer.tensors.items() if k not in layer.frozen),
+                sum(v.size for k, v in layer.tensors.items() if k in layer.frozen),
+            )
+            for name, layer in model.layers.items()
+        }
 
     def param_totals(self, model: NumpyModel) -> tuple[int, int]:
-        counts = [self.node_param_counts(None, model, n) for n in model.layers]  # type: ignore[arg-type]
+        counts = self.param_counts(None, model).values()  # type: ignore[arg-type]
         return sum(c[0] for c in counts) + sum(v.size for v in model.stray.values()), sum(c[1] for c in counts)
 
     def weight_tensors(self, model: NumpyModel) -> Mapping[tuple[str, str], np.ndarray]:

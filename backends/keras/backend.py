@@ -67,12 +67,10 @@ class KerasBackend(Backend):
                 return
             yield node.name, tuple(layer.output.shape[1:])
 
-    def node_param_counts(self, graph: Graph, model: Any, node: str) -> tuple[int, int]:
-        try:
-            layer = model.get_layer(node)
-        except ValueError:
-            return 0, 0
-        return _numel(layer.trainable_weights), _numel(layer.non_trainable_weights)
+    def param_counts(self, graph: Graph, model: Any) -> dict[str, tuple[int, int]]:
+        return {
+            layer.name: (_numel(layer.trainable_weights), _numel(layer.non_trainable_weights)) for layer in model.layers
+        }
 
     def param_totals(self, model: Any) -> tuple[int, int]:
         """As ``model.count_params()`` splits them."""

@@ -7,7 +7,8 @@ from the IR, so deploying needs neither training framework installed.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -17,11 +18,10 @@ from onnx import numpy_helper
 
 from archcompiler import ir
 from archcompiler import weights as canonical
-from archcompiler.cost import cost
-from archcompiler.layouts import ActivationLayout, WeightLayout, from_channels_first, to_channels_first
+from archcompiler.layouts import ActivationLayout, WeightLayout
 from archcompiler.registry import Backend, BackendError
 
-from .build import INPUT, OUTPUT, build_model, input_layout, nchw, output_tensors, tensor_names, with_outputs
+from .build import INPUT, OUTPUT, build_model, input_layout, output_tensors, tensor_names, with_outputs
 from .ops import HANDLERS, Handler
 
 _SESSIONS: dict[tuple[str, tuple[str, ...]], Any] = {}
@@ -33,10 +33,6 @@ def _as_model(model: Any) -> onnx.ModelProto:
     if not isinstance(model, onnx.ModelProto):
         raise BackendError(f"expected an onnx.ModelProto built by the onnx backend, got {type(model).__name__}")
     return model
-
-
-def _to_nhwc(x: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(x.transpose(0, 2, 3, 1)) if x.ndim == 4 else x
 
 
 class OnnxBackend(Backend):
@@ -59,113 +55,105 @@ class OnnxBackend(Backend):
         self.check_supported(graph)
         return build_model(graph, self.handlers, canonical.init(graph), nhwc_input=self.nhwc_input)
 
+    def model_dtype(self, model: Any) -> str:
+        """The element type of the model's input ("float32" for every model this backend builds)."""
+        elem = _as_model(model).graph.input[0].type.tensor_type.elem_type
+        return str(onnx.helper.tensor_dtype_to_np_dtype(elem))
+
     # -- verify ---------------------------------------------------------------------------
 
     def verify(self, graph: ir.Graph, model: Any) -> None:
-        """onnx.checker (full check), then every node's inferred shape against the IR, then
-        parameters per node and in total against cost convention "keras": initializers read by
-        BatchNormalization as mean/variance are the non-trainable statistics, the rest trainable.
-        """
+        """onnx.checker (full check), then the kit's checks: every node's inferred shape against
+        the IR, then parameters per node and in total against cost convention "keras":
+        initializers read by BatchNormalization as mean/variance are the non-trainable
+        statistics, the rest trainable."""
         model = _as_model(model)
         try:
             onnx.checker.check_model(model, full_check=True)
+        except onnx.checker.ValidationError as exc:
+            raise BackendError(f"ONNX model of {graph.name!r} is invalid: {exc}") from None
+        ir_names = {n.name for n in graph.nodes}
+        inits = {t.name for t in model.graph.initializer}
+        for n in model.graph.node:
+            if _owner(n) not in ir_names and (t := next((t for t in n.input if t in inits), None)):
+                raise BackendError(f"ONNX node {n.name!r} reads initializer {t!r} but belongs to no IR node")
+        super().verify(graph, model)
+
+    def node_shapes(self, graph: ir.Graph, model: Any) -> Iterator[tuple[str, tuple[int | None, ...] | Exception]]:
+        """Each node's tensor as onnx shape inference types it (NCHW, batch axis dropped after
+        checking it is the dynamic ``batch``); an output node's graph output must agree."""
+        model = _as_model(model)
+        try:
             inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True, data_prop=True)
-        except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        except onnx.shape_inference.InferenceError as exc:
             raise BackendError(f"ONNX model of {graph.name!r} is invalid: {exc}") from None
         shapes = {
             v.name: tuple(d.dim_value if d.HasField("dim_value") else d.dim_param for d in v.type.tensor_type.shape.dim)
             for v in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]
         }
         tensors = tensor_names(graph, input_layout(model) == "NHWC")
+        outputs = dict(zip(graph.outputs, output_tensors(graph, tensors), strict=True))
         for node in graph.nodes:
             t = tensors[node.name]
             if t not in shapes:
-                raise BackendError(f"node {node.name!r}: the ONNX model computes no tensor {t!r} for it")
-            got, want = shapes[t], ("batch", *nchw(node.shape))
-            if got != want:
-                raise BackendError(f"node {node.name!r}: ONNX shape {got} (NCHW) but the IR says {node.shape}")
-        for t, shape in zip(output_tensors(graph, tensors), graph.output_shapes, strict=True):
-            if shapes.get(t) != ("batch", *nchw(shape)):
-                raise BackendError(f"graph output {t!r} is {shapes.get(t)}, IR says {shape}")
-        self._verify_counts(graph, model)
+                return  # the kit names the node the model computes nothing for
+            got = shapes[t]
+            if got[:1] != ("batch",):
+                yield node.name, BackendError(f"ONNX tensor {t!r} is {got}, not (batch, ...) with a dynamic batch axis")
+                return
+            out = outputs.get(node.name, t)
+            if shapes.get(out) != got:
+                yield node.name, BackendError(f"graph output {out!r} is {shapes.get(out)}, the node's tensor {got}")
+                return
+            yield node.name, tuple(d if isinstance(d, int) else None for d in got[1:])
 
-    @staticmethod
-    def _verify_counts(graph: ir.Graph, model: onnx.ModelProto) -> None:
-        sizes = {t.name: int(np.prod(t.dims)) for t in model.graph.initializer}
-        ir_names = {n.name for n in graph.nodes}
-        per_node: dict[str, list[int]] = {n.name: [0, 0] for n in graph.nodes}
+    def param_counts(self, graph: ir.Graph, model: Any) -> dict[str, tuple[int, int]]:
+        return _param_counts(_as_model(model))[0]
+
+    def param_totals(self, model: Any) -> tuple[int, int]:
+        """All initializers (BatchNormalization statistics non-trainable); one read by no node
+        is an error."""
+        per_node, unread = _param_counts(_as_model(model))
+        if unread:
+            raise BackendError(f"initializer {unread[0]!r} is read by no node")
+        return sum(t for t, _ in per_node.values()), sum(f for _, f in per_node.values())
+
+    # -- weights: initializers by (owning node, param), replaced in place ------------------
+
+    def weight_tensors(self, model: Any) -> dict[tuple[str, str], onnx.TensorProto]:
+        model = _as_model(model)
+        inits = {t.name: t for t in model.graph.initializer}
+        out: dict[tuple[str, str], onnx.TensorProto] = {}
         for n in model.graph.node:
-            owner = n.name.split("/", 1)[0]
-            for k, t in enumerate(n.input):
-                if t not in sizes:
-                    continue
-                if owner not in ir_names:
-                    raise BackendError(f"ONNX node {n.name!r} reads initializer {t!r} but belongs to no IR node")
-                stats = n.op_type == "BatchNormalization" and k >= 3
-                per_node[owner][1 if stats else 0] += sizes.pop(t)
-        if sizes:
-            raise BackendError(f"initializer {next(iter(sizes))!r} is read by no node")
-        want = cost(graph, "keras")
-        for node in graph.nodes:
-            have, ref = per_node[node.name], want.node(node.name)
-            if (have[0], have[1]) != (ref.trainable, ref.non_trainable):
-                raise BackendError(
-                    f"node {node.name!r}: {have[0]} trainable + {have[1]} statistics in ONNX, "
-                    f"IR says {ref.trainable} + {ref.non_trainable}"
-                )
-
-    # -- weights --------------------------------------------------------------------------
-
-    def get_weights(self, graph: ir.Graph, model: Any) -> canonical.Weights:
-        """Initializers by canonical name, converted back to the canonical layouts."""
-        inits = {t.name: t for t in _as_model(model).graph.initializer}
-        out: canonical.Weights = {}
-        for name, spec in canonical.specs(graph).items():
-            if name not in inits:
-                raise BackendError(f"ONNX model has no initializer {name!r}")
-            arr = numpy_helper.to_array(inits[name]).astype(np.float32)
-            out[name] = from_channels_first(arr, spec.layout, spec.shape)
+            owner = _owner(n)
+            for t in n.input:
+                if t in inits:
+                    out.setdefault((owner, t.removeprefix(f"{owner}.")), inits[t])
         return out
 
-    def set_weights(self, graph: ir.Graph, model: Any, weights: canonical.Weights) -> None:
-        """Replace the initializers in place; all are converted and checked before any changes."""
-        model = _as_model(model)
-        canonical.check(graph, weights)
-        index = {t.name: k for k, t in enumerate(model.graph.initializer)}
-        staged = []
-        for name, spec in canonical.specs(graph).items():
-            arr = to_channels_first(np.asarray(weights[name], np.float32), spec.layout)
-            if name not in index:
-                raise BackendError(f"ONNX model has no initializer {name!r}")
-            have = tuple(model.graph.initializer[index[name]].dims)
-            if have != arr.shape:
-                raise BackendError(f"tensor {name!r}: initializer is {have}, converted weight is {arr.shape}")
-            staged.append((index[name], numpy_helper.from_array(arr, name)))
-        for k, tensor in staged:
-            model.graph.initializer[k].CopyFrom(tensor)
+    def tensor_shape(self, tensor: onnx.TensorProto) -> tuple[int, ...]:
+        return tuple(tensor.dims)
+
+    def read_tensor(self, tensor: onnx.TensorProto) -> np.ndarray:
+        return numpy_helper.to_array(tensor)
+
+    def write_tensors(self, staged: Sequence[tuple[onnx.TensorProto, np.ndarray]]) -> None:
+        converted = [(tensor, numpy_helper.from_array(arr, tensor.name)) for tensor, arr in staged]
+        for tensor, new in converted:
+            tensor.CopyFrom(new)
 
     # -- run ------------------------------------------------------------------------------
 
-    def run(
-        self, graph: ir.Graph, model: Any, x: np.ndarray, outputs: Sequence[str] | None = None
-    ) -> dict[str, np.ndarray]:
-        """onnxruntime on NHWC ``x``; the requested nodes' values, channels-last."""
+    def forward(self, graph: ir.Graph, model: Any, x: np.ndarray, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+        """onnxruntime on the NCHW batch (given back as NHWC to a model built with
+        ``nhwc_input``); the named nodes' tensors, NCHW, from a cached session."""
         model = _as_model(model)
-        names = list(graph.outputs) if outputs is None else list(outputs)
-        for n in names:
-            if n not in graph:
-                raise BackendError(f"no node named {n!r} in graph {graph.name!r}")
-        arr = np.asarray(x, dtype=np.float32)
-        if arr.shape[1:] != tuple(graph.input_shape):
-            raise BackendError(f"input of shape {arr.shape}; graph {graph.name!r} takes (N, *{graph.input_shape})")
         nhwc = input_layout(model) == "NHWC"
-        feed = arr if nhwc or arr.ndim != 4 else np.ascontiguousarray(arr.transpose(0, 3, 1, 2))
+        feed = np.ascontiguousarray(x.transpose(0, 2, 3, 1)) if nhwc and x.ndim == 4 else x
         tensors = tensor_names(graph, nhwc)
-        wanted = [tensors[n] for n in names]
-        fetch = list(dict.fromkeys(t for t in wanted if t != INPUT))
-        values = dict(zip(fetch, _session(model, graph, fetch, names).run(fetch, {INPUT: feed}), strict=True))
-        values[INPUT] = feed
-        return {n: _to_nhwc(values[t]) for n, t in zip(names, wanted, strict=True)}
+        fetch = list(dict.fromkeys(tensors[n] for n in names))
+        values = dict(zip(fetch, _session(model, graph, fetch).run(fetch, {INPUT: feed}), strict=True))
+        return {n: values[tensors[n]] for n in names}
 
     # -- save -----------------------------------------------------------------------------
 
@@ -175,7 +163,28 @@ class OnnxBackend(Backend):
         return [self.publish(Path(out_dir) / f"{graph.name}.onnx", lambda tmp: onnx.save_model(model, tmp))]
 
 
-def _session(model: onnx.ModelProto, graph: ir.Graph, fetch: list[str], names: list[str]) -> Any:
+def _owner(node: onnx.NodeProto) -> str:
+    """The IR node an ONNX node was emitted for (its name, up to the first ``/``)."""
+    return node.name.split("/", 1)[0]
+
+
+def _param_counts(model: onnx.ModelProto) -> tuple[dict[str, tuple[int, int]], list[str]]:
+    """(trainable, non-trainable) initializer elements per owning IR node (BatchNormalization's
+    mean and variance are the non-trainable ones; an initializer counts for its first reader),
+    and the initializers no node reads."""
+    unread = {t.name: t for t in model.graph.initializer}
+    per_node: dict[str, tuple[int, int]] = {}
+    for n in model.graph.node:
+        for k, t in enumerate(n.input):
+            if t in unread:
+                size = math.prod(unread.pop(t).dims)
+                trainable, stats = per_node.get(_owner(n), (0, 0))
+                is_stat = n.op_type == "BatchNormalization" and k >= 3
+                per_node[_owner(n)] = (trainable, stats + size) if is_stat else (trainable + size, stats)
+    return per_node, list(unread)
+
+
+def _session(model: onnx.ModelProto, graph: ir.Graph, fetch: list[str]) -> Any:
     """An onnxruntime session whose outputs include ``fetch``, cached by model content."""
     import onnxruntime as ort
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -91,23 +91,17 @@ class TfliteBackend(Backend):
         names = set(node_tensors(graph, it, m.keras_model.name))
         return frozenset(names | {n.name for n in graph.inputs})
 
-    def run(
-        self, graph: ir.Graph, model: Any, x: np.ndarray, outputs: Sequence[str] | None = None
-    ) -> dict[str, np.ndarray]:
-        """LiteRT inference on NHWC ``x``. Nodes other than the output come from an interpreter
-        that preserves all tensors; a node the converter fused away is a BackendError."""
+    def model_dtype(self, model: Any) -> str:
+        return self._keras.model_dtype(_as_model(model).keras_model)
+
+    def forward(self, graph: ir.Graph, model: Any, x: np.ndarray, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+        """LiteRT inference (through the kit's run: NHWC ``x`` checked). Nodes other than the
+        outputs come from an interpreter that preserves all tensors; a node the converter fused
+        away is a BackendError."""
         m = _as_model(model)
-        names = list(graph.outputs) if outputs is None else list(outputs)
-        for n in names:
-            if n not in graph:
-                raise BackendError(f"no node named {n!r} in graph {graph.name!r}")
-        arr = np.ascontiguousarray(np.asarray(x, dtype=np.float32))
-        if arr.shape[1:] != tuple(graph.input_shape):
-            raise BackendError(f"input of shape {arr.shape}; graph {graph.name!r} takes (N, *{graph.input_shape}) NHWC")
-        inputs = {n.name for n in graph.inputs}
-        inner = [n for n in names if n not in graph.outputs and n not in inputs]
+        inner = [n for n in names if n not in graph.outputs]
         it = interpreter(m.content(graph), preserve_all=bool(inner))
-        invoke(it, arr)
+        invoke(it, np.ascontiguousarray(x))
         tensors = node_tensors(graph, it, m.keras_model.name) if inner else {}
         tensors.update(output_indices(graph, it))
         missing = [n for n in inner if n not in tensors]
@@ -117,7 +111,7 @@ class TfliteBackend(Backend):
                 + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
                 + ": the converter fused it into a later op; see TfliteBackend.exposed()"
             )
-        return {n: arr.copy() if n in inputs else np.array(it.get_tensor(tensors[n])) for n in names}
+        return {n: np.array(it.get_tensor(tensors[n])) for n in names}
 
     def quantization_error(self, graph: ir.Graph, model: Any, x: np.ndarray | None = None) -> dict[str, Any]:
         """How far this backend's quantized model is from the float32 conversion of the same

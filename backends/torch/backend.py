@@ -127,9 +127,8 @@ class TorchBackend(Backend):
         finally:
             model.train(was_training)
 
-    def node_param_counts(self, graph: ir.Graph, model: Any, node: str) -> tuple[int, int]:
-        module = model._modules.get(node)
-        return (0, 0) if module is None else _counts(module)
+    def param_counts(self, graph: ir.Graph, model: Any) -> dict[str, tuple[int, int]]:
+        return {name: _counts(module) for name, module in model.named_children()}
 
     def param_totals(self, model: Any) -> tuple[int, int]:
         return _counts(model)
