@@ -152,40 +152,21 @@ def worker_build(runs: int) -> list[Row]:
     """``archc build`` per backend against importing its framework, each a fresh process."""
     rows: list[Row] = []
     with tempfile.TemporaryDirectory() as tmp:
-        ref = "python -c 'import torch'"
-        cmds = {
-            ref: [sys.executable, "-c", "import torch"],
-            "archc build specs/mobilenet.yaml --backend torch": [
-                str(BIN / "archc"),
-                "build",
-                SPEC,
-                "--backend",
-                "torch",
-                "-o",
-                f"{tmp}/out",
-            ],
-        }
-        for k, t in process_times(cmds, runs).items():
-            rows.append(row("build", k, t, "s", "default", None if k == ref else ref))
-        ref_tf = "python -c 'import tensorflow'"
-        cmds = {
-            ref_tf: [sys.executable, "-c", "import tensorflow"],
-            "archc build specs/mobilenet.yaml --backend keras": [
-                str(BIN / "archc"),
-                "build",
-                SPEC,
-                "--backend",
-                "keras",
-                "-o",
-                f"{tmp}/out_keras",
-            ],
-        }
-        for k, t in process_times(cmds, runs).items():
-            rows.append(row("build", k, t, "s", "default", None if k == ref_tf else ref_tf))
-        export = [sys.executable, "-m", "archcompiler.backends.torch.export", f"{tmp}/out"]
+        for framework, backend in (("torch", "torch"), ("tensorflow", "keras")):
+            ref = f"python -c 'import {framework}'"
+            cmds = {
+                ref: [sys.executable, "-c", f"import {framework}"],
+                f"archc build specs/mobilenet.yaml --backend {backend}": [
+                    *(str(BIN / "archc"), "build", SPEC, "--backend", backend),
+                    *("-o", f"{tmp}/out_{backend}"),
+                ],
+            }
+            for k, t in process_times(cmds, runs).items():
+                rows.append(row("build", k, t, "s", "default", None if k == ref else ref))
+        export = [sys.executable, "-m", "archcompiler.backends.torch.export", f"{tmp}/out_torch"]
         t = process_times({"python -m archcompiler.backends.torch.export (on demand)": export}, 2, warmup=0)
         for k, v in t.items():
-            rows.append(row("build", k, v, "s", "default", ref))
+            rows.append(row("build", k, v, "s", "default", "python -c 'import torch'"))
     return rows
 
 
@@ -357,18 +338,13 @@ def worker_startup(runs: int) -> list[Row]:
     writes them), as an installed package has them; without, every run compiles archcompiler's
     sources again (about 0.15 s more CPU here)."""
     rows: list[Row] = []
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     ref = "python -c pass"
     cmds = {
         ref: [sys.executable, "-c", "pass"],
         "python -c 'import archcompiler'": [sys.executable, "-c", "import archcompiler"],
         "archc summary specs/mobilenet.yaml": [str(BIN / "archc"), "summary", SPEC],
     }
-
-    def runner(cmd: list[str]) -> Callable[[], None]:
-        return lambda: subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL, env=env)
-
-    for k, t in interleaved({k: runner(c) for k, c in cmds.items()}, max(9, runs * 2)).items():
+    for k, t in process_times(cmds, max(9, runs * 2)).items():
         rows.append(row("start-up, per process", k, t, "s", "default", None if k == ref else ref))
 
     import archcompiler as a
