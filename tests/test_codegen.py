@@ -208,3 +208,45 @@ def test_guarded_layers_are_flags_and_the_activation_a_choice(path: Path) -> Non
     for flag in ("expand", "depthwise_pad", "squeeze_excite", "add"):
         assert f"if {flag}:" in source
     assert "if activation == " in source and "else:" in source
+
+
+def _ruff() -> str | None:
+    import shutil
+    import sys
+
+    exe = Path(sys.executable).with_name("ruff")
+    return str(exe) if exe.exists() else shutil.which("ruff")
+
+
+@pytest.mark.skipif(_ruff() is None, reason="ruff not installed")
+@pytest.mark.parametrize("backend_name", ["torch", "keras"])
+def test_templates_write_formatted_source_without_ruff(backend_name, tmp_path):
+    """emit() skips ruff on source the templates have already formatted, so the templates
+    themselves must write what ``ruff format`` leaves unchanged: every shipped spec, at widths
+    and resolutions that change the numbers, with and without a feature cut."""
+    import subprocess
+
+    from archcompiler.registry import get_backend
+
+    backend = get_backend(backend_name)
+    cases = {path.stem: a.compile(path) for path in sorted((ROOT / "specs").glob("*.yaml"))}
+    cases["mobilenet_075_199"] = a.compile(ROOT / "specs/mobilenet.yaml", width=0.75, resolution=199)
+    cases["mobilenet_features"] = a.compile(ROOT / "specs/mobilenet.yaml", features=True)
+    cases["tiny_resnet"] = a.compile(ROOT / "tests/specs/tiny_resnet.yaml")
+    for name, net in cases.items():
+        source = backend.emit(net.graph)
+        assert not codegen.needs_formatter(source), name  # so ruff did not run on it
+        (tmp_path / f"{name}.py").write_text(source, encoding="utf-8")
+    check = [_ruff(), "format", "--isolated", "--line-length", str(codegen.LINE_LENGTH), "--check", str(tmp_path)]
+    res = subprocess.run(check, capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+@pytest.mark.skipif(_ruff() is None, reason="ruff not installed")
+def test_a_line_too_long_for_the_templates_is_formatted_by_ruff():
+    long_call = "model = build(" + ", ".join(f"argument_{i}={i}" for i in range(20)) + ")\n"
+    assert codegen.needs_formatter(long_call)
+    formatted = codegen.ruff_format(long_call)
+    assert formatted != long_call
+    assert max(len(line) for line in formatted.splitlines()) <= codegen.LINE_LENGTH
+    assert codegen.ruff_format("x = 1\n") == "x = 1\n"
