@@ -399,6 +399,24 @@ def test_weights_move_through_the_declared_layout_and_run_matches_nhwc_reference
     assert list(backend.run(g, model, x)) == ["fc"]
 
 
+def test_get_weights_never_returns_the_models_memory(backend: NumpyBackend) -> None:
+    """A float64 model's tensors need no dtype conversion, and vectors no layout change: what
+    get_weights returns must still be copies, for every tensor."""
+
+    class Float64(NumpyBackend):
+        def model_dtype(self, model: NumpyModel) -> str:
+            return "float64"
+
+    g = tiny()
+    model = Float64().build(g)
+    back = Float64().get_weights(g, model)
+    held = [t for layer in model.layers.values() for t in layer.tensors.values()]
+    assert all(t.dtype == np.float64 for t in held)
+    for k, arr in back.items():
+        assert arr.dtype == np.float64
+        assert not any(np.shares_memory(arr, t) for t in held), k
+
+
 @pytest.mark.parametrize("fault", ["missing", "misshapen"])
 def test_set_weights_rejects_bad_canonical_tensors_and_changes_nothing(backend: NumpyBackend, fault: str) -> None:
     g = tiny()
