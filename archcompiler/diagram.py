@@ -30,6 +30,8 @@ class Box:
     id: str
     lines: tuple[str, ...]
     members: tuple[str, ...]
+    terminal: bool = False
+    """An output of the model (drawn as an oval after the box that makes it), not a layer."""
 
 
 @dataclass(frozen=True)
@@ -50,7 +52,8 @@ def _group_key(node: ir.Node) -> tuple[str, tuple[str, ...]] | None:
 
 
 def boxes(graph: ir.Graph, *, collapse_blocks: bool = False) -> tuple[list[Box], list[Edge]]:
-    """The boxes and edges to draw (ids ``n0, n1, ...``: never a name a diagram language reserves)."""
+    """The boxes and edges to draw (ids ``n0, n1, ...`` for layers and ``o0, o1, ...`` for the
+    outputs: never a name a diagram language reserves)."""
     groups: list[list[ir.Node]] = []
     for node in graph.nodes:
         key = _group_key(node)
@@ -80,6 +83,12 @@ def boxes(graph: ir.Graph, *, collapse_blocks: bool = False) -> tuple[list[Box],
                 continue
             seen.add((a, b))
             edges.append(Edge(a, b, _shape(graph[src].shape)))
+    # What the model returns, in order: a feature extractor's levels are marked, and a level
+    # inside a collapsed block is named.
+    for k, name in enumerate(graph.outputs):
+        title = "output" if len(graph.outputs) == 1 else f"output {k + 1}"
+        out.append(Box(f"o{k}", (title, name), (), terminal=True))
+        edges.append(Edge(box_of[name], f"o{k}", _shape(graph[name].shape)))
     return out, edges
 
 
@@ -103,7 +112,7 @@ def mermaid(graph: ir.Graph, *, collapse_blocks: bool = False) -> str:
     lines = ["---", f"title: {json.dumps(' '.join(title.split()))}", "---", "flowchart TD"]
     for b in bx:
         label = "<br/>".join(mermaid_escape(s) for s in b.lines)
-        lines.append(f'    {b.id}["{label}"]')
+        lines.append(f'    {b.id}(["{label}"])' if b.terminal else f'    {b.id}["{label}"]')
     for e in edges:
         lines.append(f'    {e.source} -->|"{mermaid_escape(e.label)}"| {e.target}')
     return "\n".join(lines)
@@ -122,7 +131,8 @@ def dot(graph: ir.Graph, *, collapse_blocks: bool = False) -> str:
         '    edge [fontname="Helvetica", fontsize=10];',
     ]
     for b in bx:
-        lines.append(f'    {b.id} [label="{dot_escape(chr(10).join(b.lines))}"];')
+        oval = ", shape=oval" if b.terminal else ""
+        lines.append(f'    {b.id} [label="{dot_escape(chr(10).join(b.lines))}"{oval}];')
     for e in edges:
         lines.append(f'    {e.source} -> {e.target} [label="{dot_escape(e.label)}"];')
     lines.append("}")

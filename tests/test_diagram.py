@@ -59,10 +59,11 @@ def test_mermaid_edges_carry_table1_shapes() -> None:
     """Table 1: the stem's output (input to the first dw) is 112x112x32; the last pw gives 7x7x1024."""
     g = archcompiler.compile(SPEC).graph
     text = mermaid(g)
-    ids = {b.members[0]: b.id for b in boxes(g)[0]}
+    ids = {b.members[0]: b.id for b in boxes(g)[0] if not b.terminal}
     assert f'{ids["conv1"]} -->|"112x112x32"| {ids["conv1_bn"]}' in text
     assert f'{ids["conv_pw_13_relu"]} -->|"7x7x1024"| {ids["avg_pool"]}' in text
-    assert text.count("-->") == len(g) - 1  # MobileNet is a chain
+    assert text.count("-->") == len(g)  # MobileNet is a chain, then its one output
+    assert text.endswith(f'{ids["predictions"]} -->|"1000"| o0') and '    o0(["output<br/>predictions"])' in text
 
 
 def test_collapse_blocks_gives_the_papers_13_blocks(capsys: pytest.CaptureFixture[str]) -> None:
@@ -70,18 +71,43 @@ def test_collapse_blocks_gives_the_papers_13_blocks(capsys: pytest.CaptureFixtur
     assert code == 0
     folded = [ln for ln in out.splitlines() if "6 layers" in ln]
     assert len(folded) == 13
-    # input, conv1/bn/relu, 13 blocks, pool, fc, softmax: 20 boxes and a chain of 19 edges
-    assert len(re.findall(r"^\s+n\d+\[", out, re.M)) == 20 and out.count("-->") == 19
+    # input, conv1/bn/relu, 13 blocks, pool, fc, softmax: 20 boxes and a chain of 19 edges,
+    # then the output
+    assert len(re.findall(r"^\s+n\d+\[", out, re.M)) == 20 and out.count("-->") == 20
     assert '-->|"7x7x1024"|' in out and '-->|"112x112x32"|' in out
+
+
+def test_feature_levels_are_marked_as_outputs_in_order(capsys: pytest.CaptureFixture[str]) -> None:
+    """The issue's feature cut of MobileNet 224: Table 1 gives 28x28x256 after block 5,
+    14x14x512 after block 11 and 7x7x1024 after block 13; a level inside a collapsed block is
+    drawn from that block's box and named."""
+    outputs = "conv_pw_5_relu,conv_pw_11_relu,conv_pw_13_relu"
+    code, out, _ = run(capsys, "diagram", SPEC, "--collapse-blocks", "--outputs", outputs)
+    assert code == 0
+    block = {m.group(2): m.group(1) for m in re.finditer(r'(n\d+)\["conv_dw_(\d+) \.\. ', out)}
+    for k, (name, shape, number) in enumerate(
+        [
+            ("conv_pw_5_relu", "28x28x256", "5"),
+            ("conv_pw_11_relu", "14x14x512", "11"),
+            ("conv_pw_13_relu", "7x7x1024", "13"),
+        ]
+    ):
+        assert f'    o{k}(["output {k + 1}<br/>{name}"])' in out
+        assert f'    {block[number]} -->|"{shape}"| o{k}' in out
+    assert "o3" not in out and "predictions" not in out  # the head is not drawn
+    code, out, _ = run(capsys, "diagram", SPEC, "--format", "dot", "--outputs", "conv_dw_5")
+    assert code == 0 and 'o0 [label="output\\nconv_dw_5", shape=oval];' in out
+    assert re.search(r'n\d+ -> o0 \[label="28x28x256"\];', out)  # Table 1: dw 5 is s1 on 28x28x256
 
 
 def test_collapse_keeps_edges_into_blocks_and_only_folds_instances() -> None:
     bx, edges = boxes(_tiny().graph, collapse_blocks=True)
-    assert [b.members for b in bx] == [("input",), ("c_1", "r_1"), ("c_2", "r_2"), ("pool",)]
+    assert [b.members for b in bx] == [("input",), ("c_1", "r_1"), ("c_2", "r_2"), ("pool",), ()]
     assert [(e.source, e.target, e.label) for e in edges] == [
         ("n0", "n1", "8x8x3"),
         ("n1", "n2", "8x8x4"),
         ("n2", "n3", "8x8x8"),
+        ("n3", "o0", "8"),
     ]
 
 
@@ -91,7 +117,7 @@ def test_hostile_description_is_escaped_in_mermaid() -> None:
     assert lines[0] == "---" and lines[2] == "---" and lines[3] == "flowchart TD"
     title = json.loads(lines[1].removeprefix("title: "))
     assert title == "tiny: " + " ".join(HOSTILE.split())
-    assert all(ln.startswith("    n") for ln in lines[4:])  # nothing broke out of its line
+    assert all(ln.startswith(("    n", "    o")) for ln in lines[4:])  # nothing broke out of its line
 
 
 @pytest.mark.parametrize("text", [HOSTILE, 'a"b', "x|y", "<b>", "[(])", "#quot;"])
