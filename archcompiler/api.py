@@ -470,6 +470,7 @@ def fit(
     convention: str = "paper",
     search: bool = False,
     head: Head | None = None,
+    outputs: Outputs | None = None,
 ) -> list[FitRow]:
     """Settings within the budget, ranked MACs descending then params (``archc fit``).
 
@@ -486,4 +487,5 @@ def fit(
         resolutions=resolutions,
         convention=convention,
         head=head,
+        outputs=outputs,
     )

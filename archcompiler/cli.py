@@ -371,6 +371,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
         convention=args.convention,
         search=args.search,
         head=_head(args),
+        outputs=_outputs(args),
     )
     budget = _budget_text(args)
     if not rows:
@@ -526,7 +527,7 @@ def make_parser() -> argparse.ArgumentParser:
     sp.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
     sp.set_defaults(func=cmd_sweep)
 
-    sp = spec_cmd("fit", "the widths and resolutions that fit a budget, largest first", multi=True, outputs=False)
+    sp = spec_cmd("fit", "the widths and resolutions that fit a budget, largest first", multi=True)
     costs(sp)
     sp.add_argument(
         "--search",

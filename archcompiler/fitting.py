@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .cost import cost
+from .features import Outputs
 from .heads import Head
 from .loading import LoadedSpec
 from .lower import lower
@@ -61,8 +62,15 @@ def _fits(row: FitRow, max_macs: int | None, max_params: int | None) -> bool:
     return (max_macs is None or row.macs <= max_macs) and (max_params is None or row.params <= max_params)
 
 
-def _row(loaded: LoadedSpec, width: float, res: Resolution, convention: str, head: Head | None = None) -> FitRow:
-    g = lower(loaded, width=width, resolution=res, head=head)
+def _row(
+    loaded: LoadedSpec,
+    width: float,
+    res: Resolution,
+    convention: str,
+    head: Head | None = None,
+    outputs: Outputs | None = None,
+) -> FitRow:
+    g = lower(loaded, width=width, resolution=res, head=head, outputs=outputs)
     c = cost(g, convention)
     return FitRow(float(width), g.resolution, c.macs, c.params)
 
@@ -82,10 +90,11 @@ def fit(
     resolutions: Sequence[Resolution] | None = None,
     convention: str = "paper",
     head: Head | None = None,
+    outputs: Outputs | None = None,
 ) -> list[FitRow]:
     """Every grid setting within the budget, ranked (:func:`rank`); empty when none fits."""
     grid = (widths or PAPER_WIDTHS, resolutions or PAPER_RESOLUTIONS)
-    return rank(_fitting(loaded, max_macs, max_params, grid, convention, head, skip_unlowerable=False))
+    return rank(_fitting(loaded, max_macs, max_params, grid, convention, head, outputs, skip_unlowerable=False))
 
 
 def dominates(a: FitRow, b: FitRow) -> bool:
@@ -112,11 +121,12 @@ def search(
     resolutions: Sequence[Resolution] | None = None,
     convention: str = "paper",
     head: Head | None = None,
+    outputs: Outputs | None = None,
 ) -> list[FitRow]:
     """The front of the fitting settings on a fine grid (default :data:`SEARCH_WIDTHS` x
     :data:`SEARCH_RESOLUTIONS`); settings at which the spec does not lower are skipped."""
     grid = (widths or SEARCH_WIDTHS, resolutions or SEARCH_RESOLUTIONS)
-    return front(_fitting(loaded, max_macs, max_params, grid, convention, head, skip_unlowerable=True))
+    return front(_fitting(loaded, max_macs, max_params, grid, convention, head, outputs, skip_unlowerable=True))
 
 
 def _fitting(
@@ -126,6 +136,7 @@ def _fitting(
     grid: tuple[Sequence[float], Sequence[Resolution]],
     convention: str,
     head: Head | None,
+    outputs: Outputs | None,
     *,
     skip_unlowerable: bool,
 ) -> list[FitRow]:
@@ -137,7 +148,7 @@ def _fitting(
     for w in grid[0]:
         for r in grid[1]:
             try:
-                row = _row(loaded, w, r, convention, head)
+                row = _row(loaded, w, r, convention, head, outputs)
             except SpecError:
                 if skip_unlowerable:
                     continue

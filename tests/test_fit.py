@@ -171,3 +171,29 @@ def test_api_fit_accepts_text_and_dict() -> None:
     for spec in (text, as_dict):
         rows = archcompiler.fit(spec, max_macs=BUDGET, widths=[0.5], resolutions=[224, 256])
         assert [(r.width, r.resolution[0], r.macs) for r in rows] == [(0.5, 224, PAPER_MACS[(0.5, 224)])]
+
+
+def test_fit_budgets_a_feature_extractor_without_its_classifier(capsys: pytest.CaptureFixture[str]) -> None:
+    """A backbone's budget: --features drops the pool and the classifier. Table 1's FC is a
+    1024 alpha x 1000 matrix, as many parameters as MACs; the paper's grid minus it decides what
+    fits (1.0/160: 290,675,200 MACs with the classifier, over 290M; 289,651,200 without)."""
+    from archcompiler.features import Outputs
+
+    budget = 290_000_000
+
+    def fc(w: float) -> int:
+        return int(1024 * w) * 1000
+
+    expected = sorted(
+        ((w, r) for (w, r), macs in PAPER_MACS.items() if macs - fc(w) <= budget),
+        key=lambda wr: (-(PAPER_MACS[wr] - fc(wr[0])), -PAPER_PARAMS[wr[0]]),
+    )
+    assert (1.0, 160) in expected and (1.0, 160) not in _published_within(budget, None)
+    code, out, _ = run(capsys, "fit", SPEC, "--max-macs", str(budget), "--features", "--format", "json")
+    assert code == 0
+    rows = json.loads(out)
+    assert [(r["width"], r["resolution"]) for r in rows] == expected
+    assert [r["macs"] for r in rows] == [PAPER_MACS[wr] - fc(wr[0]) for wr in expected]
+    assert [r["params"] for r in rows] == [PAPER_PARAMS[w] - fc(w) for w, _ in expected]
+    api = archcompiler.fit(SPEC, max_macs=budget, outputs=Outputs(features=True))
+    assert [(r.width, r.resolution[0], r.macs) for r in api] == [(x["width"], x["resolution"], x["macs"]) for x in rows]
