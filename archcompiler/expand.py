@@ -300,6 +300,9 @@ class _Plan:
     validated: LayerBase | None = None
     refs: list[str | None] = field(default_factory=list)
     """Per field of ``keys``: the parameter it reads when written as exactly ``$param``."""
+    layers: dict[tuple[Any, ...], LayerBase] = field(default_factory=dict)
+    """The validated layer by the (type, value) of each field read from a parameter, when every
+    field is written as it is or as a bare ``$param`` giving an int, str or bool."""
 
 
 @dataclass
@@ -521,24 +524,29 @@ def _expand_op(ex: _Expansion, layer: LayerBase, path: Path, scope: _Scope) -> N
             if when is False:
                 continue
         filled: dict[str, Any] = {}
-        origins: dict[str, _Origin] = {}
+        origins: dict[str, _Origin] | None = None
+        values: tuple[Any, ...] | None = None
         waits = False
         if plain is not None:  # every field written as it is: the same layer every time
             filled, origins = plain, plan.origins  # shared: nothing changes them
         else:
-            for (key, value, where), ref in zip(keys, refs, strict=True):
-                if type(value) in _PLAIN:  # written as it is: what _fill gives
-                    filled[key], origins[key] = value, _NO_ORIGIN
-                    continue
-                if ref is not None and type(v := env.get(ref)) in _AS_IS:
+            found: list[Any] | None = []
+            for (key, value, _), ref in zip(keys, refs, strict=True):
+                if type(value) in _PLAIN:
+                    filled[key] = value
+                elif ref is not None and type(v := env.get(ref)) in _AS_IS:
                     # a bare '$param' holding an int, str or bool: what _fill gives, without
                     # the evaluator (no shape name; bound; not a float to check or make whole)
                     filled[key] = v
-                    param_path = scope.origin.get(ref)
-                    origins[key] = _Origin(value, v) if param_path is None else _Origin(value, v, ref, param_path)
-                    continue
-                filled[key], origins[key] = _fill(ex, value, env, where, scope)
-                waits = waits or _has_deferred(filled[key])
+                    found += (type(v), v)  # type: ignore[operator]
+                else:
+                    found = None
+                    break
+            if found is not None:
+                values = tuple(found)
+            else:  # a field needs the evaluator: every field with where it came from
+                filled, origins = _fill_all(ex, keys, refs, env, scope)
+                waits = any(_has_deferred(v) for v in filled.values())
         if top:
             names_env = {**env, "index": str(r + 1)}
         elif scope.number is not None:
@@ -562,15 +570,23 @@ def _expand_op(ex: _Expansion, layer: LayerBase, path: Path, scope: _Scope) -> N
         pending = None
         resolved = None
         deferred_when = when if isinstance(when, Deferred) else None
-        if checker is None and (plain is None or plan.validated is None or waits or deferred_when is not None):
-            checker = _Checker(ex.loaded.source, path, scope.call_path, scope.context, ex.functions)
         if plain is not None:
-            # validation is a function of the values alone when no expression made them
-            if plan.validated is None:
-                plan.validated = checker.validate(op, filled, origins)  # type: ignore[union-attr]
             resolved = plan.validated
-        elif not waits:
-            resolved = checker.validate(op, filled, origins)  # type: ignore[union-attr]
+        elif values is not None:
+            resolved = plan.layers.get(values)
+        if resolved is None or deferred_when is not None:  # a checker and origins needed
+            if origins is None:
+                origins = _ref_origins(keys, refs, filled, scope)
+            if checker is None:
+                checker = _Checker(ex.loaded.source, path, scope.call_path, scope.context, ex.functions)
+            if resolved is None and not waits:
+                # validation is a function of the values alone: remembered for values every
+                # field wrote or took as they are (and by expand._validated across lowerings)
+                resolved = checker.validate(op, filled, origins)
+                if plain is not None:
+                    plan.validated = resolved
+                elif values is not None:
+                    plan.layers[values] = resolved
         if waits or deferred_when is not None:
             pending = _Pending(op, filled, origins, deferred_when, checker)  # type: ignore[arg-type]
         span = call_span
@@ -578,6 +594,38 @@ def _expand_op(ex: _Expansion, layer: LayerBase, path: Path, scope: _Scope) -> N
             s = call_span
             span = Span(s.file, s.line, s.col, s.path, scope.owner, scope.number, (*member, r))
         ex.add(Entry(name, resolved, inputs, span, scope.context, follows, pending, scope.block_input))
+
+
+def _fill_all(
+    ex: _Expansion, keys: list[tuple[str, Any, Path]], refs: list[str | None], env: Mapping[str, Any], scope: _Scope
+) -> tuple[dict[str, Any], dict[str, _Origin]]:
+    """Every field of a layer filled in (:func:`_fill`), and where each value came from."""
+    filled: dict[str, Any] = {}
+    origins: dict[str, _Origin] = {}
+    for (key, value, where), ref in zip(keys, refs, strict=True):
+        if type(value) in _PLAIN:  # written as it is: what _fill gives
+            filled[key], origins[key] = value, _NO_ORIGIN
+        elif ref is not None and type(v := env.get(ref)) in _AS_IS:  # what _fill gives
+            filled[key], origins[key] = v, _ref_origin(value, v, ref, scope)
+        else:
+            filled[key], origins[key] = _fill(ex, value, env, where, scope)
+    return filled, origins
+
+
+def _ref_origins(
+    keys: list[tuple[str, Any, Path]], refs: list[str | None], filled: Mapping[str, Any], scope: _Scope
+) -> dict[str, _Origin]:
+    """The origins of fields each written as it is or as a bare ``$param`` (what _fill_all gives)."""
+    return {
+        key: _NO_ORIGIN if type(value) in _PLAIN else _ref_origin(value, filled[key], ref, scope)  # type: ignore[arg-type]
+        for (key, value, _), ref in zip(keys, refs, strict=True)
+    }
+
+
+def _ref_origin(expr: Expr, value: Any, ref: str, scope: _Scope) -> _Origin:
+    """What _fill gives as the origin of ``value``, read by a bare ``$ref``."""
+    param_path = scope.origin.get(ref)
+    return _Origin(expr, value) if param_path is None else _Origin(expr, value, ref, param_path)
 
 
 _AS_IS = frozenset({int, str, bool})
