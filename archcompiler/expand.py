@@ -407,16 +407,15 @@ class _Expansion:
 
     def template(self, text: str, env: Mapping[str, Any], path: Path, scope: _Scope) -> str:
         """``{index}`` and ``{param}`` in a name (or a string parameter) filled in."""
-        keys = _placeholders(text)
         filled = text
-        for k in keys:
+        for k, placeholder in _placeholders(text):
             v = env.get(k)
             t = type(v)
             if t is not int and (t is not str or "{" in v):  # type: ignore[operator]
                 break
             # the common case, without a regex callback: every placeholder names an integer or a
             # string (the checks below would pass), and no value could be read as a placeholder
-            filled = filled.replace("{" + k + "}", str(v))
+            filled = filled.replace(placeholder, str(v))
         else:
             return filled
 
@@ -449,9 +448,9 @@ class _Expansion:
 
 
 @functools.lru_cache(maxsize=1024)
-def _placeholders(text: str) -> tuple[str, ...]:
-    """The distinct ``{name}`` placeholders of a name template, in order."""
-    return tuple(dict.fromkeys(PLACEHOLDER_RE.findall(text)))
+def _placeholders(text: str) -> tuple[tuple[str, str], ...]:
+    """The distinct ``{name}`` placeholders of a name template, in order: (name, ``{name}``)."""
+    return tuple((k, "{" + k + "}") for k in dict.fromkeys(PLACEHOLDER_RE.findall(text)))
 
 
 @functools.cache

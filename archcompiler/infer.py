@@ -85,7 +85,17 @@ def infer(loaded: LoadedSpec, entries: list[Entry], width: float, size: tuple[in
         if layer is None:
             absent[entry.name] = previous = default
             continue
-        node, params, numel = _node(entry, layer, names, shapes, ctx, memo)
+        known = memo.get((id(layer), shapes))
+        if known is None:
+            node, params, numel = _node(entry, layer, names, shapes, ctx, memo)
+        else:
+            # a copy of the node made from this layer on these shapes, with its own name, inputs
+            # and span (:func:`_node`); as many inputs as that node's, so its arity is right
+            node = object.__new__(known[0])
+            fields = node.__dict__
+            fields.update(known[1])
+            fields["name"], fields["inputs"], fields["span"] = entry.name, names, entry.span
+            params, numel = known[2], known[3]
         parameters += params
         activations += numel
         if parameters > MAX_PARAMETERS or activations > MAX_ACTIVATIONS:
@@ -134,19 +144,22 @@ _COPYABLE = frozenset(t for t in NODE_TYPES if not hasattr(t, "__post_init__") a
 """Node types whose fields are exactly their ``__dict__`` (copied for a remembered node)."""
 
 _Key = tuple[int, tuple[ir.Shape, ...]]
-_Known = tuple[LayerBase, dict[str, Any], int, int]
-"""A layer (kept alive, so its id stays its own), the fields of the first node made from it on
-some input shapes (its name, inputs and span aside), its parameter count and its ``numel``."""
+_Known = tuple[type[ir.Node], dict[str, Any], int, int, LayerBase]
+"""The type and fields (name, inputs and span aside) of the first node made from a layer on some
+input shapes, its parameter count and ``numel``, and the layer (kept alive, so that its id
+stays its own)."""
 
-_NODES: dict[str, dict[_Key, _Known]] = {}
-"""``repr`` of a LowerContext -> (id(layer), input shapes) -> what :func:`_node` made of them."""
+_NODES: dict[tuple[tuple[Any, ...], tuple[type, ...]], dict[_Key, _Known]] = {}
+"""A LowerContext (:func:`_memo`) -> (id(layer), input shapes) -> what :func:`_node` made of them."""
 _NODES_MAX = 4096
 
 
 def _memo(ctx: LowerContext) -> dict[_Key, _Known]:
-    """The nodes remembered under ``ctx``. Keyed by its ``repr``, which tells apart values that
-    compare equal but make different attributes (``1`` and ``1.0``, ``0.0`` and ``-0.0``)."""
-    key = repr(ctx)
+    """The nodes remembered under ``ctx``: keyed by its values and their types, which tells
+    apart values that compare equal but make different attributes (``1`` and ``1.0``). (A
+    context holds no ``-0.0``: widths, epsilons and decays are positive.)"""
+    values = tuple(vars(ctx).values())
+    key = (values, tuple(map(type, values)))
     memo = _NODES.get(key)
     if memo is None or len(memo) >= _NODES_MAX:
         if len(_NODES) >= 64:
@@ -167,23 +180,13 @@ def _node(
     its parameter count and output size (for the limits).
 
     Expansion shares one validated layer between equal layers (a repeated block's, and the
-    same layer in the next lowering: expand._validated), so ``memo`` gives the node made from
-    a layer already seen under the same context on the same input shapes: its attributes,
-    shape and counts are each a function of the layer, the context and the shapes alone, so
-    only the name, inputs and span differ."""
+    same layer in the next lowering: expand._validated), so ``memo`` remembers the node made
+    from a layer under one context on given input shapes: its attributes, shape and counts
+    are each a function of the layer, the context and the shapes alone, so :func:`infer`
+    copies it for the next such layer and only the name, inputs and span differ. The node
+    types are frozen dataclasses without __post_init__, so their fields are their __dict__
+    (a copy is 3x cheaper than calling __init__, which sets each through object.__setattr__)."""
     node_type = NODE_FOR_LAYER[type(layer)]
-    key = (id(layer), shapes)
-    known = memo.get(key)
-    if known is not None:
-        # (as many inputs as the remembered node's: its arity check passed)
-        # a copy of the earlier node with its own name, inputs and span; the nodes are frozen
-        # dataclasses without __post_init__, so their fields are their __dict__ (3x cheaper
-        # than calling __init__, which sets each field through object.__setattr__)
-        node = object.__new__(node_type)
-        fields = node.__dict__
-        fields.update(known[1])
-        fields["name"], fields["inputs"], fields["span"] = entry.name, names, entry.span
-        return node, known[2], known[3]
     problem = arity_error(layer.op, node_type.arity, len(names))  # type: ignore[attr-defined]
     if problem:
         raise entry.error(problem)
@@ -200,5 +203,5 @@ def _node(
     numel = node.numel
     if node_type in _COPYABLE:
         fields = {k: v for k, v in node.__dict__.items() if k not in ("name", "inputs", "span")}
-        memo[key] = (layer, fields, params, numel)
+        memo[(id(layer), shapes)] = (node_type, fields, params, numel, layer)
     return node, params, numel

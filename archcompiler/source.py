@@ -330,18 +330,18 @@ def _is_null(node: yaml.Node) -> bool:
     )
 
 
-_TAGS: dict[tuple[str, Any], str] = {}
+_TAGS: dict[tuple[type, Any, Any], str] = {}
 
 
 class _MemoResolver(Resolver):
-    """PyYAML's safe resolver, remembering each plain scalar's tag: without path resolvers a
-    scalar's tag is a pure function of its text and implicitness, and resolving runs regexes
-    in Python for every one of a spec's hundreds of scalars."""
+    """PyYAML's safe resolver, remembering each node's tag: without path resolvers a tag is a
+    pure function of the node's kind, text and implicitness, and resolving runs regexes in
+    Python for every one of a spec's hundreds of scalars. The composers call the resolver for
+    every node, so the path tracking (for path resolvers, of which this class has none) is
+    skipped too."""
 
     def resolve(self, kind: type, value: Any, implicit: Any) -> str:
-        if kind is not yaml.ScalarNode:
-            return super().resolve(kind, value, implicit)  # type: ignore[no-any-return]
-        key = (value, implicit)
+        key = (kind, value, implicit)
         tag = _TAGS.get(key)
         if tag is None:
             tag = super().resolve(kind, value, implicit)
@@ -349,6 +349,15 @@ class _MemoResolver(Resolver):
                 _TAGS.clear()
             _TAGS[key] = tag
         return tag
+
+    def descend_resolver(self, current_node: Any, current_index: Any) -> None:
+        """Nothing to track: there are no path resolvers (Resolver returns at once then too)."""
+
+    def ascend_resolver(self) -> None:
+        """Nothing to track (see :meth:`descend_resolver`)."""
+
+
+assert not _MemoResolver.yaml_path_resolvers, "path resolvers need descend_resolver and ascend_resolver"
 
 
 # YAML 1.2's core schema has no timestamps: a plain ``2001-12-14`` is a string, as ``no`` is.
