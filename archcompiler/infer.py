@@ -151,7 +151,7 @@ stays its own)."""
 
 _NODES: dict[tuple[tuple[Any, ...], tuple[type, ...]], dict[_Key, _Known]] = {}
 """A LowerContext (:func:`_memo`) -> (id(layer), input shapes) -> what :func:`_node` made of them."""
-_NODES_MAX = 4096
+_NODES_MAX = 2048
 
 
 def _memo(ctx: LowerContext) -> dict[_Key, _Known]:
@@ -162,7 +162,7 @@ def _memo(ctx: LowerContext) -> dict[_Key, _Known]:
     key = (values, tuple(map(type, values)))
     memo = _NODES.get(key)
     if memo is None or len(memo) >= _NODES_MAX:
-        if len(_NODES) >= 64:
+        if len(_NODES) >= 16:  # at most 16 x _NODES_MAX nodes remembered
             _NODES.clear()
         memo = _NODES[key] = {}
     return memo
