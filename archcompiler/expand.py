@@ -61,6 +61,7 @@ class Deferred:
     """Where it is written (for errors)."""
 
 
+@fast_init
 @dataclass(frozen=True)
 class _Origin:
     """Where a filled-in field value came from, so a bad value is reported where it was written."""
@@ -278,6 +279,8 @@ class _Scope:
     """Where this scope sits inside that block's definition (Span.member)."""
     names_env: dict[str, Any] | None = None
     """``values`` with the instance number as text, for name templates (made once per scope)."""
+    span: Span | None = None
+    """The span of ``call_path`` when it is the same for every layer made here (a block instance)."""
 
 
 @dataclass(slots=True)
@@ -295,6 +298,11 @@ class _Plan:
     the same layer every time, ``validated``."""
     origins: dict[str, _Origin] = field(default_factory=dict)
     validated: LayerBase | None = None
+    refs: list[str | None] = field(default_factory=list)
+    """Per field of ``keys``: the parameter it reads when written as exactly ``$param``."""
+    layers: dict[tuple[Any, ...], LayerBase] = field(default_factory=dict)
+    """The validated layer by the (type, value) of each field read from a parameter, when every
+    field is written as it is or as a bare ``$param`` giving an int, str or bool."""
 
 
 @dataclass
@@ -309,6 +317,8 @@ class _Expansion:
     op_counts: Counter[str] = field(default_factory=Counter)
     spans: dict[Path, Span] = field(default_factory=dict)
     reserved: dict[str, str] = field(default_factory=lambda: _reserved())
+    input_name: str = ""
+    """The spec's input layer's name (no layer may take it)."""
     plans: dict[int, _Plan] = field(default_factory=dict)
     """id(op layer) -> what expanding it needs each time (a block's layers are expanded once per
     instance)."""
@@ -329,6 +339,17 @@ class _Expansion:
         return self.entries[-1].name if self.entries else self.loaded.spec.input.name
 
     def add(self, entry: Entry) -> None:
+        name = entry.name
+        if name in self.seen or name in self.reserved or name == self.input_name or name[:1] == "_":
+            self._refuse(entry)
+        if len(self.entries) >= MAX_LAYERS:
+            self._refuse(entry)
+        self.seen[name] = entry
+        self.entries.append(entry)
+        self.pending_input = None
+
+    def _refuse(self, entry: Entry) -> None:
+        """The error for a layer :meth:`add` cannot take (the first of its problems)."""
         reserved = self.reserved
         if entry.name.startswith("_") or entry.name in reserved:
             why = "names starting with '_' are kept for the frameworks' internals"
@@ -341,9 +362,7 @@ class _Expansion:
             first = self.seen.get(entry.name)
             where = f" (first at line {first.span.line})" if first else " (the input's name)"
             raise entry.error(f"duplicate layer name {entry.name!r}{where}")
-        self.seen[entry.name] = entry
-        self.entries.append(entry)
-        self.pending_input = None
+        raise AssertionError(f"_refuse: nothing wrong with {entry.name!r}")  # pragma: no cover
 
     # --- expressions -----------------------------------------------------------------------
 
@@ -388,16 +407,15 @@ class _Expansion:
 
     def template(self, text: str, env: Mapping[str, Any], path: Path, scope: _Scope) -> str:
         """``{index}`` and ``{param}`` in a name (or a string parameter) filled in."""
-        keys = _placeholders(text)
         filled = text
-        for k in keys:
+        for k, placeholder in _placeholders(text):
             v = env.get(k)
             t = type(v)
             if t is not int and (t is not str or "{" in v):  # type: ignore[operator]
                 break
             # the common case, without a regex callback: every placeholder names an integer or a
             # string (the checks below would pass), and no value could be read as a placeholder
-            filled = filled.replace("{" + k + "}", str(v))
+            filled = filled.replace(placeholder, str(v))
         else:
             return filled
 
@@ -430,9 +448,9 @@ class _Expansion:
 
 
 @functools.lru_cache(maxsize=1024)
-def _placeholders(text: str) -> tuple[str, ...]:
-    """The distinct ``{name}`` placeholders of a name template, in order."""
-    return tuple(dict.fromkeys(PLACEHOLDER_RE.findall(text)))
+def _placeholders(text: str) -> tuple[tuple[str, str], ...]:
+    """The distinct ``{name}`` placeholders of a name template, in order: (name, ``{name}``)."""
+    return tuple((k, "{" + k + "}") for k in dict.fromkeys(PLACEHOLDER_RE.findall(text)))
 
 
 @functools.cache
@@ -463,7 +481,7 @@ def expand(loaded: LoadedSpec, width: float | None = None) -> list[Entry]:
 
     spec = loaded.spec
     alpha = spec.width if width is None else width
-    ex = _Expansion(loaded, functions(context(loaded, alpha)))
+    ex = _Expansion(loaded, functions(context(loaded, alpha)), input_name=spec.input.name)
     _check_calls(ex)
     top = _Scope(values={"classes": spec.classes, "width": alpha}, origin={})
     for i, layer in enumerate(spec.layers):
@@ -484,15 +502,19 @@ def _expand_op(ex: _Expansion, layer: LayerBase, path: Path, scope: _Scope) -> N
     repeat = layer.repeat
     reps = repeat if type(repeat) is int else ex.count(repeat, scope.values, (*path, "repeat"), scope)
     op: str = layer.op  # type: ignore[attr-defined]
-    checker = _Checker(ex.loaded.source, path, scope.call_path, scope.context, ex.functions)
     plan = ex.plans.get(id(layer))
     if plan is None:
         keys = [(key, getattr(layer, key), (*path, key)) for key in layer.model_fields_set - _SPECIAL]
         plan = ex.plans[id(layer)] = _Plan(layer, keys, (*path, "name"), (*path, "inputs"))
+        plan.refs = [_bare_ref(value) for _, value, _ in keys]
         if all(type(value) in _PLAIN for _, value, _ in keys):
             plan.plain = {key: value for key, value, _ in keys}
             plan.origins = dict.fromkeys(plan.plain, _NO_ORIGIN)
-    keys, name_path, inputs_path, plain = plan.keys, plan.name_path, plan.inputs_path, plan.plain
+    keys, refs, name_path, inputs_path, plain = plan.keys, plan.refs, plan.name_path, plan.inputs_path, plan.plain
+    # the same for every repeat: made when first needed
+    checker: _Checker | None = None
+    call_span = scope.span or ex.span(scope.call_path)
+    member = None if scope.owner is None else (*scope.member, int(path[-1]))
     for r in range(reps):
         env = {**scope.values, "index": r + 1} if top else scope.values
         when = None
@@ -501,17 +523,29 @@ def _expand_op(ex: _Expansion, layer: LayerBase, path: Path, scope: _Scope) -> N
             if when is False:
                 continue
         filled: dict[str, Any] = {}
-        origins: dict[str, _Origin] = {}
+        origins: dict[str, _Origin] | None = None
+        values: tuple[Any, ...] | None = None
         waits = False
         if plain is not None:  # every field written as it is: the same layer every time
             filled, origins = plain, plan.origins  # shared: nothing changes them
         else:
-            for key, value, where in keys:
-                if type(value) in _PLAIN:  # written as it is: what _fill gives
-                    filled[key], origins[key] = value, _NO_ORIGIN
-                    continue
-                filled[key], origins[key] = _fill(ex, value, env, where, scope)
-                waits = waits or _has_deferred(filled[key])
+            found: list[Any] | None = []
+            for (key, value, _), ref in zip(keys, refs, strict=True):
+                if type(value) in _PLAIN:
+                    filled[key] = value
+                elif ref is not None and type(v := env.get(ref)) in _AS_IS:
+                    # a bare '$param' holding an int, str or bool: what _fill gives, without
+                    # the evaluator (no shape name; bound; not a float to check or make whole)
+                    filled[key] = v
+                    found += (type(v), v)  # type: ignore[operator]
+                else:
+                    found = None
+                    break
+            if found is not None:
+                values = tuple(found)
+            else:  # a field needs the evaluator: every field with where it came from
+                filled, origins = _fill_all(ex, keys, refs, env, scope)
+                waits = any(_has_deferred(v) for v in filled.values())
         if top:
             names_env = {**env, "index": str(r + 1)}
         elif scope.number is not None:
@@ -534,20 +568,74 @@ def _expand_op(ex: _Expansion, layer: LayerBase, path: Path, scope: _Scope) -> N
         follows = ex.pending_input
         pending = None
         resolved = None
+        deferred_when = when if isinstance(when, Deferred) else None
         if plain is not None:
-            # validation is a function of the values alone when no expression made them
-            if plan.validated is None:
-                plan.validated = checker.validate(op, filled, origins)
             resolved = plan.validated
-        elif not waits:
-            resolved = checker.validate(op, filled, origins)
-        if waits or isinstance(when, Deferred):
-            pending = _Pending(op, filled, origins, when if isinstance(when, Deferred) else None, checker)
-        span = ex.span(scope.call_path)
-        if scope.owner is not None:
-            member = (*scope.member, int(path[-1]), r)
-            span = Span(span.file, span.line, span.col, span.path, scope.owner, scope.number, member)
+        elif values is not None:
+            resolved = plan.layers.get(values)
+        if resolved is None or deferred_when is not None:  # a checker and origins needed
+            if origins is None:
+                origins = _ref_origins(keys, refs, filled, scope)
+            if checker is None:
+                checker = _Checker(ex.loaded.source, path, scope.call_path, scope.context, ex.functions)
+            if resolved is None and not waits:
+                # validation is a function of the values alone: remembered for values every
+                # field wrote or took as they are (and by expand._validated across lowerings)
+                resolved = checker.validate(op, filled, origins)
+                if plain is not None:
+                    plan.validated = resolved
+                elif values is not None:
+                    plan.layers[values] = resolved
+        if waits or deferred_when is not None:
+            pending = _Pending(op, filled, origins, deferred_when, checker)  # type: ignore[arg-type]
+        span = call_span
+        if member is not None:
+            s = call_span
+            span = Span(s.file, s.line, s.col, s.path, scope.owner, scope.number, (*member, r))
         ex.add(Entry(name, resolved, inputs, span, scope.context, follows, pending, scope.block_input))
+
+
+def _fill_all(
+    ex: _Expansion, keys: list[tuple[str, Any, Path]], refs: list[str | None], env: Mapping[str, Any], scope: _Scope
+) -> tuple[dict[str, Any], dict[str, _Origin]]:
+    """Every field of a layer filled in (:func:`_fill`), and where each value came from."""
+    filled: dict[str, Any] = {}
+    origins: dict[str, _Origin] = {}
+    for (key, value, where), ref in zip(keys, refs, strict=True):
+        if type(value) in _PLAIN:  # written as it is: what _fill gives
+            filled[key], origins[key] = value, _NO_ORIGIN
+        elif ref is not None and type(v := env.get(ref)) in _AS_IS:  # what _fill gives
+            filled[key], origins[key] = v, _ref_origin(value, v, ref, scope)
+        else:
+            filled[key], origins[key] = _fill(ex, value, env, where, scope)
+    return filled, origins
+
+
+def _ref_origins(
+    keys: list[tuple[str, Any, Path]], refs: list[str | None], filled: Mapping[str, Any], scope: _Scope
+) -> dict[str, _Origin]:
+    """The origins of fields each written as it is or as a bare ``$param`` (what _fill_all gives)."""
+    return {
+        key: _NO_ORIGIN if type(value) in _PLAIN else _ref_origin(value, filled[key], ref, scope)  # type: ignore[arg-type]
+        for (key, value, _), ref in zip(keys, refs, strict=True)
+    }
+
+
+def _ref_origin(expr: Expr, value: Any, ref: str, scope: _Scope) -> _Origin:
+    """What _fill gives as the origin of ``value``, read by a bare ``$ref``."""
+    param_path = scope.origin.get(ref)
+    return _Origin(expr, value) if param_path is None else _Origin(expr, value, ref, param_path)
+
+
+_AS_IS = frozenset({int, str, bool})
+"""Parameter values a bare ``$param`` gives unchanged (a float is checked and may become an int)."""
+
+
+def _bare_ref(value: Any) -> str | None:
+    """The parameter a field written as exactly ``$param`` reads, unless it is a shape name
+    (which waits for stage 2)."""
+    ref = value.ref if isinstance(value, Expr) else None
+    return ref if ref not in SHAPE_NAMES else None
 
 
 def _input_name(ex: _Expansion, text: str, env: Mapping[str, Any], path: Path, scope: _Scope) -> str:
@@ -630,6 +718,9 @@ def _expand_call(ex: _Expansion, call: BlockCall, path: Path, caller: _Scope) ->
                 raise ex.err((*path, "inputs"), "a block call reads exactly one input")
             block_input = _input_name(ex, call.inputs[0], prefix_env, (*path, "inputs"), caller)
         scope = _Scope(values, origin, call.block, number, block_input, caller.call_path, context, prefix)
+        scope.span = ex.span(caller.call_path)
+        if number is not None:
+            scope.names_env = prefix_env  # what _expand_op would make: values, '{index}' as text
         if numbered:
             scope.owner = call.block
         elif number is not None:  # nested in a numbered instance: part of it

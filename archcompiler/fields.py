@@ -89,11 +89,32 @@ def _check_ident(v: Any, what: str) -> str:
     return v
 
 
+_ACCEPTED: dict[str, set[str]] = {"identifier": set(), "name": set()}
+"""Strings each of :func:`_identifier` and :func:`_name_template` accepted: both are pure
+checks of the text, and a spec repeats its names and templates in every load."""
+
+
+def _remember(kind: str, v: str) -> str:
+    accepted = _ACCEPTED[kind]
+    if len(accepted) >= 4096:
+        accepted.clear()
+    accepted.add(v)
+    return v
+
+
 def _identifier(v: Any) -> str:
-    return _check_ident(v, "an identifier")
+    if type(v) is str and v in _ACCEPTED["identifier"]:
+        return v
+    return _remember("identifier", _check_ident(v, "an identifier"))
 
 
 def _name_template(v: Any) -> str:
+    if type(v) is str and v in _ACCEPTED["name"]:
+        return v
+    return _remember("name", _check_name_template(v))
+
+
+def _check_name_template(v: Any) -> str:
     if not isinstance(v, str):
         raise PydanticCustomError("name", "expected a layer name (a string)")
     if not NAME_TEMPLATE_RE.match(v) or len(v) > MAX_NAME:

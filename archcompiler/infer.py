@@ -9,6 +9,7 @@ caused them (the layer, or for a layer inside a block the call that instantiated
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from . import ir
 from .expand import Entry
@@ -54,7 +55,7 @@ def infer(loaded: LoadedSpec, entries: list[Entry], width: float, size: tuple[in
     # (so the chain and a block's input survive a dropped layer).
     absent: dict[str, str] = {}
     previous = first.name
-    memo: dict[tuple[int, tuple[ir.Shape, ...]], _Known] = {}
+    memo = _memo(ctx)
     for k, entry in enumerate(entries):
         default = absent.get(entry.follows, entry.follows) if entry.follows else previous
         inputs = entry.inputs
@@ -84,9 +85,19 @@ def infer(loaded: LoadedSpec, entries: list[Entry], width: float, size: tuple[in
         if layer is None:
             absent[entry.name] = previous = default
             continue
-        node, params = _node(entry, layer, names, shapes, ctx, memo)
+        known = memo.get((id(layer), shapes))
+        if known is None:
+            node, params, numel = _node(entry, layer, names, shapes, ctx, memo)
+        else:
+            # a copy of the node made from this layer on these shapes, with its own name, inputs
+            # and span (:func:`_node`); as many inputs as that node's, so its arity is right
+            node = object.__new__(known[0])
+            fields = node.__dict__
+            fields.update(known[1])
+            fields["name"], fields["inputs"], fields["span"] = entry.name, names, entry.span
+            params, numel = known[2], known[3]
         parameters += params
-        activations += node.numel
+        activations += numel
         if parameters > MAX_PARAMETERS or activations > MAX_ACTIVATIONS:
             what = "weights" if parameters > MAX_PARAMETERS else "activation values per example"
             limit = MAX_PARAMETERS if parameters > MAX_PARAMETERS else MAX_ACTIVATIONS
@@ -132,9 +143,29 @@ def live(nodes: Sequence[ir.Node], outputs: Sequence[str]) -> tuple[ir.Node, ...
 _COPYABLE = frozenset(t for t in NODE_TYPES if not hasattr(t, "__post_init__") and not hasattr(t, "__slots__"))
 """Node types whose fields are exactly their ``__dict__`` (copied for a remembered node)."""
 
-_Known = tuple[LayerBase, ir.Node, int]
-"""A layer (kept alive, so its id stays its own), the first node made from it on some input
-shapes, and that node's parameter count."""
+_Key = tuple[int, tuple[ir.Shape, ...]]
+_Known = tuple[type[ir.Node], dict[str, Any], int, int, LayerBase]
+"""The type and fields (name, inputs and span aside) of the first node made from a layer on some
+input shapes, its parameter count and ``numel``, and the layer (kept alive, so that its id
+stays its own)."""
+
+_NODES: dict[tuple[tuple[Any, ...], tuple[type, ...]], dict[_Key, _Known]] = {}
+"""A LowerContext (:func:`_memo`) -> (id(layer), input shapes) -> what :func:`_node` made of them."""
+_NODES_MAX = 2048
+
+
+def _memo(ctx: LowerContext) -> dict[_Key, _Known]:
+    """The nodes remembered under ``ctx``: keyed by its values and their types, which tells
+    apart values that compare equal but make different attributes (``1`` and ``1.0``). (A
+    context holds no ``-0.0``: widths, epsilons and decays are positive.)"""
+    values = tuple(vars(ctx).values())
+    key = (values, tuple(map(type, values)))
+    memo = _NODES.get(key)
+    if memo is None or len(memo) >= _NODES_MAX:
+        if len(_NODES) >= 16:  # at most 16 x _NODES_MAX nodes remembered
+            _NODES.clear()
+        memo = _NODES[key] = {}
+    return memo
 
 
 def _node(
@@ -143,28 +174,19 @@ def _node(
     names: tuple[str, ...],
     shapes: tuple[ir.Shape, ...],
     ctx: LowerContext,
-    memo: dict[tuple[int, tuple[ir.Shape, ...]], _Known],
-) -> tuple[ir.Node, int]:
+    memo: dict[_Key, _Known],
+) -> tuple[ir.Node, int, int]:
     """One IR node from its op definition: attributes from the spec, then the shape rule; and
-    its parameter count (for the limits).
+    its parameter count and output size (for the limits).
 
-    Expansion shares one validated layer between equal layers (a repeated block's), so within
-    one lowering ``memo`` gives the node made from a layer already seen on the same input
-    shapes: its attributes, shape and count are each a function of the layer, the context and
-    the shapes alone, so only the name, inputs and span differ."""
+    Expansion shares one validated layer between equal layers (a repeated block's, and the
+    same layer in the next lowering: expand._validated), so ``memo`` remembers the node made
+    from a layer under one context on given input shapes: its attributes, shape and counts
+    are each a function of the layer, the context and the shapes alone, so :func:`infer`
+    copies it for the next such layer and only the name, inputs and span differ. The node
+    types are frozen dataclasses without __post_init__, so their fields are their __dict__
+    (a copy is 3x cheaper than calling __init__, which sets each through object.__setattr__)."""
     node_type = NODE_FOR_LAYER[type(layer)]
-    key = (id(layer), shapes)
-    known = memo.get(key)
-    if known is not None and node_type in _COPYABLE:
-        # (as many inputs as the remembered node's: its arity check passed)
-        # a copy of the earlier node with its own name, inputs and span; the nodes are frozen
-        # dataclasses without __post_init__, so their fields are their __dict__ (3x cheaper
-        # than calling __init__, which sets each field through object.__setattr__)
-        node = object.__new__(node_type)
-        fields = node.__dict__
-        fields.update(known[1].__dict__)
-        fields["name"], fields["inputs"], fields["span"] = entry.name, names, entry.span
-        return node, known[2]
     problem = arity_error(layer.op, node_type.arity, len(names))  # type: ignore[attr-defined]
     if problem:
         raise entry.error(problem)
@@ -178,5 +200,8 @@ def _node(
         raise entry.error(str(exc)) from None
     c = node.cost(shapes)
     params = c.weights + c.bias + c.bn_affine + c.bn_stats
-    memo[key] = (layer, node, params)
-    return node, params
+    numel = node.numel
+    if node_type in _COPYABLE:
+        fields = {k: v for k, v in node.__dict__.items() if k not in ("name", "inputs", "span")}
+        memo[(id(layer), shapes)] = (node_type, fields, params, numel, layer)
+    return node, params, numel

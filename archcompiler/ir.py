@@ -27,6 +27,7 @@ graph with a wrong shape is rejected naming the node.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,6 +37,15 @@ from .ops import *  # noqa: F403  (the node types are part of the IR's interface
 from .ops import NODE_TYPES, Input, Node, OpError, Shape, Softmax, arity_error
 
 __all__ = [*ops.__all__, "Graph", "GraphError"]
+
+
+_NODE_TYPES = frozenset(NODE_TYPES)
+
+
+@functools.cache
+def _init_fields(cls: type) -> tuple[tuple[str, Any], ...]:
+    """(name, default) of each ``__init__`` field of a dataclass, in order (made once per class)."""
+    return tuple((f.name, f.default) for f in dataclasses.fields(cls) if f.init)
 
 
 class GraphError(ValueError):
@@ -68,12 +78,11 @@ class Graph:
         rules (a third of lowering's time). Anything else made with ``Graph(...)`` or
         ``dataclasses.replace`` is checked in full, shapes included."""
         graph = object.__new__(cls)
-        for f in dataclasses.fields(cls):
-            if f.init:
-                value = fields.pop(f.name) if f.name in fields else f.default
-                if value is dataclasses.MISSING:
-                    raise TypeError(f"Graph._lowered: missing field {f.name!r}")
-                object.__setattr__(graph, f.name, value)
+        for name, default in _init_fields(cls):
+            value = fields.pop(name) if name in fields else default
+            if value is dataclasses.MISSING:
+                raise TypeError(f"Graph._lowered: missing field {name!r}")
+            object.__setattr__(graph, name, value)
         if fields:
             raise TypeError(f"Graph._lowered: unknown fields {sorted(fields)}")
         graph._check(shapes=False)
@@ -83,6 +92,15 @@ class Graph:
         """The IR's rules (names, wiring, arity, outputs; each node's shape when ``shapes``)."""
         index: dict[str, Node] = {}
         for node in self.nodes:
+            if not shapes and type(node) in _NODE_TYPES:
+                # _check_node's checks but the shape rule, inline for a node that passes them
+                inputs = node.inputs
+                low, high = node.arity
+                n = len(inputs)
+                wired = inputs[0] in index if n == 1 else all(i in index for i in inputs)
+                if wired and low <= n and (high is None or n <= high) and node.name not in index:
+                    index[node.name] = node
+                    continue
             _check_node(node, index, shapes=shapes)
             index[node.name] = node
         if isinstance(self.outputs, str) or not self.outputs:

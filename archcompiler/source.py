@@ -268,9 +268,10 @@ class _Builder:
         if self.libyaml and node.flow_style:
             _check_flow(node)
         if isinstance(node, yaml.SequenceNode):
-            return [self.build(item, (*path, i), depth + 1) for i, item in enumerate(node.value)]
+            return [self._item(item, (*path, i), depth + 1) for i, item in enumerate(node.value)]
         if isinstance(node, yaml.MappingNode):
             out: dict[str, Any] = {}
+            key_positions = self.key_positions
             for key_node, value_node in node.value:
                 if not isinstance(key_node, yaml.ScalarNode):
                     raise self._err(key_node, path, "mapping keys must be plain names")
@@ -281,12 +282,33 @@ class _Builder:
                     raise _Diverges  # a left-out key ('? '), placed as a left-out value may be
                 if key == "<<":
                     raise self._err(key_node, path, "YAML merge keys ('<<') are not supported; use a block")
+                key_path = (*path, key)
                 if key in out:
-                    raise self._err(key_node, (*path, key), f"duplicate key {key!r}")
-                self.key_positions[(*path, key)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
-                out[key] = self.build(value_node, (*path, key), depth + 1)
+                    raise self._err(key_node, key_path, f"duplicate key {key!r}")
+                mark = key_node.start_mark
+                key_positions[key_path] = (mark.line + 1, mark.column + 1)
+                out[key] = self._item(value_node, key_path, depth + 1)
             return out
         raise self._err(node, path, "unsupported YAML node")  # pragma: no cover
+
+    def _item(self, node: yaml.Node, path: PathT, depth: int) -> Any:
+        """:meth:`build` of a collection's item, with the common case inline: a plain scalar
+        (most of a spec) whose value :data:`_SCALARS` already holds."""
+        if (
+            type(node) is yaml.ScalarNode
+            and not node.style
+            and node.value
+            and depth <= MAX_DEPTH
+            and self.count < MAX_VALUES
+            and node.tag in _STANDARD_TAGS
+        ):
+            value = _SCALARS.get(node.value, _SCALARS)
+            if value is not _SCALARS:
+                self.count += 1
+                mark = node.start_mark
+                self.positions[path] = (mark.line + 1, mark.column + 1)
+                return value
+        return self.build(node, path, depth)
 
 
 def _check_flow(node: yaml.Node) -> None:
@@ -308,18 +330,18 @@ def _is_null(node: yaml.Node) -> bool:
     )
 
 
-_TAGS: dict[tuple[str, Any], str] = {}
+_TAGS: dict[tuple[type, Any, Any], str] = {}
 
 
 class _MemoResolver(Resolver):
-    """PyYAML's safe resolver, remembering each plain scalar's tag: without path resolvers a
-    scalar's tag is a pure function of its text and implicitness, and resolving runs regexes
-    in Python for every one of a spec's hundreds of scalars."""
+    """PyYAML's safe resolver, remembering each node's tag: without path resolvers a tag is a
+    pure function of the node's kind, text and implicitness, and resolving runs regexes in
+    Python for every one of a spec's hundreds of scalars. The composers call the resolver for
+    every node, so the path tracking (for path resolvers, of which this class has none) is
+    skipped too."""
 
     def resolve(self, kind: type, value: Any, implicit: Any) -> str:
-        if kind is not yaml.ScalarNode:
-            return super().resolve(kind, value, implicit)  # type: ignore[no-any-return]
-        key = (value, implicit)
+        key = (kind, value, implicit)
         tag = _TAGS.get(key)
         if tag is None:
             tag = super().resolve(kind, value, implicit)
@@ -327,6 +349,15 @@ class _MemoResolver(Resolver):
                 _TAGS.clear()
             _TAGS[key] = tag
         return tag
+
+    def descend_resolver(self, current_node: Any, current_index: Any) -> None:
+        """Nothing to track: there are no path resolvers (Resolver returns at once then too)."""
+
+    def ascend_resolver(self) -> None:
+        """Nothing to track (see :meth:`descend_resolver`)."""
+
+
+assert not _MemoResolver.yaml_path_resolvers, "path resolvers need descend_resolver and ascend_resolver"
 
 
 # YAML 1.2's core schema has no timestamps: a plain ``2001-12-14`` is a string, as ``no`` is.
@@ -426,7 +457,7 @@ def _mode(text: str) -> Mode:
     a BOM inside the text as a column. Otherwise libyaml composes it (:data:`C_COMPOSE_MAX`)."""
     if "\t" in text or "\ufeff" in text:
         return "python"
-    if sum(text.count(c) for c in _INDICATORS) <= C_COMPOSE_MAX:
+    if len(text) <= C_COMPOSE_MAX or sum(map(text.count, _INDICATORS)) <= C_COMPOSE_MAX:
         return "libyaml"
     return "libyaml-events"
 
@@ -554,10 +585,14 @@ def read_bytes_bounded(path: str | Path, limit: int = MAX_SPEC_BYTES) -> bytes:
             raise SpecError(f"is {st.st_size:,} bytes; a spec file may have at most {limit:,}", file=name)
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
         with os.fdopen(fd, "rb") as fh:
-            mode = os.fstat(fh.fileno()).st_mode
-            if not stat.S_ISREG(mode):
-                raise SpecError(f"is {file_kind(mode)}, not a spec file", file=name)
-            raw = fh.read(limit + 1)
+            now = os.fstat(fh.fileno())
+            if not stat.S_ISREG(now.st_mode):
+                raise SpecError(f"is {file_kind(now.st_mode)}, not a spec file", file=name)
+            # what fh.read(limit + 1) reads, without a buffer of limit + 1 bytes for a small
+            # file: its size and one byte more, then (only if it grew) on up to limit + 1
+            raw = fh.read(min(now.st_size, limit) + 1)
+            if len(raw) > now.st_size:
+                raw += fh.read(limit + 1 - len(raw))
     except FileNotFoundError:
         raise SpecError("no such file", file=name) from None
     except IsADirectoryError:

@@ -4,10 +4,12 @@ is raised every time, not remembered away."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 import archcompiler as archc
-from archcompiler import SpecError
+from archcompiler import SpecError, infer
 from archcompiler.source import parse_text
 
 LAYER = "archc: 1\nname: t\ninput: {{size: 8}}\nlayers:\n  - {{op: conv, filters: {filters}, kernel: 3}}\n"
@@ -50,3 +52,49 @@ def test_name_errors_repeat() -> None:
         assert "ok_name" in archc.compile(text.format(p="ok_name")).graph
         with pytest.raises(SpecError, match="keyword"):
             archc.compile(text.format(p="class"))
+
+
+def _made(graph: archc.ir.Graph) -> list[tuple[str, object, dict[str, tuple[type, object]]]]:
+    """Every node's type, span and fields with their types (1 and 1.0 are told apart)."""
+    return [(repr(n), n.span, {k: (type(v), v) for k, v in vars(n).items()}) for n in graph.nodes]
+
+
+@pytest.mark.parametrize("spec", sorted((Path(__file__).parents[1] / "specs").glob("*.yaml")), ids=lambda p: p.name)
+def test_remembered_nodes_are_the_nodes_made_afresh(spec: Path) -> None:
+    # lowering copies a node made from the same layer under the same context on the same input
+    # shapes, in this lowering or an earlier one (infer._NODES): the copies are what making
+    # each node afresh gives, at every width and resolution, whatever was lowered before
+    settings = [(1.0, 1.0), (0.5, 160), (0.75, 1.0), (1.0, 1.0)]
+    remembered = [_made(archc.compile(spec, width=w, resolution=r).graph) for w, r in settings]
+    afresh = []
+    for w, r in settings:
+        infer._NODES.clear()
+        afresh.append(_made(archc.compile(spec, width=w, resolution=r).graph))
+    assert remembered == afresh
+
+
+def test_equal_context_values_of_other_types_are_not_confused() -> None:
+    # epsilon: 1 and epsilon: 1.0 compare and hash equal; each lowers as it does afresh
+    text = (
+        "archc: 1\nname: t\ninput: {{size: 8}}\ndefaults: {{batchnorm: {{epsilon: {eps}}}}}\n"
+        "layers:\n  - {{op: batchnorm}}\n"
+    )
+    for eps in ("1", "1.0", "1", "1.0"):
+        made = _made(archc.compile(text.format(eps=eps)).graph)
+        infer._NODES.clear()
+        assert made == _made(archc.compile(text.format(eps=eps)).graph)
+
+
+def test_a_parameter_value_validated_once_does_not_pass_a_look_alike() -> None:
+    # a layer filled from block parameters is validated once per distinct (type, value)s in a
+    # lowering: 1 passes; True (== 1) is refused every time; 1.0 is made whole (as ever)
+    text = (
+        "archc: 1\nname: t\ninput: {{size: 8}}\nblocks:\n  b:\n    params: {{f: null}}\n"
+        "    layers:\n      - {{op: conv, filters: $f, kernel: 1}}\n"
+        "layers:\n  - {{block: b, f: 1}}\n  - {{block: b, f: {f}}}\n"
+    )
+    for _ in range(2):
+        assert archc.compile(text.format(f=1)).graph.output_shape == (8, 8, 1)
+        with pytest.raises(SpecError, match=r"expected a positive integer \(got True\) \(from \$f"):
+            archc.compile(text.format(f="true"))
+        assert [type(n.filters) for n in archc.compile(text.format(f="1.0")).graph.nodes[1:]] == [int, int]

@@ -14,7 +14,8 @@ import pytest
 
 import archcompiler as a
 from archcompiler import ir, ops, weights
-from archcompiler.expand import Entry, expand
+from archcompiler.expand import _NO_ORIGIN, Entry, _Origin, expand
+from archcompiler.infer import context
 from archcompiler.spec import OP_LAYERS
 
 
@@ -77,7 +78,9 @@ def test_graphs_from_a_lowered_one_are_checked_in_full() -> None:
         ir.Graph._lowered(name="g", nodes=g.nodes, width=1.0, resolution=(224, 224))
 
 
-@pytest.mark.parametrize("cls", [*ir.NODE_TYPES, ir.Span, Entry, ir.RawCost], ids=lambda c: c.__name__)
+@pytest.mark.parametrize(
+    "cls", [*ir.NODE_TYPES, ir.Span, Entry, ir.RawCost, ops.LowerContext, _Origin], ids=lambda c: c.__name__
+)
 def test_fast_init_is_the_dataclass_init(cls: type) -> None:
     # ops.base.fast_init replaces a frozen dataclass's __init__ (object.__setattr__ per field)
     # by one filling __dict__: the same parameters, kinds and defaults as its fields, and the
@@ -95,6 +98,10 @@ def test_fast_init_is_the_dataclass_init(cls: type) -> None:
         made = tuple(expand(a.load(SPECS[0])))
     if cls is ir.RawCost:
         made = tuple(n.cost(g.input_shapes(n)) for n in g.nodes)
+    if cls is ops.LowerContext:
+        made = (context(a.load(SPECS[0]), 0.5),)
+    if cls is _Origin:
+        made = (_NO_ORIGIN, _Origin("$filters", 32, "filters", ("layers", 3, "filters")))
     for obj in made:
         if type(obj) is cls:
             values = {f.name: getattr(obj, f.name) for f in fields}

@@ -131,6 +131,7 @@ class WeightSpec:
     trainable: bool = True
 
 
+@fast_init
 @dataclass(frozen=True)
 class LowerContext:
     """What lowering knows besides the layer itself: the spec's defaults and width rule."""
