@@ -133,23 +133,23 @@ class Compiled:
         (a file, read and checked against the IR, or canonical weights). ``optimize``: return
         the inference model of archcompiler.optimize instead (BatchNorm folded, pads merged),
         checked equal to the unoptimised one within 1e-4; it has other weights (see there):
-        write it with :meth:`build_to`, or :meth:`build_optimized` then :meth:`save`."""
+        :meth:`save` recognises it and writes the optimised build's files."""
         return self._build(_backend(backend), weights, optimize)[1]
 
     def build_optimized(
         self, backend: str | Backend = "torch", *, weights: str | Path | Weights | None = None
     ) -> tuple[Optimized, Any]:
         """:meth:`build` with ``optimize=True``, also returning the rewrite (its graph, folded
-        weights and what changed), which :meth:`save` needs (``optimized=``) to write the model."""
+        weights and what changed)."""
         optimized, model = self._build(_backend(backend), weights, True)
         return optimized, model
 
     def _build(self, b: Backend, weights: str | Path | Weights | None, optimize: bool) -> tuple[Any, Any]:
         """(the archcompiler.optimize.Optimized rewrite or None, the model)."""
-        if optimize and not b.optimizable:  # before the slow part
-            from .registry import BackendError
+        if optimize:  # before the slow part
+            from .optimize import require
 
-            raise BackendError(f"backend {b.name!r} cannot build optimized models (--optimize)")
+            require(b)
         model = b.build(self.graph)
         b.verify(self.graph, model)
         if weights is not None:
@@ -216,14 +216,18 @@ class Compiled:
         All or nothing: everything is written to a staging folder inside ``out_dir`` and
         published in one step (fsutil.publish) only when all of it succeeded, so a failure or
         an interruption leaves the previous build there, whole, and no temporary files.
-        ``optimized``: ``model`` is this rewrite's (:meth:`build_optimized`): the files take
-        its graph's name ``<name>_optimized``, and its manifest ``<name>_optimized.json`` (the
-        transforms applied; the weights are folded, not canonical) is written beside them."""
+        An optimised model (``build(..., optimize=True)``; ``optimized``: its rewrite, else
+        recognised by the graph name the model records) is written as its graph
+        ``<name>_optimized``, with the manifest ``<name>_optimized.json`` (the transforms
+        applied; the weights are folded, not canonical) beside it."""
         import json
 
         from . import weights as W
+        from .optimize import built_optimized, rewrite
 
         b = _backend(backend)
+        if optimized is None and built_optimized(b, self.graph, model):
+            optimized = rewrite(b, self.graph)  # the structure: the weights are the model's
         g = self.graph if optimized is None else optimized.graph
         out = _output_dir(out_dir if out_dir is not None else self._default_dir(optimized is not None))
         try:
@@ -266,17 +270,27 @@ class Compiled:
         counts = cost(g, b.convention)
         return Built(g, b.name, model, tuple(files), counts, cost(g, "paper").macs, optimized is not None)
 
-    def generate(self, backend: str | Backend = "torch") -> str:
-        """Standalone source code of the model for ``backend``."""
-        return _backend(backend).emit(self.graph)
+    def generate(self, backend: str | Backend = "torch", *, optimize: bool = False) -> str:
+        """Standalone source code of the model for ``backend``. ``optimize``: of the optimised
+        build's graph ``<name>_optimized`` (archcompiler.optimize, as :meth:`build` rewrites
+        it for ``backend``), whose weights are the files ``build_to(optimize=True)`` writes."""
+        b = _backend(backend)
+        if not optimize:
+            return b.emit(self.graph)
+        from .optimize import rewrite
 
-    def generate_to(self, backend: str | Backend = "torch", out_dir: str | Path = "generated") -> Path:
-        """Write :meth:`generate`'s source to ``<out_dir>/<stem>_<backend>.py`` (atomically)."""
+        return b.emit(rewrite(b, self.graph).graph)
+
+    def generate_to(
+        self, backend: str | Backend = "torch", out_dir: str | Path = "generated", *, optimize: bool = False
+    ) -> Path:
+        """Write :meth:`generate`'s source to ``<out_dir>/<stem>_<backend>.py`` (atomically);
+        ``optimize``: ``<stem>_optimized_<backend>.py``, named like the optimised build's folder."""
         b = _backend(backend)
         out = _output_dir(out_dir)
-        source = self.generate(b)
+        source = self.generate(b, optimize=optimize)
         try:
-            return atomic_write_text(out / f"{self.stem}_{b.name}.py", source)
+            return atomic_write_text(out / f"{self._default_dir(optimize).name}_{b.name}.py", source)
         except OSError as exc:
             raise OutputError(f"output folder {str(out)!r}: {exc.strerror or exc}") from exc
 
@@ -308,7 +322,8 @@ class Compiled:
     def parity(
         self, backends: Sequence[str] = ("torch", "keras"), *, progress: Progress | None = None, **kwargs: Any
     ) -> ParityReport:
-        """Run ``backends`` on the same weights and input, compare every node (archcompiler.parity)."""
+        """Run ``backends`` on the same weights and input, compare every node (archcompiler.parity;
+        ``optimize=True``: each backend's optimised model, judged against the unoptimised one)."""
         from .parity import parity
 
         if kwargs.get("train_steps") and self.graph.multi_output:

@@ -276,6 +276,18 @@ def _backend(net: Compiled, name: str, **options: Any) -> Backend:
     return backend
 
 
+def _optimizable(net: Compiled, backend: Backend) -> None:
+    """With ``--optimize``: a backend that cannot build optimised models is a located one-line
+    error, said before anything slow."""
+    from .optimize import require
+    from .registry import BackendError
+
+    try:
+        require(backend)
+    except BackendError as exc:
+        raise SpecError(str(exc), file=net.loaded.file, path="--optimize") from None
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     net = _compile(args)
     _budget_check(net, args)
@@ -414,9 +426,8 @@ def cmd_build(args: argparse.Namespace) -> int:
     if args.input_layout is not None:
         options["nhwc_input"] = args.input_layout == "nhwc"
     backend = _backend(net, args.backend, **options)
-    if args.optimize and not backend.optimizable:  # before the slow build
-        what = f"backend {backend.name!r} cannot build optimized models"
-        raise SpecError(what, file=net.loaded.file, path="--optimize")
+    if args.optimize:
+        _optimizable(net, backend)
     built = net.build_to(backend, args.output, weights=args.weights, progress=_progress(args), optimize=args.optimize)
     print(render.built(built))
     return 0
@@ -433,6 +444,13 @@ def cmd_parity(args: argparse.Namespace) -> int:
             raise SpecError(str(exc), file=net.loaded.file, path="--backends") from None
     if len(set(args.backends)) < 2:
         raise UsageError("--backends: parity needs at least two backends")
+    if args.optimize and args.train_steps:
+        raise UsageError("--optimize: the optimised models are for inference; --train-steps compares training")
+    if args.optimize:
+        from .parity import ordered
+
+        for name in ordered(args.backends):  # torch before TensorFlow (docs/DESIGN.md)
+            _optimizable(net, _backend(net, name))
     from .parity import render_training
 
     report = net.parity(
@@ -445,6 +463,7 @@ def cmd_parity(args: argparse.Namespace) -> int:
         train_steps=args.train_steps,
         lr=args.lr,
         progress=_progress(args),
+        optimize=args.optimize,
     )
     print(render.parity(report, args.seed))
     print(f"judged against: {report.oracle}")
@@ -455,7 +474,10 @@ def cmd_parity(args: argparse.Namespace) -> int:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     net = _compile(args)
-    print(render.wrote(net.generate_to(_backend(net, args.backend), args.output or "generated")))
+    backend = _backend(net, args.backend)
+    if args.optimize:
+        _optimizable(net, backend)
+    print(render.wrote(net.generate_to(backend, args.output or "generated", optimize=args.optimize)))
     return 0
 
 
@@ -573,12 +595,22 @@ def make_parser() -> argparse.ArgumentParser:
     sp.add_argument("--batch", type=_positive, default=2, help="batch size (inference and training)")
     sp.add_argument("--train-steps", type=_count, default=0, help="also compare N plain-SGD training steps")
     sp.add_argument("--lr", type=_learning_rate, default=0.01, help="SGD learning rate for --train-steps")
+    sp.add_argument(
+        "--optimize",
+        action="store_true",
+        help="compare each backend's optimised model (as build --optimize) against the unoptimised reference",
+    )
     sp.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
     sp.set_defaults(func=cmd_parity)
 
     sp = spec_cmd("generate", "write standalone model source code")
     sp.add_argument("--backend", required=True, help="torch or keras")
     sp.add_argument("-o", "--output", help="output folder (default: generated/)")
+    sp.add_argument(
+        "--optimize",
+        action="store_true",
+        help="the optimised build's source (as build --optimize; file <stem>_optimized_<backend>.py)",
+    )
     sp.set_defaults(func=cmd_generate)
     return p
 

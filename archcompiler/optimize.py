@@ -19,7 +19,9 @@ and its canonical weights that every backend consumes, so no backend folds Batch
 The result is a new graph named ``<name>_optimized`` (so every file an optimised build
 writes, and the model or class name inside it, says so) whose canonical weights are the folded
 ones: they are not the original graph's weights and :mod:`archcompiler.weights` refuses them
-there by name. Framework-free: numpy only, imported lazily.
+there by name. Framework-free: numpy only, imported lazily. The rewritten graph depends on the
+graph alone (and the backend's padding), never on weight values: :func:`rewrite` without
+weights gives it for generated source and for saving a model built optimised.
 
 :func:`optimize_model` builds the rewritten graph in a backend and checks it computes what
 the unoptimised model computes, within :data:`TOLERANCE`.
@@ -59,6 +61,7 @@ class Optimized:
 
     graph: ir.Graph
     weights: Weights
+    """Empty for a rewrite of the structure alone (``optimize(graph, None)``)."""
     folded: tuple[str, ...]
     """BatchNorm nodes folded away (into the conv that feeds each)."""
     merged: tuple[str, ...]
@@ -67,6 +70,15 @@ class Optimized:
     """Original node -> the node of the optimised graph that holds its value."""
     widened: tuple[str, ...] = ()
     """Convs whose kernel grew so that their padding is symmetric (``symmetric_padding``)."""
+
+    def holders(self) -> dict[str, str]:
+        """Node of the optimised graph -> the original node whose value it computes (a conv
+        with a BatchNorm folded in computes the BN's value): where to read an unoptimised
+        model's value to compare with each optimised node (parity)."""
+        out: dict[str, str] = {}
+        for original, new in self.names.items():  # graph order: the last writer holds the value
+            out[new] = original
+        return out
 
     def manifest(self, original: ir.Graph) -> dict[str, Any]:
         """What an optimised build writes next to its files (``<name>_optimized.json``)."""
@@ -112,9 +124,10 @@ def _fold(conv: Conv, bn: ir.BatchNorm, weights: Weights) -> dict[str, Any]:
     }
 
 
-def _widen(conv: Conv, weights: Weights) -> tuple[Conv, dict[str, Any]] | None:
-    """``conv`` with symmetric padding and a kernel widened by zero taps, or None when its
-    padding is symmetric already (or it is dilated: the taps would have to be dilated too)."""
+def _widen(conv: Conv, weights: Weights | None) -> tuple[Conv, dict[str, Any]] | None:
+    """``conv`` with symmetric padding and a kernel widened by zero taps (and its widened
+    kernel, unless ``weights`` is None), or None when its padding is symmetric already (or it
+    is dilated: the taps would have to be dilated too)."""
     import numpy as np
 
     top, bottom, left, right = conv.padding
@@ -122,24 +135,28 @@ def _widen(conv: Conv, weights: Weights) -> tuple[Conv, dict[str, Any]] | None:
         return None
     # zero taps before the kernel where the padding is larger after it, and the other way round
     taps = ((max(bottom - top, 0), max(top - bottom, 0)), (max(right - left, 0), max(left - right, 0)))
-    kernel = np.asarray(weights[f"{conv.name}.kernel"])
-    wide = np.pad(kernel, (*taps, (0, 0), (0, 0)))
+    kernel = (conv.kernel[0] + sum(taps[0]), conv.kernel[1] + sum(taps[1]))
     h, w = max(top, bottom), max(left, right)
-    new = dataclasses.replace(conv, kernel=wide.shape[:2], padding=(h, h, w, w))
+    new = dataclasses.replace(conv, kernel=kernel, padding=(h, h, w, w))
+    if weights is None:
+        return new, {}
+    wide = np.pad(np.asarray(weights[f"{conv.name}.kernel"]), (*taps, (0, 0), (0, 0)))
     return new, {f"{conv.name}.kernel": wide}
 
 
-def optimize(graph: ir.Graph, weights: Weights, *, symmetric_padding: bool = False) -> Optimized:
+def optimize(graph: ir.Graph, weights: Weights | None, *, symmetric_padding: bool = False) -> Optimized:
     """``graph`` with every foldable BatchNorm folded and every mergeable pad merged, and the
-    canonical ``weights`` to match (checked against the new graph). ``symmetric_padding``:
-    also widen the kernels of asymmetrically padded convs (see the module docstring)."""
+    canonical ``weights`` to match (checked against the new graph; None: the structure alone,
+    with no weights). ``symmetric_padding``: also widen the kernels of asymmetrically padded
+    convs (see the module docstring)."""
     from .weights import check
 
-    check(graph, weights)
+    if weights is not None:
+        check(graph, weights)
     readers = graph.reader_counts()
     out: dict[str, ir.Node] = {}
     rename: dict[str, str] = {}
-    new_weights = dict(weights)
+    new_weights = dict(weights or {})
     folded: list[str] = []
     merged: list[str] = []
     for node in graph.nodes:
@@ -150,7 +167,8 @@ def optimize(graph: ir.Graph, weights: Weights, *, symmetric_padding: bool = Fal
         # a BN the model returns stays: folding would return it under the conv's name
         returned = node.name in graph.outputs
         if isinstance(node, ir.BatchNorm) and isinstance(src, Conv) and sole and not returned and len(node.shape) == 3:
-            new_weights.update(_fold(src, node, new_weights))
+            if weights is not None:
+                new_weights.update(_fold(src, node, new_weights))
             for p in ("gamma", "beta", "moving_mean", "moving_variance"):
                 new_weights.pop(f"{node.name}.{p}", None)
             out[src.name] = dataclasses.replace(src, use_bias=True)
@@ -167,7 +185,7 @@ def optimize(graph: ir.Graph, weights: Weights, *, symmetric_padding: bool = Fal
     widened: list[str] = []
     if symmetric_padding:
         for name, node in out.items():
-            wide = _widen(node, new_weights) if isinstance(node, Conv) else None
+            wide = _widen(node, None if weights is None else new_weights) if isinstance(node, Conv) else None
             if wide is not None:
                 out[name], changed = wide
                 new_weights.update(changed)
@@ -180,9 +198,33 @@ def optimize(graph: ir.Graph, weights: Weights, *, symmetric_padding: bool = Fal
         description=(graph.description + " " if graph.description else "")
         + "(optimised for inference by archc: BatchNorm folded, pads merged)",
     )
-    check(new, new_weights, origin="folded weights")
+    if weights is not None:
+        check(new, new_weights, origin="folded weights")
     names = {n.name: rename.get(n.name, n.name) for n in graph.nodes}
     return Optimized(new, new_weights, tuple(folded), tuple(merged), names, tuple(widened))
+
+
+def require(backend: Backend) -> None:
+    """A BackendError unless ``backend`` can build optimised models (``Backend.optimizable``):
+    said before anything slow is done."""
+    if not getattr(backend, "optimizable", False):
+        raise BackendError(f"backend {backend.name!r} cannot build optimized models")
+
+
+def rewrite(backend: Backend, graph: ir.Graph, weights: Weights | None = None) -> Optimized:
+    """:func:`optimize` as ``backend`` builds it: kernels widened where its convolutions pad
+    symmetrically (``Backend.asymmetric_padding`` False). Every caller (build, generate,
+    save, parity) goes through here, so they all agree on the rewritten graph."""
+    require(backend)
+    return optimize(graph, weights, symmetric_padding=not getattr(backend, "asymmetric_padding", True))
+
+
+def built_optimized(backend: Backend, graph: ir.Graph, model: Any) -> bool:
+    """Whether ``model`` was built from ``graph``'s optimised rewrite, by the graph name the
+    model records (``Backend.graph_name``: every built-in's models carry it); False for a
+    backend that does not say."""
+    name = getattr(backend, "graph_name", None)
+    return name is not None and name(model) == f"{graph.name}{SUFFIX}"
 
 
 def optimize_model(
@@ -192,10 +234,7 @@ def optimize_model(
     the rewritten graph built and verified against its IR, the folded weights loaded, the
     backend's own inference tuning applied (``Backend.tune``), then its logits and output
     compared with ``model``'s on a fixed input; a difference above ``tolerance`` is an error."""
-    if not getattr(backend, "optimizable", False):
-        raise BackendError(f"backend {backend.name!r} cannot build optimized models")
-    symmetric = not getattr(backend, "asymmetric_padding", True)
-    opt = optimize(graph, backend.get_weights(graph, model), symmetric_padding=symmetric)
+    opt = rewrite(backend, graph, backend.get_weights(graph, model))
     fast = backend.build(opt.graph)
     backend.verify(opt.graph, fast)
     backend.set_weights(opt.graph, fast, opt.weights)

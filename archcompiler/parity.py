@@ -32,6 +32,14 @@ judged by how far each is from a float64 reference, not by a tolerance tuned per
   length, while an injected difference (a wrong statistic, a padding bug) has no inherited
   error to hide behind and fails where it starts.
 
+``optimize=True`` compares the optimised models (archcompiler.optimize, as ``archc build
+--optimize`` makes them: BatchNorm folded, pads merged, the backend's own tuning) node by node
+on the rewritten graph, and judges every backend, the first included, against the first
+backend's *unoptimised* model in float64, the same model the optimised ones replace: a fold
+that all backends share, and so agree on, still fails there. An optimised node is compared
+with the original node whose value it computes (``Optimized.holders``: a conv with its
+BatchNorm folded in, with the BN).
+
 Training parity (:func:`train_parity`) runs N plain-SGD steps from the same weights and batches
 and compares the loss, the training-mode logits, every parameter after each update and the
 BatchNorm moving statistics; see its docstring for its float32 bound.
@@ -240,6 +248,17 @@ def _loaded(backend: Backend, graph: ir.Graph, w: weights.Weights, dtype: str) -
     return model
 
 
+def _optimized(backend: Backend, graph: ir.Graph, w: weights.Weights, dtype: str) -> tuple[ir.Graph, Any]:
+    """``backend``'s optimised model of ``graph`` with weights ``w`` folded in ``dtype`` (so a
+    float64 run is not limited by float32 folded weights), tuned as an optimised build is."""
+    import numpy as np
+
+    from .optimize import rewrite
+
+    opt = rewrite(backend, graph, {k: np.asarray(v, dtype) for k, v in w.items()})
+    return opt.graph, backend.tune(opt.graph, _loaded(backend, opt.graph, opt.weights, dtype))
+
+
 def parity(
     graph: ir.Graph,
     backends: Sequence[str] = ("torch", "keras"),
@@ -252,6 +271,7 @@ def parity(
     dtype: str = "float32",
     train_steps: int = 0,
     lr: float = 0.01,
+    optimize: bool = False,
 ) -> ParityReport:
     """Compare every node of ``graph`` across ``backends`` (the first is the reference).
 
@@ -259,33 +279,57 @@ def parity(
     is judged against the first backend's float64 run with the bound of the module docstring
     (``atol``/``rtol`` add slack, default 0). ``train_steps > 0`` also runs :func:`train_parity`
     (``batch``, ``lr``, same dtype and seed) and puts its report in ``training``.
+    ``optimize``: the backends' optimised models, judged against the first backend's
+    unoptimised model (module docstring); the report's graph is the rewritten one.
     """
     import numpy as np
 
+    from .optimize import optimize as rewrite_graph
+
     _check_dtype(dtype)
+    if optimize and train_steps:
+        raise BackendError("optimised models are for inference: training parity compares the models as built")
     pairs = _backends(backends, instances)
     names = tuple(n for n, _ in pairs)
     w = weights.init(graph, seed)
     x = np.random.default_rng(seed).normal(0.0, 1.0, size=(batch, *graph.input_shape)).astype(np.float32)
     everything = [n.name for n in graph.nodes]
-    outputs = {n: _run_exposed(b, graph, _loaded(b, graph, w, dtype), x, everything) for n, b in pairs}
+    judged, jw, holders = graph, w, {n: n for n in everything}
+    if optimize:
+        # judged on the rewrite every backend's shares names and values with (torch's widened
+        # kernels add zero taps only); each backend builds its own (optimize.rewrite)
+        opt = rewrite_graph(graph, w)
+        judged, jw, holders = opt.graph, opt.weights, opt.holders()
+    nodes = [n.name for n in judged.nodes]
+    outputs = {}
+    for n, b in pairs:
+        g, model = _optimized(b, graph, w, dtype) if optimize else (graph, _loaded(b, graph, w, dtype))
+        outputs[n] = _run_exposed(b, g, model, x, nodes)
+    # the reference: the first backend's unoptimised model (float64 when judging float32)
+    ref_name, ref_backend = pairs[0]
+    if dtype == "float64" and not optimize:
+        reference = None  # the first backend's own run, as every other backend's
+    else:
+        ref = ref_backend.run(graph, _loaded(ref_backend, graph, w, "float64"), x, everything)
+        reference = {n: ref[holders[n]] for n in nodes}
+    what = f"{ref_name} unoptimised" if optimize else ref_name
     if dtype == "float64":
         atol, rtol = atol or 0.0, RTOL64 if rtol is None else rtol
-        diffs = _judge64(graph, names, outputs, atol, rtol)
-        oracle = f"every backend in float64, within {atol:g} + {rtol:g} * max|ref|"
+        diffs = _judge64(judged, names, outputs, atol, rtol, reference)
+        against = f"{what} in float64" if optimize else "every backend in float64"
+        oracle = f"{against}, within {atol:g} + {rtol:g} * max|ref|"
     else:
         atol, rtol = atol or 0.0, rtol or 0.0
-        ref_name, ref_backend = pairs[0]
-        x64 = ref_backend.run(graph, _loaded(ref_backend, graph, w, "float64"), x, everything)
-        diffs = _judge32(graph, w, names, outputs, x64, atol, rtol)
-        oracle = f"{ref_name} in float64; bound: inherited error * Lipschitz + float32 rounding of the node"
+        assert reference is not None
+        diffs = _judge32(judged, jw, names, outputs, reference, atol, rtol)
+        oracle = f"{what} in float64; bound: inherited error * Lipschitz + float32 rounding of the node"
     training = None
     if train_steps:
         training = train_parity(
             graph, backends, steps=train_steps, batch=batch, lr=lr, dtype=dtype, seed=seed, instances=instances
         )
-    logits = "" if graph.multi_output else graph.logits
-    return ParityReport(graph, names, atol, rtol, tuple(diffs), logits, dtype, oracle, training)
+    logits = "" if judged.multi_output else judged.logits
+    return ParityReport(judged, names, atol, rtol, tuple(diffs), logits, dtype, oracle, training)
 
 
 def _run_exposed(backend: Backend, graph: ir.Graph, model: Any, x: np.ndarray, names: list[str]) -> dict:
@@ -305,28 +349,42 @@ def _pairwise(r: np.ndarray, o: np.ndarray) -> tuple[float, float]:
 
 
 def _judge64(
-    graph: ir.Graph, names: Sequence[str], outputs: Mapping[str, Mapping[str, np.ndarray]], atol: float, rtol: float
+    graph: ir.Graph,
+    names: Sequence[str],
+    outputs: Mapping[str, Mapping[str, np.ndarray]],
+    atol: float,
+    rtol: float,
+    reference: Mapping[str, np.ndarray] | None = None,
 ) -> list[NodeDiff]:
+    """Every backend against the first within ``atol + rtol * max|ref|``; with ``reference``
+    (parity of optimised models), every backend against it, and ``max_abs``/``max_rel`` still
+    between the backends, as in float32."""
     import numpy as np
 
     diffs = []
     for node in graph.nodes:
         have = [b for b in names if node.name in outputs[b]]
         skipped = tuple(b for b in names if b not in have)
-        if len(have) < 2:  # nothing to compare it with: listed in the report as skipped
+        if len(have) < (1 if reference is not None else 2):  # nothing to compare: listed as skipped
             diffs.append(NodeDiff(node.name, node.op, 0.0, 0.0, True, skipped=skipped))
             continue
-        r = np.asarray(outputs[have[0]][node.name], dtype=np.float64)
+        first = np.asarray(outputs[have[0]][node.name], dtype=np.float64)
+        r = first if reference is None else np.asarray(reference[node.name], dtype=np.float64)
         allowed = atol + rtol * float(np.abs(r).max(initial=0.0))
-        worst_abs, worst_rel, who = 0.0, 0.0, have[1]
+        worst_abs, worst_rel = 0.0, 0.0
         for other in have[1:]:
             o = np.asarray(outputs[other][node.name], dtype=np.float64)
-            a, rel = (float("inf"), float("inf")) if o.shape != r.shape else _pairwise(r, o)
-            if a > worst_abs or who == "":
-                worst_abs, who = a, other
-            worst_rel = max(worst_rel, rel)
-        ok = worst_abs <= allowed
-        diffs.append(NodeDiff(node.name, node.op, worst_abs, worst_rel, ok, worst_abs, allowed, who, skipped))
+            a, rel = (float("inf"), float("inf")) if o.shape != first.shape else _pairwise(first, o)
+            worst_abs, worst_rel = max(worst_abs, a), max(worst_rel, rel)
+        judged = have[1:] if reference is None else have
+        error, who = 0.0, judged[0]
+        for other in judged:
+            o = np.asarray(outputs[other][node.name], dtype=np.float64)
+            e = float("inf") if o.shape != r.shape else float(np.abs(o - r).max(initial=0.0))
+            e = e if e == e else float("inf")  # NaN fails
+            if e > error:
+                error, who = e, other
+        diffs.append(NodeDiff(node.name, node.op, worst_abs, worst_rel, error <= allowed, error, allowed, who, skipped))
     return diffs
 
 

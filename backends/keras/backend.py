@@ -51,6 +51,10 @@ class KerasBackend(Backend):
         self.check_supported(graph)
         return build_model(graph, self.handlers, dtype)
 
+    def graph_name(self, model: Any) -> str:
+        """The name of the graph the model was built from (optimize.built_optimized)."""
+        return str(model.name)
+
     def model_dtype(self, model: Any) -> str:
         """The dtype of the model's input, which build_model made the layers' dtype too."""
         return str(model.inputs[0].dtype)

@@ -55,6 +55,11 @@ class OnnxBackend(Backend):
         self.check_supported(graph)
         return build_model(graph, self.handlers, canonical.init(graph), nhwc_input=self.nhwc_input)
 
+    def graph_name(self, model: Any) -> str | None:
+        """The name of the graph the model was built from, as build_model recorded it in the
+        metadata (optimize.built_optimized)."""
+        return {p.key: p.value for p in _as_model(model).metadata_props}.get("archc.graph")
+
     def model_dtype(self, model: Any) -> str:
         """The element type of the model's input ("float32" for every model this backend builds)."""
         elem = _as_model(model).graph.input[0].type.tensor_type.elem_type

@@ -91,6 +91,10 @@ class TfliteBackend(Backend):
         names = set(node_tensors(graph, it, m.keras_model.name))
         return frozenset(names | {n.name for n in graph.inputs})
 
+    def graph_name(self, model: Any) -> str:
+        """The name of the graph the model was built from (optimize.built_optimized)."""
+        return self._keras.graph_name(_as_model(model).keras_model)
+
     def model_dtype(self, model: Any) -> str:
         return self._keras.model_dtype(_as_model(model).keras_model)
 

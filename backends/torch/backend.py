@@ -88,6 +88,10 @@ class TorchBackend(Backend):
         model.compute_dtype = dtype  # a model without parameters still knows its dtype
         return model.double() if dtype == "float64" else model
 
+    def graph_name(self, model: Any) -> str:
+        """The name of the graph the model was built from (optimize.built_optimized)."""
+        return _as_graph_module(model).graph_name
+
     def model_dtype(self, model: Any) -> str:
         """The dtype of the first floating-point parameter or buffer (float32 if there is none)."""
         declared = getattr(_as_graph_module(model), "compute_dtype", None)
