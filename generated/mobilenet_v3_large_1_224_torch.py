@@ -19,6 +19,7 @@ Regenerate rather than edit: this file is archc output.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 SPEC_NAME = "mobilenet_v3_large"
@@ -89,6 +90,21 @@ class Rescaling(nn.Module):
         return x * self.scale + self.offset
 
 
+class ExactHardsigmoid(nn.Hardsigmoid):
+    """nn.Hardsigmoid (``relu6(x + 3) / 6``) whose float64 gradient is 1/6 rounded in float64.
+
+    torch's own backward multiplies by ``1.0f / 6.0f``, float32's 1/6, in every dtype: in float64
+    the gradient is 2.98e-8 too large, far above rounding, and MobileNetV3's training steps
+    differed from Keras'. In float64 the forward is therefore ``relu6(x + 3) / 6`` (bitwise the
+    same values, not in place), whose backward divides by 6; float32 keeps torch's own kernel.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.float64:
+            return F.relu6(x + 3.0) / 6.0
+        return F.hardsigmoid(x, self.inplace)
+
+
 class Multiply(nn.Module):
     """Element-wise product; a (N, C, 1, 1) gate broadcasts over (N, C, H, W)."""
 
@@ -141,7 +157,7 @@ def inverted_residual_block(
         layers[f"{prefix}squeeze_excite_conv"] = nn.Conv2d(in_channels, squeeze_excite_out_channels, 1, bias=True)
         layers[f"{prefix}squeeze_excite_relu"] = nn.ReLU(inplace=True)
         layers[f"{prefix}squeeze_excite_conv_1"] = nn.Conv2d(squeeze_excite_out_channels, in_channels, 1, bias=True)
-        layers[f"{prefix}squeeze_excite_hard_sigmoid"] = nn.Hardsigmoid(inplace=True)
+        layers[f"{prefix}squeeze_excite_hard_sigmoid"] = ExactHardsigmoid(inplace=True)
         layers[f"{prefix}squeeze_excite_mul"] = (
             Multiply(),
             (f"{prefix}depthwise_{activation}", f"{prefix}squeeze_excite_hard_sigmoid"),

@@ -45,13 +45,20 @@ def lowered(spec: str, resolution: int, variance_update: str = "biased", width: 
     return a.lower(a.load_text(text, f"{spec}.yaml"), width=width, resolution=resolution)
 
 
-def check_float64(rep: TrainingReport) -> None:
+def check_float64(rep: TrainingReport, *, chaotic_step_one: bool = False) -> None:
+    """The report passes, every step is judged synchronised, the free run up to the horizon.
+    Step 1 must also agree to 1e-9 of each magnitude, unless ``chaotic_step_one``: where one step
+    already amplifies a float64 rounding past 1e-9 (horizon 0; MobileNetV3 at 32 px, batch 2,
+    4.5e7-1.5e8x), no two implementations can, and the report's nudged bound is the judge."""
     bad = rep.first_failure
     assert bad is None, f"step {bad.step} ({bad.mode}) {bad.quantity}: {bad.error:.3g} > {bad.allowed:.3g}"
-    # the first step is not yet chaotic: everything agrees to 1e-9 of its magnitude
-    for d in rep.diffs:
-        if d.step == 1:
-            assert d.error <= 1e-9 * max(d.magnitude, 1e-12), d
+    if chaotic_step_one:
+        assert rep.horizon == 0, rep.sensitivity  # else step 1 is reproducible: hold it to 1e-9
+    else:
+        # the first step is not yet chaotic: everything agrees to 1e-9 of its magnitude
+        for d in rep.diffs:
+            if d.step == 1:
+                assert d.error <= 1e-9 * max(d.magnitude, 1e-12), d
     kinds = {d.kind for d in rep.diffs}
     assert kinds == {"loss", "logits", "parameter", "moving statistic"}
     # every step is judged from a shared state; the free run wherever the oracle says it is predictable
@@ -140,6 +147,17 @@ def test_float64_training_agrees(spec: str, resolution: int, batch: int, varianc
     assert rep.steps == 5 and len({d.step for d in rep.diffs}) == 5
     if spec == "mobilenet_keras":
         assert rep.dropout_excluded == ("dropout",)
+
+
+@pytest.mark.parametrize(("spec", "batch"), [("mobilenet_v3_small", 4), ("mobilenet_v2", 2)])
+def test_float64_training_agrees_on_mobilenet_v2_and_v3(spec: str, batch: int) -> None:
+    """keras.applications' V2 and V3-Small specs (alpha 0.35, 32 px): hard_swish, squeeze-excite
+    with its hard_sigmoid gate, the 1x1 head convs, Rescaling. V3-Small failed step 1 here
+    (conv.kernel 2.3e-9 off, bound 8.7e-10) while torch's Hardsigmoid backward used float32's 1/6."""
+    graph = lowered(spec, 32, width=0.35)
+    rep = train_parity(graph, ("torch", "keras"), steps=2, batch=batch, dtype="float64")
+    check_float64(rep)
+    assert rep.dropout_excluded == (("dropout",) if spec == "mobilenet_v3_small" else ())
 
 
 @pytest.mark.parametrize(
@@ -370,13 +388,28 @@ def test_stable_training_grid(spec: str, resolution: int, batch: int, variance_u
     free_run_within_1e9(rep)
 
 
-def test_horizon_allows_for_how_much_step_one_already_differs() -> None:
-    """Found in review: a one-rounding probe gave MobileNetV3-Small (0.5, 64 px, batch 4) a
-    horizon of 2, and the free step 2 then 'failed' at 2.8e-8 although every synchronised step
-    agreed. The probe is now scaled to the backends' step-1 difference."""
-    g = a.lower(a.load(ROOT / "specs" / "mobilenet_v3_small.yaml"), width=0.5, resolution=64)
-    rep = train_parity(g, ("torch", "keras"), steps=2, batch=4, dtype="float64", seed=0)
-    assert rep.ok, rep.first_failure
-    assert rep.horizon == 1
-    sync = [d for d in rep.diffs if d.mode == "step" and d.step == 2]
-    assert sync and all(d.judged and d.ok for d in sync)
+V2_V3 = list(itertools.product(("mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large"), (32, 64), (2, 4)))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("spec", "resolution", "batch"), V2_V3)
+def test_training_grid_v2_v3(spec: str, resolution: int, batch: int) -> None:
+    """keras.applications' V2 and V3 (alpha 0.35, Keras' moving variance), float64, lr 0.01: every
+    step from a shared state, the free runs within the horizon. Float32 is not in this grid: there
+    PyTorch's own float32 steps exceed the float32 bound (V2 32 px batch 4 at step 1, 1.3x)."""
+    graph = lowered(spec, resolution, width=0.35)
+    rep = train_parity(graph, steps=5, batch=batch, dtype="float64")
+    # measured: V3's step 1 at 32 px batch 2 amplifies one rounding 4.5e7x (Small), 1.5e8x (Large)
+    check_float64(rep, chaotic_step_one=spec != "mobilenet_v2" and (resolution, batch) == (32, 2))
+
+
+def test_v3_small_free_step_two_is_judged_and_agrees() -> None:
+    """Found in review: MobileNetV3-Small (0.5, 64 px, batch 4) 'failed' a free step 2 at 2.8e-8
+    although every synchronised step passed. The cause was torch's Hardsigmoid gradient (float32's
+    1/6 in float64): step 1 already differed by 1.2e4 times what a rounding explains, and the free
+    run grew it. With the exact gradient step 1 agrees to 1.1e-13 and the free step 2, within the
+    horizon, to 1e-9."""
+    graph = lowered("mobilenet_v3_small", 64, width=0.5)
+    rep = train_parity(graph, ("torch", "keras"), steps=2, batch=4, dtype="float64", seed=0)
+    check_float64(rep)
+    free_run_within_1e9(rep)

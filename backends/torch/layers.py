@@ -10,6 +10,7 @@ class may depend on another one defined here.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -87,6 +88,21 @@ class Rescaling(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.scale + self.offset
+
+
+class ExactHardsigmoid(nn.Hardsigmoid):
+    """nn.Hardsigmoid (``relu6(x + 3) / 6``) whose float64 gradient is 1/6 rounded in float64.
+
+    torch's own backward multiplies by ``1.0f / 6.0f``, float32's 1/6, in every dtype: in float64
+    the gradient is 2.98e-8 too large, far above rounding, and MobileNetV3's training steps
+    differed from Keras'. In float64 the forward is therefore ``relu6(x + 3) / 6`` (bitwise the
+    same values, not in place), whose backward divides by 6; float32 keeps torch's own kernel.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.float64:
+            return F.relu6(x + 3.0) / 6.0
+        return F.hardsigmoid(x, self.inplace)
 
 
 class Multiply(nn.Module):

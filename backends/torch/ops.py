@@ -266,7 +266,7 @@ class ActivationHandler(Handler):
         "relu6": nn.ReLU6,
         "sigmoid": nn.Sigmoid,
         "tanh": nn.Tanh,
-        "hard_sigmoid": nn.Hardsigmoid,
+        "hard_sigmoid": layers.ExactHardsigmoid,  # nn.Hardsigmoid, its float64 gradient exact
         "hard_swish": nn.Hardswish,
         "swish": nn.SiLU,
     }

@@ -389,6 +389,37 @@ def test_train_step_updates_mobilenet_moving_statistics(backend):
     assert not model.training
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_hard_sigmoid_gradient_is_one_sixth_in_the_model_dtype(backend, dtype: str) -> None:
+    """torch's stock nn.Hardsigmoid backward multiplies by float32's 1/6 even in float64 (2.98e-8
+    relative), which made MobileNetV3's float64 training steps differ from Keras'. numpy is the
+    oracle: d/dx relu6(x + 3) / 6 is 1/6 on (-3, 3) and 0 outside; a central difference of the
+    model's own forward (exact on each linear piece up to rounding) agrees."""
+    shape = (4, 4, 3)
+    g = graph_of(
+        ir.Input(name="x", inputs=(), shape=shape),
+        ir.Activation(name="gate", inputs=("x",), shape=shape, kind="hard_sigmoid"),
+    )
+    model = backend.build_in(g, dtype)
+    model.train()
+    rng = np.random.default_rng(7)
+    x = rng.uniform(-5.0, 5.0, size=(2, 3, 4, 4))  # NCHW
+    x[np.abs(np.abs(x) - 3.0) < 1e-2] = 0.5  # no kink within the finite difference's step
+    upstream = rng.normal(size=x.shape)
+    tdtype = getattr(torch, dtype)
+    xt = torch.tensor(x, dtype=tdtype, requires_grad=True)
+    (model(xt) * torch.tensor(upstream, dtype=tdtype)).sum().backward()
+    got = xt.grad.double().numpy()
+    want = np.where(np.abs(x) < 3.0, upstream / 6.0, 0.0)
+    rtol = 1e-15 if dtype == "float64" else 2.0**-22
+    np.testing.assert_allclose(got, want, rtol=rtol, atol=0)
+    if dtype == "float64":
+        h = 2.0**-10
+        with torch.no_grad():
+            fd = (model(torch.tensor(x + h)) - model(torch.tensor(x - h))).numpy() / (2 * h)
+        np.testing.assert_allclose(got, upstream * fd, rtol=1e-12, atol=1e-15)
+
+
 # ---------------------------------------------------------------------------------------------
 # unsupported ops
 
