@@ -75,10 +75,7 @@ class Optimized:
         """Node of the optimised graph -> the original node whose value it computes (a conv
         with a BatchNorm folded in computes the BN's value): where to read an unoptimised
         model's value to compare with each optimised node (parity)."""
-        out: dict[str, str] = {}
-        for original, new in self.names.items():  # graph order: the last writer holds the value
-            out[new] = original
-        return out
+        return {new: original for original, new in self.names.items()}  # graph order: the last wins
 
     def manifest(self, original: ir.Graph) -> dict[str, Any]:
         """What an optimised build writes next to its files (``<name>_optimized.json``)."""
