@@ -106,6 +106,7 @@ def test_generated_optimized_torch_module_computes_the_unoptimised_model(tmp_pat
     (pt,) = (p for p in files if p.suffix == ".pt")
     model = load_module(path).MobilenetV1Optimized().eval()
     model.load_state_dict(torch.load(pt))
+    assert not list(model.buffers()) and "no buffers" in source.split('"""')[1]  # the docstring agrees
     x = np.random.default_rng(7).normal(size=(3, *net.graph.input_shape)).astype(np.float32)
     with torch.no_grad():
         got = model(torch.from_numpy(x.transpose(0, 3, 1, 2))).numpy()

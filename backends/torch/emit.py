@@ -112,7 +112,7 @@ def render(graph: ir.Graph, handlers: Mapping[str, Handler]) -> str:
         "input_shape": input_shape,
         "input_shape_repr": literal(input_shape),
         "params": f"{torch_cost.trainable:,}",
-        "buffers": f"{stats:,}",
+        "buffers": f"{stats:,}" if stats else "",  # none (an optimised graph): the docstring says so
         "macs": f"{torch_cost.macs:,}",
         "example_key": f"{example}.weight" if example else "<layer>.weight",
         "need_functional": "F." in text,
