@@ -68,17 +68,22 @@ def test_packed_conv_computes_the_float64_convolution(
 
 
 def test_one_packing_per_input_shape_and_thread_count() -> None:
+    """Packed once and reused for a shape and thread count; another thread count packs anew."""
     conv = packed_conv()
+    x = torch.randn(1, 16, 9, 9)
     before = torch.get_num_threads()
     try:
         with torch.no_grad():
-            for threads in (1, 2):
-                torch.set_num_threads(threads)
-                for batch in (1, 3, 1):
-                    conv(torch.randn(batch, 16, 9, 9))
+            torch.set_num_threads(1)
+            conv(x)
+            (first,) = conv.forward.packed.values()
+            conv(x)
+            assert list(conv.forward.packed.values()) == [first]
+            torch.set_num_threads(2)
+            conv(x)
     finally:
         torch.set_num_threads(before)
-    assert len(conv.forward.packed) == 4
+    assert len(conv.forward.packed) == 2
 
 
 def test_new_weights_are_packed_again() -> None:
@@ -90,6 +95,41 @@ def test_new_weights_are_packed_again() -> None:
         conv(x)
         conv.load_state_dict({"weight": torch.randn_like(conv.weight), "bias": torch.randn_like(conv.bias)})
         got = conv(x)
+    assert_close_to_float64(got, reference(conv, x))
+
+
+def test_checkpoints_loaded_with_assign_are_packed_again() -> None:
+    """``load_state_dict(assign=True)`` swaps the parameter; cycling through checkpoints would
+    let a new weight land where a freed one was, at the same version, if the packed-from weight
+    were not held."""
+    conv = packed_conv(256, 256)
+    x = torch.randn(1, 256, 7, 7)
+    checkpoints = [{"weight": torch.randn(256, 256, 3, 3) * (i + 1), "bias": torch.randn(256)} for i in range(4)]
+    with torch.no_grad():
+        for step in range(12):
+            conv.load_state_dict({k: v.clone() for k, v in checkpoints[step % 4].items()}, assign=True)
+            assert_close_to_float64(conv(x), reference(conv, x))
+
+
+def test_a_dtype_round_trip_packs_again() -> None:
+    """``half().float()`` frees the float32 weight and makes a new one of the same size: here
+    (36 MiB, which glibc maps and unmaps) at the very address, with the same version, unless the
+    packed-from weight is held."""
+    conv = packed_conv(1024, 1024)
+    x = torch.randn(1, 1024, 5, 5)
+    with torch.no_grad():
+        conv(x)
+        conv.half().float()  # the weights are now float16's rounding of the old ones
+        assert_close_to_float64(conv(x), reference(conv, x))
+
+
+def test_weights_made_in_inference_mode_take_torch_s_own_convolution() -> None:
+    """Inference tensors have no version counter to tell an update by."""
+    with torch.inference_mode():
+        conv = packed_conv()
+        x = torch.randn(1, 16, 9, 9)
+        got = conv(x)
+    assert not conv.forward.packed
     assert_close_to_float64(got, reference(conv, x))
 
 
@@ -107,6 +147,41 @@ def test_float64_and_autograd_take_torch_s_own_convolution() -> None:
     assert torch.equal(got, torch.nn.Conv2d.forward(conv, x.detach().double()))
 
 
+@pytest.mark.parametrize("trained", ["bias", "input"])
+def test_gradients_reach_whatever_requires_them(trained: str) -> None:
+    """Frozen weights with a trainable bias (or an input needing its gradient) still record:
+    the gradient equals the one torch's own convolution gives."""
+    conv = packed_conv()
+    conv.weight.requires_grad_(False)
+    conv.bias.requires_grad_(trained == "bias")
+    x = torch.randn(2, 16, 9, 9, requires_grad=trained == "input")
+    leaf = conv.bias if trained == "bias" else x
+    conv(x).square().sum().backward()
+    got = leaf.grad.clone()
+    leaf.grad = None
+    torch.nn.Conv2d.forward(conv, x).square().sum().backward()
+    assert got is not None and torch.allclose(got, leaf.grad, rtol=1e-5, atol=1e-4)
+    assert not conv.forward.packed
+
+
+def test_flop_counters_and_tracers_see_torch_s_convolution() -> None:
+    """torch.utils.flop_counter (a dispatch mode) counts 2 * multiply-adds of the convolution,
+    and a TorchScript trace records aten::_convolution, not oneDNN's packed op."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    conv = packed_conv(16, 24, 3, 2)
+    x = torch.randn(2, 16, 15, 15)
+    counter = FlopCounterMode(display=False)
+    with torch.inference_mode(), counter:
+        y = conv(x)
+    macs = y.numel() * 16 * 3 * 3  # each output value: Cin * k * k multiply-adds
+    assert counter.get_total_flops() == 2 * macs
+    with torch.no_grad():
+        traced = torch.jit.trace(conv, x)
+    kinds = {n.kind() for n in traced.inlined_graph.nodes()}
+    assert "aten::_convolution" in kinds and not any("mkldnn" in k for k in kinds)
+
+
 def optimized_mobilenet() -> torch.nn.Module:
     net = a.compile(REPO / "specs/mobilenet.yaml", width=0.25, resolution=64)
     return net.build("torch", weights=W.init(net.graph, seed=3), optimize=True)
@@ -119,6 +194,8 @@ def test_optimized_model_keeps_stock_convs_and_survives_copies() -> None:
     convs = [m for m in fast.modules() if isinstance(m, torch.nn.Conv2d)]
     assert convs and all(type(m) is torch.nn.Conv2d and isinstance(m.forward, PackedConvForward) for m in convs)
     x = torch.randn(2, 3, 64, 64)
+    for m in convs:
+        m.forward.packed.clear()  # the build's own check has run the model
     with torch.inference_mode():
         want = fast(x)
     assert all(m.forward.packed for m in convs)
