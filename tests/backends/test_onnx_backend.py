@@ -465,4 +465,3 @@ def test_torch_weights_to_onnx_file_through_the_cli(torch_backend, tmp_path, cap
 @pytest.mark.parametrize("resolution", [224, 128, 199])
 def test_grid_matches_torch(backend, torch_backend, spec, width, resolution):
     compare_with_torch(backend, torch_backend, lowered(spec, width, resolution))
-
