@@ -286,8 +286,8 @@ def worker_parity(runs: int) -> list[Row]:
 
 
 def measure_memory(which: str, batch: int) -> dict[str, float]:
-    """In this (fresh) process: peak RSS after one forward of ``which`` at ``batch``, and minor
-    page faults per batch-1 forward (after warm-up)."""
+    """In this (fresh) process: peak RSS after one forward of ``which`` at ``batch``, what that
+    forward added to the RSS before it, and minor page faults per batch-1 forward (after warm-up)."""
     import resource
 
     import torch
@@ -295,7 +295,9 @@ def measure_memory(which: str, batch: int) -> dict[str, float]:
     torch.set_num_threads(1)
     model = torch_model(which)
     x = torch.rand(batch, 3, 224, 224)
+    page = os.sysconf("SC_PAGE_SIZE")
     with torch.inference_mode():
+        rss = int(Path("/proc/self/statm").read_text().split()[1]) * page / 2**20
         model(x)
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB
         one = torch.rand(1, 3, 224, 224)
@@ -304,29 +306,44 @@ def measure_memory(which: str, batch: int) -> dict[str, float]:
         for _ in range(5):
             model(one)
         faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 5
-    return {"peak_mib": peak, "faults": faults}
+    return {"peak_mib": peak, "added_mib": peak - rss, "faults": faults}
+
+
+FIXED_MMAP_THRESHOLD = {"MALLOC_MMAP_THRESHOLD_": "131072"}
+"""For the peak-RSS processes: glibc's mmap threshold fixed at its initial 128 KiB. By default
+it grows once a large block is freed, after which freed activations may stay in the heap or go
+back to the system depending on the order of frees: peak RSS of one model then moved by up to
+90 MiB between fresh processes. Fixed, every large tensor is mapped and unmapped, so the RSS
+follows the live tensors (two runs agreed within 0.5 MiB)."""
 
 
 def worker_memory(runs: int) -> list[Row]:
-    """One fresh process per measurement (ru_maxrss only grows)."""
+    """One fresh process per measurement (ru_maxrss only grows): peak RSS with the mmap
+    threshold fixed (FIXED_MMAP_THRESHOLD), page faults with the allocator as users run it."""
     names = list(MODEL_NAMES[:3])  # the export program's memory is the built model's plus tracing
     ref = names[0]
     rows: list[Row] = []
-    results: dict[str, list[dict[str, float]]] = {n: [] for n in names}
+    results: dict[str, dict[str, list[float]]] = {n: {"peak_mib": [], "added_mib": [], "faults": []} for n in names}
     for _ in range(2):
         for n in names:
             code = f"import sys, json; sys.path.insert(0, {str(ROOT / 'benchmarks')!r}); import bench; " + (
                 f"print(json.dumps(bench.measure_memory({n!r}, 16)))"
             )
-            out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, cwd=ROOT)
-            results[n].append(json.loads(out.stdout.strip().splitlines()[-1]))
+            for env, keys in (({**os.environ, **FIXED_MMAP_THRESHOLD}, ("peak_mib", "added_mib")), (None, ("faults",))):
+                out = subprocess.run(
+                    [sys.executable, "-c", code], check=True, capture_output=True, text=True, cwd=ROOT, env=env
+                )
+                measured = json.loads(out.stdout.strip().splitlines()[-1])
+                for key in keys:
+                    results[n][key].append(measured[key])
     for what, key, unit in (
         ("peak RSS, batch 16", "peak_mib", "MiB"),
+        ("RSS added by a batch-16 forward", "added_mib", "MiB"),
         ("page faults per batch-1 forward", "faults", "faults"),
     ):
         for n, rs in results.items():
             ref_case = None if n == ref else f"{ref}: {what}"
-            rows.append(row("memory", f"{n}: {what}", [r[key] for r in rs], unit, 1, ref_case))
+            rows.append(row("memory", f"{n}: {what}", rs[key], unit, 1, ref_case))
     return rows
 
 
