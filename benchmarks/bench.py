@@ -312,8 +312,8 @@ def measure_memory(which: str, batch: int) -> dict[str, float]:
 FIXED_MMAP_THRESHOLD = {"MALLOC_MMAP_THRESHOLD_": "131072"}
 """For the peak-RSS processes: glibc's mmap threshold fixed at its initial 128 KiB. By default
 it grows once a large block is freed, after which freed activations may stay in the heap or go
-back to the system depending on the order of frees: peak RSS of one model then moved by up to
-90 MiB between fresh processes. Fixed, every large tensor is mapped and unmapped, so the RSS
+back to the system depending on the order of frees: the built model's peak RSS was 488 and 592 MiB
+in fresh processes an hour apart. Fixed, every large tensor is mapped and unmapped, so the RSS
 follows the live tensors (two runs agreed within 0.5 MiB)."""
 
 
