@@ -108,7 +108,7 @@ class PackedConvForward:
         if packed is None:
             if len(self.packed) >= MAX_PACKED:
                 self.packed.clear()
-            packed = torch.ops.mkldnn._reorder_convolution_weight(weight.detach(), *self.geometry, list(x.shape))
+            packed = torch.ops.mkldnn._reorder_convolution_weight(self.source, *self.geometry, list(x.shape))
             self.packed[key] = packed
         return torch.ops.mkldnn._convolution_pointwise(x, packed, bias, *self.geometry, "none", [], "")
 
@@ -123,13 +123,13 @@ def packable(module: nn.Module) -> bool:
     )
 
 
-def tune(model: GraphModule, *, channels_last: bool = True, pack: bool = True) -> GraphModule:
+def tune(model: GraphModule, *, channels_last: bool = True) -> GraphModule:
     """An inference copy of ``model``, by default with channels-last weights (inputs may stay
     NCHW: the first conv converts them) and packed convolution weights."""
     model = copy.deepcopy(model).eval()
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    if pack and packing_available():
+    if packing_available():
         for module in model.modules():
             if packable(module):
                 module.forward = PackedConvForward(module)
