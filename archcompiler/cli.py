@@ -143,7 +143,9 @@ def _list(kind: Any) -> Any:
 
 
 def _layer_name(text: str) -> str:
-    return text.strip()
+    """A name from a comma-separated list: spaces around it go; a newline or NUL stays (and
+    then names no layer)."""
+    return text.strip(" ")
 
 
 def _level(text: str) -> int:
