@@ -81,6 +81,7 @@ def test_build_keras_counts_like_keras_applications(tmp_path: Path, capsys: pyte
     )
     assert sorted(p.name for p in out.iterdir()) == [
         ".archc-build",
+        ".archc-lock",
         "mobilenet_keras.keras",
         "mobilenet_keras.weights.npz",
     ]
