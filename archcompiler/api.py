@@ -4,7 +4,7 @@ import archcompiler
 net = archcompiler.compile("specs/mobilenet.yaml", width=0.5, resolution=160)
 net.cost("paper").macs                    # 76,524,800
 model = net.build("torch")                # a verified torch.nn.Module
-built = net.build_to("torch")             # ... also written to build/mobilenet_v1_0_5_160/
+built = net.build_to("torch")             # ... also written to build/mobilenet_v1_0_5_160_torch/
 source = net.generate("keras")            # standalone Keras source
 
 Every sequence the CLI runs (build, verify, load weights, publish; emit and write; parity)
@@ -106,11 +106,9 @@ class Compiled:
         return f"{self.stem}{SUFFIX if optimize else ''}_{name}"
 
     def default_output_dir(self, backend: str | Backend = "torch", *, optimize: bool = False) -> Path:
-        """Where :meth:`build_to` writes when not told: ``build/<stem>[_optimized]``
+        """Where :meth:`build_to` writes when not told: ``build/<stem>[_optimized]_<backend>``
         (relative to the cwd)."""
-        from .optimize import SUFFIX
-
-        return Path("build") / f"{self.stem}{SUFFIX if optimize else ''}"
+        return Path("build") / self._output_stem(backend, optimize)
 
     @property
     def _spec_inputs(self) -> tuple[str, ...]:

@@ -594,7 +594,7 @@ def make_parser() -> argparse.ArgumentParser:
     sp = spec_cmd("build", "build, verify and save a model in a framework")
     sp.add_argument("--backend", required=True, help="torch, keras or a plug-in (see 'archc backends')")
     sp.add_argument("--weights", help="weights to load: .npz, .safetensors, a Keras .h5 or archc's torch .pt")
-    sp.add_argument("-o", "--output", help="output folder (default: build/<name>_<width>_<resolution>)")
+    sp.add_argument("-o", "--output", help="output folder (default: build/<name>_<width>_<resolution>_<backend>)")
     sp.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
     sp.add_argument(
         "--quantize", choices=["float16", "dynamic"], help="tflite: quantize (the deviation from float32 is reported)"

@@ -337,7 +337,7 @@ def test_a_cut_model_never_overwrites_the_whole_models_files() -> None:
     assert a.compile(SPEC, width=0.5, resolution=128).stem == "mobilenet_v1_0_5_128"
     assert feature_net().stem == "mobilenet_v1_0_5_128_features"
     cut = a.compile(SPEC, outputs=["conv1"])
-    assert cut.default_output_dir("torch") == Path("build") / "mobilenet_v1_1_224_features"
+    assert cut.default_output_dir("torch") == Path("build") / "mobilenet_v1_1_224_features_torch"
 
 
 @pytest.mark.torch

@@ -681,3 +681,64 @@ def test_three_concurrent_builds_publish_one_build(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_three_concurrent_builds_publish_one_build_every_time(tmp_path: Path) -> None:
     concurrent_builds(tmp_path, rounds=25)
+
+
+# -- default folders ----------------------------------------------------------------------------
+
+README_ORDER = [  # the README's order: torch into the default folder, then another backend, ...
+    (["build", "SPEC", "--backend", "torch"], "build/tiny_1_8_torch", ["tiny.pt", "tiny.py", "tiny.weights.npz"]),
+    (["build", "SPEC", "--backend", "BACKEND"], "build/tiny_1_8_BACKEND", ["FILE", "tiny.weights.npz"]),
+    (
+        ["build", "SPEC", "--backend", "torch", "--width", "0.5"],
+        "build/tiny_0_5_8_torch",
+        ["tiny.pt", "tiny.py", "tiny.weights.npz"],
+    ),
+    (
+        ["build", "SPEC", "--backend", "torch", "--optimize"],
+        "build/tiny_1_8_optimized_torch",
+        ["tiny_optimized.json", "tiny_optimized.pt", "tiny_optimized.py", "tiny_optimized.weights.npz"],
+    ),
+    (["generate", "SPEC", "--backend", "torch"], "generated", ["tiny_1_8_torch.py"]),
+]
+
+
+def follow_the_readme(tmp_path: Path, backend: str, suffix: str, run: Any) -> None:
+    """Every command of README_ORDER in a fresh folder; after all of them, every build's files
+    are still in place (a build of one backend deleted the other's .pt and .py)."""
+    spec = write_spec(tmp_path / "specs")
+    expected = {}
+    for argv, folder, names in README_ORDER:
+        fill = {"SPEC": str(spec), "BACKEND": backend}
+        assert run([fill.get(x, x) for x in argv]) == 0
+        folder = folder.replace("BACKEND", backend)
+        expected[folder] = sorted(n.replace("FILE", f"tiny{suffix}") for n in names)
+    for folder, names in expected.items():
+        assert sorted(content(tmp_path / folder)) == names, folder
+
+
+@pytest.mark.torch
+def test_default_build_folders_name_the_backend(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("torch")
+    pytest.importorskip("onnx")
+    monkeypatch.chdir(tmp_path)
+    follow_the_readme(tmp_path, "onnx", ".onnx", main)
+    assert a.compile(TINY).default_output_dir("onnx") == Path("build/tiny_1_8_onnx")
+    assert a.compile(TINY).default_output_dir("torch", optimize=True) == Path("build/tiny_1_8_optimized_torch")
+
+
+@pytest.mark.slow
+@pytest.mark.keras
+def test_default_build_folders_name_the_backend_keras(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    pytest.importorskip("keras")
+    archc = str(Path(sys.executable).with_name("archc"))
+
+    def run(argv: list[str]) -> int:
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+        proc = subprocess.run([archc, *argv], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=600)
+        assert proc.returncode == 0, proc.stderr
+        return 0
+
+    follow_the_readme(tmp_path, "keras", ".keras", run)
