@@ -100,12 +100,8 @@ def _check_text(path: str | Path, what: str = "") -> Path:
     return Path(text)
 
 
-def _same_input(path: Path, inputs: Inputs) -> str | None:
-    """The input ``path`` is (the same file, by device and inode), if any."""
-    try:
-        here = os.stat(path)
-    except OSError:
-        return None
+def _same_input(here: os.stat_result, inputs: Inputs) -> str | None:
+    """The input that is the file ``here`` describes (same device and inode), if any."""
     for f in inputs:
         try:
             there = os.stat(f)
@@ -132,7 +128,7 @@ def check_target(path: str | Path, inputs: Inputs = ()) -> Path:
         raise OutputError(f"{p}: {exc.strerror or exc}") from None
     if not stat.S_ISREG(st.st_mode):
         raise OutputError(f"{p}: is {_kind(st.st_mode)}, not a regular file; archc replaces only regular files")
-    same = _same_input(p, inputs)
+    same = _same_input(st, inputs)
     if same is not None:
         which = "" if same == str(p) else f" ({same})"
         raise OutputError(f"{p}: is a file this command reads{which}; write the output elsewhere")
