@@ -19,7 +19,7 @@ $(STAMP): requirements/dev.txt pyproject.toml benchmarks/peers.txt
 
 setup: $(STAMP)
 
-# Exactly the README's main command: its default folder build/mobilenet_v1_1_224/ is where the
+# Exactly the README's main command: its default folder build/mobilenet_v1_1_224_torch/ is where the
 # README's snippets load the model from (tests/test_readme.py runs them).
 build: $(STAMP)
 	$(BIN)/archc build specs/mobilenet.yaml --backend torch

@@ -4,7 +4,7 @@ import archcompiler
 net = archcompiler.compile("specs/mobilenet.yaml", width=0.5, resolution=160)
 net.cost("paper").macs                    # 76,524,800
 model = net.build("torch")                # a verified torch.nn.Module
-built = net.build_to("torch")             # ... also written to build/mobilenet_v1_0_5_160/
+built = net.build_to("torch")             # ... also written to build/mobilenet_v1_0_5_160_torch/
 source = net.generate("keras")            # standalone Keras source
 
 Every sequence the CLI runs (build, verify, load weights, publish; emit and write; parity)
@@ -22,7 +22,7 @@ from . import ir
 from .cost import CostReport, cost
 from .features import Outputs
 from .fitting import FitRow
-from .fsutil import atomic_write_text, publish, staging
+from .fsutil import Inputs, OutputError, atomic_write_text, check_folder, check_target, publish, staging
 from .heads import Head
 from .loading import LoadedSpec, load, load_text, validate
 from .lower import lower
@@ -41,21 +41,6 @@ Progress = Callable[[str], None]
 
 def _quiet(message: str) -> None:
     """The default progress: say nothing (a library does not print)."""
-
-
-class OutputError(Exception):
-    """The output folder cannot be written (a file in the way, no permission): bad input, one line."""
-
-
-def _output_dir(out_dir: str | Path) -> Path:
-    """``out_dir`` as a Path, refused up front (before a slow build) if a file is in its way."""
-    out = Path(out_dir)
-    for p in (out, *out.parents):
-        if p.exists():
-            if not p.is_dir():
-                raise OutputError(f"output folder {str(out)!r}: {str(p)!r} is a file, not a folder")
-            break
-    return out
 
 
 def resolution_label(graph: ir.Graph) -> str:
@@ -111,17 +96,34 @@ class Compiled:
         cut = "_features" if self.full is not None else ""
         return f"{g.name}_{g.width:g}_{resolution_label(g)}{cut}".replace(".", "_")
 
-    @property
-    def default_output(self) -> Path:
-        """Where :meth:`build_to` writes when not told: ``build/<stem>`` (relative to the cwd)."""
-        return Path("build") / self.stem
-
-    def _default_dir(self, optimized: bool) -> Path:
-        """:attr:`default_output`, with ``_optimized`` for an optimised build, so that it never
-        replaces the plain build's files (publish removes what the previous build wrote)."""
+    def _output_stem(self, backend: str | Backend, optimize: bool) -> str:
+        """``<stem>[_optimized]_<backend>``: the default build folder and the generated module
+        are named alike, and no build of one backend (or of the optimised model) ever replaces
+        another's files."""
         from .optimize import SUFFIX
 
-        return self.default_output.with_name(self.default_output.name + SUFFIX) if optimized else self.default_output
+        name = backend if isinstance(backend, str) else backend.name
+        return f"{self.stem}{SUFFIX if optimize else ''}_{name}"
+
+    def default_output_dir(self, backend: str | Backend = "torch", *, optimize: bool = False) -> Path:
+        """Where :meth:`build_to` writes when not told: ``build/<stem>[_optimized]_<backend>``
+        (relative to the cwd)."""
+        return Path("build") / self._output_stem(backend, optimize)
+
+    @property
+    def _spec_inputs(self) -> tuple[str, ...]:
+        """The files this spec was read from (never an output's target)."""
+        return (self.loaded.file,)
+
+    def _check_targets(self, b: Backend, out: Path, optimize: bool, inputs: Inputs) -> None:
+        """Before a slow build: every file the build may write into ``out`` (the backend's
+        ``file_suffixes``, the portable weights, an optimised build's manifest) can be written:
+        not a folder, FIFO or device, not one of ``inputs``. Publishing checks again."""
+        from .optimize import SUFFIX
+
+        name = self.graph.name + (SUFFIX if optimize else "")
+        for suffix in (*b.file_suffixes, ".weights.npz", *((".json",) if optimize else ())):
+            check_target(out / f"{name}{suffix}", inputs)
 
     def cost(self, convention: str = "paper") -> CostReport:
         return cost(self.graph, convention)
@@ -210,12 +212,17 @@ class Compiled:
         out_dir: str | Path | None = None,
         *,
         optimized: Optimized | None = None,
+        inputs: Inputs = (),
     ) -> list[Path]:
         """Write ``model`` in its framework's format plus portable ``<name>.weights.npz``.
 
         All or nothing: everything is written to a staging folder inside ``out_dir`` and
         published in one step (fsutil.publish) only when all of it succeeded, so a failure or
         an interruption leaves the previous build there, whole, and no temporary files.
+        Publishing replaces only archc's own previous output: a file in the way that archc did
+        not write there (or that changed since), that is not a regular file, or that is the
+        spec or one of ``inputs`` (files the caller read, such as a weights file) is an
+        :class:`OutputError` and nothing is written.
         An optimised model (``build(..., optimize=True)``; ``optimized``: its rewrite, else
         recognised by the graph name the model records) is written as its graph
         ``<name>_optimized``, with the manifest ``<name>_optimized.json`` (the transforms
@@ -229,7 +236,10 @@ class Compiled:
         if optimized is None and built_optimized(b, self.graph, model):
             optimized = rewrite(b, self.graph)  # the structure: the weights are the model's
         g = self.graph if optimized is None else optimized.graph
-        out = _output_dir(out_dir if out_dir is not None else self._default_dir(optimized is not None))
+        reads = (*self._spec_inputs, *inputs)
+        opt = optimized is not None
+        out = check_folder(out_dir if out_dir is not None else self.default_output_dir(b, optimize=opt))
+        self._check_targets(b, out, opt, reads)
         try:
             with staging(out) as tmp:
                 b.save(g, model, tmp)
@@ -237,7 +247,7 @@ class Compiled:
                 if optimized is not None:
                     text = json.dumps(optimized.manifest(self.graph), indent=2) + "\n"
                     (tmp / f"{g.name}.json").write_text(text, encoding="utf-8")
-                return publish(tmp, out)
+                return publish(tmp, out, reads)
         except OSError as exc:
             raise OutputError(f"output folder {str(out)!r}: {exc.strerror or exc}") from exc
 
@@ -250,22 +260,27 @@ class Compiled:
         progress: Progress | None = None,
         optimize: bool = False,
     ) -> Built:
-        """:meth:`build` then :meth:`save` (default folder :attr:`default_output`): ``archc build``.
+        """:meth:`build` then :meth:`save` (default folder :meth:`default_output_dir`):
+        ``archc build``.
 
         ``progress`` is called with a short line before each slow step (the CLI prints them on
-        a terminal). ``optimize``: build and save the optimised model (:meth:`build`)."""
+        a terminal). ``optimize``: build and save the optimised model (:meth:`build`). The
+        output folder and its targets are checked before the build (:meth:`save`), so that a
+        refused target costs no build; a weights file given as a path is one of the inputs
+        no target may be."""
         say = progress or _quiet
         b = _backend(backend)
-        if out_dir is not None:
-            _output_dir(out_dir)  # fail before the build, not after it
+        out = check_folder(out_dir if out_dir is not None else self.default_output_dir(b, optimize=optimize))
+        reads = () if weights is None or isinstance(weights, dict) else (weights,)
+        self._check_targets(b, out, optimize, (*self._spec_inputs, *reads))  # fail before the build, not after it
         say(f"building {self.graph.name} with {b.name} and verifying it against the IR")
         if weights is not None:
             say(f"loading weights from {weights}" if not isinstance(weights, dict) else "loading weights")
         if optimize:
             say("optimizing (BatchNorm folded, pads merged) and checking it against the built model")
         optimized, model = self._build(b, weights, optimize)
-        say(f"writing {out_dir if out_dir is not None else self._default_dir(optimize)}")
-        files = self.save(model, b, out_dir, optimized=optimized)
+        say(f"writing {out}")
+        files = self.save(model, b, out, optimized=optimized, inputs=reads)
         g = self.graph if optimized is None else optimized.graph
         counts = cost(g, b.convention)
         return Built(g, b.name, model, tuple(files), counts, cost(g, "paper").macs, optimized is not None)
@@ -285,12 +300,14 @@ class Compiled:
         self, backend: str | Backend = "torch", out_dir: str | Path = "generated", *, optimize: bool = False
     ) -> Path:
         """Write :meth:`generate`'s source to ``<out_dir>/<stem>_<backend>.py`` (atomically);
-        ``optimize``: ``<stem>_optimized_<backend>.py``, named like the optimised build's folder."""
+        ``optimize``: ``<stem>_optimized_<backend>.py``, named like the build's default folder.
+        The target is checked first (fsutil.check_target: a regular file or none, not the spec)."""
         b = _backend(backend)
-        out = _output_dir(out_dir)
+        out = check_folder(out_dir)
+        target = check_target(out / f"{self._output_stem(b, optimize)}.py", self._spec_inputs)
         source = self.generate(b, optimize=optimize)
         try:
-            return atomic_write_text(out / f"{self._default_dir(optimize).name}_{b.name}.py", source)
+            return atomic_write_text(target, source, inputs=self._spec_inputs)
         except OSError as exc:
             raise OutputError(f"output folder {str(out)!r}: {exc.strerror or exc}") from exc
 

@@ -143,7 +143,9 @@ def _list(kind: Any) -> Any:
 
 
 def _layer_name(text: str) -> str:
-    return text.strip()
+    """A name from a comma-separated list: spaces around it go; a newline or NUL stays (and
+    then names no layer)."""
+    return text.strip(" ")
 
 
 def _level(text: str) -> int:
@@ -295,26 +297,41 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
-def _emit(text: str, output: str | None) -> None:
+def _file_target(option: str, path: str | None, args: argparse.Namespace) -> None:
+    """Refuse ``path`` (given with ``option``) before any work if archc may not write it:
+    not a regular file, the spec itself, an empty or multi-line name (fsutil.check_file)."""
+    from .fsutil import OutputError, check_file
+
+    if path is None:
+        return
+    try:
+        check_file(path, [args.spec])
+    except OutputError as exc:
+        raise OutputError(f"{option} {exc}") from None
+
+
+def _emit(text: str, output: str | None, args: argparse.Namespace) -> None:
     """Print ``text``, or write it atomically to ``output`` (``-o``) and say so."""
     if output is None:
         print(text)
         return
-    from .api import OutputError
-    from .fsutil import atomic_write_text
+    from .fsutil import OutputError, atomic_write_text
 
     try:
-        print(render.wrote(atomic_write_text(output, text + "\n")))
+        print(render.wrote(atomic_write_text(output, text + "\n", inputs=[args.spec])))
+    except OutputError as exc:
+        raise OutputError(f"-o {exc}") from None
     except OSError as exc:
         raise OutputError(f"-o {output}: {exc.strerror or exc}") from None
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
-    net = _compile(args)
-    _budget_check(net, args)
     if args.output is not None and args.format != "html":
         raise UsageError("-o: only --format html writes a file; redirect the other formats")
-    _emit(render.summary(net.loaded.file, net.cost(args.convention), args.format), args.output)
+    _file_target("-o", args.output, args)
+    net = _compile(args)
+    _budget_check(net, args)
+    _emit(render.summary(net.loaded.file, net.cost(args.convention), args.format), args.output, args)
     return 0
 
 
@@ -327,6 +344,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         raise UsageError(
             "--max-macs/--max-params on sweep draw budget lines: use them with --plot (or see 'archc fit')"
         )
+    _file_target("--plot", args.plot, args)
     loaded = _load(args)
     latency = None
     if args.latency is not None:
@@ -348,13 +366,15 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     )
     print(render.sweep(grid, args.format))
     if args.plot is not None:
-        from .api import OutputError
+        from .fsutil import OutputError
         from .plot import PlotUnavailable, sweep_plot
 
         try:
-            path = sweep_plot(grid, args.plot, max_macs=args.max_macs, max_params=args.max_params)
+            path = sweep_plot(grid, args.plot, max_macs=args.max_macs, max_params=args.max_params, inputs=[args.spec])
         except PlotUnavailable as exc:
             raise UsageError(str(exc)) from None
+        except OutputError as exc:
+            raise OutputError(f"--plot {exc}") from None
         except OSError as exc:
             raise OutputError(f"--plot {args.plot}: {exc.strerror or exc}") from None
         sys.stdout.flush()  # the table first, then the note, also when both go to one pipe
@@ -477,7 +497,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     backend = _backend(net, args.backend)
     if args.optimize:
         _optimizable(net, backend)
-    print(render.wrote(net.generate_to(backend, args.output or "generated", optimize=args.optimize)))
+    out = args.output if args.output is not None else "generated"  # -o '' is refused, not the default
+    print(render.wrote(net.generate_to(backend, out, optimize=args.optimize)))
     return 0
 
 
@@ -573,7 +594,7 @@ def make_parser() -> argparse.ArgumentParser:
     sp = spec_cmd("build", "build, verify and save a model in a framework")
     sp.add_argument("--backend", required=True, help="torch, keras or a plug-in (see 'archc backends')")
     sp.add_argument("--weights", help="weights to load: .npz, .safetensors, a Keras .h5 or archc's torch .pt")
-    sp.add_argument("-o", "--output", help="output folder (default: build/<name>_<width>_<resolution>)")
+    sp.add_argument("-o", "--output", help="output folder (default: build/<name>_<width>_<resolution>_<backend>)")
     sp.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
     sp.add_argument(
         "--quantize", choices=["float16", "dynamic"], help="tflite: quantize (the deviation from float32 is reported)"
@@ -643,7 +664,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # backend, weights: still one line, no traceback
         if debug:
             raise
-        from .api import OutputError
+        from .fsutil import OutputError
         from .registry import BackendError
         from .weights import WeightError
 

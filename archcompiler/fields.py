@@ -31,6 +31,8 @@ from pydantic_core import PydanticCustomError
 from .expr import Expr, ExprError, is_expression
 from .limits import EPSILON_RANGE, MAX_FIELD, MAX_SIZE
 
+# Always used with fullmatch: ``match`` with a final ``$`` also accepts a trailing newline
+# ('notes\n' became a file name). The anchors stay for the JSON Schema, where ``$`` is the end.
 REF_RE = re.compile(r"^\$[A-Za-z_][A-Za-z0-9_]*$")
 IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 PLACEHOLDER = r"\{[A-Za-z_][A-Za-z0-9_]*\}"
@@ -79,7 +81,7 @@ a spec repeats the same few expressions, and every load parses them again)."""
 def _check_ident(v: Any, what: str) -> str:
     if not isinstance(v, str):
         raise PydanticCustomError("identifier", f"expected {what} (a string)")
-    if not IDENT_RE.match(v) or len(v) > MAX_NAME:
+    if not IDENT_RE.fullmatch(v) or len(v) > MAX_NAME:
         raise PydanticCustomError(
             "identifier",
             f"expected {what}: ASCII letters, digits and '_', not starting with a digit, at most {MAX_NAME} characters",
@@ -117,7 +119,7 @@ def _name_template(v: Any) -> str:
 def _check_name_template(v: Any) -> str:
     if not isinstance(v, str):
         raise PydanticCustomError("name", "expected a layer name (a string)")
-    if not NAME_TEMPLATE_RE.match(v) or len(v) > MAX_NAME:
+    if not NAME_TEMPLATE_RE.fullmatch(v) or len(v) > MAX_NAME:
         raise PydanticCustomError(
             "name",
             "expected a layer name: ASCII letters, digits and '_' (and '{index}', the block instance"

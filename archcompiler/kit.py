@@ -450,6 +450,10 @@ class Backend(ABC):
     """The cost convention that counts parameters as this framework does (for reports)."""
     foreign_weight_suffixes: ClassVar[tuple[str, ...]] = ()
     """Framework weight files this backend can read into canonical weights (e.g. ".h5")."""
+    file_suffixes: ClassVar[tuple[str, ...]] = ()
+    """The files ``save`` may write, as suffixes of the graph's name (".pt": ``<name>.pt``).
+    A build checks them before it starts (none may be a folder, a FIFO, a device or an input
+    of the command); what ``save`` really writes is checked again when it is published."""
     weight_layout: ClassVar[WeightLayout] = "canonical"
     """Layout of the framework's weight tensors (archcompiler.layouts converts)."""
     activation_layout: ClassVar[ActivationLayout] = "channels_last"
@@ -540,10 +544,12 @@ class Backend(ABC):
     def publish(self, path: Path, write: Callable[[str], None]) -> Path:
         """Write one file of ``save`` atomically (``write(tmp)``, then rename; the temporary
         file keeps the suffix, which some savers require); any failure is a BackendError."""
-        from .fsutil import atomic_write
+        from .fsutil import OutputError, atomic_write
 
         try:
             return atomic_write(path, write, suffix=Path(path).suffix)
+        except OutputError:
+            raise
         except Exception as exc:
             raise BackendError(f"cannot save {self.name} model to {path}: {exc}") from exc
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .fsutil import atomic_write
+from .fsutil import Inputs, atomic_write
 
 if TYPE_CHECKING:
     from .api import Sweep
@@ -40,9 +40,11 @@ def sweep_plot(
     *,
     max_macs: int | None = None,
     max_params: int | None = None,
+    inputs: Inputs = (),
 ) -> Path:
     """Draw ``grid`` (MACs on y, parameters on x, one labelled point per setting, one line per
-    width) into ``path`` (.png or .svg), with the budget as dashed lines when given."""
+    width) into ``path`` (.png or .svg), with the budget as dashed lines when given.
+    ``inputs``: files the caller read (the spec), never replaced (fsutil.atomic_write)."""
     p = Path(path)
     if p.suffix.lower() not in PLOT_SUFFIXES:
         raise ValueError(f"expected a .png or .svg file name, got {str(p)!r}")
@@ -57,7 +59,7 @@ def sweep_plot(
                 _latency_vs_macs(axes[0][1], grid, max_macs)
             fig.tight_layout()
             fmt = p.suffix.lower().lstrip(".")
-            return atomic_write(p, lambda tmp: fig.savefig(tmp, format=fmt), suffix=p.suffix)
+            return atomic_write(p, lambda tmp: fig.savefig(tmp, format=fmt), suffix=p.suffix, inputs=inputs)
         finally:
             plt.close(fig)
 

@@ -163,13 +163,13 @@ def _cached_scalar(text: str) -> Any:
 
 
 def _plain_scalar(text: str) -> Any:
-    if _NULL.match(text):
+    if _NULL.fullmatch(text):
         return None
-    if _BOOL.match(text):
+    if _BOOL.fullmatch(text):
         return text.lower() == "true"
-    if _INT.match(text):
+    if _INT.fullmatch(text):
         return _int(text)
-    if _FLOAT.match(text):
+    if _FLOAT.fullmatch(text):
         low = text.lower()
         if low.endswith(".inf"):
             return float("-inf") if low.startswith("-") else float("inf")
@@ -326,7 +326,7 @@ def _is_null(node: yaml.Node) -> bool:
         isinstance(node, yaml.ScalarNode)
         and not node.style
         and node.tag == "tag:yaml.org,2002:null"
-        and _NULL.match(node.value) is not None
+        and _NULL.fullmatch(node.value) is not None
     )
 
 

@@ -50,10 +50,10 @@ def _trainable(state: dict[str, torch.Tensor]) -> int:
 def test_build_torch_writes_model_program_and_weights(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The README's command: default folder build/<name>_<width>_<resolution>/, README's counts."""
+    """The README's command: default folder build/<name>_<width>_<resolution>_<backend>/, README's counts."""
     monkeypatch.chdir(tmp_path)
     assert main(["build", SPEC, "--backend", "torch"]) == 0
-    out = Path("build/mobilenet_v1_1_224")
+    out = Path("build/mobilenet_v1_1_224_torch")
     assert capsys.readouterr().out == (
         f"built mobilenet_v1 with torch: input 224x224x3 -> output 1000, {TORCH_PARAMS_1:,} params "
         f"({TORCH_PARAMS_1:,} trainable), {PAPER_MACS_1_224:,} MACs, verified against the IR\n"
@@ -81,6 +81,7 @@ def test_build_keras_counts_like_keras_applications(tmp_path: Path, capsys: pyte
     )
     assert sorted(p.name for p in out.iterdir()) == [
         ".archc-build",
+        ".archc-lock",
         "mobilenet_keras.keras",
         "mobilenet_keras.weights.npz",
     ]

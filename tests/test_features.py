@@ -336,7 +336,8 @@ def test_cli_exit_status_from_a_fresh_process() -> None:
 def test_a_cut_model_never_overwrites_the_whole_models_files() -> None:
     assert a.compile(SPEC, width=0.5, resolution=128).stem == "mobilenet_v1_0_5_128"
     assert feature_net().stem == "mobilenet_v1_0_5_128_features"
-    assert a.compile(SPEC, outputs=["conv1"]).default_output == Path("build") / "mobilenet_v1_1_224_features"
+    cut = a.compile(SPEC, outputs=["conv1"])
+    assert cut.default_output_dir("torch") == Path("build") / "mobilenet_v1_1_224_features_torch"
 
 
 @pytest.mark.torch

@@ -241,10 +241,10 @@ def test_default_folders_keep_the_plain_and_the_optimized_build_apart(
     args = ["build", str(ROOT / "specs/mobilenet.yaml"), "--backend", "torch", "--width", "0.25", "--resolution", "96"]
     assert main([*args, "-q"]) == 0 and main([*args, "-q", "--optimize"]) == 0
     out = capsys.readouterr().out
-    assert "build/mobilenet_v1_0_25_96/mobilenet_v1.pt" in out
-    assert "build/mobilenet_v1_0_25_96_optimized/mobilenet_v1_optimized.pt" in out
-    assert (tmp_path / "build/mobilenet_v1_0_25_96/mobilenet_v1.pt").is_file()
-    assert (tmp_path / "build/mobilenet_v1_0_25_96_optimized/mobilenet_v1_optimized.pt").is_file()
+    assert "build/mobilenet_v1_0_25_96_torch/mobilenet_v1.pt" in out
+    assert "build/mobilenet_v1_0_25_96_optimized_torch/mobilenet_v1_optimized.pt" in out
+    assert (tmp_path / "build/mobilenet_v1_0_25_96_torch/mobilenet_v1.pt").is_file()
+    assert (tmp_path / "build/mobilenet_v1_0_25_96_optimized_torch/mobilenet_v1_optimized.pt").is_file()
     # the line reports the optimised graph's MACs (the widened stride-2 kernels cost more)
     line = next(ln for ln in out.splitlines() if ln.startswith("built mobilenet_v1_optimized"))
     plain = a.compile(ROOT / "specs/mobilenet.yaml", width=0.25, resolution=96).cost("paper").macs

@@ -3,6 +3,7 @@ previous build whole and no temporary files; publishing never mixes two builds (
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import subprocess
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from archcompiler.fsutil import MANIFEST, publish, staging
+from archcompiler.fsutil import LOCK, MANIFEST, OutputError, publish, read_manifest, staging
 
 ROOT = Path(__file__).resolve().parents[1]
 ARCHC = str(Path(sys.executable).with_name("archc"))
@@ -21,6 +22,11 @@ BUILD = [ARCHC, "build", "specs/mobilenet.yaml", "--backend", "torch", "--width"
 
 def snapshot(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def files(folder: Path) -> dict[str, bytes]:
+    """The folder's files, without archc's bookkeeping (the manifest and the lock file)."""
+    return {n: b for n, b in snapshot(folder).items() if n not in (MANIFEST, LOCK)}
 
 
 def test_publish_replaces_the_previous_build_whole(tmp_path: Path) -> None:
@@ -33,7 +39,8 @@ def test_publish_replaces_the_previous_build_whole(tmp_path: Path) -> None:
     with staging(out) as tmp:
         (tmp / "model.pt").write_text("new model")  # this build writes no .pt2
         publish(tmp, out)
-    assert snapshot(out) == {MANIFEST: b"model.pt\n", "model.pt": b"new model", "notes.txt": b"the user's own file"}
+    assert files(out) == {"model.pt": b"new model", "notes.txt": b"the user's own file"}
+    assert read_manifest(out) == {"model.pt": {(9, hashlib.sha256(b"new model").hexdigest())}}
 
 
 def test_a_failure_while_staging_changes_nothing(tmp_path: Path) -> None:
@@ -58,9 +65,9 @@ def test_a_folder_in_the_way_is_refused_before_any_file_moves(tmp_path: Path) ->
     with staging(out) as tmp:
         (tmp / "a.pt").write_text("a")
         (tmp / "b.pt").write_text("b")
-        with pytest.raises(IsADirectoryError):
+        with pytest.raises(OutputError, match="is a directory, not a regular file"):
             publish(tmp, out)
-    assert sorted(p.name for p in out.iterdir()) == ["b.pt"]
+    assert sorted(p.name for p in out.iterdir()) == [LOCK, "b.pt"]
 
 
 @pytest.mark.torch

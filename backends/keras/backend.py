@@ -40,6 +40,7 @@ class KerasBackend(Backend):
     convention: ClassVar[str] = "keras"
     handlers: ClassVar[Mapping[str, Handler]] = HANDLERS
     foreign_weight_suffixes: ClassVar[tuple[str, ...]] = (".h5",)
+    file_suffixes: ClassVar[tuple[str, ...]] = (".keras",)
     """Keras weight files; read with h5py alone, so no TensorFlow is needed (checkpoint.py)."""
     # weight_layout "canonical", activation_layout "channels_last", weight_names None: the
     # canonical conventions are Keras' own (the Backend defaults).

@@ -45,7 +45,7 @@ class OnnxBackend(Backend):
     convention: ClassVar[str] = "keras"
     weight_layout: ClassVar[WeightLayout] = "channels_first"
     activation_layout: ClassVar[ActivationLayout] = "channels_first"
-    model_suffix: ClassVar[str] = ".onnx"
+    file_suffixes: ClassVar[tuple[str, ...]] = (".onnx",)
 
     def __init__(self, *, nhwc_input: bool = False) -> None:
         self.nhwc_input = nhwc_input

@@ -56,7 +56,7 @@ class TfliteBackend(Backend):
     optimizable: ClassVar[bool] = True
     convention: ClassVar[str] = "keras"
     handlers: ClassVar[Mapping[str, Any]] = KerasBackend.handlers
-    model_suffix: ClassVar[str] = ".tflite"
+    file_suffixes: ClassVar[tuple[str, ...]] = (".tflite", ".quantization.json")
 
     def __init__(self, *, quantize: str = "none") -> None:
         if quantize not in QUANTIZE:

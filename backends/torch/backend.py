@@ -73,6 +73,7 @@ class TorchBackend(Backend):
     reserved_names = RESERVED
     dtypes: ClassVar[tuple[str, ...]] = ("float32", "float64")
     foreign_weight_suffixes: ClassVar[tuple[str, ...]] = (".pt",)  # its own state_dict (checkpoint.py)
+    file_suffixes: ClassVar[tuple[str, ...]] = (".pt", ".py", ".pt2", ".torchscript.pt")
 
     def __init__(self, *, export: bool = False, source: bool = True) -> None:
         """``export``: save also writes a torch.export program (``.pt2``; slow, so opt-in);

@@ -1,6 +1,6 @@
 """Export a built model folder to a torch.export program, on demand.
 
-    python -m archcompiler.backends.torch.export build/mobilenet_v1_1_224
+    python -m archcompiler.backends.torch.export build/mobilenet_v1_1_224_torch
 
 reads ``<name>.py`` (the emitted module ``archc build`` writes) and ``<name>.pt`` (its
 state_dict) and writes ``<name>.pt2`` beside them: ``torch.export.load(p).module()`` then runs

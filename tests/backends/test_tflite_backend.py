@@ -234,7 +234,12 @@ def test_torch_weights_to_tflite_file_through_the_cli(torch_backend, tmp_path, c
     argv = ["build", PAPER, "--backend", "tflite", "--width", "0.25", "--resolution", "64"]
     assert main([*argv, "--weights", str(npz), "-o", str(out)]) == 0
     assert "verified against the IR" in capsys.readouterr().out
-    assert sorted(p.name for p in out.iterdir()) == [".archc-build", "mobilenet_v1.tflite", "mobilenet_v1.weights.npz"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        ".archc-build",
+        ".archc-lock",
+        "mobilenet_v1.tflite",
+        "mobilenet_v1.weights.npz",
+    ]
     x = rand(4, 64, 64, 3, seed=9)
     with torch.no_grad():
         ref = tm(torch.from_numpy(x.transpose(0, 3, 1, 2).copy())).numpy()
