@@ -2,7 +2,8 @@
 
 Exit status: 0 success, 1 a check that ran and failed (parity), 2 bad input (spec, option,
 weights, backend). Bad input is always one line on stderr, never a traceback
-(``ARCHC_DEBUG=1`` shows it).
+(``ARCHC_DEBUG=1`` shows it). Frameworks' own output and Python warnings are held back
+(:mod:`archcompiler.quiet`) unless ``-v`` or ``ARCHC_VERBOSE=1``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from . import render
+from . import quiet, render
 from .api import Compiled, Progress, compile, sweep
 from .cost import CONVENTIONS, parse_budget
 from .features import Outputs
@@ -519,6 +520,14 @@ def make_parser() -> argparse.ArgumentParser:
             )
         return sp
 
+    def verbose(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument(
+            "-v",
+            "--verbose",
+            action="store_true",
+            help=f"also show the frameworks' own log lines and warnings (as {quiet.VERBOSE_ENV}=1 does)",
+        )
+
     def costs(sp: argparse.ArgumentParser, budget: bool = True) -> None:
         sp.add_argument("--convention", choices=list(CONVENTIONS), default="paper", help="counting convention")
         if budget:
@@ -547,6 +556,7 @@ def make_parser() -> argparse.ArgumentParser:
         help="also time every setting in BACKEND (median of 10 batch-1 runs, this machine; a panel in --plot)",
     )
     sp.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
+    verbose(sp)
     sp.set_defaults(func=cmd_sweep)
 
     sp = spec_cmd("fit", "the widths and resolutions that fit a budget, largest first", multi=True)
@@ -584,6 +594,7 @@ def make_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="inference build: BatchNorm folded into the convs, pads merged (files named <name>_optimized)",
     )
+    verbose(sp)
     sp.set_defaults(func=cmd_build)
 
     sp = spec_cmd("parity", "run backends on the same weights and input; compare every node")
@@ -601,6 +612,7 @@ def make_parser() -> argparse.ArgumentParser:
         help="compare each backend's optimised model (as build --optimize) against the unoptimised reference",
     )
     sp.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
+    verbose(sp)
     sp.set_defaults(func=cmd_parity)
 
     sp = spec_cmd("generate", "write standalone model source code")
@@ -611,6 +623,7 @@ def make_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="the optimised build's source (as build --optimize; file <stem>_optimized_<backend>.py)",
     )
+    verbose(sp)
     sp.set_defaults(func=cmd_generate)
     return p
 
@@ -629,7 +642,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = bool(os.environ.get("ARCHC_DEBUG"))
     previous = signal.signal(signal.SIGTERM, _interrupt) if _main_thread() else None
     try:
-        return int(args.func(args))
+        with quiet.verbosity(getattr(args, "verbose", False)), quiet.command_warnings():
+            return int(args.func(args))
     except KeyboardInterrupt as exc:
         what = str(exc) or "SIGINT"
         print(f"archc: interrupted ({what}); earlier output is unchanged", file=sys.stderr)
