@@ -1,14 +1,16 @@
 """``archc``: a thin shell over the Python API.
 
 Exit status: 0 success, 1 a check that ran and failed (parity), 2 bad input (spec, option,
-weights, backend). Bad input is always one line on stderr, never a traceback
-(``ARCHC_DEBUG=1`` shows it). Frameworks' own output and Python warnings are held back
-(:mod:`archcompiler.quiet`) unless ``-v`` or ``ARCHC_VERBOSE=1``.
+weights, backend), 141 when stdout was closed early (``archc diagram SPEC | head -1``: the
+command ends there, silently, as a Unix filter killed by SIGPIPE). Bad input is always one
+line on stderr, never a traceback (``ARCHC_DEBUG=1`` shows it). Frameworks' own output and
+Python warnings are held back (:mod:`archcompiler.quiet`) unless ``-v`` or ``ARCHC_VERBOSE=1``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -305,9 +307,10 @@ def _emit(text: str, output: str | None) -> None:
     from .fsutil import atomic_write_text
 
     try:
-        print(render.wrote(atomic_write_text(output, text + "\n")))
+        path = atomic_write_text(output, text + "\n")
     except OSError as exc:
         raise OutputError(f"-o {output}: {exc.strerror or exc}") from None
+    print(render.wrote(path))
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
@@ -637,6 +640,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``archc`` console script."""
     global _WHOLE_PROCESS
     _WHOLE_PROCESS = argv is None
+    try:
+        try:
+            return _main(argv)
+        finally:
+            sys.stdout.flush()  # a closed stdout shows here, not in the interpreter's flush at exit
+    except BrokenPipeError:
+        return _output_closed()
+
+
+SIGPIPE_STATUS = 128 + 13
+"""The exit status when the reader of stdout went away: a shell's status for a command
+killed by SIGPIPE, which archc leaves ignored (as Python does) so that it can clean up."""
+
+
+def _output_closed() -> int:
+    """The reader of our output is gone (``| head -1``): end silently. In the ``archc``
+    process, stdout and stderr are pointed at /dev/null first, so that the interpreter's
+    flush at exit (and a framework's last words) cannot fail again (Python docs, "Note on
+    SIGPIPE")."""
+    if _WHOLE_PROCESS:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError):  # not a real descriptor
+                os.dup2(devnull, stream.fileno())
+        os.close(devnull)
+    return SIGPIPE_STATUS
+
+
+def _main(argv: Sequence[str] | None) -> int:
     _freeze_imports()  # archc's own modules, before a framework's import adds to the heap
     args = make_parser().parse_args(argv)
     debug = bool(os.environ.get("ARCHC_DEBUG"))
@@ -644,6 +676,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with quiet.verbosity(getattr(args, "verbose", False)), quiet.command_warnings():
             return int(args.func(args))
+    except BrokenPipeError:
+        raise  # main's: no message
     except KeyboardInterrupt as exc:
         what = str(exc) or "SIGINT"
         print(f"archc: interrupted ({what}); earlier output is unchanged", file=sys.stderr)

@@ -152,6 +152,50 @@ def test_budgets(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 0
 
 
+LONG = """\
+archc: 1
+name: long
+input: {size: 8, channels: 3}
+layers:
+  - {op: conv, filters: 4, kernel: 3, name: conv1}
+  - {op: activation, repeat: 4000}
+  - {op: global_avg_pool, name: pool}
+"""
+
+
+@pytest.mark.parametrize("argv", [["diagram", "long.yaml"], ["summary", "long.yaml", "--format", "json"], ["schema"]])
+def test_closed_stdout_ends_the_command_quietly(tmp_path: Path, argv: list[str]) -> None:
+    """``archc ... | head -1``: the reader leaves after one line, while archc has far more
+    to write than a pipe holds (diagram 0.3 MB, summary 1.2 MB, schema 0.15 MB); archc ends
+    with the shell's SIGPIPE status and says nothing (it was 'internal error: BrokenPipeError')."""
+    (tmp_path / "long.yaml").write_text(LONG)
+    archc = Path(sys.executable).parent / "archc"
+    proc = subprocess.Popen([str(archc), *argv], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    first = proc.stdout.readline()
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 141
+    assert first and err == b""
+
+
+def test_closed_stdout_after_writing_a_file(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The page is written; the 'wrote' line meets a closed stdout: exit 141, no message (it
+    was reported as an output error, '-o ...: Broken pipe', exit 2)."""
+
+    class ClosedPipe(io.StringIO):
+        def write(self, text: str) -> int:
+            raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(sys, "stdout", ClosedPipe())
+    page = tmp_path / "summary.html"
+    assert main(["summary", SPEC, "--format", "html", "-o", str(page)]) == 141
+    assert capsys.readouterr().err == ""
+    assert "568,740,352" in page.read_text()
+
+
 def test_schema_is_json_schema(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "schema")
     assert code == 0
