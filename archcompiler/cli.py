@@ -150,17 +150,17 @@ def _layer_name(text: str) -> str:
 
 
 def _level(text: str) -> int:
-    try:
-        return int(text.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a level index such as 2 or -1, got {text!r}") from None
+    t = text.strip()
+    if not re.fullmatch(r"[+-]?[0-9]{1,6}", t):
+        raise argparse.ArgumentTypeError(f"expected a level index such as 2 or -1, got {text!r}")
+    return int(t)
 
 
 def _budget(text: str) -> int:
     try:
         return parse_budget(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive count such as 600M, 4.2M or 1e9, got {text!r}") from None
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{exc} such as 600M, 4.2M or 1e9, got {text!r}") from None
 
 
 def _version() -> str:
