@@ -1,13 +1,16 @@
 """``archc``: a thin shell over the Python API.
 
 Exit status: 0 success, 1 a check that ran and failed (parity), 2 bad input (spec, option,
-weights, backend). Bad input is always one line on stderr, never a traceback
-(``ARCHC_DEBUG=1`` shows it).
+weights, backend), 141 when stdout was closed early (``archc diagram SPEC | head -1``: the
+command ends there, silently, as a Unix filter killed by SIGPIPE). Bad input is always one
+line on stderr, never a traceback (``ARCHC_DEBUG=1`` shows it). Frameworks' own output and
+Python warnings are held back (:mod:`archcompiler.quiet`) unless ``-v`` or ``ARCHC_VERBOSE=1``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -18,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from . import render
+from . import quiet, render
 from .api import Compiled, Progress, compile, sweep
 from .cost import CONVENTIONS, parse_budget
 from .features import Outputs
@@ -149,17 +152,17 @@ def _layer_name(text: str) -> str:
 
 
 def _level(text: str) -> int:
-    try:
-        return int(text.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a level index such as 2 or -1, got {text!r}") from None
+    t = text.strip()
+    if not re.fullmatch(r"[+-]?[0-9]{1,6}", t):
+        raise argparse.ArgumentTypeError(f"expected a level index such as 2 or -1, got {text!r}")
+    return int(t)
 
 
 def _budget(text: str) -> int:
     try:
         return parse_budget(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive count such as 600M, 4.2M or 1e9, got {text!r}") from None
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{exc} such as 600M, 4.2M or 1e9, got {text!r}") from None
 
 
 def _version() -> str:
@@ -318,11 +321,12 @@ def _emit(text: str, output: str | None, args: argparse.Namespace) -> None:
     from .fsutil import OutputError, atomic_write_text
 
     try:
-        print(render.wrote(atomic_write_text(output, text + "\n", inputs=[args.spec])))
+        path = atomic_write_text(output, text + "\n", inputs=[args.spec])
     except OutputError as exc:
         raise OutputError(f"-o {exc}") from None
     except OSError as exc:
         raise OutputError(f"-o {output}: {exc.strerror or exc}") from None
+    print(render.wrote(path))
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
@@ -540,6 +544,14 @@ def make_parser() -> argparse.ArgumentParser:
             )
         return sp
 
+    def verbose(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument(
+            "-v",
+            "--verbose",
+            action="store_true",
+            help=f"also show the frameworks' own log lines and warnings (as {quiet.VERBOSE_ENV}=1 does)",
+        )
+
     def costs(sp: argparse.ArgumentParser, budget: bool = True) -> None:
         sp.add_argument("--convention", choices=list(CONVENTIONS), default="paper", help="counting convention")
         if budget:
@@ -568,6 +580,7 @@ def make_parser() -> argparse.ArgumentParser:
         help="also time every setting in BACKEND (median of 10 batch-1 runs, this machine; a panel in --plot)",
     )
     sp.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
+    verbose(sp)
     sp.set_defaults(func=cmd_sweep)
 
     sp = spec_cmd("fit", "the widths and resolutions that fit a budget, largest first", multi=True)
@@ -605,6 +618,7 @@ def make_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="inference build: BatchNorm folded into the convs, pads merged (files named <name>_optimized)",
     )
+    verbose(sp)
     sp.set_defaults(func=cmd_build)
 
     sp = spec_cmd("parity", "run backends on the same weights and input; compare every node")
@@ -622,6 +636,7 @@ def make_parser() -> argparse.ArgumentParser:
         help="compare each backend's optimised model (as build --optimize) against the unoptimised reference",
     )
     sp.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
+    verbose(sp)
     sp.set_defaults(func=cmd_parity)
 
     sp = spec_cmd("generate", "write standalone model source code")
@@ -632,6 +647,7 @@ def make_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="the optimised build's source (as build --optimize; file <stem>_optimized_<backend>.py)",
     )
+    verbose(sp)
     sp.set_defaults(func=cmd_generate)
     return p
 
@@ -645,12 +661,44 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``archc`` console script."""
     global _WHOLE_PROCESS
     _WHOLE_PROCESS = argv is None
+    try:
+        try:
+            return _main(argv)
+        finally:
+            sys.stdout.flush()  # a closed stdout shows here, not in the interpreter's flush at exit
+    except BrokenPipeError:
+        return _output_closed()
+
+
+SIGPIPE_STATUS = 128 + 13
+"""The exit status when the reader of stdout went away: a shell's status for a command
+killed by SIGPIPE, which archc leaves ignored (as Python does) so that it can clean up."""
+
+
+def _output_closed() -> int:
+    """The reader of our output is gone (``| head -1``): end silently. In the ``archc``
+    process, stdout and stderr are pointed at /dev/null first, so that the interpreter's
+    flush at exit (and a framework's last words) cannot fail again (Python docs, "Note on
+    SIGPIPE")."""
+    if _WHOLE_PROCESS:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError):  # not a real descriptor
+                os.dup2(devnull, stream.fileno())
+        os.close(devnull)
+    return SIGPIPE_STATUS
+
+
+def _main(argv: Sequence[str] | None) -> int:
     _freeze_imports()  # archc's own modules, before a framework's import adds to the heap
     args = make_parser().parse_args(argv)
     debug = bool(os.environ.get("ARCHC_DEBUG"))
     previous = signal.signal(signal.SIGTERM, _interrupt) if _main_thread() else None
     try:
-        return int(args.func(args))
+        with quiet.verbosity(getattr(args, "verbose", False)), quiet.command_warnings():
+            return int(args.func(args))
+    except BrokenPipeError:
+        raise  # main's: no message
     except KeyboardInterrupt as exc:
         what = str(exc) or "SIGINT"
         print(f"archc: interrupted ({what}); earlier output is unchanged", file=sys.stderr)

@@ -22,8 +22,10 @@ its convention:
 
 from __future__ import annotations
 
-import math
+import decimal
+import re
 from dataclasses import dataclass
+from decimal import Decimal
 
 from . import ir
 
@@ -125,18 +127,33 @@ def cost(graph: ir.Graph, convention: str = "paper") -> CostReport:
     return CostReport(graph=graph, convention=convention, nodes=tuple(rows))
 
 
+_BUDGET = re.compile(
+    r"\+?(?P<number>(?:[0-9]{1,3}(?:[,_][0-9]{3})+|[0-9]+)(?:\.[0-9]*)?|\.[0-9]+)"
+    r"(?P<exponent>[eE][+-]?[0-9]{1,3})?(?P<suffix>[kKmMgGB]?)"
+)
+_SUFFIXES = {"k": 10**3, "K": 10**3, "M": 10**6, "m": 10**6, "G": 10**9, "g": 10**9, "B": 10**9}
+MAX_BUDGET = 10**18
+"""The largest budget (a count no network comes near; int64 in JSON)."""
+
+
 def parse_budget(text: str) -> int:
-    """'600M', '4.2M', '1.5G', '250k', '1e9' or '123456' -> an integer count."""
-    t = text.strip().replace("_", "").replace(",", "")
-    scale = 1
-    suffixes = {"k": 10**3, "K": 10**3, "M": 10**6, "m": 10**6, "G": 10**9, "g": 10**9, "B": 10**9}
-    if t and t[-1] in suffixes:
-        scale = suffixes[t[-1]]
-        t = t[:-1]
-    value = float(t) * scale
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(text)
-    return round(value)
+    """'600M', '4.2M', '1.5G', '250k', '1e9', '123456' or '1,000,000' -> an integer count.
+
+    ASCII digits only (``float`` would read '١٥٠'); a thousands separator (',' or '_') only
+    between groups of three digits, so '1,5M' is refused rather than read as 15M. The value is
+    computed exactly (decimal) and its whole part is the count: a budget of 1.5 admits what
+    counts 1. One below 1 (0.5, 1e-5) admits nothing and is refused, as 0 is.
+    Raises ValueError saying what is expected."""
+    m = _BUDGET.fullmatch(text.strip())
+    if m is None:
+        raise ValueError("expected a positive count")
+    digits = m["number"].replace(",", "").replace("_", "") + (m["exponent"] or "")
+    with decimal.localcontext() as exact:
+        exact.prec = 64  # every digit of a count up to MAX_BUDGET, and more
+        value = Decimal(digits) * _SUFFIXES.get(m["suffix"], 1)
+    if not 1 <= value <= MAX_BUDGET:
+        raise ValueError("expected a count from 1 to 1e18")
+    return int(value)
 
 
 def humanize(n: float, digits: int = 2) -> str:

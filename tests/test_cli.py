@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from archcompiler.cli import main
+from archcompiler.cost import parse_budget
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = str(ROOT / "specs" / "mobilenet.yaml")
@@ -150,6 +151,147 @@ def test_budgets(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 0
     code, _, _ = run(capsys, "check", SPEC, "--width", "0.5", "--max-macs", "150M")
     assert code == 0
+
+
+@pytest.mark.parametrize(
+    ("text", "count"),
+    [
+        ("1", 1),
+        ("1.5", 1),  # a count is whole: at most 1.5 is at most 1
+        ("+2k", 2_000),
+        ("250k", 250_000),
+        ("8.2M", 8_200_000),  # float arithmetic gives 8199999.999999999
+        ("1,000,000", 1_000_000),
+        ("1_000", 1_000),
+        ("1e9", 1_000_000_000),
+        ("1.5G", 1_500_000_000),
+        ("1e18", 10**18),
+    ],
+)
+def test_budget_values(text: str, count: int) -> None:
+    assert parse_budget(text) == count
+
+
+@pytest.mark.parametrize("option", ["--max-macs", "--max-params"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "0",
+        "0.5",  # was a budget of 0: "nothing fits", exit 1
+        "1e-5",
+        "0.999",
+        "-1",
+        "nan",
+        "inf",
+        "1e19",
+        "1,5M",  # not 15M: a separator groups three digits
+        "1,00",
+        "\u0661\u0665\u0660M",  # Arabic-Indic 150M: float() reads it
+        "\uff11\uff15\uff10M",  # fullwidth digits
+        "lots",
+    ],
+)
+@pytest.mark.parametrize("command", ["check", "fit", "sweep"])
+def test_bad_budget_is_one_line_naming_the_option(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, command: str, option: str, text: str
+) -> None:
+    extra = ["--plot", str(tmp_path / "p.svg")] if command == "sweep" else []
+    with pytest.raises(SystemExit) as exc:
+        main([command, SPEC, *extra, option, text])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2
+    assert f"argument {option}: expected a" in err and err.count("\n") == 1, err
+    assert not (tmp_path / "p.svg").exists()
+
+
+ARABIC_INDIC = str.maketrans("0123456789", "\u0660\u0661\u0662\u0663\u0664\u0665\u0666\u0667\u0668\u0669")
+
+
+@pytest.mark.parametrize(
+    ("command", "option", "ascii_value"),
+    [
+        ("check", "--width", "0.5"),
+        ("check", "--resolution", "128"),
+        ("check", "--resolution", "5/7"),
+        ("sweep", "--width", "1,0.5"),
+        ("sweep", "--resolution", "224x160"),
+        ("check", "--classes", "10"),
+        ("check", "--dropout", "0.5"),
+        ("check", "--max-macs", "600M"),
+        ("check", "--max-params", "5M"),
+        ("check", "--out-indices", "1,2"),  # was int(): read '\u0661' as 1
+        ("parity", "--atol", "0.1"),
+        ("parity", "--rtol", "0.1"),
+        ("parity", "--seed", "1"),
+        ("parity", "--batch", "2"),
+        ("parity", "--train-steps", "1"),
+        ("parity", "--lr", "0.1"),
+    ],
+)
+def test_numbers_on_the_command_line_are_ascii(
+    capsys: pytest.CaptureFixture[str], command: str, option: str, ascii_value: str
+) -> None:
+    """Every option that reads a number refuses non-ASCII digits, as --resolution always did."""
+    with pytest.raises(SystemExit) as exc:
+        main([command, SPEC, option, ascii_value.translate(ARABIC_INDIC)])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and f"argument {option}: expected" in err and err.count("\n") == 1, err
+
+
+def test_spec_numbers_are_ascii(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """A YAML scalar of non-ASCII digits is a string, never a number (source._INT/_FLOAT use
+    [0-9]), so a number field refuses it with its location."""
+    spec = tmp_path / "digits.yaml"
+    spec.write_text(
+        "archc: 1\nname: digits\ninput: {size: 8, channels: 3}\n"
+        "layers:\n  - {op: conv, filters: \u0668, kernel: 3, name: c}\n"
+    )
+    code, _, err = run(capsys, "check", str(spec))
+    assert code == 2 and err.startswith(f"{spec}:5:") and "layers[0].filters" in err and err.count("\n") == 1, err
+
+
+LONG = """\
+archc: 1
+name: long
+input: {size: 8, channels: 3}
+layers:
+  - {op: conv, filters: 4, kernel: 3, name: conv1}
+  - {op: activation, repeat: 4000}
+  - {op: global_avg_pool, name: pool}
+"""
+
+
+@pytest.mark.parametrize("argv", [["diagram", "long.yaml"], ["summary", "long.yaml", "--format", "json"], ["schema"]])
+def test_closed_stdout_ends_the_command_quietly(tmp_path: Path, argv: list[str]) -> None:
+    """``archc ... | head -1``: the reader leaves after one line, while archc has far more
+    to write than a pipe holds (diagram 0.3 MB, summary 1.2 MB, schema 0.15 MB); archc ends
+    with the shell's SIGPIPE status and says nothing (it was 'internal error: BrokenPipeError')."""
+    (tmp_path / "long.yaml").write_text(LONG)
+    archc = Path(sys.executable).parent / "archc"
+    proc = subprocess.Popen([str(archc), *argv], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    first = proc.stdout.readline()
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 141
+    assert first and err == b""
+
+
+def test_closed_stdout_after_writing_a_file(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The page is written; the 'wrote' line meets a closed stdout: exit 141, no message (it
+    was reported as an output error, '-o ...: Broken pipe', exit 2)."""
+
+    class ClosedPipe(io.StringIO):
+        def write(self, text: str) -> int:
+            raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(sys, "stdout", ClosedPipe())
+    page = tmp_path / "summary.html"
+    assert main(["summary", SPEC, "--format", "html", "-o", str(page)]) == 141
+    assert capsys.readouterr().err == ""
+    assert "568,740,352" in page.read_text()
 
 
 def test_schema_is_json_schema(capsys: pytest.CaptureFixture[str]) -> None:

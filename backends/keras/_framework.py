@@ -1,9 +1,11 @@
 """Import Keras on the TensorFlow backend, quietly, exactly once.
 
 Keras 3 picks its backend from ``KERAS_BACKEND`` at first import, so it must be set before
-anything imports keras. TensorFlow's C++ INFO/WARNING chatter is silenced with
-``TF_CPP_MIN_LOG_LEVEL=2`` (errors still print); both are ``setdefault`` so a user's own
-setting wins.
+anything imports keras (``setdefault``: a user's own setting wins). What TensorFlow prints
+while it loads (absl's and oneDNN's log lines, CPU feature notes) is held by
+:func:`archcompiler.quiet.framework_output`, whatever ``TF_CPP_MIN_LOG_LEVEL`` says; its
+Python logger is set to errors only. ``ARCHC_VERBOSE=1`` (``-v``) leaves all of it as
+TensorFlow has it.
 
 In a process that also uses PyTorch, import torch *before* this module: the other order can
 crash (two copies of conflicting native libraries). archc's tests import torch first; this
@@ -12,20 +14,27 @@ module does not import torch itself, because a Keras-only install need not have 
 
 from __future__ import annotations
 
+import logging
 import os
 
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
+from ...quiet import framework_output, verbose
 from ...registry import BackendError
 
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+if not verbose():
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # after the import too: C++ errors only
+
 try:
-    import keras
-    import tensorflow as tf
+    with framework_output():
+        import keras
+        import tensorflow as tf
 except ImportError as exc:
     raise BackendError(
         f"the keras backend needs Keras 3 and TensorFlow ({exc.name} is missing): pip install 'archc[keras]'"
     ) from exc
+
+if not verbose() and tf.get_logger().level == logging.NOTSET:  # unless the user set it
+    tf.get_logger().setLevel(logging.ERROR)  # "WARNING:tensorflow: ... retracing" and the like
 
 if keras.backend.backend() != "tensorflow":  # pragma: no cover - depends on the user's env
     raise BackendError(

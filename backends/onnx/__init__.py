@@ -4,8 +4,11 @@ Importing this package imports onnx and onnxruntime (``pip install 'archc[onnx]'
 torch or TensorFlow.
 """
 
-import onnx  # noqa: F401  (fail at lookup, not first use, when the extra is missing)
-import onnxruntime  # noqa: F401
+from archcompiler.quiet import framework_output
+
+with framework_output():  # what they print while loading (ARCHC_VERBOSE=1 shows it)
+    import onnx  # noqa: F401  (fail at lookup, not first use, when the extra is missing)
+    import onnxruntime  # noqa: F401
 
 from .backend import OnnxBackend
 

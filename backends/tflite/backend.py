@@ -86,8 +86,7 @@ class TfliteBackend(Backend):
         """The nodes whose values the converted model holds as tensors of their own (the
         input and output always); the others were fused into a later op by the converter."""
         m = _as_model(model)
-        it = interpreter(m.content(graph), preserve_all=True)
-        it.allocate_tensors()  # shapes (batch 1) are known now; nothing needs to run
+        it = interpreter(m.content(graph), preserve_all=True)  # allocated: shapes (batch 1) are known
         names = set(node_tensors(graph, it, m.keras_model.name))
         return frozenset(names | {n.name for n in graph.inputs})
 

@@ -9,14 +9,13 @@ of their own, and are reported as not exposed rather than guessed.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import re
 from typing import Any
 
 import numpy as np
 
 from archcompiler import ir
+from archcompiler.quiet import framework_output
 from archcompiler.registry import BackendError
 
 QUANTIZE = ("none", "float16", "dynamic")
@@ -34,8 +33,8 @@ def convert(keras_model: Any, quantize: str = "none") -> bytes:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if quantize == "float16":
         converter.target_spec.supported_types = [tf.float16]
-    # The converter exports a SavedModel first and prints its endpoints to stdout.
-    with contextlib.redirect_stdout(io.StringIO()):
+    # The converter exports a SavedModel first, prints its endpoints to stdout and logs every step.
+    with framework_output():
         try:
             return bytes(converter.convert())
         except Exception as exc:  # the converter raises bare ConverterErrors/RuntimeErrors
@@ -47,24 +46,26 @@ def interpreter(content: bytes, *, preserve_all: bool = False) -> Any:
 
     ``preserve_all`` keeps every intermediate tensor and runs the builtin kernels without the
     default XNNPACK delegate, whose fused subgraphs would not write intermediates back.
+
+    The interpreter is allocated (at batch 1) here, quietly: LiteRT applies its delegate, and
+    says so on stderr, at the first allocation. Its UserWarning that preserving all tensors is
+    "intended for debugging" is dropped too: that is what per-node parity is.
     """
     try:
-        from ai_edge_litert.interpreter import Interpreter, OpResolverType
+        with framework_output():
+            from ai_edge_litert.interpreter import Interpreter, OpResolverType
     except ImportError:
         from archcompiler.backends.keras._framework import tf
 
         Interpreter, OpResolverType = tf.lite.Interpreter, tf.lite.experimental.OpResolverType
-    if not preserve_all:
-        return Interpreter(model_content=content)
-    import warnings
-
-    with warnings.catch_warnings():  # "intended for debugging": that is what per-node parity is
-        warnings.simplefilter("ignore", UserWarning)
-        return Interpreter(
-            model_content=content,
-            experimental_preserve_all_tensors=True,
-            experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
-        )
+    options: dict[str, Any] = {}
+    if preserve_all:
+        options["experimental_preserve_all_tensors"] = True
+        options["experimental_op_resolver_type"] = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    with framework_output():
+        it = Interpreter(model_content=content, **options)
+        it.allocate_tensors()
+    return it
 
 
 def invoke(it: Any, x: np.ndarray) -> None:

@@ -16,6 +16,7 @@ from torch import nn
 
 from archcompiler import ir
 from archcompiler.layouts import shape_to
+from archcompiler.quiet import ArchcWarning
 from archcompiler.registry import Backend, BackendError
 
 from . import weights as weight_io
@@ -192,7 +193,7 @@ class TorchBackend(Backend):
             try:
                 source = self.emit(graph)
             except BackendError as exc:  # a model can be buildable yet not expressible as source
-                warnings.warn(f"not writing {graph.name}.py: {exc}", stacklevel=2)
+                warnings.warn(f"not writing {graph.name}.py: {exc}", ArchcWarning, stacklevel=2)
         return save_model(self, graph, _as_graph_module(model), Path(out_dir), source=source, export=self.export)
 
     def read_foreign_weights(self, path: Path, graph: ir.Graph) -> dict[str, np.ndarray]:

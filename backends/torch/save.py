@@ -25,6 +25,7 @@ from torch import nn
 
 from archcompiler import ir
 from archcompiler.layouts import shape_to
+from archcompiler.quiet import ArchcWarning
 from archcompiler.registry import Backend
 
 from .build import GraphModule
@@ -56,7 +57,8 @@ def export_program(
         program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
         return publish(stem.with_name(f"{stem.name}.pt2"), lambda tmp: torch.export.save(program, tmp))
     except Exception as exc:  # export is best-effort by design: fall back, say why
-        warnings.warn(f"torch.export failed ({exc}); writing a TorchScript trace instead", stacklevel=2)
+        # the reason last: the command line shows this warning's first line
+        warnings.warn(f"torch.export failed, writing a TorchScript trace instead: {exc}", ArchcWarning, stacklevel=2)
         with warnings.catch_warnings():
             # TorchScript is deprecated in favour of torch.export, which is what just failed.
             warnings.simplefilter("ignore", DeprecationWarning)
