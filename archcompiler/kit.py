@@ -356,6 +356,42 @@ def check_batchnorm_batch(graph: ir.Graph, batch: int) -> None:
                 )
 
 
+def require_capabilities(
+    backends: Iterable[Any],
+    *,
+    dtype: str = "float32",
+    training: bool = False,
+    multi_output: bool = False,
+    optimize: bool = False,
+) -> None:
+    """Refuse, before anything is built, a task some of ``backends`` cannot do: one
+    BackendError naming every backend that lacks each capability asked for, read from the
+    declarations on its class (``dtypes``, ``trains``, ``multi_output``, ``optimizable``)."""
+    if dtype not in DTYPES:
+        raise BackendError(f"dtype {dtype!r}: archc builds models in {', '.join(DTYPES)}")
+    asked = [
+        (dtype != "float32", lambda b: dtype in getattr(b, "dtypes", ("float32",)), f"build models in {dtype}"),
+        (training, lambda b: bool(getattr(b, "trains", False)), "take training steps"),
+        (multi_output, lambda b: bool(getattr(b, "multi_output", True)), "build models with several outputs"),
+        (optimize, lambda b: bool(getattr(b, "optimizable", False)), "build optimized models"),
+    ]
+    named = list(dict.fromkeys(backends))
+    missing = []
+    for wanted, can, what in asked:
+        lacking = [str(b.name) for b in named if wanted and not can(b)]
+        if lacking:
+            some = f"backend {lacking[0]!r} cannot" if len(lacking) == 1 else f"backends {_and(lacking)} cannot"
+            missing.append(f"{some} {what}")
+    if missing:
+        raise BackendError("; ".join(missing))
+
+
+def _and(names: Sequence[str]) -> str:
+    """'a', 'a' and 'b', 'a', 'b' and 'c' (quoted)."""
+    quoted = [repr(n) for n in names]
+    return quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} and {quoted[-1]}"
+
+
 def build(backend: Any, graph: ir.Graph, dtype: str = "float32") -> Any:
     """``backend.build`` in ``dtype``: a dtype the backend does not declare (``dtypes``) is a
     named error, and float32 calls ``build(graph)`` so that plug-ins without dtypes still work."""
@@ -363,8 +399,7 @@ def build(backend: Any, graph: ir.Graph, dtype: str = "float32") -> Any:
         raise BackendError(f"dtype {dtype!r}: archc builds models in {', '.join(DTYPES)}")
     if dtype == "float32":
         return backend.build(graph)
-    if dtype not in getattr(backend, "dtypes", ("float32",)):
-        raise BackendError(f"backend {backend.name!r} cannot build models in {dtype} (it declares {backend.dtypes})")
+    require_capabilities([backend], dtype=dtype)
     return backend.build(graph, dtype=dtype)
 
 
@@ -457,16 +492,23 @@ class Backend(ABC):
     weight_names: ClassVar[Mapping[tuple[str, str], str] | None] = None
     """(IR op, canonical param) -> framework tensor name; None: the canonical names are the
     framework's. A canonical tensor missing from a declared table is an error."""
+    # -- capabilities: declared here, checked for every named backend before any is built
+    # (require_capabilities)
     optimizable: ClassVar[bool] = False
     """Whether ``build(..., optimize=True)`` (``archc build --optimize``) works: it builds the
     rewritten graph of archcompiler.optimize, so the backend must move weights and run models
     (the result is checked against the unoptimised model). Built-ins say True."""
+    trains: ClassVar[bool] = False
+    """Whether the backend takes training steps (implements the ``sgd_step`` glue): training
+    parity (``archc parity --train-steps``) needs it of every backend."""
+    multi_output: ClassVar[bool] = True
+    """Whether the backend builds models with several outputs (``--outputs``/``--features``)."""
     asymmetric_padding: ClassVar[bool] = True
     """Whether the framework's convolutions pad each side by its own amount (ONNX, TFLite's
     SAME). False (torch): an optimised build widens such kernels instead (archcompiler.optimize)."""
     dtypes: ClassVar[tuple[str, ...]] = ("float32",)
     """The dtypes ``build(graph, dtype=...)`` accepts (float64 is parity's oracle); a backend
-    listing "float64" also implements ``model_dtype``."""
+    listing "float64" also implements ``model_dtype``. A capability, like the three above."""
 
     @property
     def ops(self) -> frozenset[str]:

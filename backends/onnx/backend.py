@@ -41,6 +41,9 @@ class OnnxBackend(Backend):
 
     name: ClassVar[str] = "onnx"
     optimizable: ClassVar[bool] = True
+    trains: ClassVar[bool] = False  # an inference runtime: no sgd_step
+    multi_output: ClassVar[bool] = True
+    dtypes: ClassVar[tuple[str, ...]] = ("float32",)
     handlers: ClassVar[Mapping[str, Handler]] = HANDLERS
     convention: ClassVar[str] = "keras"
     weight_layout: ClassVar[WeightLayout] = "channels_first"
