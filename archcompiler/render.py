@@ -242,7 +242,7 @@ def built(result: Built) -> str:
         f"{outputs(g)}, {p.params:,} params ({p.trainable:,} trainable), "
         f"{result.macs:,} MACs, verified against the IR" + (OPTIMIZED if result.optimized else "")
     )
-    return "\n".join([head, *(f"  wrote {f}" for f in result.files)])
+    return "\n".join([head, *([result.note] if result.note else []), *(f"  wrote {f}" for f in result.files)])
 
 
 def wrote(path: Path) -> str:
