@@ -429,6 +429,23 @@ def run(
     return {n: result[n] for n in names}
 
 
+def check_learning_rate(lr: float, dtype: str) -> float:
+    """``lr`` as a float, or a BackendError unless it is a number >= 0 that ``dtype`` can hold
+    (a float32 step cannot apply lr 1e300: torch refuses it, others would make infinities)."""
+    import math
+
+    import numpy as np
+
+    try:
+        value = float(lr)
+    except (TypeError, ValueError):
+        raise BackendError(f"learning rate {lr!r} is not a number") from None
+    top = float(np.finfo(dtype).max)
+    if not (math.isfinite(value) and 0 <= value <= top):
+        raise BackendError(f"learning rate {lr!r}: a {dtype} training step takes a number from 0 to {top:.3g}")
+    return value
+
+
 def train_step(backend: Glue, graph: ir.Graph, model: Any, x: Any, y: Any, lr: float) -> float:
     """One plain-SGD step through ``backend.sgd_step`` after checking logits, input and labels."""
     return train_step_outputs(backend, graph, model, x, y, lr)[0]
@@ -444,10 +461,12 @@ def train_step_outputs(
     from .layouts import batch_from, batch_to
 
     logits = check_logits(graph)
-    arr = check_input(graph, x, dtype_of(backend, model))
+    dtype = dtype_of(backend, model)
+    rate = check_learning_rate(lr, dtype)
+    arr = check_input(graph, x, dtype)
     labels = check_labels(graph, logits, y, len(arr))
     check_batchnorm_batch(graph, len(arr))
-    got = backend.sgd_step(graph, model, batch_to(arr, backend.activation_layout), labels, logits, float(lr))
+    got = backend.sgd_step(graph, model, batch_to(arr, backend.activation_layout), labels, logits, rate)
     if not isinstance(got, tuple):
         return float(got), None
     loss, native = got
