@@ -547,7 +547,8 @@ class Backend(ABC):
 
     @abstractmethod
     def build(self, graph: ir.Graph) -> Any:
-        """A framework model equivalent to ``graph`` (eval mode, float32, random weights). A
+        """A framework model equivalent to ``graph`` (eval mode, float32, the framework's own
+        initial weights: :meth:`Compiled.build` then loads archc's, weights.training_init). A
         backend declaring more ``dtypes`` takes ``dtype="float32"`` as a keyword too; callers
         go through :func:`build` (``Backend.build_in``), which checks it."""
 
