@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from . import render
-from .api import Compiled, Progress, compile, sweep
+from .api import INITS, Compiled, Progress, compile, sweep
 from .cost import CONVENTIONS, parse_budget
 from .features import Outputs
 from .heads import Head
@@ -621,7 +621,7 @@ def make_parser() -> argparse.ArgumentParser:
     )
     sp.add_argument(
         "--init",
-        choices=["archc", "framework"],
+        choices=INITS,
         help="without --weights: archc's deterministic init, the same model in every backend (default), or "
         "each framework's own random init (the backends' models then differ)",
     )
