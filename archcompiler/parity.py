@@ -11,8 +11,8 @@ judged by how far each is from a float64 reference, not by a tolerance tuned per
 * ``dtype="float64"``: every backend runs in float64 and must agree with the first within
   ``rtol`` (default 1e-9) relative to the node's magnitude: ``max|x - ref| <= atol + rtol * max|ref|``.
 * ``dtype="float32"``: every backend runs in float32; the first backend that builds in float64
-  also runs once in float64 (the oracle). For backend b and node v, ``err_b(v) = max|x_b(v) - x64(v)|`` must not
-  exceed what float32 can explain there:
+  also runs once in float64 (the oracle). For backend b and node v,
+  ``err_b(v) = max|x_b(v) - x64(v)|`` must not exceed what float32 can explain there:
 
       allowed_b(v) = sum_i L_i(v) * err_b(input_i)        inherited from upstream
                    + (K + n(v)) * (u * M(v) + eta)         the node's own float32 rounding
@@ -87,6 +87,7 @@ RTOL64 = 1e-9
 K_TRAIN = 100.0
 """Training (float64): allowed includes K_TRAIN * (probe deviation + u * magnitude); see train_parity."""
 FLOAT32_MAX = float(2**128 - 2**104)
+"""The largest float32 (3.4e38): a reference beyond it explains an infinity in float32 (overflow)."""
 
 ACTIVATION_LIPSCHITZ: Mapping[str, float] = {
     "relu": 1.0,
@@ -440,6 +441,14 @@ def _times(a: float, b: float) -> float:
     return 0.0 if a == 0 or b == 0 else a * b
 
 
+def _share(error: float, allowed: float) -> float:
+    """``error / allowed``, the share of its bound a difference uses: 0 for no difference,
+    infinity for an infinite one or no allowance (never NaN)."""
+    if error == 0:
+        return 0.0
+    return error / allowed if allowed > 0 and error < float("inf") else float("inf")
+
+
 def _within(error: float, allowed: float) -> bool:
     """A difference of 0 always passes; an infinite one never; otherwise ``error <= allowed``."""
     return error == 0 or (error < float("inf") and error <= allowed)
@@ -457,13 +466,14 @@ def _nonfinite(arrays: Sequence[np.ndarray]) -> str:
     return "NaN and infinity" if nan and inf else "NaN" if nan else "infinity"
 
 
-def _reference_note(ref: np.ndarray, what: str) -> str:
-    """For a node every backend gives NaN or infinity at: what ``what`` (the reference) holds."""
+def _reference_note(ref: np.ndarray, what: str, float32: bool) -> str:
+    """For a node every backend gives NaN or infinity at: what ``what`` (the reference) holds,
+    and for ``float32`` backends whether it is beyond their range."""
     import numpy as np
 
     if np.isfinite(ref).all():
         top = _absmax(ref)
-        beyond = " (beyond float32's 3.4e+38: float32 overflows)" if top > FLOAT32_MAX else ""
+        beyond = " (beyond float32's 3.4e+38: float32 overflows)" if float32 and top > FLOAT32_MAX else ""
         return f"{what} is finite there, up to {top:.3g}{beyond}"
     return f"{what} gives {_nonfinite([ref])} there too"
 
@@ -503,7 +513,7 @@ def _judge64(
                 error, who = e, other
         values = [np.asarray(outputs[b][node.name]) for b in have]
         bad = _nonfinite(values)
-        note = _reference_note(r, "the float64 reference") if bad and reference is not None else ""
+        note = _reference_note(r, "the float64 reference", False) if bad and reference is not None else ""
         ok = _within(error, allowed) and not bad
         diffs.append(NodeDiff(node.name, node.op, worst_abs, worst_rel, ok, error, allowed, who, skipped, bad, note))
     return diffs
@@ -620,13 +630,13 @@ def _judge32(
                 continue
             err = _maxdiff(ref64, np.asarray(outputs[b][node.name], dtype=np.float64))
             errors[b][node.name] = err
-            ratio = 0.0 if err == 0 else err / allowed if allowed > 0 else float("inf")
+            ratio = _share(err, allowed)
             if judged is None or ratio > judged[0]:
                 judged = (ratio, err, allowed, b)
         assert judged is not None
         ratio, err, allowed, who = judged
         bad = _nonfinite([np.asarray(outputs[b][node.name]) for b in have])
-        note = _reference_note(ref64, "the float64 reference") if bad else ""
+        note = _reference_note(ref64, "the float64 reference", True) if bad else ""
         ok = _within(err, allowed) and not bad
         diffs.append(NodeDiff(node.name, node.op, worst_abs, worst_rel, ok, err, allowed, who, skipped, bad, note))
     return diffs
@@ -993,7 +1003,7 @@ _MODES = {"step": "synchronised", "run": "free-running"}
 
 
 def _use(d: TrainDiff) -> float:
-    return 0.0 if d.error == 0 else d.error / d.allowed if d.allowed else float("inf")
+    return _share(d.error, d.allowed)
 
 
 def _geomean(xs: Sequence[float]) -> float:
