@@ -61,6 +61,38 @@ def _backend(backend: str | Backend) -> Backend:
     return backend
 
 
+INITS = ("archc", "framework")
+"""Where a build without weights gets its weights: ``"archc"`` (the default) loads
+archcompiler.weights.training_init(graph, seed), the same tensors in every backend;
+``"framework"`` keeps each framework's own random initialisers (builds for different backends
+then hold different models)."""
+
+FRAMEWORK_INIT_NOTE = (
+    "note: weights from the framework's own random initialisation, not archc's: builds of this spec for "
+    "different backends hold different models"
+)
+
+
+def _initial_weights(
+    graph: ir.Graph, weights: str | Path | Weights | None, init: str, seed: int | None
+) -> str | Path | Weights | None:
+    """The weights a build loads: ``weights`` if given, else archc's training init (``init``
+    "archc", ``seed`` default 0), else None (the framework's own). A seed or init beside given
+    weights, or a seed with the framework's init, would be silently ignored: refused."""
+    from . import weights as W
+
+    if init not in INITS:
+        raise W.WeightError(f"init must be one of {', '.join(map(repr, INITS))}, got {init!r}")
+    if weights is not None and (init != "archc" or seed is not None):
+        given = "init='framework'" if init != "archc" else f"seed={seed!r}"
+        raise W.WeightError(f"weights= and {given} exclude each other: the weights given decide every tensor")
+    if init == "framework":
+        if seed is not None:
+            raise W.WeightError(f"seed={seed!r} applies to archc's init, not init='framework'")
+        return None
+    return weights if weights is not None else W.training_init(graph, 0 if seed is None else seed)
+
+
 @dataclass(frozen=True)
 class Built:
     """What :meth:`Compiled.build_to` made: the verified model, the files written and its counts."""
@@ -75,6 +107,9 @@ class Built:
     """Multiply-adds under the paper's convention (what the paper's tables report)."""
     optimized: bool = False
     """Built with ``optimize=True``: ``graph`` is the rewritten ``<name>_optimized`` graph."""
+    note: str = ""
+    """What the user should know about the model, in one line (empty for most builds): with
+    ``init="framework"``, that builds for different backends hold different models."""
 
 
 @dataclass(frozen=True)
@@ -129,29 +164,50 @@ class Compiled:
         return cost(self.graph, convention)
 
     def build(
-        self, backend: str | Backend = "torch", *, weights: str | Path | Weights | None = None, optimize: bool = False
+        self,
+        backend: str | Backend = "torch",
+        *,
+        weights: str | Path | Weights | None = None,
+        optimize: bool = False,
+        init: str = "archc",
+        seed: int | None = None,
     ) -> Any:
-        """Instantiate the model in ``backend``, verify it against the IR; optionally load weights
-        (a file, read and checked against the IR, or canonical weights). ``optimize``: return
-        the inference model of archcompiler.optimize instead (BatchNorm folded, pads merged),
-        checked equal to the unoptimised one within 1e-4; it has other weights (see there):
-        :meth:`save` recognises it and writes the optimised build's files."""
-        return self._build(_backend(backend), weights, optimize)[1]
+        """Instantiate the model in ``backend``, verify it against the IR and load weights: the
+        ``weights`` given (a file, read and checked against the IR, or canonical weights), else
+        archc's deterministic init (archcompiler.weights.training_init with ``seed``, default
+        0: the same model in every backend), or with ``init="framework"`` none (the framework's
+        own random initialisers). ``optimize``: return the inference model of
+        archcompiler.optimize instead (BatchNorm folded, pads merged), checked equal to the
+        unoptimised one within 1e-4; it has other weights (see there): :meth:`save`
+        recognises it and writes the optimised build's files."""
+        return self._build(_backend(backend), weights, optimize, init, seed)[1]
 
     def build_optimized(
-        self, backend: str | Backend = "torch", *, weights: str | Path | Weights | None = None
+        self,
+        backend: str | Backend = "torch",
+        *,
+        weights: str | Path | Weights | None = None,
+        init: str = "archc",
+        seed: int | None = None,
     ) -> tuple[Optimized, Any]:
         """:meth:`build` with ``optimize=True``, also returning the rewrite (its graph, folded
         weights and what changed)."""
-        optimized, model = self._build(_backend(backend), weights, True)
+        optimized, model = self._build(_backend(backend), weights, True, init, seed)
         return optimized, model
 
-    def _build(self, b: Backend, weights: str | Path | Weights | None, optimize: bool) -> tuple[Any, Any]:
+    def _build(
+        self,
+        b: Backend,
+        weights: str | Path | Weights | None,
+        optimize: bool,
+        init: str = "archc",
+        seed: int | None = None,
+    ) -> tuple[Any, Any]:
         """(the archcompiler.optimize.Optimized rewrite or None, the model)."""
-        if optimize:  # before the slow part
-            from .optimize import require
+        from .kit import require_capabilities
 
-            require(b)
+        require_capabilities([b], multi_output=self.graph.multi_output, optimize=optimize)
+        weights = _initial_weights(self.graph, weights, init, seed)  # a bad seed fails before the build
         model = b.build(self.graph)
         b.verify(self.graph, model)
         if weights is not None:
@@ -259,6 +315,8 @@ class Compiled:
         weights: str | Path | Weights | None = None,
         progress: Progress | None = None,
         optimize: bool = False,
+        init: str = "archc",
+        seed: int | None = None,
     ) -> Built:
         """:meth:`build` then :meth:`save` (default folder :meth:`default_output_dir`):
         ``archc build``.
@@ -267,7 +325,9 @@ class Compiled:
         a terminal). ``optimize``: build and save the optimised model (:meth:`build`). The
         output folder and its targets are checked before the build (:meth:`save`), so that a
         refused target costs no build; a weights file given as a path is one of the inputs
-        no target may be."""
+        no target may be. ``init``/``seed``: the initial weights when none are given
+        (:meth:`build`); with ``init="framework"`` the result's ``note`` says the backends'
+        models differ."""
         say = progress or _quiet
         b = _backend(backend)
         out = check_folder(out_dir if out_dir is not None else self.default_output_dir(b, optimize=optimize))
@@ -278,12 +338,13 @@ class Compiled:
             say(f"loading weights from {weights}" if not isinstance(weights, dict) else "loading weights")
         if optimize:
             say("optimizing (BatchNorm folded, pads merged) and checking it against the built model")
-        optimized, model = self._build(b, weights, optimize)
+        optimized, model = self._build(b, weights, optimize, init, seed)
         say(f"writing {out}")
         files = self.save(model, b, out, optimized=optimized, inputs=reads)
         g = self.graph if optimized is None else optimized.graph
         counts = cost(g, b.convention)
-        return Built(g, b.name, model, tuple(files), counts, cost(g, "paper").macs, optimized is not None)
+        note = FRAMEWORK_INIT_NOTE if init == "framework" else ""
+        return Built(g, b.name, model, tuple(files), counts, cost(g, "paper").macs, optimized is not None, note)
 
     def generate(self, backend: str | Backend = "torch", *, optimize: bool = False) -> str:
         """Standalone source code of the model for ``backend``. ``optimize``: of the optimised

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from . import quiet, render
-from .api import Compiled, Progress, compile, sweep
+from .api import INITS, Compiled, Progress, compile, sweep
 from .cost import CONVENTIONS, parse_budget
 from .features import Outputs
 from .heads import Head
@@ -281,16 +281,17 @@ def _backend(net: Compiled, name: str, **options: Any) -> Backend:
     return backend
 
 
-def _optimizable(net: Compiled, backend: Backend) -> None:
-    """With ``--optimize``: a backend that cannot build optimised models is a located one-line
-    error, said before anything slow."""
-    from .optimize import require
+def _capable(net: Compiled, backends: Sequence[Backend], option: str, **needs: Any) -> None:
+    """What the command asks of ``backends`` (kit.require_capabilities: dtype, training, several
+    outputs, optimised builds), checked for all of them before anything is built: one located
+    line naming every backend that lacks it."""
+    from .kit import require_capabilities
     from .registry import BackendError
 
     try:
-        require(backend)
+        require_capabilities(backends, **needs)
     except BackendError as exc:
-        raise SpecError(str(exc), file=net.loaded.file, path="--optimize") from None
+        raise SpecError(str(exc), file=net.loaded.file, path=option) from None
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -443,6 +444,11 @@ def cmd_backends(args: argparse.Namespace) -> int:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
+    if args.weights is not None and (args.init is not None or args.seed is not None):
+        given = "--init" if args.init is not None else "--seed"
+        raise UsageError(f"--weights and {given} exclude each other: the weights file decides every tensor")
+    if args.init == "framework" and args.seed is not None:
+        raise UsageError("--seed chooses archc's initial weights; --init framework keeps the framework's own")
     net = _compile(args)
     options: dict[str, Any] = {}
     if args.quantize is not None:
@@ -450,9 +456,22 @@ def cmd_build(args: argparse.Namespace) -> int:
     if args.input_layout is not None:
         options["nhwc_input"] = args.input_layout == "nhwc"
     backend = _backend(net, args.backend, **options)
-    if args.optimize:
-        _optimizable(net, backend)
-    built = net.build_to(backend, args.output, weights=args.weights, progress=_progress(args), optimize=args.optimize)
+    _capable(
+        net,
+        [backend],
+        "--optimize" if args.optimize else "--backend",
+        multi_output=net.graph.multi_output,
+        optimize=args.optimize,
+    )
+    built = net.build_to(
+        backend,
+        args.output,
+        weights=args.weights,
+        progress=_progress(args),
+        optimize=args.optimize,
+        init=args.init or "archc",
+        seed=args.seed,
+    )
     print(render.built(built))
     return 0
 
@@ -470,13 +489,28 @@ def cmd_parity(args: argparse.Namespace) -> int:
         raise UsageError("--backends: parity needs at least two backends")
     if args.optimize and args.train_steps:
         raise UsageError("--optimize: the optimised models are for inference; --train-steps compares training")
-    if args.optimize:
-        from .parity import ordered
+    from .parity import ordered, render_training
 
-        for name in ordered(args.backends):  # torch before TensorFlow (docs/DESIGN.md)
-            _optimizable(net, _backend(net, name))
-    from .parity import render_training
-
+    backends = {name: _backend(net, name) for name in ordered(args.backends)}  # torch before TensorFlow
+    asking = [
+        option
+        for option, asks in (
+            (f"--dtype {args.dtype}", args.dtype != "float32"),
+            ("--train-steps", args.train_steps > 0),
+            ("--optimize", args.optimize),
+            ("--outputs/--features", net.graph.multi_output),
+        )
+        if asks
+    ]
+    _capable(
+        net,
+        list(backends.values()),
+        "--backends" + (f" with {', '.join(asking)}" if asking else ""),
+        dtype=args.dtype,
+        training=args.train_steps > 0,
+        multi_output=net.graph.multi_output,
+        optimize=args.optimize,
+    )
     report = net.parity(
         args.backends,
         atol=args.atol,
@@ -488,6 +522,7 @@ def cmd_parity(args: argparse.Namespace) -> int:
         lr=args.lr,
         progress=_progress(args),
         optimize=args.optimize,
+        instances=backends,
     )
     print(render.parity(report, args.seed))
     print(f"judged against: {report.oracle}")
@@ -500,7 +535,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     net = _compile(args)
     backend = _backend(net, args.backend)
     if args.optimize:
-        _optimizable(net, backend)
+        _capable(net, [backend], "--optimize", optimize=True)
     out = args.output if args.output is not None else "generated"  # -o '' is refused, not the default
     print(render.wrote(net.generate_to(backend, out, optimize=args.optimize)))
     return 0
@@ -618,6 +653,13 @@ def make_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="inference build: BatchNorm folded into the convs, pads merged (files named <name>_optimized)",
     )
+    sp.add_argument(
+        "--init",
+        choices=INITS,
+        help="without --weights: archc's deterministic init, the same model in every backend (default), or "
+        "each framework's own random init (the backends' models then differ)",
+    )
+    sp.add_argument("--seed", type=_seed, help="the seed of archc's init (default 0)")
     verbose(sp)
     sp.set_defaults(func=cmd_build)
 

@@ -356,6 +356,42 @@ def check_batchnorm_batch(graph: ir.Graph, batch: int) -> None:
                 )
 
 
+def require_capabilities(
+    backends: Iterable[Any],
+    *,
+    dtype: str = "float32",
+    training: bool = False,
+    multi_output: bool = False,
+    optimize: bool = False,
+) -> None:
+    """Refuse, before anything is built, a task some of ``backends`` cannot do: one
+    BackendError naming every backend that lacks each capability asked for, read from the
+    declarations on its class (``dtypes``, ``trains``, ``multi_output``, ``optimizable``)."""
+    if dtype not in DTYPES:
+        raise BackendError(f"dtype {dtype!r}: archc builds models in {', '.join(DTYPES)}")
+    asked = [
+        (dtype != "float32", lambda b: dtype in getattr(b, "dtypes", ("float32",)), f"build models in {dtype}"),
+        (training, lambda b: bool(getattr(b, "trains", False)), "take training steps"),
+        (multi_output, lambda b: bool(getattr(b, "multi_output", True)), "build models with several outputs"),
+        (optimize, lambda b: bool(getattr(b, "optimizable", False)), "build optimized models"),
+    ]
+    named = list(dict.fromkeys(backends))
+    missing = []
+    for wanted, can, what in asked:
+        lacking = [str(b.name) for b in named if wanted and not can(b)]
+        if lacking:
+            some = f"backend {lacking[0]!r} cannot" if len(lacking) == 1 else f"backends {_and(lacking)} cannot"
+            missing.append(f"{some} {what}")
+    if missing:
+        raise BackendError("; ".join(missing))
+
+
+def _and(names: Sequence[str]) -> str:
+    """'a', 'a' and 'b', 'a', 'b' and 'c' (quoted)."""
+    quoted = [repr(n) for n in names]
+    return quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} and {quoted[-1]}"
+
+
 def build(backend: Any, graph: ir.Graph, dtype: str = "float32") -> Any:
     """``backend.build`` in ``dtype``: a dtype the backend does not declare (``dtypes``) is a
     named error, and float32 calls ``build(graph)`` so that plug-ins without dtypes still work."""
@@ -363,8 +399,7 @@ def build(backend: Any, graph: ir.Graph, dtype: str = "float32") -> Any:
         raise BackendError(f"dtype {dtype!r}: archc builds models in {', '.join(DTYPES)}")
     if dtype == "float32":
         return backend.build(graph)
-    if dtype not in getattr(backend, "dtypes", ("float32",)):
-        raise BackendError(f"backend {backend.name!r} cannot build models in {dtype} (it declares {backend.dtypes})")
+    require_capabilities([backend], dtype=dtype)
     return backend.build(graph, dtype=dtype)
 
 
@@ -394,6 +429,23 @@ def run(
     return {n: result[n] for n in names}
 
 
+def check_learning_rate(lr: float, dtype: str) -> float:
+    """``lr`` as a float, or a BackendError unless it is a number >= 0 that ``dtype`` can hold
+    (a float32 step cannot apply lr 1e300: torch refuses it, others would make infinities)."""
+    import math
+
+    import numpy as np
+
+    try:
+        value = float(lr)
+    except (TypeError, ValueError):
+        raise BackendError(f"learning rate {lr!r} is not a number") from None
+    top = float(np.finfo(dtype).max)
+    if not (math.isfinite(value) and 0 <= value <= top):
+        raise BackendError(f"learning rate {lr!r}: a {dtype} training step takes a number from 0 to {top:.3g}")
+    return value
+
+
 def train_step(backend: Glue, graph: ir.Graph, model: Any, x: Any, y: Any, lr: float) -> float:
     """One plain-SGD step through ``backend.sgd_step`` after checking logits, input and labels."""
     return train_step_outputs(backend, graph, model, x, y, lr)[0]
@@ -409,10 +461,12 @@ def train_step_outputs(
     from .layouts import batch_from, batch_to
 
     logits = check_logits(graph)
-    arr = check_input(graph, x, dtype_of(backend, model))
+    dtype = dtype_of(backend, model)
+    rate = check_learning_rate(lr, dtype)
+    arr = check_input(graph, x, dtype)
     labels = check_labels(graph, logits, y, len(arr))
     check_batchnorm_batch(graph, len(arr))
-    got = backend.sgd_step(graph, model, batch_to(arr, backend.activation_layout), labels, logits, float(lr))
+    got = backend.sgd_step(graph, model, batch_to(arr, backend.activation_layout), labels, logits, rate)
     if not isinstance(got, tuple):
         return float(got), None
     loss, native = got
@@ -461,16 +515,23 @@ class Backend(ABC):
     weight_names: ClassVar[Mapping[tuple[str, str], str] | None] = None
     """(IR op, canonical param) -> framework tensor name; None: the canonical names are the
     framework's. A canonical tensor missing from a declared table is an error."""
+    # -- capabilities: declared here, checked for every named backend before any is built
+    # (require_capabilities)
     optimizable: ClassVar[bool] = False
     """Whether ``build(..., optimize=True)`` (``archc build --optimize``) works: it builds the
     rewritten graph of archcompiler.optimize, so the backend must move weights and run models
     (the result is checked against the unoptimised model). Built-ins say True."""
+    trains: ClassVar[bool] = False
+    """Whether the backend takes training steps (implements the ``sgd_step`` glue): training
+    parity (``archc parity --train-steps``) needs it of every backend."""
+    multi_output: ClassVar[bool] = True
+    """Whether the backend builds models with several outputs (``--outputs``/``--features``)."""
     asymmetric_padding: ClassVar[bool] = True
     """Whether the framework's convolutions pad each side by its own amount (ONNX, TFLite's
     SAME). False (torch): an optimised build widens such kernels instead (archcompiler.optimize)."""
     dtypes: ClassVar[tuple[str, ...]] = ("float32",)
     """The dtypes ``build(graph, dtype=...)`` accepts (float64 is parity's oracle); a backend
-    listing "float64" also implements ``model_dtype``."""
+    listing "float64" also implements ``model_dtype``. A capability, like the three above."""
 
     @property
     def ops(self) -> frozenset[str]:
@@ -490,7 +551,8 @@ class Backend(ABC):
 
     @abstractmethod
     def build(self, graph: ir.Graph) -> Any:
-        """A framework model equivalent to ``graph`` (eval mode, float32, random weights). A
+        """A framework model equivalent to ``graph`` (eval mode, float32, the framework's own
+        initial weights: :meth:`Compiled.build` then loads archc's, weights.training_init). A
         backend declaring more ``dtypes`` takes ``dtype="float32"`` as a keyword too; callers
         go through :func:`build` (``Backend.build_in``), which checks it."""
 

@@ -204,8 +204,9 @@ def optimize(graph: ir.Graph, weights: Weights | None, *, symmetric_padding: boo
 def require(backend: Backend) -> None:
     """A BackendError unless ``backend`` can build optimised models (``Backend.optimizable``):
     said before anything slow is done."""
-    if not getattr(backend, "optimizable", False):
-        raise BackendError(f"backend {backend.name!r} cannot build optimized models")
+    from .kit import require_capabilities
+
+    require_capabilities([backend], optimize=True)
 
 
 def rewrite(backend: Backend, graph: ir.Graph, weights: Weights | None = None) -> Optimized:

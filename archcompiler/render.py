@@ -242,7 +242,7 @@ def built(result: Built) -> str:
         f"{outputs(g)}, {p.params:,} params ({p.trainable:,} trainable), "
         f"{result.macs:,} MACs, verified against the IR" + (OPTIMIZED if result.optimized else "")
     )
-    return "\n".join([head, *(f"  wrote {f}" for f in result.files)])
+    return "\n".join([head, *([result.note] if result.note else []), *(f"  wrote {f}" for f in result.files)])
 
 
 def wrote(path: Path) -> str:
@@ -253,7 +253,7 @@ def parity(report: ParityReport, seed: int | None = None) -> str:
     """Every node's max abs / rel difference, the logits' difference, then PASS or the first divergence."""
     g = report.graph
     headers = ["node", "op", "max abs diff", "max rel diff", "result"]
-    rows = [[d.node, d.op, f"{d.max_abs:.3g}", f"{d.max_rel:.3g}", "pass" if d.ok else "FAIL"] for d in report.diffs]
+    rows = [[d.node, d.op, f"{d.max_abs:.3g}", f"{d.max_rel:.3g}", _result(d)] for d in report.diffs]
     title = (
         f"parity {' vs '.join(report.backends)}: {g.name}, width {g.width:g}, input "
         f"{shape(g.input_shape)}, atol {report.atol:g}, rtol {report.rtol:g}"
@@ -263,11 +263,21 @@ def parity(report: ParityReport, seed: int | None = None) -> str:
         for n in ([report.logits] if report.logits else g.outputs)
     )
     bad = report.first_failure
-    verdict = (
-        f"FAIL: first divergence at node {bad.node!r} ({bad.op}): max abs diff {bad.max_abs:.3g}"
-        if bad
-        else f"PASS: all {len(report.diffs)} nodes agree"
-    )
+    if bad is None:
+        verdict = f"PASS: all {len(report.diffs)} nodes agree"
+    elif bad.nonfinite:
+        n = len(report.backends) - len(bad.skipped)
+        every = "both backends" if n == 2 else f"all {n} backends"
+        verdict = (
+            f"NOT COMPARABLE: {every} give {bad.nonfinite} at node {bad.node!r} ({bad.op})"
+            + (f"; {bad.note}" if bad.note else "")
+            + ": values that are not finite cannot be compared, so the comparison is meaningless from there"
+        )
+    else:
+        verdict = (
+            f"FAIL: first divergence at node {bad.node!r} ({bad.op}), {bad.backend}: error {bad.error:.3g}, "
+            f"allowed {bad.allowed:.3g} (max abs diff between backends {bad.max_abs:.3g})"
+        )
     total = len(report.diffs)
     notes = "".join(
         f"\n{backend}: compared on {total - len(nodes)} of {total} nodes (its runtime does not expose the others)"
@@ -275,6 +285,13 @@ def parity(report: ParityReport, seed: int | None = None) -> str:
         if nodes
     )
     return f"{title}\n\n{_table(headers, rows, 'llrrl')}\n\n{logits}{notes}\n{verdict}"
+
+
+def _result(d: Any) -> str:
+    """A parity node's result cell: pass, FAIL, or what every backend gave instead of numbers."""
+    if d.nonfinite:
+        return {"NaN": "NaN", "infinity": "inf"}.get(d.nonfinite, "NaN/inf")
+    return "pass" if d.ok else "FAIL"
 
 
 def _html_table(headers: list[str], rows: list[list[str]], align: str) -> str:

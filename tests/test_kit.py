@@ -549,3 +549,89 @@ def _fields(node: ir.Node) -> dict[str, Any]:
     import dataclasses
 
     return {f.name: getattr(node, f.name) for f in dataclasses.fields(node)}
+
+
+# ---------------------------------------------------------------------------------------------
+# capabilities: declared on the class, checked for every named backend before any is built
+
+
+class Counting(NumpyBackend):
+    """A numpy backend that records every build (to prove none happened)."""
+
+    builds: ClassVar[list[str]] = []
+
+    def build(self, graph: ir.Graph) -> NumpyModel:
+        Counting.builds.append(self.name)
+        return super().build(graph)
+
+
+class Plain(Counting):
+    name = "plain"
+
+
+class Other(Counting):
+    name = "other"
+
+
+class Able(Counting):
+    name = "able"
+    dtypes: ClassVar[tuple[str, ...]] = ("float32", "float64")
+    trains: ClassVar[bool] = True
+    optimizable: ClassVar[bool] = True
+
+
+class SingleOutput(Counting):
+    name = "single"
+    multi_output: ClassVar[bool] = False
+
+
+def test_parity_names_every_backend_that_lacks_a_capability_before_building_any() -> None:
+    from archcompiler.parity import parity
+
+    Counting.builds.clear()
+    instances = {"able": Able(), "plain": Plain(), "other": Other()}
+    with pytest.raises(BackendError) as info:
+        parity(tiny(), ("able", "plain", "other"), dtype="float64", train_steps=1, instances=instances)
+    assert str(info.value) == (
+        "backends 'plain' and 'other' cannot build models in float64; "
+        "backends 'plain' and 'other' cannot take training steps"
+    )
+    with pytest.raises(BackendError, match=r"^backends 'plain' and 'other' cannot build optimized models$"):
+        parity(tiny(), ("able", "plain", "other"), optimize=True, instances=instances)
+    assert Counting.builds == []
+
+
+def test_require_capabilities_reads_the_declarations() -> None:
+    from archcompiler.kit import require_capabilities
+
+    require_capabilities([Plain(), Able()])  # float32 inference: asks nothing
+    require_capabilities([Able()], dtype="float64", training=True, optimize=True, multi_output=True)
+    with pytest.raises(BackendError, match=r"^backend 'single' cannot build models with several outputs$"):
+        require_capabilities([Able(), SingleOutput()], multi_output=True)
+    with pytest.raises(BackendError, match=r"dtype 'float16': archc builds models in float32, float64"):
+        require_capabilities([Able()], dtype="float16")
+
+
+def test_build_checks_capabilities_before_building() -> None:
+    import archcompiler as a
+
+    spec = {
+        "name": "tiny",
+        "input": {"size": 6, "channels": 3},
+        "layers": [
+            {"op": "conv", "filters": 4, "kernel": 3, "name": "conv"},
+            {"op": "batchnorm", "name": "bn"},
+            {"op": "activation", "kind": "relu", "name": "relu"},
+            {"op": "global_avg_pool", "name": "gap"},
+            {"op": "dense", "units": 2, "name": "fc"},
+        ],
+    }
+    Counting.builds.clear()
+    net = a.compile(spec, outputs=["relu", "fc"])
+    with pytest.raises(BackendError, match="'single' cannot build models with several outputs"):
+        net.build(SingleOutput())
+    with pytest.raises(BackendError, match="'plain' cannot build optimized models"):
+        a.compile(spec).build(Plain(), optimize=True)
+    assert Counting.builds == []
+    net.build(Plain())  # a backend that declares nothing builds several outputs (the default)
+    assert Counting.builds == ["plain"]

@@ -20,6 +20,7 @@ import numpy as np  # noqa: E402
 
 import archcompiler as a  # noqa: E402
 from archcompiler import weights  # noqa: E402
+from archcompiler.cli import main  # noqa: E402
 from archcompiler.parity import parity  # noqa: E402
 from archcompiler.registry import get_backend  # noqa: E402
 
@@ -215,3 +216,74 @@ def test_long_global_average_pool_is_judged_by_its_length() -> None:
     assert pool.error == pytest.approx(max(errors.values()))
     # not vacuous: the bound (~gamma_6084 * mean|x|) would catch a 1% error in the average
     assert pool.error <= pool.allowed < 1e-2 * np.abs(r64).max()
+
+
+# -- verdicts on values that are not finite, or below float32's normal range ------------------
+
+
+def _rescaled(scale: str) -> a.Graph:
+    text = HEAD.format(name="rescaled", size=8, channels=3) + (
+        f"  - {{op: rescaling, scale: {scale}}}\n"
+        "  - {op: conv, filters: 8, kernel: 3}\n"
+        "  - {op: batchnorm}\n"
+        "  - {op: activation}\n"
+        "  - {op: global_avg_pool}\n"
+        "  - {op: dense, units: $classes}\n"
+    )
+    return a.lower(a.load_text(text, "rescaled.yaml"))
+
+
+def test_overflow_in_every_backend_is_not_comparable_and_no_zero_difference_fails(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 19: a rescaling by 3e38 reported FAIL at rescaling_1 while the backends agreed: float32
+    overflows to infinity in both (the float64 reference is finite), and inf - inf made the bound
+    NaN. Now: a node whose difference is 0 never fails, and the report says both give infinity."""
+    graph = _rescaled("3.0e38")
+    rep = parity(graph, ("torch", "keras"))
+    bad = rep.not_comparable
+    assert bad is not None and bad.node == "rescaling_1" and bad.nonfinite == "infinity"
+    assert "the float64 reference is finite there" in bad.note and not rep.ok
+    assert all(d.ok or d.nonfinite for d in rep.diffs if d.error == 0)
+    assert all(d.allowed == d.allowed and d.error == d.error for d in rep.diffs)  # never NaN
+    text = rep.table()
+    assert "NOT COMPARABLE: both backends give infinity at node 'rescaling_1' (rescaling)" in text
+    assert "FAIL" not in text
+    spec = tmp_path / "rescaled.yaml"
+    spec.write_text(HEAD.format(name="rescaled", size=8, channels=3) + "  - {op: rescaling, scale: 3.0e38}\n")
+    assert main(["parity", str(spec), "-q"]) == 1
+    assert "NOT COMPARABLE: both backends give infinity" in capsys.readouterr().out
+
+
+def test_subnormal_results_pass_although_tensorflow_flushes_them() -> None:
+    """A rescaling by 1e-40 makes float32 results subnormal: TensorFlow flushes them to zero,
+    PyTorch keeps them; both are as far from float64 as float32's absolute rounding near zero
+    (2**-126) explains, so neither fails (the relative bound alone failed torch at 7e-46)."""
+    graph = _rescaled("1.0e-40")
+    rep = parity(graph, ("torch", "keras"))
+    assert rep.ok, rep.first_failure
+    assert rep.diff("rescaling_1").error > 0  # float32 really lost digits there
+
+
+def test_capabilities_are_checked_before_any_backend_is_built(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 19: --dtype float64 with backends that cannot build it was found after building the
+    others (20 s), naming only the first. Now: before any build, every such backend named."""
+    pytest.importorskip("onnxruntime")
+    from archcompiler.backends.keras import KerasBackend
+    from archcompiler.backends.torch import TorchBackend
+
+    def never(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a backend was built before the capabilities were checked")
+
+    monkeypatch.setattr(TorchBackend, "build", never)
+    monkeypatch.setattr(KerasBackend, "build", never)
+    spec = str(ROOT / "specs" / "mobilenet.yaml")
+    argv = ["parity", spec, "--backends", "torch,keras,onnx,tflite", "--dtype", "float64", "--train-steps", "1"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"{spec}: --backends with --dtype float64, --train-steps: backends 'onnx' and 'tflite' cannot build "
+        "models in float64; backends 'onnx' and 'tflite' cannot take training steps\n"
+    )

@@ -200,17 +200,29 @@ def test_default_lr_is_beyond_1e9_for_any_two_implementations() -> None:
     assert text.splitlines()[-1].startswith("PASS") and f"the first {max(rep.horizon, 1)} of 5 free-running" in text
 
 
-def test_float32_training_judged_by_float64() -> None:
+def _largest_relative_at_step_one(rep: TrainingReport) -> tuple[float, str]:
+    return max((d.error / max(d.magnitude, 1e-12), d.quantity) for d in rep.diffs if d.step == 1)
+
+
+def test_float32_training_is_measured_not_judged() -> None:
+    """float32 training reports each backend's distance from the float64 run, with no verdict: a
+    float32 step amplifies its own roundings as much as anything it amplifies, and the former
+    bound failed correct models (issue 19: MobileNet 0.5, 96 px, batch 12; slow tier). What is
+    measured still shows a gross error: a wrong momentum convention is 100x further from the
+    float64 run at step 1 than a correct backend, on the moving statistic it corrupts."""
     graph = lowered("mobilenet", 32)
     rep = train_parity(graph, ("torch", "keras"), steps=2, batch=2, dtype="float32", seed=2)
-    assert rep.ok, rep.first_failure
-    # float32 really differs from the float64 oracle, and is held to a bound well below the values
-    params = [d for d in rep.diffs if d.kind == "parameter"]
-    assert max(d.error for d in params) > 0
-    ratios = sorted(d.allowed / max(d.magnitude, 1e-12) for d in params if d.step == 1)
-    # Loose at this chaotic setting (measured median 8% of the magnitude, README), yet a bound:
-    # most parameters are held well below their own size (the momentum-bug test shows it bites).
-    assert ratios[len(ratios) // 2] < 0.2
+    assert not rep.verdict and rep.ok and rep.first_failure is None
+    assert rep.diffs and not any(d.judged for d in rep.diffs)
+    correct, _ = _largest_relative_at_step_one(rep)
+    assert 0 < correct < 0.05  # measured 0.8% (chaotic setting: one step amplifies rounding ~1e4x)
+    text = render_training(rep)
+    assert "measured against: the torch float64 run" in text
+    assert text.splitlines()[-1].startswith("NO VERDICT: float32 training is measured, not judged")
+    assert "run --dtype float64 to check equivalence" in text
+    bug = train_parity(graph, steps=2, batch=2, dtype="float32", seed=2, instances={"keras": _wrong_momentum_keras()})
+    worst, quantity = _largest_relative_at_step_one(bug)
+    assert bug.ok and worst > 100 * correct and quantity.endswith("_bn.moving_mean"), (worst, quantity)
 
 
 def test_batchnorm_over_a_single_value_is_refused_by_both() -> None:
@@ -293,10 +305,9 @@ def _wrong_lr_torch():  # type: ignore[no-untyped-def]
     return WrongLr()
 
 
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_wrong_momentum_convention_is_named(dtype: str) -> None:
+def test_wrong_momentum_convention_is_named() -> None:
     graph = lowered("mobilenet", 32)
-    rep = train_parity(graph, steps=2, batch=2, dtype=dtype, instances={"keras": _wrong_momentum_keras()})
+    rep = train_parity(graph, steps=2, batch=2, dtype="float64", instances={"keras": _wrong_momentum_keras()})
     bad = rep.first_failure
     # loss, logits and every parameter of step 1 are unaffected (training BN uses batch statistics)
     assert bad is not None and (bad.step, bad.quantity, bad.kind) == (1, "conv1_bn.moving_mean", "moving statistic")
@@ -348,6 +359,46 @@ def test_cli_train_steps(capsys: pytest.CaptureFixture[str]) -> None:
     assert "1 value per channel" in capsys.readouterr().err
 
 
+# -- NaN and infinity: not comparable, not blamed on one backend -------------------------------
+
+TINY = """
+archc: 1
+name: tiny
+input: {size: 8, channels: 3}
+classes: 10
+defaults: {padding: same, bias: false, activation: relu}
+layers:
+  - {op: conv, filters: 8, kernel: 3, stride: 2, name: conv1}
+  - {op: batchnorm, name: conv1_bn}
+  - {op: activation, name: conv1_relu}
+  - {op: global_avg_pool, name: pool}
+  - {op: dense, units: $classes, name: fc}
+"""
+
+
+def test_a_diverged_run_is_not_comparable_and_blames_no_backend(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """lr 1e300: both backends' steps overflow to NaN (issue 19 reported 'max abs diff nan, allowed
+    nan' blamed on Keras). The report says both give NaN from that step; it is no PASS either."""
+    graph = a.lower(a.load_text(TINY, "tiny.yaml"))
+    rep = train_parity(graph, ("torch", "keras"), steps=3, batch=2, dtype="float64", lr=1e300)
+    bad = rep.not_comparable
+    assert not rep.ok and bad is not None and bad is rep.first_failure
+    assert bad.nonfinite in ("NaN", "infinity", "NaN and infinity") and bad.step >= 2
+    assert all(d.ok for d in rep.diffs if d.step < bad.step)  # the finite steps before agree
+    line = render_training(rep).splitlines()[-1]
+    assert line.startswith(f"NOT COMPARABLE: both backends give {bad.nonfinite} at ") and "keras" not in line
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(TINY)
+    argv = ["parity", str(spec), "--train-steps", "3", "--lr", "1e300", "--dtype", "float64", "-q"]
+    assert main(argv) == 1
+    assert "NOT COMPARABLE: both backends give" in capsys.readouterr().out
+    # float32 cannot take that step at all: refused in one line before anything is built
+    assert main([*argv[:-3], "-q"]) == 2
+    assert "learning rate 1e+300: a float32 training step takes a number from 0 to 3.4e+38" in capsys.readouterr().err
+
+
 # -- the grid ----------------------------------------------------------------------------------
 
 GRID = list(
@@ -369,8 +420,8 @@ def test_training_grid(spec: str, resolution: int, batch: int, variance_update: 
     rep = train_parity(graph, steps=5, batch=batch, dtype=dtype)
     if dtype == "float64":
         check_float64(rep)
-    else:
-        assert rep.ok, rep.first_failure
+    else:  # measured, not judged: a correct model never fails
+        assert rep.ok and not rep.verdict and not any(d.judged for d in rep.diffs), rep.first_failure
 
 
 @pytest.mark.slow
@@ -413,3 +464,11 @@ def test_v3_small_free_step_two_is_judged_and_agrees() -> None:
     rep = train_parity(graph, ("torch", "keras"), steps=2, batch=4, dtype="float64", seed=0)
     check_float64(rep)
     free_run_within_1e9(rep)
+
+
+@pytest.mark.slow
+def test_float32_training_of_a_correct_model_never_fails_issue_19() -> None:
+    """The issue's case: float32 training parity reported 'FAIL ... conv1.kernel (keras): max abs
+    diff 0.000273, allowed 0.000185' for a correct model. Now measured, without a verdict."""
+    argv = ["parity", str(ROOT / "specs" / "mobilenet.yaml"), "--width", "0.5", "--resolution", "96"]
+    assert main([*argv, "--train-steps", "3", "--batch", "12", "--dtype", "float32", "-q"]) == 0

@@ -108,3 +108,73 @@ def test_load_without_graph_still_checks_values(tmp_path: Path) -> None:
     np.savez(tmp_path / "ok.npz", **{"bn.moving_variance": np.zeros(4), "c.kernel": np.ones((2, 3), np.float16)})
     back = W.load(tmp_path / "ok.npz")
     assert back["c.kernel"].dtype == np.float16 and back["bn.moving_variance"].dtype == np.float64
+
+
+# -- the training init every build starts from ------------------------------------------------
+
+GOOG = """
+archc: 1
+name: goog
+input: {size: 8, channels: 64}
+classes: 1000
+defaults: {padding: same, bias: false, activation: relu}
+layers:
+  - {op: conv, filters: 256, kernel: 3, groups: 4, bias: true, name: grouped}
+  - {op: batchnorm, name: grouped_bn}
+  - {op: depthwise_conv, kernel: 5, multiplier: 2, name: dw}
+  - {op: conv, filters: 1024, kernel: 1, name: pw}
+  - {op: global_avg_pool, name: pool}
+  - {op: dense, units: $classes, name: fc}
+"""
+
+
+def test_training_init_is_the_tensorflow_reference_scheme() -> None:
+    """The TF reference MnasNet/EfficientNet init as timm's _init_weight_goog writes it, from the
+    formulas and the spec's own numbers (not from WeightSpec): conv kernels normal(0, sqrt(2 /
+    fan_out)), fan_out = kh * kw * out / groups (a depthwise conv: one group per channel, so
+    kh * kw * multiplier); dense kernels uniform(+-1 / sqrt(units)); biases 0; BatchNorm 1, 0, 0, 1."""
+    graph = a.lower(a.load_text(GOOG, "goog.yaml"))
+    w = W.training_init(graph, seed=0)
+    stds = {
+        "grouped.kernel": np.sqrt(2 / (3 * 3 * 256 / 4)),
+        "dw.kernel": np.sqrt(2 / (5 * 5 * 2)),
+        "pw.kernel": np.sqrt(2 / (1 * 1 * 1024)),
+    }
+    for name, std in stds.items():
+        k = w[name].astype(np.float64)
+        assert k.size >= 12_800, name  # large enough for a 3% check: the std's own error is < 0.7%
+        assert abs(k.std() / std - 1) < 0.03, (name, k.std(), std)
+        assert abs(k.mean()) < 4 * std / np.sqrt(k.size), name
+    r = 1 / np.sqrt(1000)
+    fc = w["fc.kernel"].astype(np.float64)
+    assert fc.shape == (1024, 1000) and -r <= fc.min() < -0.999 * r and 0.999 * r < fc.max() <= r
+    assert abs(fc.std() / (r / np.sqrt(3)) - 1) < 0.01  # a uniform's std is r / sqrt(3)
+    for name, value in (
+        ("grouped.bias", 0.0),
+        ("fc.bias", 0.0),
+        ("grouped_bn.gamma", 1.0),
+        ("grouped_bn.beta", 0.0),
+        ("grouped_bn.moving_mean", 0.0),
+        ("grouped_bn.moving_variance", 1.0),
+    ):
+        assert np.all(w[name] == value), name
+    assert all(v.dtype == np.float32 for v in w.values()) and set(w) == set(W.expected(graph))
+
+
+def test_training_init_is_deterministic_per_seed_and_name() -> None:
+    graph = a.lower(a.load_text(GOOG, "goog.yaml"))
+    w0, again, w1 = W.training_init(graph), W.training_init(graph, 0), W.training_init(graph, 1)
+    assert all(np.array_equal(w0[k], again[k]) for k in w0)
+    assert not np.array_equal(w0["pw.kernel"], w1["pw.kernel"])
+    # a tensor's values depend on its name and the seed only: another layer does not move them
+    extra = "  - {op: conv, filters: 32, kernel: 1, name: extra}\n  - {op: depthwise_conv"
+    w2 = W.training_init(a.lower(a.load_text(GOOG.replace("  - {op: depthwise_conv", extra), "goog.yaml")))
+    assert "extra.kernel" in w2
+    assert all(np.array_equal(w2[k], w0[k]) for k in ("grouped.kernel", "fc.kernel"))
+
+
+@pytest.mark.parametrize("seed", [-1, 2**32, 1.5, True, "0"])
+def test_training_init_refuses_a_bad_seed(seed: object) -> None:
+    graph = a.lower(a.load_text(GOOG, "goog.yaml"))
+    with pytest.raises(W.WeightError, match="seed must be a whole number from 0 to 4294967295"):
+        W.training_init(graph, seed)  # type: ignore[arg-type]

@@ -115,7 +115,13 @@ class RawCost:
 Layout = Literal["conv_kernel", "depthwise_kernel", "dense_kernel", "vector"]
 """How a canonical tensor is laid out (archcompiler.layouts converts each to channels-first)."""
 Init = Literal["he", "bias", "gamma", "beta", "moving_mean", "moving_variance"]
-"""How weights.init fills a tensor (non-trivial BN statistics, so parity cannot pass by luck)."""
+"""How weights.init (parity's probe) fills a tensor (non-trivial BN statistics, so parity
+cannot pass by luck)."""
+Fill = Literal["normal_fan_out", "uniform_fan_out", "zeros", "ones"]
+"""How weights.training_init (what a build starts from) fills a tensor: the TensorFlow
+reference MnasNet/EfficientNet scheme (timm's ``_init_weight_goog``). ``normal_fan_out``:
+normal(0, sqrt(2 / fan_out)) (conv kernels); ``uniform_fan_out``: uniform(-r, r) with
+r = 1 / sqrt(fan_out) (dense kernels); ``zeros`` and ``ones``: constants (biases, BatchNorm)."""
 
 
 @dataclass(frozen=True)
@@ -129,6 +135,10 @@ class WeightSpec:
     fan_in: int = 0
     """For ``init="he"``: the inputs each output sums over."""
     trainable: bool = True
+    fill: Fill = "zeros"
+    fan_out: int = 0
+    """For the ``*_fan_out`` fills: the outputs each input reaches (a conv's kh * kw * out /
+    groups, a dense layer's units)."""
 
 
 @fast_init

@@ -105,9 +105,11 @@ class Conv2D(Node):
         return (oh, ow, self.filters)
 
     def weights(self) -> tuple[WeightSpec, ...]:
-        fan_in = self.kernel[0] * self.kernel[1] * (self.in_channels // self.groups)
+        taps = self.kernel[0] * self.kernel[1]
+        fan_in = taps * (self.in_channels // self.groups)
         shape = (*self.kernel, self.in_channels // self.groups, self.filters)
-        kernel = WeightSpec("kernel", shape, "conv_kernel", "he", fan_in)
+        fan_out = taps * self.filters // self.groups  # as TF's reference and timm (fix_group_fanout)
+        kernel = WeightSpec("kernel", shape, "conv_kernel", "he", fan_in, fill="normal_fan_out", fan_out=fan_out)
         return (kernel, WeightSpec("bias", (self.filters,))) if self.use_bias else (kernel,)
 
     def cost(self, inputs: Sequence[Shape]) -> RawCost:
@@ -154,7 +156,11 @@ class DepthwiseConv2D(Node):
 
     def weights(self) -> tuple[WeightSpec, ...]:
         shape = (*self.kernel, self.in_channels, self.multiplier)
-        kernel = WeightSpec("kernel", shape, "depthwise_kernel", "he", self.kernel[0] * self.kernel[1])
+        taps = self.kernel[0] * self.kernel[1]
+        # fan-out per group (one group per input channel): kh * kw * multiplier
+        kernel = WeightSpec(
+            "kernel", shape, "depthwise_kernel", "he", taps, fill="normal_fan_out", fan_out=taps * self.multiplier
+        )
         bias = WeightSpec("bias", (self.in_channels * self.multiplier,))
         return (kernel, bias) if self.use_bias else (kernel,)
 

@@ -46,7 +46,15 @@ class Dense(Node):
         return (self.units,)
 
     def weights(self) -> tuple[WeightSpec, ...]:
-        kernel = WeightSpec("kernel", (self.in_features, self.units), "dense_kernel", "he", self.in_features)
+        kernel = WeightSpec(
+            "kernel",
+            (self.in_features, self.units),
+            "dense_kernel",
+            "he",
+            self.in_features,
+            fill="uniform_fan_out",
+            fan_out=self.units,
+        )
         return (kernel, WeightSpec("bias", (self.units,))) if self.use_bias else (kernel,)
 
     def cost(self, inputs: Sequence[Shape]) -> RawCost:

@@ -10,7 +10,7 @@ from pydantic import Field
 
 from ..fields import Epsilon, LayerBase
 from ..limits import EPSILON_RANGE
-from .base import LowerContext, Node, OpError, RawCost, Shape, WeightSpec
+from .base import Fill, LowerContext, Node, OpError, RawCost, Shape, WeightSpec
 
 VarianceUpdate = Literal["biased", "unbiased"]
 
@@ -62,8 +62,11 @@ class BatchNorm(Node):
 
     def weights(self) -> tuple[WeightSpec, ...]:
         c = (self.channels,)
-        affine = [WeightSpec(p, c, init=p) for p, on in (("gamma", self.scale), ("beta", self.center)) if on]
-        stats = [WeightSpec(p, c, init=p, trainable=False) for p in ("moving_mean", "moving_variance")]
+        fill: dict[str, Fill] = {"gamma": "ones", "beta": "zeros", "moving_mean": "zeros", "moving_variance": "ones"}
+        affine = [
+            WeightSpec(p, c, init=p, fill=fill[p]) for p, on in (("gamma", self.scale), ("beta", self.center)) if on
+        ]
+        stats = [WeightSpec(p, c, init=p, trainable=False, fill=fill[p]) for p in ("moving_mean", "moving_variance")]
         return (*affine, *stats)
 
     def cost(self, inputs: Sequence[Shape]) -> RawCost:

@@ -37,6 +37,8 @@ class KerasBackend(Backend):
 
     name: ClassVar[str] = "keras"
     optimizable: ClassVar[bool] = True
+    trains: ClassVar[bool] = True  # sgd_step
+    multi_output: ClassVar[bool] = True
     convention: ClassVar[str] = "keras"
     handlers: ClassVar[Mapping[str, Handler]] = HANDLERS
     foreign_weight_suffixes: ClassVar[tuple[str, ...]] = (".h5",)

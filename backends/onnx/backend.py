@@ -41,6 +41,9 @@ class OnnxBackend(Backend):
 
     name: ClassVar[str] = "onnx"
     optimizable: ClassVar[bool] = True
+    trains: ClassVar[bool] = False  # an inference runtime: no sgd_step
+    multi_output: ClassVar[bool] = True
+    dtypes: ClassVar[tuple[str, ...]] = ("float32",)
     handlers: ClassVar[Mapping[str, Handler]] = HANDLERS
     convention: ClassVar[str] = "keras"
     weight_layout: ClassVar[WeightLayout] = "channels_first"
@@ -51,9 +54,10 @@ class OnnxBackend(Backend):
         self.nhwc_input = nhwc_input
 
     def build(self, graph: ir.Graph) -> onnx.ModelProto:
-        """The model with archc's deterministic initial weights (weights.init, seed 0)."""
+        """The model with archc's initial weights (weights.training_init, seed 0): ONNX has no
+        initialisers of its own, so they are its 'framework' init too."""
         self.check_supported(graph)
-        return build_model(graph, self.handlers, canonical.init(graph), nhwc_input=self.nhwc_input)
+        return build_model(graph, self.handlers, canonical.training_init(graph), nhwc_input=self.nhwc_input)
 
     def graph_name(self, model: Any) -> str | None:
         """The name of the graph the model was built from, as build_model recorded it in the

@@ -54,6 +54,9 @@ class TfliteBackend(Backend):
 
     name: ClassVar[str] = "tflite"
     optimizable: ClassVar[bool] = True
+    trains: ClassVar[bool] = False  # an inference runtime: no sgd_step
+    multi_output: ClassVar[bool] = True
+    dtypes: ClassVar[tuple[str, ...]] = ("float32",)
     convention: ClassVar[str] = "keras"
     handlers: ClassVar[Mapping[str, Any]] = KerasBackend.handlers
     file_suffixes: ClassVar[tuple[str, ...]] = (".tflite", ".quantization.json")

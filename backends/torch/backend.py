@@ -66,6 +66,8 @@ class TorchBackend(Backend):
 
     name: ClassVar[str] = "torch"
     optimizable: ClassVar[bool] = True
+    trains: ClassVar[bool] = True  # sgd_step
+    multi_output: ClassVar[bool] = True
     asymmetric_padding: ClassVar[bool] = False  # nn.Conv2d pads symmetrically; nn.ZeroPad2d copies
     handlers: ClassVar[Mapping[str, Handler]] = HANDLERS
     weight_layout = "channels_first"
