@@ -197,8 +197,9 @@ def _padding(v: Any) -> str | int | tuple[int, int, int, int] | Ref:
             if len(v) == 2 and all(isinstance(x, list | tuple) and len(x) == 2 for x in v):
                 (t, b), (left, r) = v
                 return (_nonneg(t), _nonneg(b), _nonneg(left), _nonneg(r))
-        except PydanticCustomError:
-            pass
+        except PydanticCustomError as exc:
+            if exc.type == "expression":  # an expression's own error says where in it
+                raise
     raise PydanticCustomError("padding", msg)
 
 

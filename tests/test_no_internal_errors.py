@@ -1,0 +1,236 @@
+"""No input ends in an internal error or a hang (issue 19): each case a regression test.
+
+Expression arithmetic that overflows or makes NaN, expansions that would iterate forever, names
+and depths a backend cannot build, runs that would not fit in memory, and wrong arguments to
+the Python API: each is one located line (a SpecError, BackendError, WeightError or OutputError;
+exit status 2 on the command line), never OverflowError, RecursionError, MemoryError,
+AttributeError, ... Framework-free: the backend cases live in tests/backends/.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import archcompiler as archc
+from archcompiler import SpecError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def archc_cli(*args: str | Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """The CLI in a child process, so that a hang fails the test instead of stalling the run."""
+    return subprocess.run(
+        [sys.executable, "-m", "archcompiler.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        env={**os.environ, "ARCHC_DEBUG": ""},
+    )
+
+
+def one_line(text: str) -> str:
+    msg = text.rstrip("\n")
+    assert msg and "\n" not in msg and "Traceback" not in msg and "internal error" not in msg, msg
+    return msg
+
+
+# --- expression arithmetic ---------------------------------------------------------------
+
+HEAD = "archc: 1\nname: t\ninput: {size: 8, channels: 3}\nclasses: 10\n"
+D400 = "9" * 400
+
+
+def _spec(layers: str, *, blocks: str = "", top: str = "") -> str:
+    return HEAD + top + (f"blocks:\n{blocks}" if blocks else "") + "layers:\n" + layers
+
+
+def _block(params: str, layer: str) -> str:
+    return f"  b:\n    params: {params}\n    layers:\n      - {layer}\n"
+
+
+OVERFLOWS = "overflows: beyond the float range"
+OUT_OF_RANGE = "is out of range: an integer beyond 2**63 - 1"
+NAN = "is not a number (NaN)"
+
+EXPRESSION_CASES: dict[str, tuple[str, str, str]] = {
+    # case: (spec, the located spec path, what the message says)
+    "int(1e999)": (
+        _spec('  - {op: conv, filters: "=int(1e999)", kernel: 1}\n'),
+        "layers[0].filters",
+        f"the number 1e999 {OVERFLOWS} (about 1.8e308) at column 6",
+    ),
+    "int($in * 1e308 * 10)": (
+        _spec('  - {op: conv, filters: "=int($in * 1e308 * 10)", kernel: 1}\n'),
+        "layers[0].filters",
+        f"'*' {OVERFLOWS} (about 1.8e308) at column 10",
+    ),
+    "400 digits * 1.5": (
+        _spec(f'  - {{op: conv, filters: "={D400} * 1.5", kernel: 1}}\n'),
+        "layers[0].filters",
+        f"the number 9999999999...999999 (400 characters) {OUT_OF_RANGE} at column 2",
+    ),
+    "round_channels(1e999)": (
+        _spec('  - {op: conv, filters: "=round_channels(1e999)", kernel: 1}\n'),
+        "layers[0].filters",
+        f"the number 1e999 {OVERFLOWS} (about 1.8e308) at column 17",
+    ),
+    "round_channels(1e308) at width 4": (
+        _spec('  - {op: conv, filters: "=round_channels(1e308)", kernel: 1}\n', top="width: 4\n"),
+        "layers[0].filters",
+        f"round_channels() {OVERFLOWS} at column 2",
+    ),
+    "make_divisible(8, 400 digits)": (
+        _spec(f'  - {{op: conv, filters: "=make_divisible(8, {D400})", kernel: 1}}\n'),
+        "layers[0].filters",
+        f"(400 characters) {OUT_OF_RANGE} at column 20",
+    ),
+    "make_divisible(1e308)": (
+        _spec('  - {op: conv, filters: "=make_divisible(1e308)", kernel: 1}\n'),
+        "layers[0].filters",
+        f"make_divisible() {OUT_OF_RANGE} at column 2",
+    ),
+    "int(1e300)": (
+        _spec('  - {op: conv, filters: "=int(1e300)", kernel: 1}\n'),
+        "layers[0].filters",
+        f"int() {OUT_OF_RANGE} at column 2",
+    ),
+    "int64 max + 1": (
+        _spec('  - {op: conv, filters: "=9223372036854775807 + 1", kernel: 1}\n'),
+        "layers[0].filters",
+        f"'+' {OUT_OF_RANGE} at column 22",
+    ),
+    "-int64 max - 2": (
+        _spec('  - {op: conv, filters: "=-9223372036854775807 - 2", kernel: 1}\n'),
+        "layers[0].filters",
+        f"'-' {OUT_OF_RANGE} at column 23",
+    ),
+    "1e308 // 1e-300": (
+        _spec('  - {op: conv, filters: "=int(1e308 // 1e-300)", kernel: 1}\n'),
+        "layers[0].filters",
+        f"'//' {OVERFLOWS}",
+    ),
+    "inf - inf (NaN form)": (
+        _spec('  - {op: conv, filters: "=int(1e308 * 10 - 1e308 * 10)", kernel: 1}\n'),
+        "layers[0].filters",
+        f"'*' {OVERFLOWS} (about 1.8e308) at column 12",
+    ),
+    "NaN parameter in int()": (
+        _spec("  - {block: b}\n", blocks=_block("{x: .nan}", '{op: conv, filters: "=int($x)", kernel: 1}')),
+        "blocks.b.layers[0].filters",
+        f"'$x' {NAN} at column 6 (in block 'b' instance 1)",
+    ),
+    "NaN parameter, bare": (
+        _spec("  - {block: b}\n", blocks=_block("{x: .nan}", "{op: conv, filters: $x, kernel: 1}")),
+        "blocks.b.layers[0].filters",
+        f"'$x' {NAN} (in block 'b' instance 1)",
+    ),
+    "infinite parameter, bare": (
+        _spec("  - {block: b}\n", blocks=_block("{x: .inf}", "{op: conv, filters: 8, kernel: $x}")),
+        "blocks.b.layers[0].kernel",
+        f"'$x' {OVERFLOWS}",
+    ),
+    "NaN block argument": (
+        _spec("  - {block: b, n: .nan}\n", blocks=_block("{n: 1}", '{op: conv, filters: "=$n * 2", kernel: 1}')),
+        "blocks.b.layers[0].filters",
+        f"'$n' {NAN} at column 2",
+    ),
+    "overflowing block argument": (
+        _spec('  - {block: b, n: "=1e308 * 10"}\n', blocks=_block("{n: 1}", "{op: conv, filters: $n, kernel: 1}")),
+        "layers[0].n",
+        f"'*' {OVERFLOWS}",
+    ),
+    "overflowing block default": (
+        _spec("  - {block: b}\n", blocks=_block('{n: "=int(1e999)"}', "{op: conv, filters: $n, kernel: 1}")),
+        "blocks.b.params",
+        f"the number 1e999 {OVERFLOWS}",
+    ),
+    "padding list": (
+        _spec('  - {op: conv, filters: 8, kernel: 3, padding: [0, 0, "=int(1e999)", 0]}\n'),
+        "layers[0].padding",
+        f"the number 1e999 {OVERFLOWS}",
+    ),
+    "padding list, reading $in": (
+        _spec('  - {op: conv, filters: 8, kernel: 3, padding: ["$in * 1e308 * 10", 0, 0, 0]}\n'),
+        "layers[0].padding",
+        f"'*' {OVERFLOWS}",
+    ),
+    "padding pairs": (
+        _spec('  - {op: conv, filters: 8, kernel: 3, padding: [[0, "=int(1e300)"], [0, 0]]}\n'),
+        "layers[0].padding",
+        f"int() {OUT_OF_RANGE}",
+    ),
+    "stride pair": (
+        _spec('  - {op: conv, filters: 8, kernel: 3, stride: ["=int(1e999)", 1]}\n'),
+        "layers[0].stride",
+        f"the number 1e999 {OVERFLOWS}",
+    ),
+    "repeat": (
+        _spec('  - {op: activation, repeat: "=int(1e300)"}\n'),
+        "layers[0].repeat",
+        f"int() {OUT_OF_RANGE}",
+    ),
+    "when": (
+        _spec('  - {op: activation, when: "=1e308 * 10 > 1"}\n'),
+        "layers[0].when",
+        f"'*' {OVERFLOWS}",
+    ),
+    "dense units from $classes": (
+        _spec('  - {op: global_avg_pool}\n  - {op: dense, units: "=int($classes * 1e308 * 10)"}\n'),
+        "layers[1].units",
+        f"'*' {OVERFLOWS}",
+    ),
+    "dropout rate": (
+        _spec('  - {op: dropout, rate: "=1e308 * 10"}\n'),
+        "layers[0].rate",
+        f"'*' {OVERFLOWS}",
+    ),
+    "rescaling scale": (
+        _spec('  - {op: rescaling, scale: "=1e200 * 1e200"}\n'),
+        "layers[0].scale",
+        f"'*' {OVERFLOWS}",
+    ),
+    "Arabic-Indic digit": (
+        _spec('  - {op: conv, filters: "$in * ٢", kernel: 1, scale_width: false}\n'),
+        "layers[0].filters",
+        "unexpected character '٢' at column 7",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", EXPRESSION_CASES, ids=str)
+def test_expression_arithmetic_is_checked(case: str) -> None:
+    text, path, message = EXPRESSION_CASES[case]
+    with pytest.raises(SpecError) as info:
+        archc.lower(archc.load_text(text, "t.yaml"))
+    msg = one_line(str(info.value))
+    assert msg.startswith("t.yaml:") and f": {path}: " in msg, msg
+    assert message in msg, msg
+
+
+def test_huge_values_from_a_dict_are_checked_too() -> None:
+    # a dict is not read by the YAML reader, whose integers are bounded to 64 bits
+    for value, message in ((10**400, f"'$n' {OUT_OF_RANGE}"), (float("nan"), f"'$n' {NAN}")):
+        spec = {
+            "name": "t",
+            "input": {"size": 8},
+            "blocks": {"b": {"params": {"n": value}, "layers": [{"op": "conv", "filters": "=$n * 1.5", "kernel": 1}]}},
+            "layers": [{"block": "b"}],
+        }
+        with pytest.raises(SpecError) as info:
+            archc.compile(spec)
+        assert message in one_line(str(info.value))
+
+
+@pytest.mark.parametrize("case", ["int(1e999)", "make_divisible(8, 400 digits)", "NaN parameter in int()"])
+def test_expression_overflow_on_the_command_line(case: str, tmp_path: Path) -> None:
+    spec = tmp_path / "t.yaml"
+    spec.write_text(EXPRESSION_CASES[case][0], encoding="utf-8")
+    r = archc_cli("check", spec)
+    assert r.returncode == 2 and r.stdout == "", (r.returncode, r.stdout, r.stderr)
+    assert one_line(r.stderr).startswith(f"{spec}:")
