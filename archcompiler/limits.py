@@ -13,6 +13,18 @@ MAX_SIZE = 8192
 MAX_FIELD = 65536
 """Largest integer a layer field may hold (filters, units, kernel, stride, groups, ...)."""
 
+MAX_LAYERS = 100_000
+"""Most layers a spec may expand to: a typo such as ``repeat: 1000000000`` fails at once
+instead of keeping the checker busy for hours (lowering runs about 100k layers a second)."""
+
+MAX_ITERATIONS = 2 * MAX_LAYERS
+"""Most repeat iterations an expansion may run: each copy of a layer and each block instance,
+nested ones multiplied, counting those a ``when:`` leaves out (which make no layer but still
+cost time). Checked before a loop starts, against the fewest iterations its body can take
+(``{op: activation, repeat: 1000000000, when: false}`` is refused at once), and counted as it
+runs; room for a network at MAX_LAYERS made of one-layer blocks, and at most a few seconds of
+work (a guarded-off iteration or an empty block instance costs 10-30 us)."""
+
 MAX_PARAMETERS = 500_000_000
 """Most weights (every tensor, BatchNorm statistics included) a graph may have: 2 GB in float32."""
 

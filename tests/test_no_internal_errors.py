@@ -12,12 +12,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 import archcompiler as archc
 from archcompiler import SpecError
+from archcompiler.limits import MAX_ITERATIONS, MAX_LAYERS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -234,3 +236,85 @@ def test_expression_overflow_on_the_command_line(case: str, tmp_path: Path) -> N
     r = archc_cli("check", spec)
     assert r.returncode == 2 and r.stdout == "", (r.returncode, r.stdout, r.stderr)
     assert one_line(r.stderr).startswith(f"{spec}:")
+
+
+# --- the expansion limit counts iterations -----------------------------------------------
+
+ITERATIONS = f"the spec expands to more than {MAX_ITERATIONS:,} repeat iterations"
+
+EXPANSION_CASES: dict[str, tuple[str, str, str]] = {
+    # case: (spec, where it is refused, message)
+    "guarded-off layer repeated 10^9 times": (
+        _spec("  - {op: activation, repeat: 1000000000, when: false}\n"),
+        "layers[0].repeat",
+        ITERATIONS,
+    ),
+    "guarded-off layer, expression guard": (
+        _spec('  - {op: activation, repeat: 1000000000, when: "$index < 0"}\n'),
+        "layers[0].repeat",
+        ITERATIONS,
+    ),
+    "nested blocks whose layers are all guarded off": (
+        _spec(
+            "  - {block: outer, repeat: 1000}\n",
+            blocks="  inner:\n    layers:\n      - {op: activation, when: false}\n"
+            "  outer:\n    layers:\n      - {block: inner, repeat: 1000}\n",
+        ),
+        "layers[0].repeat",
+        ITERATIONS,
+    ),
+    "block call repeated 10^9 times": (
+        _spec("  - {block: b, repeat: 1000000000}\n", blocks=_block("{}", "{op: activation}")),
+        "layers[0].repeat",
+        ITERATIONS,
+    ),
+    "block instances of guarded-off repeats": (
+        _spec("  - {block: b, repeat: 100000}\n", blocks=_block("{}", "{op: activation, repeat: 100000, when: false}")),
+        "layers[0].repeat",
+        ITERATIONS,
+    ),
+    "repeats from a parameter, counted once known": (
+        _spec(
+            "  - {block: b, n: 300000, repeat: 1000}\n",
+            blocks=_block("{n: 1}", '{op: activation, repeat: $n, when: "$n < 0"}'),
+        ),
+        "blocks.b.layers[0].repeat",
+        f"{ITERATIONS} (of layers and blocks, those 'when:' leaves out included; check 'repeat')"
+        " (in block 'b' instance 1)",
+    ),
+    "layers, counted before the loop": (
+        _spec("  - {op: activation, repeat: 100001}\n"),
+        "layers[0].repeat",
+        f"the spec expands to more than {MAX_LAYERS:,} layers (check 'repeat')",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", EXPANSION_CASES, ids=str)
+def test_expansion_counts_iterations_before_running_them(case: str) -> None:
+    text, path, message = EXPANSION_CASES[case]
+    loaded = archc.load_text(text, "t.yaml")
+    start = time.perf_counter()
+    with pytest.raises(SpecError) as info:
+        archc.lower(loaded)
+    elapsed = time.perf_counter() - start
+    msg = one_line(str(info.value))
+    assert msg.startswith("t.yaml:") and f": {path}: " in msg and message in msg, msg
+    assert elapsed < 0.5, f"{elapsed:.2f} s"  # refused before iterating (10 ms here), not after
+
+
+def test_iterations_within_the_limit_are_fine() -> None:
+    # 1,000 instances x 100 guarded-off layers: 101,000 iterations, no layer
+    text = _spec(
+        "  - {block: b, repeat: 1000}\n", blocks=_block("{}", '{op: activation, repeat: 100, when: "$in < 0"}')
+    )
+    graph = archc.lower(archc.load_text(text, "t.yaml"))
+    assert [n.name for n in graph.nodes] == ["input"]
+
+
+def test_huge_guarded_off_repeat_on_the_command_line(tmp_path: Path) -> None:
+    spec = tmp_path / "t.yaml"
+    spec.write_text(EXPANSION_CASES["guarded-off layer repeated 10^9 times"][0], encoding="utf-8")
+    r = archc_cli("check", spec, timeout=30)
+    assert r.returncode == 2 and r.stdout == "", (r.returncode, r.stdout, r.stderr)
+    assert one_line(r.stderr).startswith(f"{spec}:6:30: layers[0].repeat: {ITERATIONS}")
