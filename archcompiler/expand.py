@@ -28,17 +28,13 @@ from .loading import LoadedSpec, _message
 from .ops import LowerContext, make_divisible
 from .ops.base import fast_init
 from .source import Source, SpecError, did_you_mean, format_path, short_repr
-from .spec import OP_LAYERS, BlockCall, BlockDef
+from .spec import OP_LAYERS, SHAPE_NAMES, BlockCall, BlockDef
 
 BLOCK_INPUT = "_input"
 """Inside a block, ``inputs: [_input]`` names the input of the block instance (for residuals)."""
 
 MAX_BLOCK_DEPTH = 16
 """Longest chain of blocks calling blocks (a real network nests two or three deep)."""
-
-SHAPE_NAMES = frozenset({"in", "in_h", "in_w", "block_in"})
-"""Names bound only in stage 2: the channels, height and width of the layer's (first) input,
-and the channels of the block instance's input (squeeze-excite's second conv restores them)."""
 
 SCALED_FIELDS = ("filters", "units")
 """Fields the width multiplier scales when a layer has ``scale_width: true`` (conv, dense)."""

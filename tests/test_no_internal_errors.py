@@ -318,3 +318,17 @@ def test_huge_guarded_off_repeat_on_the_command_line(tmp_path: Path) -> None:
     r = archc_cli("check", spec, timeout=30)
     assert r.returncode == 2 and r.stdout == "", (r.returncode, r.stdout, r.stderr)
     assert one_line(r.stderr).startswith(f"{spec}:6:30: layers[0].repeat: {ITERATIONS}")
+
+
+# --- block parameters named like a built-in ------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["in", "in_h", "in_w", "block_in", "width", "classes", "index"])
+def test_a_parameter_named_like_a_built_in_is_refused_at_its_definition(name: str) -> None:
+    # before, 'block_in' was accepted and silently ignored ($block_in read the block's input)
+    text = _spec("  - {block: b}\n", blocks=_block(f"{{{name}: 4}}", f"{{op: conv, filters: ${name}, kernel: 1}}"))
+    with pytest.raises(SpecError) as info:
+        archc.load_text(text, "t.yaml")
+    assert one_line(str(info.value)) == (
+        f"t.yaml:7:14: blocks.b.params.{name}: '{name}' is a built-in name (${name}), not a parameter name"
+    )
