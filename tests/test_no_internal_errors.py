@@ -19,7 +19,7 @@ import pytest
 
 import archcompiler as archc
 from archcompiler import SpecError
-from archcompiler.limits import MAX_ITERATIONS, MAX_LAYERS
+from archcompiler.limits import MAX_GRAPH_DEPTH, MAX_ITERATIONS, MAX_LAYERS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -331,4 +331,33 @@ def test_a_parameter_named_like_a_built_in_is_refused_at_its_definition(name: st
         archc.load_text(text, "t.yaml")
     assert one_line(str(info.value)) == (
         f"t.yaml:7:14: blocks.b.params.{name}: '{name}' is a built-in name (${name}), not a parameter name"
+    )
+
+
+# --- graphs deeper than a backend can walk ------------------------------------------------
+
+
+def _chain(depth: int) -> dict[str, object]:
+    return {"name": "chain", "input": {"size": 4, "channels": 2}, "layers": [{"op": "activation", "repeat": depth}]}
+
+
+def test_depth_is_the_longest_path_from_the_input() -> None:
+    text = _spec(
+        "  - {op: conv, filters: 4, kernel: 1, name: a}\n"
+        "  - {op: activation, name: b}\n"
+        "  - {op: activation, name: c}\n"
+        "  - {op: add, inputs: [a, c], name: d}\n"  # a skip: d is 4 deep through b and c
+        "  - {op: global_avg_pool, name: e}\n"
+    )
+    assert archc.lower(archc.load_text(text, "t.yaml")).depth() == 5
+    assert archc.compile(_chain(1200)).graph.depth() == 1200
+
+
+def test_a_graph_deeper_than_the_limit_is_refused_where_it_gets_too_deep() -> None:
+    assert archc.compile(_chain(MAX_GRAPH_DEPTH)).graph.depth() == MAX_GRAPH_DEPTH
+    with pytest.raises(SpecError) as info:
+        archc.compile(_chain(MAX_GRAPH_DEPTH + 1))
+    assert one_line(str(info.value)) == (
+        f"<dict>:1:1: layers[0]: activation_{MAX_GRAPH_DEPTH + 1}: the graph is more than {MAX_GRAPH_DEPTH:,} layers"
+        " deep here (the longest path from the input; a limit: frameworks walk a graph recursively)"
     )

@@ -14,7 +14,7 @@ from ...registry import Backend, BackendError
 from ...weights import Weights
 from . import execute
 from . import weights as weight_io
-from .build import build_model
+from .build import build_model, recursion_room
 from .ops import HANDLERS, Handler
 
 
@@ -63,10 +63,10 @@ class KerasBackend(Backend):
 
     def node_shapes(self, graph: Graph, model: Any) -> Iterator[tuple[str, tuple[int, ...] | Exception]]:
         """The symbolic output shape of the layer named after each node."""
+        layers = {layer.name: layer for layer in model.layers}  # get_layer() searches them all each time
         for node in graph.nodes:
-            try:
-                layer = model.get_layer(node.name)
-            except ValueError:
+            layer = layers.get(node.name)
+            if layer is None:
                 yield node.name, BackendError("keras model has no layer of that name")
                 return
             yield node.name, tuple(layer.output.shape[1:])
@@ -94,12 +94,14 @@ class KerasBackend(Backend):
     # -- glue: run and train ---------------------------------------------------------------
 
     def forward(self, graph: Graph, model: Any, x: np.ndarray, names: tuple[str, ...]) -> dict[str, np.ndarray]:
-        return execute.forward(model, x, names)
+        with recursion_room(graph):  # a sub-model exposing the nodes is made on first use
+            return execute.forward(model, x, names)
 
     def sgd_step(
         self, graph: Graph, model: Any, x: np.ndarray, y: np.ndarray, logits: str, lr: float
     ) -> tuple[float, np.ndarray]:
-        return execute.sgd_step(model, x, y, logits, lr)
+        with recursion_room(graph):
+            return execute.sgd_step(model, x, y, logits, lr)
 
     def save(self, graph: Graph, model: Any, out_dir: Path) -> list[Path]:
         """``<graph.name>.keras``, published atomically by the kit.
@@ -107,7 +109,8 @@ class KerasBackend(Backend):
         It loads with plain ``keras.saving.load_model``; only a graph with unbiased-variance
         BatchNorm needs archc's registered UnbiasedBatchNormalization importable.
         """
-        return [self.publish(Path(out_dir) / f"{graph.name}.keras", lambda tmp: model.save(tmp))]
+        with recursion_room(graph):
+            return [self.publish(Path(out_dir) / f"{graph.name}.keras", lambda tmp: model.save(tmp))]
 
     def read_foreign_weights(self, path: Path, graph: Graph) -> Weights:
         from .checkpoint import load_keras_weights

@@ -563,3 +563,20 @@ def test_unbiased_batchnorm_model_saves_and_loads(backend, tmp_path: Path) -> No
     assert type(loaded.get_layer("bn")).__name__ == "UnbiasedBatchNormalization"
     x = np.random.default_rng(15).normal(size=(2, 6, 6, 3)).astype("float32")
     np.testing.assert_allclose(np.asarray(loaded(x)), backend.run(graph, model, x)["bn"], atol=1e-6)
+
+
+def test_a_chain_deeper_than_the_recursion_limit_builds_runs_and_saves(backend, tmp_path):
+    # issue 19: a chain of 1,200 layers was a RecursionError (Keras' functional API walks the
+    # graph with one Python frame per layer; the default limit is 1,000)
+    depth = 1200
+    spec = {"name": "chain", "input": {"size": 3, "channels": 2}, "layers": [{"op": "rescaling", "scale": 1.0,
+            "offset": 0.5, "repeat": depth}]}  # fmt: skip
+    net = a.compile(spec)
+    limit = sys.getrecursionlimit()
+    model = net.build(backend)  # verified against the IR: every one of the 1,200 layers
+    x = np.arange(2 * 3 * 3 * 2, dtype=np.float32).reshape(2, 3, 3, 2) / 4  # multiples of 1/4: exact
+    out = backend.run(net.graph, model, x, [net.graph.output, "rescaling_600"])
+    np.testing.assert_array_equal(out[net.graph.output], x + 0.5 * depth)  # each layer applied once
+    np.testing.assert_array_equal(out["rescaling_600"], x + 300)
+    assert {p.suffix for p in net.save(model, backend, tmp_path)} == {".keras", ".npz"}
+    assert sys.getrecursionlimit() == limit  # raised only while Keras walked the graph
