@@ -451,20 +451,25 @@ def cmd_parity(args: argparse.Namespace) -> int:
 
         for name in ordered(args.backends):  # torch before TensorFlow (docs/DESIGN.md)
             _optimizable(net, _backend(net, name))
+    from .kit import MemoryLimitError
     from .parity import render_training
 
-    report = net.parity(
-        args.backends,
-        atol=args.atol,
-        rtol=args.rtol,
-        seed=args.seed,
-        batch=args.batch,
-        dtype=args.dtype,
-        train_steps=args.train_steps,
-        lr=args.lr,
-        progress=_progress(args),
-        optimize=args.optimize,
-    )
+    try:
+        report = net.parity(
+            args.backends,
+            atol=args.atol,
+            rtol=args.rtol,
+            seed=args.seed,
+            batch=args.batch,
+            dtype=args.dtype,
+            train_steps=args.train_steps,
+            lr=args.lr,
+            progress=_progress(args),
+            optimize=args.optimize,
+        )
+    except MemoryLimitError as exc:  # estimated before anything is built: name the flag to lower
+        flag = {"batch": "--batch", "train_steps": "--train-steps"}.get(exc.option, "--batch")
+        raise SpecError(str(exc), file=net.loaded.file, path=flag) from None
     print(render.parity(report, args.seed))
     print(f"judged against: {report.oracle}")
     if report.training is not None:

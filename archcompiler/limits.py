@@ -41,3 +41,12 @@ MAX_ACTIVATIONS = 500_000_000
 EPSILON_RANGE = (1e-10, 1.0)
 """BatchNorm epsilon bounds: below 1e-10 it vanishes in float32 arithmetic (1e-320 is 0 there);
 above 1 it is no longer a small stabiliser."""
+
+MAX_MEMORY = 4 * 2**30
+"""Most bytes of tensors one run may hold (4 GiB): parity's value of every node in every backend
+plus its float64 reference, a training comparison's trajectories, a model run on a batch.
+Estimated from the IR before anything is built or run (kit.check_memory), so ``parity --batch
+999999`` or a float64 parity at 8,192 px is one line naming what to lower, not a MemoryError
+minutes later. The environment variable ``ARCHC_MAX_MEMORY`` (bytes, or 512M, 16G) changes it."""
+
+MEMORY_ENV = "ARCHC_MAX_MEMORY"

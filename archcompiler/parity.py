@@ -53,7 +53,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from . import ir, weights
-from .kit import DTYPES, BackendError, build
+from .kit import DTYPES, BackendError, activation_values, build, check_memory
 from .registry import BUILTIN, Backend, get_backend
 
 if TYPE_CHECKING:
@@ -236,6 +236,41 @@ def _backends(backends: Sequence[str], instances: Mapping[str, Backend] | None) 
     return [(n, (instances or {}).get(n) or get_backend(n)) for n in names]
 
 
+def memory_needed(graph: ir.Graph, backends: int, batch: int, dtype: str, train_steps: int = 0) -> tuple[int, int]:
+    """Bytes parity holds at least, estimated from the IR before anything runs: (what grows with
+    the batch, what grows with the training steps).
+
+    Inference keeps every node's value for the batch from each backend and from the float64
+    reference, plus one framework's copy while it converts layouts; a training step holds its
+    activations and their gradients (float64 for the reference). Training keeps about
+    ``2 * backends + 4`` trajectories (free and synchronised runs, the float64 reference and its
+    probes: :func:`train_parity`), each every parameter and the logits in float64 per step, and
+    the batches with their nudged copies."""
+    itemsize = 8 if dtype == "float64" else 4
+    values = activation_values(graph)
+    by_batch = batch * values * (backends * itemsize + 8 + 8)
+    if not train_steps:
+        return by_batch, 0
+    from .cost import cost
+
+    by_batch += 2 * batch * values * 8
+    params = cost(graph, "keras").params
+    per_step = (2 * backends + 4) * 8 * (params + batch * graph[graph.logits].shape[-1])
+    inputs = 4 * 8 * batch * activation_values(graph, [graph.inputs[0].name])
+    return by_batch, train_steps * (per_step + inputs)
+
+
+def check_parity_memory(graph: ir.Graph, backends: int, batch: int, dtype: str, train_steps: int = 0) -> None:
+    """MemoryLimitError (kit.check_memory) naming the batch or the training steps, whichever
+    takes more, when parity would hold more than the memory limit, before any backend is built."""
+    by_batch, by_steps = memory_needed(graph, backends, batch, dtype, train_steps)
+    what = f"parity of {graph.name!r} in {backends} backends ({dtype}, batch {batch:,}"
+    what += f", {train_steps:,} training steps)" if train_steps else ")"
+    if by_steps > by_batch:
+        check_memory(by_batch + by_steps, what, "the training steps", "train_steps")
+    check_memory(by_batch + by_steps, what, "the batch or the input size", "batch")
+
+
 def _check_dtype(dtype: str) -> None:
     if dtype not in DTYPES:
         raise BackendError(f"dtype {dtype!r}: parity runs in {' or '.join(DTYPES)}")
@@ -289,6 +324,7 @@ def parity(
     _check_dtype(dtype)
     if optimize and train_steps:
         raise BackendError("optimised models are for inference: training parity compares the models as built")
+    check_parity_memory(graph, len(set(backends)), batch, dtype, train_steps)
     pairs = _backends(backends, instances)
     names = tuple(n for n, _ in pairs)
     w = weights.init(graph, seed)
@@ -647,6 +683,7 @@ def train_parity(
     _check_dtype(dtype)
     if steps < 1:
         raise ValueError("training parity needs at least one step")
+    check_parity_memory(graph, len(set(backends)), batch, dtype, steps)
     pairs = _backends(backends, instances)
     g, excluded = without_dropout(graph)
     w = weights.init(g, seed)

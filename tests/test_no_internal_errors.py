@@ -361,3 +361,75 @@ def test_a_graph_deeper_than_the_limit_is_refused_where_it_gets_too_deep() -> No
         f"<dict>:1:1: layers[0]: activation_{MAX_GRAPH_DEPTH + 1}: the graph is more than {MAX_GRAPH_DEPTH:,} layers"
         " deep here (the longest path from the input; a limit: frameworks walk a graph recursively)"
     )
+
+
+# --- memory: estimated before anything runs -----------------------------------------------
+
+MOBILENET = ROOT / "specs" / "mobilenet.yaml"
+
+
+def test_parity_refuses_a_batch_that_cannot_fit_before_building_anything() -> None:
+    from archcompiler.kit import MemoryLimitError
+
+    net = archc.compile(MOBILENET, width=0.25, resolution=128)
+    start = time.perf_counter()
+    with pytest.raises(MemoryLimitError) as info:
+        net.parity(("torch", "keras"), batch=999_999)  # no backend is built: the estimate comes first
+    assert time.perf_counter() - start < 1.0
+    msg = one_line(str(info.value))
+    assert info.value.option == "batch"
+    assert msg.startswith("parity of 'mobilenet_v1' in 2 backends (float32, batch 999,999) would hold about ")
+    assert msg.endswith(
+        "of tensors, more than the limit of 4 GiB (ARCHC_MAX_MEMORY changes it): lower the batch or the input size"
+    )
+    with pytest.raises(MemoryLimitError) as info:
+        net.parity(("torch", "keras"), train_steps=999_999)
+    assert info.value.option == "train_steps" and str(info.value).endswith("lower the training steps")
+
+
+def test_the_memory_limit_follows_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from archcompiler.kit import BackendError, MemoryLimitError, memory_limit
+    from archcompiler.parity import check_parity_memory
+
+    graph = archc.compile(MOBILENET, width=0.25, resolution=128).graph
+    check_parity_memory(graph, 2, 2, "float32")  # the defaults fit
+    for text, limit in (("512M", 512 << 20), ("16G", 16 << 30), ("1000", 1000), (" 2GiB ", 2 << 30)):
+        monkeypatch.setenv("ARCHC_MAX_MEMORY", text)
+        assert memory_limit() == limit
+    monkeypatch.setenv("ARCHC_MAX_MEMORY", "1M")
+    with pytest.raises(MemoryLimitError, match=r"more than the limit of 1 MiB \(ARCHC_MAX_MEMORY changes it\)"):
+        check_parity_memory(graph, 2, 2, "float32")
+    for bad in ("lots", "0", "-5G", "1.5G", "٤G"):
+        monkeypatch.setenv("ARCHC_MAX_MEMORY", bad)
+        with pytest.raises(BackendError, match=r"^ARCHC_MAX_MEMORY=.*: expected a size in bytes such as 8G"):
+            memory_limit()
+
+
+SQUARE_8192 = """\
+archc: 1
+name: big
+input: {size: 8192, channels: 3}
+layers:
+  - {op: conv, filters: 1, kernel: 1}
+"""
+
+
+@pytest.mark.parametrize(
+    ("spec", "args", "flag"),
+    [
+        (MOBILENET, ["--batch", "999999"], "--batch"),
+        (MOBILENET, ["--train-steps", "999999"], "--train-steps"),
+        (None, ["--dtype", "float64"], "--batch"),  # 8192 x 8192 in float64, batch 2
+    ],
+    ids=["batch", "train-steps", "8192px-float64"],
+)
+def test_parity_over_the_memory_limit_on_the_command_line(
+    spec: Path | None, args: list[str], flag: str, tmp_path: Path
+) -> None:
+    if spec is None:
+        spec = tmp_path / "big.yaml"
+        spec.write_text(SQUARE_8192, encoding="utf-8")
+    r = archc_cli("parity", spec, *args, timeout=30)
+    assert r.returncode == 2 and r.stdout == "", (r.returncode, r.stdout, r.stderr)
+    msg = one_line(r.stderr)
+    assert msg.startswith(f"{spec}: {flag}: parity of ") and "(ARCHC_MAX_MEMORY changes it): lower the " in msg, msg
