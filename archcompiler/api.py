@@ -9,6 +9,15 @@ source = net.generate("keras")            # standalone Keras source
 
 Every sequence the CLI runs (build, verify, load weights, publish; emit and write; parity)
 lives here once, so the command line and a script cannot drift apart.
+
+Errors: every bad argument of :func:`compile`, :func:`sweep`, :func:`fit` and the methods of
+:class:`Compiled` (``build``, ``build_to``, ``save``, ``generate``, ``generate_to``, ``parity``,
+``latency``, ``load_weights``) raises one of four exceptions, named after what is wrong, with a
+one-line message naming the argument (archcompiler.arguments): ``SpecError`` (the spec or what
+shapes the model: ``width``, ``classes``, ``outputs``, budgets...), ``BackendError`` (how it is
+built and run: ``backend``, ``batch``, ``seed``, a model from another backend; its subclass
+``MemoryLimitError`` for a run too large to hold), ``WeightError`` (``weights``) and
+``OutputError`` (output folders). Never AttributeError, TypeError, ValueError or KeyError.
 """
 
 from __future__ import annotations
@@ -18,12 +27,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import arguments as A
 from . import ir
-from .cost import CostReport, cost
+from .cost import CONVENTIONS, CostReport, cost
 from .features import Outputs
 from .fitting import FitRow
 from .fsutil import atomic_write_text, publish, staging
 from .heads import Head
+from .kit import BackendError
 from .loading import LoadedSpec, load, load_text, validate
 from .lower import lower
 from .source import Source, SpecError
@@ -73,7 +84,30 @@ def _backend(backend: str | Backend) -> Backend:
         from .registry import get_backend
 
         return get_backend(backend)
+    from .kit import Backend
+
+    if not isinstance(backend, Backend):
+        raise BackendError(f"backend: expected a backend name such as 'torch' or a Backend, got {A.kind(backend)}")
     return backend
+
+
+def _weights(weights: Any, *, optional: bool = True) -> Any:
+    """``weights=``: a file name, or canonical weights (a mapping of tensor names to arrays)."""
+    from .weights import WeightError
+
+    if weights is None and optional:
+        return None
+    if isinstance(weights, Mapping):
+        return dict(weights)
+    A.path(weights, "weights", error=WeightError, what="a weights file name or a mapping of tensor names to arrays")
+    return weights
+
+
+def _folder(out_dir: Any) -> Any:
+    """An output folder argument: None (the default folder) or a name (``Path(123)`` is a TypeError)."""
+    if out_dir is not None:
+        A.path(out_dir, "out_dir", error=OutputError, what="a folder name")
+    return out_dir
 
 
 @dataclass(frozen=True)
@@ -124,6 +158,7 @@ class Compiled:
         return self.default_output.with_name(self.default_output.name + SUFFIX) if optimized else self.default_output
 
     def cost(self, convention: str = "paper") -> CostReport:
+        A.choice(convention, "convention", tuple(CONVENTIONS), error=SpecError, file=self.loaded.file)
         return cost(self.graph, convention)
 
     def build(
@@ -134,14 +169,15 @@ class Compiled:
         the inference model of archcompiler.optimize instead (BatchNorm folded, pads merged),
         checked equal to the unoptimised one within 1e-4; it has other weights (see there):
         :meth:`save` recognises it and writes the optimised build's files."""
-        return self._build(_backend(backend), weights, optimize)[1]
+        b, weights = _backend(backend), _weights(weights)
+        return self._build(b, weights, A.flag(optimize, "optimize"))[1]
 
     def build_optimized(
         self, backend: str | Backend = "torch", *, weights: str | Path | Weights | None = None
     ) -> tuple[Optimized, Any]:
         """:meth:`build` with ``optimize=True``, also returning the rewrite (its graph, folded
         weights and what changed)."""
-        optimized, model = self._build(_backend(backend), weights, True)
+        optimized, model = self._build(_backend(backend), _weights(weights), True)
         return optimized, model
 
     def _build(self, b: Backend, weights: str | Path | Weights | None, optimize: bool) -> tuple[Any, Any]:
@@ -173,6 +209,7 @@ class Compiled:
         from . import weights as W
 
         b = _backend(backend)
+        weights = _weights(weights, optional=False)
         try:
             w = self._read_weights(b, weights, self.graph)
         except W.WeightError as first:
@@ -223,9 +260,11 @@ class Compiled:
         import json
 
         from . import weights as W
-        from .optimize import built_optimized, rewrite
+        from .optimize import Optimized, built_optimized, rewrite
 
         b = _backend(backend)
+        _folder(out_dir)
+        A.instance(optimized, "optimized", Optimized, error=BackendError)
         if optimized is None and built_optimized(b, self.graph, model):
             optimized = rewrite(b, self.graph)  # the structure: the weights are the model's
         g = self.graph if optimized is None else optimized.graph
@@ -254,9 +293,11 @@ class Compiled:
 
         ``progress`` is called with a short line before each slow step (the CLI prints them on
         a terminal). ``optimize``: build and save the optimised model (:meth:`build`)."""
-        say = progress or _quiet
+        say = A.callback(progress, "progress") or _quiet
         b = _backend(backend)
-        if out_dir is not None:
+        weights = _weights(weights)
+        A.flag(optimize, "optimize")
+        if _folder(out_dir) is not None:
             _output_dir(out_dir)  # fail before the build, not after it
         say(f"building {self.graph.name} with {b.name} and verifying it against the IR")
         if weights is not None:
@@ -275,7 +316,7 @@ class Compiled:
         build's graph ``<name>_optimized`` (archcompiler.optimize, as :meth:`build` rewrites
         it for ``backend``), whose weights are the files ``build_to(optimize=True)`` writes."""
         b = _backend(backend)
-        if not optimize:
+        if not A.flag(optimize, "optimize"):
             return b.emit(self.graph)
         from .optimize import rewrite
 
@@ -287,7 +328,7 @@ class Compiled:
         """Write :meth:`generate`'s source to ``<out_dir>/<stem>_<backend>.py`` (atomically);
         ``optimize``: ``<stem>_optimized_<backend>.py``, named like the optimised build's folder."""
         b = _backend(backend)
-        out = _output_dir(out_dir)
+        out = _output_dir(A.path(out_dir, "out_dir", error=OutputError, what="a folder name"))
         source = self.generate(b, optimize=optimize)
         try:
             return atomic_write_text(out / f"{self._default_dir(optimize).name}_{b.name}.py", source)
@@ -305,8 +346,8 @@ class Compiled:
 
         import numpy as np
 
-        if runs < 1 or warmup < 0:
-            raise ValueError("latency needs runs >= 1 and warmup >= 0")
+        A.integer(runs, "runs", low=1)
+        A.integer(warmup, "warmup")
         b = _backend(backend)
         model = b.build(self.graph)
         x = np.random.default_rng(0).normal(size=(1, *self.graph.input_shape)).astype(np.float32)
@@ -324,15 +365,23 @@ class Compiled:
     ) -> ParityReport:
         """Run ``backends`` on the same weights and input, compare every node (archcompiler.parity;
         ``optimize=True``: each backend's optimised model, judged against the unoptimised one)."""
+        import inspect
+
         from .parity import parity
 
+        if isinstance(backends, str) or not isinstance(backends, Sequence):
+            got = A.kind(backends)
+            raise BackendError(f"backends: expected a list of backend names such as ('torch', 'keras'), got {got}")
+        A.names(backends, "backends", error=BackendError)
+        known = [k for k in inspect.signature(parity).parameters if k not in ("graph", "backends")]
+        unknown = next((k for k in kwargs if k not in known), None)
+        if unknown is not None:
+            raise BackendError(f"parity() takes no argument {unknown!r} (it takes {', '.join(known)})")
+        say = A.callback(progress, "progress") or _quiet
         if kwargs.get("train_steps") and self.graph.multi_output:
-            from .kit import BackendError
-
             raise BackendError(
                 f"training parity needs one (N, classes) logits output; this model has {len(self.graph.outputs)}"
             )
-        say = progress or _quiet
         say(f"parity: building and running {self.graph.name} in {', '.join(backends)}")
         report = parity(self.graph, backends, **kwargs)
         say(f"parity: compared {len(report.diffs)} nodes")
@@ -389,7 +438,7 @@ def load_spec(spec: SpecInput) -> LoadedSpec:
         return load_text(spec) if is_spec_text(spec) else load(spec)
     if isinstance(spec, Mapping):
         return validate(Source(file="<dict>", data=_plain(spec, ())))
-    raise TypeError(f"expected a spec path, YAML text or a dict, got {type(spec).__name__}")
+    raise A.fail(SpecError, "spec", f"expected a spec path, YAML text or a dict, got {A.kind(spec)}")
 
 
 def compile(
@@ -415,12 +464,11 @@ def compile(
     order; ``features=True`` picks the last layer at each stride, ``out_indices`` some of
     those levels (timm's ``features_only``/``out_indices``; :mod:`archcompiler.features`)."""
     loaded = load_spec(spec)
-    head = Head(classes, pooling, classifier_activation, dropout)  # type: ignore[arg-type]
-    selection = Outputs(
-        None if outputs is None else (outputs,) if isinstance(outputs, str) else tuple(outputs),
-        bool(features),
-        None if out_indices is None else tuple(out_indices),
-    )
+    try:  # each checks its own fields
+        head = Head(classes, pooling, classifier_activation, dropout)  # type: ignore[arg-type]
+        selection = Outputs(outputs, features, out_indices)  # type: ignore[arg-type]
+    except SpecError as exc:
+        raise SpecError(exc.message, file=loaded.file, path=exc.path) from None
     graph = lower(loaded, width=width, resolution=resolution, head=head)
     if selection.changes_nothing:
         return Compiled(loaded, graph)
@@ -455,8 +503,11 @@ def sweep(
     """Lower and cost the spec at every width x resolution (default: the spec's own); with
     ``latency=backend`` also time every setting there (:meth:`Compiled.latency`)."""
     loaded = load_spec(spec)
-    ws = tuple(widths or [loaded.spec.width])
-    rs = list(resolutions or [loaded.spec.resolution])
+    ws, rs = _grid(loaded, widths, resolutions, (loaded.spec.width,), (loaded.spec.resolution,))
+    _options(loaded, convention, head, outputs)
+    A.integer(runs, "runs", low=1)
+    say = A.callback(progress, "progress") or _quiet
+    b = None if latency is None else _backend(latency)  # before the grid is lowered
     rows = []
     for w in ws:
         cells = []
@@ -464,10 +515,8 @@ def sweep(
             g = lower(loaded, width=w, resolution=res, head=head, outputs=outputs)
             cells.append((g, cost(g, convention)))
         rows.append(tuple(cells))
-    if latency is None:
+    if b is None:
         return Sweep(loaded.file, convention, ws, tuple(rows))
-    b = _backend(latency)
-    say = progress or _quiet
     times = []
     for w, row in zip(ws, rows, strict=True):
         say(f"timing width {w:g} in {b.name}")
@@ -493,9 +542,16 @@ def fit(
     resolutions). ``search=True``: the front of a fine grid (archcompiler.fitting.search)."""
     from . import fitting as F
 
+    loaded = load_spec(spec)
+    for name, budget in (("max_macs", max_macs), ("max_params", max_params)):
+        if budget is not None:  # a budget below one fits nothing: a mistake, not an empty answer
+            A.number(budget, name, low=1, error=SpecError, file=loaded.file)
+    A.flag(search, "search", error=SpecError, file=loaded.file)
+    widths, resolutions = _grid(loaded, widths, resolutions, None, None)  # None: fitting's own defaults
+    _options(loaded, convention, head, outputs)
     run = F.search if search else F.fit
     return run(
-        load_spec(spec),
+        loaded,
         max_macs=max_macs,
         max_params=max_params,
         widths=widths,
@@ -504,3 +560,26 @@ def fit(
         head=head,
         outputs=outputs,
     )
+
+
+def _grid(
+    loaded: LoadedSpec, widths: Any, resolutions: Any, default_widths: Any, default_resolutions: Any
+) -> tuple[Any, Any]:
+    """``widths`` and ``resolutions`` as tuples (None: the defaults); an empty list or a single
+    number is an error, not the defaults (each value is checked when lowered)."""
+    f = loaded.file
+    ws = default_widths if widths is None else A.sequence(widths, "widths", file=f, what="width multipliers")
+    rs = (
+        default_resolutions
+        if resolutions is None
+        else A.sequence(resolutions, "resolutions", file=f, what="sizes or multipliers")
+    )
+    return ws, rs
+
+
+def _options(loaded: LoadedSpec, convention: Any, head: Any, outputs: Any) -> None:
+    """``convention``, ``head`` and ``outputs`` of :func:`sweep` and :func:`fit`."""
+    f = loaded.file
+    A.choice(convention, "convention", tuple(CONVENTIONS), error=SpecError, file=f)
+    A.instance(head, "head", Head, file=f)
+    A.instance(outputs, "outputs", Outputs, file=f)

@@ -192,8 +192,8 @@ def _head(args: argparse.Namespace) -> Head | None:
     """The classifier options (--classes, --pooling, --classifier-activation, --dropout)."""
     try:
         return Head(args.classes, args.pooling, args.classifier_activation, args.dropout)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
+    except SpecError as exc:  # the option types check the values first: not reached in practice
+        raise UsageError(f"--{exc.path.replace('_', '-')}: {exc.message}") from None
 
 
 def _outputs(args: argparse.Namespace) -> Outputs | None:
@@ -207,7 +207,7 @@ def _outputs(args: argparse.Namespace) -> Outputs | None:
             args.features,
             None if args.out_indices is None else tuple(args.out_indices),
         )
-    except ValueError:
+    except SpecError:
         raise UsageError("--outputs: exclusive with --features/--out-indices (name layers or ask for levels)") from None
 
 

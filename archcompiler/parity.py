@@ -232,7 +232,7 @@ def ordered(names: Sequence[str]) -> list[str]:
 def _backends(backends: Sequence[str], instances: Mapping[str, Backend] | None) -> list[tuple[str, Backend]]:
     names = ordered(list(dict.fromkeys(backends)))
     if len(names) < 2:
-        raise ValueError("parity needs at least two backends")
+        raise BackendError("parity needs at least two backends")
     return [(n, (instances or {}).get(n) or get_backend(n)) for n in names]
 
 
@@ -269,6 +269,22 @@ def check_parity_memory(graph: ir.Graph, backends: int, batch: int, dtype: str, 
     if by_steps > by_batch:
         check_memory(by_batch + by_steps, what, "the training steps", "train_steps")
     check_memory(by_batch + by_steps, what, "the batch or the input size", "batch")
+
+
+def _check_arguments(
+    *, batch: int, seed: int, dtype: str, steps: int, lr: float, atol: float | None, rtol: float | None
+) -> None:
+    """Every run argument checked before anything is built (a BackendError naming it)."""
+    from . import arguments as A
+
+    A.integer(batch, "batch", low=1)
+    A.integer(seed, "seed", high=2**32 - 1)  # what numpy's generators take
+    A.choice(dtype, "dtype", DTYPES)
+    A.integer(steps, "train_steps")
+    A.number(lr, "lr", low=0.0, low_open=True)
+    for name, tol in (("atol", atol), ("rtol", rtol)):
+        if tol is not None:
+            A.number(tol, name, low=0.0)
 
 
 def _check_dtype(dtype: str) -> None:
@@ -321,7 +337,12 @@ def parity(
 
     from .optimize import optimize as rewrite_graph
 
-    _check_dtype(dtype)
+    _check_arguments(batch=batch, seed=seed, dtype=dtype, steps=train_steps, lr=lr, atol=atol, rtol=rtol)
+    from . import arguments as A
+
+    A.flag(optimize, "optimize")
+    if instances is not None:
+        A.mapping(instances, "instances")
     if optimize and train_steps:
         raise BackendError("optimised models are for inference: training parity compares the models as built")
     check_parity_memory(graph, len(set(backends)), batch, dtype, train_steps)
@@ -680,9 +701,9 @@ def train_parity(
     injected learning-rate or momentum-convention bug exceeds the bound many times at step 1.
     """
 
-    _check_dtype(dtype)
+    _check_arguments(batch=batch, seed=seed, dtype=dtype, steps=steps, lr=lr, atol=atol, rtol=rtol)
     if steps < 1:
-        raise ValueError("training parity needs at least one step")
+        raise BackendError("training parity needs at least one step")
     check_parity_memory(graph, len(set(backends)), batch, dtype, steps)
     pairs = _backends(backends, instances)
     g, excluded = without_dropout(graph)

@@ -13,13 +13,20 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, ClassVar
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import archcompiler as archc
 from archcompiler import SpecError
+from archcompiler.api import OutputError
+from archcompiler.kit import Backend, BackendError
 from archcompiler.limits import MAX_GRAPH_DEPTH, MAX_ITERATIONS, MAX_LAYERS
+from archcompiler.weights import WeightError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -433,3 +440,257 @@ def test_parity_over_the_memory_limit_on_the_command_line(
     assert r.returncode == 2 and r.stdout == "", (r.returncode, r.stdout, r.stderr)
     msg = one_line(r.stderr)
     assert msg.startswith(f"{spec}: {flag}: parity of ") and "(ARCHC_MAX_MEMORY changes it): lower the " in msg, msg
+
+
+# --- the Python API: documented errors only -------------------------------------------------
+
+DOCUMENTED = (SpecError, BackendError, WeightError, OutputError)
+
+
+@pytest.fixture(scope="module")
+def net() -> archc.Compiled:
+    return archc.compile(MOBILENET, width=0.25, resolution=32)
+
+
+API_CASES: dict[str, tuple[Callable[[archc.Compiled], object], type[Exception], str]] = {
+    # the issue's cases first: (call, documented error, its one-line message)
+    "build(None)": (
+        lambda n: n.build(None),  # type: ignore[arg-type]
+        BackendError,
+        "backend: expected a backend name such as 'torch' or a Backend, got NoneType None",
+    ),
+    "build(123)": (
+        lambda n: n.build(123),  # type: ignore[arg-type]
+        BackendError,
+        "backend: expected a backend name such as 'torch' or a Backend, got int 123",
+    ),
+    "build(weights={'conv1.kernel': 'x'})": (
+        lambda n: n.build("no_such_backend_either", weights={"conv1.kernel": "x"}),
+        BackendError,  # the backend is looked up first
+        "unknown backend 'no_such_backend_either'",
+    ),
+    "compile(resolution='224x0')": (
+        lambda n: archc.compile(MOBILENET, resolution="224x0"),  # type: ignore[arg-type]
+        SpecError,
+        ": resolution: expected a multiplier, a size in pixels or (height, width) (got '224x0')",
+    ),
+    "compile(classes=-1)": (
+        lambda n: archc.compile(MOBILENET, classes=-1),
+        SpecError,
+        f"{MOBILENET}: classes: expected a whole number from 0 to 65,536, got int -1",
+    ),
+    "compile(dropout=2.0)": (
+        lambda n: archc.compile(MOBILENET, dropout=2.0),
+        SpecError,
+        f"{MOBILENET}: dropout: expected a finite number in [0, 1), got float 2.0",
+    ),
+    "compile(pooling='bogus')": (
+        lambda n: archc.compile(MOBILENET, classes=0, pooling="bogus"),  # type: ignore[arg-type]
+        SpecError,
+        f"{MOBILENET}: pooling: expected one of 'avg', 'max', 'none', got 'bogus'",
+    ),
+    "fit(max_macs=-1)": (
+        lambda n: archc.fit(MOBILENET, max_macs=-1),
+        SpecError,
+        f"{MOBILENET}: max_macs: expected a finite number >= 1, got int -1",
+    ),
+    "fit(max_macs=nan)": (
+        lambda n: archc.fit(MOBILENET, max_macs=float("nan")),  # type: ignore[arg-type]
+        SpecError,
+        f"{MOBILENET}: max_macs: expected a finite number >= 1, got float nan",
+    ),
+    # and more of the same kind
+    "compile(None)": (
+        lambda n: archc.compile(None),  # type: ignore[arg-type]
+        SpecError,
+        "<arguments>: spec: expected a spec path, YAML text or a dict, got NoneType None",
+    ),
+    "compile(features='no')": (
+        lambda n: archc.compile(MOBILENET, features="no"),  # type: ignore[arg-type]
+        SpecError,
+        f"{MOBILENET}: features: expected True or False, got 'no'",
+    ),
+    "compile(outputs=123)": (
+        lambda n: archc.compile(MOBILENET, outputs=123),  # type: ignore[arg-type]
+        SpecError,
+        f"{MOBILENET}: outputs: expected a non-empty list of names, got int 123",
+    ),
+    "sweep(widths=0.5)": (
+        lambda n: archc.sweep(MOBILENET, widths=0.5),  # type: ignore[arg-type]
+        SpecError,
+        f"{MOBILENET}: widths: expected a non-empty list of width multipliers, got float 0.5",
+    ),
+    "fit(widths=[])": (
+        lambda n: archc.fit(MOBILENET, max_macs=10**8, widths=[]),
+        SpecError,
+        f"{MOBILENET}: widths: expected a non-empty list of width multipliers, got list []",
+    ),
+    "cost('bogus')": (
+        lambda n: n.cost("bogus"),
+        SpecError,
+        f"{MOBILENET}: convention: expected one of 'paper', 'torch', 'keras', 'fvcore', got 'bogus'",
+    ),
+    "build_to(out_dir=123)": (
+        lambda n: n.build_to("no_such_backend", 123),  # type: ignore[arg-type]
+        BackendError,
+        "unknown backend 'no_such_backend'",
+    ),
+    "latency(runs=0)": (
+        lambda n: n.latency("onnx", runs=0),
+        BackendError,
+        "runs: expected a whole number from 1, got int 0",
+    ),
+    "parity('torch')": (
+        lambda n: n.parity("torch"),  # type: ignore[arg-type]
+        BackendError,
+        "backends: expected a list of backend names such as ('torch', 'keras'), got 'torch'",
+    ),
+    "parity(seed=-1)": (
+        lambda n: n.parity(("torch", "keras"), seed=-1),
+        BackendError,
+        "seed: expected a whole number from 0 to 4,294,967,295, got int -1",
+    ),
+    "parity(bogus=1)": (
+        lambda n: n.parity(("torch", "keras"), bogus=1),
+        BackendError,
+        "parity() takes no argument 'bogus' (it takes atol, rtol, seed, batch, instances, dtype, train_steps, lr,"
+        " optimize)",
+    ),
+    "generate_to(out_dir=None)": (
+        lambda n: n.generate_to("no_such_backend", None),  # type: ignore[arg-type]
+        BackendError,
+        "unknown backend 'no_such_backend'",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", API_CASES, ids=str)
+def test_the_api_raises_documented_errors(case: str, net: archc.Compiled) -> None:
+    call, error, message = API_CASES[case]
+    with pytest.raises(DOCUMENTED) as info:
+        call(net)
+    assert type(info.value) is error, repr(info.value)
+    assert message in one_line(str(info.value)), str(info.value)
+
+
+def test_weights_and_folders_are_checked_before_any_build(net: archc.Compiled) -> None:
+    class Unbuildable(Backend):  # a backend that fails the test if anything reaches it
+        name = "unbuildable"
+        handlers: ClassVar[dict[str, Any]] = {}
+
+        def build(self, graph: archc.Graph) -> Any:
+            raise AssertionError("built before its arguments were checked")
+
+    b = Unbuildable()
+    for call, error, message in [
+        (lambda: net.build(b, weights={"conv1.kernel": "x"}), None, None),
+        (lambda: net.build(b, weights=123), WeightError, "weights: expected a weights file name or a mapping"),
+        (lambda: net.build(b, optimize="yes"), BackendError, "optimize: expected True or False, got 'yes'"),
+        (lambda: net.build_to(b, 123), OutputError, "out_dir: expected a folder name, got int 123"),
+        (lambda: net.build_to(b, progress=1), BackendError, "progress: expected a function or None, got int 1"),
+        (lambda: net.generate_to(b, None), OutputError, "out_dir: expected a folder name, got NoneType None"),
+        (lambda: net.save(object(), b, 123), OutputError, "out_dir: expected a folder name, got int 123"),
+    ]:
+        if error is None:  # a mapping is read when the weights are loaded, after the build
+            continue
+        with pytest.raises(error) as info:
+            call()  # type: ignore[no-untyped-call]
+        assert message in one_line(str(info.value)), str(info.value)
+    with pytest.raises(WeightError, match=r"^weights: tensor 'conv1.kernel' is a str, not an array$"):
+        net.load_weights(b, object(), {"conv1.kernel": "x"})
+
+
+class Refusing(Backend):
+    """A backend that refuses to build (so that random arguments after ``backend`` are reached)."""
+
+    name = "refusing"
+    handlers: ClassVar[dict[str, Any]] = {}
+
+    def build(self, graph: archc.Graph) -> Any:
+        raise BackendError("the refusing backend builds nothing")
+
+
+# A pool of wrong (and a few right) values of every type; each API call below gets random ones.
+JUNK = st.one_of(
+    st.just(Refusing()),
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(10**30), max_value=10**30),
+    st.just(10**400),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=8),
+    st.sampled_from(["", "224x0", "٢", "nan", "avg", "softmax", "paper", "float64", "conv1", "\n", "x" * 300]),
+    st.binary(max_size=4),
+    st.lists(st.one_of(st.integers(-3, 300), st.floats(allow_nan=True), st.text(max_size=3)), max_size=3),
+    st.tuples(st.integers(-1, 9000), st.integers(-1, 9000)),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+    st.builds(object),
+    st.just(print),  # a callable: a valid progress function, an invalid everything else
+)
+
+
+@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_random_wrong_arguments_raise_only_documented_errors(
+    data: st.DataObject, net: archc.Compiled, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Random values for every argument of every public function: a result or a documented
+    error, never AttributeError/TypeError/ValueError/KeyError/OverflowError (no backend here:
+    names are drawn from the pool, which holds none; a run is stopped by the memory limit)."""
+    monkeypatch.setenv("ARCHC_MAX_MEMORY", "1K")  # anything that would run is refused before it does
+    out = tmp_path_factory.mktemp("api")
+    j = data.draw
+    calls: list[Callable[[], object]] = [
+        lambda: archc.compile(
+            MOBILENET,
+            width=j(JUNK),
+            resolution=j(JUNK),
+            classes=j(JUNK),
+            pooling=j(JUNK),
+            classifier_activation=j(JUNK),
+            dropout=j(JUNK),
+            outputs=j(JUNK),
+            features=j(JUNK),
+            out_indices=j(JUNK),
+        ),
+        lambda: archc.compile(j(JUNK)),
+        lambda: archc.sweep(
+            MOBILENET, j(JUNK), j(JUNK), j(JUNK), runs=j(JUNK), head=j(JUNK), outputs=j(JUNK), progress=j(JUNK)
+        ),
+        lambda: archc.fit(
+            MOBILENET,
+            max_macs=j(JUNK),
+            max_params=j(JUNK),
+            widths=j(JUNK),
+            resolutions=j(JUNK),
+            convention=j(JUNK),
+            search=j(JUNK),
+            head=j(JUNK),
+            outputs=j(JUNK),
+        ),
+        lambda: net.cost(j(JUNK)),
+        lambda: net.build(j(JUNK), weights=j(JUNK), optimize=j(JUNK)),
+        lambda: net.build_to(j(JUNK), out / "b", weights=j(JUNK), progress=j(JUNK), optimize=j(JUNK)),
+        lambda: net.save(j(JUNK), j(JUNK), out / "s", optimized=j(JUNK)),
+        lambda: net.generate(j(JUNK), optimize=j(JUNK)),
+        lambda: net.generate_to(j(JUNK), out / "g", optimize=j(JUNK)),
+        lambda: net.latency(j(JUNK), runs=j(JUNK), warmup=j(JUNK)),
+        lambda: net.load_weights(j(JUNK), j(JUNK), j(JUNK)),
+        lambda: net.parity(
+            j(JUNK),
+            seed=j(JUNK),
+            batch=j(JUNK),
+            dtype=j(JUNK),
+            train_steps=j(JUNK),
+            lr=j(JUNK),
+            atol=j(JUNK),
+            rtol=j(JUNK),
+            optimize=j(JUNK),
+        ),
+        lambda: net.parity(["onnx", "torch"], batch=j(JUNK), train_steps=j(JUNK), dtype=j(JUNK)),
+    ]
+    call = data.draw(st.sampled_from(calls))
+    try:
+        call()
+    except DOCUMENTED as exc:
+        one_line(str(exc))

@@ -28,6 +28,16 @@ def _numel(variables: Sequence[Any]) -> int:
     return total
 
 
+def _as_model(model: Any) -> Any:
+    """``model`` if it is a keras.Model (a torch module given to the keras backend is a
+    BackendError, not an AttributeError in the glue)."""
+    from ._framework import keras
+
+    if not isinstance(model, keras.Model):
+        raise BackendError(f"expected a model built by the keras backend, got {type(model).__name__}")
+    return model
+
+
 class KerasBackend(Backend):
     """Keras 3 on TensorFlow: functional keras.Model, NHWC, layer names = IR node names.
 
@@ -53,17 +63,17 @@ class KerasBackend(Backend):
 
     def graph_name(self, model: Any) -> str:
         """The name of the graph the model was built from (optimize.built_optimized)."""
-        return str(model.name)
+        return str(_as_model(model).name)
 
     def model_dtype(self, model: Any) -> str:
         """The dtype of the model's input, which build_model made the layers' dtype too."""
-        return str(model.inputs[0].dtype)
+        return str(_as_model(model).inputs[0].dtype)
 
     # -- glue: verification ----------------------------------------------------------------
 
     def node_shapes(self, graph: Graph, model: Any) -> Iterator[tuple[str, tuple[int, ...] | Exception]]:
         """The symbolic output shape of the layer named after each node."""
-        layers = {layer.name: layer for layer in model.layers}  # get_layer() searches them all each time
+        layers = {layer.name: layer for layer in _as_model(model).layers}  # get_layer() searches them all each time
         for node in graph.nodes:
             layer = layers.get(node.name)
             if layer is None:
@@ -73,17 +83,19 @@ class KerasBackend(Backend):
 
     def param_counts(self, graph: Graph, model: Any) -> dict[str, tuple[int, int]]:
         return {
-            layer.name: (_numel(layer.trainable_weights), _numel(layer.non_trainable_weights)) for layer in model.layers
+            layer.name: (_numel(layer.trainable_weights), _numel(layer.non_trainable_weights))
+            for layer in _as_model(model).layers
         }
 
     def param_totals(self, model: Any) -> tuple[int, int]:
         """As ``model.count_params()`` splits them."""
+        model = _as_model(model)
         return _numel(model.trainable_weights), _numel(model.non_trainable_weights)
 
     # -- glue: weights ---------------------------------------------------------------------
 
     def weight_tensors(self, model: Any) -> Mapping[tuple[str, str], Any]:
-        return weight_io.weight_tensors(model)
+        return weight_io.weight_tensors(_as_model(model))
 
     def read_tensor(self, tensor: Any) -> np.ndarray:
         return weight_io.read_tensor(tensor)
@@ -95,13 +107,13 @@ class KerasBackend(Backend):
 
     def forward(self, graph: Graph, model: Any, x: np.ndarray, names: tuple[str, ...]) -> dict[str, np.ndarray]:
         with recursion_room(graph):  # a sub-model exposing the nodes is made on first use
-            return execute.forward(model, x, names)
+            return execute.forward(_as_model(model), x, names)
 
     def sgd_step(
         self, graph: Graph, model: Any, x: np.ndarray, y: np.ndarray, logits: str, lr: float
     ) -> tuple[float, np.ndarray]:
         with recursion_room(graph):
-            return execute.sgd_step(model, x, y, logits, lr)
+            return execute.sgd_step(_as_model(model), x, y, logits, lr)
 
     def save(self, graph: Graph, model: Any, out_dir: Path) -> list[Path]:
         """``<graph.name>.keras``, published atomically by the kit.
@@ -109,6 +121,7 @@ class KerasBackend(Backend):
         It loads with plain ``keras.saving.load_model``; only a graph with unbiased-variance
         BatchNorm needs archc's registered UnbiasedBatchNormalization importable.
         """
+        model = _as_model(model)
         with recursion_room(graph):
             return [self.publish(Path(out_dir) / f"{graph.name}.keras", lambda tmp: model.save(tmp))]
 

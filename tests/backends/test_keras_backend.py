@@ -580,3 +580,22 @@ def test_a_chain_deeper_than_the_recursion_limit_builds_runs_and_saves(backend, 
     np.testing.assert_array_equal(out["rescaling_600"], x + 300)
     assert {p.suffix for p in net.save(model, backend, tmp_path)} == {".keras", ".npz"}
     assert sys.getrecursionlimit() == limit  # raised only while Keras walked the graph
+
+
+def test_a_model_from_another_framework_is_a_backend_error(backend, tmp_path):
+    # issue 19: save(torch_model, "keras") was an AttributeError inside the Keras glue
+    torch = pytest.importorskip("torch")
+    net = a.compile(ROOT / "specs" / "mobilenet.yaml", width=0.25, resolution=32)
+    foreign = torch.nn.Linear(2, 2)
+    x = np.zeros((1, 32, 32, 3), np.float32)
+    for call in (
+        lambda: net.save(foreign, "keras", tmp_path),
+        lambda: backend.verify(net.graph, foreign),
+        lambda: backend.get_weights(net.graph, foreign),
+        lambda: backend.set_weights(net.graph, foreign, W.init(net.graph)),
+        lambda: backend.run(net.graph, foreign, x),
+        lambda: backend.graph_name(foreign),
+    ):
+        with pytest.raises(BackendError, match=r"^expected a model built by the keras backend, got Linear$"):
+            call()
+    assert list(tmp_path.iterdir()) == []
