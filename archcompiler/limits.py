@@ -25,12 +25,13 @@ cost time). Checked before a loop starts, against the fewest iterations its body
 runs; room for a network at MAX_LAYERS made of one-layer blocks, and at most a few seconds of
 work (a guarded-off iteration or an empty block instance costs 10-30 us)."""
 
-MAX_GRAPH_DEPTH = 10_000
-"""Most layers on one path from the input (a chain of 1,200 activations is 1,200 deep; MobileNet
-v1 is 86, V3-Large about 230). Keras walks its functional graph with one Python frame per
-layer of depth: the keras backend makes that much room (backends/keras/build.recursion_room),
-and this bounds it; every built-in backend builds, runs and saves a graph this deep
-(tests/backends/test_deep_graphs.py)."""
+MAX_GRAPH_DEPTH = 5_000
+"""Most layers on one path from the input (ir.Graph.depth: a chain of 1,200 activations is 1,200
+deep; specs/mobilenet.yaml is 84, mobilenet_v3_large.yaml 193). Keras walks its functional
+graph with one Python frame per layer of depth: the keras backend makes that much room
+(backends/keras/build.recursion_room), and this bounds it; every built-in backend builds, runs
+and saves a graph this deep (tests/backends/test_deep_graphs.py; TFLite's conversion takes
+minutes there)."""
 
 MAX_PARAMETERS = 500_000_000
 """Most weights (every tensor, BatchNorm statistics included) a graph may have: 2 GB in float32."""
