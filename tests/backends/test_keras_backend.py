@@ -544,10 +544,17 @@ def test_saved_model_loads_without_archc(backend, paper_small, tmp_path: Path) -
     np.testing.assert_allclose(np.load(tmp_path / "y.npy"), backend.run(graph, model, x)["predictions"], atol=1e-6)
 
 
-def test_failed_save_leaves_nothing(backend, paper_small, tmp_path: Path) -> None:
+def test_failed_save_leaves_nothing(backend, paper_small, tmp_path: Path, monkeypatch) -> None:
     graph, _ = paper_small
-    with pytest.raises(BackendError, match="cannot save keras model"):
-        backend.save(graph, object(), tmp_path)
+    model = backend.build(graph)
+
+    def half_written(path, *args, **kwargs):  # Keras dies part way through writing the file
+        Path(path).write_bytes(b"PK\x03\x04 partial")
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(model, "save", half_written)
+    with pytest.raises(BackendError, match=r"cannot save keras model .*: disk full"):
+        backend.save(graph, model, tmp_path)
     assert list(tmp_path.iterdir()) == []
 
 
