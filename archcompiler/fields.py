@@ -234,9 +234,9 @@ def _finite(v: Any) -> float | Ref:
     ref = as_expr(v)
     if ref is not None:
         return ref
-    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+    if isinstance(v, bool) or not isinstance(v, int | float) or v != v or v in (math.inf, -math.inf):
         raise PydanticCustomError("number", "expected a finite number")
-    if abs(v) > FLOAT32_MAX:
+    if abs(v) > FLOAT32_MAX:  # before float(): an int beyond float64 cannot be converted
         raise PydanticCustomError("number", "expected a number within float32 range (magnitude at most 3.4e38)")
     return float(v)
 

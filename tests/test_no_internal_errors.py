@@ -236,6 +236,24 @@ def test_huge_values_from_a_dict_are_checked_too() -> None:
         assert message in one_line(str(info.value))
 
 
+@pytest.mark.parametrize(
+    ("layer", "message"),
+    [
+        ({"op": "rescaling", "scale": 10**400}, "layers[0].scale: expected a number within float32 range"),
+        (
+            {"op": "rescaling", "scale": 1, "offset": -(10**400)},
+            "layers[0].offset: expected a number within float32 range",
+        ),
+        ({"op": "dropout", "rate": 10**400}, "layers[0].rate: expected a rate from 0 up to (not including) 1"),
+        ({"op": "activation", "repeat": 10**400}, "layers[0].repeat: the spec expands to more than 100,000 layers"),
+    ],
+)
+def test_integers_beyond_float64_in_a_dict_are_refused(layer: dict[str, object], message: str) -> None:
+    with pytest.raises(SpecError) as info:  # an int of 400 digits cannot become a float: OverflowError before
+        archc.compile({"name": "t", "input": {"size": 8}, "layers": [layer]})
+    assert message in one_line(str(info.value))
+
+
 @pytest.mark.parametrize("case", ["int(1e999)", "make_divisible(8, 400 digits)", "NaN parameter in int()"])
 def test_expression_overflow_on_the_command_line(case: str, tmp_path: Path) -> None:
     spec = tmp_path / "t.yaml"
