@@ -9,6 +9,7 @@ AttributeError, ... Framework-free: the backend cases live in tests/backends/.
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -234,6 +235,35 @@ def test_huge_values_from_a_dict_are_checked_too() -> None:
         with pytest.raises(SpecError) as info:
             archc.compile(spec)
         assert message in one_line(str(info.value))
+
+
+TOKENS = [
+    *("1", "0", "7", "2.5", "1e308", "1e999", "1e-320", "9223372036854775807", "9" * 40, "$in", "$nan", "$big"),
+    *("$yes", "$same", "+", "-", "*", "/", "//", "%", "(", ")", "<", "==", "and", "or", "not", "if", "else"),
+    *("true", "'a'", "min(", "max(", "int(", "round_channels(", "make_divisible(", ",", "٢"),
+]  # fmt: skip
+
+
+@settings(max_examples=3000)
+@given(tokens=st.lists(st.sampled_from(TOKENS), min_size=1, max_size=12), width=st.sampled_from([0.25, 4.0]))
+def test_random_expressions_give_a_checked_value_or_an_expression_error(tokens: list[str], width: float) -> None:
+    """Whatever the text, the evaluator gives a finite number, an int within 64 bits, a bool or a
+    string, or an ExprError: never OverflowError, ValueError, ZeroDivisionError or a NaN."""
+    from archcompiler.expand import functions
+    from archcompiler.expr import Expr, ExprError
+    from archcompiler.ops import LowerContext
+
+    rounding = "make_divisible" if width > 1 else "truncate"
+    ctx = LowerContext(width, rounding, 8, None, "same", False, "relu", 1e-3, 0.99, "biased")
+    env = {"in": 3, "nan": math.nan, "big": 10**30, "yes": True, "same": "same"}
+    try:
+        value = Expr("=" + " ".join(tokens)).evaluate(env, functions(ctx))
+    except ExprError:
+        return
+    if isinstance(value, float):
+        assert math.isfinite(value)
+    elif isinstance(value, int):
+        assert abs(value) < 2**63
 
 
 @pytest.mark.parametrize(
