@@ -9,6 +9,15 @@ source = net.generate("keras")            # standalone Keras source
 
 Every sequence the CLI runs (build, verify, load weights, publish; emit and write; parity)
 lives here once, so the command line and a script cannot drift apart.
+
+Errors: every bad argument of :func:`compile`, :func:`sweep`, :func:`fit` and the methods of
+:class:`Compiled` (``build``, ``build_to``, ``save``, ``generate``, ``generate_to``, ``parity``,
+``latency``, ``load_weights``) raises one of four exceptions, named after what is wrong, with a
+one-line message naming the argument (archcompiler.arguments): ``SpecError`` (the spec or what
+shapes the model: ``width``, ``classes``, ``outputs``, budgets...), ``BackendError`` (how it is
+built and run: ``backend``, ``batch``, ``seed``, a model from another backend; its subclass
+``MemoryLimitError`` for a run too large to hold), ``WeightError`` (``weights``) and
+``OutputError`` (output folders). Never AttributeError, TypeError, ValueError or KeyError.
 """
 
 from __future__ import annotations
@@ -18,12 +27,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import arguments as A
 from . import ir
-from .cost import CostReport, cost
+from .cost import CONVENTIONS, CostReport, cost
 from .features import Outputs
 from .fitting import FitRow
 from .fsutil import Inputs, OutputError, atomic_write_text, check_folder, check_target, publish, staging
 from .heads import Head
+from .kit import BackendError
 from .loading import LoadedSpec, load, load_text, validate
 from .lower import lower
 from .source import Source, SpecError
@@ -58,6 +69,10 @@ def _backend(backend: str | Backend) -> Backend:
         from .registry import get_backend
 
         return get_backend(backend)
+    from .kit import Backend
+
+    if not isinstance(backend, Backend):
+        raise BackendError(f"backend: expected a backend name such as 'torch' or a Backend, got {A.kind(backend)}")
     return backend
 
 
@@ -91,6 +106,25 @@ def _initial_weights(
             raise W.WeightError(f"seed={seed!r} applies to archc's init, not init='framework'")
         return None
     return weights if weights is not None else W.training_init(graph, 0 if seed is None else seed)
+
+
+def _weights(weights: Any, *, optional: bool = True) -> Any:
+    """``weights=``: a file name, or canonical weights (a mapping of tensor names to arrays)."""
+    from .weights import WeightError
+
+    if weights is None and optional:
+        return None
+    if isinstance(weights, Mapping):
+        return dict(weights)
+    A.path(weights, "weights", error=WeightError, what="a weights file name or a mapping of tensor names to arrays")
+    return weights
+
+
+def _folder(out_dir: Any) -> Any:
+    """An output folder argument: None (the default folder) or a name (``Path(123)`` is a TypeError)."""
+    if out_dir is not None:
+        A.path(out_dir, "out_dir", error=OutputError, what="a folder name")
+    return out_dir
 
 
 @dataclass(frozen=True)
@@ -161,6 +195,7 @@ class Compiled:
             check_target(out / f"{name}{suffix}", inputs)
 
     def cost(self, convention: str = "paper") -> CostReport:
+        A.choice(convention, "convention", tuple(CONVENTIONS), error=SpecError, file=self.loaded.file)
         return cost(self.graph, convention)
 
     def build(
@@ -180,7 +215,8 @@ class Compiled:
         archcompiler.optimize instead (BatchNorm folded, pads merged), checked equal to the
         unoptimised one within 1e-4; it has other weights (see there): :meth:`save`
         recognises it and writes the optimised build's files."""
-        return self._build(_backend(backend), weights, optimize, init, seed)[1]
+        b, weights = _backend(backend), _weights(weights)
+        return self._build(b, weights, A.flag(optimize, "optimize"), init, seed)[1]
 
     def build_optimized(
         self,
@@ -192,7 +228,7 @@ class Compiled:
     ) -> tuple[Optimized, Any]:
         """:meth:`build` with ``optimize=True``, also returning the rewrite (its graph, folded
         weights and what changed)."""
-        optimized, model = self._build(_backend(backend), weights, True, init, seed)
+        optimized, model = self._build(_backend(backend), _weights(weights), True, init, seed)
         return optimized, model
 
     def _build(
@@ -231,6 +267,7 @@ class Compiled:
         from . import weights as W
 
         b = _backend(backend)
+        weights = _weights(weights, optional=False)
         try:
             w = self._read_weights(b, weights, self.graph)
         except W.WeightError as first:
@@ -286,9 +323,11 @@ class Compiled:
         import json
 
         from . import weights as W
-        from .optimize import built_optimized, rewrite
+        from .optimize import Optimized, built_optimized, rewrite
 
         b = _backend(backend)
+        _folder(out_dir)
+        A.instance(optimized, "optimized", Optimized, error=BackendError)
         if optimized is None and built_optimized(b, self.graph, model):
             optimized = rewrite(b, self.graph)  # the structure: the weights are the model's
         g = self.graph if optimized is None else optimized.graph
@@ -328,9 +367,11 @@ class Compiled:
         no target may be. ``init``/``seed``: the initial weights when none are given
         (:meth:`build`); with ``init="framework"`` the result's ``note`` says the backends'
         models differ."""
-        say = progress or _quiet
+        say = A.callback(progress, "progress") or _quiet
         b = _backend(backend)
-        out = check_folder(out_dir if out_dir is not None else self.default_output_dir(b, optimize=optimize))
+        weights = _weights(weights)
+        A.flag(optimize, "optimize")
+        out = check_folder(_folder(out_dir) if out_dir is not None else self.default_output_dir(b, optimize=optimize))
         reads = () if weights is None or isinstance(weights, dict) else (weights,)
         self._check_targets(b, out, optimize, (*self._spec_inputs, *reads))  # fail before the build, not after it
         say(f"building {self.graph.name} with {b.name} and verifying it against the IR")
@@ -351,7 +392,7 @@ class Compiled:
         build's graph ``<name>_optimized`` (archcompiler.optimize, as :meth:`build` rewrites
         it for ``backend``), whose weights are the files ``build_to(optimize=True)`` writes."""
         b = _backend(backend)
-        if not optimize:
+        if not A.flag(optimize, "optimize"):
             return b.emit(self.graph)
         from .optimize import rewrite
 
@@ -364,7 +405,7 @@ class Compiled:
         ``optimize``: ``<stem>_optimized_<backend>.py``, named like the build's default folder.
         The target is checked first (fsutil.check_target: a regular file or none, not the spec)."""
         b = _backend(backend)
-        out = check_folder(out_dir)
+        out = check_folder(A.path(out_dir, "out_dir", error=OutputError, what="a folder name"))
         target = check_target(out / f"{self._output_stem(b, optimize)}.py", self._spec_inputs)
         source = self.generate(b, optimize=optimize)
         try:
@@ -383,8 +424,8 @@ class Compiled:
 
         import numpy as np
 
-        if runs < 1 or warmup < 0:
-            raise ValueError("latency needs runs >= 1 and warmup >= 0")
+        A.integer(runs, "runs", low=1)
+        A.integer(warmup, "warmup")
         b = _backend(backend)
         model = b.build(self.graph)
         x = np.random.default_rng(0).normal(size=(1, *self.graph.input_shape)).astype(np.float32)
@@ -402,15 +443,23 @@ class Compiled:
     ) -> ParityReport:
         """Run ``backends`` on the same weights and input, compare every node (archcompiler.parity;
         ``optimize=True``: each backend's optimised model, judged against the unoptimised one)."""
+        import inspect
+
         from .parity import parity
 
+        if isinstance(backends, str) or not isinstance(backends, Sequence):
+            got = A.kind(backends)
+            raise BackendError(f"backends: expected a list of backend names such as ('torch', 'keras'), got {got}")
+        A.names(backends, "backends", error=BackendError)
+        known = [k for k in inspect.signature(parity).parameters if k not in ("graph", "backends")]
+        unknown = next((k for k in kwargs if k not in known), None)
+        if unknown is not None:
+            raise BackendError(f"parity() takes no argument {unknown!r} (it takes {', '.join(known)})")
+        say = A.callback(progress, "progress") or _quiet
         if kwargs.get("train_steps") and self.graph.multi_output:
-            from .kit import BackendError
-
             raise BackendError(
                 f"training parity needs one (N, classes) logits output; this model has {len(self.graph.outputs)}"
             )
-        say = progress or _quiet
         say(f"parity: building and running {self.graph.name} in {', '.join(backends)}")
         report = parity(self.graph, backends, **kwargs)
         say(f"parity: compared {len(report.diffs)} nodes")
@@ -467,7 +516,7 @@ def load_spec(spec: SpecInput) -> LoadedSpec:
         return load_text(spec) if is_spec_text(spec) else load(spec)
     if isinstance(spec, Mapping):
         return validate(Source(file="<dict>", data=_plain(spec, ())))
-    raise TypeError(f"expected a spec path, YAML text or a dict, got {type(spec).__name__}")
+    raise A.fail(SpecError, "spec", f"expected a spec path, YAML text or a dict, got {A.kind(spec)}")
 
 
 def compile(
@@ -493,12 +542,11 @@ def compile(
     order; ``features=True`` picks the last layer at each stride, ``out_indices`` some of
     those levels (timm's ``features_only``/``out_indices``; :mod:`archcompiler.features`)."""
     loaded = load_spec(spec)
-    head = Head(classes, pooling, classifier_activation, dropout)  # type: ignore[arg-type]
-    selection = Outputs(
-        None if outputs is None else (outputs,) if isinstance(outputs, str) else tuple(outputs),
-        bool(features),
-        None if out_indices is None else tuple(out_indices),
-    )
+    try:  # each checks its own fields
+        head = Head(classes, pooling, classifier_activation, dropout)  # type: ignore[arg-type]
+        selection = Outputs(outputs, features, out_indices)  # type: ignore[arg-type]
+    except SpecError as exc:
+        raise SpecError(exc.message, file=loaded.file, path=exc.path) from None
     graph = lower(loaded, width=width, resolution=resolution, head=head)
     if selection.changes_nothing:
         return Compiled(loaded, graph)
@@ -533,8 +581,11 @@ def sweep(
     """Lower and cost the spec at every width x resolution (default: the spec's own); with
     ``latency=backend`` also time every setting there (:meth:`Compiled.latency`)."""
     loaded = load_spec(spec)
-    ws = tuple(widths or [loaded.spec.width])
-    rs = list(resolutions or [loaded.spec.resolution])
+    ws, rs = _grid(loaded, widths, resolutions, (loaded.spec.width,), (loaded.spec.resolution,))
+    _options(loaded, convention, head, outputs)
+    A.integer(runs, "runs", low=1)
+    say = A.callback(progress, "progress") or _quiet
+    b = None if latency is None else _backend(latency)  # before the grid is lowered
     rows = []
     for w in ws:
         cells = []
@@ -542,10 +593,8 @@ def sweep(
             g = lower(loaded, width=w, resolution=res, head=head, outputs=outputs)
             cells.append((g, cost(g, convention)))
         rows.append(tuple(cells))
-    if latency is None:
+    if b is None:
         return Sweep(loaded.file, convention, ws, tuple(rows))
-    b = _backend(latency)
-    say = progress or _quiet
     times = []
     for w, row in zip(ws, rows, strict=True):
         say(f"timing width {w:g} in {b.name}")
@@ -571,9 +620,16 @@ def fit(
     resolutions). ``search=True``: the front of a fine grid (archcompiler.fitting.search)."""
     from . import fitting as F
 
+    loaded = load_spec(spec)
+    for name, budget in (("max_macs", max_macs), ("max_params", max_params)):
+        if budget is not None:  # a budget below one fits nothing: a mistake, not an empty answer
+            A.number(budget, name, low=1, error=SpecError, file=loaded.file)
+    A.flag(search, "search", error=SpecError, file=loaded.file)
+    widths, resolutions = _grid(loaded, widths, resolutions, None, None)  # None: fitting's own defaults
+    _options(loaded, convention, head, outputs)
     run = F.search if search else F.fit
     return run(
-        load_spec(spec),
+        loaded,
         max_macs=max_macs,
         max_params=max_params,
         widths=widths,
@@ -582,3 +638,26 @@ def fit(
         head=head,
         outputs=outputs,
     )
+
+
+def _grid(
+    loaded: LoadedSpec, widths: Any, resolutions: Any, default_widths: Any, default_resolutions: Any
+) -> tuple[Any, Any]:
+    """``widths`` and ``resolutions`` as tuples (None: the defaults); an empty list or a single
+    number is an error, not the defaults (each value is checked when lowered)."""
+    f = loaded.file
+    ws = default_widths if widths is None else A.sequence(widths, "widths", file=f, what="width multipliers")
+    rs = (
+        default_resolutions
+        if resolutions is None
+        else A.sequence(resolutions, "resolutions", file=f, what="sizes or multipliers")
+    )
+    return ws, rs
+
+
+def _options(loaded: LoadedSpec, convention: Any, head: Any, outputs: Any) -> None:
+    """``convention``, ``head`` and ``outputs`` of :func:`sweep` and :func:`fit`."""
+    f = loaded.file
+    A.choice(convention, "convention", tuple(CONVENTIONS), error=SpecError, file=f)
+    A.instance(head, "head", Head, file=f)
+    A.instance(outputs, "outputs", Outputs, file=f)

@@ -197,8 +197,8 @@ def _head(args: argparse.Namespace) -> Head | None:
     """The classifier options (--classes, --pooling, --classifier-activation, --dropout)."""
     try:
         return Head(args.classes, args.pooling, args.classifier_activation, args.dropout)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
+    except SpecError as exc:  # the option types check the values first: not reached in practice
+        raise UsageError(f"--{exc.path.replace('_', '-')}: {exc.message}") from None
 
 
 def _outputs(args: argparse.Namespace) -> Outputs | None:
@@ -212,7 +212,7 @@ def _outputs(args: argparse.Namespace) -> Outputs | None:
             args.features,
             None if args.out_indices is None else tuple(args.out_indices),
         )
-    except ValueError:
+    except SpecError:
         raise UsageError("--outputs: exclusive with --features/--out-indices (name layers or ask for levels)") from None
 
 
@@ -489,6 +489,7 @@ def cmd_parity(args: argparse.Namespace) -> int:
         raise UsageError("--backends: parity needs at least two backends")
     if args.optimize and args.train_steps:
         raise UsageError("--optimize: the optimised models are for inference; --train-steps compares training")
+    from .kit import MemoryLimitError
     from .parity import ordered, render_training
 
     backends = {name: _backend(net, name) for name in ordered(args.backends)}  # torch before TensorFlow
@@ -511,19 +512,23 @@ def cmd_parity(args: argparse.Namespace) -> int:
         multi_output=net.graph.multi_output,
         optimize=args.optimize,
     )
-    report = net.parity(
-        args.backends,
-        atol=args.atol,
-        rtol=args.rtol,
-        seed=args.seed,
-        batch=args.batch,
-        dtype=args.dtype,
-        train_steps=args.train_steps,
-        lr=args.lr,
-        progress=_progress(args),
-        optimize=args.optimize,
-        instances=backends,
-    )
+    try:
+        report = net.parity(
+            args.backends,
+            atol=args.atol,
+            rtol=args.rtol,
+            seed=args.seed,
+            batch=args.batch,
+            dtype=args.dtype,
+            train_steps=args.train_steps,
+            lr=args.lr,
+            progress=_progress(args),
+            optimize=args.optimize,
+            instances=backends,
+        )
+    except MemoryLimitError as exc:  # estimated before anything is built: name the flag to lower
+        flag = {"batch": "--batch", "train_steps": "--train-steps"}.get(exc.option, "--batch")
+        raise SpecError(str(exc), file=net.loaded.file, path=flag) from None
     print(render.parity(report, args.seed))
     print(f"judged against: {report.oracle}")
     if report.training is not None:

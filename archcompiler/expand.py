@@ -23,25 +23,18 @@ from pydantic_core import PydanticCustomError
 from .expr import Expr, ExprError
 from .fields import PLACEHOLDER_RE, LayerBase, _check_ident, as_expr
 from .ir import Span
+from .limits import MAX_ITERATIONS, MAX_LAYERS
 from .loading import LoadedSpec, _message
 from .ops import LowerContext, make_divisible
 from .ops.base import fast_init
 from .source import Source, SpecError, did_you_mean, format_path, short_repr
-from .spec import OP_LAYERS, BlockCall, BlockDef
+from .spec import OP_LAYERS, SHAPE_NAMES, BlockCall, BlockDef
 
 BLOCK_INPUT = "_input"
 """Inside a block, ``inputs: [_input]`` names the input of the block instance (for residuals)."""
 
-MAX_LAYERS = 100_000
-"""Most layers a spec may expand to: a typo such as ``repeat: 1000000000`` fails at once
-instead of keeping the checker busy for hours (lowering runs about 100k layers a second)."""
-
 MAX_BLOCK_DEPTH = 16
 """Longest chain of blocks calling blocks (a real network nests two or three deep)."""
-
-SHAPE_NAMES = frozenset({"in", "in_h", "in_w", "block_in"})
-"""Names bound only in stage 2: the channels, height and width of the layer's (first) input,
-and the channels of the block instance's input (squeeze-excite's second conv restores them)."""
 
 SCALED_FIELDS = ("filters", "units")
 """Fields the width multiplier scales when a layer has ``scale_width: true`` (conv, dense)."""
@@ -322,6 +315,10 @@ class _Expansion:
     plans: dict[int, _Plan] = field(default_factory=dict)
     """id(op layer) -> what expanding it needs each time (a block's layers are expanded once per
     instance)."""
+    iterations: int = 0
+    """Repeat iterations run so far (limits.MAX_ITERATIONS)."""
+    fewest: dict[str, int] = field(default_factory=dict)
+    """Block -> the fewest iterations one of its instances runs (:meth:`fewest_iterations`)."""
 
     def span(self, path: Path) -> Span:
         span = self.spans.get(path)
@@ -364,6 +361,43 @@ class _Expansion:
             raise entry.error(f"duplicate layer name {entry.name!r}{where}")
         raise AssertionError(f"_refuse: nothing wrong with {entry.name!r}")  # pragma: no cover
 
+    # --- the iteration limit ---------------------------------------------------------------
+
+    def iterate(self, reps: int, body: int, layer: Any, path: Path, scope: _Scope, *, makes_layers: bool) -> None:
+        """Count a loop of ``reps`` iterations, each of which runs at least ``body`` more (a
+        block instance's layers), before it starts: refused when that would pass
+        MAX_ITERATIONS, or when every iteration makes a layer and that would pass MAX_LAYERS."""
+        where = (*path, "repeat") if "repeat" in layer.model_fields_set else path
+        if makes_layers and len(self.entries) + reps > MAX_LAYERS:
+            raise self.err(
+                where, f"the spec expands to more than {MAX_LAYERS:,} layers (check 'repeat'){scope.context}"
+            )
+        if self.iterations + reps * (1 + body) > MAX_ITERATIONS:
+            raise self.err(
+                where,
+                f"the spec expands to more than {MAX_ITERATIONS:,} repeat iterations (of layers and blocks, those"
+                f" 'when:' leaves out included; check 'repeat'){scope.context}",
+            )
+        self.iterations += reps
+
+    def fewest_iterations(self, block: str) -> int:
+        """The fewest iterations one instance of ``block`` runs: its layers' literal repeats, and
+        its calls' (each instance one more) unless a ``when:`` may leave them out (an expression
+        repeat may give 0). Capped just past the limit; blocks form no cycle (_check_calls)."""
+        known = self.fewest.get(block)
+        if known is not None:
+            return known
+        total = 0
+        for layer in self.loaded.spec.blocks[block].layers:
+            reps = layer.repeat if type(layer.repeat) is int else 0
+            if not isinstance(layer, BlockCall):
+                total += reps
+            elif layer.when is None or layer.when is True:
+                total += reps * (1 + self.fewest_iterations(layer.block))
+            total = min(total, MAX_ITERATIONS + 1)
+        self.fewest[block] = total
+        return total
+
     # --- expressions -----------------------------------------------------------------------
 
     def evaluate(self, expr: Expr, env: Mapping[str, Any], path: Path, scope: _Scope, *, defer: bool) -> Any:
@@ -393,9 +427,7 @@ class _Expansion:
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:
             msg = f"expected a repeat count of 0 or more: {value!r} gives {short_repr(n)}"
             raise self.err(path, msg + scope.context)
-        if n > MAX_LAYERS:
-            raise self.err(path, f"the spec expands to more than {MAX_LAYERS:,} layers (check 'repeat')")
-        return n
+        return n  # the limits are checked by iterate()
 
     def condition(self, value: Any, env: Mapping[str, Any], path: Path, scope: _Scope, *, defer: bool) -> Any:
         if not isinstance(value, Expr):
@@ -501,6 +533,9 @@ def _expand_op(ex: _Expansion, layer: LayerBase, path: Path, scope: _Scope) -> N
     top = scope.block is None
     repeat = layer.repeat
     reps = repeat if type(repeat) is int else ex.count(repeat, scope.values, (*path, "repeat"), scope)
+    ex.iterate(reps, 0, layer, path, scope, makes_layers=layer.when is None or layer.when is True)
+    if layer.when is False:
+        return  # counted, and nothing to make
     op: str = layer.op  # type: ignore[attr-defined]
     plan = ex.plans.get(id(layer))
     if plan is None:
@@ -681,6 +716,7 @@ def _expand_call(ex: _Expansion, call: BlockCall, path: Path, caller: _Scope) ->
         return
     repeat = call.repeat
     reps = repeat if type(repeat) is int else ex.count(repeat, caller.values, (*path, "repeat"), caller)
+    ex.iterate(reps, ex.fewest_iterations(call.block), call, path, caller, makes_layers=False)
     # Instances are numbered ('{index}', '$index') when the block has layers of its own; a block
     # called inside a numbered instance shares its number (squeeze-excite inside a V3 block), and
     # a block made only of calls takes none (a stage of V2's table).

@@ -21,6 +21,13 @@ Grammar (lowest precedence first; Python's meaning for each operator)::
 Values are integers, floats, booleans and strings; arithmetic takes numbers only, ``and`` / ``or``
 / ``not`` / ``if`` take booleans only (so ``$n and 1`` is an error, not a surprise). Errors name
 the column inside the expression (1-based, counting the text as written, '=' included).
+
+Every number is checked where it is made (a literal, a ``$name`` read, each operator and function
+result, in :func:`_checked`): a float must be finite, an integer within :data:`MAX_INT`. So
+``int(1e999)``, ``$in * 1e308 * 10`` or ``make_divisible(8, <400 digits>)`` is an error at the
+column that overflowed, and no NaN or infinity ever reaches a field, a guard or Python's
+``int()``. Digits are ASCII (``re.ASCII``): ``$in * ٢`` is refused, as everywhere archc reads a
+number.
 """
 
 from __future__ import annotations
@@ -37,6 +44,10 @@ MAX_LENGTH = 500
 """Longest expression text: expressions are one-liners; a longer one is a mistake or an attack."""
 MAX_DEPTH = 40
 """Deepest nesting of parentheses / operators the recursive-descent parser follows."""
+MAX_INT = 2**63 - 1
+"""Largest integer magnitude an expression may write or compute: int64, like the integers of a
+spec file. Keeps every integer convertible to a float (``$n * 1.5``) and far from Python's
+4,300-digit limit on ``int(str)``."""
 
 Value = int | float | bool | str
 
@@ -70,7 +81,7 @@ _TOKEN = re.compile(
     | (?P<string>'[^'\\]*')
     | (?P<op>//|==|!=|<=|>=|[-+*/%()<>,])
     """,
-    re.VERBOSE,
+    re.VERBOSE | re.ASCII,
 )
 KEYWORDS = frozenset({"and", "or", "not", "if", "else", "true", "false"})
 
@@ -265,7 +276,8 @@ class _Parser:
         t = self.tok
         if t.kind == "number":
             self.take()
-            return Const(t.column, float(t.text) if any(c in t.text for c in ".eE") else int(t.text))
+            value = float(t.text) if any(c in t.text for c in ".eE") else int(t.text)
+            return Const(t.column, _checked(value, t.column, f"the number {_short(t.text)}"))
         if t.kind == "string":
             self.take()
             return Const(t.column, t.text[1:-1])
@@ -389,13 +401,10 @@ class Expr(str):
     def evaluate(self, env: Mapping[str, Any], functions: Mapping[str, Callable[..., Any]] | None = None) -> Value:
         """The value over ``env`` (names without '$'); ExprError with a column on failure."""
         tree = self.tree
-        if type(tree) is Name and env.get(tree.name) is not None:
-            value = env[tree.name]  # a bare '$param' (most block fields): what eval would give
-        else:
-            value = _Evaluator(env, functions or {}).eval(tree)
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ExprError(f"the result is not a finite number ({value})")
-        return value
+        if type(tree) is Name and (value := env.get(tree.name)) is not None:
+            # a bare '$param' (most block fields): what eval would give
+            return _checked(value, tree.column, f"'${tree.name}'")  # type: ignore[no-any-return]
+        return _Evaluator(env, functions or {}).eval(tree)
 
 
 def parse(text: str) -> Expr:
@@ -404,6 +413,25 @@ def parse(text: str) -> Expr:
 
 
 # --- evaluation -----------------------------------------------------------------------------
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= 24 else f"{text[:10]}...{text[-6:]} ({len(text)} characters)"
+
+
+def _checked(value: Any, column: int, what: str) -> Any:
+    """``value`` if it is no number, a finite float or an integer within MAX_INT; else an
+    ExprError at ``column`` saying that ``what`` (the literal, ``'$name'``, the operator or the
+    function that made it) overflowed. The one place numbers are checked (module docstring)."""
+    t = type(value)
+    if t is float:
+        if value != value:
+            raise ExprError(f"{what} is not a number (NaN)", column)
+        if value in (math.inf, -math.inf):
+            raise ExprError(f"{what} overflows: beyond the float range (about 1.8e308)", column)
+    elif t is int and not -MAX_INT <= value <= MAX_INT:
+        raise ExprError(f"{what} is out of range: an integer beyond 2**63 - 1", column)
+    return value
 
 
 def _kind(v: Any) -> str:
@@ -444,12 +472,12 @@ class _Evaluator:
             v = self.env[node.name]
             if v is None:
                 raise ExprError(f"'${node.name}' is used but has no value", node.column)
-            return v  # type: ignore[no-any-return]
+            return _checked(v, node.column, f"'${node.name}'")  # type: ignore[no-any-return]
         if isinstance(node, Unary):
             if node.op == "not":
                 return not self.boolean(node.operand)
             x = self.number(node.operand)
-            return -x if node.op == "-" else x
+            return -x if node.op == "-" else x  # within range: MAX_INT is symmetric
         if isinstance(node, Cond):
             return self.eval(node.then) if self.boolean(node.test) else self.eval(node.other)
         if isinstance(node, Call):
@@ -465,7 +493,11 @@ class _Evaluator:
                 raise ExprError(f"cannot compare {_kind(a)} ({a!r}) with {_kind(b)} ({b!r})", node.column)
             return (a == b) == (node.op == "==")
         a, b = self.number(node.left), self.number(node.right)
-        return _arith(node, a, b)
+        try:
+            value = _arith(node, a, b)
+        except ArithmeticError:  # OverflowError: a float result Python refuses to round to inf
+            value = math.inf
+        return _checked(value, node.column, f"'{node.op}'")  # type: ignore[no-any-return]
 
     def call(self, node: Call) -> Value:
         args = [self.number(a) for a in node.args]
@@ -474,14 +506,17 @@ class _Evaluator:
         if node.func == "max":
             return max(args)
         if node.func == "int":
-            return int(args[0])
+            return _checked(int(args[0]), node.column, "int()")  # type: ignore[no-any-return]
         fn = self.functions.get(node.func)
         if fn is None:
             raise ExprError(f"{node.func}() is not available here", node.column)
         try:
-            return fn(*args)  # type: ignore[no-any-return]
+            value = fn(*args)
         except ExprError as exc:
             raise ExprError(exc.message, exc.column or node.column) from None
+        except (ArithmeticError, ValueError):  # e.g. int(inf) inside: its arguments overflow it
+            raise ExprError(f"{node.func}() overflows: beyond the float range", node.column) from None
+        return _checked(value, node.column, f"{node.func}()")  # type: ignore[no-any-return]
 
 
 def _arith(node: Binary, a: int | float, b: int | float) -> Value:

@@ -165,8 +165,24 @@ class Outputs:
     """With ``features``: which levels (``--out-indices``; implies ``features``)."""
 
     def __post_init__(self) -> None:
+        """Each field checked (a SpecError naming it): layer names, True/False, whole numbers."""
+        from . import arguments as A
+        from .source import SpecError
+
+        if self.names is not None:
+            object.__setattr__(self, "names", A.names(self.names, "outputs"))
+        A.flag(self.features, "features", error=SpecError)
+        if self.out_indices is not None:
+            indices = A.sequence(self.out_indices, "out_indices", what="level indices")
+            for i in indices:
+                A.integer(i, "out_indices", low=-(2**31), error=SpecError)
+            object.__setattr__(self, "out_indices", indices)
         if self.names is not None and (self.features or self.out_indices is not None):
-            raise ValueError("outputs and features are exclusive: name the layers, or ask for the feature levels")
+            raise SpecError(
+                "outputs and features are exclusive: name the layers, or ask for the feature levels",
+                file=A.ARGUMENTS,
+                path="outputs",
+            )
 
     @property
     def changes_nothing(self) -> bool:

@@ -199,8 +199,9 @@ def _padding(v: Any) -> str | int | tuple[int, int, int, int] | Ref:
             if len(v) == 2 and all(isinstance(x, list | tuple) and len(x) == 2 for x in v):
                 (t, b), (left, r) = v
                 return (_nonneg(t), _nonneg(b), _nonneg(left), _nonneg(r))
-        except PydanticCustomError:
-            pass
+        except PydanticCustomError as exc:
+            if exc.type == "expression":  # an expression's own error says where in it
+                raise
     raise PydanticCustomError("padding", msg)
 
 
@@ -235,9 +236,9 @@ def _finite(v: Any) -> float | Ref:
     ref = as_expr(v)
     if ref is not None:
         return ref
-    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+    if isinstance(v, bool) or not isinstance(v, int | float) or v != v or v in (math.inf, -math.inf):
         raise PydanticCustomError("number", "expected a finite number")
-    if abs(v) > FLOAT32_MAX:
+    if abs(v) > FLOAT32_MAX:  # before float(): an int beyond float64 cannot be converted
         raise PydanticCustomError("number", "expected a number within float32 range (magnitude at most 3.4e38)")
     return float(v)
 

@@ -32,10 +32,19 @@ class Head:
     """The rate of the classifier's dropout layers."""
 
     def __post_init__(self) -> None:
-        if self.classes is not None and (isinstance(self.classes, bool) or self.classes < 0):
-            raise ValueError(f"classes must be a count >= 0, got {self.classes!r}")
-        if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be a rate in [0, 1), got {self.dropout!r}")
+        """Each field checked (a SpecError naming it, as ``width=-1`` is): a wrong value is
+        never taken for another (``pooling="bogus"`` as no pooling)."""
+        from . import arguments as A
+        from .limits import MAX_FIELD
+
+        if self.classes is not None:
+            A.integer(self.classes, "classes", high=MAX_FIELD, error=SpecError)
+        if self.pooling is not None:
+            A.choice(self.pooling, "pooling", ("avg", "max", "none"), error=SpecError)
+        if self.classifier_activation is not None:
+            A.choice(self.classifier_activation, "classifier_activation", ("softmax", "none"), error=SpecError)
+        if self.dropout is not None:
+            A.number(self.dropout, "dropout", low=0.0, high=1.0, high_open=True, error=SpecError)
 
     @property
     def changes_nothing(self) -> bool:

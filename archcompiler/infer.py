@@ -14,7 +14,7 @@ from typing import Any
 from . import ir
 from .expand import Entry
 from .fields import LayerBase
-from .limits import MAX_ACTIVATIONS, MAX_PARAMETERS
+from .limits import MAX_ACTIVATIONS, MAX_GRAPH_DEPTH, MAX_PARAMETERS
 from .loading import LoadedSpec
 from .ops import NODE_FOR_LAYER, NODE_TYPES, LowerContext, OpError, arity_error
 from .source import did_you_mean
@@ -51,6 +51,7 @@ def infer(loaded: LoadedSpec, entries: list[Entry], width: float, size: tuple[in
     nodes: list[ir.Node] = [first]
     by_name: dict[str, ir.Node] = {first.name: first}
     parameters = activations = 0
+    depth = {first.name: 0}  # layers on the longest path from the input (ir.Graph.depth)
     # A layer whose `when:` is false does not exist: a reference to it reads the layer before it
     # (so the chain and a block's input survive a dropped layer).
     absent: dict[str, str] = {}
@@ -102,6 +103,12 @@ def infer(loaded: LoadedSpec, entries: list[Entry], width: float, size: tuple[in
             what = "weights" if parameters > MAX_PARAMETERS else "activation values per example"
             limit = MAX_PARAMETERS if parameters > MAX_PARAMETERS else MAX_ACTIVATIONS
             raise entry.error(f"the network reaches more than {limit:,} {what} here (a limit: check sizes and filters)")
+        level = depth[node.name] = 1 + max([depth[n] for n in names])
+        if level > MAX_GRAPH_DEPTH:
+            raise entry.error(
+                f"the graph is more than {MAX_GRAPH_DEPTH:,} layers deep here (the longest path from the input;"
+                " a limit: frameworks walk a graph recursively)"
+            )
         nodes.append(node)
         by_name[node.name] = node
         previous = node.name

@@ -165,6 +165,14 @@ class Graph:
         out = self[self.output]
         return out.inputs[0] if isinstance(out, Softmax) else out.name
 
+    def depth(self) -> int:
+        """Nodes on the longest path from the input (the input alone: 0): how deep a framework
+        that walks the graph recursively goes (Keras' functional API; limits.MAX_GRAPH_DEPTH)."""
+        level: dict[str, int] = {}
+        for node in self.nodes:
+            level[node.name] = 1 + max((level[i] for i in node.inputs), default=-1)
+        return max(level.values(), default=0)
+
     def reader_counts(self) -> dict[str, int]:
         """Node name -> how many nodes read its value, each graph output counting as one more
         reader: a value with one reader may be folded into it or overwritten by it."""

@@ -42,6 +42,15 @@ class BackendError(Exception):
     """A backend could not do what was asked; the message names the node or tensor."""
 
 
+class MemoryLimitError(BackendError):
+    """A run would hold more than the memory limit (:func:`check_memory`); ``option`` names the
+    argument to lower (``"batch"``, ``"train_steps"``), so the CLI can name its flag."""
+
+    def __init__(self, message: str, option: str) -> None:
+        super().__init__(message)
+        self.option = option
+
+
 class UnsupportedOpError(BackendError):
     """An IR op (or an attribute of it) that a backend cannot express exactly.
 
@@ -278,6 +287,72 @@ def set_weights(backend: Glue, graph: ir.Graph, model: Any, weights: Weights) ->
 
 
 # ---------------------------------------------------------------------------------------------
+# memory
+
+
+_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+
+
+def memory_limit() -> int:
+    """limits.MAX_MEMORY, or the environment's ``ARCHC_MAX_MEMORY`` (bytes, or with a binary
+    unit: 512M, 16G); a value that is not one is a BackendError."""
+    import os
+    import re
+
+    from .limits import MAX_MEMORY, MEMORY_ENV
+
+    text = os.environ.get(MEMORY_ENV, "").strip()
+    if not text:
+        return MAX_MEMORY
+    m = re.fullmatch(r"(\d{1,15})\s*([KMGT]?)(?:IB|B)?", text.upper(), re.ASCII)
+    if m is None or int(m.group(1)) == 0:
+        raise BackendError(f"{MEMORY_ENV}={text!r}: expected a size in bytes such as 8G, 512M or 2000000000")
+    return int(m.group(1)) * _UNITS[m.group(2)]
+
+
+def size_text(n: float) -> str:
+    """Bytes as people read them: '3.2 GiB', '512 MiB'."""
+    for unit, scale in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:.3g} {unit}"
+    return f"{int(n)} bytes"
+
+
+def check_memory(needed: int, what: str, lower: str, option: str = "batch") -> None:
+    """MemoryLimitError when ``needed`` bytes pass :func:`memory_limit`: ``<what> would hold
+    about <size>, more than the limit of <limit> (ARCHC_MAX_MEMORY to change it); lower <lower>``."""
+    from .limits import MEMORY_ENV
+
+    limit = memory_limit()
+    if needed > limit:
+        raise MemoryLimitError(
+            f"{what} would hold about {size_text(needed)} of tensors, more than the limit of {size_text(limit)}"
+            f" ({MEMORY_ENV} changes it): lower {lower}",
+            option,
+        )
+
+
+def activation_values(graph: ir.Graph, names: Iterable[str] | None = None) -> int:
+    """Values per example of the named nodes (every node: None), from the IR's shapes."""
+    nodes = graph.nodes if names is None else [graph[n] for n in names]
+    total = 0
+    for node in nodes:
+        n = 1
+        for d in node.shape:
+            n *= d
+        total += n
+    return total
+
+
+def run_bytes(graph: ir.Graph, batch: int, itemsize: int, names: Sequence[str]) -> int:
+    """What running ``graph`` on ``batch`` examples holds at least: the named nodes' values
+    twice (the framework's tensor and its channels-last copy) and the two largest values of
+    the graph (one layer's input and output while it computes)."""
+    largest = sorted((activation_values(graph, [n.name]) for n in graph.nodes), reverse=True)[:2]
+    return batch * itemsize * (2 * activation_values(graph, names) + sum(largest))
+
+
+# ---------------------------------------------------------------------------------------------
 # run and train
 
 
@@ -415,6 +490,8 @@ def run(
 
     names = check_outputs(graph, outputs)
     arr = check_input(graph, x, dtype_of(backend, model))
+    where = f"running {graph.name!r} on a batch of {len(arr):,} in {backend.name}"
+    check_memory(run_bytes(graph, len(arr), arr.itemsize, names), where, "the batch or the input size")
     result: dict[str, np.ndarray] = {n: arr.copy() for n in names if isinstance(graph[n], ir.Input)}
     computed = tuple(dict.fromkeys(n for n in names if n not in result))
     if computed:

@@ -40,18 +40,23 @@ def resolve_size(loaded: LoadedSpec, resolution: float | int | tuple[int, int] |
     base = spec.input.size if isinstance(spec.input.size, tuple) else (spec.input.size, spec.input.size)
     if resolution is None:
         rho = spec.resolution
-    elif isinstance(resolution, bool):
-        raise _override_error(loaded, "resolution", "expected a multiplier or a size in pixels", resolution)
+    elif isinstance(resolution, bool) or not isinstance(resolution, int | float | tuple | list):
+        # a str such as '224x0' is the command line's to parse, not float()'s
+        raise _override_error(
+            loaded, "resolution", "expected a multiplier, a size in pixels or (height, width)", resolution
+        )
     elif isinstance(resolution, int):
         if not 1 <= resolution <= MAX_SIZE:
             raise _override_error(loaded, "resolution", f"expected a size from 1 to {MAX_SIZE} pixels", resolution)
         return (resolution, resolution)
-    elif isinstance(resolution, tuple):
-        if len(resolution) != 2 or not all(isinstance(x, int) and 1 <= x <= MAX_SIZE for x in resolution):
+    elif isinstance(resolution, tuple | list):
+        if len(resolution) != 2 or not all(
+            isinstance(x, int) and not isinstance(x, bool) and 1 <= x <= MAX_SIZE for x in resolution
+        ):
             raise _override_error(
                 loaded, "resolution", f"expected (height, width) from 1 to {MAX_SIZE} pixels", resolution
             )
-        return resolution
+        return (resolution[0], resolution[1])
     else:
         rho = float(resolution)
         lo, hi = RESOLUTION_RANGE
@@ -88,7 +93,7 @@ def _lower(
 ) -> Graph:
     alpha = loaded.spec.width if width is None else width
     lo, hi = WIDTH_RANGE
-    if isinstance(alpha, bool) or not isinstance(alpha, int | float) or math.isnan(alpha) or not lo < alpha <= hi:
+    if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not lo < alpha <= hi:  # NaN too
         raise _override_error(loaded, "width", f"expected a width multiplier in ({lo:g}, {hi:g}]", alpha)
     size = resolve_size(loaded, resolution)
     if head is None or head.changes_nothing:

@@ -66,7 +66,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from . import ir, weights
-from .kit import DTYPES, BackendError, build, check_learning_rate, require_capabilities
+from .kit import DTYPES, BackendError, activation_values, build, check_learning_rate, check_memory, require_capabilities
 from .registry import BUILTIN, Backend, get_backend
 
 if TYPE_CHECKING:
@@ -285,7 +285,7 @@ def _backends(
     ``needs``: training, multi_output, optimize) before any is built."""
     names = ordered(list(dict.fromkeys(backends)))
     if len(names) < 2:
-        raise ValueError("parity needs at least two backends")
+        raise BackendError("parity needs at least two backends")
     pairs = [(n, (instances or {}).get(n) or get_backend(n)) for n in names]
     require_capabilities([b for _, b in pairs], dtype=dtype, **needs)
     oracle = next(((n, b) for n, b in pairs if "float64" in getattr(b, "dtypes", ())), None)
@@ -295,6 +295,57 @@ def _backends(
             "(add torch or keras to --backends)"
         )
     return pairs, oracle
+
+
+def memory_needed(graph: ir.Graph, backends: int, batch: int, dtype: str, train_steps: int = 0) -> tuple[int, int]:
+    """Bytes parity holds at least, estimated from the IR before anything runs: (what grows with
+    the batch, what grows with the training steps).
+
+    Inference keeps every node's value for the batch from each backend and from the float64
+    reference, plus one framework's copy while it converts layouts; a training step holds its
+    activations and their gradients (float64 for the reference). Training keeps about
+    ``2 * backends + 4`` trajectories (free and synchronised runs, the float64 reference and its
+    probes: :func:`train_parity`), each every parameter and the logits in float64 per step, and
+    the batches with their nudged copies."""
+    itemsize = 8 if dtype == "float64" else 4
+    values = activation_values(graph)
+    by_batch = batch * values * (backends * itemsize + 8 + 8)
+    if not train_steps:
+        return by_batch, 0
+    from .cost import cost
+
+    by_batch += 2 * batch * values * 8
+    params = cost(graph, "keras").params
+    per_step = (2 * backends + 4) * 8 * (params + batch * graph[graph.logits].shape[-1])
+    inputs = 4 * 8 * batch * activation_values(graph, [graph.inputs[0].name])
+    return by_batch, train_steps * (per_step + inputs)
+
+
+def check_parity_memory(graph: ir.Graph, backends: int, batch: int, dtype: str, train_steps: int = 0) -> None:
+    """MemoryLimitError (kit.check_memory) naming the batch or the training steps, whichever
+    takes more, when parity would hold more than the memory limit, before any backend is built."""
+    by_batch, by_steps = memory_needed(graph, backends, batch, dtype, train_steps)
+    what = f"parity of {graph.name!r} in {backends} backends ({dtype}, batch {batch:,}"
+    what += f", {train_steps:,} training steps)" if train_steps else ")"
+    if by_steps > by_batch:
+        check_memory(by_batch + by_steps, what, "the training steps", "train_steps")
+    check_memory(by_batch + by_steps, what, "the batch or the input size", "batch")
+
+
+def _check_arguments(
+    *, batch: int, seed: int, dtype: str, steps: int, lr: float, atol: float | None, rtol: float | None
+) -> None:
+    """Every run argument checked before anything is built (a BackendError naming it)."""
+    from . import arguments as A
+
+    A.integer(batch, "batch", low=1)
+    A.integer(seed, "seed", high=2**32 - 1)  # what numpy's generators take
+    A.choice(dtype, "dtype", DTYPES)
+    A.integer(steps, "train_steps")
+    A.number(lr, "lr", low=0.0, low_open=True)
+    for name, tol in (("atol", atol), ("rtol", rtol)):
+        if tol is not None:
+            A.number(tol, name, low=0.0)
 
 
 def _check_dtype(dtype: str) -> None:
@@ -347,11 +398,17 @@ def parity(
 
     from .optimize import optimize as rewrite_graph
 
-    _check_dtype(dtype)
+    _check_arguments(batch=batch, seed=seed, dtype=dtype, steps=train_steps, lr=lr, atol=atol, rtol=rtol)
+    from . import arguments as A
+
+    A.flag(optimize, "optimize")
+    if instances is not None:
+        A.mapping(instances, "instances")
     if optimize and train_steps:
         raise BackendError("optimised models are for inference: training parity compares the models as built")
     if train_steps:
         check_learning_rate(lr, dtype)  # before anything is built
+    check_parity_memory(graph, len(set(backends)), batch, dtype, train_steps)
     pairs, (ref_name, ref_backend) = _backends(
         backends, instances, dtype, training=train_steps > 0, multi_output=graph.multi_output, optimize=optimize
     )
@@ -799,10 +856,11 @@ def train_parity(
     e.g. lr 1e300) makes the row ``nonfinite``: the report says the comparison is meaningless
     from that step (:attr:`TrainingReport.not_comparable`) instead of blaming one backend.
     """
-    _check_dtype(dtype)
+    _check_arguments(batch=batch, seed=seed, dtype=dtype, steps=steps, lr=lr, atol=atol, rtol=rtol)
     if steps < 1:
-        raise ValueError("training parity needs at least one step")
+        raise BackendError("training parity needs at least one step")
     lr = check_learning_rate(lr, dtype)
+    check_parity_memory(graph, len(set(backends)), batch, dtype, steps)
     pairs, (ref_name, ref_backend) = _backends(backends, instances, dtype, training=True)
     g, excluded = without_dropout(graph)
     w = weights.init(g, seed)

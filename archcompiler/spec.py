@@ -16,10 +16,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, PlainValidator, Tag, WithJsonSchema, field_validator
 from pydantic_core import PydanticCustomError
 
 from .fields import (
+    IDENT_RE,
     REF_RE,
     Condition,
     Epsilon,
@@ -32,6 +33,7 @@ from .fields import (
     Ref,
     Repeat,
     Size,
+    _identifier,
     as_expr,
     template_model,
 )
@@ -82,8 +84,30 @@ def _union(include_block: bool, in_block: bool = False) -> Any:
 Layer = _union(include_block=True)
 BlockLayer = _union(include_block=True, in_block=True)
 
-RESERVED_NAMES = frozenset({"in", "in_h", "in_w", "width", "classes", "index"})
-"""Names every expression may read: no block parameter may take one."""
+SHAPE_NAMES = frozenset({"in", "in_h", "in_w", "block_in"})
+"""Names bound only in stage 2 of lowering (:mod:`.expand`): the channels, height and width of the
+layer's (first) input, and the channels of the block instance's input (squeeze-excite's second
+conv restores them)."""
+
+RESERVED_NAMES = SHAPE_NAMES | {"width", "classes", "index"}
+"""The built-in names expressions read: no block parameter may take one (it would be hidden or
+would hide the built-in, depending on where it is read)."""
+
+
+def _param_name(v: Any) -> str:
+    if v in RESERVED_NAMES:  # first: 'in' is a Python keyword too, but that is not why
+        raise PydanticCustomError(
+            "reserved", "{detail}", {"detail": f"{v!r} is a built-in name (${v}), not a parameter name"}
+        )
+    return _identifier(v)
+
+
+ParamName = Annotated[
+    str,
+    PlainValidator(_param_name),
+    WithJsonSchema({"type": "string", "pattern": IDENT_RE.pattern, "not": {"enum": sorted(RESERVED_NAMES)}}),
+]
+"""A block parameter's name: an identifier that is not a built-in name (refused at the key)."""
 
 
 class InputSpec(Model):
@@ -123,7 +147,7 @@ class BlockDef(Model):
     """A reusable group of layers with named parameters (``null`` default = required)."""
 
     doc: str = ""
-    params: dict[Identifier, int | float | str | bool | None] = Field(
+    params: dict[ParamName, int | float | str | bool | None] = Field(
         default_factory=dict,
         description="Defaults may be expressions over earlier parameters, $index, $width and $classes;"
         " a string may use '{param}' like a name.",
@@ -133,11 +157,7 @@ class BlockDef(Model):
     @field_validator("params")
     @classmethod
     def _params(cls, params: dict[str, Any]) -> dict[str, Any]:
-        for name, value in params.items():
-            if name in RESERVED_NAMES:
-                raise PydanticCustomError(
-                    "reserved", "{detail}", {"detail": f"{name!r} is a built-in name, not a parameter name"}
-                )
+        for value in params.values():
             as_expr(value)  # a syntax error is reported now, with its column
         return params
 

@@ -28,6 +28,7 @@ import stat
 import struct
 import zipfile
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
@@ -86,14 +87,21 @@ def check(graph: ir.Graph, weights: Weights, *, origin: str = "weights") -> None
     """Raise WeightError on a missing, unexpected or misshapen tensor (the first, by name), or on
     values no trained network has: a dtype other than float16/32/64, NaN or infinity, a negative
     moving variance. Checked before use so that a bad file fails here, not as NaN logits later."""
+    if not isinstance(weights, Mapping):
+        raise WeightError(f"{origin}: expected a mapping of tensor names to arrays, got {type(weights).__name__}")
     want = expected(graph)
     for name, shape in want.items():
         if name not in weights:
             raise WeightError(f"{origin}: missing tensor {name!r} (shape {shape})")
+        if not hasattr(weights[name], "shape"):  # a number, a string, a list: not an array
+            raise WeightError(f"{origin}: tensor {name!r} is a {type(weights[name]).__name__}, not an array")
         got = tuple(weights[name].shape)
         if got != shape:
             raise WeightError(f"{origin}: tensor {name!r} has shape {got}, expected {shape}")
     extra = [k for k in weights if k not in want]
+    odd = next((k for k in extra if not isinstance(k, str)), None)
+    if odd is not None:
+        raise WeightError(f"{origin}: tensor names are strings, got {odd!r}")
     if extra:
         raise WeightError(
             f"{origin}: unexpected tensor {extra[0]!r}" + (f" (and {len(extra) - 1} more)" if len(extra) > 1 else "")

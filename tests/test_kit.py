@@ -635,3 +635,23 @@ def test_build_checks_capabilities_before_building() -> None:
     assert Counting.builds == []
     net.build(Plain())  # a backend that declares nothing builds several outputs (the default)
     assert Counting.builds == ["plain"]
+
+
+def test_run_refuses_a_batch_over_the_memory_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    from archcompiler.kit import MemoryLimitError
+
+    g = tiny()
+    backend = NumpyBackend()
+    model = backend.build(g)
+    x = np.zeros((3, 6, 5, 3), np.float32)
+    assert backend.run(g, model, x)["fc"].shape == (3, 2)
+    # 3 examples x 4 bytes x (2 x 2 values of fc + the two largest values: x's 90, conv's 36) = 1,560 bytes
+    monkeypatch.setenv("ARCHC_MAX_MEMORY", "1K")
+    with pytest.raises(MemoryLimitError) as info:
+        backend.run(g, model, x)
+    assert str(info.value) == (
+        "running 'tiny' on a batch of 3 in numpy would hold about 1.52 KiB of tensors, more than the limit of"
+        " 1 KiB (ARCHC_MAX_MEMORY changes it): lower the batch or the input size"
+    )
+    monkeypatch.setenv("ARCHC_MAX_MEMORY", "1560")
+    assert backend.run(g, model, x)["fc"].shape == (3, 2)

@@ -14,7 +14,7 @@ from ...registry import Backend, BackendError
 from ...weights import Weights
 from . import execute
 from . import weights as weight_io
-from .build import build_model
+from .build import build_model, recursion_room
 from .ops import HANDLERS, Handler
 
 
@@ -26,6 +26,16 @@ def _numel(variables: Sequence[Any]) -> int:
             n *= int(d)
         total += n
     return total
+
+
+def _as_model(model: Any) -> Any:
+    """``model`` if it is a keras.Model (a torch module given to the keras backend is a
+    BackendError, not an AttributeError in the glue)."""
+    from ._framework import keras
+
+    if not isinstance(model, keras.Model):
+        raise BackendError(f"expected a model built by the keras backend, got {type(model).__name__}")
+    return model
 
 
 class KerasBackend(Backend):
@@ -56,37 +66,39 @@ class KerasBackend(Backend):
 
     def graph_name(self, model: Any) -> str:
         """The name of the graph the model was built from (optimize.built_optimized)."""
-        return str(model.name)
+        return str(_as_model(model).name)
 
     def model_dtype(self, model: Any) -> str:
         """The dtype of the model's input, which build_model made the layers' dtype too."""
-        return str(model.inputs[0].dtype)
+        return str(_as_model(model).inputs[0].dtype)
 
     # -- glue: verification ----------------------------------------------------------------
 
     def node_shapes(self, graph: Graph, model: Any) -> Iterator[tuple[str, tuple[int, ...] | Exception]]:
         """The symbolic output shape of the layer named after each node."""
+        layers = {layer.name: layer for layer in _as_model(model).layers}  # get_layer() searches them all each time
         for node in graph.nodes:
-            try:
-                layer = model.get_layer(node.name)
-            except ValueError:
+            layer = layers.get(node.name)
+            if layer is None:
                 yield node.name, BackendError("keras model has no layer of that name")
                 return
             yield node.name, tuple(layer.output.shape[1:])
 
     def param_counts(self, graph: Graph, model: Any) -> dict[str, tuple[int, int]]:
         return {
-            layer.name: (_numel(layer.trainable_weights), _numel(layer.non_trainable_weights)) for layer in model.layers
+            layer.name: (_numel(layer.trainable_weights), _numel(layer.non_trainable_weights))
+            for layer in _as_model(model).layers
         }
 
     def param_totals(self, model: Any) -> tuple[int, int]:
         """As ``model.count_params()`` splits them."""
+        model = _as_model(model)
         return _numel(model.trainable_weights), _numel(model.non_trainable_weights)
 
     # -- glue: weights ---------------------------------------------------------------------
 
     def weight_tensors(self, model: Any) -> Mapping[tuple[str, str], Any]:
-        return weight_io.weight_tensors(model)
+        return weight_io.weight_tensors(_as_model(model))
 
     def read_tensor(self, tensor: Any) -> np.ndarray:
         return weight_io.read_tensor(tensor)
@@ -97,12 +109,14 @@ class KerasBackend(Backend):
     # -- glue: run and train ---------------------------------------------------------------
 
     def forward(self, graph: Graph, model: Any, x: np.ndarray, names: tuple[str, ...]) -> dict[str, np.ndarray]:
-        return execute.forward(model, x, names)
+        with recursion_room(graph):  # a sub-model exposing the nodes is made on first use
+            return execute.forward(_as_model(model), x, names)
 
     def sgd_step(
         self, graph: Graph, model: Any, x: np.ndarray, y: np.ndarray, logits: str, lr: float
     ) -> tuple[float, np.ndarray]:
-        return execute.sgd_step(model, x, y, logits, lr)
+        with recursion_room(graph):
+            return execute.sgd_step(_as_model(model), x, y, logits, lr)
 
     def save(self, graph: Graph, model: Any, out_dir: Path) -> list[Path]:
         """``<graph.name>.keras``, published atomically by the kit.
@@ -110,7 +124,9 @@ class KerasBackend(Backend):
         It loads with plain ``keras.saving.load_model``; only a graph with unbiased-variance
         BatchNorm needs archc's registered UnbiasedBatchNormalization importable.
         """
-        return [self.publish(Path(out_dir) / f"{graph.name}.keras", lambda tmp: model.save(tmp))]
+        model = _as_model(model)
+        with recursion_room(graph):
+            return [self.publish(Path(out_dir) / f"{graph.name}.keras", lambda tmp: model.save(tmp))]
 
     def read_foreign_weights(self, path: Path, graph: Graph) -> Weights:
         from .checkpoint import load_keras_weights

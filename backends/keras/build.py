@@ -6,6 +6,7 @@ layers its description names. Layer names are the IR node names, so weights map 
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -34,11 +35,40 @@ def floatx(dtype: str) -> Iterator[None]:
         keras.config.set_dtype_policy(old_policy)
 
 
+RECURSION_MARGIN = 200
+"""Frames Keras' walk uses besides one per layer of depth (its helpers, TensorFlow's calls)."""
+
+
+@contextmanager
+def recursion_room(graph: Graph) -> Iterator[None]:
+    """Python's recursion limit raised, for the block, to the frames in use now plus the graph's
+    depth (and a margin), then restored.
+
+    Keras' functional API walks the layer graph depth first with one Python frame per layer of
+    depth (``keras.src.ops.function._build_map_helper``), when a model is made (build, the
+    sub-models that expose every node for parity) and saved: a chain of 1,200 layers passed the
+    default limit of 1,000. ``archc check`` bounds the depth (limits.MAX_GRAPH_DEPTH), so the
+    room needed is bounded too; Python-to-Python calls take no C stack (CPython 3.11+)."""
+    frames, frame = 0, sys._getframe()
+    while frame is not None:
+        frames, frame = frames + 1, frame.f_back
+    needed = frames + graph.depth() + RECURSION_MARGIN
+    old = sys.getrecursionlimit()
+    if needed <= old:
+        yield
+        return
+    sys.setrecursionlimit(needed)
+    try:
+        yield
+    finally:
+        sys.setrecursionlimit(old)
+
+
 def build_model(graph: Graph, handlers: Mapping[str, Handler] = HANDLERS, dtype: str = "float32") -> Any:
     """A keras.Model equivalent to ``graph`` (NHWC, Keras' default random init) in ``dtype``,
     built through ``handlers`` (the backend instance's table)."""
     described = describe_graph(graph, handlers, BACKEND)  # UnsupportedOpError before any layer exists
-    with floatx(dtype):
+    with floatx(dtype), recursion_room(graph):
         return _build(graph, described)
 
 

@@ -71,6 +71,12 @@ def _class_sources(names: list[str]) -> list[str]:
     return list(sources.values())
 
 
+DEEP_GRAPH = 500
+"""Depth (ir.Graph.depth) from which the generated module raises Python's recursion limit
+(1,000 by default) before Keras walks the graph: one frame per layer of depth, and room for the
+caller's frames (build.recursion_room does the same for the built model)."""
+
+
 def _outputs(graph: Graph, last: str) -> str:
     """What ``build_model`` passes as the model's outputs: one tensor, or a list in order."""
     refs = ["x" if o == last else f"tensors[{literal(o)}]" for o in graph.outputs]
@@ -87,7 +93,10 @@ def render(graph: Graph, handlers: Mapping[str, Handler] = HANDLERS) -> str:
         identifier(call.name, "layer name")
     keras_cost, paper = cost(graph, "keras"), cost(graph, "paper")
     last = graph.nodes[-1].name
+    depth = graph.depth()
     context = {
+        "depth": f"{depth:,}",
+        "recursion_limit": depth + 1000 if depth >= DEEP_GRAPH else None,
         "graph_name": graph.name,
         "source_doc": f"the spec file {graph.source}"
         if _SAFE_PATH.fullmatch(graph.source or "")

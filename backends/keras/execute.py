@@ -25,10 +25,11 @@ def _submodel(model: Any, names: tuple[str, ...]) -> Any:
 
     cache = _SUBMODELS.setdefault(model, {})
     if names not in cache:
-        try:
-            outs = [model.get_layer(n).output for n in names]
-        except ValueError as exc:
-            raise BackendError(f"keras model has no layer for a requested node: {exc}") from None
+        layers = {layer.name: layer for layer in model.layers}  # get_layer() searches them all each time
+        missing = next((n for n in names if n not in layers), None)
+        if missing is not None:
+            raise BackendError(f"keras model has no layer for a requested node: {missing!r}")
+        outs = [layers[n].output for n in names]
         cache[names] = keras.Model(model.input, outs, name=f"{model.name}_outputs")
     return cache[names]
 

@@ -81,6 +81,11 @@ class OnnxBackend(Backend):
             onnx.checker.check_model(model, full_check=True)
         except onnx.checker.ValidationError as exc:
             raise BackendError(f"ONNX model of {graph.name!r} is invalid: {exc}") from None
+        seen: set[str] = set()
+        for n in model.graph.node:  # onnxruntime refuses a model that names two nodes alike; the checker does not
+            if n.name in seen:
+                raise BackendError(f"ONNX model of {graph.name!r} is invalid: two nodes are named {n.name!r}")
+            seen.add(n.name)
         ir_names = {n.name for n in graph.nodes}
         inits = {t.name for t in model.graph.initializer}
         for n in model.graph.node:

@@ -34,19 +34,26 @@ def value_info(name: str, shape: tuple[int, ...]) -> onnx.ValueInfoProto:
     return helper.make_tensor_value_info(name, TensorProto.FLOAT, [BATCH, *shape])
 
 
+GRAPH_NAMES = (INPUT, OUTPUT)
+"""The model's own value names. An IR node of either name that is not that value gets
+``<name>.value`` (a layer name has no '.'), so no layer name can collide with them."""
+OUTPUT_NODE = f"{OUTPUT}.identity"
+"""The ONNX node that copies the output node's value to ``output`` (no layer's name: it has a '.')."""
+
+
 def tensor_names(graph: ir.Graph, nhwc_input: bool) -> dict[str, str]:
     """IR node -> the ONNX tensor holding its value: the node's own name, except that an
     untransposed input node *is* the graph input ``input``, an output node named ``output`` *is*
-    the graph output, and any other node whose name is reserved gets ``<name>.value``."""
+    the graph output, and any other node named like one of :data:`GRAPH_NAMES` gets
+    ``<name>.value`` (an NHWC input's transposed value, a layer called ``output``...)."""
     out: dict[str, str] = {}
     for n in graph.nodes:
-        if isinstance(n, ir.Input):
-            transposed = nhwc_input and len(n.shape) == 3
-            out[n.name] = (n.name if n.name != INPUT else f"{INPUT}.nchw") if transposed else INPUT
-        elif n.name == OUTPUT and graph.outputs == (n.name,):
+        if isinstance(n, ir.Input) and not (nhwc_input and len(n.shape) == 3):
+            out[n.name] = INPUT
+        elif n.name == OUTPUT and graph.outputs == (n.name,) and not isinstance(n, ir.Input):
             out[n.name] = OUTPUT
         else:
-            out[n.name] = f"{n.name}.value" if n.name in (INPUT, OUTPUT) else n.name
+            out[n.name] = f"{n.name}.value" if n.name in GRAPH_NAMES else n.name
     return out
 
 
@@ -80,7 +87,7 @@ def build_model(
         e.current = node.name
         handlers[node.op](e, node)
     if not graph.multi_output and tensors[graph.output] != OUTPUT:
-        e.nodes.append(helper.make_node("Identity", [tensors[graph.output]], [OUTPUT], name=OUTPUT))
+        e.nodes.append(helper.make_node("Identity", [tensors[graph.output]], [OUTPUT], name=OUTPUT_NODE))
     outs = output_tensors(graph, tensors)
     shape = graph.input_shape
     in_shape = tuple(shape) if nhwc_input or len(shape) != 3 else nchw(shape)

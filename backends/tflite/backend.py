@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 from archcompiler.backends.keras import KerasBackend
+from archcompiler.backends.keras.build import recursion_room
 
 from archcompiler import ir
 from archcompiler import weights as canonical
@@ -32,7 +33,8 @@ class TfliteModel:
     def content(self, graph: ir.Graph, quantize: str | None = None) -> bytes:
         mode = self.quantize if quantize is None else quantize
         if mode not in self._content:
-            data = convert(self.keras_model, mode)
+            with recursion_room(graph):  # the converter saves the Keras model first
+                data = convert(self.keras_model, mode)
             check_signature(graph, data)
             self._content[mode] = data
         return self._content[mode]

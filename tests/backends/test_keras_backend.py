@@ -544,10 +544,17 @@ def test_saved_model_loads_without_archc(backend, paper_small, tmp_path: Path) -
     np.testing.assert_allclose(np.load(tmp_path / "y.npy"), backend.run(graph, model, x)["predictions"], atol=1e-6)
 
 
-def test_failed_save_leaves_nothing(backend, paper_small, tmp_path: Path) -> None:
+def test_failed_save_leaves_nothing(backend, paper_small, tmp_path: Path, monkeypatch) -> None:
     graph, _ = paper_small
-    with pytest.raises(BackendError, match="cannot save keras model"):
-        backend.save(graph, object(), tmp_path)
+    model = backend.build(graph)
+
+    def half_written(path, *args, **kwargs):  # Keras dies part way through writing the file
+        Path(path).write_bytes(b"PK\x03\x04 partial")
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(model, "save", half_written)
+    with pytest.raises(BackendError, match=r"cannot save keras model .*: disk full"):
+        backend.save(graph, model, tmp_path)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -563,3 +570,39 @@ def test_unbiased_batchnorm_model_saves_and_loads(backend, tmp_path: Path) -> No
     assert type(loaded.get_layer("bn")).__name__ == "UnbiasedBatchNormalization"
     x = np.random.default_rng(15).normal(size=(2, 6, 6, 3)).astype("float32")
     np.testing.assert_allclose(np.asarray(loaded(x)), backend.run(graph, model, x)["bn"], atol=1e-6)
+
+
+def test_a_chain_deeper_than_the_recursion_limit_builds_runs_and_saves(backend, tmp_path):
+    # issue 19: a chain of 1,200 layers was a RecursionError (Keras' functional API walks the
+    # graph with one Python frame per layer; the default limit is 1,000)
+    depth = 1200
+    spec = {"name": "chain", "input": {"size": 3, "channels": 2}, "layers": [{"op": "rescaling", "scale": 1.0,
+            "offset": 0.5, "repeat": depth}]}  # fmt: skip
+    net = a.compile(spec)
+    limit = sys.getrecursionlimit()
+    model = net.build(backend)  # verified against the IR: every one of the 1,200 layers
+    x = np.arange(2 * 3 * 3 * 2, dtype=np.float32).reshape(2, 3, 3, 2) / 4  # multiples of 1/4: exact
+    out = backend.run(net.graph, model, x, [net.graph.output, "rescaling_600"])
+    np.testing.assert_array_equal(out[net.graph.output], x + 0.5 * depth)  # each layer applied once
+    np.testing.assert_array_equal(out["rescaling_600"], x + 300)
+    assert {p.suffix for p in net.save(model, backend, tmp_path)} == {".keras", ".npz"}
+    assert sys.getrecursionlimit() == limit  # raised only while Keras walked the graph
+
+
+def test_a_model_from_another_framework_is_a_backend_error(backend, tmp_path):
+    # issue 19: save(torch_model, "keras") was an AttributeError inside the Keras glue
+    torch = pytest.importorskip("torch")
+    net = a.compile(ROOT / "specs" / "mobilenet.yaml", width=0.25, resolution=32)
+    foreign = torch.nn.Linear(2, 2)
+    x = np.zeros((1, 32, 32, 3), np.float32)
+    for call in (
+        lambda: net.save(foreign, "keras", tmp_path),
+        lambda: backend.verify(net.graph, foreign),
+        lambda: backend.get_weights(net.graph, foreign),
+        lambda: backend.set_weights(net.graph, foreign, W.init(net.graph)),
+        lambda: backend.run(net.graph, foreign, x),
+        lambda: backend.graph_name(foreign),
+    ):
+        with pytest.raises(BackendError, match=r"^expected a model built by the keras backend, got Linear$"):
+            call()
+    assert list(tmp_path.iterdir()) == []

@@ -465,3 +465,79 @@ def test_torch_weights_to_onnx_file_through_the_cli(torch_backend, tmp_path, cap
 @pytest.mark.parametrize("resolution", [224, 128, 199])
 def test_grid_matches_torch(backend, torch_backend, spec, width, resolution):
     compare_with_torch(backend, torch_backend, lowered(spec, width, resolution))
+
+
+# ---------------------------------------------------------------------------------------------
+# layer names that are the model's own value names
+
+
+@pytest.mark.parametrize(
+    ("input_name", "conv_name", "act_name"),
+    [
+        ("input", "output", "act"),  # a layer named 'output' that is not the model's output
+        ("input", "conv", "output"),  # the output layer named 'output'
+        ("output", "input", "act"),  # the input named 'output', a layer named 'input'
+        ("output", "conv", "input"),  # the output layer named 'input'
+    ],
+)
+@pytest.mark.parametrize("nhwc", [False, True], ids=["nchw", "nhwc"])
+def test_layers_named_input_or_output_load_in_onnxruntime(backend, tmp_path, input_name, conv_name, act_name, nhwc):
+    from archcompiler.backends.onnx import OnnxBackend
+
+    spec = {
+        "name": "named",
+        "input": {"size": [6, 5], "channels": 3, "name": input_name},
+        "layers": [
+            {"op": "conv", "filters": 4, "kernel": 3, "padding": "valid", "name": conv_name},
+            {"op": "activation", "kind": "relu", "name": act_name},
+        ],
+    }
+    b = OnnxBackend(nhwc_input=nhwc)
+    net = a.compile(spec)
+    model = net.build(b)  # verified: every node's shape and count against the IR
+    (path,) = [p for p in net.save(model, b, tmp_path) if p.suffix == ".onnx"]
+    kernel = W.load(tmp_path / "named.weights.npz")[f"{conv_name}.kernel"]
+    x = rand(2, 6, 5, 3, seed=21)
+    want = np.maximum(np_conv(x, kernel.astype(np.float64), (1, 1), (0, 0, 0, 0)), 0)  # NHWC
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])  # the file, no archc
+    assert [i.name for i in sess.get_inputs()] == ["input"] and [o.name for o in sess.get_outputs()] == ["output"]
+    (got,) = sess.run(["output"], {"input": x if nhwc else x.transpose(0, 3, 1, 2)})
+    np.testing.assert_allclose(got.transpose(0, 2, 3, 1), want, rtol=1e-5, atol=1e-5)
+    # every node through archc's own runner too (parity exposes each one as an extra output)
+    values = b.run(net.graph, model, x, [n.name for n in net.graph.nodes])
+    np.testing.assert_allclose(values[act_name], want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(values[input_name], x)
+
+
+def test_feature_outputs_named_input_and_output_load_in_onnxruntime(backend):
+    spec = {
+        "name": "named",
+        "input": {"size": 8, "channels": 3, "name": "x"},
+        "layers": [
+            {"op": "conv", "filters": 4, "kernel": 3, "stride": 2, "name": "output"},
+            {"op": "conv", "filters": 4, "kernel": 3, "stride": 2, "name": "input"},
+        ],
+    }
+    net = a.compile(spec, outputs=["output", "input"])
+    model = net.build(backend)
+    w = backend.get_weights(net.graph, model)
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    assert [o.name for o in sess.get_outputs()] == ["output.value", "input.value"]
+    x = rand(1, 8, 8, 3, seed=22)
+    first, second = sess.run(None, {"input": x.transpose(0, 3, 1, 2)})
+    # TF SAME, 8 -> 4 -> 2: one extra row and column at the bottom/right each time
+    ref1 = np_conv(x, w["output.kernel"].astype(np.float64), (2, 2), (0, 1, 0, 1))
+    ref2 = np_conv(ref1, w["input.kernel"].astype(np.float64), (2, 2), (0, 1, 0, 1))
+    np.testing.assert_allclose(first.transpose(0, 2, 3, 1), ref1, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(second.transpose(0, 2, 3, 1), ref2, rtol=1e-5, atol=1e-5)
+
+
+def test_parity_with_a_layer_named_output(torch_backend):
+    # issue 19: 'archc parity --backends torch,onnx' ended in an internal error here
+    spec = {
+        "name": "named",
+        "input": {"size": 8, "channels": 3},
+        "layers": [{"op": "conv", "filters": 4, "kernel": 3, "name": "output"}, {"op": "activation", "name": "act"}],
+    }
+    report = a.compile(spec).parity(("torch", "onnx"))
+    assert report.ok and [d.node for d in report.diffs] == ["input", "output", "act"]
