@@ -314,6 +314,19 @@ def _file_target(option: str, path: str | None, args: argparse.Namespace) -> Non
         raise OutputError(f"{option} {exc}") from None
 
 
+def _folder_target(option: str, path: str | None) -> None:
+    """Refuse an output folder given with ``option`` before any work (fsutil.check_folder): an
+    empty or multi-line name, a file or FIFO in its way."""
+    from .fsutil import OutputError, check_folder
+
+    if path is None:
+        return
+    try:
+        check_folder(path)
+    except OutputError as exc:
+        raise OutputError(f"{option}: {exc}") from None
+
+
 def _emit(text: str, output: str | None, args: argparse.Namespace) -> None:
     """Print ``text``, or write it atomically to ``output`` (``-o``) and say so."""
     if output is None:
@@ -449,6 +462,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         raise UsageError(f"--weights and {given} exclude each other: the weights file decides every tensor")
     if args.init == "framework" and args.seed is not None:
         raise UsageError("--seed chooses archc's initial weights; --init framework keeps the framework's own")
+    _folder_target("-o", args.output)
     net = _compile(args)
     options: dict[str, Any] = {}
     if args.quantize is not None:
@@ -537,6 +551,7 @@ def cmd_parity(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
+    _folder_target("-o", args.output)
     net = _compile(args)
     backend = _backend(net, args.backend)
     if args.optimize:

@@ -348,11 +348,6 @@ def _check_arguments(
             A.number(tol, name, low=0.0)
 
 
-def _check_dtype(dtype: str) -> None:
-    if dtype not in DTYPES:
-        raise BackendError(f"dtype {dtype!r}: parity runs in {' or '.join(DTYPES)}")
-
-
 def _loaded(backend: Backend, graph: ir.Graph, w: weights.Weights, dtype: str) -> Any:
     model = build(backend, graph, dtype)
     backend.verify(graph, model)
