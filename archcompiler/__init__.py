@@ -4,13 +4,13 @@
 the cost model are pure Python; a framework is imported only by the backend that runs.
 """
 
-from .api import Compiled, compile, fit, load_spec, sweep
-from .cost import CONVENTIONS, CostReport, cost
-from .fitting import FitRow
-from .ir import Graph
-from .loading import LoadedSpec, load, load_text
-from .lower import lower
-from .source import SpecError
+from archcompiler.analysis.cost import CONVENTIONS, CostReport, cost
+from archcompiler.analysis.fitting import FitRow
+from archcompiler.api import Compiled, compile, fit, load_spec, sweep
+from archcompiler.ir.graph import Graph
+from archcompiler.language.loading import LoadedSpec, load, load_text
+from archcompiler.language.source import SpecError
+from archcompiler.lowering.lower import lower
 
 __all__ = [
     "CONVENTIONS",

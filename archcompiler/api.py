@@ -27,23 +27,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import arguments as A
-from . import ir
-from .cost import CONVENTIONS, CostReport, cost
-from .features import Outputs
-from .fitting import FitRow
-from .fsutil import Inputs, OutputError, atomic_write_text, check_folder, check_target, publish, staging
-from .heads import Head
-from .kit import BackendError
-from .loading import LoadedSpec, load, load_text, validate
-from .lower import lower
-from .source import Source, SpecError
+from archcompiler import arguments as A
+from archcompiler import ir
+from archcompiler.analysis.cost import CONVENTIONS, CostReport, cost
+from archcompiler.analysis.fitting import FitRow
+from archcompiler.files import Inputs, OutputError, atomic_write_text, check_folder, check_target, publish, staging
+from archcompiler.kit.backend import BackendError
+from archcompiler.language.loading import LoadedSpec, load, load_text, validate
+from archcompiler.language.source import Source, SpecError
+from archcompiler.lowering.features import Outputs
+from archcompiler.lowering.heads import Head
+from archcompiler.lowering.lower import lower
 
 if TYPE_CHECKING:
-    from .optimize import Optimized
-    from .parity import ParityReport
-    from .registry import Backend
-    from .weights import Weights
+    from archcompiler.analysis.optimize import Optimized
+    from archcompiler.kit.registry import Backend
+    from archcompiler.parity.report import ParityReport
+    from archcompiler.weights import Weights
 
 
 Progress = Callable[[str], None]
@@ -66,10 +66,10 @@ def _backend(backend: str | Backend) -> Backend:
     Accepting an instance lets a caller resolve the name first and report a bad one its own
     way (the CLI names the ``--backend`` option)."""
     if isinstance(backend, str):
-        from .registry import get_backend
+        from archcompiler.kit.registry import get_backend
 
         return get_backend(backend)
-    from .kit import Backend
+    from archcompiler.kit.backend import Backend
 
     if not isinstance(backend, Backend):
         raise BackendError(f"backend: expected a backend name such as 'torch' or a Backend, got {A.kind(backend)}")
@@ -94,7 +94,7 @@ def _initial_weights(
     """The weights a build loads: ``weights`` if given, else archc's training init (``init``
     "archc", ``seed`` default 0), else None (the framework's own). A seed or init beside given
     weights, or a seed with the framework's init, would be silently ignored: refused."""
-    from . import weights as W
+    from archcompiler import weights as W
 
     if init not in INITS:
         raise W.WeightError(f"init must be one of {', '.join(map(repr, INITS))}, got {init!r}")
@@ -110,7 +110,7 @@ def _initial_weights(
 
 def _weights(weights: Any, *, optional: bool = True) -> Any:
     """``weights=``: a file name, or canonical weights (a mapping of tensor names to arrays)."""
-    from .weights import WeightError
+    from archcompiler.weights import WeightError
 
     if weights is None and optional:
         return None
@@ -169,7 +169,7 @@ class Compiled:
         """``<stem>[_optimized]_<backend>``: the default build folder and the generated module
         are named alike, and no build of one backend (or of the optimised model) ever replaces
         another's files."""
-        from .optimize import SUFFIX
+        from archcompiler.analysis.optimize import SUFFIX
 
         name = backend if isinstance(backend, str) else backend.name
         return f"{self.stem}{SUFFIX if optimize else ''}_{name}"
@@ -188,7 +188,7 @@ class Compiled:
         """Before a slow build: every file the build may write into ``out`` (the backend's
         ``file_suffixes``, the portable weights, an optimised build's manifest) can be written:
         not a folder, FIFO or device, not one of ``inputs``. Publishing checks again."""
-        from .optimize import SUFFIX
+        from archcompiler.analysis.optimize import SUFFIX
 
         name = self.graph.name + (SUFFIX if optimize else "")
         for suffix in (*b.file_suffixes, ".weights.npz", *((".json",) if optimize else ())):
@@ -212,7 +212,7 @@ class Compiled:
         archc's deterministic init (archcompiler.weights.training_init with ``seed``, default
         0: the same model in every backend), or with ``init="framework"`` none (the framework's
         own random initialisers). ``optimize``: return the inference model of
-        archcompiler.optimize instead (BatchNorm folded, pads merged), checked equal to the
+        archcompiler.analysis.optimize instead (BatchNorm folded, pads merged), checked equal to the
         unoptimised one within 1e-4; it has other weights (see there): :meth:`save`
         recognises it and writes the optimised build's files."""
         b, weights = _backend(backend), _weights(weights)
@@ -239,8 +239,8 @@ class Compiled:
         init: str = "archc",
         seed: int | None = None,
     ) -> tuple[Any, Any]:
-        """(the archcompiler.optimize.Optimized rewrite or None, the model)."""
-        from .kit import require_capabilities
+        """(the archcompiler.analysis.optimize.Optimized rewrite or None, the model)."""
+        from archcompiler.kit.backend import require_capabilities
 
         require_capabilities([b], multi_output=self.graph.multi_output, optimize=optimize)
         weights = _initial_weights(self.graph, weights, init, seed)  # a bad seed fails before the build
@@ -250,7 +250,7 @@ class Compiled:
             self.load_weights(b, model, weights)
         if not optimize:
             return None, model
-        from .optimize import optimize_model
+        from archcompiler.analysis.optimize import optimize_model
 
         return optimize_model(b, self.graph, model)
 
@@ -259,12 +259,12 @@ class Compiled:
 
         A file in the building backend's own format (``foreign_weight_suffixes``, e.g. the
         ``.pt`` state_dict ``archc build --backend torch`` writes) is read by that backend;
-        others go through archcompiler.registry.read_weights (.npz, .safetensors, .h5).
+        others go through archcompiler.kit.registry.read_weights (.npz, .safetensors, .h5).
 
         A multi-output (feature) model also takes the weights of the whole model it was cut
         from (:attr:`full`): the tensors of the layers its outputs do not need are dropped.
         Weights that fit neither model are refused, as ever, with the feature model's error."""
-        from . import weights as W
+        from archcompiler import weights as W
 
         b = _backend(backend)
         weights = _weights(weights, optional=False)
@@ -283,8 +283,8 @@ class Compiled:
     @staticmethod
     def _read_weights(b: Backend, weights: str | Path | Weights, graph: ir.Graph) -> Weights:
         """Canonical weights for ``graph``, read by ``b`` (its own format) or the registry."""
-        from . import weights as W
-        from .registry import read_weights
+        from archcompiler import weights as W
+        from archcompiler.kit.registry import read_weights
 
         if isinstance(weights, dict):
             W.check(graph, weights)
@@ -310,7 +310,7 @@ class Compiled:
         """Write ``model`` in its framework's format plus portable ``<name>.weights.npz``.
 
         All or nothing: everything is written to a staging folder inside ``out_dir`` and
-        published in one step (fsutil.publish) only when all of it succeeded, so a failure or
+        published in one step (files.publish) only when all of it succeeded, so a failure or
         an interruption leaves the previous build there, whole, and no temporary files.
         Publishing replaces only archc's own previous output: a file in the way that archc did
         not write there (or that changed since), that is not a regular file, or that is the
@@ -322,8 +322,8 @@ class Compiled:
         applied; the weights are folded, not canonical) beside it."""
         import json
 
-        from . import weights as W
-        from .optimize import Optimized, built_optimized, rewrite
+        from archcompiler import weights as W
+        from archcompiler.analysis.optimize import Optimized, built_optimized, rewrite
 
         b = _backend(backend)
         _folder(out_dir)
@@ -389,12 +389,12 @@ class Compiled:
 
     def generate(self, backend: str | Backend = "torch", *, optimize: bool = False) -> str:
         """Standalone source code of the model for ``backend``. ``optimize``: of the optimised
-        build's graph ``<name>_optimized`` (archcompiler.optimize, as :meth:`build` rewrites
+        build's graph ``<name>_optimized`` (archcompiler.analysis.optimize, as :meth:`build` rewrites
         it for ``backend``), whose weights are the files ``build_to(optimize=True)`` writes."""
         b = _backend(backend)
         if not A.flag(optimize, "optimize"):
             return b.emit(self.graph)
-        from .optimize import rewrite
+        from archcompiler.analysis.optimize import rewrite
 
         return b.emit(rewrite(b, self.graph).graph)
 
@@ -403,7 +403,7 @@ class Compiled:
     ) -> Path:
         """Write :meth:`generate`'s source to ``<out_dir>/<stem>_<backend>.py`` (atomically);
         ``optimize``: ``<stem>_optimized_<backend>.py``, named like the build's default folder.
-        The target is checked first (fsutil.check_target: a regular file or none, not the spec)."""
+        The target is checked first (files.check_target: a regular file or none, not the spec)."""
         b = _backend(backend)
         out = check_folder(A.path(out_dir, "out_dir", error=OutputError, what="a folder name"))
         target = check_target(out / f"{self._output_stem(b, optimize)}.py", self._spec_inputs)
@@ -445,7 +445,7 @@ class Compiled:
         ``optimize=True``: each backend's optimised model, judged against the unoptimised one)."""
         import inspect
 
-        from .parity import parity
+        from archcompiler.parity.inference import parity
 
         if isinstance(backends, str) or not isinstance(backends, Sequence):
             got = A.kind(backends)
@@ -476,7 +476,7 @@ def _plain(value: Any, path: tuple[str | int, ...], depth: int = 0) -> Any:
     """A copy of a user's dict made of what YAML could have produced (str keys; lists, not
     tuples), so that it goes through exactly the validation a file does; anything else is a
     SpecError at its spec path."""
-    from .source import format_path
+    from archcompiler.language.source import format_path
 
     if depth > _MAX_DICT_DEPTH:
         raise SpecError(f"nesting is deeper than {_MAX_DICT_DEPTH} levels", file="<dict>", path=format_path(path))
@@ -536,11 +536,11 @@ def compile(
 
     ``classes`` (0: no classifier, like keras.applications' ``include_top=False``),
     ``pooling`` ("avg", "max" or "none", with ``classes=0``), ``classifier_activation``
-    ("softmax" or "none") and ``dropout`` change the classifier (:mod:`archcompiler.heads`).
+    ("softmax" or "none") and ``dropout`` change the classifier (:mod:`archcompiler.lowering.heads`).
 
     ``outputs`` (layer names) makes a model returning those layers' outputs as a list, in
     order; ``features=True`` picks the last layer at each stride, ``out_indices`` some of
-    those levels (timm's ``features_only``/``out_indices``; :mod:`archcompiler.features`)."""
+    those levels (timm's ``features_only``/``out_indices``; :mod:`archcompiler.lowering.features`)."""
     loaded = load_spec(spec)
     try:  # each checks its own fields
         head = Head(classes, pooling, classifier_activation, dropout)  # type: ignore[arg-type]
@@ -617,8 +617,8 @@ def fit(
     """Settings within the budget, ranked MACs descending then params (``archc fit``).
 
     ``search=False``: every fitting setting of the grid (default: the paper's 4 widths x 4
-    resolutions). ``search=True``: the front of a fine grid (archcompiler.fitting.search)."""
-    from . import fitting as F
+    resolutions). ``search=True``: the front of a fine grid (archcompiler.analysis.fitting.search)."""
+    from archcompiler.analysis import fitting as F
 
     loaded = load_spec(spec)
     for name, budget in (("max_macs", max_macs), ("max_params", max_params)):

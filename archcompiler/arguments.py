@@ -1,8 +1,8 @@
 """Checks of the Python API's arguments, shared by every public function (archcompiler.api).
 
 A wrong type or value is one of the API's documented errors naming the argument, raised before
-any work: :class:`~archcompiler.source.SpecError` for what shapes the model (``width``,
-``classes``, ``outputs``, ``widths``, budgets...), :class:`~archcompiler.kit.BackendError` for
+any work: :class:`~archcompiler.language.source.SpecError` for what shapes the model (``width``,
+``classes``, ``outputs``, ``widths``, budgets...), :class:`~archcompiler.kit.backend.BackendError` for
 how it is built and run (``backend``, ``batch``, ``seed``, ``runs``, a model from another
 backend...), :class:`~archcompiler.weights.WeightError` for ``weights`` and ``OutputError``
 for output folders. Never an AttributeError or TypeError from deep inside, and never a value
@@ -17,8 +17,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .kit import BackendError
-from .source import SpecError, short_repr
+from archcompiler.kit.backend import BackendError
+from archcompiler.language.source import SpecError, short_repr
 
 ARGUMENTS = "<arguments>"
 """Where an argument error is located when no spec file is known yet (the file of SpecError)."""

@@ -58,7 +58,7 @@ class OutputError(Exception):
 
 
 def _kind(mode: int) -> str:
-    from .source import file_kind
+    from archcompiler.language.source import file_kind
 
     if stat.S_ISREG(mode):
         return "a file"

@@ -33,10 +33,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
-from . import ir
-from .fsutil import atomic_write
-from .ops.base import Layout
-from .source import file_kind
+from archcompiler import ir
+from archcompiler.files import atomic_write
+from archcompiler.language.source import file_kind
+from archcompiler.ops.base import Layout
 
 if TYPE_CHECKING:
     import numpy as np

@@ -209,7 +209,7 @@ def torch_model(which: str, built: Any = None) -> Any:
         generated.load_state_dict(built.state_dict())
         return generated
     if which == MODEL_NAMES[4]:
-        from archcompiler.registry import get_backend
+        from archcompiler.kit.registry import get_backend
 
         net = a.compile(SPEC)
         weights = get_backend("torch").get_weights(net.graph, built)  # the same weights, folded
@@ -365,7 +365,8 @@ def worker_startup(runs: int) -> list[Row]:
         rows.append(row("start-up, per process", k, t, "s", "default", None if k == ref else ref))
 
     import archcompiler as a
-    from archcompiler import expand, infer, loading, source
+    from archcompiler.language import loading, source
+    from archcompiler.lowering import expand, infer
 
     text = Path(SPEC).read_text(encoding="utf-8")
     src = source.parse_text(text, SPEC)

@@ -10,9 +10,9 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import archcompiler as a  # noqa: E402
-import archcompiler.registry  # noqa: E402
 from archcompiler import weights as W  # noqa: E402
-from archcompiler.cli import main  # noqa: E402
+from archcompiler.kit.registry import get_backend  # noqa: E402
+from archcompiler.tools.cli import main  # noqa: E402
 
 pytestmark = pytest.mark.torch
 
@@ -119,7 +119,7 @@ def test_python_api_mirrors_the_cli(tmp_path: Path) -> None:
     assert sum(p.numel() for p in model.parameters()) == KERAS_0_5[1]
     w = W.init(net.graph, seed=2)
     loaded = net.build("torch", weights=W.save(w, tmp_path / "w.npz"))
-    back = a.registry.get_backend("torch").get_weights(net.graph, loaded)
+    back = get_backend("torch").get_weights(net.graph, loaded)
     assert all(np.array_equal(back[k], w[k]) for k in w)
     assert "class " in net.generate("torch")
     built = net.build_to("torch", tmp_path / "api", weights=w)
@@ -138,5 +138,5 @@ def test_output_folder_blocked_by_a_file(command: str, tmp_path: Path, capsys: p
     for out in (blocker, blocker / "sub"):
         assert main([command, SPEC, "--backend", "torch", *SMALL, "-o", str(out)]) == 2
         err = capsys.readouterr().err
-        assert err == f"{SPEC}: output folder {str(out)!r}: {str(blocker)!r} is a file, not a folder\n"
+        assert err == f"{SPEC}: -o: output folder {str(out)!r}: {str(blocker)!r} is a file, not a folder\n"
     assert blocker.read_text() == "mine\n" and sorted(p.name for p in tmp_path.iterdir()) == ["taken"]

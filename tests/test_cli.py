@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from archcompiler.cli import main
-from archcompiler.cost import parse_budget
+from archcompiler.analysis.cost import parse_budget
+from archcompiler.tools.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = str(ROOT / "specs" / "mobilenet.yaml")
@@ -382,7 +382,7 @@ def test_in_process_main_freezes_nothing() -> None:
 def test_console_script_freezes_its_imports() -> None:
     """As the program (no argv), main freezes what its imports made (cli._freeze_imports)."""
     probe = (
-        "import gc, sys; from archcompiler.cli import main; sys.argv = ['archc', 'check', sys.argv[1]]; "
+        "import gc, sys; from archcompiler.tools.cli import main; sys.argv = ['archc', 'check', sys.argv[1]]; "
         "code = main(); print(code, gc.get_freeze_count() > 0)"
     )
     proc = subprocess.run([sys.executable, "-c", probe, SPEC], capture_output=True, text=True, check=False)

@@ -17,8 +17,9 @@ import pytest
 import yaml
 
 import archcompiler as a
-from archcompiler import codegen, ir
-from archcompiler.registry import BackendError
+from archcompiler import ir
+from archcompiler.kit import codegen
+from archcompiler.kit.registry import BackendError
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECS = [ROOT / "specs/mobilenet.yaml", ROOT / "specs/mobilenet_keras.yaml", ROOT / "tests/specs/tiny_resnet.yaml"]
@@ -82,7 +83,7 @@ def blocks(source: str) -> tuple[list[str], list[list[tuple[str, object]]]]:
 def backends():
     with contextlib.suppress(ImportError):
         import torch  # noqa: F401  (before tensorflow: the other order can crash; docs/DESIGN.md)
-    from archcompiler.registry import get_backend
+    from archcompiler.kit.registry import get_backend
 
     pytest.importorskip("torch")
     pytest.importorskip("keras")
@@ -226,7 +227,7 @@ def test_templates_write_formatted_source_without_ruff(backend_name, tmp_path):
     and resolutions that change the numbers, with and without a feature cut."""
     import subprocess
 
-    from archcompiler.registry import get_backend
+    from archcompiler.kit.registry import get_backend
 
     backend = get_backend(backend_name)
     cases = {path.stem: a.compile(path) for path in sorted((ROOT / "specs").glob("*.yaml"))}

@@ -43,7 +43,7 @@ def test_shapes_and_costs() -> None:
 def test_backends_match_numpy(backend: str) -> None:
     import torch  # noqa: F401  (before tensorflow: the other order can crash; docs/DESIGN.md)
 
-    from archcompiler.registry import get_backend
+    from archcompiler.kit.registry import get_backend
 
     net = a.compile(a.load_text(SPEC))
     w = W.init(net.graph, seed=1)

@@ -17,7 +17,7 @@ import pytest
 from test_cli import SPEC, run
 
 import archcompiler
-from archcompiler.diagram import boxes, dot, dot_escape, mermaid, mermaid_escape
+from archcompiler.tools.diagram import boxes, dot, dot_escape, mermaid, mermaid_escape
 
 HOSTILE = 'evil "quote" \\ back <script>alert(1)</script> | pipe ]; n0 --> n1 %%{init: {}}%% & #35;\nnext line'
 
@@ -154,7 +154,7 @@ def test_html_summary_is_self_contained_and_escaped(tmp_path: Path) -> None:
     spec = tmp_path / "h.yaml"
     spec.write_text(TINY.format(desc=json.dumps(HOSTILE)), encoding="utf-8")
     out = tmp_path / "page.html"
-    assert archcompiler.cli.main(["summary", str(spec), "--format", "html", "-o", str(out)]) == 0
+    assert archcompiler.tools.cli.main(["summary", str(spec), "--format", "html", "-o", str(out)]) == 0
     page = out.read_text(encoding="utf-8")
     assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
     assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
@@ -225,8 +225,8 @@ def test_sweep_latency_table_and_panel(tmp_path: Path) -> None:
     """Latency is measured, so only its presence and sanity are checked: positive, one per setting."""
     pytest.importorskip("torch")
     pytest.importorskip("matplotlib")
-    from archcompiler import render
-    from archcompiler.plot import sweep_plot
+    from archcompiler.tools import render
+    from archcompiler.tools.plot import sweep_plot
 
     grid = archcompiler.sweep(SPEC, [0.25], [96, 64], latency="torch", runs=1)
     assert grid.latency_backend == "torch" and len(grid.latency) == 1 and len(grid.latency[0]) == 2

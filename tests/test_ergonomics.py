@@ -13,9 +13,9 @@ import pytest
 from test_cli import PAPER_MACS, SPEC, run
 
 import archcompiler
-from archcompiler import cli
-from archcompiler.parity import NodeDiff, ParityReport
-from archcompiler.source import SpecError
+from archcompiler.language.source import SpecError
+from archcompiler.parity.report import NodeDiff, ParityReport
+from archcompiler.tools import cli
 
 TEXT = Path(SPEC).read_text(encoding="utf-8")
 BROKEN = """\
@@ -47,7 +47,7 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_compile_path_text_and_dict_agree() -> None:
-    from archcompiler.source import parse_text
+    from archcompiler.language.source import parse_text
 
     data = parse_text(TEXT).data
     for spec in (SPEC, Path(SPEC), TEXT, data):

@@ -24,7 +24,8 @@ from typing import Any
 import pytest
 
 import archcompiler as archc
-from archcompiler import SpecError, source
+from archcompiler import SpecError
+from archcompiler.language import source
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent

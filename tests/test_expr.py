@@ -7,7 +7,7 @@ import pytest
 
 import archcompiler as a
 from archcompiler import SpecError
-from archcompiler.expr import Expr, ExprError
+from archcompiler.language.expr import Expr, ExprError
 
 # --- the language on its own ---------------------------------------------------------------
 
@@ -160,7 +160,9 @@ def test_reserved_parameter_names() -> None:
 
 
 def test_schema_documents_expressions() -> None:
-    schema = a.json_schema() if hasattr(a, "json_schema") else __import__("archcompiler.spec").spec.json_schema()
+    from archcompiler.language.spec import json_schema
+
+    schema = json_schema()
     text = str(schema)
     assert "when" in text and "An expression" in text
 

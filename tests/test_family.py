@@ -29,7 +29,7 @@ import numpy as np  # noqa: E402
 
 import archcompiler as a  # noqa: E402
 from archcompiler import weights  # noqa: E402
-from archcompiler.registry import get_backend, read_weights  # noqa: E402
+from archcompiler.kit.registry import get_backend, read_weights  # noqa: E402
 
 pytestmark = pytest.mark.keras
 

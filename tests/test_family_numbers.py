@@ -30,7 +30,7 @@ from pathlib import Path
 import pytest
 
 import archcompiler as a
-from archcompiler.cli import main
+from archcompiler.tools.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECS = ROOT / "specs"

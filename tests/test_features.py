@@ -18,7 +18,7 @@ import pytest
 import archcompiler as a
 from archcompiler import ir
 from archcompiler import weights as W
-from archcompiler.cli import main
+from archcompiler.tools.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = str(ROOT / "specs" / "mobilenet.yaml")
@@ -83,7 +83,7 @@ def test_graph_refuses_bad_outputs() -> None:
 def test_features_are_the_last_layer_at_each_stride_like_timm(spec: str) -> None:
     """timm's MobileNet features_only default (out_indices 0..4): reductions 2, 4, 8, 16, 32.
     mobilenet_keras.yaml pads explicitly before strided convs; a pad is not a level."""
-    from archcompiler.features import levels
+    from archcompiler.lowering.features import levels
 
     net = a.compile(spec, features=True)
     want = ("conv_pw_1_relu", "conv_pw_3_relu", "conv_pw_5_relu", "conv_pw_11_relu", "conv_pw_13_relu")
@@ -106,7 +106,7 @@ def test_features_are_the_last_layer_at_each_stride_like_timm(spec: str) -> None
     ],
 )
 def test_feature_levels_skip_side_branches(spec: str, want: tuple[str, ...]) -> None:
-    from archcompiler.features import levels
+    from archcompiler.lowering.features import levels
 
     found = levels(a.compile(str(ROOT / "specs" / f"{spec}.yaml")).graph)
     assert [lv.reduction for lv in found] == [2, 4, 8, 16, 32]
@@ -206,7 +206,7 @@ def test_torch_export_returns_the_list(tmp_path: Path) -> None:
 
 @pytest.mark.torch
 def test_training_needs_one_output() -> None:
-    from archcompiler.registry import BackendError, get_backend
+    from archcompiler.kit.registry import BackendError, get_backend
 
     net = feature_net()
     b = get_backend("torch")
@@ -226,7 +226,7 @@ def test_every_backend_returns_every_output_in_order() -> None:
     is not in the model's order)."""
     import torch  # noqa: F401  (before tensorflow; docs/DESIGN.md)
 
-    from archcompiler.registry import get_backend
+    from archcompiler.kit.registry import get_backend
 
     names = ["conv_pw_13_relu", "conv_pw_12_relu", "conv_pw_5_relu"]
     net = a.compile(SPEC, width=0.25, resolution=64, outputs=names)
@@ -252,7 +252,7 @@ def test_keras_built_and_generated_models_return_the_list() -> None:
     import torch
     from archcompiler.backends.keras._framework import keras
 
-    from archcompiler.registry import get_backend
+    from archcompiler.kit.registry import get_backend
 
     net = a.compile(SPEC, width=0.25, resolution=64, outputs=["conv_pw_11_relu", "conv_pw_13_relu"])
     w = W.init(net.graph, seed=2)
@@ -346,7 +346,7 @@ def test_the_optimized_torch_copy_keeps_every_output() -> None:
     name, and ONNX/Keras outputs would point at another layer); the values agree."""
     import torch
 
-    from archcompiler.optimize import optimize
+    from archcompiler.analysis.optimize import optimize
 
     net = a.compile(SPEC, width=0.25, resolution=64, outputs=["conv_pw_5_bn", "conv_pw_11_relu"])
     w = W.init(net.graph, seed=4)
@@ -383,7 +383,7 @@ def test_feature_levels_follow_strides_not_map_sizes() -> None:
     """Found in review: keyed by map size, an 8 px MobileNet had 3 levels (the maps stop
     shrinking at 1x1), the last labelled reduction 8 though it is stride 32. Oracle: the
     paper's Table 1, whose stride-2 layers are dw2, dw4, dw6, dw12 after the stem."""
-    from archcompiler.features import levels
+    from archcompiler.lowering.features import levels
 
     want = ["conv_pw_1_relu", "conv_pw_3_relu", "conv_pw_5_relu", "conv_pw_11_relu", "conv_pw_13_relu"]
     for size in (8, 224):

@@ -13,10 +13,10 @@ import pytest
 from test_cli import PAPER_MACS, PAPER_PARAMS, SPEC, run
 
 import archcompiler
-from archcompiler.fitting import SEARCH_RESOLUTIONS, SEARCH_WIDTHS, FitRow, dominates, front, rank
-from archcompiler.fitting import fit as fit_grid
-from archcompiler.fitting import search as fit_search
-from archcompiler.source import parse_text
+from archcompiler.analysis.fitting import SEARCH_RESOLUTIONS, SEARCH_WIDTHS, FitRow, dominates, front, rank
+from archcompiler.analysis.fitting import fit as fit_grid
+from archcompiler.analysis.fitting import search as fit_search
+from archcompiler.language.source import parse_text
 
 
 def run_exit(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -177,7 +177,7 @@ def test_fit_budgets_a_feature_extractor_without_its_classifier(capsys: pytest.C
     """A backbone's budget: --features drops the pool and the classifier. Table 1's FC is a
     1024 alpha x 1000 matrix, as many parameters as MACs; the paper's grid minus it decides what
     fits (1.0/160: 290,675,200 MACs with the classifier, over 290M; 289,651,200 without)."""
-    from archcompiler.features import Outputs
+    from archcompiler.lowering.features import Outputs
 
     budget = 290_000_000
 

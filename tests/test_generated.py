@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import archcompiler as a
-from archcompiler.registry import get_backend
+from archcompiler.kit.registry import get_backend
 
 ROOT = Path(__file__).resolve().parents[1]
 GENERATED = sorted((ROOT / "generated").glob("*.py"))

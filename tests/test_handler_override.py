@@ -20,12 +20,12 @@ with contextlib.suppress(ImportError):
     import torch  # before tensorflow: the other order can crash (docs/DESIGN.md)
 
 import archcompiler as a
-from archcompiler.registry import UnsupportedOpError, get_backend
+from archcompiler.kit.registry import UnsupportedOpError, get_backend
 
 ROOT = Path(__file__).resolve().parents[1]
 
 PLUGIN = '''
-from archcompiler.registry import UnsupportedOpError
+from archcompiler.kit.registry import UnsupportedOpError
 
 
 def torch_backends():

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import archcompiler as a
-from archcompiler.cli import main
+from archcompiler.tools.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 KERAS_SPEC = str(ROOT / "specs" / "mobilenet_keras.yaml")

@@ -18,7 +18,7 @@ HEAVY = ("torch", "tensorflow", "keras", "jax")
 PROBE = """
 import io, json, sys, contextlib
 import archcompiler
-from archcompiler.cli import main
+from archcompiler.tools.cli import main
 argv = json.loads(sys.argv[1])
 if argv:
     with contextlib.redirect_stdout(io.StringIO()):

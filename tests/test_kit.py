@@ -1,4 +1,4 @@
-"""The backend kit (archcompiler.kit, archcompiler.layouts) without any ML framework.
+"""The backend kit (archcompiler.kit, archcompiler.ir.layouts) without any ML framework.
 
 Layout conversions are checked against convolutions written from the frameworks' documented
 definitions with plain loops (TensorFlow's NHWC conv2d/depthwise_conv2d, PyTorch's NCHW grouped
@@ -18,10 +18,11 @@ from typing import Any, ClassVar
 import numpy as np
 import pytest
 
-from archcompiler import ir, layouts
+from archcompiler import ir
 from archcompiler import weights as W
-from archcompiler.kit import Backend, BackendError, check_input
-from archcompiler.registry import Backend as RegistryBackend
+from archcompiler.ir import layouts
+from archcompiler.kit.backend import Backend, BackendError, check_input
+from archcompiler.kit.registry import Backend as RegistryBackend
 
 RNG = np.random.default_rng(20261126)
 
@@ -586,7 +587,7 @@ class SingleOutput(Counting):
 
 
 def test_parity_names_every_backend_that_lacks_a_capability_before_building_any() -> None:
-    from archcompiler.parity import parity
+    from archcompiler.parity.inference import parity
 
     Counting.builds.clear()
     instances = {"able": Able(), "plain": Plain(), "other": Other()}
@@ -602,7 +603,7 @@ def test_parity_names_every_backend_that_lacks_a_capability_before_building_any(
 
 
 def test_require_capabilities_reads_the_declarations() -> None:
-    from archcompiler.kit import require_capabilities
+    from archcompiler.kit.backend import require_capabilities
 
     require_capabilities([Plain(), Able()])  # float32 inference: asks nothing
     require_capabilities([Able()], dtype="float64", training=True, optimize=True, multi_output=True)
@@ -638,7 +639,7 @@ def test_build_checks_capabilities_before_building() -> None:
 
 
 def test_run_refuses_a_batch_over_the_memory_limit(monkeypatch: pytest.MonkeyPatch) -> None:
-    from archcompiler.kit import MemoryLimitError
+    from archcompiler.kit.backend import MemoryLimitError
 
     g = tiny()
     backend = NumpyBackend()

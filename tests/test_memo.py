@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 import archcompiler as archc
-from archcompiler import SpecError, infer
-from archcompiler.source import parse_text
+from archcompiler import SpecError
+from archcompiler.language.source import parse_text
+from archcompiler.lowering import infer
 
 LAYER = "archc: 1\nname: t\ninput: {{size: 8}}\nlayers:\n  - {{op: conv, filters: {filters}, kernel: 3}}\n"
 

@@ -25,8 +25,8 @@ from hypothesis import strategies as st
 import archcompiler as archc
 from archcompiler import SpecError
 from archcompiler.api import OutputError
-from archcompiler.kit import Backend, BackendError
-from archcompiler.limits import MAX_GRAPH_DEPTH, MAX_ITERATIONS, MAX_LAYERS
+from archcompiler.kit.backend import Backend, BackendError
+from archcompiler.language.limits import MAX_GRAPH_DEPTH, MAX_ITERATIONS, MAX_LAYERS
 from archcompiler.weights import WeightError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def archc_cli(*args: str | Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     """The CLI in a child process, so that a hang fails the test instead of stalling the run."""
     return subprocess.run(
-        [sys.executable, "-m", "archcompiler.cli", *map(str, args)],
+        [sys.executable, "-m", "archcompiler.tools.cli", *map(str, args)],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -249,8 +249,8 @@ TOKENS = [
 def test_random_expressions_give_a_checked_value_or_an_expression_error(tokens: list[str], width: float) -> None:
     """Whatever the text, the evaluator gives a finite number, an int within 64 bits, a bool or a
     string, or an ExprError: never OverflowError, ValueError, ZeroDivisionError or a NaN."""
-    from archcompiler.expand import functions
-    from archcompiler.expr import Expr, ExprError
+    from archcompiler.language.expr import Expr, ExprError
+    from archcompiler.lowering.expand import functions
     from archcompiler.ops import LowerContext
 
     rounding = "make_divisible" if width > 1 else "truncate"
@@ -424,7 +424,7 @@ MOBILENET = ROOT / "specs" / "mobilenet.yaml"
 
 
 def test_parity_refuses_a_batch_that_cannot_fit_before_building_anything() -> None:
-    from archcompiler.kit import MemoryLimitError
+    from archcompiler.kit.backend import MemoryLimitError
 
     net = archc.compile(MOBILENET, width=0.25, resolution=128)
     start = time.perf_counter()
@@ -443,8 +443,8 @@ def test_parity_refuses_a_batch_that_cannot_fit_before_building_anything() -> No
 
 
 def test_the_memory_limit_follows_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    from archcompiler.kit import BackendError, MemoryLimitError, memory_limit
-    from archcompiler.parity import check_parity_memory
+    from archcompiler.kit.backend import BackendError, MemoryLimitError, memory_limit
+    from archcompiler.parity.runs import check_parity_memory
 
     graph = archc.compile(MOBILENET, width=0.25, resolution=128).graph
     check_parity_memory(graph, 2, 2, "float32")  # the defaults fit

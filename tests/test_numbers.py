@@ -15,7 +15,7 @@ import pytest
 
 import archcompiler as archc
 from archcompiler import ir
-from archcompiler.lower import make_divisible
+from archcompiler.lowering.lower import make_divisible
 
 ROOT = Path(__file__).resolve().parent.parent
 PAPER_SPEC = ROOT / "specs" / "mobilenet.yaml"

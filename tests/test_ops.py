@@ -14,9 +14,9 @@ import pytest
 
 import archcompiler as a
 from archcompiler import ir, ops, weights
-from archcompiler.expand import _NO_ORIGIN, Entry, _Origin, expand
-from archcompiler.infer import context
-from archcompiler.spec import OP_LAYERS
+from archcompiler.language.spec import OP_LAYERS
+from archcompiler.lowering.expand import _NO_ORIGIN, Entry, _Origin, expand
+from archcompiler.lowering.infer import context
 
 
 def graph(*nodes: ir.Node, size: int = 8, channels: int = 3) -> ir.Graph:

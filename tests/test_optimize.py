@@ -1,4 +1,4 @@
-"""The optimised build (archcompiler.optimize, ``build(..., optimize=True)``, ``archc build
+"""The optimised build (archcompiler.analysis.optimize, ``build(..., optimize=True)``, ``archc build
 --optimize``): the IR rewrite, and every backend's optimised model against that backend's
 unoptimised one (the oracle: the framework's own BatchNorm and padding), within 1e-4."""
 
@@ -13,8 +13,8 @@ import pytest
 import archcompiler as a
 from archcompiler import ir
 from archcompiler import weights as W
-from archcompiler.optimize import optimize
-from archcompiler.registry import BackendError, get_backend
+from archcompiler.analysis.optimize import optimize
+from archcompiler.kit.registry import BackendError, get_backend
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -102,7 +102,7 @@ def test_fold_matches_torch_fuse_conv_bn_weights() -> None:
     torch = pytest.importorskip("torch")
     from torch.nn.utils.fusion import fuse_conv_bn_weights
 
-    from archcompiler.layouts import to_channels_first
+    from archcompiler.ir.layouts import to_channels_first
 
     spec = {
         "archc": 1,
@@ -213,7 +213,7 @@ def test_backend_that_cannot_optimize_is_refused_before_building() -> None:
 @pytest.mark.torch
 def test_cli_optimize_writes_named_files_and_manifest(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     pytest.importorskip("torch")
-    from archcompiler.cli import main
+    from archcompiler.tools.cli import main
 
     spec = str(ROOT / "specs/mobilenet.yaml")
     out = tmp_path / "o"
@@ -235,7 +235,7 @@ def test_default_folders_keep_the_plain_and_the_optimized_build_apart(
 ) -> None:
     """Found in review: both went to build/<stem>, and publishing the second removed the first's files."""
     pytest.importorskip("torch")
-    from archcompiler.cli import main
+    from archcompiler.tools.cli import main
 
     monkeypatch.chdir(tmp_path)
     args = ["build", str(ROOT / "specs/mobilenet.yaml"), "--backend", "torch", "--width", "0.25", "--resolution", "96"]
@@ -258,7 +258,7 @@ def test_cli_optimize_with_a_backend_that_cannot_is_one_line_exit_2(
     pytest.importorskip("torch")
     from archcompiler.backends.torch import TorchBackend
 
-    from archcompiler.cli import main
+    from archcompiler.tools.cli import main
 
     monkeypatch.setattr(TorchBackend, "optimizable", False)
     spec = str(ROOT / "specs/mobilenet.yaml")

@@ -20,10 +20,10 @@ import pytest
 
 import archcompiler as a
 from archcompiler import ir
-from archcompiler import optimize as O
 from archcompiler import weights as W
-from archcompiler.cli import main
-from archcompiler.registry import BackendError, get_backend
+from archcompiler.analysis import optimize as O
+from archcompiler.kit.registry import BackendError, get_backend
+from archcompiler.tools.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 MOBILENET = str(ROOT / "specs/mobilenet.yaml")

@@ -29,9 +29,8 @@ import pytest
 import archcompiler as a
 import archcompiler.api
 import archcompiler.weights
-from archcompiler import fsutil
-from archcompiler.cli import main
-from archcompiler.fsutil import (
+from archcompiler import files as fsutil
+from archcompiler.files import (
     LOCK,
     MANIFEST,
     STAGING_PREFIX,
@@ -44,6 +43,7 @@ from archcompiler.fsutil import (
     read_manifest,
     staging,
 )
+from archcompiler.tools.cli import main
 
 TINY = """\
 archc: 1
@@ -517,7 +517,7 @@ def test_a_publish_cut_off_between_renames_leaves_a_folder_the_next_build_accept
 KILLED = """
 import os, signal, sys
 from pathlib import Path
-from archcompiler.fsutil import atomic_write, staging
+from archcompiler.files import atomic_write, staging
 out = Path(sys.argv[1])
 if sys.argv[2] == "staging":
     with staging(out) as tmp:
@@ -533,7 +533,7 @@ else:
 HOLDS = """
 import sys
 from pathlib import Path
-from archcompiler.fsutil import staging
+from archcompiler.files import staging
 with staging(Path(sys.argv[1])) as tmp:
     print(tmp.name, flush=True)
     sys.stdin.readline()

@@ -20,9 +20,9 @@ import numpy as np  # noqa: E402
 
 import archcompiler as a  # noqa: E402
 from archcompiler import weights  # noqa: E402
-from archcompiler.cli import main  # noqa: E402
-from archcompiler.parity import parity  # noqa: E402
-from archcompiler.registry import get_backend  # noqa: E402
+from archcompiler.kit.registry import get_backend  # noqa: E402
+from archcompiler.parity.inference import parity  # noqa: E402
+from archcompiler.tools.cli import main  # noqa: E402
 
 pytestmark = [pytest.mark.torch, pytest.mark.keras]
 

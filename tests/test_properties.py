@@ -30,8 +30,9 @@ from hypothesis import strategies as st  # noqa: E402
 from strategies import SpecCase, dump, valid_specs  # noqa: E402
 
 import archcompiler as a  # noqa: E402
-from archcompiler import SpecError, cli, ir  # noqa: E402
+from archcompiler import SpecError, ir  # noqa: E402
 from archcompiler import weights as W  # noqa: E402
+from archcompiler.tools import cli  # noqa: E402
 
 FAST = settings(max_examples=50, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 SLOW = settings(
@@ -115,8 +116,8 @@ def generated_torch_matches(net: a.Compiled, w: W.Weights, x: np.ndarray) -> Non
     arithmetic agree to ~1e-15 of the magnitude: in float32 the generated module and the built
     one (which may pad and run some ops another way) differ by rounding that upstream layers can
     amplify past any fixed tolerance (a random spec showed 6e-6 on values of 0.5)."""
-    from archcompiler.kit import build
-    from archcompiler.registry import get_backend
+    from archcompiler.kit.backend import build
+    from archcompiler.kit.registry import get_backend
 
     b = get_backend("torch")
     model = build(b, net.graph, "float64")
@@ -138,7 +139,7 @@ def generated_torch_matches(net: a.Compiled, w: W.Weights, x: np.ndarray) -> Non
 
 def generated_keras_matches(net: a.Compiled, model: Any, w: W.Weights, x: np.ndarray) -> None:
     """The emitted Keras module, given the canonical weights by name, computes the same output."""
-    from archcompiler.registry import get_backend
+    from archcompiler.kit.registry import get_backend
 
     b = get_backend("keras")
     gen = _exec(net.generate(b), "archc_generated_keras")["build_model"]()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from archcompiler.fsutil import LOCK, MANIFEST, OutputError, publish, read_manifest, staging
+from archcompiler.files import LOCK, MANIFEST, OutputError, publish, read_manifest, staging
 
 ROOT = Path(__file__).resolve().parents[1]
 ARCHC = str(Path(sys.executable).with_name("archc"))

@@ -9,13 +9,14 @@ from pathlib import Path
 import pytest
 
 import archcompiler as a
-from archcompiler import ir, registry
-from archcompiler.registry import Backend, BackendError, UnsupportedOpError
+from archcompiler import ir
+from archcompiler.kit import registry
+from archcompiler.kit.registry import Backend, BackendError, UnsupportedOpError
 
 ROOT = Path(__file__).resolve().parents[1]
 
 FAKE_MODULE = '''
-from archcompiler.registry import Backend
+from archcompiler.kit.registry import Backend
 
 
 class EchoBackend(Backend):

@@ -24,10 +24,11 @@ import numpy as np
 import pytest
 
 import archcompiler as archc
-from archcompiler import SpecError, source
+from archcompiler import SpecError
 from archcompiler import weights as W
-from archcompiler.registry import read_weights
-from archcompiler.source import MAX_DEPTH, MAX_SPEC_BYTES
+from archcompiler.kit.registry import read_weights
+from archcompiler.language import source
+from archcompiler.language.source import MAX_DEPTH, MAX_SPEC_BYTES
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def archc_cli(*args: str | Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     """Run the CLI in a child process, so that a hang fails the test instead of stalling the run."""
     return subprocess.run(
-        [sys.executable, "-m", "archcompiler.cli", *map(str, args)],
+        [sys.executable, "-m", "archcompiler.tools.cli", *map(str, args)],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -150,7 +151,7 @@ def test_nesting_at_the_limit_is_accepted_by_the_reader() -> None:
     ],
 )
 def test_integers_are_bounded(literal: str, ok: bool) -> None:
-    from archcompiler.source import parse_text
+    from archcompiler.language.source import parse_text
 
     text = f"n: {literal}\n"
     if ok:
@@ -580,7 +581,7 @@ def test_build_with_bad_weights_exits_2_and_writes_nothing(
     case: str, good: dict[str, np.ndarray], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     pytest.importorskip("torch")
-    from archcompiler.cli import main
+    from archcompiler.tools.cli import main
 
     W.save(good, tmp_path / "good.npz")
     bad = BAD_NPZ[case][0](tmp_path, good)

@@ -23,8 +23,8 @@ ort = pytest.importorskip("onnxruntime")
 
 import archcompiler as a  # noqa: E402
 from archcompiler import weights as W  # noqa: E402
-from archcompiler.cli import main  # noqa: E402
-from archcompiler.registry import get_backend  # noqa: E402
+from archcompiler.kit.registry import get_backend  # noqa: E402
+from archcompiler.tools.cli import main  # noqa: E402
 
 pytestmark = pytest.mark.torch
 

@@ -28,9 +28,10 @@ import numpy as np  # noqa: E402
 
 import archcompiler as a  # noqa: E402
 from archcompiler import weights  # noqa: E402
-from archcompiler.cli import main  # noqa: E402
-from archcompiler.parity import TrainingReport, render_training, train_parity  # noqa: E402
-from archcompiler.registry import BackendError, get_backend  # noqa: E402
+from archcompiler.kit.registry import BackendError, get_backend  # noqa: E402
+from archcompiler.parity.report import TrainingReport, render_training  # noqa: E402
+from archcompiler.parity.training import train_parity  # noqa: E402
+from archcompiler.tools.cli import main  # noqa: E402
 
 pytestmark = [pytest.mark.torch, pytest.mark.keras]
 
@@ -71,8 +72,8 @@ def stability_lr(graph: a.Graph, batch: int, seed: int = 0) -> float:
     weights.init(seed) on the first batch train_parity draws), by power iteration on
     Hessian-vector products. Plain gradient descent is stable only for lr < 2 / lambda_max;
     at lr = 1 / lambda_max a step no longer amplifies the top direction."""
-    from archcompiler.layouts import batch_to
-    from archcompiler.parity import _batches
+    from archcompiler.ir.layouts import batch_to
+    from archcompiler.parity.training import _batches
 
     b = get_backend("torch")
     m = b.build_in(graph, "float64")

@@ -1,6 +1,6 @@
 """libyaml and the pure-Python loader read every spec the same: values, line:col and errors.
 
-:func:`archcompiler.source.parse_text` composes with libyaml when PyYAML has it
+:func:`archcompiler.language.source.parse_text` composes with libyaml when PyYAML has it
 (``source.LIBYAML``) and falls back to the pure-Python loader on any failure, so error text is
 the Python loader's by construction. What that leaves to prove, with the Python loader as the
 oracle:
@@ -26,7 +26,8 @@ import pytest
 from test_errors import read_case  # tests/ is on sys.path (rootdir-relative imports)
 
 import archcompiler as archc
-from archcompiler import SpecError, source
+from archcompiler import SpecError
+from archcompiler.language import source
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent

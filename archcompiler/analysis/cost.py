@@ -27,7 +27,7 @@ import re
 from dataclasses import dataclass
 from decimal import Decimal
 
-from . import ir
+from archcompiler import ir
 
 CONVENTIONS: dict[str, str] = {
     "paper": "conv/dw/FC weights and their multiply-adds (Howard et al. 2017)",

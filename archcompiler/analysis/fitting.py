@@ -24,12 +24,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .cost import cost
-from .features import Outputs
-from .heads import Head
-from .loading import LoadedSpec
-from .lower import lower
-from .source import SpecError
+from archcompiler.analysis.cost import cost
+from archcompiler.language.loading import LoadedSpec
+from archcompiler.language.source import SpecError
+from archcompiler.lowering.features import Outputs
+from archcompiler.lowering.heads import Head
+from archcompiler.lowering.lower import lower
 
 PAPER_WIDTHS: tuple[float, ...] = (1.0, 0.75, 0.5, 0.25)
 PAPER_RESOLUTIONS: tuple[int, ...] = (224, 192, 160, 128)

@@ -33,12 +33,12 @@ import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from . import ir
-from .kit import BackendError
+from archcompiler import ir
+from archcompiler.kit.backend import BackendError
 
 if TYPE_CHECKING:
-    from .kit import Backend
-    from .weights import Weights
+    from archcompiler.kit.backend import Backend
+    from archcompiler.weights import Weights
 
 SUFFIX = "_optimized"
 """Appended to the graph name: files, model names and generated classes then say 'optimized'."""
@@ -146,7 +146,7 @@ def optimize(graph: ir.Graph, weights: Weights | None, *, symmetric_padding: boo
     canonical ``weights`` to match (checked against the new graph; None: the structure alone,
     with no weights). ``symmetric_padding``: also widen the kernels of asymmetrically padded
     convs (see the module docstring)."""
-    from .weights import check
+    from archcompiler.weights import check
 
     if weights is not None:
         check(graph, weights)
@@ -204,7 +204,7 @@ def optimize(graph: ir.Graph, weights: Weights | None, *, symmetric_padding: boo
 def require(backend: Backend) -> None:
     """A BackendError unless ``backend`` can build optimised models (``Backend.optimizable``):
     said before anything slow is done."""
-    from .kit import require_capabilities
+    from archcompiler.kit.backend import require_capabilities
 
     require_capabilities([backend], optimize=True)
 

@@ -32,9 +32,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import ops
-from .ops import *  # noqa: F403  (the node types are part of the IR's interface)
-from .ops import NODE_TYPES, Input, Node, OpError, Shape, Softmax, arity_error
+from archcompiler import ops
+from archcompiler.ops import *  # noqa: F403  (the node types are part of the IR's interface)
+from archcompiler.ops import NODE_TYPES, Input, Node, OpError, Shape, Softmax, arity_error
 
 __all__ = [*ops.__all__, "Graph", "GraphError"]
 
@@ -60,7 +60,7 @@ class Graph:
     nodes: tuple[Node, ...]
     outputs: tuple[str, ...]
     """What the model returns, in order: one node (a tensor) or several (a list of tensors,
-    e.g. feature maps at several strides, :mod:`archcompiler.features`)."""
+    e.g. feature maps at several strides, :mod:`archcompiler.lowering.features`)."""
     width: float
     resolution: tuple[int, int]
     description: str = ""

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Literal
 if TYPE_CHECKING:
     import numpy as np
 
-    from .weights import Layout
+    from archcompiler.weights import Layout
 
 WeightLayout = Literal["canonical", "channels_first"]
 """How a backend stores weight tensors: as archcompiler.weights does, or channels-first."""

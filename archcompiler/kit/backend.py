@@ -7,7 +7,7 @@ glue methods (:class:`Glue`); this module turns them into the :class:`Backend` i
   forward fails, is named), then per-node and total parameter counts under cost convention
   "keras" (trainable = weights, biases, BN affine; non-trainable = BN moving statistics);
 * weight moving: canonical names and shapes checked first (weights.check), every tensor
-  converted to the backend's declared ``weight_layout`` (archcompiler.layouts) and checked
+  converted to the backend's declared ``weight_layout`` (archcompiler.ir.layouts) and checked
   against the model, all staged, then written, so a failure leaves the model unchanged;
 * run/train input checks: an NHWC batch of the IR's input shape (cast to the model's dtype),
   known output names, (N, classes) logits and in-range integer labels for training, no
@@ -16,7 +16,7 @@ glue methods (:class:`Glue`); this module turns them into the :class:`Backend` i
 * dtypes: ``build(graph, dtype)`` (:func:`build`) checks the backend declares the dtype
   (``dtypes``); weights and inputs are cast to the model's dtype (glue ``model_dtype``), so a
   backend supports float64 by building in it and saying so, nothing more;
-* atomic publishing of saved files (archcompiler.fsutil).
+* atomic publishing of saved files (archcompiler.files).
 
 No framework is imported here; numpy is imported lazily inside functions, so that
 ``import archcompiler`` stays light.
@@ -29,13 +29,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
-from . import ir
-from .layouts import ActivationLayout, WeightLayout
+from archcompiler import ir
+from archcompiler.ir.layouts import ActivationLayout, WeightLayout
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from .weights import TensorSpec, Weights
+    from archcompiler.weights import TensorSpec, Weights
 
 
 class BackendError(Exception):
@@ -151,8 +151,8 @@ def verify(backend: Glue, graph: ir.Graph, model: Any) -> None:
     Shapes first (a wrong shape usually explains a wrong count), node by node in graph order,
     then per-node counts, then totals (which catch parameters outside any node).
     """
-    from .cost import cost
-    from .layouts import shape_to
+    from archcompiler.analysis.cost import cost
+    from archcompiler.ir.layouts import shape_to
 
     layout = backend.activation_layout
     shapes = dict(backend.node_shapes(graph, model))
@@ -210,7 +210,7 @@ def tensor_name(backend: Glue, graph: ir.Graph, spec: TensorSpec) -> str:
 
 def _located(backend: Glue, graph: ir.Graph, model: Any) -> list[tuple[TensorSpec, str, Any]]:
     """(canonical spec, framework name, tensor handle) for every tensor the graph needs."""
-    from .weights import specs
+    from archcompiler.weights import specs
 
     tensors = backend.weight_tensors(model)
     out = []
@@ -242,7 +242,7 @@ def get_weights(backend: Glue, graph: ir.Graph, model: Any) -> Weights:
     the model's dtype (float32 unless it was built in float64)."""
     import numpy as np
 
-    from .layouts import weight_from
+    from archcompiler.ir.layouts import weight_from
 
     dtype = dtype_of(backend, model)
     out: Weights = {}
@@ -268,8 +268,8 @@ def set_weights(backend: Glue, graph: ir.Graph, model: Any, weights: Weights) ->
     and check every tensor against the model, and only then write, so a failure changes nothing."""
     import numpy as np
 
-    from .layouts import weight_to
-    from .weights import check
+    from archcompiler.ir.layouts import weight_to
+    from archcompiler.weights import check
 
     check(graph, weights)
     dtype = dtype_of(backend, model)
@@ -299,7 +299,7 @@ def memory_limit() -> int:
     import os
     import re
 
-    from .limits import MAX_MEMORY, MEMORY_ENV
+    from archcompiler.language.limits import MAX_MEMORY, MEMORY_ENV
 
     text = os.environ.get(MEMORY_ENV, "").strip()
     if not text:
@@ -321,7 +321,7 @@ def size_text(n: float) -> str:
 def check_memory(needed: int, what: str, lower: str, option: str = "batch") -> None:
     """MemoryLimitError when ``needed`` bytes pass :func:`memory_limit`: ``<what> would hold
     about <size>, more than the limit of <limit> (ARCHC_MAX_MEMORY to change it); lower <lower>``."""
-    from .limits import MEMORY_ENV
+    from archcompiler.language.limits import MEMORY_ENV
 
     limit = memory_limit()
     if needed > limit:
@@ -380,7 +380,7 @@ def check_outputs(graph: ir.Graph, outputs: Sequence[str] | None) -> tuple[str, 
     names = graph.outputs if outputs is None else tuple(outputs)
     for n in names:
         if n not in graph:
-            from .source import did_you_mean
+            from archcompiler.language.source import did_you_mean
 
             raise BackendError(
                 f"unknown node {n!r} (not in graph {graph.name!r}){did_you_mean(n, [m.name for m in graph.nodes])}"
@@ -486,7 +486,7 @@ def run(
     checked against the IR."""
     import numpy as np
 
-    from .layouts import batch_from, batch_to
+    from archcompiler.ir.layouts import batch_from, batch_to
 
     names = check_outputs(graph, outputs)
     arr = check_input(graph, x, dtype_of(backend, model))
@@ -535,7 +535,7 @@ def train_step_outputs(
     computed from (None when the glue does not return them)."""
     import numpy as np
 
-    from .layouts import batch_from, batch_to
+    from archcompiler.ir.layouts import batch_from, batch_to
 
     logits = check_logits(graph)
     dtype = dtype_of(backend, model)
@@ -586,7 +586,7 @@ class Backend(ABC):
     A build checks them before it starts (none may be a folder, a FIFO, a device or an input
     of the command); what ``save`` really writes is checked again when it is published."""
     weight_layout: ClassVar[WeightLayout] = "canonical"
-    """Layout of the framework's weight tensors (archcompiler.layouts converts)."""
+    """Layout of the framework's weight tensors (archcompiler.ir.layouts converts)."""
     activation_layout: ClassVar[ActivationLayout] = "channels_last"
     """Layout of the framework's image batches (NHWC, or NCHW as "channels_first")."""
     weight_names: ClassVar[Mapping[tuple[str, str], str] | None] = None
@@ -596,7 +596,7 @@ class Backend(ABC):
     # (require_capabilities)
     optimizable: ClassVar[bool] = False
     """Whether ``build(..., optimize=True)`` (``archc build --optimize``) works: it builds the
-    rewritten graph of archcompiler.optimize, so the backend must move weights and run models
+    rewritten graph of archcompiler.analysis.optimize, so the backend must move weights and run models
     (the result is checked against the unoptimised model). Built-ins say True."""
     trains: ClassVar[bool] = False
     """Whether the backend takes training steps (implements the ``sgd_step`` glue): training
@@ -605,7 +605,7 @@ class Backend(ABC):
     """Whether the backend builds models with several outputs (``--outputs``/``--features``)."""
     asymmetric_padding: ClassVar[bool] = True
     """Whether the framework's convolutions pad each side by its own amount (ONNX, TFLite's
-    SAME). False (torch): an optimised build widens such kernels instead (archcompiler.optimize)."""
+    SAME). False (torch): an optimised build widens such kernels instead (archcompiler.analysis.optimize)."""
     dtypes: ClassVar[tuple[str, ...]] = ("float32",)
     """The dtypes ``build(graph, dtype=...)`` accepts (float64 is parity's oracle); a backend
     listing "float64" also implements ``model_dtype``. A capability, like the three above."""
@@ -683,7 +683,7 @@ class Backend(ABC):
     def publish(self, path: Path, write: Callable[[str], None]) -> Path:
         """Write one file of ``save`` atomically (``write(tmp)``, then rename; the temporary
         file keeps the suffix, which some savers require); any failure is a BackendError."""
-        from .fsutil import OutputError, atomic_write
+        from archcompiler.files import OutputError, atomic_write
 
         try:
             return atomic_write(path, write, suffix=Path(path).suffix)

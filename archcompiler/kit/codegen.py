@@ -25,9 +25,9 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import jinja2
 
-from . import ir
-from .ops import same_padding
-from .registry import BackendError, UnsupportedOpError
+from archcompiler import ir
+from archcompiler.kit.registry import BackendError, UnsupportedOpError
+from archcompiler.ops import same_padding
 
 LINE_LENGTH = 120
 """The line length of generated source (the repo's own)."""

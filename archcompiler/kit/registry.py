@@ -16,11 +16,11 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import ir
-from .kit import Backend, BackendError, UnsupportedOpError
+from archcompiler import ir
+from archcompiler.kit.backend import Backend, BackendError, UnsupportedOpError
 
 if TYPE_CHECKING:
-    from .weights import Weights
+    from archcompiler.weights import Weights
 
 __all__ = [
     "BUILTIN",
@@ -79,7 +79,7 @@ def available() -> list[str]:
 def require(name: str) -> None:
     """Raise BackendError for a name no built-in or plug-in answers to (imports nothing)."""
     if name not in available():
-        from .source import did_you_mean
+        from archcompiler.language.source import did_you_mean
 
         names = available()
         raise BackendError(f"unknown backend {name!r}{did_you_mean(name, names)}; available: {', '.join(names)}")
@@ -127,7 +127,7 @@ def _instance(name: str, cls: Any, options: dict[str, Any]) -> Backend:
 def read_weights(path: str | Path, graph: ir.Graph) -> Weights:
     """Canonical weights from ``.npz``/``.safetensors``, or from a framework file (``.h5``)
     through the first backend that declares its suffix; checked against ``graph``."""
-    from . import weights
+    from archcompiler import weights
 
     p = Path(path)
     if p.suffix in (".npz", ".safetensors"):

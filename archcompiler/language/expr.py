@@ -38,7 +38,7 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .source import did_you_mean
+from archcompiler.language.source import did_you_mean
 
 MAX_LENGTH = 500
 """Longest expression text: expressions are one-liners; a longer one is a mistake or an attack."""

@@ -28,8 +28,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from .expr import Expr, ExprError, is_expression
-from .limits import EPSILON_RANGE, MAX_FIELD, MAX_SIZE
+from archcompiler.language.expr import Expr, ExprError, is_expression
+from archcompiler.language.limits import EPSILON_RANGE, MAX_FIELD, MAX_SIZE
 
 # Always used with fullmatch: ``match`` with a final ``$`` also accepts a trailing newline
 # ('notes\n' became a file name). The anchors stay for the JSON Schema, where ``$`` is the end.

@@ -1,4 +1,4 @@
-"""Spec loading: YAML text -> validated :class:`~archcompiler.spec.Spec`, or one located error.
+"""Spec loading: YAML text -> validated :class:`~archcompiler.language.spec.Spec`, or one located error.
 
 Pydantic reports errors as ``loc`` tuples that include discriminator tags; this module maps
 them back onto the YAML document so the message names the line, column and spec path the
@@ -14,8 +14,16 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from .source import Source, SpecError, did_you_mean, format_path, parse_text, read_source, short_repr
-from .spec import (
+from archcompiler.language.source import (
+    Source,
+    SpecError,
+    did_you_mean,
+    format_path,
+    parse_text,
+    read_source,
+    short_repr,
+)
+from archcompiler.language.spec import (
     ALL_FIELD_NAMES,
     OP_LAYERS,
     BatchNormDefaults,

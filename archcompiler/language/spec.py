@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, PlainValidator, Tag, WithJsonSchema, field_validator
 from pydantic_core import PydanticCustomError
 
-from .fields import (
+from archcompiler.language.fields import (
     IDENT_RE,
     REF_RE,
     Condition,
@@ -37,7 +37,7 @@ from .fields import (
     as_expr,
     template_model,
 )
-from .ops import SPEC_OPS, ActivationKind
+from archcompiler.ops import SPEC_OPS, ActivationKind
 
 __all__ = ["OP_LAYERS", "REF_RE", "BlockCall", "LayerBase", "Ref", "Spec", "json_schema", "layer_tag"]
 

@@ -20,15 +20,15 @@ from typing import Any
 from pydantic import ValidationError
 from pydantic_core import PydanticCustomError
 
-from .expr import Expr, ExprError
-from .fields import PLACEHOLDER_RE, LayerBase, _check_ident, as_expr
-from .ir import Span
-from .limits import MAX_ITERATIONS, MAX_LAYERS
-from .loading import LoadedSpec, _message
-from .ops import LowerContext, make_divisible
-from .ops.base import fast_init
-from .source import Source, SpecError, did_you_mean, format_path, short_repr
-from .spec import OP_LAYERS, SHAPE_NAMES, BlockCall, BlockDef
+from archcompiler.ir.graph import Span
+from archcompiler.language.expr import Expr, ExprError
+from archcompiler.language.fields import PLACEHOLDER_RE, LayerBase, _check_ident, as_expr
+from archcompiler.language.limits import MAX_ITERATIONS, MAX_LAYERS
+from archcompiler.language.loading import LoadedSpec, _message
+from archcompiler.language.source import Source, SpecError, did_you_mean, format_path, short_repr
+from archcompiler.language.spec import OP_LAYERS, SHAPE_NAMES, BlockCall, BlockDef
+from archcompiler.ops import LowerContext, make_divisible
+from archcompiler.ops.base import fast_init
 
 BLOCK_INPUT = "_input"
 """Inside a block, ``inputs: [_input]`` names the input of the block instance (for residuals)."""
@@ -487,9 +487,27 @@ def _placeholders(text: str) -> tuple[tuple[str, str], ...]:
 
 @functools.cache
 def _reserved() -> dict[str, str]:
-    from .registry import reserved_names
+    from archcompiler.kit.registry import reserved_names
 
     return reserved_names()
+
+
+def context(loaded: LoadedSpec, width: float) -> LowerContext:
+    """What lowering knows besides each layer: the spec's defaults and width rule at ``width``."""
+    spec = loaded.spec
+    d, r = spec.defaults, spec.rounding
+    return LowerContext(
+        width=width,
+        rounding=r.mode,
+        divisor=r.divisor,
+        min_channels=r.min,
+        padding=d.padding,
+        bias=d.bias,
+        activation=d.activation,
+        bn_epsilon=d.batchnorm.epsilon,
+        bn_decay=d.batchnorm.decay,
+        bn_variance_update=d.batchnorm.variance_update,
+    )
 
 
 def functions(ctx: LowerContext) -> dict[str, Callable[..., Any]]:
@@ -509,8 +527,6 @@ def functions(ctx: LowerContext) -> dict[str, Callable[..., Any]]:
 
 def expand(loaded: LoadedSpec, width: float | None = None) -> list[Entry]:
     """Every concrete layer of the spec, in order, at width multiplier ``width`` (default: the spec's)."""
-    from .infer import context  # infer imports this module
-
     spec = loaded.spec
     alpha = spec.width if width is None else width
     ex = _Expansion(loaded, functions(context(loaded, alpha)), input_name=spec.input.name)

@@ -9,7 +9,7 @@ a list in the order given; one name gives an ordinary single-output model (what 
 Feature levels follow timm (``FeatureInfo``): one per spatial reduction of the input, the
 *last* layer on the main path at that reduction (the product of the strides before it, not
 the map size, which stops shrinking at small inputs), before the classifier (the first global pooling
-on the main path, where keras.applications' top begins, :mod:`archcompiler.heads`). Like
+on the main path, where keras.applications' top begins, :mod:`archcompiler.lowering.heads`). Like
 timm's MobileNet default ``out_indices=(0, 1, 2, 3, 4)`` the stride-2 level is included
 (reductions 2, 4, 8, 16, 32); the input itself is not a level, nor are padding layers (a
 ZeroPad2d before a strided conv only enlarges the map it pads), nor layers a skip connection
@@ -27,9 +27,9 @@ import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from . import ir
-from .heads import Head, main_path, option_error, top_index
-from .source import did_you_mean
+from archcompiler import ir
+from archcompiler.language.source import did_you_mean
+from archcompiler.lowering.heads import Head, main_path, option_error, top_index
 
 MAX_LISTED = 12
 """How many layer names an unknown-name error lists (``archc summary`` lists all)."""
@@ -71,7 +71,7 @@ def levels(graph: ir.Graph) -> tuple[Level, ...]:
 
 
 def _with_outputs(graph: ir.Graph, outputs: tuple[str, ...]) -> ir.Graph:
-    from .infer import live
+    from archcompiler.lowering.infer import live
 
     return dataclasses.replace(graph, nodes=live(graph.nodes, outputs), outputs=outputs)
 
@@ -166,8 +166,8 @@ class Outputs:
 
     def __post_init__(self) -> None:
         """Each field checked (a SpecError naming it): layer names, True/False, whole numbers."""
-        from . import arguments as A
-        from .source import SpecError
+        from archcompiler import arguments as A
+        from archcompiler.language.source import SpecError
 
         if self.names is not None:
             object.__setattr__(self, "names", A.names(self.names, "outputs"))

@@ -13,8 +13,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
-from . import ir
-from .source import SpecError
+from archcompiler import ir
+from archcompiler.language.source import SpecError
 
 Pooling = Literal["avg", "max", "none"]
 
@@ -34,8 +34,8 @@ class Head:
     def __post_init__(self) -> None:
         """Each field checked (a SpecError naming it, as ``width=-1`` is): a wrong value is
         never taken for another (``pooling="bogus"`` as no pooling)."""
-        from . import arguments as A
-        from .limits import MAX_FIELD
+        from archcompiler import arguments as A
+        from archcompiler.language.limits import MAX_FIELD
 
         if self.classes is not None:
             A.integer(self.classes, "classes", high=MAX_FIELD, error=SpecError)
@@ -98,7 +98,7 @@ def _unique(graph_names: set[str], base: str) -> str:
 
 
 def _with(graph: ir.Graph, nodes: list[ir.Node], output: str) -> ir.Graph:
-    from .infer import live
+    from archcompiler.lowering.infer import live
 
     return dataclasses.replace(graph, nodes=live(nodes, (output,)), outputs=(output,))
 

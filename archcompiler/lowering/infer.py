@@ -11,30 +11,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from . import ir
-from .expand import Entry
-from .fields import LayerBase
-from .limits import MAX_ACTIVATIONS, MAX_GRAPH_DEPTH, MAX_PARAMETERS
-from .loading import LoadedSpec
-from .ops import NODE_FOR_LAYER, NODE_TYPES, LowerContext, OpError, arity_error
-from .source import did_you_mean
-
-
-def context(loaded: LoadedSpec, width: float) -> LowerContext:
-    spec = loaded.spec
-    d, r = spec.defaults, spec.rounding
-    return LowerContext(
-        width=width,
-        rounding=r.mode,
-        divisor=r.divisor,
-        min_channels=r.min,
-        padding=d.padding,
-        bias=d.bias,
-        activation=d.activation,
-        bn_epsilon=d.batchnorm.epsilon,
-        bn_decay=d.batchnorm.decay,
-        bn_variance_update=d.batchnorm.variance_update,
-    )
+from archcompiler import ir
+from archcompiler.language.fields import LayerBase
+from archcompiler.language.limits import MAX_ACTIVATIONS, MAX_GRAPH_DEPTH, MAX_PARAMETERS
+from archcompiler.language.loading import LoadedSpec
+from archcompiler.language.source import did_you_mean
+from archcompiler.lowering.expand import Entry, context
+from archcompiler.ops import NODE_FOR_LAYER, NODE_TYPES, LowerContext, OpError, arity_error
 
 
 def infer(loaded: LoadedSpec, entries: list[Entry], width: float, size: tuple[int, int]) -> ir.Graph:

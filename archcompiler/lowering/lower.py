@@ -13,15 +13,15 @@ import dataclasses
 import math
 from typing import Any
 
-from .expand import expand
-from .features import Outputs
-from .heads import Head, apply
-from .infer import infer
-from .ir import Graph
-from .limits import MAX_SIZE
-from .loading import LoadedSpec
-from .ops import make_divisible, same_padding
-from .source import SpecError, short_repr
+from archcompiler.ir.graph import Graph
+from archcompiler.language.limits import MAX_SIZE
+from archcompiler.language.loading import LoadedSpec
+from archcompiler.language.source import SpecError, short_repr
+from archcompiler.lowering.expand import expand
+from archcompiler.lowering.features import Outputs
+from archcompiler.lowering.heads import Head, apply
+from archcompiler.lowering.infer import infer
+from archcompiler.ops import make_divisible, same_padding
 
 __all__ = ["MAX_SIZE", "lower", "make_divisible", "resolve_size", "same_padding"]
 
@@ -79,8 +79,8 @@ def lower(
     outputs: Outputs | None = None,
 ) -> Graph:
     """Lower a loaded spec to the IR, optionally overriding alpha and rho (or the input size),
-    the classifier (:class:`~archcompiler.heads.Head`) and what the model returns
-    (:class:`~archcompiler.features.Outputs`: named layers or feature maps)."""
+    the classifier (:class:`~archcompiler.lowering.heads.Head`) and what the model returns
+    (:class:`~archcompiler.lowering.features.Outputs`: named layers or feature maps)."""
     graph = _lower(loaded, width, resolution, head)
     return graph if outputs is None else outputs.apply(graph, head)
 

@@ -6,9 +6,9 @@ Adding an op = one module here (spec model + IR node class with its rules) liste
 
 from __future__ import annotations
 
-from ..fields import LayerBase
-from .activation import Activation, ActivationKind, Rescaling, Softmax
-from .base import (
+from archcompiler.language.fields import LayerBase
+from archcompiler.ops.activation import Activation, ActivationKind, Rescaling, Softmax
+from archcompiler.ops.base import (
     LowerContext,
     Node,
     OpError,
@@ -22,13 +22,13 @@ from .base import (
     make_divisible,
     same_padding,
 )
-from .conv import Conv2D, DepthwiseConv2D
-from .dense import Dense
-from .input import Input
-from .merge import Add, Concat, Multiply
-from .norm import BatchNorm
-from .pool import GlobalPool, Pool2D
-from .reshape import Dropout, Flatten, ZeroPad2D
+from archcompiler.ops.conv import Conv2D, DepthwiseConv2D
+from archcompiler.ops.dense import Dense
+from archcompiler.ops.input import Input
+from archcompiler.ops.merge import Add, Concat, Multiply
+from archcompiler.ops.norm import BatchNorm
+from archcompiler.ops.pool import GlobalPool, Pool2D
+from archcompiler.ops.reshape import Dropout, Flatten, ZeroPad2D
 
 NODE_TYPES: tuple[type[Node], ...] = (
     Input,

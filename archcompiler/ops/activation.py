@@ -9,8 +9,8 @@ from typing import Any, ClassVar, Literal, get_args
 
 from pydantic import Field
 
-from ..fields import FLOAT32_MAX, FiniteRef, LayerBase
-from .base import LowerContext, Node, OpError, Shape
+from archcompiler.language.fields import FLOAT32_MAX, FiniteRef, LayerBase
+from archcompiler.ops.base import LowerContext, Node, OpError, Shape
 
 ActivationKind = Literal["relu", "relu6", "sigmoid", "tanh", "hard_sigmoid", "hard_swish", "swish"]
 """Every kind means PyTorch's formula (hard_sigmoid = relu6(x + 3) / 6, as Keras 3; not Keras 2's)."""

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
 if TYPE_CHECKING:
-    from ..fields import LayerBase
+    from archcompiler.language.fields import LayerBase
 
 Shape = tuple[int, ...]
 """Per-example shape, channels-last: (H, W, C) for an image, (C,) for a vector."""
@@ -113,7 +113,7 @@ class RawCost:
 
 
 Layout = Literal["conv_kernel", "depthwise_kernel", "dense_kernel", "vector"]
-"""How a canonical tensor is laid out (archcompiler.layouts converts each to channels-first)."""
+"""How a canonical tensor is laid out (archcompiler.ir.layouts converts each to channels-first)."""
 Init = Literal["he", "bias", "gamma", "beta", "moving_mean", "moving_variance"]
 """How weights.init (parity's probe) fills a tensor (non-trivial BN statistics, so parity
 cannot pass by luck)."""

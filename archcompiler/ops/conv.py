@@ -8,8 +8,8 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from ..fields import LayerBase, Padding, PairRef, PosIntRef
-from .base import (
+from archcompiler.language.fields import LayerBase, Padding, PairRef, PosIntRef
+from archcompiler.ops.base import (
     LowerContext,
     Node,
     OpError,

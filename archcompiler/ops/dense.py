@@ -8,8 +8,8 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from ..fields import LayerBase, PosIntRef
-from .base import LowerContext, Node, OpError, RawCost, Shape, WeightSpec, dims
+from archcompiler.language.fields import LayerBase, PosIntRef
+from archcompiler.ops.base import LowerContext, Node, OpError, RawCost, Shape, WeightSpec, dims
 
 
 class DenseLayer(LayerBase):

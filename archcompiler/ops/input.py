@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
-from .base import Node, OpError, Shape
+from archcompiler.ops.base import Node, OpError, Shape
 
 
 @dataclass(frozen=True, kw_only=True)

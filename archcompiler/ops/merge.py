@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
-from ..fields import LayerBase
-from .base import Node, OpError, Shape, dims
+from archcompiler.language.fields import LayerBase
+from archcompiler.ops.base import Node, OpError, Shape, dims
 
 
 class AddLayer(LayerBase):

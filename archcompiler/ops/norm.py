@@ -8,9 +8,9 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field
 
-from ..fields import Epsilon, LayerBase
-from ..limits import EPSILON_RANGE
-from .base import Fill, LowerContext, Node, OpError, RawCost, Shape, WeightSpec
+from archcompiler.language.fields import Epsilon, LayerBase
+from archcompiler.language.limits import EPSILON_RANGE
+from archcompiler.ops.base import Fill, LowerContext, Node, OpError, RawCost, Shape, WeightSpec
 
 VarianceUpdate = Literal["biased", "unbiased"]
 

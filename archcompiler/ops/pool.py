@@ -9,8 +9,8 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from ..fields import LayerBase, PairRef
-from .base import LowerContext, Node, OpError, Pair, RawCost, Shape, image, pair, window
+from archcompiler.language.fields import LayerBase, PairRef
+from archcompiler.ops.base import LowerContext, Node, OpError, Pair, RawCost, Shape, image, pair, window
 
 PoolKind = Literal["avg", "max"]
 

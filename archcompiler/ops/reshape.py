@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
-from ..fields import LayerBase, Padding, Rate
-from .base import LowerContext, Node, OpError, Pad4, Shape, check_padding, image
+from archcompiler.language.fields import LayerBase, Padding, Rate
+from archcompiler.ops.base import LowerContext, Node, OpError, Pad4, Shape, check_padding, image
 
 
 class ZeroPadLayer(LayerBase):

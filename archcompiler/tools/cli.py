@@ -21,19 +21,20 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from . import quiet, render
-from .api import INITS, Compiled, Progress, compile, sweep
-from .cost import CONVENTIONS, parse_budget
-from .features import Outputs
-from .heads import Head
-from .limits import MAX_SIZE
-from .loading import LoadedSpec, load
-from .lower import WIDTH_RANGE
-from .render import FIT_FORMATS, FORMATS, SUMMARY_FORMATS
-from .source import SpecError
+from archcompiler import quiet
+from archcompiler.analysis.cost import CONVENTIONS, parse_budget
+from archcompiler.api import INITS, Compiled, Progress, compile, sweep
+from archcompiler.language.limits import MAX_SIZE
+from archcompiler.language.loading import LoadedSpec, load
+from archcompiler.language.source import SpecError
+from archcompiler.lowering.features import Outputs
+from archcompiler.lowering.heads import Head
+from archcompiler.lowering.lower import WIDTH_RANGE
+from archcompiler.tools import render
+from archcompiler.tools.render import FIT_FORMATS, FORMATS, SUMMARY_FORMATS
 
 if TYPE_CHECKING:
-    from .registry import Backend
+    from archcompiler.kit.registry import Backend
 
 
 class UsageError(Exception):
@@ -172,7 +173,7 @@ def _version() -> str:
     try:
         return version("archc")
     except PackageNotFoundError:
-        from . import __version__
+        from archcompiler import __version__
 
         return __version__
 
@@ -271,7 +272,7 @@ def _freeze_imports() -> None:
 
 def _backend(net: Compiled, name: str, **options: Any) -> Backend:
     """The backend instance, or a bad ``--backend`` (or option) as a located one-line error."""
-    from .registry import BackendError, get_backend
+    from archcompiler.kit.registry import BackendError, get_backend
 
     try:
         backend = get_backend(name, **options)
@@ -285,8 +286,8 @@ def _capable(net: Compiled, backends: Sequence[Backend], option: str, **needs: A
     """What the command asks of ``backends`` (kit.require_capabilities: dtype, training, several
     outputs, optimised builds), checked for all of them before anything is built: one located
     line naming every backend that lacks it."""
-    from .kit import require_capabilities
-    from .registry import BackendError
+    from archcompiler.kit.backend import require_capabilities
+    from archcompiler.kit.registry import BackendError
 
     try:
         require_capabilities(backends, **needs)
@@ -303,8 +304,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def _file_target(option: str, path: str | None, args: argparse.Namespace) -> None:
     """Refuse ``path`` (given with ``option``) before any work if archc may not write it:
-    not a regular file, the spec itself, an empty or multi-line name (fsutil.check_file)."""
-    from .fsutil import OutputError, check_file
+    not a regular file, the spec itself, an empty or multi-line name (files.check_file)."""
+    from archcompiler.files import OutputError, check_file
 
     if path is None:
         return
@@ -315,9 +316,9 @@ def _file_target(option: str, path: str | None, args: argparse.Namespace) -> Non
 
 
 def _folder_target(option: str, path: str | None) -> None:
-    """Refuse an output folder given with ``option`` before any work (fsutil.check_folder): an
+    """Refuse an output folder given with ``option`` before any work (files.check_folder): an
     empty or multi-line name, a file or FIFO in its way."""
-    from .fsutil import OutputError, check_folder
+    from archcompiler.files import OutputError, check_folder
 
     if path is None:
         return
@@ -332,7 +333,7 @@ def _emit(text: str, output: str | None, args: argparse.Namespace) -> None:
     if output is None:
         print(text)
         return
-    from .fsutil import OutputError, atomic_write_text
+    from archcompiler.files import OutputError, atomic_write_text
 
     try:
         path = atomic_write_text(output, text + "\n", inputs=[args.spec])
@@ -354,7 +355,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from .plot import PLOT_SUFFIXES
+    from archcompiler.tools.plot import PLOT_SUFFIXES
 
     if args.plot is not None and Path(args.plot).suffix.lower() not in PLOT_SUFFIXES:
         raise UsageError(f"--plot: expected a .png or .svg file name, got {args.plot!r}")
@@ -366,7 +367,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     loaded = _load(args)
     latency = None
     if args.latency is not None:
-        from .registry import BackendError, get_backend
+        from archcompiler.kit.registry import BackendError, get_backend
 
         try:
             latency = get_backend(args.latency)
@@ -384,8 +385,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     )
     print(render.sweep(grid, args.format))
     if args.plot is not None:
-        from .fsutil import OutputError
-        from .plot import PlotUnavailable, sweep_plot
+        from archcompiler.files import OutputError
+        from archcompiler.tools.plot import PlotUnavailable, sweep_plot
 
         try:
             path = sweep_plot(grid, args.plot, max_macs=args.max_macs, max_params=args.max_params, inputs=[args.spec])
@@ -407,7 +408,7 @@ def _budget_text(args: argparse.Namespace) -> str:
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
-    from .api import fit
+    from archcompiler.api import fit
 
     if args.max_macs is None and args.max_params is None:
         raise UsageError("fit: give a budget, --max-macs and/or --max-params")
@@ -435,7 +436,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
 
 def cmd_diagram(args: argparse.Namespace) -> int:
-    from .diagram import render as draw
+    from archcompiler.tools.diagram import render as draw
 
     net = _compile(args)
     print(draw(net.graph, args.format, collapse_blocks=args.collapse_blocks))
@@ -443,14 +444,14 @@ def cmd_diagram(args: argparse.Namespace) -> int:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
-    from .spec import json_schema
+    from archcompiler.language.spec import json_schema
 
     print(json.dumps(json_schema(), indent=2))
     return 0
 
 
 def cmd_backends(args: argparse.Namespace) -> int:
-    from .registry import available
+    from archcompiler.kit.registry import available
 
     print("\n".join(available()))
     return 0
@@ -491,7 +492,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def cmd_parity(args: argparse.Namespace) -> int:
-    from .registry import BackendError, require
+    from archcompiler.kit.registry import BackendError, require
 
     net = _compile(args)
     for name in args.backends:  # unknown names fail here, before any framework is imported
@@ -503,8 +504,10 @@ def cmd_parity(args: argparse.Namespace) -> int:
         raise UsageError("--backends: parity needs at least two backends")
     if args.optimize and args.train_steps:
         raise UsageError("--optimize: the optimised models are for inference; --train-steps compares training")
-    from .kit import MemoryLimitError
-    from .parity import ordered, render_training
+    from archcompiler.kit.backend import MemoryLimitError
+    from archcompiler.parity.report import render as render_parity
+    from archcompiler.parity.report import render_training
+    from archcompiler.parity.runs import ordered
 
     backends = {name: _backend(net, name) for name in ordered(args.backends)}  # torch before TensorFlow
     asking = [
@@ -543,7 +546,7 @@ def cmd_parity(args: argparse.Namespace) -> int:
     except MemoryLimitError as exc:  # estimated before anything is built: name the flag to lower
         flag = {"batch": "--batch", "train_steps": "--train-steps"}.get(exc.option, "--batch")
         raise SpecError(str(exc), file=net.loaded.file, path=flag) from None
-    print(render.parity(report, args.seed))
+    print(render_parity(report, args.seed))
     print(f"judged against: {report.oracle}")
     if report.training is not None:
         print(f"\n{render_training(report.training)}")
@@ -774,9 +777,9 @@ def _main(argv: Sequence[str] | None) -> int:
     except Exception as exc:  # backend, weights: still one line, no traceback
         if debug:
             raise
-        from .fsutil import OutputError
-        from .registry import BackendError
-        from .weights import WeightError
+        from archcompiler.files import OutputError
+        from archcompiler.kit.registry import BackendError
+        from archcompiler.weights import WeightError
 
         if isinstance(exc, BackendError | WeightError | OutputError):
             spec = getattr(args, "spec", "")

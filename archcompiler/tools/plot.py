@@ -2,7 +2,7 @@
 
 matplotlib is an optional extra (``pip install 'archc[plot]'``): it is imported only here and
 only when a picture is asked for, with the Agg backend (no display needed), so the core and
-the command line stay light. The file is written atomically (archcompiler.fsutil).
+the command line stay light. The file is written atomically (archcompiler.files).
 """
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .fsutil import Inputs, atomic_write
+from archcompiler.files import Inputs, atomic_write
 
 if TYPE_CHECKING:
-    from .api import Sweep
+    from archcompiler.api import Sweep
 
 PLOT_SUFFIXES = (".png", ".svg")
 
@@ -44,7 +44,7 @@ def sweep_plot(
 ) -> Path:
     """Draw ``grid`` (MACs on y, parameters on x, one labelled point per setting, one line per
     width) into ``path`` (.png or .svg), with the budget as dashed lines when given.
-    ``inputs``: files the caller read (the spec), never replaced (fsutil.atomic_write)."""
+    ``inputs``: files the caller read (the spec), never replaced (files.atomic_write)."""
     p = Path(path)
     if p.suffix.lower() not in PLOT_SUFFIXES:
         raise ValueError(f"expected a .png or .svg file name, got {str(p)!r}")
@@ -80,7 +80,7 @@ def _log_axes(ax: Any) -> None:
 
 def _points(ax: Any, grid: Sweep, xs_ys: Any) -> None:
     """One line per width, one labelled point (``width/resolution``) per setting."""
-    from .api import resolution_label
+    from archcompiler.api import resolution_label
 
     for i, (w, row) in enumerate(zip(grid.widths, grid.rows, strict=True)):
         pts = [xs_ys(i, j, r) for j, (_, r) in enumerate(row)]

@@ -15,31 +15,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .api import Built, Sweep, resolution_label
-from .cost import CategoryCost, CostReport, humanize
-from .ir import Graph
+from archcompiler.analysis.cost import CategoryCost, CostReport, humanize
+from archcompiler.api import Built, Sweep, resolution_label
+from archcompiler.ir.graph import Graph
+from archcompiler.text import shape, table
 
 if TYPE_CHECKING:
-    from .fitting import FitRow
-    from .parity import ParityReport
+    from archcompiler.analysis.fitting import FitRow
 
 FORMATS = ("table", "json", "csv", "markdown")
 SUMMARY_FORMATS = (*FORMATS, "html")
 FIT_FORMATS = ("table", "json")
-
-
-def shape(dims: Sequence[int]) -> str:
-    return "x".join(str(d) for d in dims)
-
-
-def _table(headers: list[str], rows: list[list[str]], align: str) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
-
-    def line(cells: list[str]) -> str:
-        out = [c.ljust(w) if a == "l" else c.rjust(w) for c, w, a in zip(cells, widths, align, strict=True)]
-        return "  ".join(out).rstrip()
-
-    return "\n".join([line(headers), line(["-" * w for w in widths]), *(line(r) for r in rows)])
 
 
 def _markdown(headers: list[str], rows: list[list[str]], align: str) -> str:
@@ -154,7 +140,7 @@ def summary(file: str, report: CostReport, fmt: str) -> str:
         f"total: {report.params:,} params ({report.trainable:,} trainable, {report.non_trainable:,} non-trainable), "
         f"{report.macs:,} MACs ({humanize(report.macs)}), {report.activations:,} activations"
     )
-    render = _markdown if fmt == "markdown" else _table
+    render = _markdown if fmt == "markdown" else table
     return "\n\n".join([title, render(headers, body, "lllrrr"), totals, render(cat_headers, cat_rows, "lrrrr")])
 
 
@@ -217,7 +203,7 @@ def sweep(grid: Sweep, fmt: str) -> str:
         params = {r.params for _, r in row}
         p = f"{row[0][1].params:,}" if len(params) == 1 else "varies"
         rows.append([f"{w:g}", *(f"{r.macs:,}" for _, r in row), p])
-    render = _markdown if fmt == "markdown" else _table
+    render = _markdown if fmt == "markdown" else table
     title = f"{grid.file}: multiply-adds by width multiplier and input resolution (convention {grid.convention})"
     text = title + "\n\n" + render(headers, rows, "l" + "r" * (len(resolutions) + 1))
     if grid.latency is not None:
@@ -249,51 +235,6 @@ def wrote(path: Path) -> str:
     return f"wrote {path}"
 
 
-def parity(report: ParityReport, seed: int | None = None) -> str:
-    """Every node's max abs / rel difference, the logits' difference, then PASS or the first divergence."""
-    g = report.graph
-    headers = ["node", "op", "max abs diff", "max rel diff", "result"]
-    rows = [[d.node, d.op, f"{d.max_abs:.3g}", f"{d.max_rel:.3g}", _result(d)] for d in report.diffs]
-    title = (
-        f"parity {' vs '.join(report.backends)}: {g.name}, width {g.width:g}, input "
-        f"{shape(g.input_shape)}, atol {report.atol:g}, rtol {report.rtol:g}"
-    ) + (f", seed {seed}" if seed is not None else "")
-    logits = "\n".join(
-        f"{'logits' if report.logits else 'output'} ({n}): max abs diff {report.diff(n).max_abs:.3g}"
-        for n in ([report.logits] if report.logits else g.outputs)
-    )
-    bad = report.first_failure
-    if bad is None:
-        verdict = f"PASS: all {len(report.diffs)} nodes agree"
-    elif bad.nonfinite:
-        n = len(report.backends) - len(bad.skipped)
-        every = "both backends" if n == 2 else f"all {n} backends"
-        verdict = (
-            f"NOT COMPARABLE: {every} give {bad.nonfinite} at node {bad.node!r} ({bad.op})"
-            + (f"; {bad.note}" if bad.note else "")
-            + ": values that are not finite cannot be compared, so the comparison is meaningless from there"
-        )
-    else:
-        verdict = (
-            f"FAIL: first divergence at node {bad.node!r} ({bad.op}), {bad.backend}: error {bad.error:.3g}, "
-            f"allowed {bad.allowed:.3g} (max abs diff between backends {bad.max_abs:.3g})"
-        )
-    total = len(report.diffs)
-    notes = "".join(
-        f"\n{backend}: compared on {total - len(nodes)} of {total} nodes (its runtime does not expose the others)"
-        for backend, nodes in report.skipped.items()
-        if nodes
-    )
-    return f"{title}\n\n{_table(headers, rows, 'llrrl')}\n\n{logits}{notes}\n{verdict}"
-
-
-def _result(d: Any) -> str:
-    """A parity node's result cell: pass, FAIL, or what every backend gave instead of numbers."""
-    if d.nonfinite:
-        return {"NaN": "NaN", "infinity": "inf"}.get(d.nonfinite, "NaN/inf")
-    return "pass" if d.ok else "FAIL"
-
-
 def _html_table(headers: list[str], rows: list[list[str]], align: str) -> str:
     def cells(tag: str, values: list[str]) -> str:
         return "".join(
@@ -316,7 +257,7 @@ def summary_html(file: str, report: CostReport) -> str:
     summary table, the totals, the share per layer type and the Mermaid diagram as text in a
     ``<pre class="mermaid">`` block (which a page with mermaid.js would draw). Every spec text
     goes through ``html.escape``."""
-    from .diagram import mermaid
+    from archcompiler.tools.diagram import mermaid
 
     g = report.graph
     rows = _rows(report)
@@ -375,4 +316,4 @@ def fit(file: str, rows: Sequence[FitRow], fmt: str, *, budget: str, search: boo
         ]
         for r in rows
     ]
-    return title + "\n\n" + _table(["width", "resolution", "MACs", "params"], body, "llrr")
+    return title + "\n\n" + table(["width", "resolution", "MACs", "params"], body, "llrr")

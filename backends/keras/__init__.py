@@ -17,19 +17,19 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .backend import KerasBackend
-    from .checkpoint import load_keras_weights
+    from archcompiler.backends.keras.backend import KerasBackend
+    from archcompiler.backends.keras.checkpoint import load_keras_weights
 
 __all__ = ["KerasBackend", "load_keras_weights"]
 
 
 def __getattr__(name: str) -> Any:
     if name == "KerasBackend":
-        from .backend import KerasBackend
+        from archcompiler.backends.keras.backend import KerasBackend
 
         return KerasBackend
     if name == "load_keras_weights":
-        from .checkpoint import load_keras_weights
+        from archcompiler.backends.keras.checkpoint import load_keras_weights
 
         return load_keras_weights
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -17,8 +17,8 @@ from __future__ import annotations
 import logging
 import os
 
-from ...quiet import framework_output, verbose
-from ...registry import BackendError
+from archcompiler.kit.registry import BackendError
+from archcompiler.quiet import framework_output, verbose
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 if not verbose():

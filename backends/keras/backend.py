@@ -8,14 +8,14 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+from archcompiler.backends.keras import execute
+from archcompiler.backends.keras import weights as weight_io
+from archcompiler.backends.keras.build import build_model, recursion_room
+from archcompiler.backends.keras.ops import HANDLERS, Handler
 
-from ...ir import Graph
-from ...registry import Backend, BackendError
-from ...weights import Weights
-from . import execute
-from . import weights as weight_io
-from .build import build_model, recursion_room
-from .ops import HANDLERS, Handler
+from archcompiler.ir.graph import Graph
+from archcompiler.kit.registry import Backend, BackendError
+from archcompiler.weights import Weights
 
 
 def _numel(variables: Sequence[Any]) -> int:
@@ -31,7 +31,7 @@ def _numel(variables: Sequence[Any]) -> int:
 def _as_model(model: Any) -> Any:
     """``model`` if it is a keras.Model (a torch module given to the keras backend is a
     BackendError, not an AttributeError in the glue)."""
-    from ._framework import keras
+    from archcompiler.backends.keras._framework import keras
 
     if not isinstance(model, keras.Model):
         raise BackendError(f"expected a model built by the keras backend, got {type(model).__name__}")
@@ -129,13 +129,13 @@ class KerasBackend(Backend):
             return [self.publish(Path(out_dir) / f"{graph.name}.keras", lambda tmp: model.save(tmp))]
 
     def read_foreign_weights(self, path: Path, graph: Graph) -> Weights:
-        from .checkpoint import load_keras_weights
+        from archcompiler.backends.keras.checkpoint import load_keras_weights
 
         return load_keras_weights(path, graph)
 
     def emit(self, graph: Graph) -> str:
         """A standalone Keras module (imports only keras) defining ``build_model()``."""
-        from .emit import emit_module
+        from archcompiler.backends.keras.emit import emit_module
 
         self.check_supported(graph)
         return emit_module(graph, self.handlers)

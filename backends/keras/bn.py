@@ -13,7 +13,7 @@ it loads where this class (or a generated module defining it) has been imported.
 
 from __future__ import annotations
 
-from ._framework import keras  # sets KERAS_BACKEND before keras loads
+from archcompiler.backends.keras._framework import keras  # sets KERAS_BACKEND before keras loads
 
 ops = keras.ops
 

@@ -11,9 +11,10 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-from ...codegen import describe_graph
-from ...ir import Graph
-from .ops import BACKEND, HANDLERS, Handler
+from archcompiler.backends.keras.ops import BACKEND, HANDLERS, Handler
+
+from archcompiler.ir.graph import Graph
+from archcompiler.kit.codegen import describe_graph
 
 
 @contextmanager
@@ -23,7 +24,7 @@ def floatx(dtype: str) -> Iterator[None]:
     Layers and ``keras.Input`` take their dtype from these when none is passed, so the handlers'
     calls (the same literals the emitter writes) build a float64 model unchanged.
     """
-    from ._framework import keras
+    from archcompiler.backends.keras._framework import keras
 
     old_floatx, old_policy = keras.config.floatx(), keras.config.dtype_policy()
     keras.config.set_floatx(dtype)
@@ -73,7 +74,7 @@ def build_model(graph: Graph, handlers: Mapping[str, Handler] = HANDLERS, dtype:
 
 
 def _build(graph: Graph, described: Any) -> Any:
-    from ._framework import keras
+    from archcompiler.backends.keras._framework import keras
 
     tensors: dict[str, Any] = {}
     inputs = []

@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ... import weights as canonical
-from ...ir import Graph
+from archcompiler import weights as canonical
+from archcompiler.ir.graph import Graph
 
 Weights = canonical.Weights
 

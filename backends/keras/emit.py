@@ -2,7 +2,7 @@
 
 Every layer constructor is rendered from the very calls the builder instantiates (the backend
 instance's handler table), so the generated model has the builder's layer names, classes,
-arguments and weight shapes. Repeated blocks are folded by archcompiler.codegen.fold, the
+arguments and weight shapes. Repeated blocks are folded by archcompiler.kit.codegen.fold, the
 algorithm every emitter shares: one function per block kind, one table row per instance, so
 the torch and Keras modules of one spec have the same block functions and tables. A layer
 that does not read the one before it (a residual add, a squeeze-excite multiply) reads named
@@ -20,11 +20,12 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
-from ...codegen import Call, Site, fold, identifier, literal, ruff_format, template_environment
-from ...cost import cost
-from ...ir import Graph
-from ...registry import BackendError
-from .ops import BACKEND, CUSTOM_CLASSES, HANDLERS, Handler
+from archcompiler.backends.keras.ops import BACKEND, CUSTOM_CLASSES, HANDLERS, Handler
+
+from archcompiler.analysis.cost import cost
+from archcompiler.ir.graph import Graph
+from archcompiler.kit.codegen import Call, Site, fold, identifier, literal, ruff_format, template_environment
+from archcompiler.kit.registry import BackendError
 
 TEMPLATES = Path(__file__).parent / "templates"
 _SAFE_PATH = re.compile(r"[A-Za-z0-9_./-]{1,200}")

@@ -14,14 +14,14 @@ from typing import Any
 
 import numpy as np
 
-from ...registry import BackendError
+from archcompiler.kit.registry import BackendError
 
 _SUBMODELS: weakref.WeakKeyDictionary[Any, dict[tuple[str, ...], Any]] = weakref.WeakKeyDictionary()
 
 
 def _submodel(model: Any, names: tuple[str, ...]) -> Any:
     """A keras.Model sharing ``model``'s layers and variables, outputting layers ``names``."""
-    from ._framework import keras
+    from archcompiler.backends.keras._framework import keras
 
     cache = _SUBMODELS.setdefault(model, {})
     if names not in cache:
@@ -51,7 +51,7 @@ def sgd_step(model: Any, x: np.ndarray, y: np.ndarray, logits: str, lr: float) -
     learning rate in a float32 variable, so in float64 it would step by float32(lr), a 1e-8
     relative difference from torch's (and from a float32 SGD the result is identical).
     """
-    from ._framework import tf
+    from archcompiler.backends.keras._framework import tf
 
     sub = _submodel(model, (logits,))
     variables = sub.trainable_variables
@@ -67,6 +67,6 @@ def sgd_step(model: Any, x: np.ndarray, y: np.ndarray, logits: str, lr: float) -
 
 def keras_loss(y: Any, logits: Any) -> Any:
     """Per-example softmax cross-entropy of integer labels, as Keras computes it in training."""
-    from ._framework import keras
+    from archcompiler.backends.keras._framework import keras
 
     return keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)

@@ -1,7 +1,7 @@
 """The Keras backend's per-op table: IR node -> Keras layer calls.
 
 One table drives both the builder and the emitter, so they cannot drift (docs/DESIGN.md, style 2):
-a handler *describes* a node as :class:`~archcompiler.codegen.Call` s (how the class is
+a handler *describes* a node as :class:`~archcompiler.kit.codegen.Call` s (how the class is
 spelled in source, positional and keyword arguments as plain literals, layer name, input
 layer names); the builder instantiates a call (:meth:`Handler.instantiate`), the emitter
 renders the same call. Every argument is a literal, so the emitted constructor and the
@@ -17,8 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-from ...codegen import Call, make_call, padding_style
-from ...ir import (
+from archcompiler.ir.graph import (
     Activation,
     BatchNorm,
     Conv2D,
@@ -35,7 +34,8 @@ from ...ir import (
     Softmax,
     ZeroPad2D,
 )
-from ...registry import BackendError, UnsupportedOpError
+from archcompiler.kit.codegen import Call, make_call, padding_style
+from archcompiler.kit.registry import BackendError, UnsupportedOpError
 
 BACKEND = "keras"
 
@@ -55,7 +55,7 @@ them without a module; the emitter copies their source into generated code."""
 def resolve(cls: str) -> Any:
     """The Keras class (or ``keras.Input``) a call spells: ``layers.Conv2D``, ``keras.Input``,
     or :data:`UNBIASED_BN`."""
-    from ._framework import keras
+    from archcompiler.backends.keras._framework import keras
 
     if cls == "keras.Input":
         return keras.Input
@@ -103,7 +103,7 @@ class Handler:
 
 
 def layer_call(cls: str, node: Node, *args: Any, **kwargs: Any) -> Call:
-    """``keras.layers.<cls>`` for ``node`` (see :func:`~archcompiler.codegen.make_call`): handlers
+    """``keras.layers.<cls>`` for ``node`` (see :func:`~archcompiler.kit.codegen.make_call`): handlers
     state Keras' names of the positional arguments (``arg_names``, block parameters take them)
     and Keras' keyword defaults (``defaults``)."""
     return make_call(f"layers.{cls}", node, *args, **kwargs)

@@ -12,7 +12,7 @@ mixin they name) into generated modules, so builder and generated code share one
 
 from __future__ import annotations
 
-from ._framework import keras  # sets KERAS_BACKEND before keras loads
+from archcompiler.backends.keras._framework import keras  # sets KERAS_BACKEND before keras loads
 
 
 class Subsample:

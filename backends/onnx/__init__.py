@@ -10,6 +10,6 @@ with framework_output():  # what they print while loading (ARCHC_VERBOSE=1 shows
     import onnx  # noqa: F401  (fail at lookup, not first use, when the extra is missing)
     import onnxruntime  # noqa: F401
 
-from .backend import OnnxBackend
+from archcompiler.backends.onnx.backend import OnnxBackend
 
 __all__ = ["OnnxBackend"]

@@ -14,15 +14,22 @@ from typing import Any, ClassVar
 
 import numpy as np
 import onnx
+from archcompiler.backends.onnx.build import (
+    INPUT,
+    OUTPUT,
+    build_model,
+    input_layout,
+    output_tensors,
+    tensor_names,
+    with_outputs,
+)
+from archcompiler.backends.onnx.ops import HANDLERS, Handler
 from onnx import numpy_helper
 
 from archcompiler import ir
 from archcompiler import weights as canonical
-from archcompiler.layouts import ActivationLayout, WeightLayout
-from archcompiler.registry import Backend, BackendError
-
-from .build import INPUT, OUTPUT, build_model, input_layout, output_tensors, tensor_names, with_outputs
-from .ops import HANDLERS, Handler
+from archcompiler.ir.layouts import ActivationLayout, WeightLayout
+from archcompiler.kit.registry import Backend, BackendError
 
 _SESSIONS: dict[tuple[str, tuple[str, ...]], Any] = {}
 """(model fingerprint, exposed tensors) -> onnxruntime session; a few kept, oldest dropped."""

@@ -6,14 +6,13 @@ from collections.abc import Mapping
 
 import numpy as np
 import onnx
+from archcompiler.backends.onnx.ops import OPSET, Emitter, Handler
 from onnx import TensorProto, helper
 
 from archcompiler import ir
 from archcompiler import weights as canonical
-from archcompiler.layouts import to_channels_first
-from archcompiler.registry import UnsupportedOpError
-
-from .ops import OPSET, Emitter, Handler
+from archcompiler.ir.layouts import to_channels_first
+from archcompiler.kit.registry import UnsupportedOpError
 
 INPUT = "input"
 OUTPUT = "output"

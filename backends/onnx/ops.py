@@ -19,7 +19,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from archcompiler import ir
-from archcompiler.registry import UnsupportedOpError
+from archcompiler.kit.registry import UnsupportedOpError
 
 OPSET = 17
 """HardSwish needs 14, Softmax over one axis 13; 17 is what current runtimes all read."""

@@ -11,6 +11,6 @@ for _package in ("tensorflow", "keras"):
     if find_spec(_package) is None:
         raise ModuleNotFoundError(f"No module named {_package!r}", name=_package)
 
-from .backend import TfliteBackend  # noqa: E402
+from archcompiler.backends.tflite.backend import TfliteBackend  # noqa: E402
 
 __all__ = ["TfliteBackend"]

@@ -14,12 +14,19 @@ from typing import Any, ClassVar
 import numpy as np
 from archcompiler.backends.keras import KerasBackend
 from archcompiler.backends.keras.build import recursion_room
+from archcompiler.backends.tflite.convert import (
+    QUANTIZE,
+    check_signature,
+    convert,
+    interpreter,
+    invoke,
+    node_tensors,
+    output_indices,
+)
 
 from archcompiler import ir
 from archcompiler import weights as canonical
-from archcompiler.registry import Backend, BackendError
-
-from .convert import QUANTIZE, check_signature, convert, interpreter, invoke, node_tensors, output_indices
+from archcompiler.kit.registry import Backend, BackendError
 
 
 @dataclass(eq=False)

@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 
 from archcompiler import ir
+from archcompiler.kit.registry import BackendError
 from archcompiler.quiet import framework_output
-from archcompiler.registry import BackendError
 
 QUANTIZE = ("none", "float16", "dynamic")
 """float32 (default); float16 weights; dynamic-range int8 weights (activations stay float)."""

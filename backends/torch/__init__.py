@@ -10,14 +10,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .backend import TorchBackend
+    from archcompiler.backends.torch.backend import TorchBackend
 
 __all__ = ["TorchBackend"]
 
 
 def __getattr__(name: str) -> Any:
     if name == "TorchBackend":
-        from .backend import TorchBackend
+        from archcompiler.backends.torch.backend import TorchBackend
 
         return TorchBackend
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -12,17 +12,16 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 import torch.nn.functional as F
+from archcompiler.backends.torch import weights as weight_io
+from archcompiler.backends.torch.build import GraphModule, build_module, last_uses
+from archcompiler.backends.torch.names import RESERVED
+from archcompiler.backends.torch.ops import HANDLERS, Handler
 from torch import nn
 
 from archcompiler import ir
-from archcompiler.layouts import shape_to
+from archcompiler.ir.layouts import shape_to
+from archcompiler.kit.registry import Backend, BackendError
 from archcompiler.quiet import ArchcWarning
-from archcompiler.registry import Backend, BackendError
-
-from . import weights as weight_io
-from .build import GraphModule, build_module, last_uses
-from .names import RESERVED
-from .ops import HANDLERS, Handler
 
 
 def _as_graph_module(model: Any) -> GraphModule:
@@ -183,12 +182,12 @@ class TorchBackend(Backend):
 
     def tune(self, graph: ir.Graph, model: Any) -> GraphModule:
         """An optimised build's torch-only change (optimize.py): channels-last weights."""
-        from .optimize import tune
+        from archcompiler.backends.torch.optimize import tune
 
         return tune(_as_graph_module(model))
 
     def save(self, graph: ir.Graph, model: Any, out_dir: Path) -> list[Path]:
-        from .save import save_model
+        from archcompiler.backends.torch.save import save_model
 
         source = None
         if self.source:
@@ -199,13 +198,13 @@ class TorchBackend(Backend):
         return save_model(self, graph, _as_graph_module(model), Path(out_dir), source=source, export=self.export)
 
     def read_foreign_weights(self, path: Path, graph: ir.Graph) -> dict[str, np.ndarray]:
-        from .checkpoint import load_state_dict
+        from archcompiler.backends.torch.checkpoint import load_state_dict
 
         return load_state_dict(path, graph)
 
     def emit(self, graph: ir.Graph) -> str:
         """Standalone PyTorch source for ``graph`` (see emit.py); needs jinja2."""
-        from .emit import emit_source
+        from archcompiler.backends.torch.emit import emit_source
 
         self.check_supported(graph)
         return emit_source(graph, self.handlers)

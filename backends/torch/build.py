@@ -11,13 +11,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 
 import torch
+from archcompiler.backends.torch.ops import BACKEND, HANDLERS, Handler
 from torch import nn
 
 from archcompiler import ir
-from archcompiler.codegen import describe_graph
-from archcompiler.registry import BackendError
-
-from .ops import BACKEND, HANDLERS, Handler
+from archcompiler.kit.codegen import describe_graph
+from archcompiler.kit.registry import BackendError
 
 Step = tuple[str, tuple[str, ...]]
 """(layer name, names of the values it reads)."""

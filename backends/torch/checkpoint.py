@@ -5,7 +5,7 @@ Loaded with ``torch.load(path, weights_only=True)``: the file is a pickle, and o
 restricted unpickler (tensors, plain containers) is safe on a file from elsewhere; anything
 else in it is refused with one line, never executed. Keys are mapped back with the backend's
 own name table (weights.WEIGHT_NAMES: ``conv1.weight`` is canonical ``conv1.kernel``) and
-tensors converted from channels-first with archcompiler.layouts, so a file from a different
+tensors converted from channels-first with archcompiler.ir.layouts, so a file from a different
 graph fails naming the tensor (archcompiler.weights.check, in the caller).
 """
 
@@ -16,12 +16,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from archcompiler.backends.torch.weights import WEIGHT_NAMES
 
 from archcompiler import ir
 from archcompiler import weights as canonical
-from archcompiler.layouts import weight_from
-
-from .weights import WEIGHT_NAMES
+from archcompiler.ir.layouts import weight_from
 
 _BOOKKEEPING = "num_batches_tracked"
 """BatchNorm's step counter: in every torch state_dict, no weight (nothing canonical holds it)."""

@@ -1,7 +1,7 @@
 """IR graph -> one standalone PyTorch source file (Jinja2), equivalent to what build() makes.
 
 The constructor calls come from the same handler table as the builder (the backend instance's
-``handlers``), folded into block functions and tables by archcompiler.codegen.fold, the one
+``handlers``), folded into block functions and tables by archcompiler.kit.codegen.fold, the one
 algorithm every emitter shares; layer names are the IR node names, so the emitted module's
 state_dict has exactly the keys and shapes of the built one.
 
@@ -16,16 +16,15 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
+from archcompiler.backends.torch import layers
+from archcompiler.backends.torch.names import RESERVED as LAYER_NAMES_RESERVED
+from archcompiler.backends.torch.ops import BACKEND, Handler, resolve
 from torch import nn
 
 from archcompiler import ir
-from archcompiler.codegen import RESERVED, Site, fold, identifier, literal, ruff_format, template_environment
-from archcompiler.cost import cost
-from archcompiler.registry import BackendError
-
-from . import layers
-from .names import RESERVED as LAYER_NAMES_RESERVED
-from .ops import BACKEND, Handler, resolve
+from archcompiler.analysis.cost import cost
+from archcompiler.kit.codegen import RESERVED, Site, fold, identifier, literal, ruff_format, template_environment
+from archcompiler.kit.registry import BackendError
 
 TEMPLATES = Path(__file__).parent / "templates"
 _SAFE_PATH = re.compile(r"[A-Za-z0-9_./-]{1,200}")

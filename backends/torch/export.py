@@ -17,11 +17,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from archcompiler.backends.torch.save import export_program
 from torch import nn
 
-from archcompiler.fsutil import atomic_write
-
-from .save import export_program
+from archcompiler.files import atomic_write
 
 
 def load_folder(folder: Path) -> tuple[nn.Module, tuple[int, ...], Path]:

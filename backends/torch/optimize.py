@@ -1,4 +1,4 @@
-"""The torch part of an optimised build (``TorchBackend.tune``), after archcompiler.optimize has
+"""The torch part of an optimised build (``TorchBackend.tune``), after archcompiler.analysis.optimize has
 folded BatchNorm into the convs and merged pads in the IR (the one place that folds, for every
 backend): what only torch can change, measured with benchmarks/bench_inference.py.
 
@@ -20,10 +20,9 @@ import copy
 from typing import Any
 
 import torch
+from archcompiler.backends.torch.build import GraphModule
 from torch import nn
 from torch.utils._python_dispatch import is_in_torch_dispatch_mode
-
-from .build import GraphModule
 
 MAX_PACKED = 2
 """Packed weights kept per conv, one per input shape and thread count (oneDNN picks the layout

@@ -21,14 +21,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from archcompiler.backends.torch.build import GraphModule
 from torch import nn
 
 from archcompiler import ir
-from archcompiler.layouts import shape_to
+from archcompiler.ir.layouts import shape_to
+from archcompiler.kit.registry import Backend
 from archcompiler.quiet import ArchcWarning
-from archcompiler.registry import Backend
-
-from .build import GraphModule
 
 
 def save_model(

@@ -1,7 +1,7 @@
 """Weight glue for the kit: canonical tensor -> state_dict name, and reading/writing tensors.
 
 Layouts (OIHW kernels, (C*M, 1, kh, kw) depthwise, (out, in) linear) are converted by
-archcompiler.layouts, because the backend declares ``weight_layout = "channels_first"``; here
+archcompiler.ir.layouts, because the backend declares ``weight_layout = "channels_first"``; here
 is only what is torch's own: the state_dict names and how a tensor is copied.
 """
 

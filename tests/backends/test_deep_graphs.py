@@ -19,8 +19,8 @@ with contextlib.suppress(ImportError):
     import torch  # noqa: F401  (before tensorflow: the other order can crash; docs/DESIGN.md)
 
 import archcompiler as a
-from archcompiler.limits import MAX_GRAPH_DEPTH
-from archcompiler.registry import get_backend
+from archcompiler.kit.registry import get_backend
+from archcompiler.language.limits import MAX_GRAPH_DEPTH
 
 pytestmark = pytest.mark.slow
 

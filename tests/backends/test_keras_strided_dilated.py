@@ -12,7 +12,7 @@ import torch.nn.functional as F  # noqa: E402
 
 import archcompiler as a  # noqa: E402
 from archcompiler import weights as W  # noqa: E402
-from archcompiler.registry import get_backend  # noqa: E402
+from archcompiler.kit.registry import get_backend  # noqa: E402
 
 pytestmark = pytest.mark.keras
 

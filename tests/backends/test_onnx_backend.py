@@ -22,8 +22,8 @@ ort = pytest.importorskip("onnxruntime")
 import archcompiler as a  # noqa: E402
 from archcompiler import ir  # noqa: E402
 from archcompiler import weights as W  # noqa: E402
-from archcompiler.cli import main  # noqa: E402
-from archcompiler.registry import BackendError, UnsupportedOpError, get_backend  # noqa: E402
+from archcompiler.kit.registry import BackendError, UnsupportedOpError, get_backend  # noqa: E402
+from archcompiler.tools.cli import main  # noqa: E402
 from archcompiler.weights import WeightError  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
@@ -149,7 +149,7 @@ def test_backend_imports_neither_torch_nor_tensorflow():
         import json, sys
         import numpy as np
         import archcompiler as a
-        from archcompiler.registry import get_backend
+        from archcompiler.kit.registry import get_backend
         g = a.lower(a.load({PAPER!r}), width=0.25, resolution=32)
         b = get_backend("onnx")
         m = b.build(g)
@@ -165,7 +165,7 @@ def test_backend_imports_neither_torch_nor_tensorflow():
 def test_missing_extra_is_a_one_line_error_naming_it():
     code = (
         "import sys; sys.modules['onnxruntime'] = None\n"
-        "from archcompiler.registry import get_backend, BackendError\n"
+        "from archcompiler.kit.registry import get_backend, BackendError\n"
         "try:\n    get_backend('onnx')\nexcept BackendError as e:\n    print(e)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
@@ -426,7 +426,7 @@ def test_mobilenet_quarter_width_64px_matches_torch(backend, torch_backend):
 
 
 def test_parity_runs_onnx_on_every_node(torch_backend):
-    from archcompiler.parity import parity
+    from archcompiler.parity.inference import parity
 
     rep = parity(lowered(KERAS, 0.25, 64), ["torch", "onnx"])
     assert rep.ok and rep.skipped == {}

@@ -21,9 +21,9 @@ pytest.importorskip("tensorflow")
 import archcompiler as a  # noqa: E402
 from archcompiler import ir  # noqa: E402
 from archcompiler import weights as W  # noqa: E402
-from archcompiler.cli import main  # noqa: E402
-from archcompiler.parity import parity  # noqa: E402
-from archcompiler.registry import BackendError, get_backend  # noqa: E402
+from archcompiler.kit.registry import BackendError, get_backend  # noqa: E402
+from archcompiler.parity.inference import parity  # noqa: E402
+from archcompiler.tools.cli import main  # noqa: E402
 
 pytestmark = pytest.mark.keras
 
@@ -188,7 +188,7 @@ def test_unknown_quantize_mode_is_refused():
 def test_missing_extra_is_a_one_line_error_naming_it():
     code = (
         "import sys; sys.modules['tensorflow'] = None\n"
-        "from archcompiler.registry import get_backend, BackendError\n"
+        "from archcompiler.kit.registry import get_backend, BackendError\n"
         "try:\n    get_backend('tflite')\nexcept BackendError as e:\n    print(e)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()

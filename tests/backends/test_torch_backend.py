@@ -21,7 +21,7 @@ torch = pytest.importorskip("torch")
 import archcompiler as a  # noqa: E402
 from archcompiler import ir  # noqa: E402
 from archcompiler import weights as W  # noqa: E402
-from archcompiler.registry import BackendError, UnsupportedOpError, get_backend  # noqa: E402
+from archcompiler.kit.registry import BackendError, UnsupportedOpError, get_backend  # noqa: E402
 from archcompiler.weights import WeightError  # noqa: E402
 
 pytestmark = pytest.mark.torch

@@ -25,7 +25,7 @@ pytest.importorskip("jinja2")
 import archcompiler as a  # noqa: E402
 from archcompiler import ir  # noqa: E402
 from archcompiler import weights as W  # noqa: E402
-from archcompiler.registry import BackendError, UnsupportedOpError, get_backend  # noqa: E402
+from archcompiler.kit.registry import BackendError, UnsupportedOpError, get_backend  # noqa: E402
 
 pytestmark = pytest.mark.torch
 
@@ -258,7 +258,7 @@ def test_repeated_blocks_are_one_function_in_a_loop(backend):
 
 def test_emit_is_deterministic_across_processes(backend, tmp_path):
     code = (
-        "import archcompiler as a, sys; from archcompiler.registry import get_backend; "
+        "import archcompiler as a, sys; from archcompiler.kit.registry import get_backend; "
         f"g = a.lower(a.load({PAPER!r}), width=0.5, resolution=160); sys.stdout.write(get_backend('torch').emit(g))"
     )
     outs = []
@@ -365,7 +365,7 @@ def test_templates_render_with_strict_undefined():
     import jinja2
     from archcompiler.backends.torch.emit import TEMPLATES
 
-    from archcompiler.codegen import template_environment
+    from archcompiler.kit.codegen import template_environment
 
     with pytest.raises(jinja2.UndefinedError):
         template_environment(TEMPLATES).from_string("{{ missing }}").render()

@@ -12,7 +12,7 @@ from archcompiler.backends.torch.names import RESERVED  # noqa: E402
 from torch import nn  # noqa: E402
 
 import archcompiler as a  # noqa: E402
-from archcompiler.registry import get_backend  # noqa: E402
+from archcompiler.kit.registry import get_backend  # noqa: E402
 
 pytestmark = pytest.mark.torch
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,7 +42,7 @@ def test_reserved_names_cover_every_attribute_a_layer_could_shadow(spec: Path) -
 
 def test_a_reserved_name_is_refused_by_check_and_by_the_backend() -> None:
     from archcompiler import ir
-    from archcompiler.registry import BackendError
+    from archcompiler.kit.registry import BackendError
 
     text = "archc: 1\nname: t\ninput: {size: 8}\nlayers:\n  - {op: activation, kind: relu, name: steps}\n"
     with pytest.raises(a.SpecError, match="'steps' is reserved"):

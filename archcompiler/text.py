@@ -1,0 +1,21 @@
+"""Plain-text building blocks shared by every report archc prints (summaries, sweeps, parity)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+def shape(dims: Sequence[int]) -> str:
+    """(7, 7, 1024) -> '7x7x1024'."""
+    return "x".join(str(d) for d in dims)
+
+
+def table(headers: list[str], rows: list[list[str]], align: str) -> str:
+    """Columns padded to their widest cell, aligned per ``align`` (one 'l' or 'r' per column)."""
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+
+    def line(cells: list[str]) -> str:
+        out = [c.ljust(w) if a == "l" else c.rjust(w) for c, w, a in zip(cells, widths, align, strict=True)]
+        return "  ".join(out).rstrip()
+
+    return "\n".join([line(headers), line(["-" * w for w in widths]), *(line(r) for r in rows)])
