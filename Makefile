@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 .PHONY: setup build test test-slow lint generate bench clean
 
 # The peer counting tools (benchmarks/peers.txt) go in with --no-deps, so that none of them can
-# move the pinned torch; tests/test_peer_counts.py then runs them instead of skipping.
+# move the pinned torch; tests/analysis/test_peer_counts.py then runs them instead of skipping.
 $(STAMP): requirements/dev.txt pyproject.toml benchmarks/peers.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
@@ -20,7 +20,7 @@ $(STAMP): requirements/dev.txt pyproject.toml benchmarks/peers.txt
 setup: $(STAMP)
 
 # Exactly the README's main command: its default folder build/mobilenet_v1_1_224_torch/ is where the
-# README's snippets load the model from (tests/test_readme.py runs them).
+# README's snippets load the model from (tests/e2e/test_readme.py runs them).
 build: $(STAMP)
 	$(BIN)/archc build specs/mobilenet.yaml --backend torch
 

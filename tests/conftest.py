@@ -1,4 +1,4 @@
-"""Test-wide configuration: the hypothesis profile of tests/test_properties.py (nothing else)."""
+"""Test-wide configuration: the hypothesis profile of tests/e2e/test_properties.py (nothing else)."""
 
 from __future__ import annotations
 

@@ -495,7 +495,7 @@ def parse_text(text: str, file: str = "<spec>", *, libyaml: bool | None = None) 
     fails for any reason the text is parsed again by the pure-Python loader, whose error is
     the one raised, so every message (wording, line and column) is the pure-Python loader's by
     construction. Valid text gives the same values and positions either way
-    (tests/test_yaml_loaders.py checks the corpus and mutated specs under both).
+    (tests/language/test_yaml_loaders.py checks the corpus and mutated specs under both).
     """
     if libyaml is None:
         libyaml = LIBYAML

@@ -46,7 +46,7 @@ def fast_init(cls: type[T]) -> type[T]:
     ``object.__setattr__``; lowering makes a node, a span and an entry per layer, and that
     costs it about 1 us each (MobileNet: 84 layers). This one has the same signature, defaults
     and result, and is made from the dataclass's own fields, so it cannot drift from them
-    (tests/test_ops.py compares both on every type it is applied to)."""
+    (tests/ops/test_ops.py compares both on every type it is applied to)."""
     fields = dataclasses.fields(cls)  # type: ignore[arg-type]
     if hasattr(cls, "__slots__") or any(not f.init for f in fields):
         raise TypeError(f"fast_init: {cls.__name__} has slots or non-init fields")

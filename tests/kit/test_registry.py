@@ -1,0 +1,113 @@
+"""Backend lookup: built-ins by name, plug-ins through the entry-point group, clear errors."""
+
+from __future__ import annotations
+
+import sys
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+
+import archcompiler as a
+from archcompiler import ir
+from archcompiler.kit import registry
+from archcompiler.kit.registry import Backend, BackendError, UnsupportedOpError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+FAKE_MODULE = '''
+from archcompiler.kit.registry import Backend
+
+
+class EchoBackend(Backend):
+    """A stand-in framework: a 'model' is the list of node names."""
+
+    name = "echo"
+    handlers = {"input": None, "conv2d": None}
+
+    def build(self, graph):
+        self.check_supported(graph)
+        return [n.name for n in graph.nodes]
+
+    def verify(self, graph, model):
+        assert model == [n.name for n in graph.nodes]
+
+    def get_weights(self, graph, model):
+        return {}
+
+    def set_weights(self, graph, model, weights):
+        pass
+
+    def run(self, graph, model, x, outputs=None):
+        return {}
+'''
+
+
+@pytest.fixture
+def fake_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Install a plug-in the way a third-party package would: a module plus dist-info
+    declaring it in the ``archcompiler.backends`` entry-point group."""
+    (tmp_path / "archc_echo.py").write_text(FAKE_MODULE)
+    dist = tmp_path / "archc_echo-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: archc-echo\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[archcompiler.backends]\necho = archc_echo:EchoBackend\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "archc_echo", raising=False)
+    assert any(ep.name == "echo" for ep in metadata.entry_points(group="archcompiler.backends"))
+
+
+def _graph(text: str) -> ir.Graph:
+    return a.lower(a.load_text(text))
+
+
+CONV_ONLY = "name: t\ninput: {size: 8}\nlayers:\n  - {op: conv, filters: 4, kernel: 3}\n"
+
+
+def test_plugin_backend_found_and_used(fake_plugin: None) -> None:
+    assert "echo" in registry.available()
+    backend = registry.get_backend("echo")
+    assert isinstance(backend, Backend)
+    g = _graph(CONV_ONLY)
+    assert backend.build(g) == ["input", "conv_1"]
+
+
+def test_plugin_unsupported_op_is_named(fake_plugin: None) -> None:
+    g = _graph(CONV_ONLY + "  - {op: activation}\n")
+    with pytest.raises(UnsupportedOpError, match=r"'echo' cannot express activation at node 'activation_1'"):
+        registry.get_backend("echo").build(g)
+
+
+def test_unknown_backend_lists_available() -> None:
+    with pytest.raises(BackendError) as info:
+        registry.get_backend("kears")
+    msg = str(info.value)
+    assert "did you mean 'keras'" in msg and "available: keras, onnx, tflite, torch" in msg
+
+
+def test_builtin_backends_are_listed_without_importing_them() -> None:
+    before = set(sys.modules)
+    names = registry.available()
+    assert {"torch", "keras"} <= set(names)
+    assert not any(m.startswith("archcompiler.backends.") for m in set(sys.modules) - before)
+
+
+def test_non_backend_plugin_is_rejected(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "archc_bogus.py").write_text("class NotABackend:\n    pass\n")
+    dist = tmp_path / "archc_bogus-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: archc-bogus\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[archcompiler.backends]\nbogus = archc_bogus:NotABackend\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(BackendError, match="is not an archcompiler Backend"):
+        registry.get_backend("bogus")
+
+
+def test_read_weights_rejects_unknown_format(tmp_path: Path) -> None:
+    g = _graph(CONV_ONLY)
+    p = tmp_path / "w.pkl"
+    p.write_bytes(b"x")
+    from archcompiler.weights import WeightError
+
+    with pytest.raises(WeightError, match=r"unknown weights format '\.pkl'"):
+        registry.read_weights(p, g)
