@@ -138,5 +138,5 @@ def test_output_folder_blocked_by_a_file(command: str, tmp_path: Path, capsys: p
     for out in (blocker, blocker / "sub"):
         assert main([command, SPEC, "--backend", "torch", *SMALL, "-o", str(out)]) == 2
         err = capsys.readouterr().err
-        assert err == f"{SPEC}: output folder {str(out)!r}: {str(blocker)!r} is a file, not a folder\n"
+        assert err == f"{SPEC}: -o: output folder {str(out)!r}: {str(blocker)!r} is a file, not a folder\n"
     assert blocker.read_text() == "mine\n" and sorted(p.name for p in tmp_path.iterdir()) == ["taken"]
