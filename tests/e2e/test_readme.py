@@ -154,6 +154,29 @@ def test_paths_in_readme_exist(path: str) -> None:
     assert list(ROOT.glob(path)), f"README names {path!r}, which is not in the repo"
 
 
+def _named_tests() -> list[str]:
+    """``tests/x.py::test_name`` references in the README (``::test_name`` alone continues the
+    last file named), as the Guarantees section cites its tests."""
+    found, last = [], None
+    for file, name in re.findall(r"`(tests/[\w/]+\.py)?::(test_\w+)`", README):
+        last = file or last
+        assert last is not None, f"::{name} names no file before it"
+        found.append(f"{last}::{name}")
+    return found
+
+
+@pytest.mark.parametrize("ref", _named_tests())
+def test_tests_named_in_readme_exist(ref: str) -> None:
+    file, _, name = ref.partition("::")
+    text = (ROOT / file).read_text(encoding="utf-8")
+    assert re.search(rf"^def {name}\(", text, re.M), f"README cites {ref}, which is not a test"
+
+
+def test_named_tests_found() -> None:
+    refs = _named_tests()
+    assert len(refs) >= 20 and "tests/e2e/test_output_safety.py::test_default_build_folders_name_the_backend" in refs
+
+
 def test_paths_found() -> None:
     assert {"docs/NUMBERS.md", "specs/mobilenet.yaml", "requirements/dev.txt"} <= set(_paths())
 
