@@ -38,6 +38,7 @@ from archcompiler.language.source import Source, SpecError
 from archcompiler.lowering.features import Outputs
 from archcompiler.lowering.heads import Head
 from archcompiler.lowering.lower import lower
+from archcompiler.text import brief, listing
 
 if TYPE_CHECKING:
     from archcompiler.analysis.optimize import Optimized
@@ -145,6 +146,15 @@ class Built:
     """What the user should know about the model, in one line (empty for most builds): with
     ``init="framework"``, that builds for different backends hold different models."""
 
+    def __repr__(self) -> str:
+        # Short on purpose: the dataclass repr printed the framework's model and the whole graph.
+        folder = brief(str(self.files[0].parent)) if self.files else "no folder"
+        optimized = ", optimized" if self.optimized else ""
+        return (
+            f"<Built {self.graph.name} with {self.backend}{optimized}: {self.params.params:,} params "
+            f"({self.params.convention}), {self.macs:,} MACs, {len(self.files)} files in {folder}>"
+        )
+
 
 @dataclass(frozen=True)
 class Compiled:
@@ -155,6 +165,11 @@ class Compiled:
     full: ir.Graph | None = None
     """The single-output graph ``graph`` was cut from (``outputs``/``features``), else None:
     weights saved from it load into ``graph`` (:meth:`load_weights`)."""
+
+    def __repr__(self) -> str:
+        # Short on purpose: the dataclass repr printed the spec, its source and the graph (32,523 characters).
+        cut = f", cut from {len(self.full)} nodes" if self.full is not None else ""
+        return f"<Compiled {brief(self.loaded.file)} as {self.graph!r}{cut}>"
 
     @property
     def stem(self) -> str:
@@ -564,6 +579,16 @@ class Sweep:
     latency: tuple[tuple[float, ...], ...] | None = None
     """Median seconds per batch-1 inference, like ``rows`` (``sweep(latency=backend)``)."""
     latency_backend: str = ""
+
+    def __repr__(self) -> str:
+        # Short on purpose: the dataclass repr printed every graph and cost report of the grid.
+        resolutions = [resolution_label(g) for g, _ in self.rows[0]] if self.rows else []
+        widths = listing([f"{w:g}" for w in self.widths])
+        timed = f", latency in {self.latency_backend}" if self.latency is not None else ""
+        return (
+            f"<Sweep {brief(self.file)}, convention {self.convention}: widths {widths}"
+            f" x resolutions {listing(resolutions)}{timed}>"
+        )
 
 
 def sweep(

@@ -19,3 +19,16 @@ def table(headers: list[str], rows: list[list[str]], align: str) -> str:
         return "  ".join(out).rstrip()
 
     return "\n".join([line(headers), line(["-" * w for w in widths]), *(line(r) for r in rows)])
+
+
+def listing(items: Sequence[str], limit: int = 4) -> str:
+    """'a, b, c' or, beyond ``limit`` items, 'a, b, c, d, ... (12 in all)': a list a short
+    repr can show whatever its length."""
+    shown = ", ".join(items[:limit])
+    return shown if len(items) <= limit else f"{shown}, ... ({len(items)} in all)"
+
+
+def brief(text: str, limit: int = 60) -> str:
+    """``repr(text)`` cut to ``limit`` characters (a file name or a user's string in a repr)."""
+    r = repr(text)
+    return r if len(r) <= limit else r[: limit - 4] + "...'"

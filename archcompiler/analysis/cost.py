@@ -96,6 +96,13 @@ class CostReport:
                 return n
         raise KeyError(name)
 
+    def __repr__(self) -> str:
+        # Short on purpose: the dataclass repr printed the graph and every node's costs.
+        return (
+            f"<CostReport {self.graph.name}, convention {self.convention}: {self.params:,} params, "
+            f"{self.macs:,} MACs over {len(self.nodes)} nodes>"
+        )
+
     def by_category(self) -> tuple[CategoryCost, ...]:
         """Share of MACs and parameters per layer type (the paper's Table 2), largest first."""
         params: dict[str, int] = {}

@@ -34,6 +34,7 @@ from archcompiler.language.spec import (
     Spec,
     layer_tag,
 )
+from archcompiler.text import brief
 
 # The model that validates the mapping at a spec path (block names replaced by '*'), so that
 # an unknown key is matched against the keys that are valid *there*.
@@ -66,6 +67,10 @@ class LoadedSpec:
     @property
     def file(self) -> str:
         return self.source.file
+
+    def __repr__(self) -> str:
+        # Short on purpose: the dataclass repr printed the whole spec and its source.
+        return f"<LoadedSpec {brief(self.file)}: {self.spec!r}>"
 
 
 def _data_path(data: Any, loc: tuple[Any, ...]) -> tuple[tuple[str | int, ...], bool]:

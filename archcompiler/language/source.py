@@ -30,6 +30,8 @@ import yaml
 from yaml.composer import Composer
 from yaml.resolver import Resolver
 
+from archcompiler.text import brief
+
 PathT = tuple[str | int, ...]
 
 MAX_DEPTH = 64
@@ -190,6 +192,10 @@ class Source:
     data: Any
     positions: dict[PathT, tuple[int, int]] = field(default_factory=dict)
     key_positions: dict[PathT, tuple[int, int]] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        # Short on purpose: the dataclass repr printed the document and every position in it.
+        return f"<Source {brief(self.file)}: {len(self.positions)} values located>"
 
     def locate(self, path: Sequence[str | int], *, key: bool = False) -> tuple[int | None, int | None]:
         """Line and column of ``path``, falling back to the nearest enclosing node."""

@@ -110,6 +110,18 @@ class TrainingReport:
         bad = self.first_failure
         return bad if bad is not None and bad.nonfinite else None
 
+    def __repr__(self) -> str:
+        # Short on purpose: the dataclass repr printed the graph and every step's every quantity.
+        bad = self.first_failure
+        if bad is not None:
+            verdict = f"{'NOT COMPARABLE' if bad.nonfinite else 'FAIL'} at step {bad.step} {bad.quantity!r}"
+        else:
+            verdict = "PASS" if self.verdict else "measured"
+        return (
+            f"<TrainingReport {self.graph.name}: {' vs '.join(self.backends)}, {self.steps} SGD steps, "
+            f"{self.dtype}, {verdict}>"
+        )
+
     def worst(self, quantity: str) -> TrainDiff:
         """The step at which ``quantity`` came closest to (or beyond) its bound."""
         rows = [d for d in self.diffs if d.quantity == quantity and d.judged]
