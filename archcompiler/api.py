@@ -29,7 +29,8 @@ from typing import TYPE_CHECKING, Any
 
 from archcompiler import arguments as A
 from archcompiler import ir
-from archcompiler.analysis.cost import CONVENTIONS, CostReport, cost
+from archcompiler.analysis.cost import CONVENTIONS, CostReport, cost, summary_html_fragment
+from archcompiler.analysis.cost import summary as cost_summary
 from archcompiler.analysis.fitting import FitRow
 from archcompiler.files import Inputs, OutputError, atomic_write_text, check_folder, check_target, publish, staging
 from archcompiler.kit.backend import BackendError
@@ -38,7 +39,7 @@ from archcompiler.language.source import Source, SpecError
 from archcompiler.lowering.features import Outputs
 from archcompiler.lowering.heads import Head
 from archcompiler.lowering.lower import lower
-from archcompiler.text import brief, listing
+from archcompiler.text import FORMATS, brief, listing
 
 if TYPE_CHECKING:
     from archcompiler.analysis.optimize import Optimized
@@ -212,6 +213,20 @@ class Compiled:
     def cost(self, convention: str = "paper") -> CostReport:
         A.choice(convention, "convention", tuple(CONVENTIONS), error=SpecError, file=self.loaded.file)
         return cost(self.graph, convention)
+
+    def summary(self, convention: str = "paper", format: str = "table") -> str:
+        """The table ``archc summary`` prints (the same function,
+        :func:`archcompiler.analysis.cost.summary`): every layer's output shape, parameters and
+        MACs, the totals and the share per layer type. ``convention``: what is counted
+        (:data:`~archcompiler.analysis.cost.CONVENTIONS`: ``"torch"`` matches
+        ``model.parameters()``, ``"keras"`` ``count_params()``); ``format``: ``"table"``,
+        ``"markdown"``, ``"csv"`` or ``"json"``."""
+        A.choice(format, "format", FORMATS, error=SpecError, file=self.loaded.file)
+        return cost_summary(self.loaded.file, self.cost(convention), format)
+
+    def _repr_html_(self) -> str:
+        """The summary as an HTML table, for notebooks (every spec text escaped)."""
+        return summary_html_fragment(self.loaded.file, self.cost())
 
     def build(
         self,

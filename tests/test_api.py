@@ -4,11 +4,14 @@ characters, ``net.summary()`` is ``archc summary``'s table, and notebooks get an
 from __future__ import annotations
 
 import dataclasses
+import html
 import inspect
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
-from helpers import SPEC
+import pytest
+from helpers import SPEC, run
 
 import archcompiler as a
 from archcompiler import weights as W
@@ -139,3 +142,83 @@ def test_reprs_say_what_the_object_is() -> None:
         "<CostReport mobilenet_v1, convention paper: 4,209,088 params, 568,740,352 MACs over 85 nodes>"
     )
     assert repr(net).startswith(f"<Compiled {SPEC!r} as <Graph mobilenet_v1: 85 nodes")
+
+
+# -- net.summary() and notebooks ---------------------------------------------------------------
+
+
+def test_summary_is_what_archc_summary_prints(capsys: pytest.CaptureFixture[str]) -> None:
+    net = a.compile(SPEC, width=0.5, resolution=160)
+    for convention, fmt in (("paper", "table"), ("keras", "markdown"), ("torch", "csv")):
+        code, out, _ = run(capsys, "summary", SPEC, "--width", "0.5", "--resolution", "160",
+                           "--convention", convention, "--format", fmt)  # fmt: skip
+        assert code == 0
+        assert net.summary(convention, fmt) == out.rstrip("\n")
+
+
+def test_summary_names_its_convention_and_the_frameworks_counts() -> None:
+    """The default counts the paper's way (4,209,088 params for MobileNet 1.0, Table 1); the
+    title says so and how to get the frameworks' counts, which it then gives (4,231,976 for
+    torch's model.parameters(), 4,253,864 for Keras' count_params(): docs/NUMBERS.md)."""
+    net = a.compile(SPEC)
+    paper = net.summary().splitlines()
+    assert paper[1] == (
+        "convention paper (conv, depthwise and dense weights; --convention torch for model.parameters(), "
+        "keras for count_params())"
+    )
+    assert "total: 4,209,088 params" in net.summary()
+    assert "model.parameters()" in net.summary("torch").splitlines()[1]
+    assert "total: 4,231,976 params" in net.summary("torch")
+    assert "count_params()" in net.summary("keras").splitlines()[1]
+    assert "total: 4,253,864 params (4,231,976 trainable, 21,888 non-trainable)" in net.summary("keras")
+
+
+def test_summary_refuses_an_unknown_format_naming_it() -> None:
+    with pytest.raises(a.SpecError, match="format: expected one of 'table', 'json', 'csv', 'markdown'"):
+        a.compile(SPEC).summary(format="html")
+
+
+class _Cells(HTMLParser):
+    """Every table cell's text, and every tag, of an HTML fragment."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[str] = []
+        self.cells: list[str] = []
+        self._cell: list[str] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append(tag)
+        if tag in ("td", "th"):
+            self._cell = []
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("td", "th") and self._cell is not None:
+            self.cells.append("".join(self._cell))
+            self._cell = None
+
+    def handle_data(self, data: str) -> None:
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def test_notebooks_show_an_html_table_with_every_spec_text_escaped(tmp_path: Path) -> None:
+    """A spec file named like markup shows as text, not as tags."""
+    file = tmp_path / "<i>tiny&amp;.yaml"
+    file.write_text(
+        "name: tiny\ninput: {size: 32}\nlayers:\n  - {op: conv, name: c1, filters: 8, kernel: 3, stride: 2}\n"
+    )
+    net = a.compile(file)
+    for page in (net._repr_html_(), net.cost()._repr_html_()):
+        parser = _Cells()
+        parser.feed(page)
+        assert "i" not in parser.tags and "<i>tiny" not in page and html.escape(str(file)) in page
+        assert parser.tags.count("table") == 2
+        # the conv's row: 3*3*3*8 = 216 weights, 16*16*216 = 55,296 multiply-adds
+        assert ["c1", "conv2d", "16x16x8", "216", "55,296", "100.00%"] in _rows_of(parser.cells, 6)
+    html_page = a.compile(SPEC)._repr_html_()
+    assert html.escape("convention paper (conv, depthwise and dense weights;") in html_page
+
+
+def _rows_of(cells: list[str], width: int) -> list[list[str]]:
+    return [cells[i : i + width] for i in range(0, len(cells) - width + 1)]
