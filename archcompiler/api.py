@@ -22,6 +22,7 @@ built and run: ``backend``, ``batch``, ``seed``, a model from another backend; i
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +33,16 @@ from archcompiler import ir
 from archcompiler.analysis.cost import CONVENTIONS, CostReport, cost, summary_html_fragment
 from archcompiler.analysis.cost import summary as cost_summary
 from archcompiler.analysis.fitting import FitRow
-from archcompiler.files import Inputs, OutputError, atomic_write_text, check_folder, check_target, publish, staging
+from archcompiler.files import (
+    Inputs,
+    OutputError,
+    atomic_write_text,
+    check_folder,
+    check_target,
+    publish,
+    spec_reference,
+    staging,
+)
 from archcompiler.kit.backend import BackendError
 from archcompiler.language.loading import LoadedSpec, load, load_text, validate
 from archcompiler.language.source import Source, SpecError
@@ -367,7 +377,7 @@ class Compiled:
         self._check_targets(b, out, opt, reads)
         try:
             with staging(out) as tmp:
-                b.save(g, model, tmp)
+                b.save(self._naming_spec_for(g, out), model, tmp)  # a saved source file names the spec
                 W.save(b.get_weights(g, model), tmp / f"{g.name}.weights.npz")
                 if optimized is not None:
                     text = json.dumps(optimized.manifest(self.graph), indent=2) + "\n"
@@ -418,15 +428,26 @@ class Compiled:
         return Built(g, b.name, model, tuple(files), counts, cost(g, "paper").macs, optimized is not None, note)
 
     def generate(self, backend: str | Backend = "torch", *, optimize: bool = False) -> str:
-        """Standalone source code of the model for ``backend``. ``optimize``: of the optimised
-        build's graph ``<name>_optimized`` (archcompiler.analysis.optimize, as :meth:`build` rewrites
-        it for ``backend``), whose weights are the files ``build_to(optimize=True)`` writes."""
-        b = _backend(backend)
-        if not A.flag(optimize, "optimize"):
-            return b.emit(self.graph)
+        """Standalone source code of the model for ``backend``, naming the spec by its file name.
+        ``optimize``: of the optimised build's graph ``<name>_optimized``
+        (archcompiler.analysis.optimize, as :meth:`build` rewrites it for ``backend``), whose
+        weights are the files ``build_to(optimize=True)`` writes."""
+        return self._generate(_backend(backend), A.flag(optimize, "optimize"), None)
+
+    def _generate(self, b: Backend, optimize: bool, out_dir: Path | None) -> str:
+        graph = self._naming_spec_for(self.graph, out_dir)
+        if not optimize:
+            return b.emit(graph)
         from archcompiler.analysis.optimize import rewrite
 
-        return b.emit(rewrite(b, self.graph).graph)
+        return b.emit(rewrite(b, graph).graph)
+
+    def _naming_spec_for(self, graph: ir.Graph, out_dir: Path | None) -> ir.Graph:
+        """``graph`` with ``source`` as its outputs in ``out_dir`` name the spec: relative to
+        that folder, or by file name (files.spec_reference); never an absolute path."""
+        file = self.loaded.file
+        name = spec_reference(file, out_dir) if out_dir is not None else Path(file).name
+        return graph if graph.source == name else dataclasses.replace(graph, source=name)
 
     def generate_to(
         self, backend: str | Backend = "torch", out_dir: str | Path = "generated", *, optimize: bool = False
@@ -437,7 +458,7 @@ class Compiled:
         b = _backend(backend)
         out = check_folder(A.path(out_dir, "out_dir", error=OutputError, what="a folder name"))
         target = check_target(out / f"{self._output_stem(b, optimize)}.py", self._spec_inputs)
-        source = self.generate(b, optimize=optimize)
+        source = self._generate(b, A.flag(optimize, "optimize"), out)
         try:
             return atomic_write_text(target, source, inputs=self._spec_inputs)
         except OSError as exc:
