@@ -433,6 +433,7 @@ def test_parity_runs_onnx_on_every_node(torch_backend):
     assert rep.diff(rep.logits).max_abs <= 1e-5
     # the report names the pair compared, what each node was judged against and its bound
     text = rep.table()
+    assert len(repr(rep)) <= 400 and repr(rep).startswith("<ParityReport mobilenet_keras: torch vs onnx, PASS")
     assert text.splitlines()[1].startswith("rule: every backend in float32 against torch in float64 (the oracle)")
     assert "does not expose" not in text
     for d in rep.diffs:

@@ -68,6 +68,7 @@ def test_generated_modules_name_the_spec_relative_to_their_folder(
         recorded = _spec_source(module)
         assert not Path(recorded).is_absolute() and (module.parent / recorded).samefile(spec), recorded
     built = net.build_to("torch", "build/m")
+    assert len(repr(built)) <= 400 and repr(built).startswith("<Built mobilenet_v1 with torch: ")  # not the model's
     source = next(f for f in built.files if f.suffix == ".py")
     assert (source.parent / _spec_source(source)).samefile(spec)
 
