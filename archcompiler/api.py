@@ -22,6 +22,7 @@ built and run: ``backend``, ``batch``, ``seed``, a model from another backend; i
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,15 +30,26 @@ from typing import TYPE_CHECKING, Any
 
 from archcompiler import arguments as A
 from archcompiler import ir
-from archcompiler.analysis.cost import CONVENTIONS, CostReport, cost
+from archcompiler.analysis.cost import CONVENTIONS, CostReport, cost, summary_html_fragment
+from archcompiler.analysis.cost import summary as cost_summary
 from archcompiler.analysis.fitting import FitRow
-from archcompiler.files import Inputs, OutputError, atomic_write_text, check_folder, check_target, publish, staging
+from archcompiler.files import (
+    Inputs,
+    OutputError,
+    atomic_write_text,
+    check_folder,
+    check_target,
+    publish,
+    spec_reference,
+    staging,
+)
 from archcompiler.kit.backend import BackendError
 from archcompiler.language.loading import LoadedSpec, load, load_text, validate
 from archcompiler.language.source import Source, SpecError
 from archcompiler.lowering.features import Outputs
 from archcompiler.lowering.heads import Head
 from archcompiler.lowering.lower import lower
+from archcompiler.text import FORMATS, brief, listing
 
 if TYPE_CHECKING:
     from archcompiler.analysis.optimize import Optimized
@@ -145,6 +157,15 @@ class Built:
     """What the user should know about the model, in one line (empty for most builds): with
     ``init="framework"``, that builds for different backends hold different models."""
 
+    def __repr__(self) -> str:
+        # Short on purpose: the dataclass repr printed the framework's model and the whole graph.
+        folder = brief(str(self.files[0].parent)) if self.files else "no folder"
+        optimized = ", optimized" if self.optimized else ""
+        return (
+            f"<Built {self.graph.name} with {self.backend}{optimized}: {self.params.params:,} params "
+            f"({self.params.convention}), {self.macs:,} MACs, {len(self.files)} files in {folder}>"
+        )
+
 
 @dataclass(frozen=True)
 class Compiled:
@@ -155,6 +176,11 @@ class Compiled:
     full: ir.Graph | None = None
     """The single-output graph ``graph`` was cut from (``outputs``/``features``), else None:
     weights saved from it load into ``graph`` (:meth:`load_weights`)."""
+
+    def __repr__(self) -> str:
+        # Short on purpose: the dataclass repr printed the spec, its source and the graph (32,523 characters).
+        cut = f", cut from {len(self.full)} nodes" if self.full is not None else ""
+        return f"<Compiled {brief(self.loaded.file)} as {self.graph!r}{cut}>"
 
     @property
     def stem(self) -> str:
@@ -197,6 +223,20 @@ class Compiled:
     def cost(self, convention: str = "paper") -> CostReport:
         A.choice(convention, "convention", tuple(CONVENTIONS), error=SpecError, file=self.loaded.file)
         return cost(self.graph, convention)
+
+    def summary(self, convention: str = "paper", format: str = "table") -> str:
+        """The table ``archc summary`` prints (the same function,
+        :func:`archcompiler.analysis.cost.summary`): every layer's output shape, parameters and
+        MACs, the totals and the share per layer type. ``convention``: what is counted
+        (:data:`~archcompiler.analysis.cost.CONVENTIONS`: ``"torch"`` matches
+        ``model.parameters()``, ``"keras"`` ``count_params()``); ``format``: ``"table"``,
+        ``"markdown"``, ``"csv"`` or ``"json"``."""
+        A.choice(format, "format", FORMATS, error=SpecError, file=self.loaded.file)
+        return cost_summary(self.loaded.file, self.cost(convention), format)
+
+    def _repr_html_(self) -> str:
+        """The summary as an HTML table, for notebooks (every spec text escaped)."""
+        return summary_html_fragment(self.loaded.file, self.cost())
 
     def build(
         self,
@@ -337,7 +377,7 @@ class Compiled:
         self._check_targets(b, out, opt, reads)
         try:
             with staging(out) as tmp:
-                b.save(g, model, tmp)
+                b.save(self._naming_spec_for(g, out), model, tmp)  # a saved source file names the spec
                 W.save(b.get_weights(g, model), tmp / f"{g.name}.weights.npz")
                 if optimized is not None:
                     text = json.dumps(optimized.manifest(self.graph), indent=2) + "\n"
@@ -388,15 +428,26 @@ class Compiled:
         return Built(g, b.name, model, tuple(files), counts, cost(g, "paper").macs, optimized is not None, note)
 
     def generate(self, backend: str | Backend = "torch", *, optimize: bool = False) -> str:
-        """Standalone source code of the model for ``backend``. ``optimize``: of the optimised
-        build's graph ``<name>_optimized`` (archcompiler.analysis.optimize, as :meth:`build` rewrites
-        it for ``backend``), whose weights are the files ``build_to(optimize=True)`` writes."""
-        b = _backend(backend)
-        if not A.flag(optimize, "optimize"):
-            return b.emit(self.graph)
+        """Standalone source code of the model for ``backend``, naming the spec by its file name.
+        ``optimize``: of the optimised build's graph ``<name>_optimized``
+        (archcompiler.analysis.optimize, as :meth:`build` rewrites it for ``backend``), whose
+        weights are the files ``build_to(optimize=True)`` writes."""
+        return self._generate(_backend(backend), A.flag(optimize, "optimize"), None)
+
+    def _generate(self, b: Backend, optimize: bool, out_dir: Path | None) -> str:
+        graph = self._naming_spec_for(self.graph, out_dir)
+        if not optimize:
+            return b.emit(graph)
         from archcompiler.analysis.optimize import rewrite
 
-        return b.emit(rewrite(b, self.graph).graph)
+        return b.emit(rewrite(b, graph).graph)
+
+    def _naming_spec_for(self, graph: ir.Graph, out_dir: Path | None) -> ir.Graph:
+        """``graph`` with ``source`` as its outputs in ``out_dir`` name the spec: relative to
+        that folder, or by file name (files.spec_reference); never an absolute path."""
+        file = self.loaded.file
+        name = spec_reference(file, out_dir) if out_dir is not None else Path(file).name
+        return graph if graph.source == name else dataclasses.replace(graph, source=name)
 
     def generate_to(
         self, backend: str | Backend = "torch", out_dir: str | Path = "generated", *, optimize: bool = False
@@ -407,7 +458,7 @@ class Compiled:
         b = _backend(backend)
         out = check_folder(A.path(out_dir, "out_dir", error=OutputError, what="a folder name"))
         target = check_target(out / f"{self._output_stem(b, optimize)}.py", self._spec_inputs)
-        source = self.generate(b, optimize=optimize)
+        source = self._generate(b, A.flag(optimize, "optimize"), out)
         try:
             return atomic_write_text(target, source, inputs=self._spec_inputs)
         except OSError as exc:
@@ -564,6 +615,16 @@ class Sweep:
     latency: tuple[tuple[float, ...], ...] | None = None
     """Median seconds per batch-1 inference, like ``rows`` (``sweep(latency=backend)``)."""
     latency_backend: str = ""
+
+    def __repr__(self) -> str:
+        # Short on purpose: the dataclass repr printed every graph and cost report of the grid.
+        resolutions = [resolution_label(g) for g, _ in self.rows[0]] if self.rows else []
+        widths = listing([f"{w:g}" for w in self.widths])
+        timed = f", latency in {self.latency_backend}" if self.latency is not None else ""
+        return (
+            f"<Sweep {brief(self.file)}, convention {self.convention}: widths {widths}"
+            f" x resolutions {listing(resolutions)}{timed}>"
+        )
 
 
 def sweep(

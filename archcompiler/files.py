@@ -454,3 +454,23 @@ def publish(staged: Path, out: Path, inputs: Inputs = ()) -> list[Path]:
                 (out / name).unlink(missing_ok=True)
             os.replace(final, out / MANIFEST)
     return [out / n for n in names]
+
+
+def spec_reference(spec: str, out_dir: str | Path | None = None) -> str:
+    """How an output names the spec it was made from (``SPEC_SOURCE`` and the docstring of a
+    generated module): never by an absolute path, which records the author's machine and
+    differs in every checkout.
+
+    With ``out_dir``: the spec's path relative to that folder when both lie inside the current
+    folder (``../specs/mobilenet.yaml`` from ``generated/``: true wherever the project is
+    checked out), else its file name. Without: an absolute path becomes the file name, a
+    relative one stays as given. A spec that is not a file (``<spec>``, ``<dict>``) keeps its name."""
+    if not spec or (spec.startswith("<") and spec.endswith(">")):
+        return spec
+    if out_dir is None:
+        return Path(spec).name if os.path.isabs(spec) else spec
+    here = os.getcwd()
+    target, folder = os.path.abspath(spec), os.path.abspath(out_dir)
+    if os.path.commonpath([here, target]) == here and os.path.commonpath([here, folder]) == here:
+        return Path(os.path.relpath(target, folder)).as_posix()
+    return Path(spec).name

@@ -37,11 +37,23 @@ from archcompiler import ir
 from archcompiler.files import atomic_write
 from archcompiler.language.source import file_kind
 from archcompiler.ops.base import Layout
+from archcompiler.text import listing
 
 if TYPE_CHECKING:
     import numpy as np
 
-Weights = dict[str, "np.ndarray"]
+
+class Weights(dict[str, "np.ndarray"]):
+    """Canonical weights: tensor name (``<node>.<param>``) -> array, in graph order. A plain
+    dict in every way but its repr, which summarises (a dict of MobileNet's arrays prints
+    about 100,000 characters)."""
+
+    def __repr__(self) -> str:
+        values = sum(int(getattr(a, "size", 0)) for a in self.values())
+        dtypes = sorted({str(getattr(a, "dtype", type(a).__name__)) for a in self.values()})
+        if not self:
+            return "<Weights: no tensors>"
+        return f"<Weights: {listing(list(self), 3)}; {values:,} {'/'.join(dtypes)} values>"
 
 
 class WeightError(ValueError):
@@ -120,7 +132,7 @@ def init(graph: ir.Graph, seed: int = 0) -> Weights:
     """
     import numpy as np
 
-    out: Weights = {}
+    out = Weights()
     for name, t in specs(graph).items():
         rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
         if t.init == "he":
@@ -156,7 +168,7 @@ def training_init(graph: ir.Graph, seed: int = 0) -> Weights:
 
     if isinstance(seed, bool) or not isinstance(seed, int) or seed not in SEEDS:
         raise WeightError(f"seed must be a whole number from 0 to {SEEDS[-1]}, got {seed!r}")
-    out: Weights = {}
+    out = Weights()
     for name, t in specs(graph).items():
         if t.fill in ("zeros", "ones"):
             out[name] = np.full(t.shape, 1.0 if t.fill == "ones" else 0.0, dtype=np.float32)
@@ -388,7 +400,7 @@ def _finish(p: Path, headers: list[_Header], data: dict[str, bytes]) -> Weights:
     """Arrays (native byte order, writable) from each tensor's bytes, their values checked."""
     import numpy as np
 
-    out: Weights = {}
+    out = Weights()
     for h in headers:
         arr = np.frombuffer(data[h.name], dtype=h.dtype).reshape(h.shape, order="F" if h.fortran else "C")
         arr = np.array(arr, dtype=h.dtype.newbyteorder("="), order="C")

@@ -22,12 +22,19 @@ its convention:
 
 from __future__ import annotations
 
+import csv
 import decimal
+import html
+import io
+import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 from archcompiler import ir
+from archcompiler.text import FORMATS, html_table, markdown, shape, table
 
 CONVENTIONS: dict[str, str] = {
     "paper": "conv/dw/FC weights and their multiply-adds (Howard et al. 2017)",
@@ -35,6 +42,26 @@ CONVENTIONS: dict[str, str] = {
     "keras": "Keras count_params (adds BN moving statistics as non-trainable); paper MACs",
     "fvcore": "torch parameters; fvcore flops (paper MACs + 2/element BN + pooling inputs)",
 }
+
+COUNTED: dict[str, str] = {
+    "paper": "conv, depthwise and dense weights",
+    "torch": "weights, biases and BatchNorm gamma/beta, as model.parameters()",
+    "keras": "torch's parameters plus the BatchNorm moving statistics, as count_params()",
+    "fvcore": "torch's parameters; fvcore's flops as MACs",
+}
+"""What each convention's parameter count holds, in the words a summary shows."""
+
+_FRAMEWORK_COUNTS = {"torch": "model.parameters()", "keras": "count_params()", "paper": "the paper's tables"}
+
+
+def convention_note(convention: str) -> str:
+    """What a summary's counts are and how to get a framework's own count, in one line:
+    'convention paper (conv, depthwise and dense weights; --convention torch for
+    model.parameters(), keras for count_params())'. The default, the paper's, counts no bias
+    and no BatchNorm, and surprises whoever compares with Keras' or torch's count."""
+    others = [c for c in _FRAMEWORK_COUNTS if c != convention][:2]
+    how = ", ".join(f"{c} for {_FRAMEWORK_COUNTS[c]}" for c in others)
+    return f"convention {convention} ({COUNTED[convention]}; --convention {how})"
 
 
 @dataclass(frozen=True)
@@ -96,6 +123,17 @@ class CostReport:
                 return n
         raise KeyError(name)
 
+    def __repr__(self) -> str:
+        # Short on purpose: the dataclass repr printed the graph and every node's costs.
+        return (
+            f"<CostReport {self.graph.name}, convention {self.convention}: {self.params:,} params, "
+            f"{self.macs:,} MACs over {len(self.nodes)} nodes>"
+        )
+
+    def _repr_html_(self) -> str:
+        """The summary as an HTML table, for notebooks (:func:`summary_html_fragment`)."""
+        return summary_html_fragment(self.graph.source or self.graph.name, self)
+
     def by_category(self) -> tuple[CategoryCost, ...]:
         """Share of MACs and parameters per layer type (the paper's Table 2), largest first."""
         params: dict[str, int] = {}
@@ -125,6 +163,165 @@ def cost(graph: ir.Graph, convention: str = "paper") -> CostReport:
         acts = 0 if isinstance(node, ir.Input) else node.numel
         rows.append(NodeCost(node.name, node.op, node.category, node.shape, trainable, non_trainable, macs, acts))
     return CostReport(graph=graph, convention=convention, nodes=tuple(rows))
+
+
+# -- the summary: what ``archc summary`` prints and Compiled.summary() returns ------------------
+
+
+def _rows(report: CostReport) -> list[dict[str, Any]]:
+    total = report.macs or 1
+    return [
+        {
+            "name": n.name,
+            "op": n.op,
+            "category": n.category,
+            "output_shape": list(n.shape),
+            "params": n.params,
+            "trainable": n.trainable,
+            "non_trainable": n.non_trainable,
+            "macs": n.macs,
+            "mac_share": n.macs / total,
+            "activations": n.activations,
+        }
+        for n in report.nodes
+    ]
+
+
+LAYER_COLUMNS, LAYER_ALIGN = ["name", "op", "output", "params", "MACs", "share"], "lllrrr"
+CATEGORY_COLUMNS, CATEGORY_ALIGN = ["layer type", "MACs", "MACs %", "params", "params %"], "lrrrr"
+
+
+def layer_cells(report: CostReport) -> list[list[str]]:
+    """A summary's per-layer cells (every text format and html show them)."""
+    return [
+        [
+            r["name"],
+            r["op"],
+            shape(r["output_shape"]),
+            f"{r['params']:,}",
+            f"{r['macs']:,}",
+            f"{100 * r['mac_share']:.2f}%" if r["macs"] else "",
+        ]
+        for r in _rows(report)
+    ]
+
+
+def category_cells(cats: Sequence[CategoryCost]) -> list[list[str]]:
+    """A summary's per-layer-type cells (every text format and html show them)."""
+    return [
+        [c.category, f"{c.macs:,}", f"{100 * c.mac_share:.2f}%", f"{c.params:,}", f"{100 * c.param_share:.2f}%"]
+        for c in cats
+    ]
+
+
+def summary_title(file: str, report: CostReport) -> list[str]:
+    """The summary's first lines: the model and setting, then what its counts are."""
+    g = report.graph
+    return [
+        f"{g.name}: {file}, width {g.width:g}, input {shape(g.input_shape)}, rounding {g.rounding}",
+        convention_note(report.convention),
+    ]
+
+
+def totals(report: CostReport) -> str:
+    return (
+        f"total: {report.params:,} params ({report.trainable:,} trainable, {report.non_trainable:,} non-trainable), "
+        f"{report.macs:,} MACs ({humanize(report.macs)}), {report.activations:,} activations"
+    )
+
+
+def summary(file: str, report: CostReport, fmt: str = "table") -> str:
+    """Per-node shapes, parameters and MACs, totals, and the share per layer type (the paper's
+    Table 2) in one of :data:`~archcompiler.text.FORMATS`: what ``archc summary`` prints and
+    :meth:`archcompiler.api.Compiled.summary` returns."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
+    if fmt == "json":
+        return json.dumps(_summary_document(file, report), indent=2)
+    if fmt == "csv":
+        return _summary_csv(report)
+    render = markdown if fmt == "markdown" else table
+    return "\n\n".join(
+        [
+            "\n".join(summary_title(file, report)),
+            render(LAYER_COLUMNS, layer_cells(report), LAYER_ALIGN),
+            totals(report),
+            render(CATEGORY_COLUMNS, category_cells(report.by_category()), CATEGORY_ALIGN),
+        ]
+    )
+
+
+def _summary_document(file: str, report: CostReport) -> dict[str, Any]:
+    g = report.graph
+    return {
+        "spec": file,
+        "name": g.name,
+        "width": g.width,
+        "resolution": list(g.resolution),
+        "rounding": g.rounding,
+        "convention": report.convention,
+        "input_shape": list(g.input_shape),
+        **(
+            {"outputs": list(g.outputs), "output_shapes": [list(s) for s in g.output_shapes]}
+            if g.multi_output
+            else {"output_shape": list(g.output_shape)}
+        ),
+        "nodes": _rows(report),
+        "totals": {
+            "params": report.params,
+            "trainable": report.trainable,
+            "non_trainable": report.non_trainable,
+            "macs": report.macs,
+            "activations": report.activations,
+        },
+        "by_category": [
+            {
+                "category": c.category,
+                "params": c.params,
+                "macs": c.macs,
+                "param_share": c.param_share,
+                "mac_share": c.mac_share,
+            }
+            for c in report.by_category()
+        ],
+    }
+
+
+def _summary_csv(report: CostReport) -> str:
+    buf = io.StringIO()
+    fields = [
+        "name",
+        "op",
+        "category",
+        "output_shape",
+        "params",
+        "trainable",
+        "non_trainable",
+        "macs",
+        "mac_share",
+        "activations",
+    ]
+    w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+    w.writeheader()
+    for r in _rows(report):
+        w.writerow({**r, "output_shape": shape(r["output_shape"]), "mac_share": f"{r['mac_share']:.6f}"})
+    return buf.getvalue().rstrip("\n")
+
+
+def summary_html_fragment(file: str, report: CostReport) -> str:
+    """The summary as an HTML fragment (a notebook's ``_repr_html_``): the title, the layer
+    table, the totals and the share per layer type. Every spec text is escaped."""
+    title, note = summary_title(file, report)
+    return "\n".join(
+        [
+            '<div class="archc-summary">',
+            f"<p><b>{html.escape(title)}</b><br>{html.escape(note)}</p>",
+            html_table(LAYER_COLUMNS, layer_cells(report), LAYER_ALIGN),
+            f"<p>{html.escape(totals(report))}</p>",
+            html_table(CATEGORY_COLUMNS, category_cells(report.by_category()), CATEGORY_ALIGN),
+            "</div>",
+        ]
+    )
 
 
 _BUDGET = re.compile(

@@ -71,6 +71,19 @@ class Optimized:
     widened: tuple[str, ...] = ()
     """Convs whose kernel grew so that their padding is symmetric (``symmetric_padding``)."""
 
+    def __post_init__(self) -> None:
+        from archcompiler.weights import Weights
+
+        object.__setattr__(self, "weights", Weights(self.weights))  # a dict whose repr summarises
+
+    def __repr__(self) -> str:
+        # Short on purpose: the dataclass repr printed the graph, every weight and every name.
+        widened = f", {len(self.widened)} kernels widened" if self.widened else ""
+        return (
+            f"<Optimized {self.graph.name}: {len(self.folded)} BatchNorms folded, {len(self.merged)} pads merged"
+            f"{widened}, {len(self.weights)} weight tensors>"
+        )
+
     def holders(self) -> dict[str, str]:
         """Node of the optimised graph -> the original node whose value it computes (a conv
         with a BatchNorm folded in computes the BN's value): where to read an unoptimised

@@ -35,6 +35,7 @@ from typing import Any
 from archcompiler import ops
 from archcompiler.ops import *  # noqa: F403  (the node types are part of the IR's interface)
 from archcompiler.ops import NODE_TYPES, Input, Node, OpError, Shape, Softmax, arity_error
+from archcompiler.text import listing, shape
 
 __all__ = [*ops.__all__, "Graph", "GraphError"]
 
@@ -125,6 +126,16 @@ class Graph:
 
     def __len__(self) -> int:
         return len(self.nodes)
+
+    def __repr__(self) -> str:
+        # Short on purpose: the dataclass repr printed every node (13,570 characters for MobileNet).
+        outs = listing([shape(s) for s in self.output_shapes])
+        returns = f"[{outs}]" if self.multi_output else outs
+        h, w = self.resolution
+        return (
+            f"<Graph {self.name}: {len(self.nodes)} nodes, input {shape(self.input_shape)} -> {returns}, "
+            f"width {self.width:g}, resolution {h}x{w}>"
+        )
 
     def input_shapes(self, node: Node) -> tuple[Shape, ...]:
         return tuple(self._index[i].shape for i in node.inputs)

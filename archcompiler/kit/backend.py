@@ -243,9 +243,10 @@ def get_weights(backend: Glue, graph: ir.Graph, model: Any) -> Weights:
     import numpy as np
 
     from archcompiler.ir.layouts import weight_from
+    from archcompiler.weights import Weights
 
     dtype = dtype_of(backend, model)
-    out: Weights = {}
+    out = Weights()
     for spec, name, tensor in _located(backend, graph, model):
         read = np.asarray(backend.read_tensor(tensor), dtype=dtype)
         try:

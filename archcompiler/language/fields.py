@@ -14,6 +14,7 @@ import copy
 import keyword
 import math
 import re
+from collections.abc import Iterable
 from typing import Annotated, Any
 
 from pydantic import (
@@ -47,6 +48,75 @@ EXPR_SCHEMA: dict[str, Any] = {
 
 Ref = Expr
 """A ``$param`` reference is the simplest expression (kept for older imports)."""
+
+SYNONYMS: dict[str, tuple[str, ...]] = {
+    "filters": ("units",),  # Keras Conv2D(filters=...) on a dense layer
+    "units": ("filters",),  # Keras Dense(units=...) on a conv
+    "out_channels": ("filters", "units"),  # torch Conv2d
+    "out_features": ("units",),  # torch Linear
+    "features": ("units",),  # flax Dense
+    "kernel_size": ("kernel", "pool"),
+    "pool_size": ("pool",),
+    "strides": ("stride",),
+    "dilation_rate": ("dilation",),
+    "depth_multiplier": ("multiplier",),
+    "use_bias": ("bias",),
+    "momentum": ("decay",),
+    "eps": ("epsilon",),
+    "p": ("rate",),  # torch Dropout(p)
+    "activation": ("kind",),
+    "keepdim": ("keepdims",),
+}
+"""Argument names from Keras and torch -> the fields that mean the same here, in order: an
+unknown key suggests the first one the layer has (``filters`` on a dense layer: ``units``)."""
+
+SYNONYM_NOTES: dict[str, str] = {"momentum": "Keras momentum = decay, torch momentum = 1 - decay"}
+"""What to know besides the name, shown with the suggestion."""
+
+NO_FIELD_NOTES: dict[str, str] = {
+    "activation": "an activation is a layer of its own here: {op: activation, kind: ...} after this one"
+}
+"""What to write instead of a framework's argument that this layer has no field for."""
+
+INFERRED = frozenset({"in_channels", "in_features", "num_features", "input_shape", "input_dim"})
+"""Framework arguments archc infers from the layer's input (never written in a spec)."""
+
+VALUE_SYNONYMS: dict[str, str] = {"silu": "swish"}
+"""Values from other frameworks that archc names otherwise (compared lower case, without '_')."""
+
+
+def _folded(word: str) -> str:
+    """'kernelSize', 'kernel_size', 'KERNEL-SIZE' -> 'kernelsize': a key as other frameworks spell it."""
+    return re.sub(r"[_\-\s]", "", word).lower()
+
+
+def key_hint(key: str, valid: Iterable[str]) -> str:
+    """What an unknown ``key`` most likely means among the ``valid`` keys of its mapping:
+    ``" (did you mean 'units'?)"`` from :data:`SYNONYMS` or a different spelling of a valid
+    key, a note for a key archc infers, or "" (then a close spelling may still be suggested)."""
+    valid = list(valid)
+    by_folded = {_folded(v): v for v in valid}
+    folded = _folded(key)
+    synonyms = next((t for k, t in SYNONYMS.items() if _folded(k) == folded), ())
+    target = next((t for t in synonyms if t in valid), None) or by_folded.get(folded)
+    if target is not None and target != key:
+        note = next((n for k, n in SYNONYM_NOTES.items() if _folded(k) == folded), "")
+        return f" (did you mean {target!r}?{' ' + note if note else ''})"
+    if folded in {_folded(k) for k in INFERRED}:
+        return " (archc infers it from the layer's input: remove it)"
+    note = next((n for k, n in NO_FIELD_NOTES.items() if _folded(k) == folded), "")
+    return f" ({note})" if note else ""
+
+
+def value_hint(value: Any, choices: Iterable[str]) -> str:
+    """``" (did you mean 'relu'?)"`` for a choice written as other frameworks write it
+    (``ReLU``, ``SAME``, ``hardswish``, ``SiLU``), else ""."""
+    if not isinstance(value, str):
+        return ""
+    folded = _folded(value)
+    by_folded = {_folded(c): c for c in choices}
+    target = by_folded.get(folded) or by_folded.get(_folded(VALUE_SYNONYMS.get(folded, "")))
+    return f" (did you mean {target!r}?)" if target is not None and target != value else ""
 
 
 def is_int(v: Any) -> bool:
@@ -189,7 +259,7 @@ def _padding(v: Any) -> str | int | tuple[int, int, int, int] | Ref:
         ref = as_expr(v)
         if ref is not None:
             return ref
-        raise PydanticCustomError("padding", msg)
+        raise PydanticCustomError("padding", msg + value_hint(v, ("same", "valid")))
     if is_int(v):
         return _nonneg(v)
     if isinstance(v, list | tuple):

@@ -7,6 +7,7 @@ user wrote, and phrases them as ``path: what was expected (got what)``.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from archcompiler.language.fields import key_hint, value_hint
 from archcompiler.language.source import (
     Source,
     SpecError,
@@ -34,6 +36,7 @@ from archcompiler.language.spec import (
     Spec,
     layer_tag,
 )
+from archcompiler.text import brief
 
 # The model that validates the mapping at a spec path (block names replaced by '*'), so that
 # an unknown key is matched against the keys that are valid *there*.
@@ -44,15 +47,6 @@ _MODEL_AT: dict[tuple[str, ...], type] = {
     ("defaults",): Defaults,
     ("defaults", "batchnorm"): BatchNormDefaults,
     ("blocks", "*"): BlockDef,
-}
-
-# Keys people bring from other frameworks, and what they are called here.
-_KEY_HINTS: dict[str, tuple[str, str]] = {
-    "momentum": ("decay", " Keras momentum = decay, torch momentum = 1 - decay"),
-    "kernel_size": ("kernel", ""),
-    "strides": ("stride", ""),
-    "out_channels": ("filters", ""),
-    "use_bias": ("bias", ""),
 }
 
 
@@ -66,6 +60,10 @@ class LoadedSpec:
     @property
     def file(self) -> str:
         return self.source.file
+
+    def __repr__(self) -> str:
+        # Short on purpose: the dataclass repr printed the whole spec and its source.
+        return f"<LoadedSpec {brief(self.file)}: {self.spec!r}>"
 
 
 def _data_path(data: Any, loc: tuple[Any, ...]) -> tuple[tuple[str | int, ...], bool]:
@@ -144,11 +142,8 @@ def _message(err: dict[str, Any], keys: Collection[str] = ALL_FIELD_NAMES) -> st
     loc = err["loc"]
     last = loc[-1] if loc else ""
     got = f" (got {short_repr(err.get('input'))})" if "input" in err else ""
-    if etype == "extra_forbidden":
-        target, note = _KEY_HINTS.get(str(last), ("", ""))
-        if target in keys:
-            return f"unknown key {last!r} (did you mean {target!r}?{note})"
-        return f"unknown key {last!r}{did_you_mean(str(last), keys)}"
+    if etype == "extra_forbidden":  # a framework's name for a field (fields.SYNONYMS), else a typo
+        return f"unknown key {last!r}{key_hint(str(last), keys) or did_you_mean(str(last), keys)}"
     if etype == "missing":
         return f"missing required key {last!r}"
     if etype in ("expression", "reserved"):
@@ -173,7 +168,8 @@ def _message(err: dict[str, Any], keys: Collection[str] = ALL_FIELD_NAMES) -> st
         expected = err.get("ctx", {}).get("expected", "")
         if last == "op":
             return f"unknown op {short_repr(err.get('input'))}{did_you_mean(str(err.get('input')), OP_LAYERS)}"
-        return f"expected {expected}{got}"
+        hint = value_hint(err.get("input"), re.findall(r"'([^']*)'", expected))
+        return f"expected {expected}{hint}{got}"
     if etype in _BOUNDS:
         # pydantic says "Input should be greater than 0"; name what is expected
         bound = next(iter(err.get("ctx", {}).values()), "?")

@@ -30,6 +30,9 @@ import yaml
 from yaml.composer import Composer
 from yaml.resolver import Resolver
 
+from archcompiler.language.yaml_errors import explain
+from archcompiler.text import brief
+
 PathT = tuple[str | int, ...]
 
 MAX_DEPTH = 64
@@ -190,6 +193,10 @@ class Source:
     data: Any
     positions: dict[PathT, tuple[int, int]] = field(default_factory=dict)
     key_positions: dict[PathT, tuple[int, int]] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        # Short on purpose: the dataclass repr printed the document and every position in it.
+        return f"<Source {brief(self.file)}: {len(self.positions)} values located>"
 
     def locate(self, path: Sequence[str | int], *, key: bool = False) -> tuple[int | None, int | None]:
         """Line and column of ``path``, falling back to the nearest enclosing node."""
@@ -519,14 +526,8 @@ def _parse(text: str, file: str, mode: Mode) -> Source:
             f"not valid YAML: control character U+{exc.character:04X} is not allowed", file=file, line=line, col=col
         ) from None
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        problem = exc.problem or exc.context or "invalid YAML"
-        raise SpecError(
-            f"not valid YAML: {problem}",
-            file=file,
-            line=mark.line + 1 if mark else None,
-            col=mark.column + 1 if mark else None,
-        ) from None
+        message, line, col = explain(exc, text)  # in words, at the line to fix
+        raise SpecError(f"not valid YAML: {message}", file=file, line=line, col=col) from None
     except yaml.YAMLError as exc:
         raise SpecError(f"not valid YAML: {exc}", file=file, line=1, col=1) from None
     # A document holding only null ('---' alone, or '~') is as empty as no document at all.

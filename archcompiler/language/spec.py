@@ -38,6 +38,7 @@ from archcompiler.language.fields import (
     template_model,
 )
 from archcompiler.ops import SPEC_OPS, ActivationKind
+from archcompiler.text import listing
 
 __all__ = ["OP_LAYERS", "REF_RE", "BlockCall", "LayerBase", "Ref", "Spec", "json_schema", "layer_tag"]
 
@@ -161,6 +162,10 @@ class BlockDef(Model):
             as_expr(value)  # a syntax error is reported now, with its column
         return params
 
+    def __repr__(self) -> str:
+        # Short on purpose: pydantic's repr printed every layer of the block.
+        return f"<BlockDef ({listing(list(self.params))}): {len(self.layers)} layers>"
+
 
 class Spec(Model):
     """An archc architecture spec (version 1)."""
@@ -177,6 +182,11 @@ class Spec(Model):
     blocks: dict[Identifier, BlockDef] = Field(default_factory=dict)
     layers: list[Layer] = Field(min_length=1)  # type: ignore[valid-type]
     output: NameTemplate | None = Field(None, description="Output layer (default: the last).")
+
+    def __repr__(self) -> str:
+        # Short on purpose: pydantic's repr printed every layer and block (3,090 characters for MobileNet).
+        blocks = f", blocks {listing(list(self.blocks))}" if self.blocks else ""
+        return f"<Spec {self.name}: {len(self.layers)} layers{blocks}>"
 
 
 ALL_FIELD_NAMES: frozenset[str] = frozenset(

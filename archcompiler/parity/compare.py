@@ -41,6 +41,20 @@ def pairwise(r: np.ndarray, o: np.ndarray) -> tuple[float, float]:
     return float(d.max(initial=0.0)), float(rel.max(initial=0.0))
 
 
+def between(values: Sequence[tuple[str, np.ndarray]]) -> tuple[float, float, str]:
+    """(max abs, max rel, pair) of every backend's values at one node against the first
+    backend's (``values``: (backend, array) in order, float64): the largest of each, and the
+    pair the max abs comes from, named ``"keras vs torch"`` ("" with fewer than two)."""
+    worst_abs, worst_rel, pair = 0.0, 0.0, ""
+    first, r = values[0] if values else ("", None)
+    for name, o in values[1:]:
+        a, rel = pairwise(r, o)  # type: ignore[arg-type]
+        if a > worst_abs or not pair:
+            worst_abs, pair = max(worst_abs, a), f"{name} vs {first}"
+        worst_rel = max(worst_rel, rel)
+    return worst_abs, worst_rel, pair
+
+
 def times(a: float, b: float) -> float:
     """a * b for non-negative factors, with 0 * infinity = 0 (a Lipschitz constant of 0, or an
     error of 0, contributes nothing, however large the other), so that no bound is NaN."""

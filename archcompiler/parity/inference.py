@@ -72,7 +72,7 @@ from archcompiler.kit.registry import Backend
 if TYPE_CHECKING:
     import numpy as np
 from archcompiler.parity.bounds import ACTIVATION_LIPSCHITZ, CLAMPS, ETA32, FLOAT32_MAX, K_ROUNDINGS, RTOL64, U32
-from archcompiler.parity.compare import absmax, max_difference, nonfinite, pairwise, share, times, within
+from archcompiler.parity.compare import absmax, between, max_difference, nonfinite, share, times, within
 from archcompiler.parity.report import NodeDiff, ParityReport
 from archcompiler.parity.runs import check_arguments, check_parity_memory, loaded_model, resolve_backends
 from archcompiler.parity.training import train_parity
@@ -151,17 +151,15 @@ def parity(
     else:
         ref = ref_backend.run(graph, loaded_model(ref_backend, graph, w, "float64"), x, everything)
         reference = {n: ref[holders[n]] for n in nodes}
-    what = f"{ref_name} unoptimised" if optimize else ref_name
+    # what every backend is judged against ("": the first backend's own run; ParityReport.rule)
+    oracle = "" if reference is None else f"{ref_name}{' unoptimised' if optimize else ''} in float64"
     if dtype == "float64":
         atol, rtol = atol or 0.0, RTOL64 if rtol is None else rtol
         diffs = _judge64(judged, names, outputs, atol, rtol, reference)
-        against = f"{what} in float64" if optimize else "every backend in float64"
-        oracle = f"{against}, within {atol:g} + {rtol:g} * max|ref|"
     else:
         atol, rtol = atol or 0.0, rtol or 0.0
         assert reference is not None
         diffs = _judge32(judged, jw, names, outputs, reference, atol, rtol)
-        oracle = f"{what} in float64; bound: inherited error * Lipschitz + float32 rounding of the node"
     training = None
     if train_steps:
         training = train_parity(
@@ -214,10 +212,7 @@ def _judge64(
         first = np.asarray(outputs[have[0]][node.name], dtype=np.float64)
         r = first if reference is None else np.asarray(reference[node.name], dtype=np.float64)
         allowed = atol + times(rtol, absmax(r))
-        worst_abs, worst_rel = 0.0, 0.0
-        for other in have[1:]:
-            a, rel = pairwise(first, np.asarray(outputs[other][node.name], dtype=np.float64))
-            worst_abs, worst_rel = max(worst_abs, a), max(worst_rel, rel)
+        worst_abs, worst_rel, pair = between([(b, np.asarray(outputs[b][node.name], np.float64)) for b in have])
         judged = have[1:] if reference is None else have
         error, who = 0.0, judged[0]
         for other in judged:
@@ -228,7 +223,9 @@ def _judge64(
         bad = nonfinite(values)
         note = _reference_note(r, "the float64 reference", False) if bad and reference is not None else ""
         ok = within(error, allowed) and not bad
-        diffs.append(NodeDiff(node.name, node.op, worst_abs, worst_rel, ok, error, allowed, who, skipped, bad, note))
+        diffs.append(
+            NodeDiff(node.name, node.op, worst_abs, worst_rel, ok, error, allowed, who, skipped, bad, note, pair)
+        )
     return diffs
 
 
@@ -312,11 +309,7 @@ def _judge32(
         ref64 = np.asarray(x64[node.name], dtype=np.float64)
         have = [b for b in names if node.name in outputs[b]]
         skipped = tuple(b for b in names if b not in have)
-        r = np.asarray(outputs[have[0]][node.name], dtype=np.float64)
-        worst_abs, worst_rel = 0.0, 0.0
-        for other in have[1:]:
-            a, rel = pairwise(r, np.asarray(outputs[other][node.name], dtype=np.float64))
-            worst_abs, worst_rel = max(worst_abs, a), max(worst_rel, rel)
+        worst_abs, worst_rel, pair = between([(b, np.asarray(outputs[b][node.name], np.float64)) for b in have])
         lips, n, const = _lipschitz(graph, node, w, x64)
         x_in = max((absmax(x64[i]) for i in node.inputs), default=0.0)
         out = absmax(ref64)
@@ -342,5 +335,7 @@ def _judge32(
         bad = nonfinite([np.asarray(outputs[b][node.name]) for b in have])
         note = _reference_note(ref64, "the float64 reference", True) if bad else ""
         ok = within(err, allowed) and not bad
-        diffs.append(NodeDiff(node.name, node.op, worst_abs, worst_rel, ok, err, allowed, who, skipped, bad, note))
+        diffs.append(
+            NodeDiff(node.name, node.op, worst_abs, worst_rel, ok, err, allowed, who, skipped, bad, note, pair)
+        )
     return diffs

@@ -3,15 +3,13 @@
 
 from __future__ import annotations
 
+import re
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from archcompiler import ir
-
-if TYPE_CHECKING:
-    pass
-from archcompiler.parity.bounds import RTOL64
+from archcompiler.parity.bounds import K_ROUNDINGS, RTOL64
 from archcompiler.parity.compare import share
 from archcompiler.text import shape, table
 
@@ -38,6 +36,9 @@ class NodeDiff:
     False and the report is not comparable from here (not failed: no backend is to blame)."""
     note: str = ""
     """What the reference holds there, for a non-finite node (float32 overflow, or NaN in it too)."""
+    pair: str = ""
+    """The two backends ``max_abs`` is between, ``"keras vs torch"``: each backend is compared
+    with the first that exposes the node ("" where fewer than two do)."""
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,18 @@ class TrainingReport:
         bad = self.first_failure
         return bad if bad is not None and bad.nonfinite else None
 
+    def __repr__(self) -> str:
+        # Short on purpose: the dataclass repr printed the graph and every step's every quantity.
+        bad = self.first_failure
+        if bad is not None:
+            verdict = f"{'NOT COMPARABLE' if bad.nonfinite else 'FAIL'} at step {bad.step} {bad.quantity!r}"
+        else:
+            verdict = "PASS" if self.verdict else "measured"
+        return (
+            f"<TrainingReport {self.graph.name}: {' vs '.join(self.backends)}, {self.steps} SGD steps, "
+            f"{self.dtype}, {verdict}>"
+        )
+
     def worst(self, quantity: str) -> TrainDiff:
         """The step at which ``quantity`` came closest to (or beyond) its bound."""
         rows = [d for d in self.diffs if d.quantity == quantity and d.judged]
@@ -128,7 +141,9 @@ class ParityReport:
     a multi-output graph, whose outputs are each reported instead)."""
     dtype: str = "float32"
     oracle: str = ""
-    """What the nodes were judged against, in words."""
+    """What every backend was judged against, in words (``"torch in float64"``); "" when the
+    backends were judged against the first backend's own run (float64 agreement). :attr:`rule`
+    says the whole judging rule."""
     training: TrainingReport | None = None
 
     @property
@@ -163,6 +178,29 @@ class ParityReport:
     def worst(self) -> NodeDiff | None:
         """The node with the largest max abs difference (None for an empty report)."""
         return max(self.diffs, key=lambda d: d.max_abs, default=None)
+
+    @property
+    def rule(self) -> str:
+        """The judging rule this report applied, in words (its header says it)."""
+        first = self.backends[0] if self.backends else "the first backend"
+        slack = f"{self.atol:g} + " if self.atol else ""
+        if self.dtype == "float64" and not self.oracle:
+            return (
+                f"every backend in float64 against {first}: a node passes when max|x - {first}| "
+                f"<= {slack}{self.rtol:g} * max|{first}|"
+            )
+        if self.dtype == "float64":
+            return (
+                f"every backend in float64 against {self.oracle} (the oracle): a node passes when "
+                f"max|x - oracle| <= {slack}{self.rtol:g} * max|oracle|"
+            )
+        extra = f", plus {slack}{self.rtol:g} * max|oracle|" if self.atol or self.rtol else ""
+        return (
+            f"every backend in {self.dtype} against {self.oracle} (the oracle): a node passes when "
+            "max|x - oracle| is within its bound, the error inherited from its inputs times the op's "
+            f"Lipschitz constant plus {K_ROUNDINGS} + n {self.dtype} roundings of the node's magnitude "
+            f"(n: the length of its sums){extra}"
+        )
 
     def table(self) -> str:
         """The rendered report, as ``archc parity`` prints it (:func:`render`)."""
@@ -301,42 +339,136 @@ def _result(d: NodeDiff) -> str:
     """A parity node's result cell: pass, FAIL, or what every backend gave instead of numbers."""
     if d.nonfinite:
         return {"NaN": "NaN", "infinity": "inf"}.get(d.nonfinite, "NaN/inf")
+    if not d.backend:
+        return "-"  # fewer than two backends expose it: nothing was compared
     return "pass" if d.ok else "FAIL"
 
 
-def render(report: ParityReport, seed: int | None = None) -> str:
-    """Every node's max abs / rel difference, the logits' difference, then PASS or the first divergence."""
-    g = report.graph
-    headers = ["node", "op", "max abs diff", "max rel diff", "result"]
-    rows = [[d.node, d.op, f"{d.max_abs:.3g}", f"{d.max_rel:.3g}", _result(d)] for d in report.diffs]
-    title = (
-        f"parity {' vs '.join(report.backends)}: {g.name}, width {g.width:g}, input "
-        f"{shape(g.input_shape)}, atol {report.atol:g}, rtol {report.rtol:g}"
-    ) + (f", seed {seed}" if seed is not None else "")
-    logits = "\n".join(
-        f"{'logits' if report.logits else 'output'} ({n}): max abs diff {report.diff(n).max_abs:.3g}"
-        for n in ([report.logits] if report.logits else g.outputs)
+def _percent(fraction: float) -> str:
+    """A share of a bound: '24%', '3.6%', '0.003%', 'inf%'."""
+    v = 100 * fraction
+    if v == float("inf"):
+        return "inf%"
+    return f"{v:.0f}%" if v >= 10 else f"{v:.1f}%" if v >= 0.1 else f"{v:.1g}%" if v else "0%"
+
+
+def _judged(report: ParityReport, d: NodeDiff) -> str:
+    """The pair judged at a node: 'keras vs oracle', or between backends 'keras vs torch'."""
+    if not d.backend:
+        return ""
+    return f"{d.backend} vs oracle" if report.oracle else d.pair
+
+
+def _rows(report: ParityReport) -> tuple[list[str], list[list[str]], str]:
+    """The per-node table: what was judged, its error, bound and share of the bound used; with
+    an oracle also the largest difference between backends, and between which two."""
+    headers = ["node", "op", "judged", "error", "bound", "used", "result"]
+    rows = [
+        [
+            d.node,
+            d.op,
+            _judged(report, d),
+            f"{d.error:.3g}" if d.backend else "",
+            f"{d.allowed:.3g}" if d.backend else "",
+            _percent(share(d.error, d.allowed)) if d.backend else "",
+            _result(d),
+        ]
+        for d in report.diffs
+    ]
+    if not report.oracle:  # the judged pairs are between backends already
+        return headers, rows, "lllrrrl"
+    between = [[f"{d.max_abs:.3g}" if d.pair else "", d.pair] for d in report.diffs]
+    return (
+        [*headers[:2], "max diff", "between", *headers[2:]],
+        [[*r[:2], *b, *r[2:]] for r, b in zip(rows, between, strict=True)],
+        "llrllrrrl",
     )
+
+
+def _legend(report: ParityReport) -> str:
+    judged = "judged: the backend closest to its bound at the node (error: max|x - reference|; used: error / bound)"
+    if not report.oracle:
+        return judged
+    return f"max diff: the largest |difference| between a backend and {report.backends[0]}, and which; {judged}"
+
+
+_FORMULA = re.compile(r"\S+(?: (?:[-+*/]|<=) \S+)+")
+"""``max|x - oracle| <= 1e-09 * max|oracle|``, ``16 + n``: kept on one line when folding."""
+
+
+def _wrap(text: str) -> str:
+    """A long line of the report's header, folded at 110 columns (the table's width), never
+    inside a formula."""
+    joined = _FORMULA.sub(lambda m: m.group(0).replace(" ", "\xa0"), text)
+    folded = textwrap.fill(joined, width=110, subsequent_indent="  ", break_on_hyphens=False, break_long_words=False)
+    return folded.replace("\xa0", " ")
+
+
+def _unexposed(report: ParityReport) -> list[str]:
+    """Per backend whose runtime does not expose some nodes, every such node (compared without it)."""
+    total = len(report.diffs)
+    return [
+        _wrap(f"{backend} does not expose {len(nodes)} of the {total} nodes (compared without it): {', '.join(nodes)}")
+        for backend, nodes in report.skipped.items()
+        if nodes
+    ]
+
+
+def _outputs(report: ParityReport) -> str:
+    """The logits' (or each output's) line: what was judged there and how close it came."""
+    lines = []
+    for n in [report.logits] if report.logits else report.graph.outputs:
+        d = report.diff(n)
+        between = f"max diff {d.max_abs:.3g} ({d.pair}); " if report.oracle and d.pair else ""
+        judged = (
+            f"{_judged(report, d)}: error {d.error:.3g}, bound {d.allowed:.3g} ({_percent(share(d.error, d.allowed))})"
+            if d.backend
+            else "not compared"
+        )
+        lines.append(f"{'logits' if report.logits else 'output'} ({n}): {between}{judged}")
+    return "\n".join(lines)
+
+
+def _verdict(report: ParityReport) -> str:
     bad = report.first_failure
     if bad is None:
-        verdict = f"PASS: all {len(report.diffs)} nodes agree"
-    elif bad.nonfinite:
+        return f"PASS: all {len(report.diffs)} nodes agree"
+    if bad.nonfinite:
         n = len(report.backends) - len(bad.skipped)
         every = "both backends" if n == 2 else f"all {n} backends"
-        verdict = (
+        return (
             f"NOT COMPARABLE: {every} give {bad.nonfinite} at node {bad.node!r} ({bad.op})"
             + (f"; {bad.note}" if bad.note else "")
             + ": values that are not finite cannot be compared, so the comparison is meaningless from there"
         )
-    else:
-        verdict = (
-            f"FAIL: first divergence at node {bad.node!r} ({bad.op}), {bad.backend}: error {bad.error:.3g}, "
-            f"allowed {bad.allowed:.3g} (max abs diff between backends {bad.max_abs:.3g})"
-        )
-    total = len(report.diffs)
-    notes = "".join(
-        f"\n{backend}: compared on {total - len(nodes)} of {total} nodes (its runtime does not expose the others)"
-        for backend, nodes in report.skipped.items()
-        if nodes
+    between = f" (max diff between backends {bad.max_abs:.3g}, {bad.pair})" if report.oracle and bad.pair else ""
+    return (
+        f"FAIL: first divergence at node {bad.node!r} ({bad.op}), {_judged(report, bad)}: error {bad.error:.3g} "
+        f"is {share(bad.error, bad.allowed):.3g}x its bound {bad.allowed:.3g}{between}"
     )
-    return f"{title}\n\n{table(headers, rows, 'llrrl')}\n\n{logits}{notes}\n{verdict}"
+
+
+def render(report: ParityReport, seed: int | None = None) -> str:
+    """The report as ``archc parity`` prints it: the pairs compared and the judging rule, the nodes
+    a runtime could not expose, every node's judged pair, error, bound and share of the bound used
+    (with an oracle also the largest difference between backends, naming the pair), the logits,
+    then PASS or the first divergence."""
+    g = report.graph
+    title = (
+        f"parity {' vs '.join(report.backends)}: {g.name}, width {g.width:g}, input {shape(g.input_shape)}, "
+        f"{report.dtype}" + (f", seed {seed}" if seed is not None else "")
+    )
+    headers, rows, align = _rows(report)
+    return "\n".join(
+        [
+            title,
+            _wrap(f"rule: {report.rule}"),
+            _wrap(_legend(report)),
+            *_unexposed(report),
+            "",
+            table(headers, rows, align),
+            "",
+            _outputs(report),
+            _verdict(report),
+        ]
+    )

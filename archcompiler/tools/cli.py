@@ -547,7 +547,6 @@ def cmd_parity(args: argparse.Namespace) -> int:
         flag = {"batch": "--batch", "train_steps": "--train-steps"}.get(exc.option, "--batch")
         raise SpecError(str(exc), file=net.loaded.file, path=flag) from None
     print(render_parity(report, args.seed))
-    print(f"judged against: {report.oracle}")
     if report.training is not None:
         print(f"\n{render_training(report.training)}")
     return 0 if report.ok else 1

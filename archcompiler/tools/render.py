@@ -7,49 +7,33 @@ parity table and the one-line reports of check, build and generate.
 
 from __future__ import annotations
 
-import csv
 import html
-import io
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from archcompiler.analysis.cost import CategoryCost, CostReport, humanize
+from archcompiler.analysis.cost import (
+    CATEGORY_ALIGN,
+    CATEGORY_COLUMNS,
+    LAYER_ALIGN,
+    LAYER_COLUMNS,
+    CostReport,
+    category_cells,
+    convention_note,
+    humanize,
+    layer_cells,
+)
+from archcompiler.analysis.cost import summary as cost_summary
 from archcompiler.api import Built, Sweep, resolution_label
 from archcompiler.ir.graph import Graph
-from archcompiler.text import shape, table
+from archcompiler.text import FORMATS, html_table, markdown, shape, table
 
 if TYPE_CHECKING:
     from archcompiler.analysis.fitting import FitRow
 
-FORMATS = ("table", "json", "csv", "markdown")
 SUMMARY_FORMATS = (*FORMATS, "html")
 FIT_FORMATS = ("table", "json")
-
-
-def _markdown(headers: list[str], rows: list[list[str]], align: str) -> str:
-    sep = ["---:" if a == "r" else "---" for a in align]
-    return "\n".join("| " + " | ".join(r) + " |" for r in [headers, sep, *rows])
-
-
-def _rows(report: CostReport) -> list[dict[str, Any]]:
-    total = report.macs or 1
-    return [
-        {
-            "name": n.name,
-            "op": n.op,
-            "category": n.category,
-            "output_shape": list(n.shape),
-            "params": n.params,
-            "trainable": n.trainable,
-            "non_trainable": n.non_trainable,
-            "macs": n.macs,
-            "mac_share": n.macs / total,
-            "activations": n.activations,
-        }
-        for n in report.nodes
-    ]
 
 
 def outputs(g: Graph) -> str:
@@ -69,102 +53,11 @@ def check(file: str, report: CostReport) -> str:
 
 
 def summary(file: str, report: CostReport, fmt: str) -> str:
-    """Per-node shapes, parameters and MACs, totals, and the share per layer type (the paper's Table 2)."""
-    g = report.graph
+    """``archc summary``: the text formats are :func:`archcompiler.analysis.cost.summary` (what
+    ``Compiled.summary()`` returns), html a page of its own (:func:`summary_html`)."""
     if fmt == "html":
         return summary_html(file, report)
-    rows = _rows(report)
-    cats = report.by_category()
-    if fmt == "json":
-        doc = {
-            "spec": file,
-            "name": g.name,
-            "width": g.width,
-            "resolution": list(g.resolution),
-            "rounding": g.rounding,
-            "convention": report.convention,
-            "input_shape": list(g.input_shape),
-            **(
-                {"outputs": list(g.outputs), "output_shapes": [list(s) for s in g.output_shapes]}
-                if g.multi_output
-                else {"output_shape": list(g.output_shape)}
-            ),
-            "nodes": rows,
-            "totals": {
-                "params": report.params,
-                "trainable": report.trainable,
-                "non_trainable": report.non_trainable,
-                "macs": report.macs,
-                "activations": report.activations,
-            },
-            "by_category": [
-                {
-                    "category": c.category,
-                    "params": c.params,
-                    "macs": c.macs,
-                    "param_share": c.param_share,
-                    "mac_share": c.mac_share,
-                }
-                for c in cats
-            ],
-        }
-        return json.dumps(doc, indent=2)
-    if fmt == "csv":
-        buf = io.StringIO()
-        fields = [
-            "name",
-            "op",
-            "category",
-            "output_shape",
-            "params",
-            "trainable",
-            "non_trainable",
-            "macs",
-            "mac_share",
-            "activations",
-        ]
-        w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
-        w.writeheader()
-        for r in rows:
-            w.writerow({**r, "output_shape": shape(r["output_shape"]), "mac_share": f"{r['mac_share']:.6f}"})
-        return buf.getvalue().rstrip("\n")
-    headers = ["name", "op", "output", "params", "MACs", "share"]
-    body = _layer_cells(rows)
-    cat_headers = ["layer type", "MACs", "MACs %", "params", "params %"]
-    cat_rows = _category_cells(cats)
-    title = (
-        f"{g.name}: {file}, width {g.width:g}, input {shape(g.input_shape)}, "
-        f"rounding {g.rounding}, convention {report.convention}"
-    )
-    totals = (
-        f"total: {report.params:,} params ({report.trainable:,} trainable, {report.non_trainable:,} non-trainable), "
-        f"{report.macs:,} MACs ({humanize(report.macs)}), {report.activations:,} activations"
-    )
-    render = _markdown if fmt == "markdown" else table
-    return "\n\n".join([title, render(headers, body, "lllrrr"), totals, render(cat_headers, cat_rows, "lrrrr")])
-
-
-def _layer_cells(rows: Sequence[dict[str, Any]]) -> list[list[str]]:
-    """A summary's per-layer cells, as text and html show them."""
-    return [
-        [
-            r["name"],
-            r["op"],
-            shape(r["output_shape"]),
-            f"{r['params']:,}",
-            f"{r['macs']:,}",
-            f"{100 * r['mac_share']:.2f}%" if r["macs"] else "",
-        ]
-        for r in rows
-    ]
-
-
-def _category_cells(cats: Sequence[CategoryCost]) -> list[list[str]]:
-    """A summary's per-layer-type cells, as text and html show them."""
-    return [
-        [c.category, f"{c.macs:,}", f"{100 * c.mac_share:.2f}%", f"{c.params:,}", f"{100 * c.param_share:.2f}%"]
-        for c in cats
-    ]
+    return cost_summary(file, report, fmt)
 
 
 def sweep(grid: Sweep, fmt: str) -> str:
@@ -203,7 +96,7 @@ def sweep(grid: Sweep, fmt: str) -> str:
         params = {r.params for _, r in row}
         p = f"{row[0][1].params:,}" if len(params) == 1 else "varies"
         rows.append([f"{w:g}", *(f"{r.macs:,}" for _, r in row), p])
-    render = _markdown if fmt == "markdown" else table
+    render = markdown if fmt == "markdown" else table
     title = f"{grid.file}: multiply-adds by width multiplier and input resolution (convention {grid.convention})"
     text = title + "\n\n" + render(headers, rows, "l" + "r" * (len(resolutions) + 1))
     if grid.latency is not None:
@@ -235,17 +128,6 @@ def wrote(path: Path) -> str:
     return f"wrote {path}"
 
 
-def _html_table(headers: list[str], rows: list[list[str]], align: str) -> str:
-    def cells(tag: str, values: list[str]) -> str:
-        return "".join(
-            f'<{tag} class="{"num" if a == "r" else "txt"}">{html.escape(v)}</{tag}>'
-            for v, a in zip(values, align, strict=True)
-        )
-
-    body = "\n".join(f"<tr>{cells('td', r)}</tr>" for r in rows)
-    return f"<table>\n<thead><tr>{cells('th', headers)}</tr></thead>\n<tbody>\n{body}\n</tbody>\n</table>"
-
-
 _CSS = """body{font-family:system-ui,sans-serif;margin:2em;color:#222}
 table{border-collapse:collapse;margin:1em 0}th,td{padding:2px 10px;border-bottom:1px solid #ddd}
 td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}td.txt,th.txt{text-align:left}
@@ -260,12 +142,11 @@ def summary_html(file: str, report: CostReport) -> str:
     from archcompiler.tools.diagram import mermaid
 
     g = report.graph
-    rows = _rows(report)
-    node_rows = _layer_cells(rows)
-    cat_rows = _category_cells(report.by_category())
+    node_rows = layer_cells(report)
+    cat_rows = category_cells(report.by_category())
     title = f"{g.name}: width {g.width:g}, input {shape(g.input_shape)}"
     about = (
-        f"{file}, rounding {g.rounding}, convention {report.convention}. "
+        f"{file}, rounding {g.rounding}, {convention_note(report.convention)}. "
         f"Total: {report.params:,} params ({report.trainable:,} trainable, {report.non_trainable:,} non-trainable), "
         f"{report.macs:,} MACs ({humanize(report.macs)}), {report.activations:,} activations."
     )
@@ -280,9 +161,9 @@ def summary_html(file: str, report: CostReport) -> str:
         f"<p>{html.escape(g.description)}</p>" if g.description else "",
         f"<p>{html.escape(about)}</p>",
         "<h2>Layers</h2>",
-        _html_table(["name", "op", "output", "params", "MACs", "share"], node_rows, "lllrrr"),
+        html_table(LAYER_COLUMNS, node_rows, LAYER_ALIGN),
         "<h2>By layer type</h2>",
-        _html_table(["layer type", "MACs", "MACs %", "params", "params %"], cat_rows, "lrrrr"),
+        html_table(CATEGORY_COLUMNS, cat_rows, CATEGORY_ALIGN),
         "<h2>Graph</h2>",
         f'<pre class="mermaid">\n{html.escape(mermaid(g, collapse_blocks=True))}\n</pre>',
         "</body>",

@@ -23,6 +23,7 @@ from pathlib import Path
 from archcompiler.backends.keras.ops import BACKEND, CUSTOM_CLASSES, HANDLERS, Handler
 
 from archcompiler.analysis.cost import cost
+from archcompiler.files import spec_reference
 from archcompiler.ir.graph import Graph
 from archcompiler.kit.codegen import Call, Site, fold, identifier, literal, ruff_format, template_environment
 from archcompiler.kit.registry import BackendError
@@ -90,6 +91,7 @@ def render(graph: Graph, handlers: Mapping[str, Handler] = HANDLERS) -> str:
     if len(graph.inputs) != 1:
         raise BackendError(f"graph {graph.name!r} has {len(graph.inputs)} inputs; generated Keras code supports one")
     structure = fold(graph, handlers, BACKEND)  # UnsupportedOpError for what Keras cannot express
+    source = spec_reference(graph.source)  # never an absolute path (files.spec_reference)
     for call in [*structure.inputs, *(s.call for s in structure.sites())]:
         identifier(call.name, "layer name")
     keras_cost, paper = cost(graph, "keras"), cost(graph, "paper")
@@ -99,12 +101,10 @@ def render(graph: Graph, handlers: Mapping[str, Handler] = HANDLERS) -> str:
         "depth": f"{depth:,}",
         "recursion_limit": depth + 1000 if depth >= DEEP_GRAPH else None,
         "graph_name": graph.name,
-        "source_doc": f"the spec file {graph.source}"
-        if _SAFE_PATH.fullmatch(graph.source or "")
-        else "a spec (see SPEC_SOURCE)",
+        "source_doc": f"the spec file {source}" if _SAFE_PATH.fullmatch(source) else "a spec (see SPEC_SOURCE)",
         "constants": [
             ("SPEC_NAME", literal(graph.name)),
-            ("SPEC_SOURCE", literal(graph.source)),
+            ("SPEC_SOURCE", literal(source)),
             ("SPEC_DESCRIPTION", literal(graph.description)),
             ("WIDTH", literal(graph.width)),
             ("RESOLUTION", literal(tuple(int(r) for r in graph.resolution))),

@@ -23,6 +23,7 @@ from torch import nn
 
 from archcompiler import ir
 from archcompiler.analysis.cost import cost
+from archcompiler.files import spec_reference
 from archcompiler.kit.codegen import RESERVED, Site, fold, identifier, literal, ruff_format, template_environment
 from archcompiler.kit.registry import BackendError
 
@@ -71,6 +72,7 @@ def render(graph: ir.Graph, handlers: Mapping[str, Handler]) -> str:
     if len(inputs) != 1:
         raise BackendError(f"graph {graph.name!r} has {len(inputs)} inputs; the torch backend supports one")
     structure = fold(graph, handlers, BACKEND)
+    source = spec_reference(graph.source)  # never an absolute path (files.spec_reference)
     used = structure.classes()
     class_sources = [
         inspect.getsource(c)
@@ -98,10 +100,8 @@ def render(graph: ir.Graph, handlers: Mapping[str, Handler]) -> str:
     context = {
         "graph_name": identifier(graph.name, "spec name"),
         "graph_name_repr": literal(graph.name),
-        "source_doc": f"the spec file {graph.source}"
-        if _SAFE_PATH.fullmatch(graph.source or "")
-        else "a spec (see SPEC_SOURCE)",
-        "source_repr": literal(graph.source),
+        "source_doc": f"the spec file {source}" if _SAFE_PATH.fullmatch(source) else "a spec (see SPEC_SOURCE)",
+        "source_repr": literal(source),
         "description_repr": literal(graph.description),
         "width": literal(graph.width),
         "width_repr": literal(graph.width),

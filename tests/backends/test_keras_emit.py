@@ -229,7 +229,8 @@ def test_repeated_blocks_are_one_function_and_a_table(emitted) -> None:
 def test_docstring_names_spec_and_costs(emitted) -> None:
     src = emitted["mobilenet_1_224"]["source"]
     head = src.split('"""')[1]
-    assert "mobilenet_v1" in head and "specs/mobilenet.yaml" in head
+    assert "mobilenet_v1" in head and "the spec file mobilenet.yaml." in head  # loaded by an absolute path:
+    assert "/specs/" not in src  # its file name, never the author's folders (files.spec_reference)
     assert "4,253,864 parameters" in head  # Keras count (docs/NUMBERS.md, a=1.0)
     assert "568,740,352 multiply-adds" in head  # paper MACs at 224 (docs/NUMBERS.md)
     assert "Width multiplier 1.0, input 224x224" in head

@@ -431,6 +431,16 @@ def test_parity_runs_onnx_on_every_node(torch_backend):
     rep = parity(lowered(KERAS, 0.25, 64), ["torch", "onnx"])
     assert rep.ok and rep.skipped == {}
     assert rep.diff(rep.logits).max_abs <= 1e-5
+    # the report names the pair compared, what each node was judged against and its bound
+    text = rep.table()
+    assert len(repr(rep)) <= 400 and repr(rep).startswith("<ParityReport mobilenet_keras: torch vs onnx, PASS")
+    assert text.splitlines()[1].startswith("rule: every backend in float32 against torch in float64 (the oracle)")
+    assert "does not expose" not in text
+    for d in rep.diffs:
+        row = next(line for line in text.splitlines() if line.startswith(f"{d.node} ")).split()
+        assert row[3:6] == ["onnx", "vs", "torch"] and row[7:9] == ["vs", "oracle"], row
+        assert row[-4:-1] == [f"{d.error:.3g}", f"{d.allowed:.3g}", row[-2]] and row[-1] == "pass", row
+        assert abs(float(row[-2].rstrip("%")) - 100 * d.error / d.allowed) <= 0.051 * max(1, 100 * d.error / d.allowed)
 
 
 def test_torch_weights_to_onnx_file_through_the_cli(torch_backend, tmp_path, capsys):

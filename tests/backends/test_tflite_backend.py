@@ -209,6 +209,13 @@ def test_mobilenet_quarter_width_64px_parity_with_torch():
     assert {"conv1", "conv1_bn", "conv_pw_13_bn"} <= skipped
     relus = {n.name for n in g.nodes if n.op == "activation"}
     assert not relus & skipped and not {"avg_pool", "fc", "predictions"} & skipped
+    # the report lists every node TFLite could not expose, and names the pair at the others
+    text = rep.table()
+    head = text.split("\n\n")[0]
+    listed = head.split("(compared without it): ")[1].replace("\n", " ").split(",")
+    assert [n.strip() for n in listed] == list(rep.skipped["tflite"])
+    assert f"tflite does not expose {len(skipped)} of the {len(g.nodes)} nodes" in head
+    assert any(line.startswith("avg_pool ") and "tflite vs torch" in line for line in text.splitlines())
 
 
 def test_fused_node_is_refused_not_guessed(backend):

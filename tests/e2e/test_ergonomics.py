@@ -152,9 +152,13 @@ def test_progress_only_on_a_terminal_and_not_with_quiet(monkeypatch: pytest.Monk
 def _report(fail_at: str | None) -> ParityReport:
     g = archcompiler.compile(SPEC, width=0.25, resolution=128).graph
     diffs = tuple(
-        NodeDiff(n.name, n.op, 0.5 if n.name == "conv_pw_7" else 1e-7, 1e-6, n.name != fail_at) for n in g.nodes
-    )
-    return ParityReport(g, ("torch", "keras"), 1e-5, 1e-5, diffs, g.logits)
+        NodeDiff(
+            n.name, n.op, 0.5 if n.name == "conv_pw_7" else 1e-7, 1e-6, n.name != fail_at,
+            1e-7, 1e-6 if n.name != fail_at else 1e-8, "keras", pair="keras vs torch",
+        )
+        for n in g.nodes
+    )  # fmt: skip
+    return ParityReport(g, ("torch", "keras"), 1e-5, 1e-5, diffs, g.logits, oracle="torch in float64")
 
 
 def test_parity_report_repr_is_short() -> None:

@@ -104,6 +104,9 @@ def test_float64_backends_agree_to_1e9(spec: str, resolution: int) -> None:
     rep = parity(graph, ("torch", "keras"), dtype="float64")
     assert rep.ok, rep.first_failure
     assert rep.dtype == "float64" and rep.rtol == 1e-9
+    assert rep.table().splitlines()[1] == (
+        "rule: every backend in float64 against torch: a node passes when max|x - torch| <= 1e-09 * max|torch|"
+    )
     worst = max(d.error / d.allowed for d in rep.diffs if d.allowed)
     assert worst < 1e-3, f"float64 runs differ by {worst:.3g} of the 1e-9 budget: one may be float32"
 
