@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup build test test-slow lint generate bench clean
+.PHONY: setup build test test-slow lint generate bench docs clean
 
 # The peer counting tools (benchmarks/peers.txt) go in with --no-deps, so that none of them can
 # move the pinned torch; tests/analysis/test_peer_counts.py then runs them instead of skipping.
@@ -41,9 +41,16 @@ generate: $(STAMP)
 	  $(BIN)/archc generate specs/mobilenet_v3_small.yaml --backend $$b -o generated/ || exit 1; \
 	done
 
+# The docs site in site/ (not committed): the reference tables made from the code first
+# (archcompiler/tools/reference.py; tests/tools/test_reference.py fails when they are stale),
+# then mkdocs with --strict, so a broken link, anchor or page fails. CI runs it (.ci/run).
+docs: $(STAMP)
+	$(BIN)/python -m archcompiler.tools.reference docs
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
 # Not run by the tests or CI (about ten minutes); the peer counting tools come with `make setup`.
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench.py
 
 clean:
-	rm -rf $(VENV) build
+	rm -rf $(VENV) build site

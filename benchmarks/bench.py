@@ -385,7 +385,7 @@ def worker_startup(runs: int) -> list[Row]:
     for k, t in interleaved(cases, runs * 100, warmup=20).items():
         ref_in = py if k == "parse_text, libyaml" else None
         rows.append(row("start-up, in-process", k, t, "s", 1, ref_in))
-    # CPU time of this process, as the README's Start-up figures (wall time swings with load);
+    # CPU time of this process (wall time swings with load; docs/performance.md shows both);
     # the target is compile() at most 2 ms
     for k, t in interleaved(cases, runs * 100, warmup=20, clock=time.process_time).items():
         ref_in = f"{py}, CPU time" if k == "parse_text, libyaml" else None

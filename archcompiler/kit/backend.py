@@ -1,6 +1,6 @@
 """The backend kit: everything a backend does that is not framework glue, written once.
 
-A backend (torch, keras, and next ONNX or TFLite) supplies a handler table and a few small
+A backend (torch, keras, onnx, tflite, or a plug-in) supplies a handler table and a few small
 glue methods (:class:`Glue`); this module turns them into the :class:`Backend` interface:
 
 * verification against the IR: every node's output shape (the first that differs, or whose

@@ -6,7 +6,7 @@ arguments, layer name, inputs). The backend's builder instantiates them; its emi
 them, after :func:`fold` has grouped them into repeated blocks. Folding decides blocks and
 block kinds on IR information alone (names, ops, categorical attributes, wiring), so every
 backend emits the same block functions and the same tables for one spec; a backend renders
-single calls and owns its templates, nothing more (docs/DESIGN.md, "codegen/").
+single calls and owns its templates, nothing more (docs/DESIGN.md, style 2).
 """
 
 from __future__ import annotations

@@ -43,7 +43,7 @@ MAX_NAME = 64
 EXPR_SCHEMA: dict[str, Any] = {
     "type": "string",
     "pattern": r"^=|\$",
-    "description": "An expression: '=' first or a '$name' in it, e.g. '$in * $expansion' (README, 'Expressions').",
+    "description": "An expression: '=' first or a '$name' in it, e.g. '$in * $expansion' (docs/spec.md).",
 }
 
 Ref = Expr

@@ -146,7 +146,7 @@ def train_parity(
       on a random MobileNet with BatchNorm over a few values per channel is unstable (the
       loss' largest Hessian eigenvalue is ~1e4-1e9 at 32-224 px, far above 2 / lr), so
       rounding-sized differences grow by up to ~1000x per step in *any* two implementations,
-      PyTorch against itself with the batch in another order included (README). The free run
+      PyTorch against itself with the batch in another order included (docs/parity.md). The free run
       is therefore judged only up to the ``horizon``: the steps at which the reference,
       re-run in float64 from weights and inputs nudged by one float64 rounding (2**-53),
       still reproduces every quantity to ``RTOL64`` of its magnitude. Beyond it no two

@@ -31,6 +31,7 @@ from archcompiler.lowering.features import Outputs
 from archcompiler.lowering.heads import Head
 from archcompiler.lowering.lower import WIDTH_RANGE
 from archcompiler.tools import render
+from archcompiler.tools.diagram import FORMATS as DIAGRAM_FORMATS
 from archcompiler.tools.render import FIT_FORMATS, FORMATS, SUMMARY_FORMATS
 
 if TYPE_CHECKING:
@@ -650,8 +651,8 @@ def make_parser() -> argparse.ArgumentParser:
     sp.add_argument("--format", choices=FIT_FORMATS, default="table")
     sp.set_defaults(func=cmd_fit)
 
-    sp = spec_cmd("diagram", "the graph as a Mermaid or Graphviz DOT diagram, shapes on the edges")
-    sp.add_argument("--format", choices=("mermaid", "dot"), default="mermaid")
+    sp = spec_cmd("diagram", "the graph as a Mermaid or Graphviz DOT diagram or an SVG drawing, shapes on the edges")
+    sp.add_argument("--format", choices=DIAGRAM_FORMATS, default="mermaid")
     sp.add_argument("--collapse-blocks", action="store_true", help="draw each block instance as one box")
     sp.set_defaults(func=cmd_diagram)
 

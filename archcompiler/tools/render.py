@@ -131,15 +131,28 @@ def wrote(path: Path) -> str:
 _CSS = """body{font-family:system-ui,sans-serif;margin:2em;color:#222}
 table{border-collapse:collapse;margin:1em 0}th,td{padding:2px 10px;border-bottom:1px solid #ddd}
 td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}td.txt,th.txt{text-align:left}
-pre{background:#f6f6f6;padding:1em;overflow:auto}"""
+pre{background:#f6f6f6;padding:1em;overflow:auto}div.graph{overflow:auto}"""
+
+
+def _graph_html(g: Graph) -> str:
+    """The drawing, or what to run instead when it would be too large for a page."""
+    from archcompiler.tools.diagram import MAX_DRAWN, boxes, svg
+
+    count = len(boxes(g, collapse_blocks=True)[0])
+    if count > MAX_DRAWN:
+        too_large = (
+            f"Not drawn: {count:,} boxes (at most {MAX_DRAWN:,} are drawn here); "
+            "'archc diagram SPEC --collapse-blocks --format dot | dot -Tsvg' draws it."
+        )
+        return f"<p>{html.escape(too_large)}</p>"
+    note = "Each block instance is one box; an arrow carries the shape it is labelled with (height x width x channels)."
+    return f'<p>{html.escape(note)}</p>\n<div class="graph">\n{svg(g, collapse_blocks=True)}\n</div>'
 
 
 def summary_html(file: str, report: CostReport) -> str:
-    """``archc summary --format html``: one self-contained page (no external assets): the
-    summary table, the totals, the share per layer type and the Mermaid diagram as text in a
-    ``<pre class="mermaid">`` block (which a page with mermaid.js would draw). Every spec text
-    goes through ``html.escape``."""
-    from archcompiler.tools.diagram import mermaid
+    """``archc summary --format html``: one self-contained page (no scripts, nothing fetched):
+    the totals, the share per layer type, the graph drawn as inline SVG (block instances
+    collapsed) and the per-layer table. Every spec text goes through ``html.escape``."""
 
     g = report.graph
     node_rows = layer_cells(report)
@@ -160,12 +173,12 @@ def summary_html(file: str, report: CostReport) -> str:
         f"<h1>{html.escape(title)}</h1>",
         f"<p>{html.escape(g.description)}</p>" if g.description else "",
         f"<p>{html.escape(about)}</p>",
-        "<h2>Layers</h2>",
-        html_table(LAYER_COLUMNS, node_rows, LAYER_ALIGN),
         "<h2>By layer type</h2>",
         html_table(CATEGORY_COLUMNS, cat_rows, CATEGORY_ALIGN),
         "<h2>Graph</h2>",
-        f'<pre class="mermaid">\n{html.escape(mermaid(g, collapse_blocks=True))}\n</pre>',
+        _graph_html(g),
+        "<h2>Layers</h2>",
+        html_table(LAYER_COLUMNS, node_rows, LAYER_ALIGN),
         "</body>",
         "</html>",
     ]

@@ -1,10 +1,13 @@
-"""The README is true: its snippets run, its transcripts match, its paths exist.
+"""The README and the docs pages are true: their snippets run, their transcripts match, their
+paths exist.
 
 Everything runs as a user would, in subprocesses, in a scratch copy of the repo's ``specs/``
-(so nothing is written into the clone): each ``python`` snippet after the ``archc build``
-commands its section gives before it, each ``$ archc ...`` transcript compared with the output
-the README shows (``...`` skips lines, a trailing ``  # comment`` is an annotation).
-Framework-free transcripts are fast; what builds or runs a model is in the slow tier.
+and ``docs/examples/`` (so nothing is written into the clone): each ``python`` snippet after the
+``archc build`` commands its section gives before it, each ``>>>`` session, each ``$ archc ...``
+transcript compared with the output the page shows (``...`` skips lines, a trailing
+``  # comment`` is an annotation). A block right after ``<!-- not run: why -->`` is shown, not
+run (output that depends on the machine, a file from the internet). Framework-free
+transcripts are fast; what builds or runs a model is in the slow tier.
 """
 
 from __future__ import annotations
@@ -20,39 +23,53 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 BIN = Path(sys.executable).parent
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```\n", re.M | re.S)
+NOT_RUN = re.compile(r"<!-- not run: (?P<why>[^\n]*?) -->\n\Z")
 BUILD_CMD = re.compile(r"(?:^\$ |`)(archc build [^`\n]+)", re.M)
 FRAMEWORK_CMDS = ("archc build", "archc parity", "archc generate")
+TRANSCRIPT_LANGS = ("", "console", "text")
 
 
 @dataclass(frozen=True)
 class Block:
+    page: str
     lang: str
     text: str
     before: str
-    """README text from the start of the block's section (## heading) up to the block."""
+    """The page's text from the start of the block's section (## heading) up to the block,
+    without the blocks that are not run."""
     line: int
+    runs: bool
 
     @property
     def id(self) -> str:
-        return f"line{self.line}"
+        return f"{self.page}:{self.line}"
 
 
-def _blocks() -> list[Block]:
-    out = []
-    for m in FENCE.finditer(README):
-        section_start = README.rfind("\n## ", 0, m.start()) + 1
-        line = README.count("\n", 0, m.start()) + 1
-        out.append(Block(m.group(1), m.group(2), README[section_start : m.start()], line))
+def _blocks(path: Path) -> list[Block]:
+    text = path.read_text(encoding="utf-8")
+    page = str(path.relative_to(ROOT))
+    out, shown_only = [], []
+    for m in FENCE.finditer(text):
+        runs = NOT_RUN.search(text, 0, m.start()) is None
+        if not runs:
+            shown_only.append(m.group(0))
+        section_start = text.rfind("\n## ", 0, m.start()) + 1
+        before = text[section_start : m.start()]
+        for block in shown_only:
+            before = before.replace(block, "")
+        line = text.count("\n", 0, m.start()) + 1
+        out.append(Block(page, m.group(1), m.group(2), before, line, runs))
     return out
 
 
-BLOCKS = _blocks()
-SNIPPETS = [b for b in BLOCKS if b.lang == "python"]
-TRANSCRIPTS = [b for b in BLOCKS if b.lang == "" and b.text.startswith("$ ")]
-PYCON = [b for b in BLOCKS if b.lang == "pycon"]
+BLOCKS = [b for page in PAGES for b in _blocks(page)]
+SNIPPETS = [b for b in BLOCKS if b.lang == "python" and b.runs]
+TRANSCRIPTS = [b for b in BLOCKS if b.lang in TRANSCRIPT_LANGS and b.text.startswith("$ ") and b.runs]
+PYCON = [b for b in BLOCKS if b.lang == "pycon" and b.runs]
 
 
 class Workspace:
@@ -61,6 +78,7 @@ class Workspace:
     def __init__(self, root: Path) -> None:
         self.root = root
         shutil.copytree(ROOT / "specs", root / "specs")
+        shutil.copytree(ROOT / "docs" / "examples", root / "docs" / "examples")
         self.env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "TF_CPP_MIN_LOG_LEVEL": "3"}
         self.done: dict[str, subprocess.CompletedProcess[str]] = {}
 
@@ -124,10 +142,24 @@ def _parse_transcript(text: str) -> list[tuple[str, list[str]]]:
     return steps
 
 
-def test_readme_has_what_this_test_checks() -> None:
-    """Guard against a regex that silently finds nothing: the README's own content, counted."""
-    assert len(SNIPPETS) == 3 and len(TRANSCRIPTS) >= 3 and len(PYCON) >= 2
+def test_pages_have_what_this_test_checks() -> None:
+    """Guard against a regex that silently finds nothing: the pages' own content, counted."""
+    readme = [b for b in BLOCKS if b.page == "README.md"]
+    assert len([b for b in readme if b in SNIPPETS]) == 5 and len([b for b in readme if b in PYCON]) == 1
+    assert len([b for b in readme if b in TRANSCRIPTS]) >= 4
     assert any("archc build specs/mobilenet.yaml --backend torch" in b.text for b in TRANSCRIPTS)
+    pages = {b.page for b in SNIPPETS + TRANSCRIPTS + PYCON}
+    assert {"docs/spec.md", "docs/cli.md", "docs/python-api.md", "docs/deployment.md"} <= pages
+    assert len(PAGES) >= 9
+
+
+def test_blocks_not_run_say_why() -> None:
+    shown = [b for b in BLOCKS if not b.runs]
+    assert shown and all(b.lang in TRANSCRIPT_LANGS for b in shown)
+    for page in PAGES:
+        text = page.read_text(encoding="utf-8")
+        for m in re.finditer(r"<!-- not run:(.*?)-->\n(.?)", text):
+            assert len(m.group(1).strip()) > 10 and m.group(2) == "`", f"{page.name}: {m.group(0)!r}"
 
 
 def test_make_build_runs_the_readmes_main_command() -> None:
@@ -140,18 +172,29 @@ def test_make_build_runs_the_readmes_main_command() -> None:
 
 
 def _paths() -> list[str]:
-    """Repo paths the README names in backticks (build/ and .venv/ are made by `make`; the snippets check build/)."""
+    """Repo paths the pages name in backticks (build/ and .venv/ are made by `make`; the snippets check build/)."""
     found = set()
-    for token in re.findall(r"`([^`\s]+)`", README):
-        looks_like_path = re.fullmatch(r"[\w.*/-]*[a-z][\w.*/-]*", token) and "/" in token
-        if looks_like_path and not token.startswith(("build/", ".venv/", "http", "-")):
-            found.add(token)
+    for page in PAGES:
+        for token in re.findall(r"`([^`\s]+)`", page.read_text(encoding="utf-8")):
+            looks_like_path = re.fullmatch(r"[\w.*/-]*[a-z][\w.*/-]*", token) and "/" in token
+            if looks_like_path and not token.startswith(("build/", ".venv/", "http", "-", "site/")):
+                found.add(token)
     return sorted(found)
 
 
 @pytest.mark.parametrize("path", _paths())
 def test_paths_in_readme_exist(path: str) -> None:
-    assert list(ROOT.glob(path)), f"README names {path!r}, which is not in the repo"
+    assert list(ROOT.glob(path)), f"a page names {path!r}, which is not in the repo"
+
+
+def test_links_in_readme_point_at_pages() -> None:
+    """The README's links are to docs pages (the site's home page is the README, and mkdocs
+    checks links between pages, anchors included)."""
+    links = re.findall(r"\]\(([^)]+)\)", README)
+    assert links
+    for link in links:
+        target = link.split("#")[0]
+        assert target.startswith("docs/") and (ROOT / target).is_file(), link
 
 
 def _named_tests() -> list[str]:
@@ -178,7 +221,7 @@ def test_named_tests_found() -> None:
 
 
 def test_paths_found() -> None:
-    assert {"docs/NUMBERS.md", "specs/mobilenet.yaml", "requirements/dev.txt"} <= set(_paths())
+    assert {"docs/examples/every-op.yaml", "specs/mobilenet.yaml", "requirements/dev.txt"} <= set(_paths())
 
 
 def _tier(cmds: str) -> list[pytest.MarkDecorator]:
@@ -195,9 +238,9 @@ def test_transcript(block: Block, workspace: Workspace) -> None:
         proc = workspace.sh(cmd)
         actual = [ln.rstrip() for ln in proc.stdout.rstrip("\n").split("\n")]
         if not shown:
-            assert proc.returncode == 0, f"README line {block.line}: $ {cmd}\n{proc.stdout[-3000:]}"
+            assert proc.returncode == 0, f"{block.id}: $ {cmd}\n{proc.stdout[-3000:]}"
             continue
-        assert _matches(actual, _expected(shown)), f"README line {block.line}: $ {cmd}\n" + "\n".join(actual)
+        assert _matches(actual, _expected(shown)), f"{block.id}: $ {cmd}\n" + "\n".join(actual)
 
 
 @pytest.mark.slow
@@ -206,7 +249,7 @@ def test_python_snippet(block: Block, workspace: Workspace) -> None:
     """Each snippet as written, after the `archc build` commands its section gives before it."""
     for cmd in BUILD_CMD.findall(block.before):
         proc = workspace.sh(cmd)
-        assert proc.returncode == 0, f"README line {block.line}: {cmd}: {proc.stdout[-3000:]}"
+        assert proc.returncode == 0, f"{block.id}: {cmd}: {proc.stdout[-3000:]}"
     proc = subprocess.run(
         [sys.executable, "-c", block.text],
         cwd=workspace.root,
@@ -215,7 +258,7 @@ def test_python_snippet(block: Block, workspace: Workspace) -> None:
         text=True,
         timeout=600,
     )
-    assert proc.returncode == 0, f"README line {block.line}:\n{block.text}\n{proc.stderr[-3000:]}"
+    assert proc.returncode == 0, f"{block.id}:\n{block.text}\n{proc.stderr[-3000:]}"
 
 
 @pytest.mark.slow
@@ -225,7 +268,7 @@ def test_pycon_session(block: Block, workspace: Workspace) -> None:
     ``# comment`` on a ``>>>`` line is Python's own), in the scratch copy of the repo."""
     runner = (
         "import doctest, sys\n"
-        "test = doctest.DocTestParser().get_doctest(sys.stdin.read(), {}, 'README', 'README.md', 0)\n"
+        "test = doctest.DocTestParser().get_doctest(sys.stdin.read(), {}, 'page', 'page.md', 0)\n"
         "r = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)\n"
         "r.run(test)\n"
         "sys.exit(1 if r.failures or not r.tries else 0)\n"
@@ -239,4 +282,4 @@ def test_pycon_session(block: Block, workspace: Workspace) -> None:
         text=True,
         timeout=600,
     )
-    assert proc.returncode == 0, f"README line {block.line}:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}"
+    assert proc.returncode == 0, f"{block.id}:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}"

@@ -17,7 +17,7 @@ import pytest
 from helpers import SPEC, run
 
 import archcompiler
-from archcompiler.tools.diagram import boxes, dot, dot_escape, mermaid, mermaid_escape
+from archcompiler.tools.diagram import Layout, boxes, dot, dot_escape, layout, mermaid, mermaid_escape, svg
 
 HOSTILE = 'evil "quote" \\ back <script>alert(1)</script> | pipe ]; n0 --> n1 %%{init: {}}%% & #35;\nnext line'
 
@@ -158,8 +158,9 @@ def test_html_summary_is_self_contained_and_escaped(tmp_path: Path) -> None:
     page = out.read_text(encoding="utf-8")
     assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
     assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
-    assert not re.search(r"""(?:src|href)\s*=|@import|url\(""", page)  # no external assets
-    assert '<pre class="mermaid">' in page and "flowchart TD" in page
+    # no external assets: the only url() is the arrowhead marker defined in the page itself
+    assert not re.search(r"""(?:src|href)\s*=|@import|url\((?!#archc-arrow\))""", page)
+    assert page.count("<svg ") == 1 and 'id="archc-arrow"' in page
     # conv 3x3, 3 -> 4 on 8x8 "same": 108 weights, 6,912 MACs (paper convention)
     assert '<td class="num">108</td>' in page and "6,912" in page
 
@@ -242,3 +243,122 @@ def test_sweep_latency_table_and_panel(tmp_path: Path) -> None:
 def test_sweep_latency_unknown_backend(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(capsys, "sweep", SPEC, "--latency", "tensorflowz")
     assert code == 2 and err.count("\n") == 1 and "--latency" in err
+
+
+# -- the SVG drawing: geometry checked by its own rules, text by an XML parser ----------------
+
+SVG_NS = "{http://www.w3.org/2000/svg}"
+BRANCHES = """\
+name: branches
+input: {size: 16}
+layers:
+  - {op: conv, filters: 8, kernel: 3, name: stem}
+  - {op: conv, filters: 4, kernel: 1, name: a, inputs: [stem]}
+  - {op: conv, filters: 4, kernel: 3, name: b, inputs: [stem]}
+  - {op: activation, name: b_relu}
+  - {op: conv, filters: 4, kernel: 5, name: c, inputs: [stem]}
+  - {op: concat, inputs: [a, b_relu, c], name: cat}
+  - {op: global_avg_pool, name: pool}
+"""
+
+
+def _layouts() -> list[Layout]:
+    return [
+        layout(archcompiler.compile(SPEC).graph),
+        layout(archcompiler.compile(SPEC, features=True).graph),
+        layout(archcompiler.compile("specs/mobilenet_v3_small.yaml").graph),
+        layout(archcompiler.compile("specs/mobilenet_v2.yaml").graph, collapse_blocks=False),
+        layout(archcompiler.compile(BRANCHES).graph),
+    ]
+
+
+def _on_border(point: tuple[float, float], p: object) -> bool:
+    x, y = point
+    inside_x, inside_y = p.x - 0.01 <= x <= p.right + 0.01, p.y - 0.01 <= y <= p.bottom + 0.01
+    on_vertical = inside_y and (abs(x - p.x) < 0.01 or abs(x - p.right) < 0.01)
+    on_horizontal = inside_x and (abs(y - p.y) < 0.01 or abs(y - p.bottom) < 0.01)
+    return on_vertical or on_horizontal
+
+
+def test_layout_boxes_do_not_overlap_and_edges_join_their_boxes() -> None:
+    """Every drawing of the shipped specs, a feature cut and a branching graph: no two boxes
+    overlap, each box is below every box it reads, each arrow starts on its source's border,
+    ends on its target's, and runs in straight horizontal or vertical pieces."""
+    for lay in _layouts():
+        at = {p.box.id: p for p in lay.boxes}
+        for i, p in enumerate(lay.boxes):
+            assert p.width > 0 and p.height > 0 and p.right <= lay.width and p.bottom <= lay.height
+            for q in lay.boxes[i + 1 :]:
+                apart = p.right <= q.x or q.right <= p.x or p.bottom <= q.y or q.bottom <= p.y
+                assert apart, (p.box.lines, q.box.lines)
+        for r in lay.routes:
+            s, t = at[r.edge.source], at[r.edge.target]
+            assert s.bottom < t.y
+            assert _on_border(r.points[0], s) and _on_border(r.points[-1], t), r
+            for (x0, y0), (x1, y1) in zip(r.points, r.points[1:], strict=False):
+                assert x0 == x1 or y0 == y1, r
+
+
+def test_edges_that_skip_rows_run_beside_the_boxes_they_pass() -> None:
+    """A residual or a squeeze-excite gate is routed in a lane right of every box in the rows
+    it passes, and two lanes that run alongside never share an x."""
+    for lay in _layouts():
+        at = {p.box.id: p for p in lay.boxes}
+        lanes = []
+        for r in lay.routes:
+            s, t = at[r.edge.source], at[r.edge.target]
+            assert r.skip == (t.row > s.row + 1)
+            if not r.skip:
+                continue
+            pieces = zip(r.points, r.points[1:], strict=False)
+            x = max(px for (px, py), (qx, qy) in pieces if px == qx and py != qy)  # the lane: its rightmost piece
+            passed = [p for p in lay.boxes if s.row < p.row < t.row]
+            assert all(p.right < x for p in passed)
+            lanes.append((s.row, t.row, x))
+        for i, (a0, a1, xa) in enumerate(lanes):
+            for b0, b1, xb in lanes[i + 1 :]:
+                assert not (a0 <= b1 and b0 <= a1) or xa != xb
+
+
+def test_v3_small_draws_its_squeeze_excite_gates_and_residuals_beside_the_chain() -> None:
+    """keras.applications.MobileNetV3Small, blocks collapsed: what skips rows is a
+    squeeze-excite gate's input (into a multiply) or a residual (into an add), and both kinds
+    are there (Howard et al. 2019, Table 2: SE in 9 of 11 blocks, residuals where the stride is
+    1 and the width stays)."""
+    g = archcompiler.compile("specs/mobilenet_v3_small.yaml").graph
+    lay = layout(g)
+    ops_into = [
+        {g[m].op for m in p.box.members} for r in lay.routes if r.skip for p in lay.boxes if p.box.id == r.edge.target
+    ]
+    assert ops_into and all(ops & {"multiply", "add"} for ops in ops_into)
+    assert any("multiply" in ops for ops in ops_into) and any("add" in ops for ops in ops_into)
+
+
+def test_svg_is_xml_with_every_label_and_edge(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "diagram", SPEC, "--collapse-blocks", "--format", "svg")
+    assert code == 0
+    root = ET.fromstring(out)
+    assert root.tag == f"{SVG_NS}svg"
+    nodes = [g for g in root.iter(f"{SVG_NS}g") if g.get("class", "").startswith("node")]
+    edges = [g for g in root.iter(f"{SVG_NS}g") if g.get("class", "").startswith("edge")]
+    texts = ["|".join(ts.text for ts in g.iter(f"{SVG_NS}tspan")) for g in nodes]
+    # Table 1: the stem, 13 separable blocks of 6 layers, the pool, the classifier; one output
+    assert len(nodes) == 21 and len(edges) == 20 and sum(t.endswith("|6 layers") for t in texts) == 13
+    assert "conv_dw_13 .. conv_pw_13_relu|6 layers" in texts and "output|predictions" in texts
+    assert {"".join(g.find(f"{SVG_NS}text").itertext()) for g in edges} >= {"112x112x32", "7x7x1024", "1000"}
+
+
+def test_hostile_description_is_escaped_in_svg() -> None:
+    text = svg(_tiny(HOSTILE).graph)
+    root = ET.fromstring(text)  # parses: nothing broke out of its element
+    assert root.find(f"{SVG_NS}title").text == "tiny: " + " ".join(HOSTILE.split())
+    assert "<script" not in text and len(list(root.iter(f"{SVG_NS}script"))) == 0
+
+
+def test_a_graph_too_large_to_draw_says_so_and_what_draws_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(archcompiler.tools.diagram, "MAX_DRAWN", 20)  # MobileNet collapsed: 21 boxes
+    code, out, _ = run(capsys, "summary", SPEC, "--format", "html")
+    assert code == 0 and "<svg" not in out
+    assert "Not drawn: 21 boxes (at most 20 are drawn here); &#x27;archc diagram SPEC --collapse-blocks" in out
