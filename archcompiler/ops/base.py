@@ -16,8 +16,9 @@ An op is one frozen dataclass (a subclass of :class:`Node`) that holds, in one p
 * what its output allows (:attr:`Node.overwritable`: whether a following in-place op may
   overwrite it).
 
-:meth:`Node.infer_shape` and :meth:`Node.parity_bound` have no default: no op is judged by
-a guess.
+:meth:`Node.infer_shape` and :meth:`Node.parity_bound` have no default: registering an op
+without them fails at import (:func:`archcompiler.ops.registry.check_definition`), so no op is
+judged by a guess.
 
 Nothing here imports a framework (numpy only inside :meth:`Node.parity_bound`).
 """
