@@ -12,9 +12,10 @@ Nothing here imports a framework: a backend's module is imported only when it is
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, get_args
 
 from archcompiler import ir
 from archcompiler.kit.backend import Backend, BackendError, UnsupportedOpError
@@ -30,6 +31,7 @@ __all__ = [
     "BackendError",
     "UnsupportedOpError",
     "available",
+    "check_kinds",
     "get_backend",
     "read_weights",
     "require",
@@ -65,6 +67,16 @@ def reserved_names() -> dict[str, str]:
         for name in getattr(importlib.import_module(module), attr):
             out.setdefault(name, backend)
     return out
+
+
+def check_kinds(backend: str, table: Mapping[str, Any]) -> None:
+    """TypeError unless ``table`` (a backend's activation kind -> its class or call) covers
+    exactly the IR's activation kinds: checked at the backend's import, so a new kind cannot
+    reach a backend that does not know it."""
+    kinds = set(get_args(ir.ActivationKind))
+    if set(table) != kinds:
+        missing, unknown = sorted(kinds - set(table)), sorted(set(table) - kinds)
+        raise TypeError(f"backend {backend!r}: activation kinds missing {missing}, unknown {unknown}")
 
 
 def _external() -> dict[str, Any]:

@@ -35,7 +35,7 @@ from archcompiler.ir.graph import (
     ZeroPad2D,
 )
 from archcompiler.kit.codegen import Call, make_call, padding_style
-from archcompiler.kit.registry import BackendError, UnsupportedOpError
+from archcompiler.kit.registry import BackendError, UnsupportedOpError, check_kinds
 
 BACKEND = "keras"
 
@@ -224,22 +224,22 @@ class ActivationHandler(Handler):
     """
 
     op = "activation"
-    KINDS: ClassVar[dict[str, str]] = {
-        "sigmoid": "sigmoid",
-        "tanh": "tanh",
-        "hard_sigmoid": "hard_sigmoid",
-        "hard_swish": "hard_silu",
-        "swish": "silu",
+    KINDS: ClassVar[dict[str, tuple[str, tuple[Any, ...], tuple[str, ...]]]] = {
+        "relu": ("ReLU", (), ()),
+        "relu6": ("ReLU", (6.0,), ("max_value",)),  # as keras.applications
+        "sigmoid": ("Activation", ("sigmoid",), ("activation",)),
+        "tanh": ("Activation", ("tanh",), ("activation",)),
+        "hard_sigmoid": ("Activation", ("hard_sigmoid",), ("activation",)),
+        "hard_swish": ("Activation", ("hard_silu",), ("activation",)),
+        "swish": ("Activation", ("silu",), ("activation",)),
     }
+    """Kind -> (keras.layers class, positional arguments, their names)."""
 
     def describe(self, node: Activation, graph: Graph) -> list[Call]:
-        if node.kind == "relu":
-            return [layer_call("ReLU", node)]
-        if node.kind == "relu6":
-            return [layer_call("ReLU", node, (6.0,), arg_names=("max_value",))]  # as keras.applications
         if node.kind not in self.KINDS:
             raise UnsupportedOpError(BACKEND, node, f"activation {node.kind!r}")
-        return [layer_call("Activation", node, (self.KINDS[node.kind],), arg_names=("activation",))]
+        cls, args, names = self.KINDS[node.kind]
+        return [layer_call(cls, node, args, arg_names=names)]
 
 
 class ZeroPad2DHandler(Handler):
@@ -346,6 +346,8 @@ class RescalingHandler(Handler):
         layer.scale, layer.offset = np.float64(layer.scale), np.float64(layer.offset)
         return layer
 
+
+check_kinds(BACKEND, ActivationHandler.KINDS)
 
 HANDLERS: Mapping[str, Handler] = {
     h.op: h

@@ -7,6 +7,9 @@ generated code and the instantiated model cannot drift apart (docs/DESIGN.md, st
 
 A node the handler cannot reproduce *exactly* raises :class:`UnsupportedOpError`; nothing is
 approximated (docs/DESIGN.md, style 4).
+
+What is torch's own about an op lives on its handler too: the names of its tensors inside the
+module (:attr:`Handler.weight_names`).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from torch import nn
 
 from archcompiler import ir
 from archcompiler.kit.codegen import Call, make_call
-from archcompiler.kit.registry import BackendError, UnsupportedOpError
+from archcompiler.kit.registry import BackendError, UnsupportedOpError, check_kinds
 
 BACKEND = "torch"
 
@@ -113,6 +116,10 @@ class Handler:
     :meth:`describe`. The builder instantiates the call, the emitter renders it."""
 
     op: ClassVar[str]
+    weight_names: ClassVar[Mapping[str, str]] = {}
+    """Canonical param (``kernel``) -> the tensor's name inside the node's module (``weight``):
+    the state_dict key is ``<node>.<name>``. Every param the op's ``weights()`` gives must be
+    here; a missing one is an error naming it, never a guess."""
 
     def describe(self, node: Any, graph: ir.Graph) -> Sequence[Call]:
         """One call per node (named after it), none for the graph input."""
@@ -174,8 +181,13 @@ class InputHandler(Handler):
         return []
 
 
+CONV_WEIGHTS: Mapping[str, str] = {"kernel": "weight", "bias": "bias"}
+"""nn.Conv2d's and nn.Linear's names of the canonical kernel and bias."""
+
+
 class Conv2DHandler(Handler):
     op = "conv2d"
+    weight_names = CONV_WEIGHTS
 
     def describe(self, node: ir.Conv2D, graph: ir.Graph, general: bool = False) -> list[Call]:
         _require_image(node, graph)
@@ -190,6 +202,7 @@ class DepthwiseConv2DHandler(Handler):
     filter m of input channel c, the order of Keras' (kh, kw, C, M) kernel reshaped."""
 
     op = "depthwise_conv2d"
+    weight_names = CONV_WEIGHTS
 
     def describe(self, node: ir.DepthwiseConv2D, graph: ir.Graph, general: bool = False) -> list[Call]:
         _require_image(node, graph)
@@ -204,6 +217,12 @@ class BatchNormHandler(Handler):
     forward hook (layers.BiasedBatchNorm), so the module's type stays stock either way."""
 
     op = "batchnorm"
+    weight_names: ClassVar[Mapping[str, str]] = {
+        "gamma": "weight",
+        "beta": "bias",
+        "moving_mean": "running_mean",
+        "moving_variance": "running_var",
+    }
 
     def describe(self, node: ir.BatchNorm, graph: ir.Graph) -> list[Call]:
         if node.center != node.scale:
@@ -221,12 +240,6 @@ class BatchNormHandler(Handler):
         return [module_call(cls, node, (node.channels,), kwargs, {"affine": True})]
 
 
-OVERWRITABLE = frozenset({"conv2d", "depthwise_conv2d", "batchnorm", "dense", "add"})
-"""Ops whose output an in-place activation may overwrite: each makes a fresh tensor, and none
-needs its own output for its backward (BatchNorm keeps its input and statistics), so training
-stays correct. Not zero_pad2d: a block instance's pad of nothing is dropped by the emitter, and
-its output would then be its input, which other layers may read."""
-
 _READERS: dict[int, tuple[weakref.ref[ir.Graph], dict[str, int]]] = {}
 
 
@@ -243,12 +256,14 @@ def readers(graph: ir.Graph) -> dict[str, int]:
 
 
 def overwritable(node: ir.Node, graph: ir.Graph) -> bool:
-    """Whether ``node`` may overwrite its one input: nothing else reads that value, and an op
-    in OVERWRITABLE made it (never the graph input, which is the caller's tensor)."""
+    """Whether ``node`` may overwrite its one input: nothing else reads that value, and the op
+    that made it says its output may be overwritten (``Node.overwritable``: a fresh tensor no
+    backward pass needs; never the graph input, the caller's tensor, nor zero_pad2d, whose pad
+    of nothing the emitter drops, so that its output would be its input)."""
     if len(node.inputs) != 1:
         return False
     src = graph[node.inputs[0]]
-    return src.op in OVERWRITABLE and readers(graph).get(src.name, 0) == 1
+    return src.overwritable and readers(graph).get(src.name, 0) == 1
 
 
 class ActivationHandler(Handler):
@@ -329,6 +344,7 @@ class FlattenHandler(Handler):
 
 class DenseHandler(Handler):
     op = "dense"
+    weight_names = CONV_WEIGHTS
 
     def describe(self, node: ir.Dense, graph: ir.Graph) -> list[Call]:
         if _rank(graph, node) != 1:
@@ -392,6 +408,8 @@ class RescalingHandler(Handler):
     def describe(self, node: ir.Rescaling, graph: ir.Graph) -> list[Call]:
         return [module_call(layers.Rescaling, node, (node.scale,), {"offset": node.offset}, {"offset": 0.0})]
 
+
+check_kinds(BACKEND, ActivationHandler.CLASSES)
 
 HANDLERS: Mapping[str, Handler] = {
     h.op: h
