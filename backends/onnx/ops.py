@@ -19,7 +19,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from archcompiler import ir
-from archcompiler.kit.registry import UnsupportedOpError, check_kinds
+from archcompiler.kit.registry import UnsupportedOpError, check_kinds, handler_table
 
 OPSET = 17
 """HardSwish needs 14, Softmax over one axis 13; 17 is what current runtimes all read."""
@@ -206,22 +206,26 @@ def input_(e: Emitter, node: ir.Input) -> None:
         e.node("Transpose", [e.input_name], final=True, perm=[0, 3, 1, 2])
 
 
-HANDLERS: dict[str, Handler] = {
-    "input": input_,  # type: ignore[dict-item]
-    "conv2d": conv2d,  # type: ignore[dict-item]
-    "depthwise_conv2d": depthwise_conv2d,  # type: ignore[dict-item]
-    "batchnorm": batchnorm,  # type: ignore[dict-item]
-    "activation": activation,  # type: ignore[dict-item]
-    "zero_pad2d": zero_pad2d,  # type: ignore[dict-item]
-    "pool2d": pool2d,  # type: ignore[dict-item]
-    "global_pool": global_pool,  # type: ignore[dict-item]
-    "flatten": flatten,  # type: ignore[dict-item]
-    "dense": dense,  # type: ignore[dict-item]
-    "dropout": dropout,  # type: ignore[dict-item]
-    "softmax": softmax,  # type: ignore[dict-item]
-    "rescaling": rescaling,  # type: ignore[dict-item]
-    "concat": concat,  # type: ignore[dict-item]
-    "add": add,  # type: ignore[dict-item]
-    "multiply": multiply,  # type: ignore[dict-item]
-}
-"""IR op -> handler; every op in ``archcompiler.ir.IR_OPS`` (a test checks)."""
+HANDLERS: dict[str, Handler] = handler_table(
+    "onnx",
+    {
+        "input": input_,  # type: ignore[dict-item]
+        "conv2d": conv2d,  # type: ignore[dict-item]
+        "depthwise_conv2d": depthwise_conv2d,  # type: ignore[dict-item]
+        "batchnorm": batchnorm,  # type: ignore[dict-item]
+        "activation": activation,  # type: ignore[dict-item]
+        "zero_pad2d": zero_pad2d,  # type: ignore[dict-item]
+        "pool2d": pool2d,  # type: ignore[dict-item]
+        "global_pool": global_pool,  # type: ignore[dict-item]
+        "flatten": flatten,  # type: ignore[dict-item]
+        "dense": dense,  # type: ignore[dict-item]
+        "dropout": dropout,  # type: ignore[dict-item]
+        "softmax": softmax,  # type: ignore[dict-item]
+        "rescaling": rescaling,  # type: ignore[dict-item]
+        "concat": concat,  # type: ignore[dict-item]
+        "add": add,  # type: ignore[dict-item]
+        "multiply": multiply,  # type: ignore[dict-item]
+    },
+)
+"""IR op -> handler: every built-in op (checked at import), then those plug-ins add
+(kit.registry.handler_table)."""
