@@ -1,7 +1,8 @@
 """Every op and every activation kind against every framework-free consumer: the spec language,
-lowering, cost, weights, parity's bound and the Keras emitter (tests/backends/test_every_op.py
-does the four backends and the torch emitter). An op or kind without an entry fails here, or
-earlier: at import (archcompiler.ops.registry.check_definition, ops.activation.KIND_BOUNDS).
+lowering, cost, weights, parity's bound and the Keras emitter (the four backends and the torch
+emitter: tests/backends/test_every_op_in_every_backend.py). An op or kind without an entry
+fails here, or earlier: at import (archcompiler.ops.registry.check_definition,
+ops.activation.KIND_BOUNDS).
 
 Expected values are hand arithmetic and numpy formulas, not the code's own output.
 """
@@ -35,7 +36,7 @@ def graph() -> ir.Graph:
 
 def test_the_every_op_spec_uses_every_op_tag_and_kind(graph: ir.Graph) -> None:
     # a new op, spec tag or activation kind must be added to tests/specs/every_op.yaml, and so
-    # reaches every consumer tested here and in tests/backends/test_every_op.py
+    # reaches every consumer tested here and in tests/backends/test_every_op_in_every_backend.py
     assert {n.op for n in graph.nodes} == ops.IR_OPS
     kinds = {n.kind for n in graph.nodes if isinstance(n, ir.Activation)}
     assert kinds == set(typing.get_args(ir.ActivationKind)) == set(KIND_BOUNDS)
