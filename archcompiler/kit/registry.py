@@ -6,15 +6,19 @@ with its TRANSFORMS table); the Backend interface and everything shared between 
 re-exported here. Shared code never asks *which* framework it talks to.
 Built-in backends live in ``archcompiler.backends.<name>``; third-party packages register in
 the ``archcompiler.backends`` entry-point group (``name = "package.module:BackendClass"``).
+A plug-in op (archcompiler.ops.registry) gives each built-in backend its handler through the
+``archcompiler.handlers.<backend>`` group (``<op> = "package.module:Handler"``), loaded when
+that backend's table is made (:func:`handler_table`).
 Nothing here imports a framework: a backend's module is imported only when it is asked for.
 """
 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, get_args
 
 from archcompiler import ir
 from archcompiler.kit.backend import Backend, BackendError, UnsupportedOpError
@@ -26,11 +30,14 @@ __all__ = [
     "BUILTIN",
     "ENTRY_POINT_GROUP",
     "FOREIGN_WEIGHTS",
+    "HANDLER_GROUP",
     "Backend",
     "BackendError",
     "UnsupportedOpError",
     "available",
+    "check_kinds",
     "get_backend",
+    "handler_table",
     "read_weights",
     "require",
 ]
@@ -65,6 +72,51 @@ def reserved_names() -> dict[str, str]:
         for name in getattr(importlib.import_module(module), attr):
             out.setdefault(name, backend)
     return out
+
+
+HANDLER_GROUP = "archcompiler.handlers"
+"""Plug-in ops' handlers for backend ``b`` are entry points in group ``archcompiler.handlers.b``,
+each named after its op (``clip = "archc_clip.torch_handler:ClipHandler"``)."""
+
+H = TypeVar("H")
+
+
+def handler_table(backend: str, builtin: Mapping[str, H]) -> dict[str, H]:
+    """A built-in backend's handler table: ``builtin`` (its own handlers, keyed by op), which
+    must cover every built-in op, then the handlers plug-ins register for their ops
+    (:data:`HANDLER_GROUP`). Called when the backend's handler module is imported, so a gap in
+    a built-in table, or a plug-in handler for an op nobody registered (or one replacing a
+    built-in op's handler: that is what a Backend subclass is for), stops that import with a
+    TypeError naming it. An entry point may name a handler or a class to instantiate."""
+    missing = sorted(ir.BUILTIN_OPS - set(builtin))
+    if missing:
+        raise TypeError(f"backend {backend!r} has no handler for the built-in op(s) {', '.join(missing)}")
+    table = dict(builtin)
+    for ep in sorted(entry_points(group=f"{HANDLER_GROUP}.{backend}"), key=lambda e: (e.name, e.value)):
+        where = f"plug-in handler {ep.name!r} of backend {backend!r} ({ep.value})"
+        if ep.name not in ir.IR_OPS:
+            raise TypeError(f"{where}: no op {ep.name!r} is registered (archcompiler.ops entry points)")
+        if ep.name in table:
+            raise TypeError(f"{where}: op {ep.name!r} has a handler already; replace one in a Backend subclass")
+        try:
+            found = ep.load()
+        except Exception as exc:
+            raise TypeError(f"{where} failed to load: {exc}") from exc
+        handler = found() if isinstance(found, type) else found
+        if getattr(handler, "op", ep.name) != ep.name:
+            raise TypeError(f"{where} is the handler of op {handler.op!r}")
+        table[ep.name] = handler
+    return table
+
+
+def check_kinds(backend: str, table: Mapping[str, Any]) -> None:
+    """TypeError unless ``table`` (a backend's activation kind -> its class or call) covers
+    exactly the IR's activation kinds: checked at the backend's import, so a new kind cannot
+    reach a backend that does not know it."""
+    kinds = set(get_args(ir.ActivationKind))
+    if set(table) != kinds:
+        missing, unknown = sorted(kinds - set(table)), sorted(set(table) - kinds)
+        raise TypeError(f"backend {backend!r}: activation kinds missing {missing}, unknown {unknown}")
 
 
 def _external() -> dict[str, Any]:

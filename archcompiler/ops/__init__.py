@@ -1,7 +1,10 @@
 """The op registry: one definition per IR op (see base.py for what a definition holds).
 
-Adding an op = one module here (spec model + IR node class with its rules) listed in
-:data:`NODE_TYPES`, one handler per backend, and tests (docs/adding-an-op.md).
+The built-in ops are the modules here, listed in :data:`BUILTIN_NODE_TYPES`; a plug-in package
+adds more through the ``archcompiler.ops`` entry-point group, loaded once, here, before the
+spec language builds its models from :data:`SPEC_OPS` (registry.py). Every definition is
+checked as it is registered, so an incomplete one stops the import naming what it lacks.
+Adding an op, built-in or plug-in: docs/adding-an-op.md.
 """
 
 from __future__ import annotations
@@ -14,10 +17,12 @@ from archcompiler.ops.base import (
     OpError,
     Pad4,
     Pair,
+    ParityBound,
     RawCost,
     Shape,
     Span,
     WeightSpec,
+    absmax,
     fast_init,
     make_divisible,
     same_padding,
@@ -28,9 +33,10 @@ from archcompiler.ops.input import Input
 from archcompiler.ops.merge import Add, Concat, Multiply
 from archcompiler.ops.norm import BatchNorm
 from archcompiler.ops.pool import GlobalPool, Pool2D
+from archcompiler.ops.registry import OpDefinitionError, check_definition, plugin_ops, registered, spec_tags
 from archcompiler.ops.reshape import Dropout, Flatten, ZeroPad2D
 
-NODE_TYPES: tuple[type[Node], ...] = (
+BUILTIN_NODE_TYPES: tuple[type[Node], ...] = (
     Input,
     Conv2D,
     DepthwiseConv2D,
@@ -48,24 +54,22 @@ NODE_TYPES: tuple[type[Node], ...] = (
     Multiply,
     Concat,
 )
-"""Every IR op. Backends must cover each of these or name the ones they refuse."""
+"""The ops archc defines itself: every built-in backend covers each (checked at its import)."""
+
+NODE_TYPES: tuple[type[Node], ...] = registered((*BUILTIN_NODE_TYPES, *plugin_ops()))
+"""Every IR op, the built-in ones and then those of installed plug-ins (registry.plugin_ops).
+A backend without a handler for one refuses it by name (UnsupportedOpError)."""
 
 for _t in NODE_TYPES:
     fast_init(_t)  # lowering makes one node per layer: fill __dict__, not object.__setattr__
 
 IR_OPS: frozenset[str] = frozenset(t.op for t in NODE_TYPES)
+BUILTIN_OPS: frozenset[str] = frozenset(t.op for t in BUILTIN_NODE_TYPES)
 NODE_BY_OP: dict[str, type[Node]] = {t.op: t for t in NODE_TYPES}
 
 
 def _spec_ops() -> dict[str, type[LayerBase]]:
-    from typing import get_args
-
-    out: dict[str, type[LayerBase]] = {}
-    for node_type in NODE_TYPES:
-        for model in node_type.spec_layers:
-            for tag in get_args(model.model_fields["op"].annotation):
-                out[tag] = model
-    return out
+    return {tag: model for node_type in NODE_TYPES for model in node_type.spec_layers for tag in spec_tags(model)}
 
 
 SPEC_OPS: dict[str, type[LayerBase]] = _spec_ops()
@@ -93,6 +97,8 @@ def _words(n: int) -> str:
 
 
 __all__ = [
+    "BUILTIN_NODE_TYPES",
+    "BUILTIN_OPS",
     "IR_OPS",
     "NODE_BY_OP",
     "NODE_FOR_LAYER",
@@ -113,9 +119,11 @@ __all__ = [
     "LowerContext",
     "Multiply",
     "Node",
+    "OpDefinitionError",
     "OpError",
     "Pad4",
     "Pair",
+    "ParityBound",
     "Pool2D",
     "RawCost",
     "Rescaling",
@@ -124,7 +132,9 @@ __all__ = [
     "Span",
     "WeightSpec",
     "ZeroPad2D",
+    "absmax",
     "arity_error",
+    "check_definition",
     "make_divisible",
     "same_padding",
 ]

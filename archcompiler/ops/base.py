@@ -10,20 +10,30 @@ An op is one frozen dataclass (a subclass of :class:`Node`) that holds, in one p
   by :class:`~archcompiler.ir.Graph`, which re-checks every node on construction;
 * **canonical weights** (:meth:`Node.weights`: names, shapes, layouts, initialisation);
 * **cost** (:meth:`Node.cost`: convention-free counts every convention is derived from);
-* its **category** (the paper's Table 2 grouping).
+* its **category** (the paper's Table 2 grouping);
+* its **parity bound** (:meth:`Node.parity_bound`: how float32 rounding grows through it, which
+  :mod:`archcompiler.parity.inference` judges every backend by);
+* what its output allows (:attr:`Node.overwritable`: whether a following in-place op may
+  overwrite it).
 
-Nothing here imports a framework.
+:meth:`Node.infer_shape` and :meth:`Node.parity_bound` have no default: registering an op
+without them fails at import (:func:`archcompiler.ops.registry.check_definition`), so no op is
+judged by a guess.
+
+Nothing here imports a framework (numpy only inside :meth:`Node.parity_bound`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from archcompiler.language.fields import LayerBase
 
 Shape = tuple[int, ...]
@@ -139,6 +149,48 @@ class WeightSpec:
     fan_out: int = 0
     """For the ``*_fan_out`` fills: the outputs each input reaches (a conv's kh * kw * out /
     groups, a dense layer's units)."""
+
+
+@dataclass(frozen=True)
+class ParityBound:
+    """How float32 rounding can grow through one node: what parity's judge needs of an op
+    (:mod:`archcompiler.parity.inference` has the bound this feeds, and why)."""
+
+    lipschitz: tuple[float, ...]
+    """Per input: the op's Lipschitz constant in the max norm with respect to that input (how
+    much an error already in the input can grow through the node)."""
+    reductions: int = 0
+    """Length of the node's longest sum (a conv's fan-in, a global pool's H*W): a float32 sum
+    of n terms rounds by at most about n * u of its magnitude, whatever the order."""
+    constant: float = 0.0
+    """Magnitude of the node's constant terms (a bias, BatchNorm's shift), added to the
+    magnitude its own rounding is judged at."""
+    clamped: bool = False
+    """Whether the node rounds only inside a bounded range (relu6, hard_sigmoid) or a mean
+    (global average): its own rounding is then judged at ``constant + max|output|``, not at
+    the (possibly huge) input's magnitude."""
+
+    @classmethod
+    def exact(cls, inputs: int) -> ParityBound:
+        """An op that moves values without arithmetic (pad, flatten, concat): each input's
+        error passes through unchanged, nothing new is rounded."""
+        return cls((1.0,) * inputs)
+
+
+def absmax(a: np.ndarray) -> float:
+    """max |a| (0 for an empty array); infinity if ``a`` holds NaN, so that a magnitude, and the
+    bound made from it, is never NaN."""
+    import numpy as np
+
+    m = float(np.abs(a).max(initial=0.0))
+    return float("inf") if m != m else m
+
+
+def abs64(a: np.ndarray) -> np.ndarray:
+    """|a| in float64 (a parity bound is computed in float64 whatever the weights' dtype)."""
+    import numpy as np
+
+    return np.abs(np.asarray(a, dtype=np.float64))
 
 
 @fast_init
@@ -266,9 +318,23 @@ class Node:
         return ()
 
     def cost(self, inputs: Sequence[Shape]) -> RawCost:
+        """Convention-free counts of this node (none by default: an op without weights or
+        arithmetic that any convention counts)."""
         return RawCost()
 
     @property
     def category(self) -> str:
         """Layer type as the paper's Table 2 groups them."""
         return self.op.replace("_", " ").title()
+
+    def parity_bound(self, params: Mapping[str, np.ndarray], inputs: Sequence[np.ndarray]) -> ParityBound:
+        """How float32 rounding grows through this node, from its canonical tensors ``params``
+        (by param name: ``kernel``, ``bias``) and the float64 reference values of its
+        ``inputs`` (each a batch, channels-last). Every op states it: there is no default, so
+        no op is judged by a guess."""
+        raise NotImplementedError(f"op {self.op!r} has no parity bound")
+
+    overwritable: ClassVar[bool] = False
+    """Whether an in-place op reading this node's output (an activation with torch's
+    ``inplace=True``) may overwrite it: the op makes a fresh tensor (not a view of its input)
+    and no op's backward pass needs its output. False, the safe answer, unless an op says so."""

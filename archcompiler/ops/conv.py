@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field
 
@@ -15,14 +15,20 @@ from archcompiler.ops.base import (
     OpError,
     Pad4,
     Pair,
+    ParityBound,
     RawCost,
     Shape,
     WeightSpec,
+    abs64,
+    absmax,
     check_padding,
     image,
     pair,
     window,
 )
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 class ConvLayer(LayerBase):
@@ -121,6 +127,14 @@ class Conv2D(Node):
         kind = "Conv" if self.groups == 1 else f"Conv g{self.groups}"
         return f"{kind} {self.kernel[0]}x{self.kernel[1]}"
 
+    overwritable = True  # a fresh tensor; its backward reads its input and kernel, not its output
+
+    def parity_bound(self, params: Mapping[str, np.ndarray], inputs: Sequence[np.ndarray]) -> ParityBound:
+        """The largest per-filter sum of |kernel| (kh, kw, in / groups); the fan-in is summed."""
+        k = abs64(params["kernel"])  # (kh, kw, cin / groups, cout)
+        bias = absmax(params["bias"]) if "bias" in params else 0.0
+        return ParityBound((float(k.sum(axis=(0, 1, 2)).max()),), int(k.shape[0] * k.shape[1] * k.shape[2]), bias)
+
 
 @dataclass(frozen=True, kw_only=True)
 class DepthwiseConv2D(Node):
@@ -172,3 +186,11 @@ class DepthwiseConv2D(Node):
     @property
     def category(self) -> str:
         return f"Conv dw {self.kernel[0]}x{self.kernel[1]}"
+
+    overwritable = True  # as Conv2D
+
+    def parity_bound(self, params: Mapping[str, np.ndarray], inputs: Sequence[np.ndarray]) -> ParityBound:
+        """The largest per-filter sum of |kernel| over its kh x kw taps, which are summed."""
+        k = abs64(params["kernel"])  # (kh, kw, C, M)
+        bias = absmax(params["bias"]) if "bias" in params else 0.0
+        return ParityBound((float(k.sum(axis=(0, 1)).max()),), int(k.shape[0] * k.shape[1]), bias)

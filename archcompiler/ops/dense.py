@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field
 
 from archcompiler.language.fields import LayerBase, PosIntRef
-from archcompiler.ops.base import LowerContext, Node, OpError, RawCost, Shape, WeightSpec, dims
+from archcompiler.ops.base import (
+    LowerContext,
+    Node,
+    OpError,
+    ParityBound,
+    RawCost,
+    Shape,
+    WeightSpec,
+    abs64,
+    absmax,
+    dims,
+)
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 class DenseLayer(LayerBase):
@@ -64,3 +78,11 @@ class Dense(Node):
     @property
     def category(self) -> str:
         return "Fully Connected"
+
+    overwritable = True  # a fresh tensor; its backward reads its input and kernel, not its output
+
+    def parity_bound(self, params: Mapping[str, np.ndarray], inputs: Sequence[np.ndarray]) -> ParityBound:
+        """The largest per-unit sum of |kernel|; the input features are summed."""
+        k = abs64(params["kernel"])  # (in, out)
+        bias = absmax(params["bias"]) if "bias" in params else 0.0
+        return ParityBound((float(k.sum(axis=0).max()),), int(k.shape[0]), bias)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 from archcompiler.language.fields import LayerBase
-from archcompiler.ops.base import Node, OpError, Shape, dims
+from archcompiler.ops.base import Node, OpError, ParityBound, Shape, absmax, dims
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 class AddLayer(LayerBase):
@@ -38,6 +41,12 @@ class Add(Node):
             raise OpError("add needs inputs of one shape, got " + ", ".join(dims(s) for s in inputs))
         return inputs[0]
 
+    overwritable = True  # a fresh tensor; a sum's backward needs no values at all
+
+    def parity_bound(self, params: Mapping[str, np.ndarray], inputs: Sequence[np.ndarray]) -> ParityBound:
+        """Each input's error passes through once; n inputs are summed."""
+        return ParityBound((1.0,) * len(inputs), len(inputs))
+
 
 @dataclass(frozen=True, kw_only=True)
 class Multiply(Node):
@@ -54,6 +63,11 @@ class Multiply(Node):
             raise OpError(f"multiply needs equal shapes or (H, W, C) with (1, 1, C), got {dims(a)} and {dims(b)}")
         return big
 
+    def parity_bound(self, params: Mapping[str, np.ndarray], inputs: Sequence[np.ndarray]) -> ParityBound:
+        """d(ab)/da = b: an error in one input grows by the other's magnitude."""
+        a, b = (absmax(x) for x in inputs)
+        return ParityBound((b, a), 1)
+
 
 @dataclass(frozen=True, kw_only=True)
 class Concat(Node):
@@ -68,3 +82,6 @@ class Concat(Node):
         if len(spatial) != 1 or len({len(s) for s in inputs}) != 1:
             raise OpError("concat needs inputs of one spatial size, got " + ", ".join(dims(s) for s in inputs))
         return (*inputs[0][:-1], sum(s[-1] for s in inputs))
+
+    def parity_bound(self, params: Mapping[str, np.ndarray], inputs: Sequence[np.ndarray]) -> ParityBound:
+        return ParityBound.exact(len(inputs))

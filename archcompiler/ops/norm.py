@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 from pydantic import Field
 
 from archcompiler.language.fields import Epsilon, LayerBase
 from archcompiler.language.limits import EPSILON_RANGE
-from archcompiler.ops.base import Fill, LowerContext, Node, OpError, RawCost, Shape, WeightSpec
+from archcompiler.ops.base import Fill, LowerContext, Node, OpError, ParityBound, RawCost, Shape, WeightSpec, absmax
+
+if TYPE_CHECKING:
+    import numpy as np
 
 VarianceUpdate = Literal["biased", "unbiased"]
 
@@ -76,3 +79,16 @@ class BatchNorm(Node):
     @property
     def category(self) -> str:
         return "BatchNorm"
+
+    overwritable = True  # a fresh tensor; its backward keeps its input and statistics, not its output
+
+    def parity_bound(self, params: Mapping[str, np.ndarray], inputs: Sequence[np.ndarray]) -> ParityBound:
+        """At inference x * a + (beta - mean * a) with a = gamma / sqrt(var + eps): Lipschitz
+        max |a|, constant terms |a * mean| + |beta|."""
+        import numpy as np
+
+        a = 1.0 / np.sqrt(np.asarray(params["moving_variance"], np.float64) + self.epsilon)
+        if "gamma" in params:
+            a = a * np.asarray(params["gamma"], np.float64)
+        const = absmax(a * params["moving_mean"]) + (absmax(params["beta"]) if "beta" in params else 0.0)
+        return ParityBound((absmax(a),), 1, const)

@@ -3,14 +3,29 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field
 
 from archcompiler.language.fields import LayerBase, PairRef
-from archcompiler.ops.base import LowerContext, Node, OpError, Pair, RawCost, Shape, image, pair, window
+from archcompiler.ops.base import (
+    LowerContext,
+    Node,
+    OpError,
+    Pair,
+    ParityBound,
+    RawCost,
+    Shape,
+    absmax,
+    image,
+    pair,
+    window,
+)
+
+if TYPE_CHECKING:
+    import numpy as np
 
 PoolKind = Literal["avg", "max"]
 
@@ -60,6 +75,10 @@ class Pool2D(Node):
     def category(self) -> str:
         return "Pooling"
 
+    def parity_bound(self, params: Mapping[str, np.ndarray], inputs: Sequence[np.ndarray]) -> ParityBound:
+        """Max and mean are 1-Lipschitz; an average sums its window, a max rounds nothing."""
+        return ParityBound((1.0,), self.kernel[0] * self.kernel[1] if self.kind == "avg" else 0)
+
 
 @dataclass(frozen=True, kw_only=True)
 class GlobalPool(Node):
@@ -83,3 +102,13 @@ class GlobalPool(Node):
     @property
     def category(self) -> str:
         return "Pooling"
+
+    def parity_bound(self, params: Mapping[str, np.ndarray], inputs: Sequence[np.ndarray]) -> ParityBound:
+        """1-Lipschitz; an average sums H*W values, and the rounding of a sum is bounded by
+        gamma_n * sum|x|, so its magnitude is the largest mean |x| (clamped), not max|x|."""
+        if self.kind != "avg":
+            return ParityBound((1.0,))
+        import numpy as np
+
+        x = np.abs(np.asarray(inputs[0], dtype=np.float64))  # (N, H, W, C)
+        return ParityBound((1.0,), x.shape[1] * x.shape[2], absmax(x.mean(axis=(1, 2))), clamped=True)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from archcompiler.language.fields import LayerBase, Padding, Rate
-from archcompiler.ops.base import LowerContext, Node, OpError, Pad4, Shape, check_padding, image
+from archcompiler.ops.base import LowerContext, Node, OpError, Pad4, ParityBound, Shape, check_padding, image
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 class ZeroPadLayer(LayerBase):
@@ -44,6 +47,9 @@ class ZeroPad2D(Node):
         top, bottom, left, right = self.padding
         return (h + top + bottom, w + left + right, c)
 
+    def parity_bound(self, params: Mapping[str, np.ndarray], inputs: Sequence[np.ndarray]) -> ParityBound:
+        return ParityBound.exact(1)
+
 
 @dataclass(frozen=True, kw_only=True)
 class Flatten(Node):
@@ -55,6 +61,9 @@ class Flatten(Node):
 
     def infer_shape(self, inputs: Sequence[Shape]) -> Shape:
         return (math.prod(inputs[0]),)
+
+    def parity_bound(self, params: Mapping[str, np.ndarray], inputs: Sequence[np.ndarray]) -> ParityBound:
+        return ParityBound.exact(1)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -73,3 +82,6 @@ class Dropout(Node):
         if not 0.0 <= self.rate < 1.0:
             raise OpError(f"dropout rate must be in [0, 1), got {self.rate}")
         return inputs[0]
+
+    def parity_bound(self, params: Mapping[str, np.ndarray], inputs: Sequence[np.ndarray]) -> ParityBound:
+        return ParityBound.exact(1)  # the identity at inference

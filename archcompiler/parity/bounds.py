@@ -1,14 +1,8 @@
-"""The constants parity's verdicts rest on: unit roundoffs, the float64 agreement, the rounding
-allowances, and the activations' Lipschitz constants and clamps (see :mod:`.inference`)."""
+"""The constants parity's verdicts rest on: unit roundoffs, the float64 agreement and the
+rounding allowances (see :mod:`.inference`). What each op contributes (its Lipschitz constants,
+reductions, clamps) is part of the op's definition: ``Node.parity_bound`` in archcompiler/ops."""
 
 from __future__ import annotations
-
-from collections.abc import Mapping
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    pass
-
 
 U32 = 2.0**-24
 """float32 unit roundoff (half an ulp of 1)."""
@@ -38,21 +32,3 @@ K_TRAIN = 100.0
 
 FLOAT32_MAX = float(2**128 - 2**104)
 """The largest float32 (3.4e38): a reference beyond it explains an infinity in float32 (overflow)."""
-
-
-ACTIVATION_LIPSCHITZ: Mapping[str, float] = {
-    "relu": 1.0,
-    "relu6": 1.0,
-    "sigmoid": 0.25,
-    "tanh": 1.0,
-    "hard_sigmoid": 1.0 / 6.0,
-    "hard_swish": 1.5,  # d/dx x * relu6(x + 3) / 6 = (2x + 3) / 6 on [-3, 3]
-    "swish": 1.1,  # max of d/dx x * sigmoid(x) is 1.0998
-}
-
-
-CLAMPS: Mapping[str, float] = {"relu": 0.0, "relu6": 0.0, "hard_sigmoid": 6.0}
-"""Activations whose output either equals a bound or is computed from inputs in a bounded
-range: relu and relu6 pass x through exactly or return a constant (no rounding of their own);
-hard_sigmoid rounds relu6(x + 3) / 6 only where |x| <= 3, intermediates at most 6. Their own
-rounding is judged at that magnitude, not at the (possibly huge) input's."""

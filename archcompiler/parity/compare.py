@@ -6,8 +6,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from archcompiler.ops.base import absmax
+
 if TYPE_CHECKING:
     import numpy as np
+
+__all__ = ["absmax", "difference", "max_difference", "nonfinite", "pairwise", "share", "times", "within"]
 
 
 def difference(r: np.ndarray, o: np.ndarray) -> np.ndarray:
@@ -84,12 +88,3 @@ def nonfinite(arrays: Sequence[np.ndarray]) -> str:
     nan = any(bool(np.isnan(a).any()) for a in arrays)
     inf = any(bool(np.isinf(a).any()) for a in arrays)
     return "NaN and infinity" if nan and inf else "NaN" if nan else "infinity"
-
-
-def absmax(a: np.ndarray) -> float:
-    """max |a| (0 for an empty array); infinity if ``a`` holds NaN, so that a magnitude, and the
-    bound made from it, is never NaN."""
-    import numpy as np
-
-    m = float(np.abs(a).max(initial=0.0))
-    return float("inf") if m != m else m

@@ -18,8 +18,9 @@ judged by how far each is from a float64 reference, not by a tolerance tuned per
                    + (K + n(v)) * (u * M(v) + eta)         the node's own float32 rounding
                    + atol + rtol * max|x64(v)|             optional slack (default 0)
 
-  ``L_i(v)`` is the op's Lipschitz constant in the max norm with respect to input i, computed
-  from the IR and the canonical weights (a conv's largest per-filter sum of |kernel|, a
+  ``L_i(v)`` is the op's Lipschitz constant in the max norm with respect to input i, which
+  the op's definition states (``Node.parity_bound`` in archcompiler/ops, from the node's
+  attributes and canonical weights: a conv's largest per-filter sum of |kernel|, a
   BatchNorm's largest |gamma| / sqrt(var + eps), 1 for relu/relu6/pools, 1/6 for
   hard_sigmoid...). ``u = 2**-24`` is float32's unit roundoff; ``n(v)`` the length of the
   node's reductions (a conv's fan-in, a global pool's H*W, the softmax's classes), so ``u * n``
@@ -27,7 +28,8 @@ judged by how far each is from a float64 reference, not by a tolerance tuned per
   summation order; ``K = 16`` covers the few other roundings per element (BatchNorm's
   subtract, rsqrt and scale, bias adds, a transcendental's ulps); ``M(v)`` bounds the
   magnitudes involved: ``L(v) * max|input| + |constant terms| + max|output|`` (for a clamp,
-  relu, relu6, hard_sigmoid, only its unclamped range: see ``CLAMPS``); ``eta = 2**-126``
+  relu, relu6, hard_sigmoid, only its unclamped range: ``ParityBound.clamped``,
+  ``archcompiler.ops.activation.KIND_BOUNDS``); ``eta = 2**-126``
   (float32's smallest normal number) is the absolute error of a rounding near zero, where a
   result is subnormal or flushed to zero. A clamp after a large activation, or a long
   average, is therefore judged on what it inherits and on its own length, while an injected
@@ -71,7 +73,8 @@ from archcompiler.kit.registry import Backend
 
 if TYPE_CHECKING:
     import numpy as np
-from archcompiler.parity.bounds import ACTIVATION_LIPSCHITZ, CLAMPS, ETA32, FLOAT32_MAX, K_ROUNDINGS, RTOL64, U32
+from archcompiler.ops import ParityBound
+from archcompiler.parity.bounds import ETA32, FLOAT32_MAX, K_ROUNDINGS, RTOL64, U32
 from archcompiler.parity.compare import absmax, between, max_difference, nonfinite, share, times, within
 from archcompiler.parity.report import NodeDiff, ParityReport
 from archcompiler.parity.runs import check_arguments, check_parity_memory, loaded_model, resolve_backends
@@ -229,63 +232,17 @@ def _judge64(
     return diffs
 
 
-def _lipschitz(
-    graph: ir.Graph, node: ir.Node, w: weights.Weights, x64: Mapping[str, np.ndarray]
-) -> tuple[list[float], int, float]:
-    """(per-input Lipschitz constants in the max norm, reduction length n, magnitude of the
-    node's constant terms), from the IR and canonical weights; see the module docstring.
-    A negative constant -1 - c replaces the magnitude by c + max|output|: for a clamp, whose
-    rounding is bounded by its unclamped range, and a mean, bounded by the mean of |x|."""
-    import numpy as np
-
-    op, name = node.op, node.name
-    one = [1.0] * len(node.inputs)
-    if op == "conv2d":
-        k = np.abs(w[f"{name}.kernel"].astype(np.float64))  # (kh, kw, cin / groups, cout)
-        bias = absmax(w[f"{name}.bias"]) if f"{name}.bias" in w else 0.0
-        return [float(k.sum(axis=(0, 1, 2)).max())], int(np.prod(k.shape[:3])), bias
-    if op == "depthwise_conv2d":
-        k = np.abs(w[f"{name}.kernel"].astype(np.float64))  # (kh, kw, C, M)
-        bias = absmax(w[f"{name}.bias"]) if f"{name}.bias" in w else 0.0
-        return [float(k.sum(axis=(0, 1)).max())], int(k.shape[0] * k.shape[1]), bias
-    if op == "dense":
-        k = np.abs(w[f"{name}.kernel"].astype(np.float64))  # (in, out)
-        bias = absmax(w[f"{name}.bias"]) if f"{name}.bias" in w else 0.0
-        return [float(k.sum(axis=0).max())], int(k.shape[0]), bias
-    if op == "batchnorm":
-        var = w[f"{name}.moving_variance"].astype(np.float64)
-        a = 1.0 / np.sqrt(var + node.epsilon)  # type: ignore[attr-defined]
-        if f"{name}.gamma" in w:
-            a = a * w[f"{name}.gamma"].astype(np.float64)
-        const = absmax(a * w[f"{name}.moving_mean"]) + (absmax(w[f"{name}.beta"]) if f"{name}.beta" in w else 0.0)
-        return [absmax(a)], 1, const
-    if op == "activation":
-        kind = node.kind  # type: ignore[attr-defined]
-        if kind in CLAMPS:  # no input magnitude survives a clamp: see CLAMPS
-            return [ACTIVATION_LIPSCHITZ[kind]], 0, -1.0 - CLAMPS[kind]  # magnitude CLAMPS[kind] + max|out|
-        return [ACTIVATION_LIPSCHITZ.get(kind, 1.0)], 1, 0.0
-    if op == "pool2d":
-        kh, kw = node.kernel  # type: ignore[attr-defined]
-        return one, kh * kw if node.kind == "avg" else 0, 0.0  # type: ignore[attr-defined]
-    if op == "global_pool":
-        h, wd, _ = graph[node.inputs[0]].shape
-        if node.kind != "avg":  # type: ignore[attr-defined]
-            return one, 0, 0.0
-        # a sum's rounding is bounded by gamma_n * sum|x|: the magnitude is the largest mean |x|
-        mean_abs = absmax(np.abs(np.asarray(x64[node.inputs[0]], dtype=np.float64)).mean(axis=(1, 2)))
-        return one, h * wd, -1.0 - mean_abs
-    if op == "softmax":
-        return one, int(node.shape[-1]), 1.0
-    if op == "add":
-        return one, len(node.inputs), 0.0
-    if op == "multiply":
-        mags = [absmax(x64[i]) for i in node.inputs]
-        return [mags[1], mags[0]], 1, 0.0
-    if op == "rescaling":
-        return [abs(node.scale)], 1, abs(node.offset)  # type: ignore[attr-defined]
-    # exact data movement (flatten, zero_pad, concat, inference dropout) and unknown ops: an
-    # unknown op gets Lipschitz 1 and the rounding of K operations per element.
-    return one, 0, 0.0
+def node_bound(node: ir.Node, w: weights.Weights, x64: Mapping[str, np.ndarray]) -> ParityBound:
+    """The op's own :meth:`~archcompiler.ops.Node.parity_bound` for ``node``, from its canonical
+    tensors in ``w`` and the float64 reference values ``x64`` of its inputs."""
+    params = {s.param: w[f"{node.name}.{s.param}"] for s in node.weights() if f"{node.name}.{s.param}" in w}
+    bound = node.parity_bound(params, [x64[i] for i in node.inputs])
+    if len(bound.lipschitz) != len(node.inputs):
+        raise TypeError(
+            f"op {node.op!r}: parity_bound gives {len(bound.lipschitz)} Lipschitz constants for "
+            f"{len(node.inputs)} inputs at node {node.name!r}"
+        )
+    return bound
 
 
 def _judge32(
@@ -310,10 +267,12 @@ def _judge32(
         have = [b for b in names if node.name in outputs[b]]
         skipped = tuple(b for b in names if b not in have)
         worst_abs, worst_rel, pair = between([(b, np.asarray(outputs[b][node.name], np.float64)) for b in have])
-        lips, n, const = _lipschitz(graph, node, w, x64)
+        bound = node_bound(node, w, x64)
+        lips, n = bound.lipschitz, bound.reductions
         x_in = max((absmax(x64[i]) for i in node.inputs), default=0.0)
         out = absmax(ref64)
-        magnitude = -1.0 - const + out if const < 0 else times(max(lips, default=1.0), x_in) + const + out
+        spread = 0.0 if bound.clamped else times(max(lips, default=1.0), x_in)  # a clamp's input does not count
+        magnitude = spread + bound.constant + out
         own = times(U32 * (K_ROUNDINGS + n), magnitude) + (K_ROUNDINGS + n) * ETA32
         slack = atol + times(rtol, out)
         judged = None

@@ -20,7 +20,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
-from archcompiler.backends.keras.ops import BACKEND, CUSTOM_CLASSES, HANDLERS, Handler
+from archcompiler.backends.keras.ops import BACKEND, HANDLERS, Handler, copied_classes
 
 from archcompiler.analysis.cost import cost
 from archcompiler.files import spec_reference
@@ -49,14 +49,24 @@ def layer_lines(site: Site) -> list[str]:
     return [f"x = {src}({arg})", *([f"tensors[{site.name}] = x"] if site.keep else [])]
 
 
-def _class_sources(names: list[str]) -> list[str]:
-    """The exact classes the builder uses (from their modules in this package), copied by ast,
-    each after the module-level classes it derives from (a mixin): one implementation for built
-    and generated models."""
+def _module_file(module: str) -> Path:
+    """The source file of ``module``, found without importing it (nor Keras with it)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(module)
+    if spec is None or spec.origin is None or not spec.origin.endswith(".py"):
+        raise BackendError(f"keras: no Python source for module {module!r}, whose layer class emitted code copies")
+    return Path(spec.origin)
+
+
+def _class_sources(names: list[str], modules: Mapping[str, str]) -> list[str]:
+    """The exact classes the builder uses (``modules``: class name -> its module), copied by
+    ast, each after the module-level classes it derives from (a mixin): one implementation for
+    built and generated models."""
     sources: dict[tuple[str, str], str] = {}
 
     def add(module: str, name: str) -> None:
-        path = Path(__file__).with_name(f"{module}.py")
+        path = _module_file(module)
         text = path.read_text(encoding="utf8")
         classes = {n.name: n for n in ast.parse(text).body if isinstance(n, ast.ClassDef)}
         if name not in classes:
@@ -69,7 +79,7 @@ def _class_sources(names: list[str]) -> list[str]:
         sources[(module, name)] = "\n".join(text.splitlines()[start - 1 : node.end_lineno])
 
     for name in names:
-        add(CUSTOM_CLASSES[name], name)
+        add(modules[name], name)
     return list(sources.values())
 
 
@@ -92,6 +102,10 @@ def render(graph: Graph, handlers: Mapping[str, Handler] = HANDLERS) -> str:
         raise BackendError(f"graph {graph.name!r} has {len(graph.inputs)} inputs; generated Keras code supports one")
     structure = fold(graph, handlers, BACKEND)  # UnsupportedOpError for what Keras cannot express
     source = spec_reference(graph.source)  # never an absolute path (files.spec_reference)
+    copied = copied_classes(handlers)
+    unknown = [c for c in structure.classes() if "." not in c and c not in copied]
+    if unknown:
+        raise BackendError(f"keras: no handler lists class {unknown[0]!r} in classes: emitted code cannot define it")
     for call in [*structure.inputs, *(s.call for s in structure.sites())]:
         identifier(call.name, "layer name")
     keras_cost, paper = cost(graph, "keras"), cost(graph, "paper")
@@ -117,7 +131,7 @@ def render(graph: Graph, handlers: Mapping[str, Handler] = HANDLERS) -> str:
         "trainable": f"{keras_cost.trainable:,}",
         "non_trainable": f"{keras_cost.non_trainable:,}",
         "macs": f"{paper.macs:,}",
-        "custom_classes": _class_sources([c for c in CUSTOM_CLASSES if c in structure.classes()]),
+        "custom_classes": _class_sources([c for c in copied if c in structure.classes()], copied),
         "kinds": structure.kinds,
         "sections": structure.sections,
         "lines": layer_lines,

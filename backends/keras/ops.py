@@ -9,7 +9,9 @@ instantiated one are the same call. Keras is imported only by ``instantiate``: d
 emitting need no framework.
 
 An op, or an attribute value, that Keras cannot express exactly raises UnsupportedOpError;
-nothing is approximated (docs/DESIGN.md, style 4).
+nothing is approximated (docs/DESIGN.md, style 4). Keras' variable names are the canonical
+names, so a handler declares none; a layer class keras.layers lacks is named, with its module,
+in the handler's ``classes`` (emitted code copies its source).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from archcompiler.ir.graph import (
     ZeroPad2D,
 )
 from archcompiler.kit.codegen import Call, make_call, padding_style
-from archcompiler.kit.registry import BackendError, UnsupportedOpError
+from archcompiler.kit.registry import BackendError, UnsupportedOpError, check_kinds, handler_table
 
 BACKEND = "keras"
 
@@ -44,25 +46,36 @@ UNBIASED_BN = "UnbiasedBatchNormalization"
 Emitted code defines it itself, so it is spelled without a module."""
 
 CUSTOM_CLASSES: Mapping[str, str] = {
-    UNBIASED_BN: "bn",
-    "SubsampledConv2D": "subsample",
-    "SubsampledDepthwiseConv2D": "subsample",
+    UNBIASED_BN: f"{__package__}.bn",
+    "SubsampledConv2D": f"{__package__}.subsample",
+    "SubsampledDepthwiseConv2D": f"{__package__}.subsample",
 }
-"""archc's own Keras layer classes -> the module of this package defining each. Calls spell
-them without a module; the emitter copies their source into generated code."""
+"""archc's own Keras layer classes -> the module defining each. Calls spell them without a
+module; the emitter copies their source into generated code."""
 
 
-def resolve(cls: str) -> Any:
+def copied_classes(handlers: Mapping[str, Any] | None = None) -> dict[str, str]:
+    """Layer classes emitted code defines itself -> their modules: :data:`CUSTOM_CLASSES` and
+    those the ``handlers`` name in ``classes`` (a plug-in's); a name two modules use is an error."""
+    out = dict(CUSTOM_CLASSES)
+    for handler in (handlers or {}).values():
+        for name, module in getattr(handler, "classes", {}).items():
+            if out.setdefault(name, module) != module:
+                raise BackendError(f"keras: two layer classes are named {name!r} (in {module} and {out[name]})")
+    return out
+
+
+def resolve(cls: str, classes: Mapping[str, str] = CUSTOM_CLASSES) -> Any:
     """The Keras class (or ``keras.Input``) a call spells: ``layers.Conv2D``, ``keras.Input``,
-    or :data:`UNBIASED_BN`."""
+    or a bare name in ``classes`` (name -> module: :data:`UNBIASED_BN`, a plug-in's class)."""
     from archcompiler.backends.keras._framework import keras
 
     if cls == "keras.Input":
         return keras.Input
-    if cls in CUSTOM_CLASSES:
+    if cls in classes:
         import importlib
 
-        return getattr(importlib.import_module(f"{__package__}.{CUSTOM_CLASSES[cls]}"), cls)
+        return getattr(importlib.import_module(classes[cls]), cls)
     owner, _, attr = cls.partition(".")
     found = getattr(keras.layers, attr, None) if owner == "layers" else None
     if found is None:
@@ -89,6 +102,10 @@ class Handler:
     """Describe one IR op as Keras layer calls; subclasses implement :meth:`describe`."""
 
     op: ClassVar[str]
+    classes: ClassVar[Mapping[str, str]] = {}
+    """Layer classes outside keras.layers that :meth:`describe` spells by bare name -> the
+    module defining each (a plug-in's; imported only to build). Emitted code copies their
+    source, so each uses only ``keras``, ``layers`` and ``ops`` (keras.ops)."""
 
     def describe(self, node: Any, graph: Graph) -> Sequence[Call]:
         """The Keras layer calls equivalent to ``node``; the last is named after it."""
@@ -99,7 +116,8 @@ class Handler:
 
     def instantiate(self, call: Call) -> Any:
         """A live Keras layer (or input tensor) from the same literals as emitted."""
-        return resolve(call.cls)(*call.args, **dict(call.kwargs), name=call.name)
+        classes = copied_classes({self.op: self}) if self.classes else CUSTOM_CLASSES
+        return resolve(call.cls, classes)(*call.args, **dict(call.kwargs), name=call.name)
 
 
 def layer_call(cls: str, node: Node, *args: Any, **kwargs: Any) -> Call:
@@ -224,22 +242,22 @@ class ActivationHandler(Handler):
     """
 
     op = "activation"
-    KINDS: ClassVar[dict[str, str]] = {
-        "sigmoid": "sigmoid",
-        "tanh": "tanh",
-        "hard_sigmoid": "hard_sigmoid",
-        "hard_swish": "hard_silu",
-        "swish": "silu",
+    KINDS: ClassVar[dict[str, tuple[str, tuple[Any, ...], tuple[str, ...]]]] = {
+        "relu": ("ReLU", (), ()),
+        "relu6": ("ReLU", (6.0,), ("max_value",)),  # as keras.applications
+        "sigmoid": ("Activation", ("sigmoid",), ("activation",)),
+        "tanh": ("Activation", ("tanh",), ("activation",)),
+        "hard_sigmoid": ("Activation", ("hard_sigmoid",), ("activation",)),
+        "hard_swish": ("Activation", ("hard_silu",), ("activation",)),
+        "swish": ("Activation", ("silu",), ("activation",)),
     }
+    """Kind -> (keras.layers class, positional arguments, their names)."""
 
     def describe(self, node: Activation, graph: Graph) -> list[Call]:
-        if node.kind == "relu":
-            return [layer_call("ReLU", node)]
-        if node.kind == "relu6":
-            return [layer_call("ReLU", node, (6.0,), arg_names=("max_value",))]  # as keras.applications
         if node.kind not in self.KINDS:
             raise UnsupportedOpError(BACKEND, node, f"activation {node.kind!r}")
-        return [layer_call("Activation", node, (self.KINDS[node.kind],), arg_names=("activation",))]
+        cls, args, names = self.KINDS[node.kind]
+        return [layer_call(cls, node, args, arg_names=names)]
 
 
 class ZeroPad2DHandler(Handler):
@@ -347,26 +365,32 @@ class RescalingHandler(Handler):
         return layer
 
 
-HANDLERS: Mapping[str, Handler] = {
-    h.op: h
-    for h in (
-        InputHandler(),
-        Conv2DHandler(),
-        DepthwiseConv2DHandler(),
-        BatchNormHandler(),
-        ActivationHandler(),
-        ZeroPad2DHandler(),
-        Pool2DHandler(),
-        GlobalPoolHandler(),
-        FlattenHandler(),
-        DenseHandler(),
-        DropoutHandler(),
-        SoftmaxHandler(),
-        AddHandler(),
-        MultiplyHandler(),
-        ConcatHandler(),
-        RescalingHandler(),
-    )
-}
+check_kinds(BACKEND, ActivationHandler.KINDS)
+
+HANDLERS: Mapping[str, Handler] = handler_table(
+    BACKEND,
+    {
+        h.op: h
+        for h in (
+            InputHandler(),
+            Conv2DHandler(),
+            DepthwiseConv2DHandler(),
+            BatchNormHandler(),
+            ActivationHandler(),
+            ZeroPad2DHandler(),
+            Pool2DHandler(),
+            GlobalPoolHandler(),
+            FlattenHandler(),
+            DenseHandler(),
+            DropoutHandler(),
+            SoftmaxHandler(),
+            AddHandler(),
+            MultiplyHandler(),
+            ConcatHandler(),
+            RescalingHandler(),
+        )
+    },
+)
 """IR op -> handler: the default table of KerasBackend (builder and emitter read the
-backend instance's ``handlers``, so a subclass can replace entries)."""
+backend instance's ``handlers``, so a subclass can replace entries): the built-in ops, then
+those plug-ins add (kit.registry.handler_table)."""

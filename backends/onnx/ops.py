@@ -19,7 +19,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from archcompiler import ir
-from archcompiler.kit.registry import UnsupportedOpError
+from archcompiler.kit.registry import UnsupportedOpError, check_kinds, handler_table
 
 OPSET = 17
 """HardSwish needs 14, Softmax over one axis 13; 17 is what current runtimes all read."""
@@ -113,27 +113,29 @@ def batchnorm(e: Emitter, node: ir.BatchNorm) -> None:
     e.node("BatchNormalization", ins, final=True, epsilon=float(node.epsilon))
 
 
+def _relu6(e: Emitter, x: str) -> None:
+    lo, hi = e.const("min", np.array(0.0, np.float32)), e.const("max", np.array(6.0, np.float32))
+    e.node("Clip", [x, lo, hi], final=True)
+
+
+ACTIVATIONS: Mapping[str, Callable[[Emitter, str], object]] = {
+    "relu": lambda e, x: e.node("Relu", [x], final=True),
+    "relu6": _relu6,
+    "sigmoid": lambda e, x: e.node("Sigmoid", [x], final=True),
+    "tanh": lambda e, x: e.node("Tanh", [x], final=True),
+    # PyTorch / Keras 3: relu6(x + 3) / 6 = clip(x / 6 + 1/2, 0, 1) (not Keras 2's 0.2x + 0.5).
+    "hard_sigmoid": lambda e, x: e.node("HardSigmoid", [x], final=True, alpha=1.0 / 6.0, beta=0.5),
+    "hard_swish": lambda e, x: e.node("HardSwish", [x], final=True),  # x * clip(x / 6 + 1/2, 0, 1)
+    "swish": lambda e, x: e.node("Mul", [x, e.node("Sigmoid", [x])], final=True),
+}
+"""Activation kind -> the ONNX nodes computing it from tensor ``x`` (the last one final)."""
+check_kinds("onnx", ACTIVATIONS)
+
+
 def activation(e: Emitter, node: ir.Activation) -> None:
-    x = e.x(node)[0]
-    k = node.kind
-    if k == "relu":
-        e.node("Relu", [x], final=True)
-    elif k == "relu6":
-        lo, hi = e.const("min", np.array(0.0, np.float32)), e.const("max", np.array(6.0, np.float32))
-        e.node("Clip", [x, lo, hi], final=True)
-    elif k == "sigmoid":
-        e.node("Sigmoid", [x], final=True)
-    elif k == "tanh":
-        e.node("Tanh", [x], final=True)
-    elif k == "hard_sigmoid":
-        # PyTorch / Keras 3: relu6(x + 3) / 6 = clip(x / 6 + 1/2, 0, 1) (not Keras 2's 0.2x + 0.5).
-        e.node("HardSigmoid", [x], final=True, alpha=1.0 / 6.0, beta=0.5)
-    elif k == "hard_swish":
-        e.node("HardSwish", [x], final=True)  # x * clip(x / 6 + 1/2, 0, 1)
-    elif k == "swish":
-        e.node("Mul", [x, e.node("Sigmoid", [x])], final=True)
-    else:
-        raise UnsupportedOpError("onnx", node, f"activation {k!r}")
+    if node.kind not in ACTIVATIONS:
+        raise UnsupportedOpError("onnx", node, f"activation {node.kind!r}")
+    ACTIVATIONS[node.kind](e, e.x(node)[0])
 
 
 def zero_pad2d(e: Emitter, node: ir.ZeroPad2D) -> None:
@@ -204,22 +206,26 @@ def input_(e: Emitter, node: ir.Input) -> None:
         e.node("Transpose", [e.input_name], final=True, perm=[0, 3, 1, 2])
 
 
-HANDLERS: dict[str, Handler] = {
-    "input": input_,  # type: ignore[dict-item]
-    "conv2d": conv2d,  # type: ignore[dict-item]
-    "depthwise_conv2d": depthwise_conv2d,  # type: ignore[dict-item]
-    "batchnorm": batchnorm,  # type: ignore[dict-item]
-    "activation": activation,  # type: ignore[dict-item]
-    "zero_pad2d": zero_pad2d,  # type: ignore[dict-item]
-    "pool2d": pool2d,  # type: ignore[dict-item]
-    "global_pool": global_pool,  # type: ignore[dict-item]
-    "flatten": flatten,  # type: ignore[dict-item]
-    "dense": dense,  # type: ignore[dict-item]
-    "dropout": dropout,  # type: ignore[dict-item]
-    "softmax": softmax,  # type: ignore[dict-item]
-    "rescaling": rescaling,  # type: ignore[dict-item]
-    "concat": concat,  # type: ignore[dict-item]
-    "add": add,  # type: ignore[dict-item]
-    "multiply": multiply,  # type: ignore[dict-item]
-}
-"""IR op -> handler; every op in ``archcompiler.ir.IR_OPS`` (a test checks)."""
+HANDLERS: dict[str, Handler] = handler_table(
+    "onnx",
+    {
+        "input": input_,  # type: ignore[dict-item]
+        "conv2d": conv2d,  # type: ignore[dict-item]
+        "depthwise_conv2d": depthwise_conv2d,  # type: ignore[dict-item]
+        "batchnorm": batchnorm,  # type: ignore[dict-item]
+        "activation": activation,  # type: ignore[dict-item]
+        "zero_pad2d": zero_pad2d,  # type: ignore[dict-item]
+        "pool2d": pool2d,  # type: ignore[dict-item]
+        "global_pool": global_pool,  # type: ignore[dict-item]
+        "flatten": flatten,  # type: ignore[dict-item]
+        "dense": dense,  # type: ignore[dict-item]
+        "dropout": dropout,  # type: ignore[dict-item]
+        "softmax": softmax,  # type: ignore[dict-item]
+        "rescaling": rescaling,  # type: ignore[dict-item]
+        "concat": concat,  # type: ignore[dict-item]
+        "add": add,  # type: ignore[dict-item]
+        "multiply": multiply,  # type: ignore[dict-item]
+    },
+)
+"""IR op -> handler: every built-in op (checked at import), then those plug-ins add
+(kit.registry.handler_table)."""

@@ -4,6 +4,7 @@ checks and atomic saving come from the kit (archcompiler.kit)."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -71,11 +72,16 @@ class TorchBackend(Backend):
     handlers: ClassVar[Mapping[str, Handler]] = HANDLERS
     weight_layout = "channels_first"
     activation_layout = "channels_first"
-    weight_names: ClassVar[Mapping[tuple[str, str], str]] = weight_io.WEIGHT_NAMES
     reserved_names = RESERVED
     dtypes: ClassVar[tuple[str, ...]] = ("float32", "float64")
     foreign_weight_suffixes: ClassVar[tuple[str, ...]] = (".pt",)  # its own state_dict (checkpoint.py)
     file_suffixes: ClassVar[tuple[str, ...]] = (".pt", ".py", ".pt2", ".torchscript.pt")
+
+    @functools.cached_property
+    def weight_names(self) -> Mapping[tuple[str, str], str]:  # type: ignore[override]
+        """(IR op, canonical param) -> name inside the node's module, from each op's handler
+        (``Handler.weight_names``) in this instance's table."""
+        return weight_io.weight_names(self.handlers)
 
     def __init__(self, *, export: bool = False, source: bool = True) -> None:
         """``export``: save also writes a torch.export program (``.pt2``; slow, so opt-in);
@@ -200,7 +206,7 @@ class TorchBackend(Backend):
     def read_foreign_weights(self, path: Path, graph: ir.Graph) -> dict[str, np.ndarray]:
         from archcompiler.backends.torch.checkpoint import load_state_dict
 
-        return load_state_dict(path, graph)
+        return load_state_dict(path, graph, self.weight_names)
 
     def emit(self, graph: ir.Graph) -> str:
         """Standalone PyTorch source for ``graph`` (see emit.py); needs jinja2."""

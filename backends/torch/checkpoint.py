@@ -4,7 +4,7 @@ writes) back into canonical weights, so ``--weights model.pt`` works like ``.npz
 Loaded with ``torch.load(path, weights_only=True)``: the file is a pickle, and only the
 restricted unpickler (tensors, plain containers) is safe on a file from elsewhere; anything
 else in it is refused with one line, never executed. Keys are mapped back with the backend's
-own name table (weights.WEIGHT_NAMES: ``conv1.weight`` is canonical ``conv1.kernel``) and
+own names (its handlers' ``weight_names``: ``conv1.weight`` is canonical ``conv1.kernel``) and
 tensors converted from channels-first with archcompiler.ir.layouts, so a file from a different
 graph fails naming the tensor (archcompiler.weights.check, in the caller).
 """
@@ -12,11 +12,11 @@ graph fails naming the tensor (archcompiler.weights.check, in the caller).
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import torch
-from archcompiler.backends.torch.weights import WEIGHT_NAMES
 
 from archcompiler import ir
 from archcompiler import weights as canonical
@@ -38,8 +38,10 @@ def _reason(exc: BaseException) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
-def load_state_dict(path: str | Path, graph: ir.Graph) -> canonical.Weights:
-    """Canonical weights (float32 numpy, canonical layouts) for ``graph`` from a torch state_dict file."""
+def load_state_dict(path: str | Path, graph: ir.Graph, names: Mapping[tuple[str, str], str]) -> canonical.Weights:
+    """Canonical weights (float32 numpy, canonical layouts) for ``graph`` from a torch state_dict
+    file; ``names``: (op, canonical param) -> name inside the node's module (the backend's
+    ``weight_names``)."""
     p = Path(path)
     try:
         state = torch.load(p, map_location="cpu", weights_only=True)
@@ -54,7 +56,7 @@ def load_state_dict(path: str | Path, graph: ir.Graph) -> canonical.Weights:
     specs = canonical.specs(graph)
     by_key: dict[str, canonical.TensorSpec] = {}
     for t in specs.values():
-        local = WEIGHT_NAMES.get((graph[t.node].op, t.param))
+        local = names.get((graph[t.node].op, t.param))
         if local is not None:
             by_key[f"{t.node}.{local}"] = t
     out: canonical.Weights = {}

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from archcompiler.backends.torch import layers
 from archcompiler.backends.torch.names import RESERVED as LAYER_NAMES_RESERVED
-from archcompiler.backends.torch.ops import BACKEND, Handler, resolve
+from archcompiler.backends.torch.ops import BACKEND, Handler, copied_classes, resolve
 from torch import nn
 
 from archcompiler import ir
@@ -37,12 +37,13 @@ MODULE_NAMES = frozenset(
 """Module-level names of the emitted file that the model class must not shadow."""
 
 
-def class_name(graph_name: str) -> str:
-    """``mobilenet_v1`` -> ``MobilenetV1``; ``add`` -> ``AddModel`` (Add is a layer class)."""
+def class_name(graph_name: str, taken: frozenset[str] = MODULE_NAMES) -> str:
+    """``mobilenet_v1`` -> ``MobilenetV1``; ``add`` -> ``AddModel`` (Add is a layer class):
+    never one of the ``taken`` module-level names (a plug-in handler's copied classes too)."""
     name = "".join(part[:1].upper() + part[1:] for part in graph_name.split("_") if part)
     if not name or name[0].isdigit():
         name = f"Model{name}"
-    if name in RESERVED or name in MODULE_NAMES or name.startswith("BLOCKS"):
+    if name in RESERVED or name in taken or name.startswith("BLOCKS"):
         name = f"{name}Model"
     return identifier(name, "model class name")
 
@@ -74,11 +75,11 @@ def render(graph: ir.Graph, handlers: Mapping[str, Handler]) -> str:
     structure = fold(graph, handlers, BACKEND)
     source = spec_reference(graph.source)  # never an absolute path (files.spec_reference)
     used = structure.classes()
-    class_sources = [
-        inspect.getsource(c)
-        for c in vars(layers).values()
-        if isinstance(c, type) and c.__module__ == layers.__name__ and c.__name__ in used
-    ]
+    copied = copied_classes(handlers)  # layers.py's first, then the handlers' own (Handler.classes)
+    unknown = [c for c in used if "." not in c and c not in copied]
+    if unknown:
+        raise BackendError(f"torch: no handler lists class {unknown[0]!r} in classes: emitted code cannot define it")
+    class_sources = [inspect.getsource(c) for name, c in copied.items() if name in used]
     torch_cost = cost(graph, "torch")
     stats = cost(graph, "keras").non_trainable
     shape = graph.input_shape
@@ -87,7 +88,7 @@ def render(graph: ir.Graph, handlers: Mapping[str, Handler]) -> str:
         call.name
         for node in graph.nodes
         for call in handlers[node.op].describe(node, graph)
-        if issubclass(resolve(call.cls), nn.modules.conv._ConvNd)
+        if issubclass(resolve(call.cls, copied), nn.modules.conv._ConvNd)
     )
     example = next(convs, None)
     empty_pads = (
@@ -125,7 +126,7 @@ def render(graph: ir.Graph, handlers: Mapping[str, Handler]) -> str:
         "input_name": inputs[0].name,
         "outputs": graph.outputs,
         "multi_output": graph.multi_output,
-        "class_name": class_name(graph.name),
+        "class_name": class_name(graph.name, MODULE_NAMES | set(copied)),
     }
     return template_environment(TEMPLATES).get_template("module.py.j2").render(**context)
 

@@ -7,6 +7,10 @@ generated code and the instantiated model cannot drift apart (docs/DESIGN.md, st
 
 A node the handler cannot reproduce *exactly* raises :class:`UnsupportedOpError`; nothing is
 approximated (docs/DESIGN.md, style 4).
+
+What is torch's own about an op lives on its handler too: the names of its tensors inside the
+module (:attr:`Handler.weight_names`) and the module classes torch.nn lacks that it uses
+(:attr:`Handler.classes`, copied into emitted code like layers.py's).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from torch import nn
 
 from archcompiler import ir
 from archcompiler.kit.codegen import Call, make_call
-from archcompiler.kit.registry import BackendError, UnsupportedOpError
+from archcompiler.kit.registry import BackendError, UnsupportedOpError, check_kinds, handler_table
 
 BACKEND = "torch"
 
@@ -46,23 +50,43 @@ Layer = Callable[..., nn.Module]
 
 
 def spelling(cls: Layer) -> str:
-    """How emitted code spells a layer: ``nn.Conv2d``, or a definition copied from layers.py."""
-    if cls.__module__ == layers.__name__:
-        return cls.__name__
-    if getattr(nn, cls.__name__, None) is not cls:
-        raise BackendError(f"torch: emitted code can only use torch.nn and layers.py classes, not {cls!r}")
-    return f"nn.{cls.__name__}"
+    """How emitted code spells a layer: ``nn.Conv2d``, or the bare name of a class whose
+    definition the emitted code copies (layers.py's, or one a handler lists in ``classes``)."""
+    if getattr(nn, cls.__name__, None) is cls:
+        return f"nn.{cls.__name__}"
+    if cls.__module__ == "torch" or cls.__module__.startswith("torch."):
+        raise BackendError(f"torch: emitted code can only use torch.nn classes and copied ones, not {cls!r}")
+    return cls.__name__
 
 
-def resolve(cls: str) -> Layer:
-    """The class a call spells (the inverse of :func:`spelling`)."""
+LAYERS: Mapping[str, Layer] = {
+    name: c for name, c in vars(layers).items() if isinstance(c, type) and c.__module__ == layers.__name__
+}
+"""layers.py's classes by name: what emitted code copies besides the handlers' own classes."""
+
+
+def copied_classes(handlers: Mapping[str, Any] | None = None) -> dict[str, Layer]:
+    """Classes emitted code defines itself, by name: layers.py's and those the ``handlers``
+    list in ``classes`` (a plug-in's own modules); a name two of them use is an error."""
+    out: dict[str, Layer] = dict(LAYERS)
+    for handler in (handlers or {}).values():
+        for cls in getattr(handler, "classes", ()):
+            if out.setdefault(cls.__name__, cls) is not cls:
+                other = out[cls.__name__]
+                raise BackendError(f"torch: two module classes are named {cls.__name__!r}: {cls!r} and {other!r}")
+    return out
+
+
+def resolve(cls: str, classes: Mapping[str, Layer] = LAYERS) -> Layer:
+    """The class a call spells (the inverse of :func:`spelling`): ``nn.<name>``, or a bare name
+    in ``classes`` (default: layers.py's; see :func:`copied_classes`)."""
     owner, _, attr = cls.rpartition(".")
-    found = getattr(nn if owner == "nn" else layers, attr, None)
+    found = getattr(nn, attr, None) if owner == "nn" else classes.get(attr) if owner == "" else None
     is_module = isinstance(found, type) and issubclass(found, nn.Module)
     is_factory = owner == "" and attr in layers.FACTORIES
-    if not (is_module or is_factory) or owner not in ("", "nn"):
-        raise BackendError(f"torch: no module class {cls!r} in torch.nn or layers.py")
-    return found
+    if not (is_module or is_factory):
+        raise BackendError(f"torch: no module class {cls!r} in torch.nn, layers.py or a handler's classes")
+    return found  # type: ignore[return-value]
 
 
 @functools.cache
@@ -113,6 +137,14 @@ class Handler:
     :meth:`describe`. The builder instantiates the call, the emitter renders it."""
 
     op: ClassVar[str]
+    weight_names: ClassVar[Mapping[str, str]] = {}
+    """Canonical param (``kernel``) -> the tensor's name inside the node's module (``weight``):
+    the state_dict key is ``<node>.<name>``. Every param the op's ``weights()`` gives must be
+    here; a missing one is an error naming it, never a guess."""
+    classes: ClassVar[tuple[type[nn.Module], ...]] = ()
+    """Module classes outside torch.nn and layers.py that :meth:`describe` uses (a plug-in's):
+    calls spell them by bare name and emitted code copies their source, so each must be
+    self-contained (only ``torch``, ``nn`` and ``F`` in its body)."""
 
     def describe(self, node: Any, graph: ir.Graph) -> Sequence[Call]:
         """One call per node (named after it), none for the graph input."""
@@ -122,7 +154,8 @@ class Handler:
         return self.describe(node, graph)
 
     def instantiate(self, call: Call) -> nn.Module:
-        return resolve(call.cls)(*call.args, **dict(call.kwargs))
+        classes = copied_classes({self.op: self}) if self.classes else LAYERS
+        return resolve(call.cls, classes)(*call.args, **dict(call.kwargs))
 
 
 def _rank(graph: ir.Graph, node: ir.Node, i: int = 0) -> int:
@@ -174,8 +207,13 @@ class InputHandler(Handler):
         return []
 
 
+CONV_WEIGHTS: Mapping[str, str] = {"kernel": "weight", "bias": "bias"}
+"""nn.Conv2d's and nn.Linear's names of the canonical kernel and bias."""
+
+
 class Conv2DHandler(Handler):
     op = "conv2d"
+    weight_names = CONV_WEIGHTS
 
     def describe(self, node: ir.Conv2D, graph: ir.Graph, general: bool = False) -> list[Call]:
         _require_image(node, graph)
@@ -190,6 +228,7 @@ class DepthwiseConv2DHandler(Handler):
     filter m of input channel c, the order of Keras' (kh, kw, C, M) kernel reshaped."""
 
     op = "depthwise_conv2d"
+    weight_names = CONV_WEIGHTS
 
     def describe(self, node: ir.DepthwiseConv2D, graph: ir.Graph, general: bool = False) -> list[Call]:
         _require_image(node, graph)
@@ -204,6 +243,12 @@ class BatchNormHandler(Handler):
     forward hook (layers.BiasedBatchNorm), so the module's type stays stock either way."""
 
     op = "batchnorm"
+    weight_names: ClassVar[Mapping[str, str]] = {
+        "gamma": "weight",
+        "beta": "bias",
+        "moving_mean": "running_mean",
+        "moving_variance": "running_var",
+    }
 
     def describe(self, node: ir.BatchNorm, graph: ir.Graph) -> list[Call]:
         if node.center != node.scale:
@@ -221,12 +266,6 @@ class BatchNormHandler(Handler):
         return [module_call(cls, node, (node.channels,), kwargs, {"affine": True})]
 
 
-OVERWRITABLE = frozenset({"conv2d", "depthwise_conv2d", "batchnorm", "dense", "add"})
-"""Ops whose output an in-place activation may overwrite: each makes a fresh tensor, and none
-needs its own output for its backward (BatchNorm keeps its input and statistics), so training
-stays correct. Not zero_pad2d: a block instance's pad of nothing is dropped by the emitter, and
-its output would then be its input, which other layers may read."""
-
 _READERS: dict[int, tuple[weakref.ref[ir.Graph], dict[str, int]]] = {}
 
 
@@ -243,12 +282,14 @@ def readers(graph: ir.Graph) -> dict[str, int]:
 
 
 def overwritable(node: ir.Node, graph: ir.Graph) -> bool:
-    """Whether ``node`` may overwrite its one input: nothing else reads that value, and an op
-    in OVERWRITABLE made it (never the graph input, which is the caller's tensor)."""
+    """Whether ``node`` may overwrite its one input: nothing else reads that value, and the op
+    that made it says its output may be overwritten (``Node.overwritable``: a fresh tensor no
+    backward pass needs; never the graph input, the caller's tensor, nor zero_pad2d, whose pad
+    of nothing the emitter drops, so that its output would be its input)."""
     if len(node.inputs) != 1:
         return False
     src = graph[node.inputs[0]]
-    return src.op in OVERWRITABLE and readers(graph).get(src.name, 0) == 1
+    return src.overwritable and readers(graph).get(src.name, 0) == 1
 
 
 class ActivationHandler(Handler):
@@ -329,6 +370,7 @@ class FlattenHandler(Handler):
 
 class DenseHandler(Handler):
     op = "dense"
+    weight_names = CONV_WEIGHTS
 
     def describe(self, node: ir.Dense, graph: ir.Graph) -> list[Call]:
         if _rank(graph, node) != 1:
@@ -393,25 +435,31 @@ class RescalingHandler(Handler):
         return [module_call(layers.Rescaling, node, (node.scale,), {"offset": node.offset}, {"offset": 0.0})]
 
 
-HANDLERS: Mapping[str, Handler] = {
-    h.op: h
-    for h in (
-        InputHandler(),
-        Conv2DHandler(),
-        DepthwiseConv2DHandler(),
-        BatchNormHandler(),
-        ActivationHandler(),
-        ZeroPad2DHandler(),
-        Pool2DHandler(),
-        GlobalPoolHandler(),
-        FlattenHandler(),
-        DenseHandler(),
-        DropoutHandler(),
-        SoftmaxHandler(),
-        AddHandler(),
-        MultiplyHandler(),
-        ConcatHandler(),
-        RescalingHandler(),
-    )
-}
-"""IR op -> handler: the one table the builder and the emitter both read."""
+check_kinds(BACKEND, ActivationHandler.CLASSES)
+
+HANDLERS: Mapping[str, Handler] = handler_table(
+    BACKEND,
+    {
+        h.op: h
+        for h in (
+            InputHandler(),
+            Conv2DHandler(),
+            DepthwiseConv2DHandler(),
+            BatchNormHandler(),
+            ActivationHandler(),
+            ZeroPad2DHandler(),
+            Pool2DHandler(),
+            GlobalPoolHandler(),
+            FlattenHandler(),
+            DenseHandler(),
+            DropoutHandler(),
+            SoftmaxHandler(),
+            AddHandler(),
+            MultiplyHandler(),
+            ConcatHandler(),
+            RescalingHandler(),
+        )
+    },
+)
+"""IR op -> handler: the one table the builder and the emitter both read (the built-in ops,
+then those plug-ins add: kit.registry.handler_table)."""

@@ -2,32 +2,25 @@
 
 Layouts (OIHW kernels, (C*M, 1, kh, kw) depthwise, (out, in) linear) are converted by
 archcompiler.ir.layouts, because the backend declares ``weight_layout = "channels_first"``; here
-is only what is torch's own: the state_dict names and how a tensor is copied.
+is only what is torch's own: the state_dict names (each op's handler states its own,
+``Handler.weight_names``) and how a tensor is copied.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-WEIGHT_NAMES: Mapping[tuple[str, str], str] = {
-    ("conv2d", "kernel"): "weight",
-    ("conv2d", "bias"): "bias",
-    ("depthwise_conv2d", "kernel"): "weight",
-    ("depthwise_conv2d", "bias"): "bias",
-    ("dense", "kernel"): "weight",
-    ("dense", "bias"): "bias",
-    ("batchnorm", "gamma"): "weight",
-    ("batchnorm", "beta"): "bias",
-    ("batchnorm", "moving_mean"): "running_mean",
-    ("batchnorm", "moving_variance"): "running_var",
-}
-"""(IR op, canonical param) -> the tensor's name inside the node's module (nn.Conv2d,
-nn.Linear, nn.BatchNorm2d). Explicit per op: a new op with weights must add its rows, or
-moving its weights is an error naming the tensor (the kit never guesses ``bias``)."""
+
+def weight_names(handlers: Mapping[str, Any]) -> dict[tuple[str, str], str]:
+    """(IR op, canonical param) -> the tensor's name inside the node's module (nn.Conv2d's
+    ``weight``), from each handler's ``weight_names``. A param no handler names is missing
+    here, and moving it is an error naming the tensor (the kit never guesses ``bias``)."""
+    return {(op, param): name for op, h in handlers.items() for param, name in getattr(h, "weight_names", {}).items()}
 
 
 def weight_tensors(model: nn.Module) -> dict[tuple[str, str], torch.Tensor]:

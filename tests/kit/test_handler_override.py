@@ -12,6 +12,7 @@ import contextlib
 import sys
 from importlib import metadata
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -171,3 +172,39 @@ def test_plugin_handler_refusing_an_op_fails_build_and_emit(plugins: None, name:
         backend.build(graph())
     with pytest.raises(UnsupportedOpError, match=r"softmax \(refused by the plug-in\) at node 'probs'"):
         backend.emit(graph())
+
+
+def test_a_handler_class_outside_keras_layers_must_be_listed_to_be_emitted(tmp_path: Path) -> None:
+    # emitted code defines such a class itself, from the module its handler names in
+    # ``classes``; an unlisted one would be a NameError in the generated file, so it is refused
+    from archcompiler.backends.keras import KerasBackend
+    from archcompiler.backends.keras.ops import SoftmaxHandler
+
+    from archcompiler.kit.codegen import make_call
+    from archcompiler.kit.registry import BackendError
+
+    (tmp_path / "archc_gate_layers.py").write_text(
+        "from archcompiler.backends.keras._framework import keras\n\n\n"
+        "class Gate(keras.layers.Layer):\n"
+        "    def call(self, x):\n"
+        "        return keras.ops.softmax(x)\n"
+    )
+
+    class GateSoftmax(SoftmaxHandler):
+        def describe(self, node, graph):
+            return [make_call("Gate", node)]
+
+    class Listed(GateSoftmax):
+        classes: ClassVar[dict[str, str]] = {"Gate": "archc_gate_layers"}
+
+    sys.path.insert(0, str(tmp_path))
+    try:
+        unlisted = type("KerasGate", (KerasBackend,), {"handlers": {**KerasBackend.handlers, "softmax": GateSoftmax()}})
+        with pytest.raises(BackendError, match="no handler lists class 'Gate' in classes"):
+            unlisted().emit(graph())
+        listed = type("KerasGate", (KerasBackend,), {"handlers": {**KerasBackend.handlers, "softmax": Listed()}})
+        source = listed().emit(graph())
+    finally:
+        sys.path.remove(str(tmp_path))
+    assert "class Gate(keras.layers.Layer):" in source and 'Gate(name="probs")' in source
+    compile(source, "tiny_resnet_gate.py", "exec")

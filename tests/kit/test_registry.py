@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import typing
 from importlib import metadata
 from pathlib import Path
 
@@ -111,3 +112,42 @@ def test_read_weights_rejects_unknown_format(tmp_path: Path) -> None:
 
     with pytest.raises(WeightError, match=r"unknown weights format '\.pkl'"):
         registry.read_weights(p, g)
+
+
+# -- handler tables: every built-in op, then the plug-in ops' handlers ----------------------
+
+
+def _install_handlers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, backend: str, lines: str) -> None:
+    """A dist-info on the path whose ``archcompiler.handlers.<backend>`` group holds ``lines``."""
+    (tmp_path / "archc_handlers.py").write_text("class ReluHandler:\n    op = 'activation'\n")
+    dist = tmp_path / "archc_handlers-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: archc-handlers\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text(f"[{registry.HANDLER_GROUP}.{backend}]\n{lines}")
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+
+def test_a_handler_table_must_cover_every_built_in_op() -> None:
+    builtin = {op: object() for op in ir.BUILTIN_OPS}
+    assert registry.handler_table("mine", builtin) == builtin
+    with pytest.raises(TypeError, match=r"backend .mine. has no handler for the built-in op\(s\) concat, dense"):
+        registry.handler_table("mine", {op: h for op, h in builtin.items() if op not in ("dense", "concat")})
+
+
+def test_a_plugin_handler_may_not_replace_a_built_in_ops(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _install_handlers(tmp_path, monkeypatch, "mine", "softmax = archc_handlers:ReluHandler\n")
+    with pytest.raises(TypeError, match="op 'softmax' has a handler already; replace one in a Backend subclass"):
+        registry.handler_table("mine", {op: object() for op in ir.BUILTIN_OPS})
+
+
+def test_a_plugin_handler_needs_its_op_registered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _install_handlers(tmp_path, monkeypatch, "mine", "clip = archc_handlers:ReluHandler\n")
+    with pytest.raises(TypeError, match=r"plug-in handler 'clip' of backend 'mine' .*no op 'clip' is registered"):
+        registry.handler_table("mine", {op: object() for op in ir.BUILTIN_OPS})
+
+
+def test_a_table_of_activation_kinds_must_have_every_kind() -> None:
+    kinds = {k: None for k in typing.get_args(ir.ActivationKind)}
+    registry.check_kinds("mine", kinds)
+    with pytest.raises(TypeError, match=r"backend 'mine': activation kinds missing \['swish'\], unknown \['gelu'\]"):
+        registry.check_kinds("mine", {**{k: v for k, v in kinds.items() if k != "swish"}, "gelu": None})
