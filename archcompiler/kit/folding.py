@@ -1,140 +1,25 @@
-"""Code generation every backend shares (framework-free): a neutral description of layer
-calls, the handler Protocol, one block-folding algorithm, and the Jinja2/ruff plumbing.
+"""Block folding for the emitters (framework-free): the graph's calls as single layers and
+tables of repeated blocks, one function per block kind.
 
-A backend's handler turns an IR node into :class:`Call` s (data: class spelling, literal
-arguments, layer name, inputs). The backend's builder instantiates them; its emitter renders
-them, after :func:`fold` has grouped them into repeated blocks. Folding decides blocks and
-block kinds on IR information alone (names, ops, categorical attributes, wiring), so every
-backend emits the same block functions and the same tables for one spec; a backend renders
-single calls and owns its templates, nothing more (docs/DESIGN.md, "codegen/").
+Folding decides blocks and block kinds on IR information alone (names, ops, categorical
+attributes, wiring), so every backend emits the same block functions and the same tables for
+one spec; a backend renders single calls (:class:`Site`) and owns its templates, nothing more
+(docs/DESIGN.md, "codegen/").
 """
 
 from __future__ import annotations
 
 import dataclasses
-import keyword
 import re
-import shutil
-import subprocess
-import sys
 import textwrap
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Generic, Protocol, TypeVar
-
-import jinja2
+from typing import Any, Generic
 
 from archcompiler import ir
-from archcompiler.kit.registry import BackendError, UnsupportedOpError
-from archcompiler.ops import same_padding
-
-LINE_LENGTH = 120
-"""The line length of generated source (the repo's own)."""
-
-
-def needs_formatter(source: str) -> bool:
-    """Whether the rendered source may not be formatted yet: the templates write ruff-formatted
-    code (tests check every shipped spec in every backend), except a line that outgrows
-    LINE_LENGTH (a long layer name) or non-ASCII text, whose display width ruff measures."""
-    if not source.isascii() or "\\'" in source:  # width, or a quote ruff may swap
-        return True
-    return any(len(line) > LINE_LENGTH for line in source.splitlines())
-
-
-def ruff_format(source: str) -> str:
-    """Format generated source with ruff when it needs it and ruff is installed.
-
-    Starting ruff costs about 80 ms per call (most of what ``archc build`` spends writing the
-    generated module), so the already formatted common case skips it; the output then does
-    not depend on whether ruff is present.
-    """
-    if not needs_formatter(source):
-        return source
-    exe = Path(sys.executable).with_name("ruff")
-    ruff = str(exe) if exe.exists() else shutil.which("ruff")
-    if ruff is None:
-        return source
-    res = subprocess.run(
-        [ruff, "format", "--isolated", "--line-length", str(LINE_LENGTH), "--stdin-filename", "model.py", "-"],
-        input=source,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    if res.returncode != 0:
-        raise BackendError(f"generated code does not format: {res.stderr.strip()}")
-    return res.stdout
-
-
-NUMBER = re.compile(r"\d+")
-"""The numbers in a layer name (``conv_dw_3_bn`` -> 3): what varies between block instances."""
-
-RESERVED = frozenset(
-    {"nn", "torch", "F", "keras", "layers", "ops", "x", "block", "args", "name", "inputs", "outputs"}
-    | {"tensors", "previous", "entry", "layer", "values", "self", "build_model", "Entry", "OrderedDict"}
-)
-"""Names some backend's emitted code uses itself; no block function or parameter takes one.
-One set for all backends, so that the function names (chosen here) are the same in each."""
-
-
-def string_literal(text: str) -> str:
-    """``repr(text)`` in double quotes where that needs no escaping, as ruff format writes it
-    (generated source is formatted without running ruff; see :func:`ruff_format`)."""
-    quoted = repr(text)
-    if quoted.startswith("'") and '"' not in text:  # then ``text`` has no ' either
-        return f'"{quoted[1:-1]}"'
-    return quoted
-
-
-def literal(value: Any) -> str:
-    """Python source for a literal argument (ints, floats, strings, bools, None, tuples).
-
-    Anything else is refused: spec values reach generated code only as literals."""
-    if isinstance(value, tuple):
-        inner = ", ".join(literal(v) for v in value)
-        return f"({inner},)" if len(value) == 1 else f"({inner})"
-    if isinstance(value, str):
-        return string_literal(value)
-    if value is None or isinstance(value, bool | int | float):
-        return repr(value)
-    raise TypeError(f"not a literal layer argument: {value!r}")
-
-
-def template_environment(folder: Path) -> jinja2.Environment:
-    """Jinja2 for Python source: StrictUndefined (a missing variable is an error, not empty
-    text) and no HTML escaping, since every spec value goes in through ``literal()``."""
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(folder),
-        undefined=jinja2.StrictUndefined,
-        autoescape=False,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-    )
-    env.filters["pyrepr"] = literal
-    env.filters["literal"] = literal
-    return env
-
-
-def identifier(text: str, what: str) -> str:
-    """``text`` when it is an ASCII, non-keyword identifier; else a BackendError naming it."""
-    if not (text.isascii() and text.isidentifier()) or keyword.iskeyword(text):
-        raise BackendError(f"{what} {text!r} is not a valid Python identifier")
-    return text
-
-
-def unique(name: str, taken: set[str], reserved: frozenset[str] = frozenset()) -> str:
-    """A fresh identifier from ``name``: never a keyword, a reserved name or one already taken."""
-    ok = name.isidentifier() and not keyword.iskeyword(name) and name not in reserved
-    base = name if ok else f"{name}_"
-    if not base.isidentifier():
-        base = "param"
-    out, k = base, 2
-    while out in taken:
-        out, k = f"{base}_{k}", k + 1
-    taken.add(out)
-    return out
+from archcompiler.kit.calls import NUMBER, Call, Described, H, Slot, describe_graph, padding_style
+from archcompiler.kit.pysource import RESERVED, literal, type_annotation, unique
+from archcompiler.kit.registry import BackendError
 
 
 def name_expr(name: str, number_params: Mapping[int, str], quote: Callable[[str], str] = literal) -> str:
@@ -145,163 +30,6 @@ def name_expr(name: str, number_params: Mapping[int, str], quote: Callable[[str]
     for j, d in enumerate(digits):
         out += ("{" + number_params[j] + "}" if j in number_params else d) + pieces[j + 1]
     return f'f"{out}"' if number_params else quote(name)
-
-
-def type_annotation(values: Sequence[Any]) -> str:
-    """The annotation of a block parameter, from the values its table column holds."""
-    kinds = {type(v) for v in values}
-    if kinds == {int}:
-        return "int"
-    if kinds in ({float}, {int, float}):
-        return "float"
-    if kinds == {bool}:
-        return "bool"
-    if kinds == {str}:
-        return "str"
-    if kinds == {tuple}:
-        return "tuple[int, ...]"
-    if kinds == {int, tuple}:
-        return "int | tuple[int, ...]"
-    return "object"
-
-
-# -- the neutral call description ----------------------------------------------------------
-
-Slot = int | str
-"""A constructor argument: its position, or its keyword."""
-
-
-@dataclass(frozen=True)
-class Call:
-    """One layer constructor applied to earlier layers' outputs, as plain data.
-
-    A backend's builder instantiates it, its emitter prints it; both read the same literals,
-    so generated code and built model cannot drift apart (docs/DESIGN.md, style 2).
-    """
-
-    cls: str
-    """How emitted source spells the class: ``nn.Conv2d``, ``PaddedConv2d``, ``layers.Conv2D``."""
-    args: tuple[Any, ...] = ()
-    kwargs: tuple[tuple[str, Any], ...] = ()
-    """Keyword arguments in a fixed order, values plain literals."""
-    name: str = ""
-    """The layer name; the call that gives a node's output is named after the node."""
-    inputs: tuple[str, ...] = ()
-    """Names of the layers (or graph inputs) it reads."""
-    node: str = ""
-    """The IR node it belongs to (a helper pad layer belongs to its conv)."""
-    arg_names: tuple[str, ...] = ()
-    """Readable names of the positional parameters (block parameters are named after them)."""
-    defaults: tuple[tuple[str, Any], ...] = ()
-    """The class's defaults of keywords in ``kwargs``. Handlers give every keyword they may
-    set, so two instances of one block compare equal in shape (a stride-1 and a stride-2 conv
-    both carry ``stride``); a keyword at its default is left out of the source unless it
-    varies within a block kind."""
-
-    def __post_init__(self) -> None:
-        for value in (*self.args, *(v for _, v in self.kwargs), *(v for _, v in self.defaults)):
-            literal(value)  # TypeError now, not when the source is rendered
-
-    def slots(self) -> list[tuple[Slot, Any]]:
-        """Every argument as (position or keyword, value), in call order."""
-        return [*enumerate(self.args), *self.kwargs]
-
-    def slot_name(self, slot: Slot) -> str:
-        if isinstance(slot, str):
-            return slot
-        return self.arg_names[slot] if slot < len(self.arg_names) else f"arg{slot}"
-
-    def shape(self) -> tuple[Any, ...]:
-        """What must agree between instances of a block for one source line to build them all."""
-        return (NUMBER.sub("#", self.name), self.cls, len(self.args), tuple(k for k, _ in self.kwargs))
-
-    def is_default(self, key: str, value: Any) -> bool:
-        default = dict(self.defaults)
-        return key in default and default[key] == value and type(default[key]) is type(value)
-
-    def arguments(self, overrides: Mapping[Slot, str] | None = None) -> list[str]:
-        """The argument list as source; ``overrides`` replace literals by expressions."""
-        over = overrides or {}
-        parts = [over.get(i, literal(a)) for i, a in enumerate(self.args)]
-        parts += [f"{k}={over.get(k, literal(v))}" for k, v in self.kwargs if k in over or not self.is_default(k, v)]
-        return parts
-
-
-def make_call(
-    cls: str,
-    node: ir.Node,
-    args: Sequence[Any] = (),
-    kwargs: Mapping[str, Any] | None = None,
-    *,
-    arg_names: Sequence[str] = (),
-    defaults: Mapping[str, Any] | None = None,
-    name: str | None = None,
-    inputs: Sequence[str] | None = None,
-) -> Call:
-    """A call for ``node``, named after it and reading its inputs unless told otherwise."""
-    given = dict(kwargs or {})
-    return Call(
-        cls,
-        tuple(args),
-        tuple(given.items()),
-        node.name if name is None else name,
-        tuple(node.inputs if inputs is None else inputs),
-        node.name,
-        tuple(arg_names),
-        tuple((k, v) for k, v in (defaults or {}).items() if k in given),
-    )
-
-
-class OpHandler(Protocol):
-    """One IR op in one backend: the node as layer calls (an empty list: no layer, e.g. an input).
-
-    ``describe`` gives the natural calls for this node. ``describe_general`` gives calls of a
-    form that also fits every other node with the same op, categorical attributes and padding
-    style (see :func:`structure_key`) -- e.g. torch's PaddedConv2d with an explicit pad
-    instead of ``nn.Conv2d(padding=1)`` -- so that a block kind stays one function. Both raise
-    UnsupportedOpError for what the backend cannot express exactly.
-    """
-
-    @property
-    def op(self) -> str: ...
-
-    def describe(self, node: ir.Node, graph: ir.Graph) -> Sequence[Call]: ...
-
-    def describe_general(self, node: ir.Node, graph: ir.Graph) -> Sequence[Call]: ...
-
-
-H = TypeVar("H", bound=OpHandler)
-
-
-@dataclass(frozen=True)
-class Described(Generic[H]):
-    """A node, the handler that describes it and its calls (the builders iterate these)."""
-
-    node: ir.Node
-    handler: H
-    calls: tuple[Call, ...]
-
-
-def describe_graph(graph: ir.Graph, handlers: Mapping[str, H], backend: str) -> list[Described[H]]:
-    """Every node's calls, in topological order, through ``handlers`` (the backend instance's
-    table). Raises UnsupportedOpError at the first node no handler can express."""
-    out: list[Described[H]] = []
-    names: set[str] = set()
-    for node in graph.nodes:
-        handler = handlers.get(node.op)
-        if handler is None:
-            raise UnsupportedOpError(backend, node)
-        calls = tuple(handler.describe(node, graph))
-        if calls and calls[-1].name != node.name:
-            raise BackendError(
-                f"{backend}: the {node.op!r} handler's last call for {node.name!r} is not named after it"
-            )
-        for call in calls:
-            if call.name in names:
-                raise BackendError(f"{backend}: two layers named {call.name!r}")
-            names.add(call.name)
-        out.append(Described(node, handler, calls))
-    return out
 
 
 # -- block parameters ----------------------------------------------------------------------
@@ -359,21 +87,6 @@ def block_params(
 
 
 # -- folding -------------------------------------------------------------------------------
-
-
-def padding_style(node: ir.Node, graph: ir.Graph) -> str | None:
-    """A windowed op's padding as a category: "valid" (none), "same" (TensorFlow SAME for this
-    input) or "explicit". Frameworks with a native SAME (Keras, ONNX SAME_UPPER) spell the
-    three differently, so it is part of a block's structure; the pad sizes are not."""
-    pad, kernel, stride = (getattr(node, a, None) for a in ("padding", "kernel", "stride"))
-    if pad is None or kernel is None or stride is None:
-        return None
-    if not any(pad):
-        return "valid"
-    dilation = getattr(node, "dilation", (1, 1))
-    h, w = graph[node.inputs[0]].shape[:2]
-    same = (*same_padding(h, kernel[0], stride[0], dilation[0]), *same_padding(w, kernel[1], stride[1], dilation[1]))
-    return "same" if tuple(pad) == same else "explicit"
 
 
 def structure_key(node: ir.Node, graph: ir.Graph) -> tuple[Any, ...]:
