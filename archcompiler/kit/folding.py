@@ -5,6 +5,10 @@ Folding decides blocks and block kinds on IR information alone (names, ops, cate
 attributes, wiring), so every backend emits the same block functions and the same tables for
 one spec; a backend renders single calls (:class:`Site`) and owns its templates, nothing more
 (docs/DESIGN.md, "codegen/").
+
+One algorithm makes every kind (:class:`_KindMaker`), whichever way its instances were found:
+the instances of one spec block (Span.block), or, for layers outside blocks and for a block
+whose instances do not fit one function, runs of nodes with one structure.
 """
 
 from __future__ import annotations
@@ -14,79 +18,12 @@ import re
 import textwrap
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic
+from typing import Any, Generic, NamedTuple
 
 from archcompiler import ir
 from archcompiler.kit.calls import NUMBER, Call, Described, H, Slot, describe_graph, padding_style
 from archcompiler.kit.pysource import RESERVED, literal, type_annotation, unique
 from archcompiler.kit.registry import BackendError
-
-
-def name_expr(name: str, number_params: Mapping[int, str], quote: Callable[[str], str] = literal) -> str:
-    """``conv_dw_3_bn`` with its number 0 a parameter -> ``f"conv_dw_{index}_bn"`` (names are
-    validated identifiers, so nothing needs escaping); a fixed name -> ``quote(name)``."""
-    pieces, digits = NUMBER.split(name), NUMBER.findall(name)
-    out = pieces[0]
-    for j, d in enumerate(digits):
-        out += ("{" + number_params[j] + "}" if j in number_params else d) + pieces[j + 1]
-    return f'f"{out}"' if number_params else quote(name)
-
-
-# -- block parameters ----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class BlockParams:
-    """How the columns of a repeated block's table become the block function's parameters."""
-
-    params: list[str]
-    """Parameter names in signature order: block numbers, then scalars, then tuples."""
-    param_of: dict[str, str]
-    """Column id -> parameter (columns with equal values share one parameter)."""
-    column_of: dict[str, str]
-    """Parameter -> the first column feeding it."""
-    number_params: dict[int, str]
-    """Position of a number in the layer names -> the parameter it becomes."""
-
-    def rows(self, values: Mapping[str, Sequence[Any]], count: int) -> list[tuple[Any, ...]]:
-        return [tuple(values[self.column_of[p]][k] for p in self.params) for k in range(count)]
-
-
-def block_params(
-    columns: Sequence[tuple[str, str]], values: Mapping[str, Sequence[Any]], n_numbers: int, reserved: frozenset[str]
-) -> BlockParams:
-    """Turn varying table columns into parameters.
-
-    ``columns`` are (column id, preferred name); ids ``n0, n1, ...`` are the numbers in the
-    layer names. A column constant over all instances is no parameter; columns with equal
-    values share one (a block's in and out channels of a stride-1 block stay apart only when
-    they differ somewhere).
-    """
-    taken: set[str] = set()
-    by_values: dict[str, str] = {}
-    param_of: dict[str, str] = {}
-    varying_numbers = sum(1 for j in range(n_numbers) if len(set(values[f"n{j}"])) > 1)
-    for cid, preferred in columns:
-        seq = values[cid]
-        if len({repr(v) for v in seq}) == 1:
-            continue
-        key = repr(seq)
-        if key not in by_values:
-            if preferred == "index" and varying_numbers > 1:
-                preferred = f"index_{cid[1:]}"
-            by_values[key] = unique(preferred, taken, reserved)
-        param_of[cid] = by_values[key]
-    params = list(dict.fromkeys(param_of.values()))
-    column_of = {pn: cid for cid, pn in reversed(param_of.items())}
-    numbers = {param_of[f"n{j}"] for j in range(n_numbers) if f"n{j}" in param_of}
-    # Block numbers first, then scalars (channel counts), then tuples (paddings): a table row
-    # then reads like the paper's (index, in, out, ...).
-    params.sort(key=lambda n: 0 if n in numbers else 2 if isinstance(values[column_of[n]][0], tuple) else 1)
-    number_params = {j: param_of[f"n{j}"] for j in range(n_numbers) if f"n{j}" in param_of}
-    return BlockParams(params, param_of, column_of, number_params)
-
-
-# -- folding -------------------------------------------------------------------------------
 
 
 def structure_key(node: ir.Node, graph: ir.Graph) -> tuple[Any, ...]:
@@ -202,6 +139,9 @@ class Structure:
         return list(dict.fromkeys([*(c.cls for c in self.inputs), *(s.call.cls for s in self.sites())]))
 
 
+# -- grouping nodes into block instances ---------------------------------------------------
+
+
 def _numbers(name: str) -> tuple[int, ...]:
     return tuple(int(d) for d in NUMBER.findall(name))
 
@@ -215,6 +155,20 @@ def _group_key(node: ir.Node) -> tuple[Any, ...]:
     return (span.path if span else None, _numbers(node.name))
 
 
+def _groups(graph: ir.Graph) -> list[list[ir.Node]]:
+    """The graph's nodes (inputs aside) as runs of consecutive nodes with one group key."""
+    inputs = {n.name for n in graph.inputs}
+    groups: list[list[ir.Node]] = []
+    for node in graph.nodes:
+        if node.name in inputs:
+            continue
+        if groups and _group_key(groups[-1][-1]) == _group_key(node):
+            groups[-1].append(node)
+        else:
+            groups.append([node])
+    return groups
+
+
 def _externals(group: Sequence[ir.Node], prev: Mapping[str, str]) -> list[str]:
     """Names outside the group that its explicitly wired nodes read, in order of first use."""
     inside = {n.name for n in group}
@@ -226,7 +180,7 @@ def _externals(group: Sequence[ir.Node], prev: Mapping[str, str]) -> list[str]:
 
 
 def _signature(group: Sequence[ir.Node], graph: ir.Graph, prev: Mapping[str, str]) -> tuple[Any, ...]:
-    """The kind of a block instance, from the IR alone: every backend computes the same."""
+    """The structure of a run of nodes, from the IR alone: every backend computes the same."""
     pos = {n.name: p for p, n in enumerate(group)}
     ext = _externals(group, prev)
     wiring = tuple(
@@ -246,6 +200,39 @@ def _foldable(group: Sequence[ir.Node]) -> bool:
     return len(group) >= 2 and bool(digits) and all(d == str(int(d)) for n in group for d in NUMBER.findall(n.name))
 
 
+def _by_block(groups: Sequence[Sequence[ir.Node]]) -> dict[str, list[int]]:
+    """Spec block -> the groups that are its instances, whatever their guards left out."""
+    out: dict[str, list[int]] = {}
+    for i, g in enumerate(groups):
+        if g[0].span is not None and g[0].span.block is not None:
+            out.setdefault(g[0].span.block, []).append(i)
+    return out
+
+
+def _by_structure(
+    groups: Sequence[Sequence[ir.Node]], skip: Mapping[int, Any], graph: ir.Graph, prev: Mapping[str, str]
+) -> list[list[int]]:
+    """The groups not in ``skip`` that share one structure (name pattern, categories, wiring)."""
+    out: dict[tuple[Any, ...], list[int]] = {}
+    for i, g in enumerate(groups):
+        if i not in skip and _foldable(g):
+            out.setdefault(_signature(g, graph, prev), []).append(i)
+    return list(out.values())
+
+
+def _members(group: Sequence[ir.Node]) -> dict[tuple[int, ...], ir.Node]:
+    """A spec block instance's nodes by their place in the block definition (Span.member)."""
+    return {n.span.member: n for n in group if n.span is not None}
+
+
+def _positions(group: Sequence[ir.Node]) -> dict[tuple[int, ...], ir.Node]:
+    """A run of nodes with one structure by position: each instance has every position."""
+    return {(p,): n for p, n in enumerate(group)}
+
+
+# -- the calls of a graph ------------------------------------------------------------------
+
+
 def _reads_previous(described: Sequence[tuple[ir.Node, Sequence[Call]]], previous: str) -> list[bool]:
     """Per call: does it read exactly the output written just before it? A node's value is
     named after the node, so after a node (even one without calls, an input) that is it."""
@@ -258,13 +245,13 @@ def _reads_previous(described: Sequence[tuple[ir.Node, Sequence[Call]]], previou
     return out
 
 
-def _unify(items: Sequence[Described[H]], graph: ir.Graph, backend: str, names: bool = True) -> list[tuple[Call, ...]]:
+def _unify(items: Sequence[Described[H]], graph: ir.Graph, backend: str) -> list[tuple[Call, ...]]:
     """One call form for a position of a block kind: the natural calls when all instances
-    agree in shape, else every handler's general form (which must then agree). ``names``:
-    the name patterns must agree too (else the caller names the calls itself)."""
+    agree in shape (class, argument slots; names are checked by the caller), else every
+    handler's general form, which must then agree."""
     forms = [d.calls for d in items]
     for attempt in range(2):
-        shapes = [tuple(c.shape()[0 if names else 1 :] for c in f) for f in forms]
+        shapes = [tuple(c.shape()[1:] for c in f) for f in forms]
         if all(s == shapes[0] for s in shapes):
             return forms
         if attempt == 0:
@@ -296,209 +283,327 @@ class _Folder(Generic[H]):
         reads = None if call.name in self.implicit else tuple(literal(i) for i in call.inputs)
         return Site(call, literal(call.name), {}, reads, call.name in self.named)
 
-    def kind(self, function: str, instances: Sequence[Sequence[ir.Node]]) -> Kind:
-        first = instances[0]
-        forms = [
-            _unify([self.by_node[g[p].name] for g in instances], self.graph, self.backend) for p in range(len(first))
-        ]
-        flat = [[c for p in range(len(first)) for c in forms[p][k]] for k in range(len(instances))]
-        numbers = [_numbers(g[0].name) for g in instances]
-        externals = [_externals(g, self.prev) for g in instances]
-        columns: list[tuple[str, str]] = []  # (column id, preferred parameter name)
-        values: dict[str, list[Any]] = {}
-        for j in range(len(numbers[0])):
-            columns.append((f"n{j}", "index"))
-            values[f"n{j}"] = [nums[j] for nums in numbers]
-        for k in range(len(externals[0])):
-            columns.append((f"x{k}", "source"))
-            values[f"x{k}"] = [ext[k] for ext in externals]
-        for q, call in enumerate(flat[0]):
-            for slot, _ in call.slots():
-                columns.append((f"{q}:{slot}", call.slot_name(slot)))
-                values[f"{q}:{slot}"] = [dict(calls[q].slots())[slot] for calls in flat]
-        bp = block_params(columns, values, len(numbers[0]), self.reserved)
-        wiring = [self._wiring(g, calls, ext) for g, calls, ext in zip(instances, flat, externals, strict=True)]
-        if any(w != wiring[0] for w in wiring):
-            raise BackendError(f"backend {self.backend!r}: instances of block {function} are wired differently")
-        sites = []
-        for q, call in enumerate(flat[0]):
-            for calls, nums in zip(flat, numbers, strict=True):
-                self._check_name(call.name, calls[q].name, bp.number_params, nums)
-            reads = None
-            if wiring[0][q] is not None:
-                reads = tuple(
-                    name_expr(flat[0][i].name, bp.number_params)
-                    if where == "internal"
-                    else bp.param_of.get(f"x{i}", literal(externals[0][i]))
-                    for where, i in wiring[0][q]
-                )
-            overrides = {slot: bp.param_of[f"{q}:{slot}"] for slot, _ in call.slots() if f"{q}:{slot}" in bp.param_of}
-            keep = any(calls[q].name in self.named for calls in flat)
-            sites.append(Site(call, name_expr(call.name, bp.number_params), overrides, reads, keep))
-        pattern = ", ".join(NUMBER.sub("#", n.name) for n in first)
-        doc = textwrap.fill(
-            f"One repeated block of {len(first)} layers: {pattern} (# = the block's number).",
-            width=96,
-            subsequent_indent="    ",
-        )
-        params = [(p, type_annotation(values[bp.column_of[p]])) for p in bp.params]
-        return Kind(function, params, sites, doc, bp.rows(values, len(instances)))
 
-    def block_kind(self, function: str, block: str, instances: Sequence[Sequence[ir.Node]]) -> Kind:
-        """One kind for every instance of one spec block (Span.block), however its ``when:``
-        guards and categorical parameters made them differ: a layer some instances lack runs
-        under a flag parameter, a layer whose category differs (relu or hard_swish) under a
-        choice on a string parameter, and what else differs is a parameter as in :meth:`kind`.
-        Raises BackendError when the instances' names or wiring do not fit one function."""
-        count = len(instances)
-        node_at = [{n.span.member: n for n in g if n.span is not None} for g in instances]
-        members = sorted({m for at in node_at for m in at})
-        if any(len(at) != len(g) for at, g in zip(node_at, instances, strict=True)):
-            raise BackendError(f"block {block!r}: two layers of one instance at one place")
-        # positions[p] = (member, [(label, {instance: calls})]): one entry per variant
-        positions: list[list[tuple[str | None, dict[int, tuple[Call, ...]]]]] = []
+# -- one block kind ------------------------------------------------------------------------
+
+Key = tuple[int, int, int]
+"""One call of a block kind: (position in the block, variant at that position, call of it)."""
+
+Piece = str | tuple[str]
+"""Part of a layer name: text, or ``(column id,)`` for a value of the block's table."""
+
+NUMBERS, SOURCES, SCALARS, TUPLES, CHOICES, FLAGS = range(6)
+"""Column groups, in the order their parameters appear in a block function's signature: a
+table row then reads like the paper's (index, in, out, ..., paddings), choices and flags last."""
+
+
+class _Column(NamedTuple):
+    """One column of a block's table: a value per instance, which may become a parameter."""
+
+    name: str
+    """The parameter name it prefers (``index``, ``source``, ``filters``, ``expand``)."""
+    values: list[Any]
+    """Per instance; ``_HOLE`` where the instance lacks the layer."""
+    order: int
+    """Its group (NUMBERS ... FLAGS)."""
+
+
+class _Variant(NamedTuple):
+    """One category of a block position (relu or hard_swish): its label and calls."""
+
+    label: str | None
+    forms: dict[int, tuple[Call, ...]]
+    """Instance -> its calls at this position, for the instances in this category."""
+
+
+_HOLE: Any = type("Hole", (), {"__repr__": lambda self: "<no layer>"})()
+"""A table cell of an instance that lacks the layer (None in its row)."""
+
+
+class _KindMaker:
+    """Folds the instances of one block kind into a :class:`Kind`: the one algorithm.
+
+    Each instance maps members (its nodes' places in the block) to nodes. A member some
+    instances lack runs under a flag parameter, a member whose category differs (relu or
+    hard_swish) under a choice on a string parameter; what else differs between instances
+    (numbers or a prefix in names, arguments, names read from outside) becomes a parameter,
+    one table row per instance. Raises BackendError when the instances' names or wiring do
+    not fit one function.
+    """
+
+    positions: list[list[_Variant]]
+    """Per member of the block, in definition order: its variants."""
+    label_names: dict[int, str]
+    """Position -> the parameter name of its choice (positions with several variants)."""
+    sites_of: list[dict[Key, Call]]
+    """Per instance: its calls by key."""
+    keys: list[Key]
+    """Every key some instance has, in order: the block function's layers."""
+    pieces: dict[Key, list[Piece]]
+    """Key -> the layer's name as pieces."""
+    flags_of: dict[int, str]
+    """Position -> the column of the flag it runs under (members some instances lack)."""
+
+    def __init__(
+        self,
+        folder: _Folder[Any],
+        function: str,
+        block: str | None,
+        groups: Sequence[Sequence[ir.Node]],
+        node_at: Sequence[Mapping[tuple[int, ...], ir.Node]],
+    ) -> None:
+        self.folder, self.function, self.block = folder, function, block
+        self.what = f"block {block or function!r}"
+        self.groups, self.node_at, self.count = groups, node_at, len(groups)
+        if any(len(at) != len(g) for at, g in zip(node_at, groups, strict=True)):
+            raise BackendError(f"{self.what}: two layers of one instance at one place")
+        self.inputs = [folder.prev[g[0].name] for g in groups]
+        """What each instance reads first: the node before it."""
+        self.columns: dict[str, _Column] = {}
+        self.param_of: dict[str, str] = {}
+        """Column id -> the parameter it feeds."""
+
+    def make(self) -> Kind:
+        self.positions, self.label_names = self._positions()
+        self.sites_of = [self._calls_of(k) for k in range(self.count)]
+        self.keys = sorted({key for at in self.sites_of for key in at})
+        self.pieces = self._numbered_names() or self._prefixed_names()
+        wiring = self._wiring()
+        self._choice_columns()
+        self.flags_of = self._flag_columns()
+        self._argument_columns()
+        self.param_of, params = _parameters(self.columns, self.folder.reserved)
+        built = {key: self._site(key, wiring[key]) for key in self.keys}
+        body = self._body(built)
+        cells = [self.columns[cid].values for cid in params.values()]
+        rows = [tuple(None if c[k] is _HOLE else c[k] for c in cells) for k in range(self.count)]
+        annotated = [(name, _annotation(self.columns[cid].values)) for name, cid in params.items()]
+        return Kind(self.function, annotated, [built[key] for key in self.keys], self._doc(body), rows, body)
+
+    # positions and their variants
+
+    def _positions(self) -> tuple[list[list[_Variant]], dict[int, str]]:
+        """Per member of the block, its variants (one, or one per category), and the name of
+        each choice's parameter by position."""
+        positions: list[list[_Variant]] = []
         label_names: dict[int, str] = {}
-        for p, m in enumerate(members):
-            present = [k for k in range(count) if m in node_at[k]]
-            by_category: dict[tuple[Any, ...], list[int]] = {}
-            for k in present:
-                key = structure_key(node_at[k][m], self.graph)
-                by_category.setdefault(key[:3], []).append(k)
-            groups: list[tuple[tuple[Any, ...], list[int], list[tuple[Call, ...]]]] = []
-            for cat, ks in by_category.items():
-                try:
-                    items = [self.by_node[node_at[k][m].name] for k in ks]
-                    groups.append((cat, ks, _unify(items, self.graph, self.backend, names=False)))
-                except BackendError:  # e.g. "same" and "valid" padding no one call form covers
-                    styles: dict[Any, list[int]] = {}
-                    for k in ks:
-                        styles.setdefault(structure_key(node_at[k][m], self.graph), []).append(k)
-                    for key, sub in styles.items():
-                        items = [self.by_node[node_at[k][m].name] for k in sub]
-                        groups.append((key, sub, _unify(items, self.graph, self.backend, names=False)))
+        for p, member in enumerate(sorted({m for at in self.node_at for m in at})):
+            groups = self._categories(member)
             if len(groups) == 1:
-                positions.append([(None, dict(zip(groups[0][1], groups[0][2], strict=True)))])
+                positions.append([_Variant(None, dict(zip(groups[0][1], groups[0][2], strict=True)))])
                 continue
-            name, labels = _labels([g[0] for g in groups])
-            label_names[p] = name
+            label_names[p], labels = _labels([g[0] for g in groups])
             positions.append(
-                [(lab, dict(zip(ks, forms, strict=True))) for lab, (_, ks, forms) in zip(labels, groups, strict=True)]
+                [
+                    _Variant(lab, dict(zip(ks, forms, strict=True)))
+                    for lab, (_, ks, forms) in zip(labels, groups, strict=True)
+                ]
             )
+        return positions, label_names
 
-        # every call of an instance, in order: (position, variant, j) -> call
-        sites_of: list[dict[tuple[int, int, int], Call]] = []
-        for k in range(count):
-            at: dict[tuple[int, int, int], Call] = {}
-            for p, variants in enumerate(positions):
-                for v, (_, forms) in enumerate(variants):
-                    for j, call in enumerate(forms.get(k, ())):
-                        at[(p, v, j)] = call
-            sites_of.append(at)
-        keys = list(dict.fromkeys(key for at in sites_of for key in at))
-        keys.sort()
+    def _categories(self, member: tuple[int, ...]) -> list[tuple[tuple[Any, ...], list[int], list[tuple[Call, ...]]]]:
+        """The instances with this member, by category (op, categorical attributes, ranks),
+        each with one call form; split by padding style too when no one form covers it."""
+        graph = self.folder.graph
+        present = [k for k in range(self.count) if member in self.node_at[k]]
+        by_category: dict[tuple[Any, ...], list[int]] = {}
+        for k in present:
+            by_category.setdefault(structure_key(self.node_at[k][member], graph)[:3], []).append(k)
+        groups = []
+        for category, ks in by_category.items():
+            try:
+                groups.append((category, ks, self._unify(member, ks)))
+            except BackendError:  # e.g. "same" and "valid" padding no one call form covers
+                styles: dict[tuple[Any, ...], list[int]] = {}
+                for k in ks:
+                    styles.setdefault(structure_key(self.node_at[k][member], graph), []).append(k)
+                groups.extend((key, sub, self._unify(member, sub)) for key, sub in styles.items())
+        return groups
 
-        columns: dict[str, tuple[str, list[Any], int]] = {}  # id -> (preferred name, values, order)
-        pieces = self._names(block, keys, sites_of, columns)
-        inputs = [self.prev[g[0].name] for g in instances]
-        wiring: dict[tuple[int, int, int], Any] = {}
-        for k, g in enumerate(instances):
-            at = sites_of[k]
-            described = [(n, [c for key, c in at.items() if c.node == n.name]) for n in g]
-            flags = iter(_reads_previous(described, inputs[k]))
-            where = {c.name: key for key, c in at.items()}
-            for key in sorted(at):
-                call = at[key]
-                refs: Any = None
-                if not next(flags):
-                    refs = []
-                    for i, name in enumerate(call.inputs):
-                        if name in where:
-                            refs.append(("internal", where[name][0], where[name][2]))
-                        elif name == inputs[k]:
-                            refs.append(("input",))
-                            columns.setdefault("src", ("source", [_HOLE] * count, 1))[1][k] = name
-                        else:
-                            refs.append(("external", i))
-                            cid = f"x{key}.{i}"
-                            columns.setdefault(cid, ("source", [_HOLE] * count, 1))[1][k] = name
-                    refs = tuple(refs)
+    def _unify(self, member: tuple[int, ...], ks: Sequence[int]) -> list[tuple[Call, ...]]:
+        items = [self.folder.by_node[self.node_at[k][member].name] for k in ks]
+        return _unify(items, self.folder.graph, self.folder.backend)
+
+    def _calls_of(self, k: int) -> dict[Key, Call]:
+        """Every call of instance ``k``, in order, by key."""
+        return {
+            (p, v, j): call
+            for p, variants in enumerate(self.positions)
+            for v, variant in enumerate(variants)
+            for j, call in enumerate(variant.forms.get(k, ()))
+        }
+
+    # names
+
+    def _numbered_names(self) -> dict[Key, list[Piece]] | None:
+        """Each call's name as pieces, the numbers in it (``conv_dw_3_bn``: the block's number)
+        a column, when every instance's names carry its numbers alike; else None."""
+        numbers = [_numbers(at[min(at)].name) for at in self.sites_of]
+        width = len(numbers[0])
+        if not width or any(len(n) != width for n in numbers):
+            return None
+        out: dict[Key, list[Piece]] = {}
+        for key in self.keys:
+            names = {k: at[key].name for k, at in enumerate(self.sites_of) if key in at}
+            if not all(_carries(name, numbers[k]) for k, name in names.items()):
+                return None
+            if len({NUMBER.sub("#", name) for name in names.values()}) != 1:
+                return None
+            out[key] = _numbered_pieces(next(iter(names.values())), width)
+        for j in range(width):
+            self.columns[f"n{j}"] = _Column("index", [n[j] for n in numbers], NUMBERS)
+        return out
+
+    def _prefixed_names(self) -> dict[Key, list[Piece]]:
+        """Each call's name as a per-instance prefix (a column) and a fixed rest: V2's and V3's
+        ``expanded_conv_`` then ``block_1_`` or ``expanded_conv_1_``."""
+        prefixes = []
+        for at in self.sites_of:
+            common = _common_prefix([c.name for c in at.values()])
+            prefixes.append(common[: common.rfind("_") + 1])
+        out: dict[Key, list[Piece]] = {}
+        for key in self.keys:
+            rests = {at[key].name[len(prefixes[k]) :] for k, at in enumerate(self.sites_of) if key in at}
+            if len(rests) != 1:
+                raise BackendError(f"{self.what}: the names of its instances differ beyond a prefix")
+            out[key] = [("prefix",), rests.pop()]
+        self.columns["prefix"] = _Column("prefix", prefixes, NUMBERS)
+        return out
+
+    # wiring
+
+    def _wiring(self) -> dict[Key, tuple[tuple[Any, ...], ...] | None]:
+        """Per call: None when it reads the output just before it, else where each input
+        comes from: ("internal", position, j), ("input",) or ("external", k). The names read
+        from outside become columns."""
+        wiring: dict[Key, tuple[tuple[Any, ...], ...] | None] = {}
+        for k in range(self.count):
+            for key, refs in self._instance_wiring(k).items():
                 if wiring.setdefault(key, refs) != refs:
-                    raise BackendError(f"backend {self.backend!r}: instances of block {block!r} are wired differently")
-        for p, variants in enumerate(positions):
-            if p in label_names:
-                values = [_HOLE] * count
-                for lab, forms in variants:
-                    for k in forms:
-                        values[k] = lab
-                columns[f"label{p}"] = (label_names[p], values, 4)
-        flags_of: dict[int, str] = {}
+                    raise BackendError(
+                        f"backend {self.folder.backend!r}: instances of {self.what} are wired differently"
+                    )
+        return wiring
+
+    def _instance_wiring(self, k: int) -> dict[Key, tuple[tuple[Any, ...], ...] | None]:
+        at = self.sites_of[k]
+        described = [(n, [c for c in at.values() if c.node == n.name]) for n in self.groups[k]]
+        flags = iter(_reads_previous(described, self.inputs[k]))
+        where = {c.name: key for key, c in at.items()}
+        out: dict[Key, tuple[tuple[Any, ...], ...] | None] = {}
+        for key in sorted(at):
+            implicit = next(flags)
+            inputs = enumerate(at[key].inputs)
+            out[key] = None if implicit else tuple(self._source(k, key, i, name, where) for i, name in inputs)
+        return out
+
+    def _source(self, k: int, key: Key, i: int, name: str, where: Mapping[str, Key]) -> tuple[Any, ...]:
+        if name in where:
+            return ("internal", where[name][0], where[name][2])
+        if name == self.inputs[k]:
+            self._cell("src", k, name)
+            return ("input",)
+        self._cell(f"x{key}.{i}", k, name)
+        return ("external", i)
+
+    def _cell(self, cid: str, k: int, value: Any) -> None:
+        self.columns.setdefault(cid, _Column("source", [_HOLE] * self.count, SOURCES)).values[k] = value
+
+    # the other columns: choices, flags, arguments
+
+    def _choice_columns(self) -> None:
+        for p, variants in enumerate(self.positions):
+            if p in self.label_names:
+                values = [_HOLE] * self.count
+                for variant in variants:
+                    for k in variant.forms:
+                        values[k] = variant.label
+                self.columns[f"label{p}"] = _Column(self.label_names[p], values, CHOICES)
+
+    def _flag_columns(self) -> dict[int, str]:
+        """One flag column per pattern of instances that have a member some lack, named after
+        the common words of its layers' names (``squeeze_excite``); position -> its column."""
         patterns: dict[tuple[bool, ...], list[int]] = {}
-        for p, variants in enumerate(positions):
-            pattern = tuple(any(k in forms for _, forms in variants) for k in range(count))
+        for p, variants in enumerate(self.positions):
+            pattern = tuple(any(k in v.forms for v in variants) for k in range(self.count))
             if not all(pattern):
                 patterns.setdefault(pattern, []).append(p)
+        flags_of: dict[int, str] = {}
         for pattern, ps in patterns.items():
             cid = f"has{ps[0]}"
             flags_of.update({p: cid for p in ps})
-            stems = [self._rest(pieces[(p, 0, 0)]) for p in ps if (p, 0, 0) in pieces]
-            columns[cid] = (_common_words(stems) or "has_layers", list(pattern), 5)
-        for key in keys:
-            calls = [sites_of[k].get(key) for k in range(count)]
+            stems = [_rest(self.pieces[(p, 0, 0)]) for p in ps if (p, 0, 0) in self.pieces]
+            self.columns[cid] = _Column(_common_words(stems) or "has_layers", list(pattern), FLAGS)
+        return flags_of
+
+    def _argument_columns(self) -> None:
+        for key in self.keys:
+            calls = [at.get(key) for at in self.sites_of]
             first = next(c for c in calls if c is not None)
             for slot, value in first.slots():
-                order = 3 if isinstance(value, tuple) else 2
                 values = [dict(c.slots())[slot] if c is not None else _HOLE for c in calls]
                 name = first.slot_name(slot)
-                if key[0] in flags_of:  # an argument of a guarded layer: expand_filters, not filters_2
-                    name = f"{columns[flags_of[key[0]]][0]}_{name}"
-                columns[f"{key}:{slot}"] = (name, values, order)
-        param_of, params = _parameters(columns, self.reserved)
+                if key[0] in self.flags_of:  # an argument of a guarded layer: expand_filters, not filters_2
+                    name = f"{self.columns[self.flags_of[key[0]]].name}_{name}"
+                self.columns[f"{key}:{slot}"] = _Column(name, values, TUPLES if isinstance(value, tuple) else SCALARS)
 
-        def expr(parts: Sequence[str | tuple[str]]) -> str:
-            text, fstring = "", False
-            for part in parts:
-                if isinstance(part, tuple):
-                    cid = part[0]
-                    if cid in param_of:
-                        text, fstring = text + "{" + param_of[cid] + "}", True
-                    else:
-                        text += str(next(v for v in columns[cid][1] if v is not _HOLE))
-                else:
-                    text += part
-            return f'f"{text}"' if fstring else literal(text)
+    # the function's source
 
-        built: dict[tuple[int, int, int], Site] = {}
-        for key in keys:
-            calls = [sites_of[k].get(key) for k in range(count)]
-            first = next(c for c in calls if c is not None)
-            reads = None
-            if wiring[key] is not None:
-                reads = tuple(
-                    self._read(ref, key, pieces, positions, label_names, param_of, columns, expr) for ref in wiring[key]
-                )
-            overrides = {slot: param_of[f"{key}:{slot}"] for slot, _ in first.slots() if f"{key}:{slot}" in param_of}
-            keep = any(c is not None and c.name in self.named for c in calls)
-            built[key] = Site(first, expr(pieces[key]), overrides, reads, keep)
+    def _expr(self, parts: Sequence[Piece]) -> str:
+        """A name as source: an f-string of parameters, or a literal when nothing varies."""
+        text, fstring = "", False
+        for part in parts:
+            if isinstance(part, str):
+                text += part
+            elif part[0] in self.param_of:
+                text, fstring = text + "{" + self.param_of[part[0]] + "}", True
+            else:
+                text += str(_defined(self.columns[part[0]].values))
+        return f'f"{text}"' if fstring else literal(text)
 
+    def _site(self, key: Key, wiring: tuple[tuple[Any, ...], ...] | None) -> Site:
+        calls = [at.get(key) for at in self.sites_of]
+        first = next(c for c in calls if c is not None)
+        reads = None if wiring is None else tuple(self._read(ref, key) for ref in wiring)
+        overrides = {s: self.param_of[f"{key}:{s}"] for s, _ in first.slots() if f"{key}:{s}" in self.param_of}
+        keep = any(c is not None and c.name in self.folder.named for c in calls)
+        return Site(first, self._expr(self.pieces[key]), overrides, reads, keep)
+
+    def _read(self, ref: tuple[Any, ...], key: Key) -> str:
+        """The expression naming what a site reads: a layer of the block, its input or another."""
+        if ref[0] in ("input", "external"):
+            cid = "src" if ref[0] == "input" else f"x{key}.{ref[1]}"
+            return self.param_of.get(cid) or literal(_defined(self.columns[cid].values))
+        _, p, j = ref
+        readers = set(self.positions[key[0]][key[1]].forms)
+        used = [v for v, variant in enumerate(self.positions[p]) if readers & set(variant.forms)]
+        if len(used) == 1:
+            return self._expr(self.pieces[(p, used[0], j)])
+        return self._read_choice(p, j, used)
+
+    def _read_choice(self, p: int, j: int, used: Sequence[int]) -> str:
+        """A layer whose name depends on the choice (depthwise_relu / depthwise_hard_swish):
+        the common part of its names, then the choice's value."""
+        label = f"label{p}"
+        first = self.pieces[(p, used[0], j)]
+        stems = set()
+        for v in used:
+            raw = "".join(x for x in self.pieces[(p, v, j)][1:] if isinstance(x, str))
+            value = str(self.positions[p][v].label)
+            stems.add(raw[: len(raw) - len(value)] if raw.endswith(value) else None)
+        stem = stems.pop() if len(stems) == 1 else None
+        if stem is None or not isinstance(first[0], tuple) or label not in self.param_of:
+            raise BackendError("a block layer reads a layer whose name depends on a choice")
+        return self._expr([first[0], stem, (label,)])
+
+    def _body(self, built: Mapping[Key, Site]) -> list[Statement]:
+        """The sites in order, a member some instances lack under its flag (consecutive ones
+        under one ``if``), a member with categories as an if/else on the choice."""
         body: list[Statement] = []
         current: tuple[str | None, list[Statement]] | None = None
-        for p, variants in enumerate(positions):
-            if len(variants) == 1:
-                stmts: list[Statement] = [built[key] for key in keys if key[0] == p]
-            else:
-                label = param_of.get(f"label{p}")
-                if label is None:
-                    raise BackendError(f"block {block!r}: a choice without a parameter")
-                # if/else on the spec's own value ("relu", "hard_swish"), each branch the natural
-                # constructor call: what one writes by hand, and it holds for any layer whose
-                # category varies (its calls, arguments and name may differ per branch), where a
-                # class-lookup table would fit only one-call layers with the same arguments
-                cases: list[tuple[str | None, list[Statement]]] = []
-                for v, (lab, _) in enumerate(variants):
-                    cond = None if v == len(variants) - 1 else f"{label} == {literal(lab)}"
-                    cases.append((cond, [built[key] for key in keys if key[:2] == (p, v)]))
-                stmts = [Branch(cases)]
-            flag = param_of.get(flags_of[p]) if p in flags_of else None
+        for p, variants in enumerate(self.positions):
+            stmts = self._statements(p, variants, built)
+            flag = self.param_of.get(self.flags_of[p]) if p in self.flags_of else None
             if flag is None:
                 body.extend(stmts)
                 current = None
@@ -507,156 +612,65 @@ class _Folder(Generic[H]):
             else:
                 current = (flag, list(stmts))
                 body.append(Branch([current]))
+        return body
 
-        def pattern(parts: Sequence[str | tuple[str]]) -> str:
-            return "".join(
-                x if isinstance(x, str) else "#" if x[0].startswith("n") else "{" + x[0] + "}" for x in parts
+    def _statements(self, p: int, variants: Sequence[_Variant], built: Mapping[Key, Site]) -> list[Statement]:
+        if len(variants) == 1:
+            return [built[key] for key in self.keys if key[0] == p]
+        label = self.param_of.get(f"label{p}")
+        if label is None:
+            raise BackendError(f"{self.what}: a choice without a parameter")
+        # if/else on the spec's own value ("relu", "hard_swish"), each branch the natural
+        # constructor call: what one writes by hand, and it holds for any layer whose
+        # category varies (its calls, arguments and name may differ per branch), where a
+        # class-lookup table would fit only one-call layers with the same arguments
+        cases: list[tuple[str | None, list[Statement]]] = []
+        for v, variant in enumerate(variants):
+            cond = None if v == len(variants) - 1 else f"{label} == {literal(variant.label)}"
+            cases.append((cond, [built[key] for key in self.keys if key[:2] == (p, v)]))
+        return [Branch(cases)]
+
+    def _doc(self, body: Sequence[Statement]) -> str:
+        if self.block is None:
+            pattern = ", ".join(NUMBER.sub("#", n.name) for n in self.groups[0])
+            text = f"One repeated block of {len(self.groups[0])} layers: {pattern} (# = the block's number)."
+        else:
+            layers = list(dict.fromkeys(_pattern(self.pieces[key]) for key in self.keys))
+            numbered = " (# = the block's number)" if any("#" in x for x in layers) else ""
+            listed = ", ".join(layers) if len(layers) <= 8 else f"{layers[0]}, ..., {layers[-1]}"
+            guarded = (
+                "" if all(isinstance(s, Site) for s in body) else " A layer some instances lack runs under its flag."
             )
-
-        layers = list(dict.fromkeys(pattern(pieces[key]) for key in keys))
-        numbered = " (# = the block's number)" if any("#" in x for x in layers) else ""
-        listed = ", ".join(layers) if len(layers) <= 8 else f"{layers[0]}, ..., {layers[-1]}"
-        guarded = "" if all(isinstance(s, Site) for s in body) else " A layer some instances lack runs under its flag."
-        doc = textwrap.fill(
-            f"One {block!r} block of the spec, {len(layers)} layers: {listed}{numbered}.{guarded}",
-            width=96,
-            subsequent_indent="    ",
-        )
-        cells = [columns[cid][1] for cid in params.values()]
-        rows = [tuple(None if c[k] is _HOLE else c[k] for c in cells) for k in range(count)]
-        annotated = [(name, _annotation(columns[cid][1])) for name, cid in params.items()]
-        return Kind(function, annotated, [built[key] for key in keys], doc, rows, body)
-
-    @staticmethod
-    def _rest(parts: Sequence[str | tuple[str]]) -> str:
-        return "".join(p for p in parts if isinstance(p, str)).strip("_") or "layer"
-
-    def _names(
-        self,
-        block: str,
-        keys: Sequence[tuple[int, int, int]],
-        sites_of: Sequence[Mapping[tuple[int, int, int], Call]],
-        columns: dict[str, tuple[str, list[Any], int]],
-    ) -> dict[tuple[int, int, int], list[str | tuple[str]]]:
-        """Each call's name as pieces (text, or (column id,) for a parameter). The numbers in
-        the names (``conv_dw_3_bn``: the block's number) when every instance's names carry
-        them alike, else a name prefix per instance (``expanded_conv_3_``; V3's first block,
-        ``expanded_conv_``, has no number)."""
-        count = len(sites_of)
-        firsts = [at[min(at)].name for at in sites_of]
-        numbers = [_numbers(n) for n in firsts]
-        out: dict[tuple[int, int, int], list[str | tuple[str]]] = {}
-        if numbers[0] and all(len(n) == len(numbers[0]) for n in numbers):
-            width = len(numbers[0])
-            ok = True
-            for key in keys:
-                names = {k: sites_of[k][key].name for k in range(count) if key in sites_of[k]}
-                templates = set()
-                for k, name in names.items():
-                    digits = NUMBER.findall(name)
-                    if len(digits) < width or any(digits[j] != str(numbers[k][j]) for j in range(width)):
-                        ok = False
-                        break
-                    templates.add(NUMBER.sub("#", name))
-                if not ok or len(templates) != 1:
-                    ok = False
-                    break
-                name = next(iter(names.values()))
-                split, digits = NUMBER.split(name), NUMBER.findall(name)
-                parts: list[str | tuple[str]] = [split[0]]
-                for j, d in enumerate(digits):
-                    parts += [(f"n{j}",) if j < width else d, split[j + 1]]
-                out[key] = parts
-            if ok:
-                for j in range(width):
-                    columns[f"n{j}"] = ("index", [n[j] for n in numbers], 0)
-                return out
-        prefixes = []
-        for at in sites_of:
-            common = _common_prefix([c.name for c in at.values()])
-            prefixes.append(common[: common.rfind("_") + 1])
-        for key in keys:
-            rests = {sites_of[k][key].name[len(prefixes[k]) :] for k in range(count) if key in sites_of[k]}
-            if len(rests) != 1:
-                raise BackendError(f"block {block!r}: the names of its instances differ beyond a prefix")
-            out[key] = [("prefix",), rests.pop()]
-        columns["prefix"] = ("prefix", prefixes, 0)
-        return out
-
-    def _read(
-        self,
-        ref: tuple[Any, ...],
-        key: tuple[int, int, int],
-        pieces: Mapping[tuple[int, int, int], list[str | tuple[str]]],
-        positions: Sequence[Sequence[tuple[str | None, Mapping[int, tuple[Call, ...]]]]],
-        label_names: Mapping[int, str],
-        param_of: Mapping[str, str],
-        columns: Mapping[str, tuple[str, list[Any], int]],
-        expr: Callable[[Sequence[str | tuple[str]]], str],
-    ) -> str:
-        """The expression naming what a site reads: a layer of the block, its input or another."""
-        if ref[0] == "input":
-            return param_of.get("src") or literal(next(v for v in columns["src"][1] if v is not _HOLE))
-        if ref[0] == "external":
-            cid = f"x{key}.{ref[1]}"
-            return param_of.get(cid) or literal(next(v for v in columns[cid][1] if v is not _HOLE))
-        _, p, j = ref
-        variants = positions[p]
-        readers = set(positions[key[0]][key[1]][1])
-        used = [v for v, (_, forms) in enumerate(variants) if readers & set(forms)]
-        if len(used) == 1:
-            return expr(pieces[(p, used[0], j)])
-        # a layer whose name depends on the choice (depthwise_relu / depthwise_hard_swish): the
-        # common part of its names, then the choice's value
-        label = f"label{p}"
-        first = pieces[(p, used[0], j)]
-        stems = set()
-        for v in used:
-            raw, value = "".join(x for x in pieces[(p, v, j)][1:] if isinstance(x, str)), str(variants[v][0])
-            stems.add(raw[: len(raw) - len(value)] if raw.endswith(value) else None)
-        stem = stems.pop() if len(stems) == 1 else None
-        if stem is None or not isinstance(first[0], tuple) or label not in param_of:
-            raise BackendError("a block layer reads a layer whose name depends on a choice")
-        return expr([first[0], stem, (label,)])
-
-    def _wiring(
-        self, group: Sequence[ir.Node], calls: Sequence[Call], externals: Sequence[str]
-    ) -> tuple[tuple[tuple[str, int], ...] | None, ...]:
-        """Per call of an instance: None when it reads the output just before it, else where
-        each input comes from: ("internal", call position) or ("external", k)."""
-        described = [(n, [c for c in calls if c.node == n.name]) for n in group]
-        flags = _reads_previous(described, self.prev[group[0].name])
-        pos = {c.name: q for q, c in enumerate(calls)}
-        out: list[tuple[tuple[str, int], ...] | None] = []
-        for call, flag in zip(calls, flags, strict=True):
-            if flag:
-                out.append(None)
-                continue
-            refs = []
-            for i in call.inputs:
-                if i in pos:
-                    refs.append(("internal", pos[i]))
-                elif i in externals:
-                    refs.append(("external", externals.index(i)))
-                else:
-                    raise BackendError(
-                        f"backend {self.backend!r}: layer {call.name!r} reads {i!r}, not an input of its node"
-                    )
-            out.append(tuple(refs))
-        return tuple(out)
-
-    def _check_name(self, template: str, name: str, number_params: Mapping[int, str], numbers: Sequence[int]) -> None:
-        """The block function names this instance's layer as the handler did."""
-        digits = NUMBER.findall(template)
-        want = [str(numbers[j]) if j in number_params else d for j, d in enumerate(digits)]
-        pieces = NUMBER.split(template)
-        expected = pieces[0] + "".join(w + p for w, p in zip(want, pieces[1:], strict=True))
-        if expected != name:
-            raise BackendError(f"backend {self.backend!r}: layer {name!r} does not follow its block's names")
+            text = f"One {self.block!r} block of the spec, {len(layers)} layers: {listed}{numbered}.{guarded}"
+        return textwrap.fill(text, width=96, subsequent_indent="    ")
 
 
-_HOLE: Any = type("Hole", (), {"__repr__": lambda self: "<no layer>"})()
-"""A table cell of an instance that lacks the layer (None in its row)."""
+def _carries(name: str, numbers: Sequence[int]) -> bool:
+    """Whether ``name``'s first numbers are ``numbers``, written plainly."""
+    digits = NUMBER.findall(name)
+    return len(digits) >= len(numbers) and all(digits[j] == str(n) for j, n in enumerate(numbers))
+
+
+def _numbered_pieces(name: str, width: int) -> list[Piece]:
+    """``conv_dw_3_bn`` -> ["conv_dw_", ("n0",), "_bn"]: its first ``width`` numbers columns."""
+    split, digits = NUMBER.split(name), NUMBER.findall(name)
+    parts: list[Piece] = [split[0]]
+    for j, d in enumerate(digits):
+        parts += [(f"n{j}",) if j < width else d, split[j + 1]]
+    return parts
+
+
+def _pattern(parts: Sequence[Piece]) -> str:
+    """A name for the docstring: ``conv_dw_#_bn``, ``{prefix}expand``."""
+    return "".join(x if isinstance(x, str) else "#" if x[0].startswith("n") else "{" + x[0] + "}" for x in parts)
+
+
+def _rest(parts: Sequence[Piece]) -> str:
+    return "".join(p for p in parts if isinstance(p, str)).strip("_") or "layer"
+
+
+def _defined(values: Sequence[Any]) -> Any:
+    return next(v for v in values if v is not _HOLE)
 
 
 def _common_prefix(names: Sequence[str]) -> str:
@@ -701,9 +715,7 @@ def _same(a: Any, b: Any) -> bool:
     return type(a) is type(b) and a == b
 
 
-def _parameters(
-    columns: Mapping[str, tuple[str, list[Any], int]], reserved: frozenset[str]
-) -> tuple[dict[str, str], dict[str, str]]:
+def _parameters(columns: Mapping[str, _Column], reserved: frozenset[str]) -> tuple[dict[str, str], dict[str, str]]:
     """Column id -> parameter, and parameter -> its column, in signature order. A column
     constant where its layer exists is no parameter; a column that agrees with an earlier
     parameter wherever it has a value shares it (the expansion conv's filters are the
@@ -711,15 +723,17 @@ def _parameters(
     taken: set[str] = set()
     param_of: dict[str, str] = {}
     params: dict[str, str] = {}
-    varying_numbers = sum(1 for cid, (_, v, _) in columns.items() if cid.startswith("n") and len(set(v)) > 1)
-    for cid, (preferred, values, order) in sorted(columns.items(), key=lambda c: (c[1][2], c[1][1].count(_HOLE))):
+    varying_numbers = sum(1 for cid, c in columns.items() if cid.startswith("n") and len(set(c.values)) > 1)
+    for cid, (preferred, values, order) in sorted(
+        columns.items(), key=lambda c: (c[1].order, c[1].values.count(_HOLE))
+    ):
         defined = [(k, v) for k, v in enumerate(values) if v is not _HOLE]
         if len({(type(v), repr(v)) for _, v in defined}) <= 1:
             continue
         for name, other in params.items():
             theirs = columns[other]
-            if (theirs[2] >= 4) == (order >= 4) and all(
-                theirs[1][k] is not _HOLE and _same(theirs[1][k], v) for k, v in defined
+            if (theirs.order >= CHOICES) == (order >= CHOICES) and all(
+                theirs.values[k] is not _HOLE and _same(theirs.values[k], v) for k, v in defined
             ):
                 param_of[cid] = name
                 break
@@ -738,61 +752,65 @@ def _annotation(values: Sequence[Any]) -> str:
     return f"{base} | None" if len(defined) < len(values) else base
 
 
+# -- the whole graph -----------------------------------------------------------------------
+
+
 def fold(graph: ir.Graph, handlers: Mapping[str, H], backend: str, reserved: frozenset[str] = RESERVED) -> Structure:
     """The graph's calls as single layers and tables of repeated blocks.
 
     Nodes group into block instances: the nodes one instance of a spec block made (Span.block
     and Span.instance; a nested block's layers belong to the instance that called it), else
     consecutive nodes of one spec entry whose names carry the same numbers. Every instance of
-    one spec block is one kind, written as one function (:meth:`_Folder.block_kind`: guarded
-    layers under flags, categories under a choice); when they do not fit one function, and for
-    layers outside blocks, instances with one signature (name pattern, :func:`structure_key`
-    of each node, wiring) form a kind. What differs between instances (numbers or a prefix in
-    names, arguments, names read from outside, flags) becomes parameters, one table row per
-    instance. Which kinds and rows there are depends on the IR alone; only the calls depend on
-    the backend.
+    one spec block is one kind (guarded layers under flags, categories under a choice); when
+    they do not fit one function, and for layers outside blocks, instances with one structure
+    (name pattern, :func:`structure_key` of each node, wiring) form a kind. Both are folded by
+    one algorithm (:class:`_KindMaker`). Which kinds and rows there are depends on the IR
+    alone; only the calls depend on the backend.
     """
     folder = _Folder(graph, handlers, backend, reserved)
+    groups = _groups(graph)
+    kinds, kind_of = _kinds(folder, groups)
+    sections = _sections(folder, groups, kind_of)
     inputs = {n.name for n in graph.inputs}
-    groups: list[list[ir.Node]] = []
-    for node in graph.nodes:
-        if node.name in inputs:
-            continue
-        if groups and _group_key(groups[-1][-1]) == _group_key(node):
-            groups[-1].append(node)
-        else:
-            groups.append([node])
+    input_calls = [c for d in folder.described if d.node.name in inputs for c in d.calls]
+    return Structure(input_calls, kinds, sections, _is_chain(graph))
+
+
+def _kinds(folder: _Folder[Any], groups: Sequence[Sequence[ir.Node]]) -> tuple[list[Kind], dict[int, tuple[Kind, int]]]:
+    """The block kinds in order of first instance, and group -> (its kind, its row)."""
     kinds: list[tuple[int, Kind]] = []
     kind_of: dict[int, tuple[Kind, int]] = {}
     taken: set[str] = set()
-    # A kind is a spec block: its instances, whatever their guards left out (Span.block) ...
-    by_block: dict[str, list[int]] = {}
-    for i, g in enumerate(groups):
-        if g[0].span is not None and g[0].span.block is not None:
-            by_block.setdefault(g[0].span.block, []).append(i)
-    for block, idxs in by_block.items():
-        if len(idxs) < 2:
-            continue
-        name = unique(f"{block}_block", taken, reserved)
-        try:
-            kind = folder.block_kind(name, block, [groups[i] for i in idxs])
-        except BackendError:
-            taken.discard(name)  # not one function: its instances fold by structure below
-            continue
+
+    def add(idxs: Sequence[int], kind: Kind) -> None:
         kinds.append((idxs[0], kind))
         kind_of.update({i: (kind, row) for row, i in enumerate(idxs)})
+
+    # A kind is a spec block: its instances, whatever their guards left out (Span.block) ...
+    for block, idxs in _by_block(groups).items():
+        if len(idxs) < 2:
+            continue
+        name = unique(f"{block}_block", taken, folder.reserved)
+        instances = [groups[i] for i in idxs]
+        try:
+            add(idxs, _KindMaker(folder, name, block, instances, [_members(g) for g in instances]).make())
+        except BackendError:
+            taken.discard(name)  # not one function: its instances fold by structure below
     # ... else instances with one structure (name pattern, categories, wiring)
-    by_sig: dict[tuple[Any, ...], list[int]] = {}
-    for i, g in enumerate(groups):
-        if i not in kind_of and _foldable(g):
-            by_sig.setdefault(_signature(g, graph, folder.prev), []).append(i)
-    for idxs in by_sig.values():
+    for idxs in _by_structure(groups, kind_of, folder.graph, folder.prev):
         if len(idxs) < 2:
             continue
         stem = re.sub(r"_+", "_", NUMBER.sub("", groups[idxs[0]][0].name)).strip("_") or "layer"
-        kind = folder.kind(unique(f"{stem}_block", taken, reserved), [groups[i] for i in idxs])
-        kinds.append((idxs[0], kind))
-        kind_of.update({i: (kind, row) for row, i in enumerate(idxs)})
+        name = unique(f"{stem}_block", taken, folder.reserved)
+        instances = [groups[i] for i in idxs]
+        add(idxs, _KindMaker(folder, name, None, instances, [_positions(g) for g in instances]).make())
+    return [k for _, k in sorted(kinds, key=lambda ik: ik[0])], kind_of
+
+
+def _sections(
+    folder: _Folder[Any], groups: Sequence[Sequence[ir.Node]], kind_of: Mapping[int, tuple[Kind, int]]
+) -> list[Section]:
+    """The model in order: runs of single layers, and tables of block instances."""
     sections: list[Section] = []
     for i, g in enumerate(groups):
         if i in kind_of:
@@ -807,12 +825,16 @@ def fold(graph: ir.Graph, handlers: Mapping[str, H], backend: str, reserved: fro
     tables = [s for s in sections if s.table]
     for k, s in enumerate(tables, 1):
         s.table = "BLOCKS" if len(tables) == 1 else f"BLOCKS_{k}"
+    return sections
+
+
+def _is_chain(graph: ir.Graph) -> bool:
+    """Every node reads the one before it and the last is the output."""
+    inputs = {n.name for n in graph.inputs}
     order = graph.nodes
-    chain = (
+    return (
         len(inputs) == 1
         and order[0].name in inputs
         and all(n.inputs == (order[i].name,) for i, n in enumerate(order[1:]))
         and graph.outputs == (order[-1].name,)
     )
-    input_calls = [c for d in folder.described if d.node.name in inputs for c in d.calls]
-    return Structure(input_calls, [k for _, k in sorted(kinds, key=lambda ik: ik[0])], sections, chain)

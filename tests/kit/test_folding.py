@@ -116,6 +116,30 @@ def test_torch_and_keras_fold_the_same_blocks(backends, path: Path, width: float
     assert sorted(torch_functions) == sorted(set(function_of.values()))
 
 
+@pytest.mark.torch
+@pytest.mark.keras
+@pytest.mark.parametrize("path", SPECS, ids=[p.stem for p in SPECS])
+def test_a_block_folds_alike_found_by_its_spec_block_or_by_its_structure(backends, path: Path) -> None:
+    """One algorithm folds every kind, however its instances were found: through their spec
+    block (Span.block), or, in a graph without spans (an IR built by hand), as runs of nodes
+    with one structure. Both give the same functions' parameters, in the same order, and the
+    same rows (torch's V1 block once named its pad tuple ``padding`` and its conv's pad
+    ``padding_2`` one way, the other way round the other)."""
+    # Without spans, nodes group by the numbers in their names: V1's stem is renamed so that
+    # it does not share block 1's number (conv1, conv_dw_1).
+    text = path.read_text(encoding="utf-8").replace("conv1", "stem")
+    graph = a.lower(a.load_text(text, str(path)), width=0.5, resolution=160 if "mobilenet" in path.stem else None)
+    bare = dataclasses.replace(graph, nodes=tuple(dataclasses.replace(n, span=None) for n in graph.nodes))
+    for backend in backends:
+        by_block = folding.fold(graph, backend.handlers, backend.name)
+        by_structure = folding.fold(bare, backend.handlers, backend.name)
+        assert by_block.kinds and len(by_block.kinds) == len(by_structure.kinds)
+        for spec_kind, structure_kind in zip(by_block.kinds, by_structure.kinds, strict=True):
+            assert spec_kind.params == structure_kind.params, backend.name
+            assert spec_kind.rows == structure_kind.rows, backend.name
+            assert [s.arguments() for s in spec_kind.sites] == [s.arguments() for s in structure_kind.sites]
+
+
 def test_structure_key_is_categorical() -> None:
     """Numbers may vary within a kind, categories may not; SAME padding is a category."""
     image = ir.Input(name="x", inputs=(), shape=(8, 8, 4))
