@@ -200,7 +200,7 @@ def _foldable(group: Sequence[ir.Node]) -> bool:
     return len(group) >= 2 and bool(digits) and all(d == str(int(d)) for n in group for d in NUMBER.findall(n.name))
 
 
-def _by_block(groups: Sequence[Sequence[ir.Node]]) -> dict[str, list[int]]:
+def _block_instances(groups: Sequence[Sequence[ir.Node]]) -> dict[str, list[int]]:
     """Spec block -> the groups that are its instances, whatever their guards left out."""
     out: dict[str, list[int]] = {}
     for i, g in enumerate(groups):
@@ -209,7 +209,7 @@ def _by_block(groups: Sequence[Sequence[ir.Node]]) -> dict[str, list[int]]:
     return out
 
 
-def _by_structure(
+def _structure_instances(
     groups: Sequence[Sequence[ir.Node]], skip: Mapping[int, Any], graph: ir.Graph, prev: Mapping[str, str]
 ) -> list[list[int]]:
     """The groups not in ``skip`` that share one structure (name pattern, categories, wiring)."""
@@ -220,12 +220,12 @@ def _by_structure(
     return list(out.values())
 
 
-def _members(group: Sequence[ir.Node]) -> dict[tuple[int, ...], ir.Node]:
+def _by_member(group: Sequence[ir.Node]) -> dict[tuple[int, ...], ir.Node]:
     """A spec block instance's nodes by their place in the block definition (Span.member)."""
     return {n.span.member: n for n in group if n.span is not None}
 
 
-def _positions(group: Sequence[ir.Node]) -> dict[tuple[int, ...], ir.Node]:
+def _by_position(group: Sequence[ir.Node]) -> dict[tuple[int, ...], ir.Node]:
     """A run of nodes with one structure by position: each instance has every position."""
     return {(p,): n for p, n in enumerate(group)}
 
@@ -787,23 +787,23 @@ def _kinds(folder: _Folder[Any], groups: Sequence[Sequence[ir.Node]]) -> tuple[l
         kind_of.update({i: (kind, row) for row, i in enumerate(idxs)})
 
     # A kind is a spec block: its instances, whatever their guards left out (Span.block) ...
-    for block, idxs in _by_block(groups).items():
+    for block, idxs in _block_instances(groups).items():
         if len(idxs) < 2:
             continue
         name = unique(f"{block}_block", taken, folder.reserved)
         instances = [groups[i] for i in idxs]
         try:
-            add(idxs, _KindMaker(folder, name, block, instances, [_members(g) for g in instances]).make())
+            add(idxs, _KindMaker(folder, name, block, instances, [_by_member(g) for g in instances]).make())
         except BackendError:
             taken.discard(name)  # not one function: its instances fold by structure below
     # ... else instances with one structure (name pattern, categories, wiring)
-    for idxs in _by_structure(groups, kind_of, folder.graph, folder.prev):
+    for idxs in _structure_instances(groups, kind_of, folder.graph, folder.prev):
         if len(idxs) < 2:
             continue
         stem = re.sub(r"_+", "_", NUMBER.sub("", groups[idxs[0]][0].name)).strip("_") or "layer"
         name = unique(f"{stem}_block", taken, folder.reserved)
         instances = [groups[i] for i in idxs]
-        add(idxs, _KindMaker(folder, name, None, instances, [_positions(g) for g in instances]).make())
+        add(idxs, _KindMaker(folder, name, None, instances, [_by_position(g) for g in instances]).make())
     return [k for _, k in sorted(kinds, key=lambda ik: ik[0])], kind_of
 
 
