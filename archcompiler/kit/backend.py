@@ -558,7 +558,7 @@ def train_step_outputs(
 class OpEntry(Protocol):
     """What every backend's handler table holds at the least: handlers that name their IR op.
 
-    A backend's own Protocol adds what its builder needs (codegen.OpHandler: describe the node
+    A backend's own Protocol adds what its builder needs (calls.OpHandler: describe the node
     as layer calls; an ONNX handler: emit graph nodes), so the table is typed per backend.
     """
 

@@ -4,7 +4,7 @@ synchronised and free-running, judged in float64 (see :func:`train_parity`)."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from archcompiler import ir, weights
@@ -142,34 +142,21 @@ def train_parity(
       state after step k-1 (parameters and moving statistics), so each backend's *step
       function* is compared from the same state, at every step of the trajectory. This is
       judged at every step.
-    * ``"run"`` (free-running, steps 2..N): each backend follows its own trajectory. Plain SGD
-      on a random MobileNet with BatchNorm over a few values per channel is unstable (the
-      loss' largest Hessian eigenvalue is ~1e4-1e9 at 32-224 px, far above 2 / lr), so
-      rounding-sized differences grow by up to ~1000x per step in *any* two implementations,
-      PyTorch against itself with the batch in another order included (docs/parity.md). The free run
-      is therefore judged only up to the ``horizon``: the steps at which the reference,
-      re-run in float64 from weights and inputs nudged by one float64 rounding (2**-53),
-      still reproduces every quantity to ``RTOL64`` of its magnitude. Beyond it no two
-      implementations can agree to 1e-9; those rows are reported (``judged`` False) but do not
-      decide the verdict. ``sensitivity`` records that nudge's amplification per step.
+    * ``"run"`` (free-running, steps 2..N): each backend follows its own trajectory, judged
+      only up to the ``horizon`` (see :func:`_horizon`: plain SGD on a random MobileNet is
+      unstable, and beyond it no two implementations can agree to 1e-9); later rows are
+      reported (``judged`` False) but do not decide the verdict. ``sensitivity`` records the
+      reference's amplification of one float64 rounding per step.
 
-    Each row's bound has an oracle too: the reference backend re-runs in float64 from the same
-    start (state and batch) nudged by one float64 rounding (u = 2**-53); the nudge's effect
-    ``probe(q)`` measures how strongly quantity q amplifies rounding. A quantity passes when
-    its difference from the first backend is within
-
-        atol + rtol * max|q| + K_TRAIN * (probe(q) + u * max|q|)
-
-    (rtol 1e-9, K_TRAIN 100: rounding arises at every operation, not only in the inputs). An
-    injected learning-rate or momentum-convention bug exceeds it many times at step 1.
-
-    **float32 is measured, not judged.** Every row then holds each backend's distance from the
-    reference backend's float64 run (``judged`` False, no verdict: :attr:`TrainingReport.verdict`).
-    A float32 step's own roundings are amplified within the step by as much as the step
-    amplifies anything (up to 1e4-1e8x here), and no bound derived from the inputs' rounding
-    held at every setting: the former one (a nudge of 2**-24, factor 1000) failed correct
-    models at settings the tests did not name (MobileNet 0.5, 96 px, batch 12: PyTorch's own
-    float32 step beyond it). Equivalence is decided in float64 (``dtype="float64"``).
+    In float64 each quantity is judged against a bound with an oracle of its own (see
+    :func:`_row`). **float32 is measured, not judged**: every row then holds each backend's
+    distance from the reference backend's float64 run (``judged`` False, no verdict:
+    :attr:`TrainingReport.verdict`). A float32 step's own roundings are amplified within the
+    step by as much as the step amplifies anything (up to 1e4-1e8x here), and no bound derived
+    from the inputs' rounding held at every setting: the former one (a nudge of 2**-24, factor
+    1000) failed correct models at settings the tests did not name (MobileNet 0.5, 96 px,
+    batch 12: PyTorch's own float32 step beyond it). Equivalence is decided in float64
+    (``dtype="float64"``).
 
     NaN or infinity in the reference and every judged backend at a quantity (a diverged run,
     e.g. lr 1e300) makes the row ``nonfinite``: the report says the comparison is meaningless
@@ -182,76 +169,131 @@ def train_parity(
     check_parity_memory(graph, len(set(backends)), batch, dtype, steps)
     pairs, (ref_name, ref_backend) = resolve_backends(backends, instances, dtype, training=True)
     g, excluded = without_dropout(graph)
-    w = weights.init(g, seed)
-    batches = _batches(g, steps, batch, seed)
-    specs = weights.specs(g)
+    w, batches = weights.init(g, seed), _batches(g, steps, batch, seed)
     free = {n: _trajectory(b, g, w, batches, lr, dtype) for n, b in pairs}
-    names = tuple(free)
-    verdict = dtype == "float64"
-    if verdict:
+    names, verdict = tuple(free), dtype == "float64"
+    if verdict:  # the reference is one of the runs, judged against the others
         rtol = RTOL64 if rtol is None else rtol
-        ref = free[ref_name]
-        judged = tuple(n for n in names if n != ref_name)
-    else:
+        ref, judged = free[ref_name], tuple(n for n in names if n != ref_name)
+    else:  # every run measured against the reference backend in float64
         rtol = rtol or 0.0
-        ref = _trajectory(ref_backend, g, w, batches, lr, "float64")
-        judged = names
+        ref, judged = _trajectory(ref_backend, g, w, batches, lr, "float64"), names
     # the reference's state before each step: the synchronised runs start every step from it,
     # as long as it is finite (a diverged reference has no state to load: see nonfinite)
     starts = [w] + [{k: ref[s][k] for k in w} for s in range(steps - 1)]
     synced = next((k for k in range(1, steps) if not all(_finite(v) for v in starts[k].values())), steps)
     sync = {n: _trajectory(b, g, w, batches[:synced], lr, dtype, starts[:synced]) for n, b in pairs if n in judged}
-
-    horizon, sensitivity = 0, ()
-    probe_run: Trajectory | None = None
-    probe_step: Trajectory | None = None
+    runs = _Runs(g, weights.specs(g), ref, free, sync, judged, synced, verdict, atol, rtol)
     if verdict:
-        w_p, batches_p = _perturbed([w], batches, seed, U64)
-        probe_run = _trajectory(ref_backend, g, w_p[0], batches_p, lr, "float64")  # type: ignore[arg-type]
-        starts_p, batches_sp = _perturbed(starts[:synced], batches[:synced], seed + 1, U64)
-        probe_step = _trajectory(ref_backend, g, starts_p[0], batches_sp, lr, "float64", starts_p)  # type: ignore[arg-type]
-        horizon, sensitivity = _horizon(ref, probe_run, free, judged, steps)
+        runs.probe(ref_backend, w, batches, starts[:synced], lr, seed)
+    rows = tuple(_row(runs, *row) for row in runs.rows(steps))
+    oracle = _oracle(ref_name, verdict, atol, rtol)
+    horizon, sensitivity = runs.horizon
+    return TrainingReport(g, names, dtype, steps, batch, float(lr), seed, rows, oracle, excluded, horizon, sensitivity)
 
-    if verdict:
-        oracle = (
-            f"{ref_name}, within {atol:g} + {rtol:g} * max|q| + {K_TRAIN:g} * "
-            f"(sensitivity to a nudge of {U64:.2g} + {U64:.2g} * max|q|)"
-        )
-    else:
-        oracle = f"the {ref_name} float64 run: float32 differences measured, not judged"
-    diffs = []
-    for s in range(steps):
-        # step 1 of a free run is a synchronised step: it is compared once
-        modes = [("step", sync, probe_step)] if s < synced else []
-        modes += [("run", free, probe_run)] if s > 0 else []
-        for mode, runs, probe in modes:
-            for q in ref[s]:
-                spec = specs.get(q)
-                node = spec.node if spec else (g.logits if q == "logits" else "")
-                kind = q if spec is None else ("parameter" if spec.trainable else "moving statistic")
-                mag = absmax(ref[s][q])
-                err, who = max((_deviation(runs[b], ref, s, q), b) for b in judged)
-                # every backend non-finite (in float64 the reference is one of them)
-                bad = nonfinite([*([ref[s][q]] if verdict else []), *(runs[b][s][q] for b in judged)])
-                if verdict:
-                    assert probe is not None
-                    base = atol + times(rtol, mag) + K_TRAIN * (_deviation(probe, ref, s, q) + times(U64, mag))
-                    is_judged = s < horizon if mode == "run" else True
-                else:
-                    base, is_judged = float("inf"), False
-                ok = within(err, base) and not bad
-                diffs.append(TrainDiff(s + 1, q, node, kind, err, mag, base, who, ok, mode, is_judged, bad))
-    return TrainingReport(
-        g, names, dtype, steps, batch, float(lr), seed, tuple(diffs), oracle, excluded, horizon, sensitivity
+
+def _oracle(ref_name: str, verdict: bool, atol: float, rtol: float) -> str:
+    """The judging rule, as the report states it."""
+    if not verdict:
+        return f"the {ref_name} float64 run: float32 differences measured, not judged"
+    return (
+        f"{ref_name}, within {atol:g} + {rtol:g} * max|q| + {K_TRAIN:g} * "
+        f"(sensitivity to a nudge of {U64:.2g} + {U64:.2g} * max|q|)"
     )
+
+
+@dataclasses.dataclass
+class _Runs:
+    """The trajectories of one training comparison and how its rows are judged."""
+
+    graph: ir.Graph
+    specs: Mapping[str, weights.TensorSpec]
+    ref: Trajectory
+    """The reference: the first backend's run in float64, its float64 re-run for float32."""
+    free: Mapping[str, Trajectory]
+    sync: Mapping[str, Trajectory]
+    """The synchronised runs: each step from the reference's state (the first ``synced``)."""
+    judged: tuple[str, ...]
+    synced: int
+    verdict: bool
+    """float64: rows are judged against a bound; float32: measured only."""
+    atol: float
+    rtol: float
+    probe_run: Trajectory | None = None
+    """The reference re-run from a nudged start (float64 only): see :func:`_row`."""
+    probe_step: Trajectory | None = None
+    horizon: tuple[int, tuple[float, ...]] = (0, ())
+    """(the free run's horizon, the sensitivity per step): see :func:`_horizon`."""
+
+    def probe(
+        self,
+        backend: Backend,
+        w: weights.Weights,
+        batches: Sequence[tuple[np.ndarray, np.ndarray]],
+        starts: Sequence[weights.Weights],
+        lr: float,
+        seed: int,
+    ) -> None:
+        """The reference backend re-run in float64, free and synchronised, from its start
+        (state and batch) nudged by one float64 rounding; and the horizon that gives."""
+        w_p, batches_p = _perturbed([w], batches, seed, U64)
+        self.probe_run = _trajectory(backend, self.graph, w_p[0], batches_p, lr, "float64")  # type: ignore[arg-type]
+        starts_p, batches_sp = _perturbed(starts, batches[: len(starts)], seed + 1, U64)
+        self.probe_step = _trajectory(backend, self.graph, starts_p[0], batches_sp, lr, "float64", starts_p)  # type: ignore[arg-type]
+        self.horizon = _horizon(self.ref, self.probe_run, self.free, self.judged, len(self.ref))
+
+    def rows(self, steps: int) -> Iterator[tuple[int, str, str]]:
+        """(step, mode, quantity) of every row, in report order."""
+        for s in range(steps):
+            # step 1 of a free run is a synchronised step: it is compared once
+            modes = ["step"] if s < self.synced else []
+            modes += ["run"] if s > 0 else []
+            yield from ((s, mode, q) for mode in modes for q in self.ref[s])
+
+
+def _row(runs: _Runs, s: int, mode: str, q: str) -> TrainDiff:
+    """One quantity at one step, judged in float64 (measured in float32).
+
+    Each row's bound has an oracle: the reference backend re-runs in float64 from the same
+    start (state and batch) nudged by one float64 rounding (u = 2**-53); the nudge's effect
+    ``probe(q)`` measures how strongly quantity q amplifies rounding. A quantity passes when
+    its difference from the first backend is within
+
+        atol + rtol * max|q| + K_TRAIN * (probe(q) + u * max|q|)
+
+    (rtol 1e-9, K_TRAIN 100: rounding arises at every operation, not only in the inputs). An
+    injected learning-rate or momentum-convention bug exceeds it many times at step 1.
+    """
+    spec = runs.specs.get(q)
+    node = spec.node if spec else (runs.graph.logits if q == "logits" else "")
+    kind = q if spec is None else ("parameter" if spec.trainable else "moving statistic")
+    ref, trajectories = runs.ref, runs.sync if mode == "step" else runs.free
+    mag = absmax(ref[s][q])
+    err, who = max((_deviation(trajectories[b], ref, s, q), b) for b in runs.judged)
+    # every backend non-finite (in float64 the reference is one of them)
+    bad = nonfinite([*([ref[s][q]] if runs.verdict else []), *(trajectories[b][s][q] for b in runs.judged)])
+    base, is_judged = float("inf"), False
+    if runs.verdict:
+        probe = runs.probe_step if mode == "step" else runs.probe_run
+        assert probe is not None
+        base = runs.atol + times(runs.rtol, mag) + K_TRAIN * (_deviation(probe, ref, s, q) + times(U64, mag))
+        is_judged = s < runs.horizon[0] if mode == "run" else True
+    ok = within(err, base) and not bad
+    return TrainDiff(s + 1, q, node, kind, err, mag, base, who, ok, mode, is_judged, bad)
 
 
 def _horizon(
     ref: Trajectory, probe64: Trajectory, free: Mapping[str, Trajectory], judged: Sequence[str], steps: int
 ) -> tuple[int, tuple[float, ...]]:
-    """(the free run's horizon, the reference's amplification of one float64 rounding per step):
-    see train_parity. Lyapunov-style: the steps over which the reference, nudged, still
-    reproduces itself to RTOL64."""
+    """(the free run's horizon, the reference's amplification of one float64 rounding per step).
+
+    Plain SGD on a random MobileNet with BatchNorm over a few values per channel is unstable
+    (the loss' largest Hessian eigenvalue is ~1e4-1e9 at 32-224 px, far above 2 / lr), so
+    rounding-sized differences grow by up to ~1000x per step in *any* two implementations,
+    PyTorch against itself with the batch in another order included (README). The free run is
+    therefore judged only up to the horizon, Lyapunov-style: the steps at which the reference,
+    re-run in float64 from weights and inputs nudged by one float64 rounding (2**-53), still
+    reproduces every quantity to ``RTOL64`` of its magnitude."""
     sensitivity = tuple(max(_relative(probe64, ref, s, q) for q in ref[s]) / U64 for s in range(steps))
     # ... nudged, in float64, as much as the backends already differ after step 1 (at least one
     # rounding; deviations scale linearly at these sizes), but at most K_TRAIN roundings: the

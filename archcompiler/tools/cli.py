@@ -564,70 +564,89 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+Commands = argparse._SubParsersAction
+"""What ``add_subparsers`` returns: each ``_add_*`` function adds its command to it."""
+
+
 def make_parser() -> argparse.ArgumentParser:
+    """The ``archc`` parser: one sub-command per ``_add_*`` function below, in help order."""
     p = _Parser(prog="archc", description="Compile YAML architecture specs into verified PyTorch and Keras models.")
     p.add_argument("--version", action="version", version=f"archc {_version()}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    adders = [_add_check, _add_summary, _add_sweep, _add_fit, _add_diagram, _add_schema, _add_backends]
+    adders += [_add_build, _add_parity, _add_generate]
+    for add in adders:
+        add(sub)
+    return p
 
-    def spec_cmd(name: str, help_: str, *, multi: bool = False, outputs: bool = True) -> argparse.ArgumentParser:
-        sp = sub.add_parser(name, help=help_, description=help_)
-        sp.add_argument("spec", help="the YAML spec file")
-        if multi:
-            sp.add_argument("--width", type=_list(_multiplier), help="width multipliers, e.g. 1,0.75,0.5,0.25")
-            sp.add_argument(
-                "--resolution", type=_list(_resolution), help="sizes or multipliers, e.g. 224,192,160,128 or 224x160"
-            )
-        else:
-            sp.add_argument("--width", type=_multiplier, help="width multiplier alpha (e.g. 0.75 or 3/4)")
-            sp.add_argument(
-                "--resolution",
-                type=_resolution,
-                help="input size in pixels (160, or 224x160 for height x width) or multiplier rho (0.714, 5/7)",
-            )
-        head = sp.add_argument_group("classifier (as keras.applications' include_top, pooling, classes)")
-        head.add_argument("--classes", type=_count, help="number of classes; 0 drops the classifier")
-        head.add_argument("--pooling", choices=["avg", "max", "none"], help="with --classes 0: pool the features")
-        head.add_argument("--classifier-activation", choices=["softmax", "none"], help="the classifier's output")
-        head.add_argument("--dropout", type=_rate, help="the classifier's dropout rate")
-        if outputs:
-            out = sp.add_argument_group("outputs (a multi-output feature extractor, as timm's features_only)")
-            out.add_argument(
-                "--outputs", type=_list(_layer_name), help="return these layers, in order (names as in 'summary')"
-            )
-            out.add_argument("--features", action="store_true", help="return the last layer at each stride (2..32)")
-            out.add_argument(
-                "--out-indices",
-                type=_list(_level),
-                help="these feature levels (0 = stride 2; negative from the deepest: --out-indices=-2,-1)",
-            )
-        return sp
 
-    def verbose(sp: argparse.ArgumentParser) -> None:
+def _spec_command(sub: Commands, name: str, help_: str, *, multi: bool = False) -> argparse.ArgumentParser:
+    """A command on one spec: the spec, its width and resolution (lists of them with
+    ``multi``), the classifier options and the outputs options."""
+    sp: argparse.ArgumentParser = sub.add_parser(name, help=help_, description=help_)
+    sp.add_argument("spec", help="the YAML spec file")
+    if multi:
+        sp.add_argument("--width", type=_list(_multiplier), help="width multipliers, e.g. 1,0.75,0.5,0.25")
         sp.add_argument(
-            "-v",
-            "--verbose",
-            action="store_true",
-            help=f"also show the frameworks' own log lines and warnings (as {quiet.VERBOSE_ENV}=1 does)",
+            "--resolution", type=_list(_resolution), help="sizes or multipliers, e.g. 224,192,160,128 or 224x160"
         )
+    else:
+        sp.add_argument("--width", type=_multiplier, help="width multiplier alpha (e.g. 0.75 or 3/4)")
+        sp.add_argument(
+            "--resolution",
+            type=_resolution,
+            help="input size in pixels (160, or 224x160 for height x width) or multiplier rho (0.714, 5/7)",
+        )
+    head = sp.add_argument_group("classifier (as keras.applications' include_top, pooling, classes)")
+    head.add_argument("--classes", type=_count, help="number of classes; 0 drops the classifier")
+    head.add_argument("--pooling", choices=["avg", "max", "none"], help="with --classes 0: pool the features")
+    head.add_argument("--classifier-activation", choices=["softmax", "none"], help="the classifier's output")
+    head.add_argument("--dropout", type=_rate, help="the classifier's dropout rate")
+    out = sp.add_argument_group("outputs (a multi-output feature extractor, as timm's features_only)")
+    out.add_argument("--outputs", type=_list(_layer_name), help="return these layers, in order (names as in 'summary')")
+    out.add_argument("--features", action="store_true", help="return the last layer at each stride (2..32)")
+    out.add_argument(
+        "--out-indices",
+        type=_list(_level),
+        help="these feature levels (0 = stride 2; negative from the deepest: --out-indices=-2,-1)",
+    )
+    return sp
 
-    def costs(sp: argparse.ArgumentParser, budget: bool = True) -> None:
-        sp.add_argument("--convention", choices=list(CONVENTIONS), default="paper", help="counting convention")
-        if budget:
-            sp.add_argument("--max-macs", type=_budget, help="fail when MACs exceed this (e.g. 300M)")
-            sp.add_argument("--max-params", type=_budget, help="fail when parameters exceed this (e.g. 2.5M)")
 
-    sp = spec_cmd("check", "validate a spec (and an optional budget)")
-    costs(sp)
+def _verbose_option(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help=f"also show the frameworks' own log lines and warnings (as {quiet.VERBOSE_ENV}=1 does)",
+    )
+
+
+def _cost_options(sp: argparse.ArgumentParser, budget: bool = True) -> None:
+    sp.add_argument("--convention", choices=list(CONVENTIONS), default="paper", help="counting convention")
+    if budget:
+        sp.add_argument("--max-macs", type=_budget, help="fail when MACs exceed this (e.g. 300M)")
+        sp.add_argument("--max-params", type=_budget, help="fail when parameters exceed this (e.g. 2.5M)")
+
+
+def _add_check(sub: Commands) -> None:
+    sp = _spec_command(sub, "check", "validate a spec (and an optional budget)")
+    _cost_options(sp)
     sp.set_defaults(func=cmd_check)
 
-    sp = spec_cmd("summary", "per-layer shapes, parameters and multiply-adds")
-    costs(sp)
+
+def _add_summary(sub: Commands) -> None:
+    sp = _spec_command(sub, "summary", "per-layer shapes, parameters and multiply-adds")
+    _cost_options(sp)
     sp.add_argument("--format", choices=SUMMARY_FORMATS, default="table")
     sp.add_argument("-o", "--output", help="with --format html: write the page to this file")
     sp.set_defaults(func=cmd_summary)
 
-    sp = spec_cmd("sweep", "MACs and parameters over widths x resolutions (the paper's Tables 6 and 7)", multi=True)
-    costs(sp, budget=False)
+
+def _add_sweep(sub: Commands) -> None:
+    help_ = "MACs and parameters over widths x resolutions (the paper's Tables 6 and 7)"
+    sp = _spec_command(sub, "sweep", help_, multi=True)
+    _cost_options(sp, budget=False)
     sp.add_argument("--format", choices=FORMATS, default="table")
     sp.add_argument("--plot", metavar="FILE", help="also draw MACs against params into FILE.png or FILE.svg")
     sp.add_argument("--max-macs", type=_budget, help="with --plot: draw this MACs budget as a line")
@@ -638,11 +657,13 @@ def make_parser() -> argparse.ArgumentParser:
         help="also time every setting in BACKEND (median of 10 batch-1 runs, this machine; a panel in --plot)",
     )
     sp.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
-    verbose(sp)
+    _verbose_option(sp)
     sp.set_defaults(func=cmd_sweep)
 
-    sp = spec_cmd("fit", "the widths and resolutions that fit a budget, largest first", multi=True)
-    costs(sp)
+
+def _add_fit(sub: Commands) -> None:
+    sp = _spec_command(sub, "fit", "the widths and resolutions that fit a budget, largest first", multi=True)
+    _cost_options(sp)
     sp.add_argument(
         "--search",
         action="store_true",
@@ -651,18 +672,26 @@ def make_parser() -> argparse.ArgumentParser:
     sp.add_argument("--format", choices=FIT_FORMATS, default="table")
     sp.set_defaults(func=cmd_fit)
 
-    sp = spec_cmd("diagram", "the graph as a Mermaid or Graphviz DOT diagram or an SVG drawing, shapes on the edges")
+
+def _add_diagram(sub: Commands) -> None:
+    sp = _spec_command(
+        sub, "diagram", "the graph as a Mermaid or Graphviz DOT diagram or an SVG drawing, shapes on the edges"
+    )
     sp.add_argument("--format", choices=DIAGRAM_FORMATS, default="mermaid")
     sp.add_argument("--collapse-blocks", action="store_true", help="draw each block instance as one box")
     sp.set_defaults(func=cmd_diagram)
 
-    sp = sub.add_parser("schema", help="print the spec language's JSON Schema")
-    sp.set_defaults(func=cmd_schema)
 
-    sp = sub.add_parser("backends", help="list the available backends")
-    sp.set_defaults(func=cmd_backends)
+def _add_schema(sub: Commands) -> None:
+    sub.add_parser("schema", help="print the spec language's JSON Schema").set_defaults(func=cmd_schema)
 
-    sp = spec_cmd("build", "build, verify and save a model in a framework")
+
+def _add_backends(sub: Commands) -> None:
+    sub.add_parser("backends", help="list the available backends").set_defaults(func=cmd_backends)
+
+
+def _add_build(sub: Commands) -> None:
+    sp = _spec_command(sub, "build", "build, verify and save a model in a framework")
     sp.add_argument("--backend", required=True, help="torch, keras or a plug-in (see 'archc backends')")
     sp.add_argument("--weights", help="weights to load: .npz, .safetensors, a Keras .h5 or archc's torch .pt")
     sp.add_argument("-o", "--output", help="output folder (default: build/<name>_<width>_<resolution>_<backend>)")
@@ -683,10 +712,12 @@ def make_parser() -> argparse.ArgumentParser:
         "each framework's own random init (the backends' models then differ)",
     )
     sp.add_argument("--seed", type=_seed, help="the seed of archc's init (default 0)")
-    verbose(sp)
+    _verbose_option(sp)
     sp.set_defaults(func=cmd_build)
 
-    sp = spec_cmd("parity", "run backends on the same weights and input; compare every node")
+
+def _add_parity(sub: Commands) -> None:
+    sp = _spec_command(sub, "parity", "run backends on the same weights and input; compare every node")
     sp.add_argument("--backends", type=_list(str), default=["torch", "keras"], help="default: torch,keras")
     sp.add_argument("--atol", type=_tolerance, help="extra absolute slack (default 0)")
     sp.add_argument("--rtol", type=_tolerance, help="relative tolerance (float64: 1e-9; float32: slack, 0)")
@@ -701,10 +732,12 @@ def make_parser() -> argparse.ArgumentParser:
         help="compare each backend's optimised model (as build --optimize) against the unoptimised reference",
     )
     sp.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
-    verbose(sp)
+    _verbose_option(sp)
     sp.set_defaults(func=cmd_parity)
 
-    sp = spec_cmd("generate", "write standalone model source code")
+
+def _add_generate(sub: Commands) -> None:
+    sp = _spec_command(sub, "generate", "write standalone model source code")
     sp.add_argument("--backend", required=True, help="torch or keras")
     sp.add_argument("-o", "--output", help="output folder (default: generated/)")
     sp.add_argument(
@@ -712,9 +745,8 @@ def make_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="the optimised build's source (as build --optimize; file <stem>_optimized_<backend>.py)",
     )
-    verbose(sp)
+    _verbose_option(sp)
     sp.set_defaults(func=cmd_generate)
-    return p
 
 
 def _interrupt(signum: int, frame: object) -> None:

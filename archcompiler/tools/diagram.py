@@ -3,7 +3,7 @@
 Drawn from the IR, so what is drawn is what every backend builds. ``collapse_blocks`` folds
 each block instance into one box: consecutive nodes lowered from one spec entry (the same
 ``span.path``) that share the numbers in their names (``conv_dw_3``, ``conv_pw_3_bn``: block
-instance 3), which is how the emitters find repeated blocks (archcompiler.kit.codegen.NUMBER).
+instance 3), which is how the emitters find repeated blocks (archcompiler.kit.calls.NUMBER).
 
 Node names are validated identifiers, but every text that reaches a label (names, ops, the
 spec's free-text description) is escaped for the target language anyway: a diagram is often

@@ -14,7 +14,7 @@ from typing import Any
 from archcompiler.backends.keras.ops import BACKEND, HANDLERS, Handler
 
 from archcompiler.ir.graph import Graph
-from archcompiler.kit.codegen import describe_graph
+from archcompiler.kit.calls import describe_graph
 
 
 @contextmanager

@@ -2,7 +2,7 @@
 
 Every layer constructor is rendered from the very calls the builder instantiates (the backend
 instance's handler table), so the generated model has the builder's layer names, classes,
-arguments and weight shapes. Repeated blocks are folded by archcompiler.kit.codegen.fold, the
+arguments and weight shapes. Repeated blocks are folded by archcompiler.kit.folding.fold, the
 algorithm every emitter shares: one function per block kind, one table row per instance, so
 the torch and Keras modules of one spec have the same block functions and tables. A layer
 that does not read the one before it (a residual add, a squeeze-excite multiply) reads named
@@ -25,7 +25,9 @@ from archcompiler.backends.keras.ops import BACKEND, HANDLERS, Handler, copied_c
 from archcompiler.analysis.cost import cost
 from archcompiler.files import spec_reference
 from archcompiler.ir.graph import Graph
-from archcompiler.kit.codegen import Call, Site, fold, identifier, literal, ruff_format, template_environment
+from archcompiler.kit.calls import Call
+from archcompiler.kit.folding import Site, fold
+from archcompiler.kit.pysource import identifier, literal, ruff_format, template_environment
 from archcompiler.kit.registry import BackendError
 
 TEMPLATES = Path(__file__).parent / "templates"

@@ -1,7 +1,7 @@
 """The Keras backend's per-op table: IR node -> Keras layer calls.
 
 One table drives both the builder and the emitter, so they cannot drift (docs/DESIGN.md, style 2):
-a handler *describes* a node as :class:`~archcompiler.kit.codegen.Call` s (how the class is
+a handler *describes* a node as :class:`~archcompiler.kit.calls.Call` s (how the class is
 spelled in source, positional and keyword arguments as plain literals, layer name, input
 layer names); the builder instantiates a call (:meth:`Handler.instantiate`), the emitter
 renders the same call. Every argument is a literal, so the emitted constructor and the
@@ -36,7 +36,7 @@ from archcompiler.ir.graph import (
     Softmax,
     ZeroPad2D,
 )
-from archcompiler.kit.codegen import Call, make_call, padding_style
+from archcompiler.kit.calls import Call, make_call, padding_style
 from archcompiler.kit.registry import BackendError, UnsupportedOpError, check_kinds, handler_table
 
 BACKEND = "keras"
@@ -121,7 +121,7 @@ class Handler:
 
 
 def layer_call(cls: str, node: Node, *args: Any, **kwargs: Any) -> Call:
-    """``keras.layers.<cls>`` for ``node`` (see :func:`~archcompiler.kit.codegen.make_call`): handlers
+    """``keras.layers.<cls>`` for ``node`` (see :func:`~archcompiler.kit.calls.make_call`): handlers
     state Keras' names of the positional arguments (``arg_names``, block parameters take them)
     and Keras' keyword defaults (``defaults``)."""
     return make_call(f"layers.{cls}", node, *args, **kwargs)

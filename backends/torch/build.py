@@ -15,7 +15,7 @@ from archcompiler.backends.torch.ops import BACKEND, HANDLERS, Handler
 from torch import nn
 
 from archcompiler import ir
-from archcompiler.kit.codegen import describe_graph
+from archcompiler.kit.calls import describe_graph
 from archcompiler.kit.registry import BackendError
 
 Step = tuple[str, tuple[str, ...]]

@@ -1,7 +1,7 @@
 """IR graph -> one standalone PyTorch source file (Jinja2), equivalent to what build() makes.
 
 The constructor calls come from the same handler table as the builder (the backend instance's
-``handlers``), folded into block functions and tables by archcompiler.kit.codegen.fold, the one
+``handlers``), folded into block functions and tables by archcompiler.kit.folding.fold, the one
 algorithm every emitter shares; layer names are the IR node names, so the emitted module's
 state_dict has exactly the keys and shapes of the built one.
 
@@ -24,7 +24,8 @@ from torch import nn
 from archcompiler import ir
 from archcompiler.analysis.cost import cost
 from archcompiler.files import spec_reference
-from archcompiler.kit.codegen import RESERVED, Site, fold, identifier, literal, ruff_format, template_environment
+from archcompiler.kit.folding import Site, fold
+from archcompiler.kit.pysource import RESERVED, identifier, literal, ruff_format, template_environment
 from archcompiler.kit.registry import BackendError
 
 TEMPLATES = Path(__file__).parent / "templates"

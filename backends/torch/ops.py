@@ -1,6 +1,6 @@
 """The torch backend's per-op handler table: one entry per IR op, shared by builder and emitter.
 
-Each handler turns an IR node into a :class:`~archcompiler.kit.codegen.Call`, the module
+Each handler turns an IR node into a :class:`~archcompiler.kit.calls.Call`, the module
 constructor call as data (class spelling + literal arguments). The builder instantiates it
 (:meth:`Handler.instantiate`); the emitter renders it. Because both read the same call, the
 generated code and the instantiated model cannot drift apart (docs/DESIGN.md, style 2).
@@ -25,7 +25,7 @@ from archcompiler.backends.torch import layers
 from torch import nn
 
 from archcompiler import ir
-from archcompiler.kit.codegen import Call, make_call
+from archcompiler.kit.calls import Call, make_call
 from archcompiler.kit.registry import BackendError, UnsupportedOpError, check_kinds, handler_table
 
 BACKEND = "torch"

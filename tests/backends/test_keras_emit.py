@@ -29,7 +29,8 @@ from archcompiler.backends.keras.ops import HANDLERS  # noqa: E402
 import archcompiler as a  # noqa: E402
 from archcompiler import ir  # noqa: E402
 from archcompiler import weights as W  # noqa: E402
-from archcompiler.kit.codegen import describe_graph, literal  # noqa: E402
+from archcompiler.kit.calls import describe_graph  # noqa: E402
+from archcompiler.kit.pysource import literal  # noqa: E402
 from archcompiler.kit.registry import BackendError, get_backend  # noqa: E402
 
 pytestmark = pytest.mark.keras

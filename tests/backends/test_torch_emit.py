@@ -365,7 +365,7 @@ def test_templates_render_with_strict_undefined():
     import jinja2
     from archcompiler.backends.torch.emit import TEMPLATES
 
-    from archcompiler.kit.codegen import template_environment
+    from archcompiler.kit.pysource import template_environment
 
     with pytest.raises(jinja2.UndefinedError):
         template_environment(TEMPLATES).from_string("{{ missing }}").render()

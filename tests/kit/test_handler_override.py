@@ -180,7 +180,7 @@ def test_a_handler_class_outside_keras_layers_must_be_listed_to_be_emitted(tmp_p
     from archcompiler.backends.keras import KerasBackend
     from archcompiler.backends.keras.ops import SoftmaxHandler
 
-    from archcompiler.kit.codegen import make_call
+    from archcompiler.kit.calls import make_call
     from archcompiler.kit.registry import BackendError
 
     (tmp_path / "archc_gate_layers.py").write_text(

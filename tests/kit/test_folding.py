@@ -18,7 +18,7 @@ import yaml
 
 import archcompiler as a
 from archcompiler import ir
-from archcompiler.kit import codegen
+from archcompiler.kit import calls, folding
 from archcompiler.kit.registry import BackendError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -116,6 +116,30 @@ def test_torch_and_keras_fold_the_same_blocks(backends, path: Path, width: float
     assert sorted(torch_functions) == sorted(set(function_of.values()))
 
 
+@pytest.mark.torch
+@pytest.mark.keras
+@pytest.mark.parametrize("path", SPECS, ids=[p.stem for p in SPECS])
+def test_a_block_folds_alike_found_by_its_spec_block_or_by_its_structure(backends, path: Path) -> None:
+    """One algorithm folds every kind, however its instances were found: through their spec
+    block (Span.block), or, in a graph without spans (an IR built by hand), as runs of nodes
+    with one structure. Both give the same functions' parameters, in the same order, and the
+    same rows (torch's V1 block once named its pad tuple ``padding`` and its conv's pad
+    ``padding_2`` one way, the other way round the other)."""
+    # Without spans, nodes group by the numbers in their names: V1's stem is renamed so that
+    # it does not share block 1's number (conv1, conv_dw_1).
+    text = path.read_text(encoding="utf-8").replace("conv1", "stem")
+    graph = a.lower(a.load_text(text, str(path)), width=0.5, resolution=160 if "mobilenet" in path.stem else None)
+    bare = dataclasses.replace(graph, nodes=tuple(dataclasses.replace(n, span=None) for n in graph.nodes))
+    for backend in backends:
+        by_block = folding.fold(graph, backend.handlers, backend.name)
+        by_structure = folding.fold(bare, backend.handlers, backend.name)
+        assert by_block.kinds and len(by_block.kinds) == len(by_structure.kinds)
+        for spec_kind, structure_kind in zip(by_block.kinds, by_structure.kinds, strict=True):
+            assert spec_kind.params == structure_kind.params, backend.name
+            assert spec_kind.rows == structure_kind.rows, backend.name
+            assert [s.arguments() for s in spec_kind.sites] == [s.arguments() for s in structure_kind.sites]
+
+
 def test_structure_key_is_categorical() -> None:
     """Numbers may vary within a kind, categories may not; SAME padding is a category."""
     image = ir.Input(name="x", inputs=(), shape=(8, 8, 4))
@@ -130,16 +154,16 @@ def test_structure_key_is_categorical() -> None:
         padding=(1,) * 4,
     )
     graph = ir.Graph(name="g", nodes=(image, conv), outputs=("c",), width=1.0, resolution=(8, 8))
-    key = codegen.structure_key(conv, graph)
+    key = folding.structure_key(conv, graph)
     wider = dataclasses.replace(conv, filters=8, shape=(8, 8, 8))
     strided = dataclasses.replace(conv, stride=(2, 2), padding=(0, 1, 0, 1), shape=(4, 4, 4))
     biased = dataclasses.replace(conv, use_bias=True)
     explicit = dataclasses.replace(conv, padding=(2, 0, 1, 1))
-    assert codegen.structure_key(wider, graph) == key
+    assert folding.structure_key(wider, graph) == key
     # TF SAME at stride 2 on 8 pixels pads (0, 1): same style as stride 1's (1, 1) (tf.nn.conv2d docs)
-    assert codegen.structure_key(strided, graph) == key
-    assert codegen.structure_key(biased, graph) != key
-    assert codegen.structure_key(explicit, graph) != key
+    assert folding.structure_key(strided, graph) == key
+    assert folding.structure_key(biased, graph) != key
+    assert folding.structure_key(explicit, graph) != key
 
 
 class FakeHandler:
@@ -149,16 +173,16 @@ class FakeHandler:
     def __init__(self, op: str, general: bool = True) -> None:
         self.op, self.general = op, general
 
-    def describe(self, node: ir.Node, graph: ir.Graph, natural: bool = True) -> list[codegen.Call]:
+    def describe(self, node: ir.Node, graph: ir.Graph, natural: bool = True) -> list[calls.Call]:
         if node.op == "input":
             return []
         stride = getattr(node, "stride", None)
         if stride is None:
-            return [codegen.make_call(node.op, node)]
+            return [calls.make_call(node.op, node)]
         cls = "Strided" if natural and stride != (1, 1) else "Plain"
-        return [codegen.make_call(cls, node, (), {"stride": stride[0]}, defaults={"stride": 1})]
+        return [calls.make_call(cls, node, (), {"stride": stride[0]}, defaults={"stride": 1})]
 
-    def describe_general(self, node: ir.Node, graph: ir.Graph) -> list[codegen.Call]:
+    def describe_general(self, node: ir.Node, graph: ir.Graph) -> list[calls.Call]:
         return self.describe(node, graph, natural=not self.general)
 
 
@@ -168,7 +192,7 @@ def test_fold_uses_the_general_form_when_instances_differ() -> None:
     parameter."""
     graph = a.lower(a.load(ROOT / "specs/mobilenet.yaml"))
     handlers = {op: FakeHandler(op) for op in ir.IR_OPS}
-    structure = codegen.fold(graph, handlers, "fake")
+    structure = folding.fold(graph, handlers, "fake")
     assert len(structure.kinds) == 1
     (kind,) = structure.kinds
     assert kind.sites[0].call.cls == "Plain"  # conv_dw_#: the one layer that differs
@@ -185,7 +209,7 @@ def test_fold_names_a_handler_without_a_general_form() -> None:
     graph = a.lower(a.load(ROOT / "specs/mobilenet.yaml"))
     handlers = {op: FakeHandler(op, general=False) for op in ir.IR_OPS}
     with pytest.raises(BackendError, match=r"'depthwise_conv2d' handler describes 'conv_dw_1' and 'conv_dw_2'"):
-        codegen.fold(graph, handlers, "fake")
+        folding.fold(graph, handlers, "fake")
 
 
 @pytest.mark.parametrize("path", FAMILY[1:], ids=[p.stem for p in FAMILY[1:]])
@@ -195,7 +219,7 @@ def test_guarded_layers_are_flags_and_the_activation_a_choice(path: Path) -> Non
     squeeze-excite when se is set) and its activation is the entry's ``act``."""
     graph = a.lower(a.load(path))
     handlers = {op: FakeHandler(op) for op in ir.IR_OPS}
-    structure = codegen.fold(graph, handlers, "fake")
+    structure = folding.fold(graph, handlers, "fake")
     (kind,) = structure.kinds
     assert kind.function == "inverted_residual_block" and not kind.plain
     names = [p for p, _ in kind.params]
@@ -209,45 +233,3 @@ def test_guarded_layers_are_flags_and_the_activation_a_choice(path: Path) -> Non
     for flag in ("expand", "depthwise_pad", "squeeze_excite", "add"):
         assert f"if {flag}:" in source
     assert "if activation == " in source and "else:" in source
-
-
-def _ruff() -> str | None:
-    import shutil
-    import sys
-
-    exe = Path(sys.executable).with_name("ruff")
-    return str(exe) if exe.exists() else shutil.which("ruff")
-
-
-@pytest.mark.skipif(_ruff() is None, reason="ruff not installed")
-@pytest.mark.parametrize("backend_name", ["torch", "keras"])
-def test_templates_write_formatted_source_without_ruff(backend_name, tmp_path):
-    """emit() skips ruff on source the templates have already formatted, so the templates
-    themselves must write what ``ruff format`` leaves unchanged: every shipped spec, at widths
-    and resolutions that change the numbers, with and without a feature cut."""
-    import subprocess
-
-    from archcompiler.kit.registry import get_backend
-
-    backend = get_backend(backend_name)
-    cases = {path.stem: a.compile(path) for path in sorted((ROOT / "specs").glob("*.yaml"))}
-    cases["mobilenet_075_199"] = a.compile(ROOT / "specs/mobilenet.yaml", width=0.75, resolution=199)
-    cases["mobilenet_features"] = a.compile(ROOT / "specs/mobilenet.yaml", features=True)
-    cases["tiny_resnet"] = a.compile(ROOT / "tests/specs/tiny_resnet.yaml")
-    for name, net in cases.items():
-        source = backend.emit(net.graph)
-        assert not codegen.needs_formatter(source), name  # so ruff did not run on it
-        (tmp_path / f"{name}.py").write_text(source, encoding="utf-8")
-    check = [_ruff(), "format", "--isolated", "--line-length", str(codegen.LINE_LENGTH), "--check", str(tmp_path)]
-    res = subprocess.run(check, capture_output=True, text=True)
-    assert res.returncode == 0, res.stdout + res.stderr
-
-
-@pytest.mark.skipif(_ruff() is None, reason="ruff not installed")
-def test_a_line_too_long_for_the_templates_is_formatted_by_ruff():
-    long_call = "model = build(" + ", ".join(f"argument_{i}={i}" for i in range(20)) + ")\n"
-    assert codegen.needs_formatter(long_call)
-    formatted = codegen.ruff_format(long_call)
-    assert formatted != long_call
-    assert max(len(line) for line in formatted.splitlines()) <= codegen.LINE_LENGTH
-    assert codegen.ruff_format("x = 1\n") == "x = 1\n"
