@@ -18,7 +18,6 @@ from archcompiler.ops.base import (
     Shape,
     Span,
     WeightSpec,
-    fast_init,
     make_divisible,
     same_padding,
 )
@@ -49,9 +48,6 @@ NODE_TYPES: tuple[type[Node], ...] = (
     Concat,
 )
 """Every IR op. Backends must cover each of these or name the ones they refuse."""
-
-for _t in NODE_TYPES:
-    fast_init(_t)  # lowering makes one node per layer: fill __dict__, not object.__setattr__
 
 IR_OPS: frozenset[str] = frozenset(t.op for t in NODE_TYPES)
 NODE_BY_OP: dict[str, type[Node]] = {t.op: t for t in NODE_TYPES}
