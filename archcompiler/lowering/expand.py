@@ -55,10 +55,11 @@ class Deferred:
 
 @dataclass(frozen=True)
 class _Origin:
-    """Where a filled-in field value came from, so a bad value is reported where it was written."""
+    """The expression a filled-in field value came from, so a bad value is reported where it
+    was written (a value written as it is has none)."""
 
-    expr: Expr | None = None
-    value: Any = None
+    expr: Expr
+    value: Any
     param: str | None = None
     """The block parameter when the field is exactly ``$param``."""
     param_path: Path | None = None
@@ -96,7 +97,7 @@ class _Checker:
             layer = OP_LAYERS[op].model_validate({"op": op, **filled})
         except ValidationError as exc:
             raise self._invalid(exc, origins) from None
-        if getattr(layer, "scale_width", False):
+        if vars(layer).get("scale_width", False):  # a field of conv and dense only
             self._check_scaled(origins)
         return layer
 
@@ -110,7 +111,7 @@ class _Checker:
         if o is not None and o.param is not None:
             msg = f"{_message(e)} (from ${o.param}, used by {format_path(where)})"
             return self.err(o.param_path or self.call_path, msg)
-        if o is not None and o.expr is not None:
+        if o is not None:
             value = o.value
             if isinstance(value, float) and not value.is_integer() and "integer" in str(e.get("msg", "")):
                 return self.err(where, f"expected an integer: {o.expr!r} gives {value!r}, which is not whole")
@@ -183,10 +184,7 @@ class Entry:
         if self.layer is not None:
             return self.layer
         filled = {k: _finish(v, lambda d: p.checker.evaluate(d, shape, block_shape)) for k, v in p.fields.items()}
-        origins = {
-            k: _Origin(o.expr, filled[k], o.param, o.param_path) if o.expr is not None else o
-            for k, o in p.origins.items()
-        }
+        origins = {k: _Origin(o.expr, filled[k], o.param, o.param_path) for k, o in p.origins.items()}
         return p.checker.validate(p.op, filled, origins)
 
 
@@ -481,11 +479,14 @@ def _expand_op(ex: _Expansion, layer: LayerBase, path: Path, scope: _Scope) -> N
 def _fill_fields(
     ex: _Expansion, fields: list[tuple[str, Any]], env: Mapping[str, Any], path: Path, scope: _Scope
 ) -> tuple[dict[str, Any], dict[str, _Origin]]:
-    """Every field of a layer filled in (:func:`_fill`), and where each value came from."""
+    """Every field of a layer filled in (:func:`_fill`), and the origin of each value that an
+    expression gave."""
     filled: dict[str, Any] = {}
     origins: dict[str, _Origin] = {}
     for key, value in fields:
-        filled[key], origins[key] = _fill(ex, value, env, (*path, key), scope)
+        filled[key], origin = _fill(ex, value, env, (*path, key), scope)
+        if origin is not None:
+            origins[key] = origin
     return filled, origins
 
 
@@ -519,7 +520,7 @@ def _input_name(ex: _Expansion, text: str, env: Mapping[str, Any], path: Path, s
     return ex.name(text, env, path, scope)
 
 
-def _fill(ex: _Expansion, value: Any, env: Mapping[str, Any], path: Path, scope: _Scope) -> tuple[Any, _Origin]:
+def _fill(ex: _Expansion, value: Any, env: Mapping[str, Any], path: Path, scope: _Scope) -> tuple[Any, _Origin | None]:
     """A field's value with its expressions evaluated (or deferred), and where it came from."""
     if isinstance(value, Expr):
         v = whole(ex.evaluate(value, env, path, scope, defer=True))
@@ -529,8 +530,8 @@ def _fill(ex: _Expansion, value: Any, env: Mapping[str, Any], path: Path, scope:
         return v, _Origin(value, v)
     if isinstance(value, tuple) and any(isinstance(x, Expr) for x in value):
         parts = [_fill(ex, x, env, path, scope) for x in value]
-        return tuple(p[0] for p in parts), _Origin()
-    return value, _Origin()
+        return tuple(p[0] for p in parts), None
+    return value, None
 
 
 def _expand_call(ex: _Expansion, call: BlockCall, path: Path, caller: _Scope) -> None:
