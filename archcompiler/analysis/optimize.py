@@ -259,6 +259,12 @@ def built_optimized(backend: Backend, graph: ir.Graph, model: Any) -> bool:
     return name is not None and name(model) == f"{graph.name}{SUFFIX}"
 
 
+def rewrite_of(backend: Backend, graph: ir.Graph, model: Any) -> Optimized | None:
+    """The rewrite ``model`` was built from when it is ``graph``'s optimised model
+    (:func:`built_optimized`), with the structure alone: its weights are the model's; else None."""
+    return rewrite(backend, graph) if built_optimized(backend, graph, model) else None
+
+
 def optimize_model(
     backend: Backend, graph: ir.Graph, model: Any, *, tolerance: float = TOLERANCE
 ) -> tuple[Optimized, Any]:
