@@ -452,7 +452,10 @@ def _expand_op(ex: _Expansion, layer: LayerBase, path: Path, scope: _Scope) -> N
     ex.iterate(reps, 0, layer, path, scope, makes_layers=layer.when is None or layer.when is True)
     if layer.when is False:
         return  # counted, and nothing to make
-    fields = [(key, getattr(layer, key)) for key in layer.model_fields_set - _SPECIAL]
+    # the fields written, in the model's order (a set's order would change from run to run,
+    # and with it which of two bad expressions is reported)
+    written = layer.model_fields_set - _SPECIAL
+    fields = [(key, getattr(layer, key)) for key in type(layer).model_fields if key in written]
     checker = _Checker(ex.loaded.source, path, scope.call_path, scope.context, ex.functions)
     for r in range(reps):
         env = {**scope.values, "index": r + 1} if scope.block is None else scope.values

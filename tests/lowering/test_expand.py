@@ -5,6 +5,10 @@ is checked as a name."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 import archcompiler as archc
@@ -44,3 +48,20 @@ def test_a_parameter_value_is_held_to_the_field_it_fills() -> None:
     with pytest.raises(SpecError, match=r"expected a positive integer \(got True\) \(from \$f"):
         archc.compile(text.format(f="true"))
     assert [type(n.filters) for n in archc.compile(text.format(f="1.0")).graph.nodes[1:]] == [int, int]
+
+
+def test_of_two_bad_fields_the_same_is_reported_in_every_process() -> None:
+    """The fields of a layer are filled in the model's order, not a set's, whose order changes
+    with the interpreter's string hashing (PYTHONHASHSEED)."""
+    text = (
+        "archc: 1\nname: t\ninput: {size: 8}\nblocks:\n  b:\n    params: {f: 8}\n"
+        "    layers:\n      - {op: conv, filters: '=$f / 0', kernel: '=$f / 0', stride: '=$f / 0'}\n"
+        "layers:\n  - {block: b}\n"
+    )
+    probe = "import sys, archcompiler as a\ntry:\n    a.compile(sys.argv[1])\nexcept a.SpecError as e:\n    print(e)"
+    messages = set()
+    for seed in ("0", "1", "2", "3"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        proc = subprocess.run([sys.executable, "-c", probe, text], capture_output=True, text=True, env=env, check=True)
+        messages.add(proc.stdout.strip())
+    assert len(messages) == 1 and "division by zero" in messages.pop()
