@@ -11,7 +11,6 @@ through :meth:`Entry.resolve`.
 
 from __future__ import annotations
 
-import functools
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -387,8 +386,8 @@ class _Expansion:
         return name
 
 
-@functools.cache
 def _reserved() -> dict[str, str]:
+    """Layer name -> the built-in backend that cannot take it (kit.registry.reserved_names)."""
     from archcompiler.kit.registry import reserved_names
 
     return reserved_names()
