@@ -33,6 +33,7 @@ from archcompiler import ir
 from archcompiler.analysis.cost import CONVENTIONS, CostReport, cost, summary_html_fragment
 from archcompiler.analysis.cost import summary as cost_summary
 from archcompiler.analysis.fitting import FitRow
+from archcompiler.analysis.optimize import SUFFIX, Optimized, optimize_model, rewrite, rewrite_of
 from archcompiler.files import (
     Inputs,
     OutputError,
@@ -43,7 +44,7 @@ from archcompiler.files import (
     spec_reference,
     staging,
 )
-from archcompiler.kit.backend import BackendError
+from archcompiler.kit.backend import BackendError, require_capabilities
 from archcompiler.language.loading import LoadedSpec, load, load_text, validate
 from archcompiler.language.source import Source, SpecError
 from archcompiler.lowering.features import Outputs
@@ -52,7 +53,6 @@ from archcompiler.lowering.lower import lower
 from archcompiler.text import FORMATS, brief, listing
 
 if TYPE_CHECKING:
-    from archcompiler.analysis.optimize import Optimized
     from archcompiler.kit.registry import Backend
     from archcompiler.parity.report import ParityReport
     from archcompiler.weights import Weights
@@ -98,26 +98,6 @@ FRAMEWORK_INIT_NOTE = (
     "note: weights from the framework's own random initialisation, not archc's: builds of this spec for "
     "different backends hold different models"
 )
-
-
-def _initial_weights(
-    graph: ir.Graph, weights: str | Path | Weights | None, init: str, seed: int | None
-) -> str | Path | Weights | None:
-    """The weights a build loads: ``weights`` if given, else archc's training init (``init``
-    "archc", ``seed`` default 0), else None (the framework's own). A seed or init beside given
-    weights, or a seed with the framework's init, would be silently ignored: refused."""
-    from archcompiler import weights as W
-
-    if init not in INITS:
-        raise W.WeightError(f"init must be one of {', '.join(map(repr, INITS))}, got {init!r}")
-    if weights is not None and (init != "archc" or seed is not None):
-        given = "init='framework'" if init != "archc" else f"seed={seed!r}"
-        raise W.WeightError(f"weights= and {given} exclude each other: the weights given decide every tensor")
-    if init == "framework":
-        if seed is not None:
-            raise W.WeightError(f"seed={seed!r} applies to archc's init, not init='framework'")
-        return None
-    return weights if weights is not None else W.training_init(graph, 0 if seed is None else seed)
 
 
 def _weights(weights: Any, *, optional: bool = True) -> Any:
@@ -195,8 +175,6 @@ class Compiled:
         """``<stem>[_optimized]_<backend>``: the default build folder and the generated module
         are named alike, and no build of one backend (or of the optimised model) ever replaces
         another's files."""
-        from archcompiler.analysis.optimize import SUFFIX
-
         name = backend if isinstance(backend, str) else backend.name
         return f"{self.stem}{SUFFIX if optimize else ''}_{name}"
 
@@ -214,8 +192,6 @@ class Compiled:
         """Before a slow build: every file the build may write into ``out`` (the backend's
         ``file_suffixes``, the portable weights, an optimised build's manifest) can be written:
         not a folder, FIFO or device, not one of ``inputs``. Publishing checks again."""
-        from archcompiler.analysis.optimize import SUFFIX
-
         name = self.graph.name + (SUFFIX if optimize else "")
         for suffix in (*b.file_suffixes, ".weights.npz", *((".json",) if optimize else ())):
             check_target(out / f"{name}{suffix}", inputs)
@@ -278,21 +254,41 @@ class Compiled:
         optimize: bool,
         init: str = "archc",
         seed: int | None = None,
-    ) -> tuple[Any, Any]:
-        """(the archcompiler.analysis.optimize.Optimized rewrite or None, the model)."""
-        from archcompiler.kit.backend import require_capabilities
-
+    ) -> tuple[Optimized | None, Any]:
+        """(the archcompiler.analysis.optimize.Optimized rewrite or None, the model): the steps
+        of :meth:`build_to` up to the optimised model."""
         require_capabilities([b], multi_output=self.graph.multi_output, optimize=optimize)
-        weights = _initial_weights(self.graph, weights, init, seed)  # a bad seed fails before the build
+        initial = self._initial_weights(b, weights, init, seed)
         model = b.build(self.graph)
         b.verify(self.graph, model)
-        if weights is not None:
-            self.load_weights(b, model, weights)
+        if initial is not None:
+            b.set_weights(self.graph, model, initial)
         if not optimize:
             return None, model
-        from archcompiler.analysis.optimize import optimize_model
-
         return optimize_model(b, self.graph, model)
+
+    def _initial_weights(
+        self, b: Backend, weights: str | Path | Weights | None, init: str, seed: int | None
+    ) -> Weights | None:
+        """The canonical weights a build loads: ``weights`` read and checked against the IR
+        (:meth:`load_weights`), else archc's training init (``init`` "archc", ``seed`` default 0),
+        else None (the framework's own). A seed or init beside given weights, or a seed with the
+        framework's init, would be silently ignored: refused."""
+        from archcompiler import weights as W
+        from archcompiler.kit.registry import read_weights
+
+        if init not in INITS:
+            raise W.WeightError(f"init must be one of {', '.join(map(repr, INITS))}, got {init!r}")
+        if weights is not None and (init != "archc" or seed is not None):
+            given = "init='framework'" if init != "archc" else f"seed={seed!r}"
+            raise W.WeightError(f"weights= and {given} exclude each other: the weights given decide every tensor")
+        if init == "framework":
+            if seed is not None:
+                raise W.WeightError(f"seed={seed!r} applies to archc's init, not init='framework'")
+            return None
+        if weights is not None:
+            return read_weights(weights, self.graph, backend=b, full=self.full)
+        return W.training_init(self.graph, 0 if seed is None else seed)
 
     def load_weights(self, backend: str | Backend, model: Any, weights: str | Path | Weights) -> None:
         """Load canonical weights, or a weights file checked against the IR, into ``model``.
@@ -303,40 +299,12 @@ class Compiled:
 
         A multi-output (feature) model also takes the weights of the whole model it was cut
         from (:attr:`full`): the tensors of the layers its outputs do not need are dropped.
-        Weights that fit neither model are refused, as ever, with the feature model's error."""
-        from archcompiler import weights as W
-
-        b = _backend(backend)
-        weights = _weights(weights, optional=False)
-        try:
-            w = self._read_weights(b, weights, self.graph)
-        except W.WeightError as first:
-            if self.full is None:
-                raise
-            try:
-                whole = self._read_weights(b, weights, self.full)
-            except W.WeightError:
-                raise first from None
-            w = {name: whole[name] for name in W.specs(self.graph)}
-        b.set_weights(self.graph, model, w)
-
-    @staticmethod
-    def _read_weights(b: Backend, weights: str | Path | Weights, graph: ir.Graph) -> Weights:
-        """Canonical weights for ``graph``, read by ``b`` (its own format) or the registry."""
-        from archcompiler import weights as W
+        Weights that fit neither are refused, as ever, with the feature model's error."""
         from archcompiler.kit.registry import read_weights
 
-        if isinstance(weights, dict):
-            W.check(graph, weights)
-            return weights
-        p = Path(weights)
-        if p.suffix in b.foreign_weight_suffixes and p.suffix not in (".npz", ".safetensors"):
-            if not p.is_file():
-                raise W.WeightError(f"{p}: no such weights file")
-            w = b.read_foreign_weights(p, graph)
-            W.check(graph, w, origin=str(p))
-            return w
-        return read_weights(weights, graph)
+        b = _backend(backend)
+        w = read_weights(_weights(weights, optional=False), self.graph, backend=b, full=self.full)
+        b.set_weights(self.graph, model, w)
 
     def save(
         self,
@@ -360,21 +328,25 @@ class Compiled:
         recognised by the graph name the model records) is written as its graph
         ``<name>_optimized``, with the manifest ``<name>_optimized.json`` (the transforms
         applied; the weights are folded, not canonical) beside it."""
-        import json
-
-        from archcompiler import weights as W
-        from archcompiler.analysis.optimize import Optimized, built_optimized, rewrite
-
         b = _backend(backend)
         _folder(out_dir)
         A.instance(optimized, "optimized", Optimized, error=BackendError)
-        if optimized is None and built_optimized(b, self.graph, model):
-            optimized = rewrite(b, self.graph)  # the structure: the weights are the model's
-        g = self.graph if optimized is None else optimized.graph
-        reads = (*self._spec_inputs, *inputs)
+        if optimized is None:
+            optimized = rewrite_of(b, self.graph, model)  # the structure: the weights are the model's
         opt = optimized is not None
         out = check_folder(out_dir if out_dir is not None else self.default_output_dir(b, optimize=opt))
+        reads = (*self._spec_inputs, *inputs)
         self._check_targets(b, out, opt, reads)
+        return self._publish(b, model, out, optimized, reads)
+
+    def _publish(self, b: Backend, model: Any, out: Path, optimized: Optimized | None, reads: Inputs) -> list[Path]:
+        """Stage the model's files (its framework's format, the portable weights, an optimised
+        build's manifest) inside ``out`` and publish them in one step (files.publish)."""
+        import json
+
+        from archcompiler import weights as W
+
+        g = self.graph if optimized is None else optimized.graph
         try:
             with staging(out) as tmp:
                 b.save(self._naming_spec_for(g, out), model, tmp)  # a saved source file names the spec
@@ -408,24 +380,35 @@ class Compiled:
         (:meth:`build`); with ``init="framework"`` the result's ``note`` says the backends'
         models differ."""
         say = A.callback(progress, "progress") or _quiet
+        # the backend, and what this build asks of it
         b = _backend(backend)
         weights = _weights(weights)
-        A.flag(optimize, "optimize")
+        require_capabilities([b], multi_output=self.graph.multi_output, optimize=A.flag(optimize, "optimize"))
+        # the output: its folder and every target, before any slow step
         out = check_folder(_folder(out_dir) if out_dir is not None else self.default_output_dir(b, optimize=optimize))
         reads = () if weights is None or isinstance(weights, dict) else (weights,)
-        self._check_targets(b, out, optimize, (*self._spec_inputs, *reads))  # fail before the build, not after it
-        say(f"building {self.graph.name} with {b.name} and verifying it against the IR")
+        self._check_targets(b, out, optimize, (*self._spec_inputs, *reads))
+        # the weights: read and checked against the IR, or archc's init (None: the framework's)
         if weights is not None:
             say(f"loading weights from {weights}" if not isinstance(weights, dict) else "loading weights")
+        initial = self._initial_weights(b, weights, init, seed)
+        # build, verify against the IR, load the weights
+        say(f"building {self.graph.name} with {b.name} and verifying it against the IR")
+        model = b.build(self.graph)
+        b.verify(self.graph, model)
+        if initial is not None:
+            b.set_weights(self.graph, model, initial)
+        # optimise: the rewritten graph built, loaded and checked against the model just built
+        optimized = None
         if optimize:
             say("optimizing (BatchNorm folded, pads merged) and checking it against the built model")
-        optimized, model = self._build(b, weights, optimize, init, seed)
+            optimized, model = optimize_model(b, self.graph, model)
+        # publish the files, then count what was built
         say(f"writing {out}")
-        files = self.save(model, b, out, optimized=optimized, inputs=reads)
+        files = self._publish(b, model, out, optimized, reads)
         g = self.graph if optimized is None else optimized.graph
-        counts = cost(g, b.convention)
         note = FRAMEWORK_INIT_NOTE if init == "framework" else ""
-        return Built(g, b.name, model, tuple(files), counts, cost(g, "paper").macs, optimized is not None, note)
+        return Built(g, b.name, model, tuple(files), cost(g, b.convention), cost(g, "paper").macs, optimize, note)
 
     def generate(self, backend: str | Backend = "torch", *, optimize: bool = False) -> str:
         """Standalone source code of the model for ``backend``, naming the spec by its file name.
@@ -438,8 +421,6 @@ class Compiled:
         graph = self._naming_spec_for(self.graph, out_dir)
         if not optimize:
             return b.emit(graph)
-        from archcompiler.analysis.optimize import rewrite
-
         return b.emit(rewrite(b, graph).graph)
 
     def _naming_spec_for(self, graph: ir.Graph, out_dir: Path | None) -> ir.Graph:

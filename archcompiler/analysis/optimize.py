@@ -30,7 +30,7 @@ the unoptimised model computes, within :data:`TOLERANCE`.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from archcompiler import ir
@@ -163,55 +163,89 @@ def optimize(graph: ir.Graph, weights: Weights | None, *, symmetric_padding: boo
 
     if weights is not None:
         check(graph, weights)
-    readers = graph.reader_counts()
-    out: dict[str, ir.Node] = {}
-    rename: dict[str, str] = {}
-    new_weights = dict(weights or {})
-    folded: list[str] = []
-    merged: list[str] = []
+    made = _Rewrite(graph, weights)
     for node in graph.nodes:
-        # ``sole``: nothing but this node reads its input's value (counted in the original graph)
-        sole = len(node.inputs) == 1 and readers[node.inputs[0]] == 1
-        node = dataclasses.replace(node, inputs=tuple(rename.get(i, i) for i in node.inputs))
-        src = out.get(node.inputs[0]) if len(node.inputs) == 1 else None
-        # a BN the model returns stays: folding would return it under the conv's name
-        returned = node.name in graph.outputs
-        if isinstance(node, ir.BatchNorm) and isinstance(src, Conv) and sole and not returned and len(node.shape) == 3:
-            if weights is not None:
-                new_weights.update(_fold(src, node, new_weights))
-            for p in ("gamma", "beta", "moving_mean", "moving_variance"):
-                new_weights.pop(f"{node.name}.{p}", None)
-            out[src.name] = dataclasses.replace(src, use_bias=True)
-            rename[node.name] = src.name
-            folded.append(node.name)
-            continue
-        if isinstance(node, Conv) and isinstance(src, ir.ZeroPad2D) and sole:
-            padding = tuple(a + b for a, b in zip(src.padding, node.padding, strict=True))
-            node = dataclasses.replace(node, inputs=src.inputs, padding=padding)
-            del out[src.name]
-            rename[src.name] = node.name  # nothing else reads it; kept for ``names``
-            merged.append(src.name)
-        out[node.name] = node
-    widened: list[str] = []
+        made.add(node)
     if symmetric_padding:
-        for name, node in out.items():
-            wide = _widen(node, None if weights is None else new_weights) if isinstance(node, Conv) else None
-            if wide is not None:
-                out[name], changed = wide
-                new_weights.update(changed)
-                widened.append(name)
+        made.widen_all()
     new = dataclasses.replace(
         graph,
         name=f"{graph.name}{SUFFIX}",
-        nodes=tuple(out.values()),
-        outputs=tuple(rename.get(o, o) for o in graph.outputs),
+        nodes=tuple(made.out.values()),
+        outputs=tuple(made.rename.get(o, o) for o in graph.outputs),
         description=(graph.description + " " if graph.description else "")
         + "(optimised for inference by archc: BatchNorm folded, pads merged)",
     )
     if weights is not None:
-        check(new, new_weights, origin="folded weights")
-    names = {n.name: rename.get(n.name, n.name) for n in graph.nodes}
-    return Optimized(new, new_weights, tuple(folded), tuple(merged), names, tuple(widened))
+        check(new, made.weights, origin="folded weights")
+    names = {n.name: made.rename.get(n.name, n.name) for n in graph.nodes}
+    return Optimized(new, made.weights, tuple(made.folded), tuple(made.merged), names, tuple(made.widened))
+
+
+@dataclass
+class _Rewrite:
+    """The optimised graph as it is made, node by node in the original order."""
+
+    graph: ir.Graph
+    original: Weights | None
+    """The canonical weights, or None for the structure alone."""
+    out: dict[str, ir.Node] = field(default_factory=dict)
+    rename: dict[str, str] = field(default_factory=dict)
+    """Original node -> the node that now holds its value (a folded BN's conv, a merged pad's)."""
+    weights: dict[str, Any] = field(init=False)
+    """The weights of the graph made so far (the original's, then folded and widened)."""
+    readers: dict[str, int] = field(init=False)
+    folded: list[str] = field(default_factory=list)
+    merged: list[str] = field(default_factory=list)
+    widened: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.readers = self.graph.reader_counts()
+        self.weights = dict(self.original or {})
+
+    def add(self, node: ir.Node) -> None:
+        """``node`` folded into the conv before it, or merged into by the pad before it, or as it is."""
+        # ``sole``: nothing but this node reads its input's value (counted in the original graph)
+        sole = len(node.inputs) == 1 and self.readers[node.inputs[0]] == 1
+        node = dataclasses.replace(node, inputs=tuple(self.rename.get(i, i) for i in node.inputs))
+        src = self.out.get(node.inputs[0]) if len(node.inputs) == 1 else None
+        if sole and self._foldable(node, src):
+            self._fold_into(src, node)  # type: ignore[arg-type]
+            return
+        if sole and isinstance(node, Conv) and isinstance(src, ir.ZeroPad2D):
+            node = self._merge(src, node)
+        self.out[node.name] = node
+
+    def _foldable(self, node: ir.Node, src: ir.Node | None) -> bool:
+        """A BatchNorm on an image that a conv alone feeds; a BN the model returns stays
+        (folding would return it under the conv's name)."""
+        returned = node.name in self.graph.outputs
+        return isinstance(node, ir.BatchNorm) and isinstance(src, Conv) and not returned and len(node.shape) == 3
+
+    def _fold_into(self, conv: Conv, bn: ir.BatchNorm) -> None:
+        if self.original is not None:
+            self.weights.update(_fold(conv, bn, self.weights))
+        for p in ("gamma", "beta", "moving_mean", "moving_variance"):
+            self.weights.pop(f"{bn.name}.{p}", None)
+        self.out[conv.name] = dataclasses.replace(conv, use_bias=True)
+        self.rename[bn.name] = conv.name
+        self.folded.append(bn.name)
+
+    def _merge(self, pad: ir.ZeroPad2D, conv: Conv) -> Conv:
+        padding = tuple(a + b for a, b in zip(pad.padding, conv.padding, strict=True))
+        del self.out[pad.name]
+        self.rename[pad.name] = conv.name  # nothing else reads it; kept for ``names``
+        self.merged.append(pad.name)
+        return dataclasses.replace(conv, inputs=pad.inputs, padding=padding)
+
+    def widen_all(self) -> None:
+        """Every asymmetrically padded conv widened (:func:`_widen`)."""
+        for name, node in self.out.items():
+            wide = _widen(node, None if self.original is None else self.weights) if isinstance(node, Conv) else None
+            if wide is not None:
+                self.out[name], changed = wide
+                self.weights.update(changed)
+                self.widened.append(name)
 
 
 def require(backend: Backend) -> None:
@@ -236,6 +270,12 @@ def built_optimized(backend: Backend, graph: ir.Graph, model: Any) -> bool:
     backend that does not say."""
     name = getattr(backend, "graph_name", None)
     return name is not None and name(model) == f"{graph.name}{SUFFIX}"
+
+
+def rewrite_of(backend: Backend, graph: ir.Graph, model: Any) -> Optimized | None:
+    """The rewrite ``model`` was built from when it is ``graph``'s optimised model
+    (:func:`built_optimized`), with the structure alone: its weights are the model's; else None."""
+    return rewrite(backend, graph) if built_optimized(backend, graph, model) else None
 
 
 def optimize_model(

@@ -26,11 +26,8 @@ graph with a wrong shape is rejected naming the node.
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
 
 from archcompiler import ops
 from archcompiler.ops import *  # noqa: F403  (the node types are part of the IR's interface)
@@ -38,15 +35,6 @@ from archcompiler.ops import NODE_TYPES, Input, Node, OpError, Shape, Softmax, a
 from archcompiler.text import listing, shape
 
 __all__ = [*ops.__all__, "Graph", "GraphError"]
-
-
-_NODE_TYPES = frozenset(NODE_TYPES)
-
-
-@functools.cache
-def _init_fields(cls: type) -> tuple[tuple[str, Any], ...]:
-    """(name, default) of each ``__init__`` field of a dataclass, in order (made once per class)."""
-    return tuple((f.name, f.default) for f in dataclasses.fields(cls) if f.init)
 
 
 class GraphError(ValueError):
@@ -70,39 +58,13 @@ class Graph:
     _index: dict[str, Node] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        self._check(shapes=True)
+        self._check()
 
-    @classmethod
-    def _lowered(cls, **fields: Any) -> Graph:
-        """A graph of nodes whose shapes lowering (:mod:`.infer`) has just computed with each
-        node's own shape rule on these same input shapes: every check but re-running those
-        rules (a third of lowering's time). Anything else made with ``Graph(...)`` or
-        ``dataclasses.replace`` is checked in full, shapes included."""
-        graph = object.__new__(cls)
-        for name, default in _init_fields(cls):
-            value = fields.pop(name) if name in fields else default
-            if value is dataclasses.MISSING:
-                raise TypeError(f"Graph._lowered: missing field {name!r}")
-            object.__setattr__(graph, name, value)
-        if fields:
-            raise TypeError(f"Graph._lowered: unknown fields {sorted(fields)}")
-        graph._check(shapes=False)
-        return graph
-
-    def _check(self, *, shapes: bool) -> None:
-        """The IR's rules (names, wiring, arity, outputs; each node's shape when ``shapes``)."""
+    def _check(self) -> None:
+        """The IR's rules: names, wiring, arity, each node's shape, the outputs."""
         index: dict[str, Node] = {}
         for node in self.nodes:
-            if not shapes and type(node) in _NODE_TYPES:
-                # _check_node's checks but the shape rule, inline for a node that passes them
-                inputs = node.inputs
-                low, high = node.arity
-                n = len(inputs)
-                wired = inputs[0] in index if n == 1 else all(i in index for i in inputs)
-                if wired and low <= n and (high is None or n <= high) and node.name not in index:
-                    index[node.name] = node
-                    continue
-            _check_node(node, index, shapes=shapes)
+            _check_node(node, index)
             index[node.name] = node
         if isinstance(self.outputs, str) or not self.outputs:
             raise GraphError(f"graph {self.name!r}: outputs must be a non-empty tuple of node names")
@@ -196,9 +158,8 @@ class Graph:
         return count
 
 
-def _check_node(node: Node, earlier: dict[str, Node], *, shapes: bool = True) -> None:
-    """One node against the IR's rules, given the nodes before it (its shape rule re-run when
-    ``shapes``)."""
+def _check_node(node: Node, earlier: dict[str, Node]) -> None:
+    """One node against the IR's rules, given the nodes before it."""
     if not isinstance(node, NODE_TYPES):
         raise GraphError(f"node {node.name!r}: {type(node).__name__} is not an IR op")
     if node.name in earlier:
@@ -209,8 +170,6 @@ def _check_node(node: Node, earlier: dict[str, Node], *, shapes: bool = True) ->
     problem = arity_error(node.op, type(node).arity, len(node.inputs))
     if problem:
         raise GraphError(f"node {node.name!r}: {problem}")
-    if not shapes:
-        return
     try:
         shape = node.infer_shape(tuple(earlier[i].shape for i in node.inputs))
     except OpError as exc:

@@ -176,24 +176,58 @@ def _instance(name: str, cls: Any, options: dict[str, Any]) -> Backend:
     return cls(**options)
 
 
-def read_weights(path: str | Path, graph: ir.Graph) -> Weights:
-    """Canonical weights from ``.npz``/``.safetensors``, or from a framework file (``.h5``)
-    through the first backend that declares its suffix; checked against ``graph``."""
+def read_weights(
+    source: str | Path | Weights, graph: ir.Graph, *, backend: Backend | None = None, full: ir.Graph | None = None
+) -> Weights:
+    """Canonical weights for ``graph``, checked against it, from ``source``: canonical weights
+    (a mapping), ``.npz``/``.safetensors``, or a framework file (``.h5``, ``.pt``) read by
+    ``backend`` when it declares the suffix, else by the first backend that does.
+
+    A graph cut from ``full`` (``outputs``/``features``) also takes ``full``'s weights: the
+    tensors of the layers it does not need are dropped. Weights that fit neither are refused
+    with ``graph``'s error."""
     from archcompiler import weights
 
-    p = Path(path)
+    try:
+        return _read_weights(source, graph, backend)
+    except weights.WeightError as first:
+        if full is None:
+            raise
+        try:
+            whole = _read_weights(source, full, backend)
+        except weights.WeightError:
+            raise first from None
+        return {name: whole[name] for name in weights.specs(graph)}
+
+
+def _read_weights(source: str | Path | Mapping[str, Any], graph: ir.Graph, backend: Backend | None) -> Weights:
+    from archcompiler import weights
+
+    if isinstance(source, Mapping):
+        w = dict(source)
+        weights.check(graph, w)
+        return w
+    p = Path(source)
     if p.suffix in (".npz", ".safetensors"):
         w = weights.load(p, graph)  # names, shapes and dtypes checked from the headers first
     else:
-        candidates = [FOREIGN_WEIGHTS[p.suffix]] if p.suffix in FOREIGN_WEIGHTS else sorted(_external())
-        reader = next(
-            (b for b in map(get_backend, candidates) if p.suffix in b.foreign_weight_suffixes),
-            None,
-        )
-        if reader is None:
-            raise weights.WeightError(f"{p}: unknown weights format {p.suffix!r} (use .npz, .safetensors or .h5)")
+        reader = _weights_reader(p, backend)
         if not p.is_file():
             raise weights.WeightError(f"{p}: no such weights file")
         w = reader.read_foreign_weights(p, graph)
     weights.check(graph, w, origin=str(p))
     return w
+
+
+def _weights_reader(p: Path, backend: Backend | None) -> Backend:
+    """The backend that reads a framework weights file: ``backend`` when it declares the suffix,
+    else the built-in that does (FOREIGN_WEIGHTS), else the first plug-in that does."""
+    from archcompiler import weights
+
+    if backend is not None and p.suffix in backend.foreign_weight_suffixes:
+        return backend
+    candidates = [FOREIGN_WEIGHTS[p.suffix]] if p.suffix in FOREIGN_WEIGHTS else sorted(_external())
+    reader = next((b for b in map(get_backend, candidates) if p.suffix in b.foreign_weight_suffixes), None)
+    if reader is None:
+        raise weights.WeightError(f"{p}: unknown weights format {p.suffix!r} (use .npz, .safetensors or .h5)")
+    return reader

@@ -130,22 +130,10 @@ def as_expr(v: Any) -> Expr | None:
         return v
     if not is_expression(v):
         return None
-    expr = _PARSED.get(v)
-    if expr is not None:
-        return expr
     try:
-        expr = Expr(v)
+        return Expr(v)
     except ExprError as exc:
         raise PydanticCustomError("expression", "{detail}", {"detail": exc.describe(v)}) from None
-    if len(_PARSED) >= 4096:
-        _PARSED.clear()
-    _PARSED[v] = expr
-    return expr
-
-
-_PARSED: dict[str, Expr] = {}
-"""Expression text -> its parse (an Expr is never changed after parsing, so one can be shared;
-a spec repeats the same few expressions, and every load parses them again)."""
 
 
 def _check_ident(v: Any, what: str) -> str:
@@ -161,29 +149,8 @@ def _check_ident(v: Any, what: str) -> str:
     return v
 
 
-_ACCEPTED: dict[str, set[str]] = {"identifier": set(), "name": set()}
-"""Strings each of :func:`_identifier` and :func:`_name_template` accepted: both are pure
-checks of the text, and a spec repeats its names and templates in every load."""
-
-
-def _remember(kind: str, v: str) -> str:
-    accepted = _ACCEPTED[kind]
-    if len(accepted) >= 4096:
-        accepted.clear()
-    accepted.add(v)
-    return v
-
-
 def _identifier(v: Any) -> str:
-    if type(v) is str and v in _ACCEPTED["identifier"]:
-        return v
-    return _remember("identifier", _check_ident(v, "an identifier"))
-
-
-def _name_template(v: Any) -> str:
-    if type(v) is str and v in _ACCEPTED["name"]:
-        return v
-    return _remember("name", _check_name_template(v))
+    return _check_ident(v, "an identifier")
 
 
 def _check_name_template(v: Any) -> str:
@@ -378,7 +345,7 @@ Identifier = Annotated[
     str, PlainValidator(_identifier), WithJsonSchema({"type": "string", "pattern": IDENT_RE.pattern})
 ]
 NameTemplate = Annotated[
-    str, PlainValidator(_name_template), WithJsonSchema({"type": "string", "pattern": NAME_TEMPLATE_RE.pattern})
+    str, PlainValidator(_check_name_template), WithJsonSchema({"type": "string", "pattern": NAME_TEMPLATE_RE.pattern})
 ]
 PositiveInt = Annotated[int, Field(gt=0)]
 Epsilon = Annotated[float, Field(ge=EPSILON_RANGE[0], le=EPSILON_RANGE[1])]

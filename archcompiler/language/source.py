@@ -150,21 +150,6 @@ def _int(text: str) -> int:
     raise _ScalarError(f"integer out of range (more than 64 bits; got {short_repr(text, 30)})")
 
 
-_SCALARS: dict[str, Any] = {}
-"""Plain scalar text -> its value (a pure function of the text, and every value is immutable):
-a spec repeats a few words and numbers (``conv``, ``3``, ``true``) hundreds of times."""
-
-
-def _cached_scalar(text: str) -> Any:
-    value = _SCALARS.get(text, _SCALARS)
-    if value is _SCALARS:
-        value = _plain_scalar(text)
-        if len(_SCALARS) >= 4096:
-            _SCALARS.clear()
-        _SCALARS[text] = value
-    return value
-
-
 def _plain_scalar(text: str) -> Any:
     if _NULL.fullmatch(text):
         return None
@@ -259,7 +244,7 @@ class _Builder:
                 # a plain scalar resolves by the YAML 1.2 core schema; an explicit standard tag
                 # such as !!int "3" is honoured through the same rules
                 try:
-                    return _cached_scalar(node.value)
+                    return _plain_scalar(node.value)
                 except _ScalarError as exc:
                     raise self._err(node, path, str(exc)) from None
             return node.value
@@ -275,10 +260,9 @@ class _Builder:
         if self.libyaml and node.flow_style:
             _check_flow(node)
         if isinstance(node, yaml.SequenceNode):
-            return [self._item(item, (*path, i), depth + 1) for i, item in enumerate(node.value)]
+            return [self.build(item, (*path, i), depth + 1) for i, item in enumerate(node.value)]
         if isinstance(node, yaml.MappingNode):
             out: dict[str, Any] = {}
-            key_positions = self.key_positions
             for key_node, value_node in node.value:
                 if not isinstance(key_node, yaml.ScalarNode):
                     raise self._err(key_node, path, "mapping keys must be plain names")
@@ -293,29 +277,10 @@ class _Builder:
                 if key in out:
                     raise self._err(key_node, key_path, f"duplicate key {key!r}")
                 mark = key_node.start_mark
-                key_positions[key_path] = (mark.line + 1, mark.column + 1)
-                out[key] = self._item(value_node, key_path, depth + 1)
+                self.key_positions[key_path] = (mark.line + 1, mark.column + 1)
+                out[key] = self.build(value_node, key_path, depth + 1)
             return out
         raise self._err(node, path, "unsupported YAML node")  # pragma: no cover
-
-    def _item(self, node: yaml.Node, path: PathT, depth: int) -> Any:
-        """:meth:`build` of a collection's item, with the common case inline: a plain scalar
-        (most of a spec) whose value :data:`_SCALARS` already holds."""
-        if (
-            type(node) is yaml.ScalarNode
-            and not node.style
-            and node.value
-            and depth <= MAX_DEPTH
-            and self.count < MAX_VALUES
-            and node.tag in _STANDARD_TAGS
-        ):
-            value = _SCALARS.get(node.value, _SCALARS)
-            if value is not _SCALARS:
-                self.count += 1
-                mark = node.start_mark
-                self.positions[path] = (mark.line + 1, mark.column + 1)
-                return value
-        return self.build(node, path, depth)
 
 
 def _check_flow(node: yaml.Node) -> None:
@@ -337,41 +302,15 @@ def _is_null(node: yaml.Node) -> bool:
     )
 
 
-_TAGS: dict[tuple[type, Any, Any], str] = {}
-
-
-class _MemoResolver(Resolver):
-    """PyYAML's safe resolver, remembering each node's tag: without path resolvers a tag is a
-    pure function of the node's kind, text and implicitness, and resolving runs regexes in
-    Python for every one of a spec's hundreds of scalars. The composers call the resolver for
-    every node, so the path tracking (for path resolvers, of which this class has none) is
-    skipped too."""
-
-    def resolve(self, kind: type, value: Any, implicit: Any) -> str:
-        key = (kind, value, implicit)
-        tag = _TAGS.get(key)
-        if tag is None:
-            tag = super().resolve(kind, value, implicit)
-            if len(_TAGS) >= 4096:
-                _TAGS.clear()
-            _TAGS[key] = tag
-        return tag
-
-    def descend_resolver(self, current_node: Any, current_index: Any) -> None:
-        """Nothing to track: there are no path resolvers (Resolver returns at once then too)."""
-
-    def ascend_resolver(self) -> None:
-        """Nothing to track (see :meth:`descend_resolver`)."""
-
-
-assert not _MemoResolver.yaml_path_resolvers, "path resolvers need descend_resolver and ascend_resolver"
+class _Resolver(Resolver):
+    """PyYAML's safe resolver without timestamps (below)."""
 
 
 # YAML 1.2's core schema has no timestamps: a plain ``2001-12-14`` is a string, as ``no`` is.
 # PyYAML (YAML 1.1) would tag it ``timestamp``, which the builder refuses as a tag. Dropping
 # that implicit resolver makes it a plain string for every loader (libyaml resolves through
 # this same Python resolver); an explicit ``!!timestamp`` is still refused as a tag.
-_MemoResolver.yaml_implicit_resolvers = {
+_Resolver.yaml_implicit_resolvers = {
     first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
     for first, resolvers in Resolver.yaml_implicit_resolvers.items()
 }
@@ -409,7 +348,7 @@ class _Bounded(Composer):
             self.depth -= 1
 
 
-class _BoundedLoader(_Bounded, _MemoResolver, yaml.SafeLoader):
+class _BoundedLoader(_Bounded, _Resolver, yaml.SafeLoader):
     """The pure-Python reader, scanner and parser: the reference, and the one that words errors."""
 
     def __init__(self, text: str, file: str) -> None:
@@ -436,14 +375,14 @@ _INDICATORS = "[{-:?,."
 
 if _CParser is not None:
 
-    class _CLoader(_CParser, _MemoResolver):  # type: ignore[misc, valid-type]
+    class _CLoader(_CParser, _Resolver):  # type: ignore[misc, valid-type]
         """libyaml's scanner, parser and composer, with the safe loader's tag resolver."""
 
         def __init__(self, text: str, file: str) -> None:
             _CParser.__init__(self, text)
             Resolver.__init__(self)
 
-    class _BoundedCLoader(_Bounded, _CParser, _MemoResolver):  # type: ignore[misc, valid-type]
+    class _BoundedCLoader(_Bounded, _CParser, _Resolver):  # type: ignore[misc, valid-type]
         """libyaml's scanner and parser under the bounded Python composer."""
 
         def __init__(self, text: str, file: str) -> None:
@@ -589,11 +528,7 @@ def read_bytes_bounded(path: str | Path, limit: int = MAX_SPEC_BYTES) -> bytes:
             now = os.fstat(fh.fileno())
             if not stat.S_ISREG(now.st_mode):
                 raise SpecError(f"is {file_kind(now.st_mode)}, not a spec file", file=name)
-            # what fh.read(limit + 1) reads, without a buffer of limit + 1 bytes for a small
-            # file: its size and one byte more, then (only if it grew) on up to limit + 1
-            raw = fh.read(min(now.st_size, limit) + 1)
-            if len(raw) > now.st_size:
-                raw += fh.read(limit + 1 - len(raw))
+            raw = fh.read(limit + 1)
     except FileNotFoundError:
         raise SpecError("no such file", file=name) from None
     except IsADirectoryError:

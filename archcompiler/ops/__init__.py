@@ -23,7 +23,6 @@ from archcompiler.ops.base import (
     Span,
     WeightSpec,
     absmax,
-    fast_init,
     make_divisible,
     same_padding,
 )
@@ -59,9 +58,6 @@ BUILTIN_NODE_TYPES: tuple[type[Node], ...] = (
 NODE_TYPES: tuple[type[Node], ...] = registered((*BUILTIN_NODE_TYPES, *plugin_ops()))
 """Every IR op, the built-in ones and then those of installed plug-ins (registry.plugin_ops).
 A backend without a handler for one refuses it by name (UnsupportedOpError)."""
-
-for _t in NODE_TYPES:
-    fast_init(_t)  # lowering makes one node per layer: fill __dict__, not object.__setattr__
 
 IR_OPS: frozenset[str] = frozenset(t.op for t in NODE_TYPES)
 BUILTIN_OPS: frozenset[str] = frozenset(t.op for t in BUILTIN_NODE_TYPES)

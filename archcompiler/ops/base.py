@@ -25,11 +25,10 @@ Nothing here imports a framework (numpy only inside :meth:`Node.parity_bound`).
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 if TYPE_CHECKING:
     import numpy as np
@@ -41,7 +40,6 @@ Shape = tuple[int, ...]
 Pad4 = tuple[int, int, int, int]
 """Explicit padding: (top, bottom, left, right)."""
 Pair = tuple[int, int]
-T = TypeVar("T")
 
 
 class OpError(ValueError):
@@ -49,43 +47,6 @@ class OpError(ValueError):
     adds the spec entry's, Graph the node's name."""
 
 
-def fast_init(cls: type[T]) -> type[T]:
-    """Give a frozen dataclass (without slots) an ``__init__`` that fills ``__dict__`` directly.
-
-    The generated ``__init__`` of a frozen dataclass sets each field through
-    ``object.__setattr__``; lowering makes a node, a span and an entry per layer, and that
-    costs it about 1 us each (MobileNet: 84 layers). This one has the same signature, defaults
-    and result, and is made from the dataclass's own fields, so it cannot drift from them
-    (tests/ops/test_ops.py compares both on every type it is applied to)."""
-    fields = dataclasses.fields(cls)  # type: ignore[arg-type]
-    if hasattr(cls, "__slots__") or any(not f.init for f in fields):
-        raise TypeError(f"fast_init: {cls.__name__} has slots or non-init fields")
-    globs: dict[str, Any] = {"MISSING": dataclasses.MISSING}
-    positional, keyword, body = [], [], []
-    for f in fields:
-        if f.default is not dataclasses.MISSING:
-            globs[f"_d_{f.name}"] = f.default
-            param = f"{f.name}=_d_{f.name}"
-        elif f.default_factory is not dataclasses.MISSING:
-            globs[f"_f_{f.name}"] = f.default_factory
-            param = f"{f.name}=MISSING"
-            body.append(f" if {f.name} is MISSING: {f.name} = _f_{f.name}()")
-        else:
-            param = f.name
-        (keyword if f.kw_only else positional).append(param)
-        body.append(f" d[{f.name!r}] = {f.name}")
-    params = ", ".join(["self", *positional, *(["*", *keyword] if keyword else [])])
-    post = " self.__post_init__()\n" if hasattr(cls, "__post_init__") else ""
-    code = f"def __init__({params}):\n d = self.__dict__\n" + "\n".join(body) + "\n" + post
-    exec(code, globs)  # the text above, made from the class's own field names
-    init = globs["__init__"]
-    init.__qualname__ = f"{cls.__qualname__}.__init__"
-    init.__doc__ = "Set every field (see :func:`fast_init`)."
-    cls.__init__ = init  # type: ignore[misc]
-    return cls
-
-
-@fast_init
 @dataclass(frozen=True)
 class Span:
     """Where in the spec a node came from, so lowering errors can point at it, and which
@@ -108,7 +69,6 @@ class Span:
         return f"{self.file}:{self.line}:{self.col}: {self.path}"
 
 
-@fast_init
 @dataclass(frozen=True)
 class RawCost:
     """Convention-free counts of one node, from which every convention is derived (cost.py)."""
@@ -193,7 +153,6 @@ def abs64(a: np.ndarray) -> np.ndarray:
     return np.abs(np.asarray(a, dtype=np.float64))
 
 
-@fast_init
 @dataclass(frozen=True)
 class LowerContext:
     """What lowering knows besides the layer itself: the spec's defaults and width rule."""

@@ -621,7 +621,7 @@ def test_the_api_raises_documented_errors(case: str, net: archc.Compiled) -> Non
     assert message in one_line(str(info.value)), str(info.value)
 
 
-def test_weights_and_folders_are_checked_before_any_build(net: archc.Compiled) -> None:
+def test_weights_and_folders_are_checked_before_any_build(net: archc.Compiled, tmp_path: Path) -> None:
     class Unbuildable(Backend):  # a backend that fails the test if anything reaches it
         name = "unbuildable"
         handlers: ClassVar[dict[str, Any]] = {}
@@ -631,7 +631,9 @@ def test_weights_and_folders_are_checked_before_any_build(net: archc.Compiled) -
 
     b = Unbuildable()
     for call, error, message in [
-        (lambda: net.build(b, weights={"conv1.kernel": "x"}), None, None),
+        (lambda: net.build(b, weights={"conv1.kernel": "x"}), WeightError, "tensor 'conv1.kernel' is a str"),
+        (lambda: net.build_to(b, tmp_path / "o", weights=tmp_path / "none.npz"), WeightError, "none.npz"),
+        (lambda: net.build_to(b, tmp_path / "o", weights={"conv1.kernel": 1}), WeightError, "'conv1.kernel'"),
         (lambda: net.build(b, weights=123), WeightError, "weights: expected a weights file name or a mapping"),
         (lambda: net.build(b, optimize="yes"), BackendError, "optimize: expected True or False, got 'yes'"),
         (lambda: net.build_to(b, 123), OutputError, "out_dir: expected a folder name, got int 123"),
@@ -639,8 +641,6 @@ def test_weights_and_folders_are_checked_before_any_build(net: archc.Compiled) -
         (lambda: net.generate_to(b, None), OutputError, "out_dir: expected a folder name, got NoneType None"),
         (lambda: net.save(object(), b, 123), OutputError, "out_dir: expected a folder name, got int 123"),
     ]:
-        if error is None:  # a mapping is read when the weights are loaded, after the build
-            continue
         with pytest.raises(error) as info:
             call()  # type: ignore[no-untyped-call]
         assert message in one_line(str(info.value)), str(info.value)

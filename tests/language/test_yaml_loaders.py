@@ -191,3 +191,10 @@ def test_without_libyaml_the_python_loader_reads(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(source, "_CParser", None)
     text = TEXTS["mobilenet.yaml"]
     assert source.parse_text(text, "t.yaml") == source._parse(text, "t.yaml", "python")
+
+
+def test_scalars_keep_their_types() -> None:
+    # YAML 1.2 core schema (https://yaml.org/spec/1.2.2/#1032-tag-resolution)
+    data = source.parse_text("a: 1\nb: '1'\nc: 1.0\nd: true\ne: -0.0\nf: 0.0\ng: ~\n").data
+    assert [type(v) for v in data.values()] == [int, str, float, bool, float, float, type(None)]
+    assert str(data["e"]) == "-0.0" and str(data["f"]) == "0.0"
