@@ -1,6 +1,172 @@
-"""Test-wide configuration: the hypothesis profile of tests/e2e/test_properties.py (nothing else)."""
+"""Test-wide configuration: framework markers that select what they say, and a guard that proves it.
+
+A test that needs a framework carries its marker (``torch``, ``keras``, ``onnx``, ``tflite``):
+by hand (``pytestmark`` or a decorator), or here, from a fixture it requests (FIXTURE_MARKS) or
+a parameter that names a backend (``"torch"``, ``"tflite"``...). The guard installed here then
+holds every test to its markers: importing a framework while collecting, or while running a test
+not marked for it, fails that test with the marker to add. It sees the first import in each
+process, so the tests that need no framework run first (in each xdist worker too): every one of
+them runs before any framework is loaded, and ``pytest -m "not torch"`` never loads torch.
+
+Framework-free test modules therefore stay framework-free at collection; backend test modules
+bind frameworks through :func:`helpers.framework`, which imports on first use.
+
+Two more process-wide rules: torch is imported before TensorFlow (the other order can crash;
+docs/DESIGN.md), and hypothesis uses the ``archc`` profile (tests/e2e/test_properties.py).
+"""
 
 from __future__ import annotations
+
+import contextlib
+import importlib
+import importlib.abc
+import importlib.machinery
+import sys
+import traceback
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+# marker -> the top-level modules it stands for
+FRAMEWORKS: dict[str, tuple[str, ...]] = {
+    "torch": ("torch", "torchvision"),
+    "keras": ("tensorflow", "keras", "tf_keras"),
+    "onnx": ("onnx", "onnxruntime"),
+    "tflite": ("ai_edge_litert", "tflite_runtime"),
+}
+MARKER_OF = {module: marker for marker, modules in FRAMEWORKS.items() for module in modules}
+# backend name -> the markers a test that runs it needs (TFLite converts archc's Keras build)
+BACKEND_MARKS: dict[str, tuple[str, ...]] = {
+    "torch": ("torch",),
+    "keras": ("keras",),
+    "onnx": ("onnx",),
+    "tflite": ("tflite", "keras"),
+}
+# shared fixtures that hand a test a framework's backend, by name
+FIXTURE_MARKS: dict[str, tuple[str, ...]] = {
+    "torch_backend": ("torch",),
+    "keras_backend": ("keras",),
+    "onnx_backend": ("onnx",),
+    "tflite_backend": ("tflite", "keras"),
+}
+
+
+def framework_marks(item: pytest.Item) -> set[str]:
+    """The framework markers ``item`` carries (its own, its class's and its module's)."""
+    return {m.name for m in item.iter_markers() if m.name in FRAMEWORKS}
+
+
+def _test_line() -> str:
+    """Where the import came from: the innermost line of a test module (or "")."""
+    here = Path(__file__).parent
+    for frame in reversed(traceback.extract_stack()):
+        path = Path(frame.filename)
+        if path.is_relative_to(here) and path.name not in ("conftest.py", "helpers.py"):
+            return f" (at {path.relative_to(here.parent)}:{frame.lineno})"
+    return ""
+
+
+class _Refused(importlib.abc.Loader):
+    """Stands in for a framework's loader where importing it breaks the rule: fails the test."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType | None:
+        return None
+
+    def exec_module(self, module: ModuleType) -> None:
+        # pytest's Failed is a BaseException: no `except ImportError` (importorskip, a backend's
+        # "is it installed" probe) can turn the broken rule into a skip or a silent fallback
+        pytest.fail(self.message, pytrace=False)
+
+
+class FrameworkGuard(importlib.abc.MetaPathFinder):
+    """Refuses a framework import that the running test (or collection) did not declare; loads
+    torch before TensorFlow. Only first imports pass through a finder, hence the test order."""
+
+    def __init__(self) -> None:
+        self.allowed: set[str] | None = None  # None: not inside a test or collection (no rule)
+        self.doing = ""
+
+    @contextlib.contextmanager
+    def active(self, doing: str, allowed: set[str]) -> Iterator[None]:
+        saved = self.allowed, self.doing
+        self.allowed, self.doing = allowed, doing
+        try:
+            yield
+        finally:
+            self.allowed, self.doing = saved
+
+    def may_import(self, marker: str) -> bool:
+        return self.allowed is None or marker in self.allowed
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        if fullname in ("tensorflow", "keras") and "torch" not in sys.modules and self.may_import("keras"):
+            with self.active("", set(FRAMEWORKS)), contextlib.suppress(ImportError):
+                importlib.import_module("torch")  # torch first, whoever asks for TensorFlow
+        marker = MARKER_OF.get(fullname)
+        if marker is None or self.may_import(marker):
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        if spec is None:
+            return None  # not installed: the import fails as usual (a probe answers "missing")
+        where = _test_line()
+        message = (
+            f"{self.doing} imports {fullname}{where}: mark it @pytest.mark.{marker}"
+            if self.doing.startswith("test")
+            else f"{self.doing} imports {fullname}{where}: bind it with helpers.framework() or import it in the test"
+        )
+        spec.loader = _Refused(message)
+        return spec
+
+
+GUARD = FrameworkGuard()
+sys.meta_path.insert(0, GUARD)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for marker, modules in FRAMEWORKS.items():
+        config.addinivalue_line("markers", f"{marker}: needs {', '.join(modules)} (tests/conftest.py checks it)")
+
+
+def _marks_from_parameters(item: pytest.Item) -> set[str]:
+    callspec = getattr(item, "callspec", None)
+    values = callspec.params.values() if callspec is not None else ()
+    return {m for v in values if isinstance(v, str) for m in BACKEND_MARKS.get(v, ())}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Marks from fixtures and backend-name parameters, then framework-free tests first (then torch,
+    ONNX, TensorFlow), so that the guard sees each test's first framework import."""
+    for item in items:
+        needed = _marks_from_parameters(item)
+        for fixture in getattr(item, "fixturenames", ()):
+            needed.update(FIXTURE_MARKS.get(fixture, ()))
+        for marker in sorted(needed - framework_marks(item)):
+            item.add_marker(marker)
+    order = ("torch", "onnx", "keras", "tflite")
+    items.sort(key=lambda item: max((order.index(m) + 1 for m in framework_marks(item)), default=0))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector) -> object:
+    """A test module's code runs here (when pytest first asks for its tests): no framework."""
+    if not isinstance(collector, pytest.Module):
+        return (yield)
+    with GUARD.active(f"collecting {collector.nodeid}", set()):
+        return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> object:
+    with GUARD.active(f"test {item.nodeid}", framework_marks(item)):
+        return (yield)
+
 
 try:
     from hypothesis import settings

@@ -1,9 +1,14 @@
-"""What several test modules share: the repository's paths, the paper's numbers (docs/NUMBERS.md)
-and running the command line in-process. tests/ is on sys.path (tests/conftest.py's folder)."""
+"""What several test modules share: the repository's paths, the paper's numbers (docs/NUMBERS.md),
+running the command line in-process, and binding a framework without importing it at collection.
+tests/ is on sys.path (tests/conftest.py's folder)."""
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
+import types
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -40,3 +45,21 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     code = main(list(argv))
     out, err = capsys.readouterr()
     return code, out, err
+
+
+class _Deferred(types.ModuleType):
+    """A module name bound now and imported at first attribute use (by a test, not by collection)."""
+
+    def __getattr__(self, attr: str) -> Any:
+        if attr.startswith("_"):  # pytest probing module globals while collecting (__test__, ...)
+            raise AttributeError(attr)
+        return getattr(importlib.import_module(self.__name__), attr)
+
+
+def framework(name: str) -> Any:
+    """``torch = framework("torch")`` at a test module's top: skips the module when the package is
+    not installed (like pytest.importorskip) but imports it only when a test first uses it, so
+    collecting the suite loads no framework (tests/conftest.py refuses that, and checks markers)."""
+    if importlib.util.find_spec(name.partition(".")[0]) is None:
+        pytest.skip(f"{name.partition('.')[0]} is not installed", allow_module_level=True)
+    return _Deferred(name)

@@ -14,16 +14,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import framework
 
-torch = pytest.importorskip("torch")  # before TensorFlow (DESIGN.md pitfalls)
-pytest.importorskip("tensorflow")
+import archcompiler as a
+from archcompiler import ir
+from archcompiler import weights as W
+from archcompiler.kit.registry import BackendError, get_backend
+from archcompiler.parity.inference import parity
+from archcompiler.tools.cli import main
 
-import archcompiler as a  # noqa: E402
-from archcompiler import ir  # noqa: E402
-from archcompiler import weights as W  # noqa: E402
-from archcompiler.kit.registry import BackendError, get_backend  # noqa: E402
-from archcompiler.parity.inference import parity  # noqa: E402
-from archcompiler.tools.cli import main  # noqa: E402
+torch = framework("torch")
+framework("tensorflow")
 
 pytestmark = pytest.mark.keras
 

@@ -15,14 +15,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import framework
 
-torch = pytest.importorskip("torch")
+import archcompiler as a
+from archcompiler import ir
+from archcompiler import weights as W
+from archcompiler.kit.registry import BackendError, UnsupportedOpError, get_backend
+from archcompiler.weights import WeightError
 
-import archcompiler as a  # noqa: E402
-from archcompiler import ir  # noqa: E402
-from archcompiler import weights as W  # noqa: E402
-from archcompiler.kit.registry import BackendError, UnsupportedOpError, get_backend  # noqa: E402
-from archcompiler.weights import WeightError  # noqa: E402
+torch = framework("torch")
 
 pytestmark = pytest.mark.torch
 

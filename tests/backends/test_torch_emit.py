@@ -19,13 +19,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
 pytest.importorskip("jinja2")
 
-import archcompiler as a  # noqa: E402
-from archcompiler import ir  # noqa: E402
-from archcompiler import weights as W  # noqa: E402
-from archcompiler.kit.registry import BackendError, UnsupportedOpError, get_backend  # noqa: E402
+from helpers import framework
+
+import archcompiler as a
+from archcompiler import ir
+from archcompiler import weights as W
+from archcompiler.kit.registry import BackendError, UnsupportedOpError, get_backend
+
+torch = framework("torch")
 
 pytestmark = pytest.mark.torch
 

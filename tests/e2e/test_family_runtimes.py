@@ -6,11 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-pytest.importorskip("torch")  # before tensorflow: the other order can crash (docs/DESIGN.md)
-pytest.importorskip("onnxruntime")
+from helpers import framework
 
 import archcompiler as a
+
+framework("torch")
+framework("onnxruntime")
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.slow, pytest.mark.torch, pytest.mark.keras]

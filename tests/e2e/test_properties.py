@@ -21,18 +21,20 @@ from typing import Any
 
 import pytest
 
-torch = pytest.importorskip("torch")  # torch before tensorflow in one process (docs/DESIGN.md)
 pytest.importorskip("hypothesis")
 
-import numpy as np  # noqa: E402
-from hypothesis import HealthCheck, assume, example, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-from strategies import SpecCase, dump, valid_specs  # noqa: E402
+import numpy as np
+from helpers import framework
+from hypothesis import HealthCheck, assume, example, given, settings
+from hypothesis import strategies as st
+from strategies import SpecCase, dump, valid_specs
 
-import archcompiler as a  # noqa: E402
-from archcompiler import SpecError, ir  # noqa: E402
-from archcompiler import weights as W  # noqa: E402
-from archcompiler.tools import cli  # noqa: E402
+import archcompiler as a
+from archcompiler import SpecError, ir
+from archcompiler import weights as W
+from archcompiler.tools import cli
+
+torch = framework("torch")
 
 FAST = settings(max_examples=50, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 SLOW = settings(

@@ -19,19 +19,19 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import pytest
+from helpers import framework
 
-torch = pytest.importorskip("torch")  # torch before tensorflow in one process (docs/DESIGN.md)
-tf = pytest.importorskip("tensorflow")
+import archcompiler as a
+from archcompiler import weights
+from archcompiler.kit.registry import BackendError, get_backend
+from archcompiler.parity.report import TrainingReport, render_training
+from archcompiler.parity.training import train_parity
+from archcompiler.tools.cli import main
 
-import numpy as np  # noqa: E402
-
-import archcompiler as a  # noqa: E402
-from archcompiler import weights  # noqa: E402
-from archcompiler.kit.registry import BackendError, get_backend  # noqa: E402
-from archcompiler.parity.report import TrainingReport, render_training  # noqa: E402
-from archcompiler.parity.training import train_parity  # noqa: E402
-from archcompiler.tools.cli import main  # noqa: E402
+torch = framework("torch")
+tf = framework("tensorflow")
 
 pytestmark = [pytest.mark.torch, pytest.mark.keras]
 

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
+from helpers import framework
 
-torch = pytest.importorskip("torch")  # before tensorflow (docs/DESIGN.md pitfalls)
-keras = pytest.importorskip("keras")
+import archcompiler as a
+from archcompiler.kit.registry import get_backend, read_weights
 
-import numpy as np  # noqa: E402
-
-import archcompiler as a  # noqa: E402
-from archcompiler.kit.registry import get_backend, read_weights  # noqa: E402
+torch = framework("torch")
+keras = framework("keras")
 
 pytestmark = [pytest.mark.torch, pytest.mark.keras]
 

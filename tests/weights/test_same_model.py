@@ -17,14 +17,15 @@ from typing import Any
 
 import numpy as np
 import pytest
+from helpers import framework
 
-torch = pytest.importorskip("torch")  # before TensorFlow in one process (docs/DESIGN.md)
-ort = pytest.importorskip("onnxruntime")
+import archcompiler as a
+from archcompiler import weights as W
+from archcompiler.kit.registry import get_backend
+from archcompiler.tools.cli import main
 
-import archcompiler as a  # noqa: E402
-from archcompiler import weights as W  # noqa: E402
-from archcompiler.kit.registry import get_backend  # noqa: E402
-from archcompiler.tools.cli import main  # noqa: E402
+torch = framework("torch")
+ort = framework("onnxruntime")
 
 pytestmark = pytest.mark.torch
 
