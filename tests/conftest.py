@@ -58,13 +58,13 @@ def framework_marks(item: pytest.Item) -> set[str]:
     return {m.name for m in item.iter_markers() if m.name in FRAMEWORKS}
 
 
-def _test_line() -> str:
+def _test_line(root: Path) -> str:
     """Where the import came from: the innermost line of a test module (or "")."""
     here = Path(__file__).parent
     for frame in reversed(traceback.extract_stack()):
         path = Path(frame.filename)
         if path.is_relative_to(here) and path.name not in ("conftest.py", "helpers.py"):
-            return f" (at {path.relative_to(here.parent)}:{frame.lineno})"
+            return f" (at {path.relative_to(root) if path.is_relative_to(root) else path}:{frame.lineno})"
     return ""
 
 
@@ -90,6 +90,7 @@ class FrameworkGuard(importlib.abc.MetaPathFinder):
     def __init__(self) -> None:
         self.allowed: set[str] | None = None  # None: not inside a test or collection (no rule)
         self.doing = ""
+        self.root = Path.cwd()  # pytest's rootdir, once configured
 
     @contextlib.contextmanager
     def active(self, doing: str, allowed: set[str]) -> Iterator[None]:
@@ -115,7 +116,7 @@ class FrameworkGuard(importlib.abc.MetaPathFinder):
         spec = importlib.machinery.PathFinder.find_spec(fullname, path)
         if spec is None:
             return None  # not installed: the import fails as usual (a probe answers "missing")
-        where = _test_line()
+        where = _test_line(self.root)
         message = (
             f"{self.doing} imports {fullname}{where}: mark it @pytest.mark.{marker}"
             if self.doing.startswith("test")
@@ -130,8 +131,7 @@ sys.meta_path.insert(0, GUARD)
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    for marker, modules in FRAMEWORKS.items():
-        config.addinivalue_line("markers", f"{marker}: needs {', '.join(modules)} (tests/conftest.py checks it)")
+    GUARD.root = config.rootpath
 
 
 def _marks_from_parameters(item: pytest.Item) -> set[str]:

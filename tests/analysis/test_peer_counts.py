@@ -19,6 +19,8 @@ from helpers import framework
 
 import archcompiler
 
+pytestmark = pytest.mark.torch
+
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))  # reference_mobilenet, imported in the fixture (it loads torch)
 

@@ -27,6 +27,8 @@ from archcompiler.weights import WeightError
 onnx = framework("onnx")
 ort = framework("onnxruntime")
 
+pytestmark = pytest.mark.onnx
+
 REPO = Path(__file__).resolve().parents[2]
 PAPER = str(REPO / "specs/mobilenet.yaml")
 KERAS = str(REPO / "specs/mobilenet_keras.yaml")

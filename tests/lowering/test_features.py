@@ -271,6 +271,7 @@ def test_keras_built_and_generated_models_return_the_list() -> None:
             np.testing.assert_allclose(np.asarray(g), t.numpy().transpose(0, 2, 3, 1), atol=1e-4)
 
 
+@pytest.mark.onnx
 def test_onnx_outputs_are_named_after_their_layers() -> None:
     ort = pytest.importorskip("onnxruntime")
 
