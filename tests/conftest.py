@@ -4,9 +4,11 @@ A test that needs a framework carries its marker (``torch``, ``keras``, ``onnx``
 by hand (``pytestmark`` or a decorator), or here, from a fixture it requests (FIXTURE_MARKS) or
 a parameter that names a backend (``"torch"``, ``"tflite"``...). The guard installed here then
 holds every test to its markers: importing a framework while collecting, or while running a test
-not marked for it, fails that test with the marker to add. It sees the first import in each
-process, so the tests that need no framework run first (in each xdist worker too): every one of
-them runs before any framework is loaded, and ``pytest -m "not torch"`` never loads torch.
+not marked for it, fails that test with the marker to add; so does a process the test starts
+(archc in a subprocess) that imports one (guard/sitecustomize.py reports it). In this process it
+sees first imports only, so the tests that need no framework run first (then ONNX, torch,
+TensorFlow; in each xdist worker too): every one of them runs before any framework is loaded,
+and ``pytest -m "not torch"`` never loads torch. tests/test_markers.py checks all of this.
 
 Framework-free test modules therefore stay framework-free at collection; backend test modules
 bind frameworks through :func:`helpers.framework`, which imports on first use.
@@ -21,7 +23,9 @@ import contextlib
 import importlib
 import importlib.abc
 import importlib.machinery
+import os
 import sys
+import tempfile
 import traceback
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -141,15 +145,15 @@ def _marks_from_parameters(item: pytest.Item) -> set[str]:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Marks from fixtures and backend-name parameters, then framework-free tests first (then torch,
-    ONNX, TensorFlow), so that the guard sees each test's first framework import."""
+    """Marks from fixtures and backend-name parameters, then framework-free tests first (then ONNX,
+    torch, TensorFlow), so that the guard sees each test's first framework import."""
     for item in items:
         needed = _marks_from_parameters(item)
         for fixture in getattr(item, "fixturenames", ()):
             needed.update(FIXTURE_MARKS.get(fixture, ()))
         for marker in sorted(needed - framework_marks(item)):
             item.add_marker(marker)
-    order = ("torch", "onnx", "keras", "tflite")
+    order = ("onnx", "torch", "keras", "tflite")  # ONNX tests often check against torch: first
     items.sort(key=lambda item: max((order.index(m) + 1 for m in framework_marks(item)), default=0))
 
 
@@ -164,8 +168,54 @@ def pytest_make_collect_report(collector: pytest.Collector) -> object:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> object:
-    with GUARD.active(f"test {item.nodeid}", framework_marks(item)):
+    with GUARD.active(f"test {item.nodeid}", framework_marks(item)), _children_watched(item):
         return (yield)
+
+
+CHILD_GUARD = Path(__file__).parent / "guard"  # its sitecustomize.py reports what a child imported
+
+
+@contextlib.contextmanager
+def _children_watched(item: pytest.Item) -> Iterator[None]:
+    """The processes ``item`` starts (with the environment it inherits) report the framework
+    modules they imported that ``item`` is not marked for, in a log read after the test's call."""
+    allowed = framework_marks(item)
+    refused = [m for marker, modules in FRAMEWORKS.items() if marker not in allowed for m in modules]
+    fd, log = tempfile.mkstemp(prefix="archc-guard-", suffix=".log")
+    os.close(fd)
+    saved = {k: os.environ.get(k) for k in ("PYTHONPATH", "ARCHC_TEST_REFUSED", "ARCHC_TEST_GUARD_LOG")}
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(CHILD_GUARD), saved["PYTHONPATH"]]))
+    os.environ["ARCHC_TEST_REFUSED"] = ",".join(refused)
+    os.environ["ARCHC_TEST_GUARD_LOG"] = log
+    item.stash[_CHILD_LOG] = log
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        os.unlink(log)
+
+
+_CHILD_LOG = pytest.StashKey[str]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> object:
+    result = yield
+    log = Path(item.stash[_CHILD_LOG])
+    lines = log.read_text(encoding="utf-8").splitlines() if log.exists() else []
+    if lines:
+        modules, command = lines[0].split("\t", 1)
+        markers = sorted({MARKER_OF[m] for line in lines for m in line.split("\t")[0].split(",")})
+        pytest.fail(
+            f"a process this test started imported {modules} ({command}): mark it "
+            + " ".join(f"@pytest.mark.{m}" for m in markers),
+            pytrace=False,
+        )
+    return result
 
 
 try:

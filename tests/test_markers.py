@@ -72,13 +72,26 @@ SCRATCH = {
             find_spec("torch")  # what backends/tflite asks before importing: answers, imports nothing
             assert "torch" not in sys.modules
         """,
+    "test_child.py": """
+        import subprocess
+        import sys
+        from importlib.util import find_spec
+
+        import pytest
+
+        def test_unmarked_child():
+            if find_spec("ai_edge_litert") is None:
+                pytest.skip("LiteRT is not installed")
+            subprocess.run([sys.executable, "-c", "import ai_edge_litert"], check=True)
+        """,
 }
 
 
 @pytest.fixture(scope="module")
 def scratch_run(tmp_path_factory: pytest.TempPathFactory) -> str:
     root = tmp_path_factory.mktemp("scratch")
-    for name in ("conftest.py", "helpers.py"):
+    (root / "guard").mkdir()
+    for name in ("conftest.py", "helpers.py", "guard/sitecustomize.py"):
         (root / name).write_text((TESTS / name).read_text(encoding="utf-8"), encoding="utf-8")
     for name, text in SCRATCH.items():
         (root / name).write_text(textwrap.dedent(text), encoding="utf-8")
@@ -111,12 +124,18 @@ def test_a_test_importing_a_framework_it_is_not_marked_for_fails(scratch_run: st
     assert "test_use.py::test_unmarked_probe PASSED" in scratch_run
 
 
+def test_a_process_a_test_starts_is_held_to_the_tests_markers(scratch_run: str) -> None:
+    assert "test_child.py::test_unmarked_child FAILED" in scratch_run
+    why = "a process this test started imported ai_edge_litert ("
+    assert why in scratch_run and " -c import ai_edge_litert): mark it @pytest.mark.tflite" in scratch_run
+
+
 def test_markers_come_from_parameters_and_fixtures(scratch_run: str) -> None:
-    assert "3 failed, 7 passed, 1 error" in scratch_run
+    assert "4 failed, 7 passed, 1 error" in scratch_run
 
 
 def test_framework_free_tests_run_first(scratch_run: str) -> None:
     ran = [line.split(" ")[0] for line in scratch_run.splitlines() if line.endswith("]") and "::" in line]
     framework_free = {"test_lazy.py::test_marked_by_parameter[numpy]", "test_lazy.py::test_plain"}
-    framework_free |= {n for n in ran if n.startswith("test_use.py")}
+    framework_free |= {n for n in ran if n.startswith(("test_use.py", "test_child.py"))}
     assert set(ran[: len(framework_free)]) == framework_free, ran
