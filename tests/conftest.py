@@ -23,6 +23,7 @@ import contextlib
 import importlib
 import importlib.abc
 import importlib.machinery
+import itertools
 import os
 import sys
 import tempfile
@@ -133,26 +134,60 @@ class FrameworkGuard(importlib.abc.MetaPathFinder):
 GUARD = FrameworkGuard()
 sys.meta_path.insert(0, GUARD)
 
+# xdist workers share the cores: one native thread each (set before any framework loads; the
+# processes a test starts inherit it), not two workers each spinning a thread per core
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) >= (os.cpu_count() or 1):
+    for _variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TF_NUM_INTRAOP_THREADS"):
+        os.environ.setdefault(_variable, "1")
+
 
 def pytest_configure(config: pytest.Config) -> None:
     GUARD.root = config.rootpath
 
 
+def _backends_named(value: object) -> list[str]:
+    """Backends a parameter names: itself (``"torch"``), or as archc arguments (``--backend onnx``)."""
+    if isinstance(value, str):
+        return [value]
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+        return []
+    names: list[str] = []
+    for option, argument in itertools.pairwise(value):
+        if option in ("--backend", "--backends", "--latency"):
+            names += argument.split(",")
+    return names + [v.partition("=")[2] for v in value if v.startswith("--backend=")]
+
+
 def _marks_from_parameters(item: pytest.Item) -> set[str]:
     callspec = getattr(item, "callspec", None)
     values = callspec.params.values() if callspec is not None else ()
-    return {m for v in values if isinstance(v, str) for m in BACKEND_MARKS.get(v, ())}
+    return {m for v in values for name in _backends_named(v) for m in BACKEND_MARKS.get(name, ())}
 
 
+def _shares_a_module_fixture(item: pytest.Item) -> bool:
+    """``item`` uses a fixture its module computes once (a built model, a converted file...)."""
+    info = getattr(item, "_fixtureinfo", None)
+    module = item.nodeid.partition("::")[0]
+    return info is not None and any(
+        d.scope != "function" and d.baseid == module for defs in info.name2fixturedefs.values() for d in defs
+    )
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the xdist_group marks
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Marks from fixtures and backend-name parameters, then framework-free tests first (then ONNX,
-    torch, TensorFlow), so that the guard sees each test's first framework import."""
+    torch, TensorFlow), so that the guard sees each test's first framework import. Under
+    ``--dist loadgroup`` the tests sharing a module's fixture go to one worker, which computes it
+    once (they keep their place in that order: one group per module and set of frameworks)."""
     for item in items:
         needed = _marks_from_parameters(item)
         for fixture in getattr(item, "fixturenames", ()):
             needed.update(FIXTURE_MARKS.get(fixture, ()))
         for marker in sorted(needed - framework_marks(item)):
             item.add_marker(marker)
+        if _shares_a_module_fixture(item):
+            group = item.nodeid.partition("::")[0] + "".join(f"+{m}" for m in sorted(framework_marks(item)))
+            item.add_marker(pytest.mark.xdist_group(group))
     order = ("onnx", "torch", "keras", "tflite")  # ONNX tests often check against torch: first
     items.sort(key=lambda item: max((order.index(m) + 1 for m in framework_marks(item)), default=0))
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import types
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,9 @@ class _Deferred(types.ModuleType):
             raise AttributeError(attr)
         return getattr(importlib.import_module(self.__name__), attr)
 
+    def __setattr__(self, attr: str, value: Any) -> None:
+        raise TypeError(f"patch the module itself: monkeypatch.setattr('{self.__name__}.{attr}', ...)")
+
 
 def framework(name: str) -> Any:
     """``torch = framework("torch")`` at a test module's top: skips the module when the package is
@@ -63,3 +67,12 @@ def framework(name: str) -> Any:
     if importlib.util.find_spec(name.partition(".")[0]) is None:
         pytest.skip(f"{name.partition('.')[0]} is not installed", allow_module_level=True)
     return _Deferred(name)
+
+
+def fast_first(cases: Sequence[Any], keep: int = 1) -> list[Any]:
+    """``@pytest.mark.parametrize`` values whose first ``keep`` run in the fast tier and the rest
+    in the slow one (a tuple is one case of several arguments)."""
+    slow = pytest.mark.slow
+    return [
+        c if i < keep else pytest.param(*(c if isinstance(c, tuple) else (c,)), marks=slow) for i, c in enumerate(cases)
+    ]

@@ -189,6 +189,7 @@ def test_keras_optimized_equals_unoptimized() -> None:
 
 
 @pytest.mark.keras
+@pytest.mark.tflite
 @pytest.mark.slow
 def test_tflite_optimized_equals_unoptimized() -> None:
     pytest.importorskip("tensorflow")

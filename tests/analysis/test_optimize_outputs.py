@@ -221,6 +221,7 @@ def test_save_recognises_an_optimized_keras_model(tmp_path: Path) -> None:
 
 
 @pytest.mark.keras
+@pytest.mark.tflite
 @pytest.mark.slow
 def test_save_recognises_an_optimized_tflite_model(tmp_path: Path) -> None:
     pytest.importorskip("tensorflow")

@@ -514,6 +514,7 @@ def test_run_returns_intermediates_and_is_inference(backend, paper_small) -> Non
 # -- save ------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # tests/backends/test_torch_backend.py loads its saved files without archc in the fast tier
 def test_saved_model_loads_without_archc(backend, paper_small, tmp_path: Path) -> None:
     graph, w = paper_small
     model = backend.build(graph)
@@ -568,6 +569,7 @@ def test_unbiased_batchnorm_model_saves_and_loads(backend, tmp_path: Path) -> No
     np.testing.assert_allclose(np.asarray(loaded(x)), backend.run(graph, model, x)["bn"], atol=1e-6)
 
 
+@pytest.mark.slow
 def test_a_chain_deeper_than_the_recursion_limit_builds_runs_and_saves(backend, tmp_path):
     # issue 19: a chain of 1,200 layers was a RecursionError (Keras' functional API walks the
     # graph with one Python frame per layer; the default limit is 1,000)

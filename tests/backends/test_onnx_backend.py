@@ -390,7 +390,7 @@ def test_save_is_atomic_and_loads_without_archc(backend, tmp_path, monkeypatch):
     def boom(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(onnx, "save_model", boom)
+    monkeypatch.setattr("onnx.save_model", boom)
     with pytest.raises(BackendError, match="disk full"):
         backend.save(g, model, tmp_path / "failed")
     assert list((tmp_path / "failed").iterdir()) == []

@@ -26,7 +26,7 @@ from archcompiler.tools.cli import main
 torch = framework("torch")
 framework("tensorflow")
 
-pytestmark = pytest.mark.keras
+pytestmark = [pytest.mark.keras, pytest.mark.tflite]
 
 REPO = Path(__file__).resolve().parents[2]
 PAPER = str(REPO / "specs/mobilenet.yaml")
@@ -212,6 +212,7 @@ def test_mobilenet_quarter_width_64px_parity_with_torch():
     assert not relus & skipped and not {"avg_pool", "fc", "predictions"} & skipped
 
 
+@pytest.mark.slow
 def test_fused_node_is_refused_not_guessed(backend):
     g = lowered(PAPER, 0.25, 32)
     model = backend.build(g)
@@ -219,6 +220,7 @@ def test_fused_node_is_refused_not_guessed(backend):
         backend.run(g, model, rand(1, 32, 32, 3), ["conv1_relu", "conv1_bn"])
 
 
+@pytest.mark.slow
 def test_torch_weights_to_tflite_file_through_the_cli(torch_backend, tmp_path, capsys):
     """The flow users ask for: PyTorch weights -> portable .npz -> archc build --backend tflite."""
     g = lowered(PAPER, 0.25, 64)

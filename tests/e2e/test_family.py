@@ -270,6 +270,7 @@ def randomised(model: Any, seed: int = 7) -> Any:
     return model
 
 
+@pytest.mark.slow  # test_mobilenet_v3_runs_like_keras runs the fast case
 @pytest.mark.torch
 def test_mobilenet_v2_runs_like_keras(tmp_path: Path) -> None:
     """Keras' own weights (saved by name) in archc's torch and keras models give Keras' logits."""

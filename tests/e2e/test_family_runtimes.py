@@ -14,7 +14,7 @@ framework("torch")
 framework("onnxruntime")
 
 ROOT = Path(__file__).resolve().parents[2]
-pytestmark = [pytest.mark.slow, pytest.mark.torch, pytest.mark.keras]
+pytestmark = [pytest.mark.slow, pytest.mark.torch, pytest.mark.keras, pytest.mark.onnx, pytest.mark.tflite]
 
 
 @pytest.mark.parametrize("family", ["mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small"])

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import fast_first
 
 from archcompiler.files import LOCK, MANIFEST, OutputError, publish, read_manifest, staging
 
@@ -90,7 +91,7 @@ sys.exit(archcompiler.tools.cli.main(sys.argv[2:]))
 
 
 @pytest.mark.torch
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("sig", fast_first([signal.SIGTERM, signal.SIGINT]))
 def test_a_signal_during_a_build_leaves_the_previous_build(tmp_path: Path, sig: signal.Signals) -> None:
     """Kill a real build after it staged its files: one line, exit 2, earlier output byte for byte."""
     out, staged = tmp_path / "out", tmp_path / "staged"

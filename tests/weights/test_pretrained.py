@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import framework
+from helpers import fast_first, framework
 
 import archcompiler as a
 from archcompiler.kit.registry import get_backend, read_weights
@@ -45,7 +45,7 @@ def reference(alpha: float, size: int, tmp_path: Path) -> tuple[Path, keras.Mode
     return path, ref
 
 
-@pytest.mark.parametrize(("alpha", "size"), [(0.25, 128), (0.5, 128), (0.75, 128), (1.0, 128), (0.5, 150)])
+@pytest.mark.parametrize(("alpha", "size"), fast_first([(0.25, 128), (0.5, 128), (0.75, 128), (1.0, 128), (0.5, 150)]))
 def test_keras_applications_weights_in_archc(alpha: float, size: int, tmp_path: Path) -> None:
     path, ref = reference(alpha, size, tmp_path)
     x = np.random.default_rng(0).uniform(-1, 1, size=(2, size, size, 3)).astype("float32")

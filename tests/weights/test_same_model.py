@@ -200,6 +200,8 @@ def tflite_file(out: Path, x: np.ndarray) -> np.ndarray:
 
 @pytest.mark.slow
 @pytest.mark.keras
+@pytest.mark.onnx
+@pytest.mark.tflite
 def test_all_four_backends_build_one_model(tmp_path: Path) -> None:
     pytest.importorskip("tensorflow")
     names = ("torch", "onnx", "keras", "tflite")
@@ -212,6 +214,7 @@ def test_all_four_backends_build_one_model(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.keras
+@pytest.mark.tflite
 def test_framework_init_differs_across_all_four(tmp_path: Path) -> None:
     pytest.importorskip("tensorflow")
     names = ("torch", "keras", "tflite")  # onnx has no initialisers: its framework init is archc's
