@@ -24,12 +24,13 @@ setup: $(STAMP)
 build: $(STAMP)
 	$(BIN)/archc build specs/mobilenet.yaml --backend torch
 
+# One pytest process per core (pytest-xdist); tests/conftest.py gives each one native thread.
 test: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/pytest -q -m "not slow"
+	$(BIN)/pytest -q -m "not slow" -n auto --dist loadgroup
 
 test-slow: $(STAMP)
-	$(BIN)/pytest -q -m slow
+	$(BIN)/pytest -q -m slow -n auto --dist loadgroup
 
 generate: $(STAMP)
 	for b in torch keras; do \

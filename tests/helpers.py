@@ -1,9 +1,15 @@
-"""What several test modules share: the repository's paths, the paper's numbers (docs/NUMBERS.md)
-and running the command line in-process. tests/ is on sys.path (tests/conftest.py's folder)."""
+"""What several test modules share: the repository's paths, the paper's numbers (docs/NUMBERS.md),
+running the command line in-process, and binding a framework without importing it at collection.
+tests/ is on sys.path (tests/conftest.py's folder)."""
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
+import types
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -40,3 +46,33 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     code = main(list(argv))
     out, err = capsys.readouterr()
     return code, out, err
+
+
+class _Deferred(types.ModuleType):
+    """A module name bound now and imported at first attribute use (by a test, not by collection)."""
+
+    def __getattr__(self, attr: str) -> Any:
+        if attr.startswith("_"):  # pytest probing module globals while collecting (__test__, ...)
+            raise AttributeError(attr)
+        return getattr(importlib.import_module(self.__name__), attr)
+
+    def __setattr__(self, attr: str, value: Any) -> None:
+        raise TypeError(f"patch the module itself: monkeypatch.setattr('{self.__name__}.{attr}', ...)")
+
+
+def framework(name: str) -> Any:
+    """``torch = framework("torch")`` at a test module's top: skips the module when the package is
+    not installed (like pytest.importorskip) but imports it only when a test first uses it, so
+    collecting the suite loads no framework (tests/conftest.py refuses that, and checks markers)."""
+    if importlib.util.find_spec(name.partition(".")[0]) is None:
+        pytest.skip(f"{name.partition('.')[0]} is not installed", allow_module_level=True)
+    return _Deferred(name)
+
+
+def fast_first(cases: Sequence[Any], keep: int = 1) -> list[Any]:
+    """``@pytest.mark.parametrize`` values whose first ``keep`` run in the fast tier and the rest
+    in the slow one (a tuple is one case of several arguments)."""
+    slow = pytest.mark.slow
+    return [
+        c if i < keep else pytest.param(*(c if isinstance(c, tuple) else (c,)), marks=slow) for i, c in enumerate(cases)
+    ]

@@ -96,6 +96,7 @@ def test_folded_weights_are_not_the_canonical_ones() -> None:
         W.check(opt.graph, w)
 
 
+@pytest.mark.torch
 def test_fold_matches_torch_fuse_conv_bn_weights() -> None:
     """The weight arithmetic against torch.nn.utils.fusion (an outside implementation), for a
     full conv with bias and a depthwise conv with channel multiplier 2."""
@@ -175,6 +176,7 @@ def test_torch_optimized_model_is_lean() -> None:
     assert float(values["conv1"].min()) < 0 <= float(values["conv1_relu"].min())
 
 
+@pytest.mark.onnx
 def test_onnx_optimized_equals_unoptimized() -> None:
     pytest.importorskip("onnxruntime")
     _compare("onnx", graph("specs/mobilenet.yaml"))
@@ -187,6 +189,7 @@ def test_keras_optimized_equals_unoptimized() -> None:
 
 
 @pytest.mark.keras
+@pytest.mark.tflite
 @pytest.mark.slow
 def test_tflite_optimized_equals_unoptimized() -> None:
     pytest.importorskip("tensorflow")
@@ -196,6 +199,7 @@ def test_tflite_optimized_equals_unoptimized() -> None:
 # -- API and CLI ---------------------------------------------------------------------------------
 
 
+@pytest.mark.onnx
 def test_backend_that_cannot_optimize_is_refused_before_building() -> None:
     from archcompiler.backends.onnx import OnnxBackend
 

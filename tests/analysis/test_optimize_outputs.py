@@ -165,6 +165,7 @@ def test_cli_optimize_with_a_backend_that_cannot_is_one_line_exit_2(
     assert not out.exists()
 
 
+@pytest.mark.onnx
 def test_api_generate_optimize_refuses_a_backend_that_cannot() -> None:
     pytest.importorskip("onnx")
     from archcompiler.backends.onnx import OnnxBackend
@@ -207,6 +208,7 @@ def test_save_recognises_an_optimized_torch_model(tmp_path: Path) -> None:
     _save_recognises("torch", tmp_path)
 
 
+@pytest.mark.onnx
 def test_save_recognises_an_optimized_onnx_model(tmp_path: Path) -> None:
     pytest.importorskip("onnxruntime")
     _save_recognises("onnx", tmp_path)
@@ -219,6 +221,7 @@ def test_save_recognises_an_optimized_keras_model(tmp_path: Path) -> None:
 
 
 @pytest.mark.keras
+@pytest.mark.tflite
 @pytest.mark.slow
 def test_save_recognises_an_optimized_tflite_model(tmp_path: Path) -> None:
     pytest.importorskip("tensorflow")

@@ -15,14 +15,16 @@ import warnings
 from pathlib import Path
 
 import pytest
+from helpers import framework
 
-torch = pytest.importorskip("torch")
+import archcompiler
 
-import archcompiler  # noqa: E402
+pytestmark = pytest.mark.torch
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from reference_mobilenet import mobilenet_v1  # noqa: E402
+sys.path.insert(0, str(ROOT / "benchmarks"))  # reference_mobilenet, imported in the fixture (it loads torch)
+
+torch = framework("torch")
 
 TORCH_PARAMS = 4_231_976  # docs/NUMBERS.md: timm's mobilenetv1_100, model.parameters()
 FVCORE_FLOPS = 578_875_904  # docs/NUMBERS.md: fvcore, BatchNorm and pooling included
@@ -31,6 +33,8 @@ FVCORE_FLOPS = 578_875_904  # docs/NUMBERS.md: fvcore, BatchNorm and pooling inc
 @pytest.fixture(scope="module")
 def models() -> tuple[torch.nn.Module, torch.nn.Module]:
     """(archc's MobileNet v1 1.0-224, the hand-written reference), eval mode."""
+    from reference_mobilenet import mobilenet_v1
+
     built = archcompiler.compile(ROOT / "specs" / "mobilenet.yaml").build("torch")
     return built.eval(), mobilenet_v1().eval()
 

@@ -8,15 +8,11 @@ exactly (x holds multiples of 1/4, far below 2**24).
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import sys
 
 import numpy as np
 import pytest
-
-with contextlib.suppress(ImportError):
-    import torch  # noqa: F401  (before tensorflow: the other order can crash; docs/DESIGN.md)
 
 import archcompiler as a
 from archcompiler.kit.registry import get_backend
@@ -52,6 +48,7 @@ def test_every_backend_builds_runs_and_saves_a_chain_at_the_depth_limit(net, nam
     assert sys.getrecursionlimit() == limit
 
 
+@pytest.mark.keras
 def test_the_generated_keras_module_builds_a_chain_at_the_depth_limit(net, tmp_path):
     pytest.importorskip("keras")
     path = net.generate_to("keras", tmp_path)

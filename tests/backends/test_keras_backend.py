@@ -6,7 +6,6 @@ Kept fast: MobileNet at 128 (and one odd size), models shared by module-scoped f
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import subprocess
@@ -15,22 +14,19 @@ import textwrap
 import typing
 from pathlib import Path
 
+import numpy as np
 import pytest
+from helpers import framework
 
-with contextlib.suppress(ImportError):
-    import torch  # noqa: F401  (before tensorflow: the other order can crash; docs/DESIGN.md)
+import archcompiler as a
+from archcompiler import ir
+from archcompiler import weights as W
+from archcompiler.kit.registry import BackendError, get_backend
 
-keras = pytest.importorskip("keras")
-
-import h5py  # noqa: E402
-import numpy as np  # noqa: E402
-from archcompiler.backends.keras import load_keras_weights  # noqa: E402
-from archcompiler.backends.keras.ops import HANDLERS  # noqa: E402
-
-import archcompiler as a  # noqa: E402
-from archcompiler import ir  # noqa: E402
-from archcompiler import weights as W  # noqa: E402
-from archcompiler.kit.registry import BackendError, get_backend  # noqa: E402
+keras = framework("keras")
+h5py = framework("h5py")
+keras_package = framework("archcompiler.backends.keras")
+keras_ops = framework("archcompiler.backends.keras.ops")
 
 pytestmark = pytest.mark.keras
 
@@ -144,7 +140,7 @@ def test_same_versus_keras_pad_shapes_at_odd_size(backend) -> None:
 
 
 def test_handlers_cover_every_ir_op(backend) -> None:
-    assert set(HANDLERS) == set(ir.IR_OPS)
+    assert set(keras_ops.HANDLERS) == set(ir.IR_OPS)
     assert backend.ops == ir.IR_OPS
 
 
@@ -214,10 +210,10 @@ def test_keras_applications_weights_load_by_name(backend, apps, alpha: float, tm
     legacy_h5(app, files["keras2"], keras2_names=True)
     legacy_h5(app, files["keras2_model"], keras2_names=True, whole_model=True)
     for kind, path in files.items():
-        loaded = load_keras_weights(path, graph)
+        loaded = keras_package.load_keras_weights(path, graph)
         assert loaded.keys() == by_path.keys(), kind
         assert all(loaded[k].dtype == np.float32 and np.array_equal(loaded[k], by_path[k]) for k in by_path), kind
-    check_against_app(backend, graph, app, x, load_keras_weights(files["keras3"], graph))
+    check_against_app(backend, graph, app, x, keras_package.load_keras_weights(files["keras3"], graph))
 
 
 def test_keras_applications_weights_at_odd_size(backend, tmp_path: Path) -> None:
@@ -226,7 +222,7 @@ def test_keras_applications_weights_at_odd_size(backend, tmp_path: Path) -> None
     randomise(app, seed=11)
     app.save_weights(tmp_path / "odd.weights.h5")
     x = np.random.default_rng(2).uniform(-1, 1, (2, 199, 199, 3)).astype("float32")
-    check_against_app(backend, graph, app, x, load_keras_weights(tmp_path / "odd.weights.h5", graph))
+    check_against_app(backend, graph, app, x, keras_package.load_keras_weights(tmp_path / "odd.weights.h5", graph))
 
 
 def test_keras_weights_file_mismatch_is_named(apps, tmp_path: Path) -> None:
@@ -234,10 +230,10 @@ def test_keras_weights_file_mismatch_is_named(apps, tmp_path: Path) -> None:
     app.save_weights(tmp_path / "half.weights.h5")
     other = a.lower(KERAS_SPEC, width=0.25, resolution=128)
     with pytest.raises(W.WeightError, match=r"conv1\.kernel.*shape"):
-        load_keras_weights(tmp_path / "half.weights.h5", other)
+        keras_package.load_keras_weights(tmp_path / "half.weights.h5", other)
     paper = a.lower(PAPER_SPEC, width=0.5, resolution=128)
     with pytest.raises(W.WeightError, match=r"missing tensor 'fc\.kernel'"):
-        load_keras_weights(tmp_path / "half.weights.h5", paper)
+        keras_package.load_keras_weights(tmp_path / "half.weights.h5", paper)
 
 
 def test_checkpoint_reader_needs_no_tensorflow() -> None:
@@ -518,6 +514,7 @@ def test_run_returns_intermediates_and_is_inference(backend, paper_small) -> Non
 # -- save ------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # tests/backends/test_torch_backend.py loads its saved files without archc in the fast tier
 def test_saved_model_loads_without_archc(backend, paper_small, tmp_path: Path) -> None:
     graph, w = paper_small
     model = backend.build(graph)
@@ -572,6 +569,7 @@ def test_unbiased_batchnorm_model_saves_and_loads(backend, tmp_path: Path) -> No
     np.testing.assert_allclose(np.asarray(loaded(x)), backend.run(graph, model, x)["bn"], atol=1e-6)
 
 
+@pytest.mark.slow
 def test_a_chain_deeper_than_the_recursion_limit_builds_runs_and_saves(backend, tmp_path):
     # issue 19: a chain of 1,200 layers was a RecursionError (Keras' functional API walks the
     # graph with one Python frame per layer; the default limit is 1,000)

@@ -6,7 +6,6 @@ proven standalone; one subprocess serves every case to keep the tier fast.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
@@ -15,23 +14,20 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
+from helpers import fast_first, framework
 
-with contextlib.suppress(ImportError):
-    import torch  # noqa: F401  (before tensorflow: the other order can crash; docs/DESIGN.md)
+import archcompiler as a
+from archcompiler import ir
+from archcompiler import weights as W
+from archcompiler.kit.calls import describe_graph
+from archcompiler.kit.pysource import literal
+from archcompiler.kit.registry import BackendError, get_backend
 
-keras = pytest.importorskip("keras")
-
-import numpy as np  # noqa: E402
-from archcompiler.backends.keras.emit import constructor  # noqa: E402
-from archcompiler.backends.keras.ops import HANDLERS  # noqa: E402
-
-import archcompiler as a  # noqa: E402
-from archcompiler import ir  # noqa: E402
-from archcompiler import weights as W  # noqa: E402
-from archcompiler.kit.calls import describe_graph  # noqa: E402
-from archcompiler.kit.pysource import literal  # noqa: E402
-from archcompiler.kit.registry import BackendError, get_backend  # noqa: E402
+keras = framework("keras")
+keras_emit = framework("archcompiler.backends.keras.emit")
+keras_ops = framework("archcompiler.backends.keras.ops")
 
 pytestmark = pytest.mark.keras
 
@@ -242,14 +238,14 @@ def test_builder_and_emitter_cover_the_same_ops(backend) -> None:
     emits every call of it."""
     graph = kitchen_sink()
     assert {n.op for n in graph.nodes} == set(ir.IR_OPS)
-    assert set(HANDLERS) == set(ir.IR_OPS) == backend.ops
+    assert set(keras_ops.HANDLERS) == set(ir.IR_OPS) == backend.ops
     built = {layer.name for layer in backend.build(graph).layers}
     source = backend.emit(graph)
-    for item in describe_graph(graph, HANDLERS, "keras"):
+    for item in describe_graph(graph, keras_ops.HANDLERS, "keras"):
         for call in item.calls:
             assert call.name in built
             # ruff normalises quotes; every string here is an identifier or a plain literal.
-            assert constructor(call, literal(call.name)).replace("'", '"') in source
+            assert keras_emit.constructor(call, literal(call.name)).replace("'", '"') in source
 
 
 HOSTILE = [
@@ -260,7 +256,7 @@ HOSTILE = [
 ]
 
 
-@pytest.mark.parametrize("text", HOSTILE)
+@pytest.mark.parametrize("text", fast_first(HOSTILE))
 def test_hostile_description_and_source_are_inert(backend, tmp_path: Path, text: str) -> None:
     graph = dataclasses.replace(lowered("mobilenet", 0.25, 32), description=text, source=text)
     source = backend.emit(graph)

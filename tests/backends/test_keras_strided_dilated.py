@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import framework
 
-torch = pytest.importorskip("torch")  # before tensorflow: the other order can crash (docs/DESIGN.md)
-import torch.nn.functional as F  # noqa: E402
+import archcompiler as a
+from archcompiler import weights as W
+from archcompiler.kit.registry import get_backend
 
-import archcompiler as a  # noqa: E402
-from archcompiler import weights as W  # noqa: E402
-from archcompiler.kit.registry import get_backend  # noqa: E402
+torch = framework("torch")
+F = framework("torch.nn.functional")
 
 pytestmark = pytest.mark.keras
 

@@ -15,16 +15,19 @@ from typing import ClassVar
 
 import numpy as np
 import pytest
+from helpers import framework
 
-onnx = pytest.importorskip("onnx")
-ort = pytest.importorskip("onnxruntime")
+import archcompiler as a
+from archcompiler import ir
+from archcompiler import weights as W
+from archcompiler.kit.registry import BackendError, UnsupportedOpError, get_backend
+from archcompiler.tools.cli import main
+from archcompiler.weights import WeightError
 
-import archcompiler as a  # noqa: E402
-from archcompiler import ir  # noqa: E402
-from archcompiler import weights as W  # noqa: E402
-from archcompiler.kit.registry import BackendError, UnsupportedOpError, get_backend  # noqa: E402
-from archcompiler.tools.cli import main  # noqa: E402
-from archcompiler.weights import WeightError  # noqa: E402
+onnx = framework("onnx")
+ort = framework("onnxruntime")
+
+pytestmark = pytest.mark.onnx
 
 REPO = Path(__file__).resolve().parents[2]
 PAPER = str(REPO / "specs/mobilenet.yaml")
@@ -387,7 +390,7 @@ def test_save_is_atomic_and_loads_without_archc(backend, tmp_path, monkeypatch):
     def boom(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(onnx, "save_model", boom)
+    monkeypatch.setattr("onnx.save_model", boom)
     with pytest.raises(BackendError, match="disk full"):
         backend.save(g, model, tmp_path / "failed")
     assert list((tmp_path / "failed").iterdir()) == []

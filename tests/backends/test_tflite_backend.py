@@ -14,18 +14,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import framework
 
-torch = pytest.importorskip("torch")  # before TensorFlow (DESIGN.md pitfalls)
-pytest.importorskip("tensorflow")
+import archcompiler as a
+from archcompiler import ir
+from archcompiler import weights as W
+from archcompiler.kit.registry import BackendError, get_backend
+from archcompiler.parity.inference import parity
+from archcompiler.tools.cli import main
 
-import archcompiler as a  # noqa: E402
-from archcompiler import ir  # noqa: E402
-from archcompiler import weights as W  # noqa: E402
-from archcompiler.kit.registry import BackendError, get_backend  # noqa: E402
-from archcompiler.parity.inference import parity  # noqa: E402
-from archcompiler.tools.cli import main  # noqa: E402
+torch = framework("torch")
+framework("tensorflow")
 
-pytestmark = pytest.mark.keras
+pytestmark = [pytest.mark.keras, pytest.mark.tflite]
 
 REPO = Path(__file__).resolve().parents[2]
 PAPER = str(REPO / "specs/mobilenet.yaml")
@@ -218,6 +219,7 @@ def test_mobilenet_quarter_width_64px_parity_with_torch():
     assert any(line.startswith("avg_pool ") and "tflite vs torch" in line for line in text.splitlines())
 
 
+@pytest.mark.slow
 def test_fused_node_is_refused_not_guessed(backend):
     g = lowered(PAPER, 0.25, 32)
     model = backend.build(g)
@@ -225,6 +227,7 @@ def test_fused_node_is_refused_not_guessed(backend):
         backend.run(g, model, rand(1, 32, 32, 3), ["conv1_relu", "conv1_bn"])
 
 
+@pytest.mark.slow
 def test_torch_weights_to_tflite_file_through_the_cli(torch_backend, tmp_path, capsys):
     """The flow users ask for: PyTorch weights -> portable .npz -> archc build --backend tflite."""
     g = lowered(PAPER, 0.25, 64)

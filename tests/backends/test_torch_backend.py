@@ -15,14 +15,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import framework
 
-torch = pytest.importorskip("torch")
+import archcompiler as a
+from archcompiler import ir
+from archcompiler import weights as W
+from archcompiler.kit.registry import BackendError, UnsupportedOpError, get_backend
+from archcompiler.weights import WeightError
 
-import archcompiler as a  # noqa: E402
-from archcompiler import ir  # noqa: E402
-from archcompiler import weights as W  # noqa: E402
-from archcompiler.kit.registry import BackendError, UnsupportedOpError, get_backend  # noqa: E402
-from archcompiler.weights import WeightError  # noqa: E402
+torch = framework("torch")
 
 pytestmark = pytest.mark.torch
 
@@ -196,6 +197,7 @@ def test_flatten_is_hwc_order_so_dense_weights_match(backend):
     np.testing.assert_allclose(got["fc"], x.reshape(2, -1) @ wts["fc.kernel"] + wts["fc.bias"], atol=1e-5)
 
 
+@pytest.mark.keras
 def test_asymmetric_padding_matches_tensorflow_same(backend):
     """The whole chain IR padding + torch module against TF's own "SAME" (torch imported first)."""
     tf = pytest.importorskip("tensorflow")
@@ -568,6 +570,7 @@ def test_saved_program_loads_without_archc(tmp_path):
     np.testing.assert_allclose(y, backend.run(g, model, x)["predictions"], atol=1e-6)
 
 
+@pytest.mark.slow  # test_saved_program_loads_without_archc exports in the fast tier
 def test_export_on_demand_from_a_build_folder(backend, tmp_path):
     """``python -m archcompiler.backends.torch.export FOLDER`` turns a build folder's .py + .pt
     into the .pt2 a user loads without archc."""
@@ -590,6 +593,7 @@ def test_export_on_demand_from_a_build_folder(backend, tmp_path):
     np.testing.assert_allclose(y, backend.run(g, model, x)["predictions"], atol=1e-6)
 
 
+@pytest.mark.slow
 def test_save_falls_back_to_torchscript(tmp_path, monkeypatch):
     """When torch.export fails, a TorchScript program is written instead and still loads alone."""
     from archcompiler.backends.torch import TorchBackend

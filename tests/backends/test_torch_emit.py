@@ -19,13 +19,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
 pytest.importorskip("jinja2")
 
-import archcompiler as a  # noqa: E402
-from archcompiler import ir  # noqa: E402
-from archcompiler import weights as W  # noqa: E402
-from archcompiler.kit.registry import BackendError, UnsupportedOpError, get_backend  # noqa: E402
+from helpers import fast_first, framework
+
+import archcompiler as a
+from archcompiler import ir
+from archcompiler import weights as W
+from archcompiler.kit.registry import BackendError, UnsupportedOpError, get_backend
+
+torch = framework("torch")
 
 pytestmark = pytest.mark.torch
 
@@ -187,17 +190,20 @@ def check_same_model(backend, g: ir.Graph, cls_name: str, tmp: Path) -> float:
 
 @pytest.mark.parametrize(
     ("spec", "cls_name", "width", "resolution"),
-    [
-        (PAPER, "MobilenetV1", 0.5, 160),
-        (PAPER, "MobilenetV1", 0.25, 199),
-        (KERAS, "MobilenetKeras", 0.25, 128),
-        (KERAS, "MobilenetKeras", 0.5, 199),
-        # guarded layers (expansion, stride-2 pad, squeeze-excite, residual add) and a choice of
-        # activation inside one block function
-        (str(REPO / "specs/mobilenet_v2.yaml"), "MobilenetV2", 0.5, 97),
-        (str(REPO / "specs/mobilenet_v3_large.yaml"), "MobilenetV3Large", 0.5, 97),
-        (str(REPO / "specs/mobilenet_v3_small.yaml"), "MobilenetV3Small", 0.75, 97),
-    ],
+    fast_first(
+        [
+            (KERAS, "MobilenetKeras", 0.25, 128),
+            # guarded layers (expansion, stride-2 pad, squeeze-excite, residual add) and a choice of
+            # activation inside one block function
+            (str(REPO / "specs/mobilenet_v3_small.yaml"), "MobilenetV3Small", 0.75, 97),
+            (PAPER, "MobilenetV1", 0.5, 160),
+            (PAPER, "MobilenetV1", 0.25, 199),
+            (KERAS, "MobilenetKeras", 0.5, 199),
+            (str(REPO / "specs/mobilenet_v2.yaml"), "MobilenetV2", 0.5, 97),
+            (str(REPO / "specs/mobilenet_v3_large.yaml"), "MobilenetV3Large", 0.5, 97),
+        ],
+        keep=2,
+    ),
 )
 def test_emitted_model_equals_built_model(backend, tmp_path, spec, cls_name, width, resolution):
     check_same_model(backend, a.lower(a.load(spec), width=width, resolution=resolution), cls_name, tmp_path)
@@ -256,6 +262,7 @@ def test_repeated_blocks_are_one_function_in_a_loop(backend):
     assert "568,740,352 multiply-adds" in src  # paper MACs at 1.0-224 (docs/NUMBERS.md)
 
 
+@pytest.mark.slow
 def test_emit_is_deterministic_across_processes(backend, tmp_path):
     code = (
         "import archcompiler as a, sys; from archcompiler.kit.registry import get_backend; "
@@ -314,7 +321,7 @@ HOSTILE = [
 ]
 
 
-@pytest.mark.parametrize("text", HOSTILE)
+@pytest.mark.parametrize("text", fast_first(HOSTILE))
 def test_hostile_description_and_source_are_inert(backend, tmp_path, text):
     g = dataclasses.replace(all_ops_graph(), description=text, source=text)
     src = backend.emit(g)

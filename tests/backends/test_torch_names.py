@@ -6,13 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from archcompiler.backends.torch.names import RESERVED
+from helpers import framework
 
-torch = pytest.importorskip("torch")
-from archcompiler.backends.torch.names import RESERVED  # noqa: E402
-from torch import nn  # noqa: E402
+import archcompiler as a
+from archcompiler.kit.registry import get_backend
 
-import archcompiler as a  # noqa: E402
-from archcompiler.kit.registry import get_backend  # noqa: E402
+nn = framework("torch.nn")
 
 pytestmark = pytest.mark.torch
 ROOT = Path(__file__).resolve().parents[2]

@@ -10,28 +10,31 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import framework
 
-torch = pytest.importorskip("torch")
+import archcompiler as a
+from archcompiler import weights as W
 
-from archcompiler.backends.torch.optimize import PackedConvForward, packing_available  # noqa: E402
+torch = framework("torch")
+F = framework("torch.nn.functional")
+optimize = framework("archcompiler.backends.torch.optimize")
+pytestmark = pytest.mark.torch
 
-import archcompiler as a  # noqa: E402
-from archcompiler import weights as W  # noqa: E402
-
-pytestmark = [
-    pytest.mark.torch,
-    pytest.mark.skipif(not packing_available(), reason="this torch has no oneDNN convolution"),
-]
 
 REPO = Path(__file__).resolve().parents[2]
-F = torch.nn.functional
+
+
+@pytest.fixture(autouse=True)
+def _packing_available() -> None:
+    if not optimize.packing_available():
+        pytest.skip("this torch has no oneDNN convolution")
 
 
 def packed_conv(cin: int = 16, cout: int = 24, kernel: int = 3, stride: int = 1, groups: int = 1) -> torch.nn.Conv2d:
     torch.manual_seed(0)
     conv = torch.nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups).eval()
     conv.to(memory_format=torch.channels_last)
-    conv.forward = PackedConvForward(conv)
+    conv.forward = optimize.PackedConvForward(conv)
     return conv
 
 
@@ -192,7 +195,9 @@ def test_optimized_model_keeps_stock_convs_and_survives_copies() -> None:
     model that has run (holding oneDNN tensors, which have no storage) give the same outputs."""
     fast = optimized_mobilenet()
     convs = [m for m in fast.modules() if isinstance(m, torch.nn.Conv2d)]
-    assert convs and all(type(m) is torch.nn.Conv2d and isinstance(m.forward, PackedConvForward) for m in convs)
+    assert convs and all(
+        type(m) is torch.nn.Conv2d and isinstance(m.forward, optimize.PackedConvForward) for m in convs
+    )
     x = torch.randn(2, 3, 64, 64)
     for m in convs:
         m.forward.packed.clear()  # the build's own check has run the model

@@ -10,11 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from helpers import framework
 
-torch = pytest.importorskip("torch")  # torch before tensorflow in one process (docs/DESIGN.md)
-pytest.importorskip("tensorflow")
+import archcompiler as a
 
-import archcompiler as a  # noqa: E402
+torch = framework("torch")
+framework("tensorflow")
 
 pytestmark = [pytest.mark.torch, pytest.mark.keras]
 

@@ -6,14 +6,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-pytest.importorskip("torch")  # before tensorflow: the other order can crash (docs/DESIGN.md)
-pytest.importorskip("onnxruntime")
+from helpers import framework
 
 import archcompiler as a
 
+framework("torch")
+framework("onnxruntime")
+
 ROOT = Path(__file__).resolve().parents[2]
-pytestmark = [pytest.mark.slow, pytest.mark.torch, pytest.mark.keras]
+pytestmark = [pytest.mark.slow, pytest.mark.torch, pytest.mark.keras, pytest.mark.onnx, pytest.mark.tflite]
 
 
 @pytest.mark.parametrize("family", ["mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small"])

@@ -38,7 +38,9 @@ def test_required_modules_are_committed() -> None:
         assert f"mobilenet_v1_0_5_160_{backend}.py" in names
 
 
-@pytest.mark.parametrize("path", GENERATED, ids=[p.name for p in GENERATED])
+@pytest.mark.parametrize(
+    "path", [pytest.param(p, id=p.name, marks=getattr(pytest.mark, p.stem.rsplit("_", 1)[1])) for p in GENERATED]
+)
 def test_generated_is_up_to_date(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     backend = path.stem.rsplit("_", 1)[1]
     c = constants(path)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+from helpers import fast_first
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -244,6 +245,7 @@ TOKENS = [
 ]  # fmt: skip
 
 
+@pytest.mark.slow  # tests/language/test_expr.py checks the evaluator case by case in the fast tier
 @settings(max_examples=3000)
 @given(tokens=st.lists(st.sampled_from(TOKENS), min_size=1, max_size=12), width=st.sampled_from([0.25, 4.0]))
 def test_random_expressions_give_a_checked_value_or_an_expression_error(tokens: list[str], width: float) -> None:
@@ -469,13 +471,16 @@ layers:
 """
 
 
+@pytest.mark.torch  # the parity command loads torch before it sizes the run
 @pytest.mark.parametrize(
     ("spec", "args", "flag"),
-    [
-        (MOBILENET, ["--batch", "999999"], "--batch"),
-        (MOBILENET, ["--train-steps", "999999"], "--train-steps"),
-        (None, ["--dtype", "float64"], "--batch"),  # 8192 x 8192 in float64, batch 2
-    ],
+    fast_first(
+        [
+            (MOBILENET, ["--batch", "999999"], "--batch"),
+            (MOBILENET, ["--train-steps", "999999"], "--train-steps"),
+            (None, ["--dtype", "float64"], "--batch"),  # 8192 x 8192 in float64, batch 2
+        ]
+    ),
     ids=["batch", "train-steps", "8192px-float64"],
 )
 def test_parity_over_the_memory_limit_on_the_command_line(

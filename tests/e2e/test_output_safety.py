@@ -238,6 +238,12 @@ COMMANDS: dict[str, tuple[str, list[str]]] = {
 }
 
 
+FRAMEWORK_OF = {"generate": "torch", "torch": "torch", "onnx": "onnx", "weights": "onnx"}  # as needs() says
+COMMAND_PARAMS = [
+    pytest.param(c, marks=[getattr(pytest.mark, m) for w, m in FRAMEWORK_OF.items() if w in c]) for c in COMMANDS
+]
+
+
 def argv_for(command: str, spec: Path, out: Path) -> list[str]:
     name, argv = COMMANDS[command]
     where = {"SPEC": str(spec), "OUT": str(out), "FILE": str(out / name)}
@@ -252,7 +258,7 @@ def needs(command: str) -> None:
 
 
 @pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("command", COMMANDS)
+@pytest.mark.parametrize("command", COMMAND_PARAMS)
 def test_every_write_refuses_a_target_that_is_not_a_regular_file(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, command: str, kind: str
 ) -> None:
@@ -270,7 +276,7 @@ def test_every_write_refuses_a_target_that_is_not_a_regular_file(
     assert captured.out == "" and still_special(target, kind)
 
 
-@pytest.mark.parametrize("command", COMMANDS)
+@pytest.mark.parametrize("command", COMMAND_PARAMS)
 def test_every_write_refuses_to_replace_the_spec(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, command: str
 ) -> None:
@@ -306,6 +312,7 @@ def test_a_spec_saved_as_py_built_into_its_own_folder(
     assert Path("tiny.py").read_text() == TINY and sorted(os.listdir()) == ["tiny.py"]
 
 
+@pytest.mark.onnx
 def test_the_weights_file_is_never_a_target(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -624,6 +631,7 @@ def test_concurrent_publishes_into_one_folder_are_serialised(tmp_path: Path, mon
     assert read_manifest(out) == {n: {(len(b), sha(b))} for n, b in content(out).items()}
 
 
+@pytest.mark.onnx
 def test_a_build_waiting_too_long_for_the_folder_says_so_in_one_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -674,11 +682,13 @@ def concurrent_builds(tmp_path: Path, rounds: int) -> None:
     assert widths <= {4, 8, 16}
 
 
+@pytest.mark.onnx
 def test_three_concurrent_builds_publish_one_build(tmp_path: Path) -> None:
     concurrent_builds(tmp_path, rounds=1)
 
 
 @pytest.mark.slow
+@pytest.mark.onnx
 def test_three_concurrent_builds_publish_one_build_every_time(tmp_path: Path) -> None:
     concurrent_builds(tmp_path, rounds=25)
 

@@ -8,7 +8,6 @@ declaring them in the ``archcompiler.backends`` entry-point group.
 from __future__ import annotations
 
 import ast
-import contextlib
 import sys
 from importlib import metadata
 from pathlib import Path
@@ -16,9 +15,6 @@ from typing import ClassVar
 
 import numpy as np
 import pytest
-
-with contextlib.suppress(ImportError):
-    import torch  # before tensorflow: the other order can crash (docs/DESIGN.md)
 
 import archcompiler as a
 from archcompiler.kit.registry import UnsupportedOpError, get_backend
@@ -127,7 +123,8 @@ def relu_calls(source: str) -> list[tuple[str, list[object]]]:
 
 @pytest.mark.torch
 def test_torch_plugin_handler_changes_build_and_emit(plugins: None) -> None:
-    nn = pytest.importorskip("torch.nn")
+    torch = pytest.importorskip("torch")
+    nn = torch.nn
     g = graph()
     stock, plugin = get_backend("torch"), get_backend("torch_relu6")
     assert type(stock.build(g).get_submodule("stem_relu")) is nn.ReLU
@@ -164,7 +161,10 @@ def test_keras_plugin_handler_changes_build_and_emit(plugins: None) -> None:
     assert float(np.max(out)) == 6.0
 
 
-@pytest.mark.parametrize("name", ["torch_strict", "keras_strict"])
+@pytest.mark.parametrize(
+    "name",
+    [pytest.param("torch_strict", marks=pytest.mark.torch), pytest.param("keras_strict", marks=pytest.mark.keras)],
+)
 def test_plugin_handler_refusing_an_op_fails_build_and_emit(plugins: None, name: str) -> None:
     pytest.importorskip(name.split("_")[0])
     backend = get_backend(name)

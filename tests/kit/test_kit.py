@@ -22,7 +22,6 @@ from archcompiler import ir
 from archcompiler import weights as W
 from archcompiler.ir import layouts
 from archcompiler.kit.backend import Backend, BackendError, check_input
-from archcompiler.kit.registry import Backend as RegistryBackend
 
 RNG = np.random.default_rng(20261126)
 
@@ -315,10 +314,6 @@ def reference(graph: ir.Graph, w: W.Weights, x: np.ndarray) -> np.ndarray:
 @pytest.fixture
 def backend() -> NumpyBackend:
     return NumpyBackend()
-
-
-def test_the_fake_backend_is_a_registry_backend() -> None:
-    assert RegistryBackend is Backend  # registry re-exports the kit's interface
 
 
 def test_verify_accepts_a_correct_model(backend: NumpyBackend) -> None:

@@ -44,11 +44,12 @@ class EchoBackend(Backend):
 '''
 
 
-@pytest.fixture
-def fake_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture(params=["archcompiler.kit.registry", "archcompiler.registry"])
+def fake_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
     """Install a plug-in the way a third-party package would: a module plus dist-info
-    declaring it in the ``archcompiler.backends`` entry-point group."""
-    (tmp_path / "archc_echo.py").write_text(FAKE_MODULE)
+    declaring it in the ``archcompiler.backends`` entry-point group. Written against the
+    registry's home and against the old ``archcompiler.registry`` (the shim plug-ins still use)."""
+    (tmp_path / "archc_echo.py").write_text(FAKE_MODULE.replace("archcompiler.kit.registry", request.param))
     dist = tmp_path / "archc_echo-0.1.dist-info"
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: archc-echo\nVersion: 0.1\n")

@@ -218,8 +218,11 @@ def test_training_needs_one_output() -> None:
 # -- keras, onnx, tflite: against torch ----------------------------------------------------
 
 
+@pytest.mark.slow  # torch and keras return the list in the fast tier (the tests above)
 @pytest.mark.torch
 @pytest.mark.keras
+@pytest.mark.onnx
+@pytest.mark.tflite
 def test_every_backend_returns_every_output_in_order() -> None:
     """Parity compares every node, outputs included, in all four backends. Two outputs of one
     shape in reverse order catch a backend that returns them permuted (TFLite's output list
@@ -271,6 +274,7 @@ def test_keras_built_and_generated_models_return_the_list() -> None:
             np.testing.assert_allclose(np.asarray(g), t.numpy().transpose(0, 2, 3, 1), atol=1e-4)
 
 
+@pytest.mark.onnx
 def test_onnx_outputs_are_named_after_their_layers() -> None:
     ort = pytest.importorskip("onnxruntime")
 
@@ -368,6 +372,8 @@ SHIPPED = sorted(p.stem for p in (ROOT / "specs").glob("*.yaml"))
 @pytest.mark.slow
 @pytest.mark.torch
 @pytest.mark.keras
+@pytest.mark.onnx
+@pytest.mark.tflite
 @pytest.mark.parametrize("spec", SHIPPED)
 def test_features_of_every_shipped_spec_agree_in_every_backend(spec: str) -> None:
     """The grid: each shipped spec's feature levels, in all four backends, every node and output."""

@@ -56,6 +56,8 @@ def test_backends_match_numpy(backend: str) -> None:
         np.testing.assert_allclose(got[name], want[name], rtol=1e-5, atol=1e-5, err_msg=f"{backend} {name}")
 
 
+@pytest.mark.torch
+@pytest.mark.keras
 def test_generated_code_uses_the_ops() -> None:
     net = a.compile(a.load_text(SPEC))
     torch_src, keras_src = net.generate("torch"), net.generate("keras")

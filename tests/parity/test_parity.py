@@ -11,18 +11,18 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
+import numpy as np
 import pytest
+from helpers import framework
 
-torch = pytest.importorskip("torch")  # torch before tensorflow in one process (docs/DESIGN.md)
-tf = pytest.importorskip("tensorflow")
+import archcompiler as a
+from archcompiler import weights
+from archcompiler.kit.registry import get_backend
+from archcompiler.parity.inference import parity
+from archcompiler.tools.cli import main
 
-import numpy as np  # noqa: E402
-
-import archcompiler as a  # noqa: E402
-from archcompiler import weights  # noqa: E402
-from archcompiler.kit.registry import get_backend  # noqa: E402
-from archcompiler.parity.inference import parity  # noqa: E402
-from archcompiler.tools.cli import main  # noqa: E402
+torch = framework("torch")
+tf = framework("tensorflow")
 
 pytestmark = [pytest.mark.torch, pytest.mark.keras]
 

@@ -19,19 +19,19 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import pytest
+from helpers import fast_first, framework
 
-torch = pytest.importorskip("torch")  # torch before tensorflow in one process (docs/DESIGN.md)
-tf = pytest.importorskip("tensorflow")
+import archcompiler as a
+from archcompiler import weights
+from archcompiler.kit.registry import BackendError, get_backend
+from archcompiler.parity.report import TrainingReport, render_training
+from archcompiler.parity.training import train_parity
+from archcompiler.tools.cli import main
 
-import numpy as np  # noqa: E402
-
-import archcompiler as a  # noqa: E402
-from archcompiler import weights  # noqa: E402
-from archcompiler.kit.registry import BackendError, get_backend  # noqa: E402
-from archcompiler.parity.report import TrainingReport, render_training  # noqa: E402
-from archcompiler.parity.training import train_parity  # noqa: E402
-from archcompiler.tools.cli import main  # noqa: E402
+torch = framework("torch")
+tf = framework("tensorflow")
 
 pytestmark = [pytest.mark.torch, pytest.mark.keras]
 
@@ -139,7 +139,7 @@ def single_value_bn(graph: a.Graph, batch: int) -> bool:
 
 @pytest.mark.parametrize(
     ("spec", "resolution", "batch", "variance_update"),
-    [("mobilenet", 33, 1, "unbiased"), ("mobilenet_keras", 33, 2, "biased")],
+    fast_first([("mobilenet", 33, 1, "unbiased"), ("mobilenet_keras", 33, 2, "biased")]),
 )
 def test_float64_training_agrees(spec: str, resolution: int, batch: int, variance_update: str) -> None:
     graph = lowered(spec, resolution, variance_update)
@@ -150,6 +150,7 @@ def test_float64_training_agrees(spec: str, resolution: int, batch: int, varianc
         assert rep.dropout_excluded == ("dropout",)
 
 
+@pytest.mark.slow  # V3-Small's free step 2 is in the fast tier (test_v3_small_free_step_two_is_judged_and_agrees)
 @pytest.mark.parametrize(("spec", "batch"), [("mobilenet_v3_small", 4), ("mobilenet_v2", 2)])
 def test_float64_training_agrees_on_mobilenet_v2_and_v3(spec: str, batch: int) -> None:
     """keras.applications' V2 and V3-Small specs (alpha 0.35, 32 px): hard_swish, squeeze-excite
@@ -163,7 +164,7 @@ def test_float64_training_agrees_on_mobilenet_v2_and_v3(spec: str, batch: int) -
 
 @pytest.mark.parametrize(
     ("spec", "resolution", "batch", "variance_update"),
-    [("mobilenet_keras", 64, 1, "unbiased"), ("mobilenet", 33, 1, "biased")],
+    fast_first([("mobilenet", 33, 1, "biased"), ("mobilenet_keras", 64, 1, "unbiased")]),
 )
 def test_float64_five_free_steps_agree_to_1e9_where_stable(
     spec: str, resolution: int, batch: int, variance_update: str
@@ -178,6 +179,7 @@ def test_float64_five_free_steps_agree_to_1e9_where_stable(
     free_run_within_1e9(rep)
 
 
+@pytest.mark.slow
 def test_default_lr_is_beyond_1e9_for_any_two_implementations() -> None:
     """At lr 0.01, 32 px, batch 2, PyTorch disagrees with *itself* by far more than 1e-9 after a
     few steps when only the order of the batch's samples changes (the same mathematics, other
@@ -337,6 +339,7 @@ def _wrong_lr_keras_from_step(first: int):  # type: ignore[no-untyped-def]
     return LateWrongLr()
 
 
+@pytest.mark.slow  # test_wrong_momentum_convention_is_named and ..._learning_rate_... stay fast
 def test_a_bug_from_step_3_is_named_at_step_3_in_the_chaotic_regime() -> None:
     """At 32 px, batch 2, lr 0.01 the free runs are unpredictable after step 1 (horizon 1), yet a
     1% learning-rate error that starts at step 3 is named at step 3, on the first updated tensor,

@@ -6,13 +6,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import framework
 
-torch = pytest.importorskip("torch")
+import archcompiler as a
+from archcompiler import weights as W
+from archcompiler.kit.registry import get_backend
+from archcompiler.tools.cli import main
 
-import archcompiler as a  # noqa: E402
-from archcompiler import weights as W  # noqa: E402
-from archcompiler.kit.registry import get_backend  # noqa: E402
-from archcompiler.tools.cli import main  # noqa: E402
+torch = framework("torch")
 
 pytestmark = pytest.mark.torch
 

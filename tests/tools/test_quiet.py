@@ -15,6 +15,7 @@ import sys
 import warnings
 from importlib.util import find_spec
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -36,9 +37,14 @@ layers:
   - {op: softmax, name: probs}
 """
 
-needs_tensorflow = pytest.mark.skipif(
+_tensorflow_installed = pytest.mark.skipif(
     find_spec("tensorflow") is None or find_spec("keras") is None, reason="needs TensorFlow and Keras"
 )
+
+
+def needs_tensorflow(test: Any) -> Any:
+    """Marked keras (the archc it starts loads TensorFlow) and skipped where it is not installed."""
+    return pytest.mark.keras(_tensorflow_installed(test))
 
 
 # -- the mechanism ------------------------------------------------------------------------------
@@ -123,6 +129,7 @@ def spec(tmp_path: Path) -> str:
     return "tiny.yaml"
 
 
+@pytest.mark.slow  # the mechanism is checked in-process above
 @needs_tensorflow
 def test_keras_bad_input_is_exactly_one_line(tmp_path: Path, spec: str) -> None:
     """Weights that do not fit, found after TensorFlow has loaded: archc's line, nothing else."""
@@ -132,7 +139,9 @@ def test_keras_bad_input_is_exactly_one_line(tmp_path: Path, spec: str) -> None:
     assert proc.stderr.startswith("tiny.yaml: bad.npz: ") and proc.stderr.count("\n") == 1, proc.stderr
 
 
+@pytest.mark.slow
 @needs_tensorflow
+@pytest.mark.tflite
 @pytest.mark.skipif(find_spec("ai_edge_litert") is None, reason="needs LiteRT")
 def test_tflite_build_is_silent(tmp_path: Path, spec: str) -> None:
     """TensorFlow's import, the converter's log and stdout, LiteRT's delegate line: none shown."""
@@ -150,9 +159,11 @@ def test_tflite_build_is_silent(tmp_path: Path, spec: str) -> None:
     "argv",
     [
         ["build", "tiny.yaml", "--backend", "keras", "-q"],
-        ["parity", "tiny.yaml", "--backends", "torch,keras", "-q"],
-        ["parity", "tiny.yaml", "--backends", "torch,keras", "--train-steps", "2", "-q"],
-        ["parity", "tiny.yaml", "--backends", "keras,tflite", "-q"],
+        pytest.param(["parity", "tiny.yaml", "--backends", "torch,keras", "-q"], marks=pytest.mark.torch),
+        pytest.param(
+            ["parity", "tiny.yaml", "--backends", "torch,keras", "--train-steps", "2", "-q"], marks=pytest.mark.torch
+        ),
+        pytest.param(["parity", "tiny.yaml", "--backends", "keras,tflite", "-q"], marks=pytest.mark.tflite),
         ["sweep", "tiny.yaml", "--width", "1,0.5", "--resolution", "16", "--latency", "keras", "-q"],
     ],
 )
@@ -164,6 +175,7 @@ def test_framework_commands_are_silent(tmp_path: Path, spec: str, argv: list[str
 
 @pytest.mark.slow
 @needs_tensorflow
+@pytest.mark.tflite
 @pytest.mark.parametrize("how", ["-v", "ARCHC_VERBOSE=1"])
 def test_verbose_shows_the_frameworks_output(tmp_path: Path, spec: str, how: str) -> None:
     """Asked for, TensorFlow's own lines come through, as TensorFlow prints them by default."""

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
+from helpers import fast_first, framework
 
-torch = pytest.importorskip("torch")  # before tensorflow (docs/DESIGN.md pitfalls)
-keras = pytest.importorskip("keras")
+import archcompiler as a
+from archcompiler.kit.registry import get_backend, read_weights
 
-import numpy as np  # noqa: E402
-
-import archcompiler as a  # noqa: E402
-from archcompiler.kit.registry import get_backend, read_weights  # noqa: E402
+torch = framework("torch")
+keras = framework("keras")
 
 pytestmark = [pytest.mark.torch, pytest.mark.keras]
 
@@ -45,7 +45,7 @@ def reference(alpha: float, size: int, tmp_path: Path) -> tuple[Path, keras.Mode
     return path, ref
 
 
-@pytest.mark.parametrize(("alpha", "size"), [(0.25, 128), (0.5, 128), (0.75, 128), (1.0, 128), (0.5, 150)])
+@pytest.mark.parametrize(("alpha", "size"), fast_first([(0.25, 128), (0.5, 128), (0.75, 128), (1.0, 128), (0.5, 150)]))
 def test_keras_applications_weights_in_archc(alpha: float, size: int, tmp_path: Path) -> None:
     path, ref = reference(alpha, size, tmp_path)
     x = np.random.default_rng(0).uniform(-1, 1, size=(2, size, size, 3)).astype("float32")

@@ -17,14 +17,15 @@ from typing import Any
 
 import numpy as np
 import pytest
+from helpers import framework
 
-torch = pytest.importorskip("torch")  # before TensorFlow in one process (docs/DESIGN.md)
-ort = pytest.importorskip("onnxruntime")
+import archcompiler as a
+from archcompiler import weights as W
+from archcompiler.kit.registry import get_backend
+from archcompiler.tools.cli import main
 
-import archcompiler as a  # noqa: E402
-from archcompiler import weights as W  # noqa: E402
-from archcompiler.kit.registry import get_backend  # noqa: E402
-from archcompiler.tools.cli import main  # noqa: E402
+torch = framework("torch")
+ort = framework("onnxruntime")
 
 pytestmark = pytest.mark.torch
 
@@ -199,6 +200,8 @@ def tflite_file(out: Path, x: np.ndarray) -> np.ndarray:
 
 @pytest.mark.slow
 @pytest.mark.keras
+@pytest.mark.onnx
+@pytest.mark.tflite
 def test_all_four_backends_build_one_model(tmp_path: Path) -> None:
     pytest.importorskip("tensorflow")
     names = ("torch", "onnx", "keras", "tflite")
@@ -211,6 +214,7 @@ def test_all_four_backends_build_one_model(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.keras
+@pytest.mark.tflite
 def test_framework_init_differs_across_all_four(tmp_path: Path) -> None:
     pytest.importorskip("tensorflow")
     names = ("torch", "keras", "tflite")  # onnx has no initialisers: its framework init is archc's
