@@ -12,17 +12,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import framework
 
-torch = pytest.importorskip("torch")  # before TensorFlow (docs/DESIGN.md)
-pytest.importorskip("tensorflow")
-pytest.importorskip("onnxruntime")
+import archcompiler as a
+from archcompiler import ir, ops, weights
+from archcompiler.kit.registry import get_backend
+from archcompiler.parity.inference import parity
 
-import archcompiler as a  # noqa: E402
-from archcompiler import ir, ops, weights  # noqa: E402
-from archcompiler.kit.registry import get_backend  # noqa: E402
-from archcompiler.parity.inference import parity  # noqa: E402
+torch = framework("torch")
+framework("tensorflow")
+framework("onnxruntime")
 
-pytestmark = pytest.mark.keras
+pytestmark = [pytest.mark.torch, pytest.mark.keras, pytest.mark.onnx, pytest.mark.tflite]
 
 ROOT = Path(__file__).resolve().parents[2]
 BACKENDS = ("torch", "keras", "onnx", "tflite")

@@ -54,6 +54,7 @@ def _spec_source(path: Path) -> str:
     return str(constants(path)["SPEC_SOURCE"])
 
 
+@pytest.mark.torch
 def test_generated_modules_name_the_spec_relative_to_their_folder(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -75,6 +76,7 @@ def test_generated_modules_name_the_spec_relative_to_their_folder(
     assert (source.parent / _spec_source(source)).samefile(spec)
 
 
+@pytest.mark.torch
 def test_without_a_folder_the_spec_is_named_by_its_file_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """generate() returns text with no folder to be relative to; an output folder outside the
     current one would need a path that climbs out of the project: the file name instead."""
