@@ -99,6 +99,12 @@ CASES = {
     "tiny_resnet": lambda: a.lower(a.load(ROOT / "tests" / "specs" / "tiny_resnet.yaml")),
 }
 
+FAST = ("mobilenet_1_224", "mobilenet_keras_05_128", "mobilenet_v3_small_075_97", "kitchen_sink", "tiny_resnet")
+"""The cases the fast tier emits and runs (the rest in the slow tier): the tests below that name
+a case use these, and each kind of graph (paper and Keras layouts, guarded blocks, a DAG, every
+op) is here once."""
+KEYS = [key if key in FAST else pytest.param(key, marks=pytest.mark.slow) for key in CASES]
+
 RUNNER = textwrap.dedent(
     """
     import importlib.util, json, sys
@@ -133,11 +139,19 @@ def backend():
 
 
 @pytest.fixture(scope="module")
-def emitted(backend, tmp_path_factory):
-    """Per case: graph, source, the built model (with weights), x, and what the subprocess saw."""
+def emitted(backend, tmp_path_factory, request):
+    """Per case the run selects: graph, source, the built model (with weights), x, and what the
+    subprocess saw (all cases in one subprocess, so that Keras is imported once)."""
     tmp = tmp_path_factory.mktemp("emit")
+    selected = set(FAST)
+    for item in request.session.items:
+        callspec = getattr(item, "callspec", None)
+        if getattr(item, "module", None) is request.module and callspec is not None and "key" in callspec.params:
+            selected.add(callspec.params["key"])
     jobs, cases = [], {}
     for key, make in CASES.items():
+        if key not in selected:
+            continue
         graph = make()
         source = backend.emit(graph)
         path = tmp / f"{key}.py"
@@ -161,7 +175,7 @@ def emitted(backend, tmp_path_factory):
         )
     env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2"}
     subprocess.run([sys.executable, "-c", RUNNER, json.dumps(jobs)], check=True, env=env, cwd=tmp)
-    for key, job in zip(CASES, jobs, strict=True):
+    for key, job in zip(cases, jobs, strict=True):
         with np.load(job["out"]) as data:
             cases[key]["outputs"] = {k: data[k] for k in data.files}
         cases[key]["table"] = json.loads(Path(job["table"]).read_text())
@@ -174,14 +188,14 @@ def layer_table(model: keras.Model) -> list[list]:
     ]
 
 
-@pytest.mark.parametrize("key", list(CASES))
+@pytest.mark.parametrize("key", KEYS)
 def test_same_layers_and_weight_shapes_as_build(emitted, key: str) -> None:
     case = emitted[key]
     assert case["table"]["layers"] == layer_table(case["model"])
     assert case["table"]["name"] == case["model"].name
 
 
-@pytest.mark.parametrize("key", list(CASES))
+@pytest.mark.parametrize("key", KEYS)
 def test_outputs_match_build_at_every_layer(backend, emitted, key: str) -> None:
     case = emitted[key]
     graph, got = case["graph"], case["outputs"]
@@ -193,7 +207,7 @@ def test_outputs_match_build_at_every_layer(backend, emitted, key: str) -> None:
     assert np.abs(want[graph.output]).max() > 0
 
 
-@pytest.mark.parametrize("key", list(CASES))
+@pytest.mark.parametrize("key", KEYS)
 def test_deterministic_and_ruff_clean(backend, emitted, key: str) -> None:
     case = emitted[key]
     assert backend.emit(case["graph"]) == case["source"]

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from helpers import framework
+from helpers import fast_first, framework
 
 import archcompiler as a
 from archcompiler import weights
@@ -151,7 +151,7 @@ def MobileNetV3Small(**kwargs: Any) -> Any:
 V2 = MobileNetV2
 
 
-@pytest.mark.parametrize(("alpha", "size"), [(1.4, 224), (0.35, 131)])
+@pytest.mark.parametrize(("alpha", "size"), fast_first([(0.35, 131), (1.4, 224)]))
 def test_mobilenet_v2_matches_keras(alpha: float, size: int) -> None:
     compare("mobilenet_v2.yaml", V2, alpha, size)
 

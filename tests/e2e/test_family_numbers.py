@@ -28,6 +28,7 @@ import math
 from pathlib import Path
 
 import pytest
+from helpers import fast_first
 
 import archcompiler as a
 from archcompiler.tools.cli import main
@@ -237,17 +238,20 @@ KERAS_OP = {
 """Keras layer class -> the IR op it must be (tests/e2e/test_family.py's table, without squeeze-excite's Multiply)."""
 
 
+@pytest.mark.torch
 @pytest.mark.keras
 @pytest.mark.parametrize(
     ("spec", "builder", "alpha", "size"),
-    [
-        ("mobilenet_v3_large_minimal", "MobileNetV3Large", 1.0, 224),
-        ("mobilenet_v3_large_minimal", "MobileNetV3Large", 0.75, 224),
-        ("mobilenet_v3_large_minimal", "MobileNetV3Large", 0.5, 131),
-        ("mobilenet_v3_small_minimal", "MobileNetV3Small", 1.0, 224),
-        ("mobilenet_v3_small_minimal", "MobileNetV3Small", 0.75, 224),
-        ("mobilenet_v3_small_minimal", "MobileNetV3Small", 1.25, 160),
-    ],
+    fast_first(
+        [
+            ("mobilenet_v3_small_minimal", "MobileNetV3Small", 0.75, 224),
+            ("mobilenet_v3_large_minimal", "MobileNetV3Large", 1.0, 224),
+            ("mobilenet_v3_large_minimal", "MobileNetV3Large", 0.75, 224),
+            ("mobilenet_v3_large_minimal", "MobileNetV3Large", 0.5, 131),
+            ("mobilenet_v3_small_minimal", "MobileNetV3Small", 1.0, 224),
+            ("mobilenet_v3_small_minimal", "MobileNetV3Small", 1.25, 160),
+        ]
+    ),
 )
 def test_minimalistic_specs_equal_keras(spec: str, builder: str, alpha: float, size: int) -> None:
     """Same weight tensors (name and shape) and the same count_params() triple as Keras' minimalistic=True."""
