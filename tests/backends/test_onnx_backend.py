@@ -614,3 +614,22 @@ def test_int8_cli_writes_a_per_channel_qdq_model_onnxruntime_runs_with_integer_k
     assert report["top1_agreement"] == pytest.approx(np.mean(f.argmax(1) == q.argmax(1)))
     np.testing.assert_allclose(qout.sum(1), 1.0, atol=0.05)
     assert report["weights"].startswith("untrained") and report["inputs"]["held_out_samples"] == len(held) == 8
+
+
+def test_nhwc_input_changes_the_input_only_feature_outputs_stay_nchw(tmp_path):
+    """docs/deployment.md's statement, on the file: input (batch, H, W, C), each feature map
+    (batch, C, H, W), and the values those of the NCHW model on the transposed input."""
+    net = a.compile(PAPER, width=0.25, resolution=32, outputs=["conv_pw_5_relu", "conv_pw_13_relu"])
+    for layout in ("nchw", "nhwc"):
+        net.build_to(get_backend("onnx", nhwc_input=layout == "nhwc"), tmp_path / layout)
+    sessions = {
+        k: ort.InferenceSession(str(tmp_path / k / "mobilenet_v1.onnx"), providers=["CPUExecutionProvider"])
+        for k in ("nchw", "nhwc")
+    }
+    assert sessions["nhwc"].get_inputs()[0].shape == ["batch", 32, 32, 3]
+    shapes = [o.shape for o in sessions["nhwc"].get_outputs()]
+    assert shapes == [["batch", 64, 4, 4], ["batch", 256, 1, 1]] == [o.shape for o in sessions["nchw"].get_outputs()]
+    x = np.random.default_rng(0).normal(size=(3, 32, 32, 3)).astype(np.float32)
+    want = sessions["nchw"].run(None, {"input": x.transpose(0, 3, 1, 2).copy()})
+    for got, ref in zip(sessions["nhwc"].run(None, {"input": x}), want, strict=True):
+        np.testing.assert_allclose(got, ref, atol=1e-5)
