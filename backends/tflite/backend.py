@@ -15,6 +15,7 @@ import numpy as np
 from archcompiler.backends.keras import KerasBackend
 from archcompiler.backends.keras.build import recursion_room
 from archcompiler.backends.tflite.convert import (
+    IO_TYPES,
     QUANTIZE,
     check_signature,
     convert,
@@ -22,9 +23,11 @@ from archcompiler.backends.tflite.convert import (
     invoke,
     node_tensors,
     output_indices,
+    read,
 )
 
-from archcompiler import ir
+from archcompiler import calibration as calib
+from archcompiler import ir, quantization
 from archcompiler import weights as canonical
 from archcompiler.kit.registry import Backend, BackendError
 
@@ -35,16 +38,23 @@ class TfliteModel:
 
     keras_model: Any
     quantize: str = "none"
+    calibration: calib.Calibration | None = None
+    io: str = "float32"
     _content: dict[str, bytes] = field(default_factory=dict, repr=False)
 
     def content(self, graph: ir.Graph, quantize: str | None = None) -> bytes:
         mode = self.quantize if quantize is None else quantize
         if mode not in self._content:
+            samples = self.calibration.calibration if self.calibration is not None else None
             with recursion_room(graph):  # the converter saves the Keras model first
-                data = convert(self.keras_model, mode)
+                data = convert(self.keras_model, mode, calibration=samples, io=self.io)
             check_signature(graph, data)
             self._content[mode] = data
         return self._content[mode]
+
+    def as_float(self) -> TfliteModel:
+        """The float32 conversion of the same Keras model (sharing the converted files)."""
+        return TfliteModel(self.keras_model, "none", None, "float32", self._content)
 
     def invalidate(self) -> None:
         self._content.clear()
@@ -58,7 +68,10 @@ def _as_model(model: Any) -> TfliteModel:
 
 class TfliteBackend(Backend):
     """TFLite via the Keras backend. ``TfliteBackend(quantize="float16" | "dynamic")`` converts
-    with reduced-precision weights; its deviation from float32 is measured
+    with reduced-precision weights; ``quantize="int8"`` to a full-integer model calibrated on
+    ``calibration`` (archcompiler.calibration: a folder of images, an .npy/.npz file,
+    "synthetic", or a loaded Calibration), with float32 or int8 input and output tensors
+    (``io``). Its deviation from float32 on held-out inputs is measured
     (:meth:`quantization_error`) and written next to the model by :meth:`save`."""
 
     name: ClassVar[str] = "tflite"
@@ -70,14 +83,23 @@ class TfliteBackend(Backend):
     handlers: ClassVar[Mapping[str, Any]] = KerasBackend.handlers
     file_suffixes: ClassVar[tuple[str, ...]] = (".tflite", ".quantization.json")
 
-    def __init__(self, *, quantize: str = "none") -> None:
+    def __init__(
+        self, *, quantize: str = "none", calibration: Any = None, io: str = "float32", pixels: str | None = None
+    ) -> None:
         if quantize not in QUANTIZE:
             raise BackendError(f"tflite quantize must be one of {', '.join(QUANTIZE)}, got {quantize!r}")
-        self.quantize = quantize
+        if io not in IO_TYPES:
+            raise BackendError(f"tflite io must be one of {', '.join(IO_TYPES)}, got {io!r}")
+        if io != "float32" and quantize != "int8":
+            raise BackendError(f"io={io!r} is for quantize='int8' (a full-integer model)")
+        if quantize == "int8" and calibration is None:
+            raise BackendError("quantize='int8' needs calibration: a folder of images, .npy/.npz or 'synthetic'")
+        self.quantize, self.calibration, self.io, self.pixels = quantize, calibration, io, pixels
         self._keras = KerasBackend()
 
     def build(self, graph: ir.Graph) -> TfliteModel:
-        return TfliteModel(self._keras.build(graph), self.quantize)
+        inputs = calib.given(self.calibration, graph, self.pixels) if self.quantize != "none" else None
+        return TfliteModel(self._keras.build(graph), self.quantize, inputs, self.io)
 
     def verify(self, graph: ir.Graph, model: Any) -> None:
         """The Keras model against the IR (every node's shape, both parameter counts); the
@@ -126,39 +148,24 @@ class TfliteBackend(Backend):
                 + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
                 + ": the converter fused it into a later op; see TfliteBackend.exposed()"
             )
-        return {n: np.array(it.get_tensor(tensors[n])) for n in names}
+        return {n: read(it, tensors[n]) for n in names}
 
-    def quantization_error(self, graph: ir.Graph, model: Any, x: np.ndarray | None = None) -> dict[str, Any]:
+    def quantization_error(self, graph: ir.Graph, model: Any) -> dict[str, Any]:
         """How far this backend's quantized model is from the float32 conversion of the same
-        weights, on ``x`` (default: 8 fixed standard-normal NHWC images)."""
+        weights, on held-out inputs (archcompiler.quantization.report), with the file sizes."""
         m = _as_model(model)
-        if x is None:
-            x = np.random.default_rng(0).normal(size=(8, *graph.input_shape)).astype(np.float32)
-        results = {}
-        for mode in ("none", m.quantize):
-            it = interpreter(m.content(graph, mode))
-            invoke(it, np.asarray(x, np.float32))
-            # every output, flattened per example and side by side (a feature model has several)
-            outs = [np.array(it.get_tensor(i), dtype=np.float64) for i in output_indices(graph, it).values()]
-            results[mode] = outs[0] if len(outs) == 1 else np.concatenate([o.reshape(len(o), -1) for o in outs], 1)
-        # The converter leaves small tensors (dynamic: < 1024 elements) in float32: say how many it reduced.
-        reduced = [d for d in it.get_tensor_details() if np.dtype(d["dtype"]) in (np.float16, np.int8)]
-        ref, got = results["none"], results[m.quantize]
-        d = np.abs(got - ref)
-        report: dict[str, Any] = {
-            "quantize": m.quantize,
-            "reference": "float32 TFLite conversion of the same weights",
-            "output": graph.output if not graph.multi_output else list(graph.outputs),
-            "batch": int(ref.shape[0]),
-            "max_abs_diff": float(d.max(initial=0.0)),
-            "mean_abs_diff": float(d.mean()) if d.size else 0.0,
-            "max_abs_output": float(np.abs(ref).max(initial=0.0)),
-            "quantized_tensors": len(reduced),
-            "size_bytes": {"float32": len(m.content(graph, "none")), m.quantize: len(m.content(graph, m.quantize))},
-        }
-        if ref.ndim == 2 and not graph.multi_output:
-            report["top1_agreement"] = float(np.mean(ref.argmax(1) == got.argmax(1)))
-        return report
+        inputs = m.calibration if m.calibration is not None else calib.held_out_only(graph, self.pixels)
+        out = quantization.report(
+            graph,
+            lambda x, names: self.run(graph, m.as_float(), x, names),
+            lambda x, names: self.run(graph, m, x, names),
+            inputs,
+            quantize=m.quantize if m.quantize != "int8" else f"int8 (per-channel weights, {m.io} input and output)",
+            reference_name="float32 TFLite conversion of the same weights",
+            weights=quantization.weights_origin(graph, self.get_weights(graph, m)),
+        )
+        out["size_bytes"] = {"float32": len(m.content(graph, "none")), m.quantize: len(m.content(graph))}
+        return out
 
     # -- save -----------------------------------------------------------------------------
 

@@ -18,12 +18,28 @@ from archcompiler import ir
 from archcompiler.kit.registry import BackendError
 from archcompiler.quiet import framework_output
 
-QUANTIZE = ("none", "float16", "dynamic")
-"""float32 (default); float16 weights; dynamic-range int8 weights (activations stay float)."""
+QUANTIZE = ("none", "float16", "dynamic", "int8")
+"""float32 (default); float16 weights; dynamic-range int8 weights (activations stay float);
+full-integer int8 (weights per channel, activations calibrated, int8 kernels only)."""
+IO_TYPES = ("float32", "int8")
+"""A full-integer model's input and output tensors: float32 (QUANTIZE/DEQUANTIZE inside) or int8."""
 
 
-def convert(keras_model: Any, quantize: str = "none") -> bytes:
-    """The flatbuffer of ``keras_model`` (float32 unless ``quantize`` says otherwise)."""
+def _representative(calibration: np.ndarray) -> Any:
+    """The converter's representative dataset: one sample per step, as its calibrator expects."""
+
+    def samples() -> Any:
+        for i in range(len(calibration)):
+            yield [np.ascontiguousarray(calibration[i : i + 1], np.float32)]
+
+    return samples
+
+
+def convert(
+    keras_model: Any, quantize: str = "none", *, calibration: np.ndarray | None = None, io: str = "float32"
+) -> bytes:
+    """The flatbuffer of ``keras_model`` (float32 unless ``quantize`` says otherwise); int8
+    needs ``calibration`` (NHWC model inputs) and takes ``io``."""
     from archcompiler.backends.keras._framework import tf
 
     if quantize not in QUANTIZE:
@@ -33,6 +49,16 @@ def convert(keras_model: Any, quantize: str = "none") -> bytes:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if quantize == "float16":
         converter.target_spec.supported_types = [tf.float16]
+    if quantize == "int8":
+        if calibration is None:
+            raise BackendError("tflite int8 needs calibration inputs")
+        converter.representative_dataset = _representative(calibration)
+        # an op without an int8 kernel fails the conversion instead of staying float
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter._experimental_disable_per_channel = False  # per-channel weights (the default, pinned)
+        if io == "int8":
+            converter.inference_input_type = tf.int8
+            converter.inference_output_type = tf.int8
     # The converter exports a SavedModel first, prints its endpoints to stdout and logs every step.
     with framework_output():
         try:
@@ -68,14 +94,41 @@ def interpreter(content: bytes, *, preserve_all: bool = False) -> Any:
     return it
 
 
+def quantize_input(x: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
+    """Float ``x`` as the input tensor takes it: unchanged for a float input, else
+    ``clip(round(x / scale) + zero_point)`` with the tensor's quantization."""
+    dtype = np.dtype(detail["dtype"])
+    if not np.issubdtype(dtype, np.integer):
+        return np.asarray(x, dtype)
+    scale, zero = detail["quantization"]
+    info = np.iinfo(dtype)
+    return np.clip(np.round(np.asarray(x, np.float64) / scale) + zero, info.min, info.max).astype(dtype)
+
+
+def dequantize(t: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
+    """A tensor's real values: float tensors as they are, (q - zero_point) * scale otherwise
+    (per-tensor; activations are)."""
+    if not np.issubdtype(t.dtype, np.integer):
+        return np.array(t)
+    scale, zero = detail["quantization"]
+    return ((t.astype(np.float64) - zero) * scale).astype(np.float32)
+
+
 def invoke(it: Any, x: np.ndarray) -> None:
-    """Run ``it`` on batch ``x`` (the batch axis is dynamic: resize, then allocate)."""
+    """Run ``it`` on batch ``x`` (the batch axis is dynamic: resize, then allocate); float
+    ``x`` is quantized for an int8 input."""
     inp = it.get_input_details()[0]
     if tuple(inp["shape"]) != x.shape:
         it.resize_tensor_input(inp["index"], list(x.shape), strict=False)
     it.allocate_tensors()
-    it.set_tensor(inp["index"], x)
+    it.set_tensor(inp["index"], quantize_input(x, inp))
     it.invoke()
+
+
+def read(it: Any, index: int) -> np.ndarray:
+    """Tensor ``index``'s real (dequantized) value, copied out of the interpreter."""
+    detail = next(d for d in it.get_tensor_details() if d["index"] == index)
+    return dequantize(np.array(it.get_tensor(index)), detail)
 
 
 def output_indices(graph: ir.Graph, it: Any) -> dict[str, int]:

@@ -1,0 +1,111 @@
+"""The quantization report a quantized build writes (``<name>.quantization.json``): the
+quantized model against the float32 model of the same weights, on held-out inputs.
+
+Measured where the model's output is informative: on the logits (the input of a final
+softmax; a softmax of untrained weights is nearly constant, and a difference measured there
+says nothing), or on every output of a feature model. The report names the nodes, the inputs
+(archcompiler.calibration: disjoint from the calibration samples) and where the weights came
+from; archc's untrained init is said in so many words.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+from archcompiler import ir
+from archcompiler.calibration import Calibration
+
+Run = Callable[[np.ndarray, tuple[str, ...]], dict[str, np.ndarray]]
+"""Runs a model on a batch: (NHWC inputs, node names) -> node name -> value."""
+
+UNTRAINED = (
+    "untrained: every BatchNorm statistic and bias is still at its initial value (archc's init or a framework's); "
+    "the figures describe this random model, not a trained one"
+)
+TRAINED = "loaded or trained weights (not an initialisation)"
+
+
+def weights_origin(graph: ir.Graph, weights: Mapping[str, np.ndarray]) -> str:
+    """Whether ``weights`` are an untrained initialisation: the tensors every init fills with
+    zeros or ones (biases, BatchNorm's beta, gamma and statistics) all still are; a model
+    without any is compared with archc's seed-0 init."""
+    from archcompiler import weights as canonical
+
+    specs = canonical.specs(graph)
+    fixed = {n: 0.0 if s.fill == "zeros" else 1.0 for n, s in specs.items() if s.fill in ("zeros", "ones")}
+    if fixed:
+        untrained = all(np.all(np.asarray(weights[n]) == v) for n, v in fixed.items())
+    else:
+        init = canonical.training_init(graph, 0)
+        untrained = all(np.array_equal(np.asarray(weights[n]), init[n]) for n in specs)
+    return UNTRAINED if untrained else TRAINED
+
+
+def measured_nodes(graph: ir.Graph) -> tuple[str, ...]:
+    """The logits of a classifier (the softmax's input, else the output), every output of a
+    feature model."""
+    return tuple(graph.outputs) if graph.multi_output else (graph.logits,)
+
+
+def sqnr_db(ref: np.ndarray, got: np.ndarray) -> float | None:
+    """Signal-to-quantization-noise ratio, 10 log10(sum ref^2 / sum (ref - got)^2), in dB
+    (None when equal: infinite). 6 dB per bit; 20 dB is an RMS error of a tenth of the signal."""
+    noise = float(np.sum((ref - got) ** 2))
+    if noise == 0.0:
+        return None
+    return round(10.0 * float(np.log10(max(float(np.sum(ref**2)), 1e-300) / noise)), 2)
+
+
+def _node_report(ref: np.ndarray, got: np.ndarray) -> dict[str, Any]:
+    d = np.abs(got - ref)
+    spread = float(ref.std(axis=0).mean()) if len(ref) > 1 else 0.0
+    return {
+        "sqnr_db": sqnr_db(ref, got),
+        "max_abs_diff": float(d.max(initial=0.0)),
+        "mean_abs_diff": float(d.mean()) if d.size else 0.0,
+        "max_abs_reference": float(np.abs(ref).max(initial=0.0)),
+        "reference_spread": spread,
+    }
+
+
+def report(
+    graph: ir.Graph,
+    reference: Run,
+    quantized: Run,
+    inputs: Calibration,
+    *,
+    quantize: str,
+    reference_name: str,
+    weights: str,
+    batch: int = 16,
+) -> dict[str, Any]:
+    """The quantized model's deviation from ``reference`` on ``inputs.held_out``."""
+    names = measured_nodes(graph)
+    x = inputs.held_out
+    refs: dict[str, list[np.ndarray]] = {n: [] for n in names}
+    gots: dict[str, list[np.ndarray]] = {n: [] for n in names}
+    for i in range(0, len(x), batch):
+        r, q = reference(x[i : i + batch], names), quantized(x[i : i + batch], names)
+        for n in names:
+            refs[n].append(np.asarray(r[n], np.float64))
+            gots[n].append(np.asarray(q[n], np.float64))
+    ref = {n: np.concatenate(v) for n, v in refs.items()}
+    got = {n: np.concatenate(v) for n, v in gots.items()}
+    out: dict[str, Any] = {
+        "quantize": quantize,
+        "reference": reference_name,
+        "weights": weights,
+        "inputs": inputs.describe(),
+        "measured_on": list(names),
+        "why": "the logits (before the softmax)" if not graph.multi_output else "every output of the feature model",
+        "nodes": {n: _node_report(ref[n], got[n]) for n in names},
+    }
+    if not graph.multi_output and len(graph[names[0]].shape) == 1:
+        out["top1_agreement"] = float(np.mean(ref[names[0]].argmax(1) == got[names[0]].argmax(1)))
+    flat = [out["nodes"][n] for n in names]
+    if any(r["reference_spread"] <= 1e-6 * max(r["max_abs_reference"], 1e-30) for r in flat):
+        out["warning"] = "the float model's output barely varies across these inputs: the figures say little"
+    return out
