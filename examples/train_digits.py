@@ -159,22 +159,36 @@ def deploy_targets() -> list[tuple[str, str, dict[str, Any]]]:
 
 
 def int8_targets() -> list[tuple[str, str, dict[str, Any]]]:
-    """The int8 runtimes, if the installed archc builds them (see docs/deployment.md)."""
-    try:
-        from archcompiler import calibration  # noqa: F401  (part of archc's int8 support)
-    except ImportError:
-        return []
-    return [("tflite int8", "tflite", {"quantize": "int8"}), ("onnx int8", "onnx", {"quantize": "int8"})]
+    """The int8 runtimes this archc builds (``archc build --quantize int8``, docs/deployment.md)."""
+    from archcompiler.kit.registry import BackendError, get_backend
+
+    out = []
+    for backend in ("tflite", "onnx"):
+        try:
+            get_backend(backend, quantize="int8", calibration="synthetic")
+        except (TypeError, BackendError):
+            continue  # not in this archc
+        out.append((f"{backend} int8", backend, {"quantize": "int8"}))
+    return out
 
 
-def predict(label: str, backend: str, options: dict[str, Any], weights: Any, data: Digits) -> np.ndarray:
+def calibration_inputs(data: Digits, samples: int = 200) -> Any:
+    """The int8 builds' calibration: ``samples`` training images (never held-out ones), as the
+    model takes them (floats in [0, 1], used as given)."""
+    from archcompiler.calibration import Calibration
+
+    return Calibration(data.x_train[:samples], data.x_test, "digits training images", None)
+
+
+def predict(backend: str, options: dict[str, Any], weights: Any, data: Digits) -> np.ndarray:
     """Held-out class predictions of ``backend`` built with ``weights`` (argmax of the logits)."""
     import archcompiler
     from archcompiler.kit.registry import get_backend
 
     net = archcompiler.compile(SPEC, width=WIDTH, resolution=SIZE, classes=CLASSES, classifier_activation="none")
-    quantized = options.get("quantize") == "int8"
-    b = get_backend(backend, **({**options, "calibration": data.x_train} if quantized else options))
+    if options.get("quantize") == "int8":
+        options = {**options, "calibration": calibration_inputs(data)}
+    b = get_backend(backend, **options)
     model = net.build(b, weights=weights)
     out = b.run(net.graph, model, data.x_test)[net.graph.output]
     return np.asarray(out).argmax(1)
@@ -184,7 +198,7 @@ def deploy(weights: Any, data: Digits, targets: list[tuple[str, str, dict[str, A
     """Every target's held-out accuracy; the first (torch) is what the others are compared with."""
     results: list[Deployed] = []
     for label, backend, options in targets or deploy_targets():
-        pred = predict(label, backend, options, weights, data)
+        pred = predict(backend, options, weights, data)
         acc = float(np.mean(pred == data.y_test))
         differ = int(np.sum(pred != results[0].predictions)) if results else 0
         results.append(Deployed(label, acc, pred, differ))

@@ -341,3 +341,83 @@ def render(report: QuantizationReport, rows: int | None = None) -> str:
                 f"{_db(w.per_tensor_worst_db):>13s}"
             )
     return "\n".join(lines)
+
+
+QUANTIZED = "-int8"
+"""A runtime named ``<backend>-int8`` (``tflite-int8``, ``onnx-int8``) is that backend's
+full-integer build, ``get_backend(<backend>, quantize="int8", calibration=...)``."""
+
+
+def is_quantized(runtime: str) -> bool:
+    return runtime.endswith(QUANTIZED)
+
+
+def _batched(
+    backend: Any, graph: ir.Graph, model: Any, x: np.ndarray, names: Sequence[str], batch: int
+) -> dict[str, np.ndarray]:
+    """``backend.run`` over ``x`` in batches, the values of each node concatenated."""
+    import numpy as np
+
+    parts: dict[str, list[np.ndarray]] = {n: [] for n in names}
+    for i in range(0, len(x), batch):
+        got = backend.run(graph, model, x[i : i + batch], list(names))
+        for n in names:
+            parts[n].append(np.asarray(got[n], dtype=np.float64))
+    return {n: np.concatenate(v) for n, v in parts.items()}
+
+
+def measure(
+    graph: ir.Graph,
+    weights: Mapping[str, Any],
+    inputs: Any,
+    runtimes: Sequence[str],
+    *,
+    reference: str = "torch",
+    notes: Sequence[str] = (),
+    batch: int = 16,
+) -> list[QuantizationReport]:
+    """One :class:`QuantizationReport` per quantized runtime (``<backend>-int8``), each built
+    from ``weights`` and calibrated on ``inputs.calibration`` (an archcompiler.calibration
+    Calibration), measured on ``inputs.held_out`` against backend ``reference`` in float32.
+    Each runtime only exposes node values (``Backend.run`` on the nodes ``Backend.exposed``
+    keeps); everything measured is computed here."""
+    from archcompiler import weights as W
+    from archcompiler.analysis.optimize import optimize
+    from archcompiler.kit.registry import get_backend
+    from archcompiler.parity.runs import loaded_model
+
+    w = W.Weights(weights)
+    names = [n.name for n in graph.nodes]
+    ref_backend = get_backend(reference)
+    ref_model = loaded_model(ref_backend, graph, w, "float32")
+    ref = _batched(ref_backend, graph, ref_model, inputs.held_out, names, batch)
+    folded = optimize(graph, w)
+    described = inputs.describe()
+    said = [
+        f"held-out inputs: {described['held_out_samples']} samples of {described['source']}, disjoint from the "
+        f"{described['calibration_samples']} calibration samples ({described['preprocessing']})",
+        *([described["note"]] if "note" in described else []),
+        *notes,
+        "kernels: symmetric int8 rounding of the folded kernels (BatchNorm folded in), computed from the float weights",
+    ]
+    reports = []
+    for runtime in runtimes:
+        backend = get_backend(runtime.removesuffix(QUANTIZED), quantize="int8", calibration=inputs)
+        model = loaded_model(backend, graph, w, "float32")
+        exposed = getattr(backend, "exposed", None)
+        shown = set(exposed(graph, model)) | set(graph.outputs) if exposed else set(names)
+        keep = [n for n in names if n in shown and n not in {i.name for i in graph.inputs}]
+        got = _batched(backend, graph, model, inputs.held_out, keep, batch)
+        reports.append(
+            quantization_report(
+                graph,
+                runtime,
+                ref,
+                got,
+                folded=folded.weights,
+                weights_graph=folded.graph,
+                reference_name=f"{reference} float32",
+                notes=said,
+            )
+        )
+    return reports
