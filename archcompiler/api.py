@@ -72,15 +72,19 @@ def resolution_label(graph: ir.Graph) -> str:
     return str(h) if h == w else f"{h}x{w}"
 
 
-def _backend(backend: str | Backend) -> Backend:
-    """A backend instance from a name (imports its framework) or the instance itself.
+def _backend(backend: str | Backend, **options: Any) -> Backend:
+    """A backend instance from a name (imports its framework; ``options`` given, those not
+    None, go to its constructor) or the instance itself.
 
     Accepting an instance lets a caller resolve the name first and report a bad one its own
     way (the CLI names the ``--backend`` option)."""
+    options = {k: v for k, v in options.items() if v is not None}
     if isinstance(backend, str):
         from archcompiler.kit.registry import get_backend
 
-        return get_backend(backend)
+        return get_backend(backend, **options)
+    if options:
+        raise BackendError(f"{', '.join(options)}: give them to the backend instance, or pass the backend's name")
     from archcompiler.kit.backend import Backend
 
     if not isinstance(backend, Backend):
@@ -368,6 +372,9 @@ class Compiled:
         optimize: bool = False,
         init: str = "archc",
         seed: int | None = None,
+        quantize: str | None = None,
+        calibration: Any = None,
+        io: str | None = None,
     ) -> Built:
         """:meth:`build` then :meth:`save` (default folder :meth:`default_output_dir`):
         ``archc build``.
@@ -378,10 +385,13 @@ class Compiled:
         refused target costs no build; a weights file given as a path is one of the inputs
         no target may be. ``init``/``seed``: the initial weights when none are given
         (:meth:`build`); with ``init="framework"`` the result's ``note`` says the backends'
-        models differ."""
+        models differ. ``quantize``/``calibration``/``io``: the quantized file of a named
+        backend (``"tflite"``: float16, dynamic or int8; ``"onnx"``: int8), calibrated on
+        ``calibration`` (archcompiler.calibration: a folder of images, an .npy/.npz file,
+        ``"synthetic"`` or a loaded Calibration); a backend instance takes them itself."""
         say = A.callback(progress, "progress") or _quiet
         # the backend, and what this build asks of it
-        b = _backend(backend)
+        b = _backend(backend, quantize=quantize, calibration=calibration, io=io)
         weights = _weights(weights)
         require_capabilities([b], multi_output=self.graph.multi_output, optimize=A.flag(optimize, "optimize"))
         # the output: its folder and every target, before any slow step

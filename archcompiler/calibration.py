@@ -136,7 +136,8 @@ def _read_array(path: Path) -> np.ndarray:
     try:
         data = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:
-        raise CalibrationError(f"{path}: not a readable numpy array file ({exc})") from None
+        why = "it holds pickled objects, which archc never loads" if "pickle" in str(exc) else str(exc)
+        raise CalibrationError(f"{path}: not a readable numpy array file ({why})") from None
     if isinstance(data, np.ndarray):
         return data
     with data:

@@ -469,9 +469,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         raise UsageError("--seed chooses archc's initial weights; --init framework keeps the framework's own")
     _folder_target("-o", args.output)
     net = _compile(args)
-    options: dict[str, Any] = {}
-    if args.quantize is not None:
-        options["quantize"] = args.quantize
+    options: dict[str, Any] = _quantize_options(net, args)
     if args.input_layout is not None:
         options["nhwc_input"] = args.input_layout == "nhwc"
     backend = _backend(net, args.backend, **options)
@@ -493,6 +491,31 @@ def cmd_build(args: argparse.Namespace) -> int:
     )
     print(render.built(built))
     return 0
+
+
+def _quantize_options(net: Compiled, args: argparse.Namespace) -> dict[str, Any]:
+    """The backend options of ``--quantize``, ``--calibration``, ``--pixels`` and ``--io``; the
+    calibration source is read here, before any framework is imported (a bad one: one line)."""
+    from archcompiler import calibration
+
+    given = [(o, v) for o, v in (("--calibration", args.calibration), ("--pixels", args.pixels), ("--io", args.io))]
+    if args.quantize != "int8":
+        extra = next((o for o, v in given if v is not None and (o != "--calibration" or args.quantize is None)), None)
+        if extra is not None:
+            raise UsageError(f"{extra} is for --quantize int8")
+    elif args.calibration is None:
+        raise UsageError("--quantize int8 needs --calibration: a folder of images, an .npy/.npz file or 'synthetic'")
+    options: dict[str, Any] = {}
+    if args.quantize is not None:
+        options["quantize"] = args.quantize
+    if args.io is not None:
+        options["io"] = args.io
+    if args.calibration is not None:
+        try:
+            options["calibration"] = calibration.load(args.calibration, net.graph, pixels=args.pixels)
+        except calibration.CalibrationError as exc:
+            raise SpecError(str(exc), file=net.loaded.file, path="--calibration") from None
+    return options
 
 
 def cmd_parity(args: argparse.Namespace) -> int:
@@ -747,8 +770,24 @@ def _add_build(sub: Commands) -> None:
     sp.add_argument("-o", "--output", help="output folder (default: build/<name>_<width>_<resolution>_<backend>)")
     sp.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
     sp.add_argument(
-        "--quantize", choices=["float16", "dynamic"], help="tflite: quantize (the deviation from float32 is reported)"
+        "--quantize",
+        choices=["float16", "dynamic", "int8"],
+        help="tflite: float16, dynamic or int8; onnx: int8 (the deviation from float32 on held-out inputs is "
+        "written to <name>.quantization.json)",
     )
+    sp.add_argument(
+        "--calibration",
+        metavar="SOURCE",
+        help="int8: calibration inputs, a folder of PNG/JPEG images, an .npy/.npz NHWC array or 'synthetic' "
+        "(a stand-in); a fifth is held out to measure the model",
+    )
+    sp.add_argument(
+        "--pixels",
+        choices=["0..255", "0..1", "-1..1"],
+        help="the model input range pixels are mapped to (default 0..255 when the spec starts with a rescaling "
+        "layer, else -1..1)",
+    )
+    sp.add_argument("--io", choices=["float32", "int8"], help="tflite int8: the input and output tensors' type")
     sp.add_argument("--input-layout", choices=["nchw", "nhwc"], help="onnx: the input's layout (default nchw)")
     sp.add_argument(
         "--optimize",

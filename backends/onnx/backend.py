@@ -7,6 +7,7 @@ from the IR, so deploying needs neither training framework installed.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -24,9 +25,12 @@ from archcompiler.backends.onnx.build import (
     with_outputs,
 )
 from archcompiler.backends.onnx.ops import HANDLERS, Handler
+from archcompiler.backends.onnx.quantize import QuantizedOnnx, quantize
+from archcompiler.backends.onnx.quantize import run as run_quantized
 from onnx import numpy_helper
 
-from archcompiler import ir
+from archcompiler import calibration as calib
+from archcompiler import ir, quantization
 from archcompiler import weights as canonical
 from archcompiler.ir.layouts import ActivationLayout, WeightLayout
 from archcompiler.kit.registry import Backend, BackendError
@@ -44,7 +48,13 @@ def _as_model(model: Any) -> onnx.ModelProto:
 
 class OnnxBackend(Backend):
     """ONNX (opset 17) from the IR, run with onnxruntime. Input ``input`` float32 NCHW with a
-    dynamic batch axis (``OnnxBackend(nhwc_input=True)``: NHWC), output ``output`` (N, ...)."""
+    dynamic batch axis (``OnnxBackend(nhwc_input=True)``: NHWC), output ``output`` (N, ...).
+
+    ``quantize="int8"`` saves a statically quantized QDQ model instead (backends/onnx/quantize.py:
+    per-channel int8 weights, uint8 activations calibrated on ``calibration``, a folder of
+    images, an .npy/.npz file, "synthetic" or a loaded archcompiler.calibration.Calibration),
+    with ``<name>.quantization.json``, its deviation from the float model on held-out inputs.
+    The model this backend builds and runs stays the float one (weights, parity)."""
 
     name: ClassVar[str] = "onnx"
     optimizable: ClassVar[bool] = True
@@ -55,10 +65,24 @@ class OnnxBackend(Backend):
     convention: ClassVar[str] = "keras"
     weight_layout: ClassVar[WeightLayout] = "channels_first"
     activation_layout: ClassVar[ActivationLayout] = "channels_first"
-    file_suffixes: ClassVar[tuple[str, ...]] = (".onnx",)
+    file_suffixes: ClassVar[tuple[str, ...]] = (".onnx", ".quantization.json")
+    QUANTIZE: ClassVar[tuple[str, ...]] = ("none", "int8")
 
-    def __init__(self, *, nhwc_input: bool = False) -> None:
-        self.nhwc_input = nhwc_input
+    def __init__(
+        self,
+        *,
+        nhwc_input: bool = False,
+        quantize: str = "none",
+        calibration: Any = None,
+        pixels: str | None = None,
+        reduce_range: bool = True,
+    ) -> None:
+        if quantize not in self.QUANTIZE:
+            raise BackendError(f"onnx quantize must be one of {', '.join(self.QUANTIZE)}, got {quantize!r}")
+        if quantize == "int8" and calibration is None:
+            raise BackendError("quantize='int8' needs calibration: a folder of images, .npy/.npz or 'synthetic'")
+        self.nhwc_input, self.quantize, self.calibration = nhwc_input, quantize, calibration
+        self.pixels, self.reduce_range = pixels, reduce_range
 
     def build(self, graph: ir.Graph) -> onnx.ModelProto:
         """The model with archc's initial weights (weights.training_init, seed 0): ONNX has no
@@ -178,10 +202,50 @@ class OnnxBackend(Backend):
 
     # -- save -----------------------------------------------------------------------------
 
-    def save(self, graph: ir.Graph, model: Any, out_dir: Path) -> list[Path]:
-        """``<graph.name>.onnx``, written atomically; it loads in any ONNX runtime."""
+    def quantized(self, graph: ir.Graph, model: Any) -> tuple[QuantizedOnnx, calib.Calibration]:
+        """The int8 QDQ model of ``model`` (its weights folded through archc's optimize rewrite)
+        and the inputs it was calibrated on."""
+        from archcompiler.analysis.optimize import rewrite
+
         model = _as_model(model)
-        return [self.publish(Path(out_dir) / f"{graph.name}.onnx", lambda tmp: onnx.save_model(model, tmp))]
+        inputs = calib.given(self.calibration, graph, self.pixels)
+        opt = rewrite(self, graph, self.get_weights(graph, model))
+        nhwc = input_layout(model) == "NHWC"
+        return quantize(opt, self.handlers, inputs, nhwc_input=nhwc, reduce_range=self.reduce_range), inputs
+
+    def quantization_error(self, graph: ir.Graph, model: Any) -> tuple[QuantizedOnnx, dict[str, Any]]:
+        """The int8 model and its deviation from the float model of the same weights on the
+        held-out inputs (archcompiler.quantization.report)."""
+        q, inputs = self.quantized(graph, model)
+        report = quantization.report(
+            graph,
+            lambda x, names: self.run(graph, model, x, names),
+            lambda x, names: run_quantized(q, x, names),
+            inputs,
+            quantize="int8 QDQ (per-channel int8 weights"
+            + (", 7-bit range" if self.reduce_range else "")
+            + ", uint8 activations, float32 input and output)",
+            reference_name="float32 ONNX model of the same weights (onnxruntime)",
+            weights=quantization.weights_origin(graph, self.get_weights(graph, model)),
+        )
+        report["size_bytes"] = {"float32": _as_model(model).ByteSize(), "int8": q.model.ByteSize()}
+        return q, report
+
+    def save(self, graph: ir.Graph, model: Any, out_dir: Path) -> list[Path]:
+        """``<graph.name>.onnx``, written atomically; it loads in any ONNX runtime. An int8
+        build writes the QDQ model there and ``<graph.name>.quantization.json`` beside it."""
+        model = _as_model(model)
+        target = Path(out_dir) / f"{graph.name}.onnx"
+        if self.quantize == "none":
+            return [self.publish(target, lambda tmp: onnx.save_model(model, tmp))]
+        q, report = self.quantization_error(graph, model)
+        data = q.model.SerializeToString()
+        report["sha256"] = hashlib.sha256(data).hexdigest()
+        text = json.dumps(report, indent=2)
+        return [
+            self.publish(target, lambda tmp: Path(tmp).write_bytes(data)),
+            self.publish(target.with_suffix(".quantization.json"), lambda tmp: Path(tmp).write_text(text)),
+        ]
 
 
 def _owner(node: onnx.NodeProto) -> str:
