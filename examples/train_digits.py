@@ -30,6 +30,7 @@ import argparse
 import json
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -186,12 +187,12 @@ def predict(backend: str, options: dict[str, Any], weights: Any, data: Digits) -
     from archcompiler.kit.registry import get_backend
 
     net = archcompiler.compile(SPEC, width=WIDTH, resolution=SIZE, classes=CLASSES, classifier_activation="none")
-    if options.get("quantize") == "int8":
-        options = {**options, "calibration": calibration_inputs(data)}
-    b = get_backend(backend, **options)
+    quantized = options.get("quantize") == "int8"
+    b = get_backend(backend, **({**options, "calibration": calibration_inputs(data)} if quantized else options))
     model = net.build(b, weights=weights)
-    out = b.run(net.graph, model, data.x_test)[net.graph.output]
-    return np.asarray(out).argmax(1)
+    # an int8 build is run as it is saved (the ONNX backend's model object stays the float one)
+    run = b.quantized_runner(net.graph, model)[0] if quantized else partial(b.run, net.graph, model)
+    return np.asarray(run(data.x_test, [net.graph.output])[net.graph.output]).argmax(1)
 
 
 def deploy(weights: Any, data: Digits, targets: list[tuple[str, str, dict[str, Any]]] | None = None) -> list[Deployed]:

@@ -352,18 +352,28 @@ def is_quantized(runtime: str) -> bool:
     return runtime.endswith(QUANTIZED)
 
 
-def _batched(
-    backend: Any, graph: ir.Graph, model: Any, x: np.ndarray, names: Sequence[str], batch: int
-) -> dict[str, np.ndarray]:
-    """``backend.run`` over ``x`` in batches, the values of each node concatenated."""
+def _batched(run: Any, x: np.ndarray, names: Sequence[str], batch: int) -> dict[str, np.ndarray]:
+    """``run(x, names)`` over ``x`` in batches, the values of each node concatenated."""
     import numpy as np
 
     parts: dict[str, list[np.ndarray]] = {n: [] for n in names}
     for i in range(0, len(x), batch):
-        got = backend.run(graph, model, x[i : i + batch], list(names))
+        got = run(x[i : i + batch], list(names))
         for n in names:
             parts[n].append(np.asarray(got[n], dtype=np.float64))
     return {n: np.concatenate(v) for n, v in parts.items()}
+
+
+def quantized_values(
+    backend: Any, graph: ir.Graph, model: Any, x: np.ndarray, batch: int = 16
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(every node the quantized runtime exposes, its outputs run alone) on ``x``: the backend's
+    ``quantized_runner`` gives the values; the outputs are fetched again on their own, because
+    fetching intermediate tensors can keep a runtime from fusing its integer kernels."""
+    run, exposed = backend.quantized_runner(graph, model)
+    inputs = {i.name for i in graph.inputs}
+    keep = [n.name for n in graph.nodes if (n.name in exposed or n.name in graph.outputs) and n.name not in inputs]
+    return _batched(run, x, keep, batch), _batched(run, x, list(graph.outputs), batch)
 
 
 def measure(
@@ -390,7 +400,7 @@ def measure(
     names = [n.name for n in graph.nodes]
     ref_backend = get_backend(reference)
     ref_model = loaded_model(ref_backend, graph, w, "float32")
-    ref = _batched(ref_backend, graph, ref_model, inputs.held_out, names, batch)
+    ref = _batched(lambda x, n: ref_backend.run(graph, ref_model, x, n), inputs.held_out, names, batch)
     folded = optimize(graph, w)
     described = inputs.describe()
     said = [
@@ -399,25 +409,22 @@ def measure(
         *([described["note"]] if "note" in described else []),
         *notes,
         "kernels: symmetric int8 rounding of the folded kernels (BatchNorm folded in), computed from the float weights",
+        "output figures: the runtime run for its outputs alone; layers: run exposing every tensor it keeps",
     ]
     reports = []
     for runtime in runtimes:
         backend = get_backend(runtime.removesuffix(QUANTIZED), quantize="int8", calibration=inputs)
         model = loaded_model(backend, graph, w, "float32")
-        exposed = getattr(backend, "exposed", None)
-        shown = set(exposed(graph, model)) | set(graph.outputs) if exposed else set(names)
-        keep = [n for n in names if n in shown and n not in {i.name for i in graph.inputs}]
-        got = _batched(backend, graph, model, inputs.held_out, keep, batch)
-        reports.append(
-            quantization_report(
-                graph,
-                runtime,
-                ref,
-                got,
-                folded=folded.weights,
-                weights_graph=folded.graph,
-                reference_name=f"{reference} float32",
-                notes=said,
-            )
+        layers, outputs = quantized_values(backend, graph, model, inputs.held_out, batch)
+        report = quantization_report(
+            graph,
+            runtime,
+            ref,
+            {**layers, **outputs},
+            folded=folded.weights,
+            weights_graph=folded.graph,
+            reference_name=f"{reference} float32",
+            notes=said,
         )
+        reports.append(report)
     return reports
