@@ -117,3 +117,40 @@ def test_a_planted_bad_layer_is_named_worst() -> None:
     assert "not an equivalence verdict" in MEASURES and MEASURES in text
     # archc's initial weights are untrained: the float softmax is 1/10 whatever the input
     assert "untrained" in text and "hardly depends" in report.degenerate
+
+
+@pytest.mark.slow
+@pytest.mark.torch
+@pytest.mark.keras
+@pytest.mark.tflite
+def test_report_output_figures_match_litert_run_directly() -> None:
+    """measure() on TFLite int8 against numpy on the same flatbuffer run with LiteRT directly
+    (archc's run and dequantization not involved) and the torch float model's output."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    import archcompiler
+    from archcompiler import weights as W
+    from archcompiler.calibration import load
+    from archcompiler.kit.registry import get_backend
+    from archcompiler.parity.quantization import measure
+
+    g = archcompiler.compile(SPEC, width=0.25, resolution=32, classes=10, classifier_activation="none").graph
+    w = W.init(g, 0)
+    inputs = load("synthetic", g)
+    report = measure(g, w, inputs, ["tflite-int8"], batch=len(inputs.held_out))[0]
+    torch_b = get_backend("torch")
+    from archcompiler.parity.runs import loaded_model
+
+    ref = torch_b.run(g, loaded_model(torch_b, g, w, "float32"), inputs.held_out)[g.output].astype(np.float64)
+    tfl = get_backend("tflite", quantize="int8", calibration=inputs)
+    it = Interpreter(model_content=loaded_model(tfl, g, w, "float32").content(g))
+    inp, out = it.get_input_details()[0], it.get_output_details()[0]
+    it.resize_tensor_input(inp["index"], list(inputs.held_out.shape))
+    it.allocate_tensors()
+    it.set_tensor(inp["index"], inputs.held_out)
+    it.invoke()
+    got = np.array(it.get_tensor(out["index"]), np.float64)  # float32 io: dequantized inside
+    noise = np.sum((ref - got) ** 2)
+    assert report.output_sqnr_db == pytest.approx(10 * np.log10(np.sum(ref**2) / noise), abs=1e-6)
+    assert report.top1_agreement == pytest.approx(np.mean(ref.argmax(1) == got.argmax(1)))
+    assert report.output_max_abs_diff == pytest.approx(np.abs(ref - got).max(), rel=1e-6)
