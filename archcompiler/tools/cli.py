@@ -806,8 +806,19 @@ def _add_build(sub: Commands) -> None:
 
 
 def _add_parity(sub: Commands) -> None:
-    sp = _spec_command(sub, "parity", "run backends on the same weights and input; compare every node")
-    sp.add_argument("--backends", type=_list(str), default=["torch", "keras"], help="default: torch,keras")
+    sp = _spec_command(
+        sub,
+        "parity",
+        "run backends on the same weights and input; compare every node (with an int8 runtime: a per-layer "
+        "quantization report on held-out inputs, docs/deployment.md)",
+    )
+    sp.add_argument(
+        "--backends",
+        type=_list(str),
+        default=["torch", "keras"],
+        help="default: torch,keras; a float reference and int8 runtimes (tflite-int8, onnx-int8) for the "
+        "quantization report",
+    )
     sp.add_argument("--atol", type=_tolerance, help="extra absolute slack (default 0)")
     sp.add_argument("--rtol", type=_tolerance, help="relative tolerance (float64: 1e-9; float32: slack, 0)")
     sp.add_argument("--seed", type=_seed, default=0)
