@@ -50,12 +50,21 @@ def _batches(x: np.ndarray, nhwc: bool) -> Iterator[dict[str, np.ndarray]]:
         yield {INPUT: np.ascontiguousarray(feed[i : i + size], np.float32)}
 
 
+class _Reader:
+    """onnxruntime's calibration data reader protocol (``get_next``, None at the end)."""
+
+    def __init__(self, x: np.ndarray, nhwc: bool) -> None:
+        self.batches = _batches(x, nhwc)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self.batches, None)
+
+
 def quantize(
     optimized: Optimized, handlers: Any, inputs: Calibration, *, nhwc_input: bool, reduce_range: bool
 ) -> QuantizedOnnx:
     """The QDQ model of ``optimized`` (graph and folded weights), calibrated on ``inputs``."""
     from onnxruntime.quantization import (
-        CalibrationDataReader,
         CalibrationMethod,
         QuantFormat,
         QuantType,
@@ -64,13 +73,6 @@ def quantize(
 
     float_model = build_model(optimized.graph, handlers, optimized.weights, nhwc_input=nhwc_input)
 
-    class Reader(CalibrationDataReader):  # type: ignore[misc]
-        def __init__(self) -> None:
-            self.batches = _batches(inputs.calibration, nhwc_input)
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            return next(self.batches, None)
-
     with tempfile.TemporaryDirectory(prefix="archc-onnx-int8-") as tmp, framework_output():
         src, dst = Path(tmp) / "float.onnx", Path(tmp) / "int8.onnx"
         onnx.save_model(float_model, src)
@@ -78,7 +80,7 @@ def quantize(
             quantize_static(
                 str(src),
                 str(dst),
-                Reader(),
+                _Reader(inputs.calibration, nhwc_input),
                 quant_format=QuantFormat.QDQ,
                 per_channel=True,
                 activation_type=QuantType.QUInt8,

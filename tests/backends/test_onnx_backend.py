@@ -554,3 +554,82 @@ def test_parity_with_a_layer_named_output(torch_backend):
     }
     report = a.compile(spec).parity(("torch", "onnx"))
     assert report.ok and [d.node for d in report.diffs] == ["input", "output", "act"]
+
+
+# ---------------------------------------------------------------------------------------------
+# int8 (QDQ, quantize_static)
+
+
+def _dequantized_output(model, tensor: str) -> str:
+    """The DequantizeLinear output that carries ``tensor``'s quantized value."""
+    q = next(n for n in model.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == tensor)
+    return next(n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] == q.output[0])
+
+
+def _bare_run(model, x: np.ndarray, extra: list[str], optimized: Path | None = None) -> list[np.ndarray]:
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    for t in extra:
+        m.graph.output.append(onnx.helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None))
+    opts = ort.SessionOptions()
+    if optimized is not None:
+        opts.optimized_model_filepath = str(optimized)
+    sess = ort.InferenceSession(m.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    return sess.run(["output", *extra], {"input": x})
+
+
+def test_int8_cli_writes_a_per_channel_qdq_model_onnxruntime_runs_with_integer_kernels(tmp_path, capsys):
+    """`--quantize int8 --calibration x.npy`: a QDQ file without BatchNormalization (folded),
+    per-channel conv weights, that onnxruntime runs with QLinearConv; the report's logits error
+    and top-1 agreement are what the file and the float model, run bare, give on the held-out
+    samples of the same source (calibration.load's split)."""
+    from archcompiler import calibration
+
+    raw = np.random.default_rng(0).integers(0, 256, size=(40, 32, 32, 3), dtype=np.uint8)
+    np.save(tmp_path / "x.npy", raw)
+    argv = ["build", PAPER, "--width", "0.25", "--resolution", "32", "--classes", "10", "--backend", "onnx", "-q"]
+    assert main([*argv, "-o", str(tmp_path / "f")]) == 0
+    assert main([*argv, "-o", str(tmp_path / "q"), "--quantize", "int8", "--calibration", str(tmp_path / "x.npy")]) == 0
+    capsys.readouterr()
+    fmodel = onnx.load(tmp_path / "f" / "mobilenet_v1.onnx")
+    qmodel = onnx.load(tmp_path / "q" / "mobilenet_v1.onnx")
+    ops = [n.op_type for n in qmodel.graph.node]
+    assert "BatchNormalization" not in ops and ops.count("QuantizeLinear") > 20
+    inits = {t.name: t for t in qmodel.graph.initializer}
+    dq_of = {n.output[0]: n for n in qmodel.graph.node if n.op_type == "DequantizeLinear"}
+    for conv in (n for n in qmodel.graph.node if n.op_type == "Conv"):
+        w = dq_of[conv.input[1]]
+        scale, kernel = inits[w.input[1]], inits[w.input[0]]
+        assert scale.dims[0] == kernel.dims[0] > 1, conv.name  # one scale per output channel
+    graph = a.compile(PAPER, width=0.25, resolution=32, classes=10).graph
+    held = calibration.load(tmp_path / "x.npy", graph).held_out.transpose(0, 3, 1, 2).copy()
+    (_, flogits) = _bare_run(fmodel, held, ["fc"])
+    (qout, qlogits) = _bare_run(qmodel, held, [_dequantized_output(qmodel, "fc")], tmp_path / "opt.onnx")
+    assert "QLinearConv" in {n.op_type for n in onnx.load(tmp_path / "opt.onnx").graph.node}
+    report = json.loads((tmp_path / "q" / "mobilenet_v1.quantization.json").read_text())
+    f, q = flogits.astype(np.float64), qlogits.astype(np.float64)
+    sqnr = 10 * np.log10(np.sum(f**2) / np.sum((f - q) ** 2))
+    assert report["measured_on"] == ["fc"] and report["nodes"]["fc"]["sqnr_db"] == pytest.approx(sqnr, abs=0.05)
+    # top-1 of the logits: int8 softmax outputs come in steps of 1/256 and tie on a flat softmax
+    assert report["top1_agreement"] == pytest.approx(np.mean(f.argmax(1) == q.argmax(1)))
+    np.testing.assert_allclose(qout.sum(1), 1.0, atol=0.05)
+    assert report["weights"].startswith("untrained") and report["inputs"]["held_out_samples"] == len(held) == 8
+
+
+def test_nhwc_input_changes_the_input_only_feature_outputs_stay_nchw(tmp_path):
+    """docs/deployment.md's statement, on the file: input (batch, H, W, C), each feature map
+    (batch, C, H, W), and the values those of the NCHW model on the transposed input."""
+    net = a.compile(PAPER, width=0.25, resolution=32, outputs=["conv_pw_5_relu", "conv_pw_13_relu"])
+    for layout in ("nchw", "nhwc"):
+        net.build_to(get_backend("onnx", nhwc_input=layout == "nhwc"), tmp_path / layout)
+    sessions = {
+        k: ort.InferenceSession(str(tmp_path / k / "mobilenet_v1.onnx"), providers=["CPUExecutionProvider"])
+        for k in ("nchw", "nhwc")
+    }
+    assert sessions["nhwc"].get_inputs()[0].shape == ["batch", 32, 32, 3]
+    shapes = [o.shape for o in sessions["nhwc"].get_outputs()]
+    assert shapes == [["batch", 64, 4, 4], ["batch", 256, 1, 1]] == [o.shape for o in sessions["nchw"].get_outputs()]
+    x = np.random.default_rng(0).normal(size=(3, 32, 32, 3)).astype(np.float32)
+    want = sessions["nchw"].run(None, {"input": x.transpose(0, 3, 1, 2).copy()})
+    for got, ref in zip(sessions["nhwc"].run(None, {"input": x}), want, strict=True):
+        np.testing.assert_allclose(got, ref, atol=1e-5)

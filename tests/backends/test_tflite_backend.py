@@ -17,7 +17,7 @@ import pytest
 from helpers import framework
 
 import archcompiler as a
-from archcompiler import ir
+from archcompiler import calibration, ir, quantization
 from archcompiler import weights as W
 from archcompiler.kit.registry import BackendError, get_backend
 from archcompiler.parity.inference import parity
@@ -169,20 +169,81 @@ def test_quantization_deviation_is_measured_and_written(chain, mode, tmp_path):
     paths = q.save(g, model, tmp_path)
     assert [p.name for p in paths] == ["chain.tflite", "chain.quantization.json"]
     report = json.loads(paths[1].read_text())
-    assert report["quantize"] == mode and report["quantized_tensors"] >= 1
-    # the reported deviation is real: the saved file, run bare, is that far from numpy's float64
-    xq = rand(8, *g.input_shape, seed=0)  # the input quantization_error documents
+    assert report["quantize"] == mode and report["measured_on"] == ["fc"]
+    assert report["weights"] == quantization.TRAINED  # W.init(seed=4): biases not zero
+    # measured on the held-out synthetic inputs the report names: the saved file, run bare,
+    # is that far from numpy's float64 there
+    xq = calibration.held_out_only(g).held_out
+    assert report["inputs"]["held_out_samples"] == len(xq) and report["inputs"]["source"] == "synthetic"
     exact = numpy_chain(w, xq)["fc"]
     measured = float(np.abs(litert_run(paths[0], xq) - exact).max())
     assert measured > 1e-4  # reduced precision is visible, not hidden
-    assert report["max_abs_diff"] == pytest.approx(measured, rel=0.05, abs=1e-5)
+    assert report["nodes"]["fc"]["max_abs_diff"] == pytest.approx(measured, rel=0.05, abs=1e-5)
     assert report["size_bytes"][mode] < report["size_bytes"]["float32"]
+
+
+def test_int8_is_full_integer_per_channel_any_batch_and_reported(chain, tmp_path):
+    """One int8 conversion (int8 input and output): every op computes in int8, conv and
+    depthwise weights have one scale per output channel, the signature keeps a dynamic batch
+    (1, 3 and 8 rows equal the rows run alone), and the report's figures are what the saved
+    file, run bare, gives against numpy's float64 on the held-out inputs."""
+    from archcompiler.backends.tflite import TfliteBackend
+
+    g, w, _, _ = chain
+    inputs = calibration.load("synthetic", g, samples=32)
+    q = TfliteBackend(quantize="int8", calibration=inputs, io="int8")
+    model = q.build(g)
+    q.set_weights(g, model, w)
+    paths = q.save(g, model, tmp_path)
+    report = json.loads(paths[1].read_text())
+    it = bare_interpreter(paths[0], no_delegate=True)
+    details = {d["index"]: d for d in it.get_tensor_details()}
+    ops = it._get_ops_details()
+    for op in ops:  # int32 only for biases (and shapes); no float anywhere
+        dtypes = {np.dtype(details[i]["dtype"]).name for i in op["inputs"] if i >= 0}
+        assert dtypes <= {"int8", "int32"}, (op["op_name"], dtypes)
+    kernels = [(op, details[op["inputs"][1]]) for op in ops if op["op_name"] in ("CONV_2D", "DEPTHWISE_CONV_2D")]
+    assert len(kernels) == 2
+    for op, k in kernels:
+        axis = k["quantization_parameters"]["quantized_dimension"]
+        assert len(k["quantization_parameters"]["scales"]) == k["shape"][axis] > 1, op["op_name"]
+    runner = bare_interpreter(paths[0]).get_signature_runner()
+    ((name, detail),) = runner.get_input_details().items()
+    assert name == "x" and np.dtype(detail["dtype"]) == np.int8  # the input node's name
+    x = inputs.held_out
+    scale, zero = detail["quantization"]
+    xi = np.clip(np.round(x / scale) + zero, -128, 127).astype(np.int8)
+    alone = np.concatenate([runner(x=xi[i : i + 1])["output_0"] for i in range(8)])
+    for n in (1, 3, 8):
+        np.testing.assert_array_equal(runner(x=xi[:n])["output_0"], alone[:n])
+    out = runner(x=xi)["output_0"]
+    oscale, ozero = runner.get_output_details()["output_0"]["quantization"]
+    got = (out.astype(np.float64) - ozero) * oscale
+    exact = numpy_chain(w, x)["fc"]
+    sqnr = 10 * np.log10(np.sum(exact**2) / np.sum((exact - got) ** 2))
+    assert sqnr > 25  # int8 is close to float, and the report says how close
+    assert report["nodes"]["fc"]["sqnr_db"] == pytest.approx(sqnr, abs=0.1)
+    assert report["top1_agreement"] == pytest.approx(np.mean(got.argmax(1) == exact.argmax(1)))
+    assert report["inputs"]["calibration_samples"] == 32 and report["inputs"]["note"].startswith("synthetic")
+
+
+def bare_interpreter(path: Path, *, no_delegate: bool = False):
+    try:
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
+    except ImportError:
+        import tensorflow as tf
+
+        Interpreter, OpResolverType = tf.lite.Interpreter, tf.lite.experimental.OpResolverType
+    kw = {"experimental_op_resolver_type": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES} if no_delegate else {}
+    it = Interpreter(model_path=str(path), **kw)
+    it.allocate_tensors()
+    return it
 
 
 def test_unknown_quantize_mode_is_refused():
     from archcompiler.backends.tflite import TfliteBackend
 
-    with pytest.raises(BackendError, match="float16, dynamic"):
+    with pytest.raises(BackendError, match="float16, dynamic, int8"):
         TfliteBackend(quantize="int4")
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from conftest import BACKEND_MARKS
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -225,7 +226,16 @@ def test_paths_found() -> None:
 
 
 def _tier(cmds: str) -> list[pytest.MarkDecorator]:
-    return [pytest.mark.slow] if any(c in cmds for c in FRAMEWORK_CMDS) else []
+    """Slow when a command builds or runs a model, marked for the frameworks its backends load
+    (a command without ``--backend``: the default's)."""
+    if not any(c in cmds for c in FRAMEWORK_CMDS):
+        return []
+    named = [n for m in re.finditer(r"--backends? ([\w,]+)", cmds) for n in m.group(1).split(",")] or [
+        "torch",
+        *(["keras"] if "archc parity" in cmds else []),  # parity's default: torch,keras
+    ]
+    marks = sorted({m for n in named for m in BACKEND_MARKS.get(n, ())})
+    return [pytest.mark.slow, *(getattr(pytest.mark, m) for m in marks)]
 
 
 @pytest.mark.parametrize("block", [pytest.param(b, id=b.id, marks=_tier(b.text)) for b in TRANSCRIPTS])
