@@ -537,13 +537,19 @@ def _quantize_options(net: Compiled, args: argparse.Namespace) -> dict[str, Any]
 
 def cmd_parity(args: argparse.Namespace) -> int:
     from archcompiler.kit.registry import BackendError, require
+    from archcompiler.parity.quantization import QUANTIZED, is_quantized
 
     net = _compile(args)
     for name in args.backends:  # unknown names fail here, before any framework is imported
         try:
-            require(name)
+            require(name.removesuffix(QUANTIZED))
         except BackendError as exc:
             raise SpecError(str(exc), file=net.loaded.file, path="--backends") from None
+    if any(is_quantized(b) for b in args.backends):
+        return _quantization_report(args, net)
+    if args.calibration is not None or args.weights is not None:
+        flag = "--calibration" if args.calibration is not None else "--weights"
+        raise UsageError(f"{flag} is for a quantization report: name an int8 runtime in --backends (tflite-int8)")
     if len(set(args.backends)) < 2:
         raise UsageError("--backends: parity needs at least two backends")
     if args.optimize and args.train_steps:
@@ -594,6 +600,47 @@ def cmd_parity(args: argparse.Namespace) -> int:
     if report.training is not None:
         print(f"\n{render_training(report.training)}")
     return 0 if report.ok else 1
+
+
+def _quantization_report(args: argparse.Namespace, net: Compiled) -> int:
+    """``archc parity --backends torch,tflite-int8 --calibration SOURCE``: per-layer loss of each
+    quantized runtime against the float one (archcompiler.parity.quantization); a measurement,
+    so it exits 0 whatever it finds."""
+    from archcompiler import weights as W
+    from archcompiler.calibration import CalibrationError, load
+    from archcompiler.parity.quantization import is_quantized, measure
+    from archcompiler.quantization import weights_origin
+
+    quantized = [b for b in args.backends if is_quantized(b)]
+    floats = [b for b in args.backends if not is_quantized(b)]
+    if len(floats) > 1:
+        raise UsageError(f"--backends: one float reference for int8 runtimes, got {', '.join(floats)}")
+    if args.calibration is None:
+        raise UsageError("--calibration: int8 runtimes need calibration inputs (images folder, .npy/.npz, synthetic)")
+    if args.optimize or args.train_steps or args.dtype != "float32":
+        raise UsageError("--optimize, --train-steps and --dtype are for float parity, not int8 runtimes")
+    try:
+        inputs = load(args.calibration, net.graph)
+    except CalibrationError as exc:
+        raise UsageError(f"--calibration {exc}") from None
+    if args.weights is None:
+        weights, origin = W.training_init(net.graph, 0), "weights: archc's initial weights (no --weights): untrained"
+    else:
+        weights = net_weights(net, args.weights)
+        origin = f"weights: {args.weights}: {weights_origin(net.graph, weights)}"
+    say = _progress(args)
+    if say is not None:
+        say(f"parity: int8 report of {net.graph.name} in {', '.join(quantized)} on {len(inputs.held_out)} inputs")
+    reports = measure(net.graph, weights, inputs, quantized, reference=(floats or ["torch"])[0], notes=[origin])
+    print("\n\n".join(r.text() for r in reports))
+    return 0
+
+
+def net_weights(net: Compiled, path: str) -> Any:
+    """The canonical weights in ``path``, checked against the spec's graph."""
+    from archcompiler.kit.registry import read_weights
+
+    return read_weights(path, net.graph, full=net.full)
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -784,8 +831,19 @@ def _add_build(sub: Commands) -> None:
 
 
 def _add_parity(sub: Commands) -> None:
-    sp = _spec_command(sub, "parity", "run backends on the same weights and input; compare every node")
-    sp.add_argument("--backends", type=_list(str), default=["torch", "keras"], help="default: torch,keras")
+    sp = _spec_command(
+        sub,
+        "parity",
+        "run backends on the same weights and input; compare every node (with an int8 runtime: a per-layer "
+        "quantization report on held-out inputs, docs/deployment.md)",
+    )
+    sp.add_argument(
+        "--backends",
+        type=_list(str),
+        default=["torch", "keras"],
+        help="default: torch,keras; a float reference and int8 runtimes (tflite-int8, onnx-int8) for the "
+        "quantization report",
+    )
     sp.add_argument("--atol", type=_tolerance, help="extra absolute slack (default 0)")
     sp.add_argument("--rtol", type=_tolerance, help="relative tolerance (float64: 1e-9; float32: slack, 0)")
     sp.add_argument("--seed", type=_seed, default=0)
@@ -798,6 +856,12 @@ def _add_parity(sub: Commands) -> None:
         action="store_true",
         help="compare each backend's optimised model (as build --optimize) against the unoptimised reference",
     )
+    sp.add_argument(
+        "--calibration",
+        help="with an int8 runtime in --backends (tflite-int8): calibration inputs, a folder of images, .npy/.npz "
+        "or 'synthetic'; a disjoint part is held out to measure on",
+    )
+    sp.add_argument("--weights", help="with an int8 runtime: the weights to measure (default: archc's untrained init)")
     sp.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
     _verbose_option(sp)
     sp.set_defaults(func=cmd_parity)

@@ -213,6 +213,17 @@ class OnnxBackend(Backend):
         nhwc = input_layout(model) == "NHWC"
         return quantize(opt, self.handlers, inputs, nhwc_input=nhwc, reduce_range=self.reduce_range), inputs
 
+    def quantized_runner(self, graph: ir.Graph, model: Any) -> tuple[Any, frozenset[str]]:
+        """(run, nodes) of the int8 QDQ model of ``model``: ``run(x, names)`` gives the named
+        nodes' dequantized values with onnxruntime's kernels, for the ``nodes`` whose value a
+        tensor of the optimised graph holds (a conv with its BatchNorm folded holds the BN's)."""
+        q, _ = self.quantized(graph, model)
+        # the quantizer removes a Relu after a conv (its Q/DQ clamps): the conv's tensor is gone
+        present = {t for n in q.model.graph.node for t in n.output}
+        tensors = tensor_names(q.optimized.graph, input_layout(q.model) == "NHWC")
+        held = frozenset(old for new, old in q.optimized.holders().items() if tensors[new] in present)
+        return (lambda x, names: run_quantized(q, x, tuple(names))), held - {n.name for n in graph.inputs}
+
     def quantization_error(self, graph: ir.Graph, model: Any) -> tuple[QuantizedOnnx, dict[str, Any]]:
         """The int8 model and its deviation from the float model of the same weights on the
         held-out inputs (archcompiler.quantization.report)."""

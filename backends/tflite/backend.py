@@ -150,6 +150,12 @@ class TfliteBackend(Backend):
             )
         return {n: read(it, tensors[n]) for n in names}
 
+    def quantized_runner(self, graph: ir.Graph, model: Any) -> tuple[Any, frozenset[str]]:
+        """(run, nodes) of the model as this backend's quantized build computes it: ``run(x,
+        names)`` gives the named nodes' dequantized values on NHWC ``x``, for the ``nodes`` it
+        keeps as tensors (archcompiler.parity.quantization measures them)."""
+        return (lambda x, names: self.run(graph, model, x, names)), self.exposed(graph, model)
+
     def quantization_error(self, graph: ir.Graph, model: Any) -> dict[str, Any]:
         """How far this backend's quantized model is from the float32 conversion of the same
         weights, on held-out inputs (archcompiler.quantization.report), with the file sizes."""
