@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import sys
 import types
 from collections.abc import Sequence
 from pathlib import Path
@@ -76,3 +77,20 @@ def fast_first(cases: Sequence[Any], keep: int = 1) -> list[Any]:
     return [
         c if i < keep else pytest.param(*(c if isinstance(c, tuple) else (c,)), marks=slow) for i, c in enumerate(cases)
     ]
+
+
+STUBS = Path(__file__).parent / "stubs"
+"""Test-only stand-ins (stubs/README.md): a torchvision that lets timm build its models."""
+
+
+def import_timm() -> Any:
+    """timm, the oracle for MobileNetV4 and EfficientNet modules, with the torchvision stand-in
+    on sys.path when no torchvision is installed; skips the test when timm is not installed
+    (it goes in with --no-deps: requirements/no-deps.txt). Mark such tests ``torch``."""
+    if importlib.util.find_spec("timm") is None:
+        pytest.skip("timm is not installed (make setup installs requirements/no-deps.txt)")
+    if importlib.util.find_spec("torchvision") is None and str(STUBS) not in sys.path:
+        sys.path.insert(0, str(STUBS))
+    import timm
+
+    return timm
