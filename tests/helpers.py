@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import sys
 import types
 from collections.abc import Sequence
 from pathlib import Path
@@ -114,3 +115,20 @@ layers:
 def family_units(graph: Any) -> int:
     """Block instances: each has one ``unit<k>_conv``."""
     return sum(1 for n in graph if n.name.startswith("unit") and n.name.endswith("_conv"))
+
+
+STUBS = Path(__file__).parent / "stubs"
+"""Test-only stand-ins (stubs/README.md): a torchvision that lets timm build its models."""
+
+
+def import_timm() -> Any:
+    """timm, the oracle for MobileNetV4 and EfficientNet modules, with the torchvision stand-in
+    on sys.path when no torchvision is installed; skips the test when timm is not installed
+    (it goes in with --no-deps: requirements/no-deps.txt). Mark such tests ``torch``."""
+    if importlib.util.find_spec("timm") is None:
+        pytest.skip("timm is not installed (make setup installs requirements/no-deps.txt)")
+    if importlib.util.find_spec("torchvision") is None and str(STUBS) not in sys.path:
+        sys.path.insert(0, str(STUBS))
+    import timm
+
+    return timm
