@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import sys
 import types
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,6 +19,9 @@ from archcompiler.tools.cli import main
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = str(ROOT / "specs" / "mobilenet.yaml")
 KERAS_SPEC = str(ROOT / "specs" / "mobilenet_keras.yaml")
+STUBS = ROOT / "tests" / "stubs"
+"""tests/stubs/torchvision: the stand-in timm needs (this machine's torchvision wheel does not load
+with the CPU torch build; timm uses torchvision only for data transforms and FrozenBatchNorm2d)."""
 
 # docs/NUMBERS.md: exact Mult-Adds of the paper's rule, width x resolution.
 PAPER_MACS = {
@@ -67,6 +71,16 @@ def framework(name: str) -> Any:
     if importlib.util.find_spec(name.partition(".")[0]) is None:
         pytest.skip(f"{name.partition('.')[0]} is not installed", allow_module_level=True)
     return _Deferred(name)
+
+
+def timm_oracle() -> Any:
+    """``timm = timm_oracle()`` at a test module's top: timm bound as :func:`framework` binds a
+    framework (the module is skipped where timm is not installed; installed with --no-deps by
+    ``make setup``: benchmarks/peers.txt). Where no torchvision is installed, the stand-in in
+    tests/stubs goes on sys.path, so timm can build its models; a test using it is marked torch."""
+    if importlib.util.find_spec("timm") is not None and importlib.util.find_spec("torchvision") is None:
+        sys.path.append(str(STUBS))
+    return framework("timm")
 
 
 def fast_first(cases: Sequence[Any], keep: int = 1) -> list[Any]:
