@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 # (spec, variant or None, timm model, another input size)
 CASES: list[tuple[str, str | None, str, int]] = [
+    ("efficientnet.yaml", None, "tf_efficientnet_b0", 197),
     ("mobilenet_v3_large.yaml", None, "tf_mobilenetv3_large_100", 193),
 ]
 

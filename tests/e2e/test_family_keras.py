@@ -1,0 +1,87 @@
+"""The EfficientNet specs against keras.applications built live (the oracle).
+
+For each variant, width and input size, the spec's IR must have Keras' layers in Keras' order
+(every Keras layer name, with the documented exceptions below), the same weight tensors (name
+and shape: the canonical layout is Keras' own) and the same trainable and non-trainable counts
+(``--convention keras``). The expected side is always the Keras model built in this process.
+
+specs/efficientnet.yaml is the timm-compatible model (preprocessing outside, as timm's): it
+has no counterpart of Keras' ``rescaling`` and ``normalization`` input layers (whose
+``Normalization`` holds 7 non-trainable numbers: mean, variance and count); Keras'
+``se_reshape`` (a Reshape to 1x1xC) has none either (archc's pool keeps the 1x1 map), and the
+activations Keras runs inside ``se_reduce``/``se_expand`` are layers of their own here
+(``..._activation``, left out of the name comparison). As for MobileNet, Keras' softmax
+classifier is archc's ``predictions`` plus ``predictions_softmax``.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import fast_first, framework
+
+import archcompiler as a
+from archcompiler import weights
+
+keras = framework("keras")
+
+pytestmark = pytest.mark.keras
+
+ROOT = Path(__file__).resolve().parents[2]
+
+PREPROCESSING = ("rescaling", "normalization")
+"""Keras' input layers that specs/efficientnet.yaml leaves to the caller, as timm does."""
+NORMALIZATION_WEIGHTS = 7
+"""Keras' Normalization(axis=-1) on 3 channels: mean (3), variance (3) and count (1), non-trainable."""
+KERAS_ONLY = re.compile(r"^block\w+_se_reshape$")
+ARCHC_ONLY = re.compile(r"^block\w+_se_(reduce|expand)_activation$")
+
+
+def keras_side(model: Any) -> tuple[list[str], dict[str, tuple[int, ...]], tuple[int, int]]:
+    """Layer names (softmax split off the classifier; preprocessing and se_reshape left out),
+    weight shapes, (trainable, non-trainable) of the layers archc's spec has."""
+    names: list[str] = []
+    shapes: dict[str, tuple[int, ...]] = {}
+    counts = [0, 0]
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.InputLayer) or layer.name in PREPROCESSING or KERAS_ONLY.match(layer.name):
+            continue
+        names.append(layer.name)
+        if isinstance(layer, keras.layers.Dense) and layer.activation is keras.activations.softmax:
+            names.append(f"{layer.name}_softmax")
+        for w in layer.weights:
+            shapes[f"{layer.name}.{w.path.split('/')[-1]}"] = tuple(int(d) for d in w.shape)
+            counts[0 if w.trainable else 1] += int(w.numpy().size)
+    return names, shapes, (counts[0], counts[1])
+
+
+def archc_side(spec: str, size: int, **options: Any) -> tuple[list[str], dict[str, tuple[int, ...]], tuple[int, int]]:
+    net = a.compile(ROOT / "specs" / spec, resolution=size, **options)
+    names = [n.name for n in net.graph.nodes if n.op != "input" and not ARCHC_ONLY.match(n.name)]
+    shapes = {k: tuple(v) for k, v in weights.expected(net.graph).items()}
+    c = net.cost("keras")
+    return names, shapes, (c.trainable, c.non_trainable)
+
+
+def EfficientNetB0(**kwargs: Any) -> Any:  # keras.applications', named alike (test ids); Keras loads in the test
+    return keras.applications.EfficientNetB0(**kwargs)
+
+
+# (spec, Keras builder, archc options, input size): B0 at its default and an odd size
+CASES = [("efficientnet.yaml", EfficientNetB0, {}, 224), ("efficientnet.yaml", EfficientNetB0, {}, 193)]
+
+
+@pytest.mark.parametrize(("spec", "build", "options", "size"), fast_first(CASES))
+def test_efficientnet_matches_keras(spec: str, build: Any, options: dict[str, Any], size: int) -> None:
+    keras.backend.clear_session()
+    model = build(weights=None, input_shape=(size, size, 3))
+    want_names, want_shapes, want_counts = keras_side(model)
+    names, shapes, counts = archc_side(spec, size, **options)
+    assert names == want_names
+    assert shapes == want_shapes
+    assert counts == want_counts
+    # the whole model: what archc counts plus Keras' Normalization weights
+    assert model.count_params() == sum(counts) + NORMALIZATION_WEIGHTS
