@@ -165,11 +165,13 @@ class Compiled:
     @property
     def stem(self) -> str:
         """``<name>_<width>_<resolution>``: names the default build folder and generated modules.
-        A model cut to ``outputs``/``features`` adds ``_features``, so that it never overwrites
-        the whole model's build or its committed generated source."""
+        The name carries the variant (``efficientnet_b1``); a depth multiplier other than 1 adds
+        ``_depth<d>`` and a model cut to ``outputs``/``features`` adds ``_features``, so that no
+        two settings overwrite each other's build or committed generated source."""
         g = self.graph
+        depth = f"_depth{g.depth_multiplier:g}" if g.depth_multiplier != 1.0 else ""
         cut = "_features" if self.full is not None else ""
-        return f"{g.name}_{g.width:g}_{resolution_label(g)}{cut}".replace(".", "_")
+        return f"{g.name}_{g.width:g}_{resolution_label(g)}{depth}{cut}".replace(".", "_")
 
     def _output_stem(self, backend: str | Backend, optimize: bool) -> str:
         """``<stem>[_optimized]_<backend>``: the default build folder and the generated module
@@ -556,6 +558,8 @@ def compile(
     *,
     width: float | None = None,
     resolution: float | int | tuple[int, int] | None = None,
+    variant: str | None = None,
+    depth: float | None = None,
     classes: int | None = None,
     pooling: str | None = None,
     classifier_activation: str | None = None,
@@ -565,6 +569,10 @@ def compile(
     out_indices: Sequence[int] | None = None,
 ) -> Compiled:
     """Load (a path, YAML text or a dict: :func:`load_spec`), validate and lower a spec.
+
+    ``variant`` names one of the spec's ``variants:`` (default: its ``variant:``, else none;
+    the graph is then named ``<name>_<variant>``); ``width``, ``resolution`` and ``depth``
+    override the variant's (or the spec's) multipliers.
 
     ``classes`` (0: no classifier, like keras.applications' ``include_top=False``),
     ``pooling`` ("avg", "max" or "none", with ``classes=0``), ``classifier_activation``
@@ -579,7 +587,7 @@ def compile(
         selection = Outputs(outputs, features, out_indices)  # type: ignore[arg-type]
     except SpecError as exc:
         raise SpecError(exc.message, file=loaded.file, path=exc.path) from None
-    graph = lower(loaded, width=width, resolution=resolution, head=head)
+    graph = lower(loaded, width=width, resolution=resolution, depth=depth, variant=variant, head=head)
     if selection.changes_nothing:
         return Compiled(loaded, graph)
     return Compiled(loaded, selection.apply(graph, head), full=graph)

@@ -55,6 +55,10 @@ class Graph:
     description: str = ""
     source: str = ""
     rounding: str = ""
+    depth_multiplier: float = 1.0
+    """The depth multiplier it was lowered at (``round_repeats``; :meth:`depth` is the graph's own depth)."""
+    variant: str = ""
+    """The spec's variant it was lowered from (``""``: none); ``name`` ends with ``_<variant>``."""
     _index: dict[str, Node] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

@@ -159,15 +159,20 @@ FUNCTIONS: dict[str, tuple[int, int]] = {
     "min": (2, 16),
     "max": (2, 16),
     "int": (1, 1),
+    "ceil": (1, 1),
+    "floor": (1, 1),
     "round_channels": (1, 1),
     "make_divisible": (1, 3),
+    "round_repeats": (1, 1),
 }
 """Functions an expression may call, with their fewest and most arguments.
 
 ``round_channels(x)``: x channels at the width multiplier under the spec's rounding rule
 (``LowerContext.round_channels``); ``make_divisible(x[, divisor[, min]])``: x rounded like V2/V3
 without the multiplier (divisor and min default to the spec's ``rounding``); ``int(x)``: truncation
-toward zero, as Keras' ``int(filters * alpha)``."""
+toward zero, as Keras' ``int(filters * alpha)``; ``ceil(x)``, ``floor(x)``: the integer above or
+below x; ``round_repeats(n)``: a stage's n repeats at the depth multiplier under the spec's
+``depth_rounding`` (``ceil(depth * n)`` by default, as EfficientNet; at least 1 for n >= 1)."""
 
 _COMPARE = ("==", "!=", "<", "<=", ">", ">=")
 
@@ -444,6 +449,10 @@ def _kind(v: Any) -> str:
     return type(v).__name__
 
 
+_ROUNDING: dict[str, Callable[[int | float], int]] = {"int": int, "ceil": math.ceil, "floor": math.floor}
+"""The pure functions from a number to an integer (their arguments are finite: :func:`_checked`)."""
+
+
 class _Evaluator:
     def __init__(self, env: Mapping[str, Any], functions: Mapping[str, Callable[..., Any]]) -> None:
         self.env = env
@@ -505,8 +514,8 @@ class _Evaluator:
             return min(args)
         if node.func == "max":
             return max(args)
-        if node.func == "int":
-            return _checked(int(args[0]), node.column, "int()")  # type: ignore[no-any-return]
+        if node.func in _ROUNDING:
+            return _checked(_ROUNDING[node.func](args[0]), node.column, f"{node.func}()")  # type: ignore[no-any-return]
         fn = self.functions.get(node.func)
         if fn is None:
             raise ExprError(f"{node.func}() is not available here", node.column)

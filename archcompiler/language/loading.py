@@ -34,8 +34,10 @@ from archcompiler.language.spec import (
     InputSpec,
     Rounding,
     Spec,
+    Variant,
     layer_tag,
 )
+from archcompiler.language.variants import check as check_variants
 from archcompiler.text import brief
 
 # The model that validates the mapping at a spec path (block names replaced by '*'), so that
@@ -47,6 +49,7 @@ _MODEL_AT: dict[tuple[str, ...], type] = {
     ("defaults",): Defaults,
     ("defaults", "batchnorm"): BatchNormDefaults,
     ("blocks", "*"): BlockDef,
+    ("variants", "*"): Variant,
 }
 
 
@@ -131,7 +134,7 @@ def _keys_at(data: Any, path: tuple[str | int, ...]) -> Collection[str]:
     node = _lookup(data, path)
     if isinstance(node, dict) and isinstance(node.get("op"), str) and node["op"] in OP_LAYERS:
         return OP_LAYERS[node["op"]].model_fields.keys()
-    pattern = tuple("*" if i == 1 and path[0] == "blocks" else str(p) for i, p in enumerate(path))
+    pattern = tuple("*" if i == 1 and path[0] in ("blocks", "variants") else str(p) for i, p in enumerate(path))
     model = _MODEL_AT.get(pattern)
     return model.model_fields.keys() if model is not None else ALL_FIELD_NAMES
 
@@ -219,6 +222,7 @@ def validate(source: Source) -> LoadedSpec:
         spec = Spec.model_validate(source.data)
     except ValidationError as exc:
         raise _translate(exc, source) from None
+    check_variants(spec, source)
     return LoadedSpec(spec=spec, source=source)
 
 

@@ -40,7 +40,7 @@ from archcompiler.language.fields import (
 from archcompiler.ops import SPEC_OPS, ActivationKind
 from archcompiler.text import listing
 
-__all__ = ["OP_LAYERS", "REF_RE", "BlockCall", "LayerBase", "Ref", "Spec", "json_schema", "layer_tag"]
+__all__ = ["OP_LAYERS", "REF_RE", "BlockCall", "LayerBase", "Ref", "Spec", "Variant", "json_schema", "layer_tag"]
 
 
 class BlockCall(Model):
@@ -90,7 +90,7 @@ SHAPE_NAMES = frozenset({"in", "in_h", "in_w", "block_in"})
 layer's (first) input, and the channels of the block instance's input (squeeze-excite's second
 conv restores them)."""
 
-RESERVED_NAMES = SHAPE_NAMES | {"width", "classes", "index"}
+RESERVED_NAMES = SHAPE_NAMES | {"width", "depth", "classes", "index"}
 """The built-in names expressions read: no block parameter may take one (it would be hidden or
 would hide the built-in, depending on where it is read)."""
 
@@ -167,6 +167,37 @@ class BlockDef(Model):
         return f"<BlockDef ({listing(list(self.params))}): {len(self.layers)} layers>"
 
 
+ParamValue = int | float | str | bool
+"""A spec-level named value (``params:``): a literal that expressions read as ``$name``."""
+
+Multiplier = Annotated[float, Field(gt=0, le=4)]
+DepthMultiplier = Annotated[float, Field(gt=0, le=8)]
+
+
+class Variant(Model):
+    """One named variant of a family (EfficientNet's b0..b7): the values it sets, as data.
+
+    Anything left out keeps the spec's top-level value; explicit ``width``/``depth``/
+    ``resolution`` arguments (``--width`` ...) override the variant's."""
+
+    description: str = ""
+    width: Multiplier | None = Field(None, description="Width multiplier alpha of this variant.")
+    depth: DepthMultiplier | None = Field(None, description="Depth multiplier of this variant (round_repeats).")
+    resolution: Multiplier | None = Field(None, description="Resolution multiplier rho of this variant.")
+    size: Size | None = Field(None, description="Input size in pixels of this variant (replaces input.size).")
+    params: dict[ParamName, ParamValue] = Field(
+        default_factory=dict, description="Values of the spec's params: for this variant (each must exist there)."
+    )
+    layers: list[Layer] | None = Field(  # type: ignore[valid-type]
+        None, min_length=1, description="A layer table replacing the top-level one (sharing blocks:)."
+    )
+
+    def __repr__(self) -> str:
+        # Short on purpose, as Spec's.
+        table = f", {len(self.layers)} layers" if self.layers else ""
+        return f"<Variant width {self.width}, depth {self.depth}, size {self.size}{table}>"
+
+
 class Spec(Model):
     """An archc architecture spec (version 1)."""
 
@@ -177,6 +208,19 @@ class Spec(Model):
     classes: PositiveInt | None = Field(None, description="Number of classes; '$classes' in layers refers to it.")
     width: Annotated[float, Field(gt=0, le=4)] = Field(1.0, description="Width multiplier alpha.")
     resolution: Annotated[float, Field(gt=0, le=4)] = Field(1.0, description="Resolution multiplier rho.")
+    depth: DepthMultiplier = Field(1.0, description="Depth multiplier: '$depth', and round_repeats(n) scales repeats.")
+    depth_rounding: Literal["ceil", "round", "floor"] = Field(
+        "ceil",
+        description="How round_repeats(n) rounds depth * n: ceil (EfficientNet), round (Python's) or floor;"
+        " at least 1 for n >= 1.",
+    )
+    params: dict[ParamName, ParamValue] = Field(
+        default_factory=dict, description="Named values every expression reads as '$name' (a variant may override)."
+    )
+    variants: dict[Identifier, Variant] = Field(
+        default_factory=dict, description="Named variants (--variant NAME): width, depth, resolution, size, params."
+    )
+    variant: Identifier | None = Field(None, description="The variant used when none is asked for.")
     rounding: Rounding = Rounding()
     defaults: Defaults = Defaults()
     blocks: dict[Identifier, BlockDef] = Field(default_factory=dict)
@@ -191,7 +235,17 @@ class Spec(Model):
 
 ALL_FIELD_NAMES: frozenset[str] = frozenset(
     name
-    for model in (*OP_LAYERS.values(), BlockCall, InputSpec, Rounding, BatchNormDefaults, Defaults, BlockDef, Spec)
+    for model in (
+        *OP_LAYERS.values(),
+        BlockCall,
+        InputSpec,
+        Rounding,
+        BatchNormDefaults,
+        Defaults,
+        BlockDef,
+        Variant,
+        Spec,
+    )
     for name in model.model_fields
 )
 """For did-you-mean suggestions on unknown keys."""

@@ -11,6 +11,7 @@ through :meth:`Entry.resolve`.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -367,7 +368,7 @@ class _Expansion:
             key = m.group(1)
             if key not in env or env[key] is None:
                 where = "an instance number" if key == "index" else "a parameter"
-                names = ", ".join(k for k in env if env[k] is not None and k != "width")
+                names = ", ".join(k for k in env if env[k] is not None and k not in ("width", "depth"))
                 msg = f"'{{{key}}}' in {text!r} is not {where} here{did_you_mean(key, env)} (names: {names})"
                 raise self.err(path, msg + scope.context)
             v = env[key]
@@ -411,8 +412,23 @@ def context(loaded: LoadedSpec, width: float) -> LowerContext:
     )
 
 
-def functions(ctx: LowerContext) -> dict[str, Callable[..., Any]]:
-    """The functions expressions may call that depend on the spec: the rounding rule."""
+DEPTH_ROUNDING: dict[str, Callable[[float], int]] = {"ceil": math.ceil, "round": round, "floor": math.floor}
+"""``depth_rounding:`` -> how ``round_repeats`` rounds depth * n (``round``: Python's, half to even)."""
+
+
+def round_repeats(n: float, depth: float, rule: str = "ceil") -> int:
+    """A stage's ``n`` repeats at depth multiplier ``depth``: ``rule(depth * n)``, at least 1 when
+    n >= 1 (EfficientNet: ``int(math.ceil(depth_coefficient * repeats))`` in Keras, timm's
+    ``depth_trunc='ceil'``), 0 for n = 0."""
+    if n < 0:
+        raise ExprError(f"round_repeats: expected a repeat count of 0 or more, got {n!r}")
+    if n == 0:
+        return 0
+    return max(1, DEPTH_ROUNDING[rule](depth * n))
+
+
+def functions(ctx: LowerContext, depth: float = 1.0, depth_rounding: str = "ceil") -> dict[str, Callable[..., Any]]:
+    """The functions expressions may call that depend on the spec: the channel and repeat rounding rules."""
 
     def divisible(x: float, divisor: float | None = None, low: float | None = None) -> int:
         d = ctx.divisor if divisor is None else divisor
@@ -423,16 +439,21 @@ def functions(ctx: LowerContext) -> dict[str, Callable[..., Any]]:
             raise ExprError(f"make_divisible: the divisor must be a positive integer, got {d!r}")
         return make_divisible(x, d, None if m is None else int(m))
 
-    return {"round_channels": ctx.round_channels, "make_divisible": divisible}
+    def repeats(n: float) -> int:
+        return round_repeats(n, depth, depth_rounding)
+
+    return {"round_channels": ctx.round_channels, "make_divisible": divisible, "round_repeats": repeats}
 
 
-def expand(loaded: LoadedSpec, width: float | None = None) -> list[Entry]:
-    """Every concrete layer of the spec, in order, at width multiplier ``width`` (default: the spec's)."""
+def expand(loaded: LoadedSpec, width: float | None = None, depth: float | None = None) -> list[Entry]:
+    """Every concrete layer of the spec, in order, at width multiplier ``width`` and depth
+    multiplier ``depth`` (default: the spec's)."""
     spec = loaded.spec
     alpha = spec.width if width is None else width
-    ex = _Expansion(loaded, functions(context(loaded, alpha)))
+    d = spec.depth if depth is None else depth
+    ex = _Expansion(loaded, functions(context(loaded, alpha), d, spec.depth_rounding))
     _check_calls(ex)
-    values = {"classes": spec.classes, "width": alpha}
+    values = {**spec.params, "classes": spec.classes, "width": alpha, "depth": d}
     for i, layer in enumerate(spec.layers):
         path: Path = ("layers", i)
         top = _Scope(values, origin={}, call_path=path, call_span=ex.span(path))
@@ -614,7 +635,7 @@ def _bind(
 ) -> tuple[dict[str, Any], dict[str, Path]]:
     """The block's parameter values for one instance, and where each was written."""
     args = call.model_extra or {}
-    values: dict[str, Any] = {"classes": caller.values["classes"], "width": caller.values["width"]}
+    values: dict[str, Any] = {k: caller.values[k] for k in (*ex.loaded.spec.params, "classes", "width", "depth")}
     if number is not None:
         values["index"] = number
     origin: dict[str, Path] = {}

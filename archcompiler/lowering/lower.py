@@ -17,6 +17,7 @@ from archcompiler.ir.graph import Graph
 from archcompiler.language.limits import MAX_SIZE
 from archcompiler.language.loading import LoadedSpec
 from archcompiler.language.source import SpecError, short_repr
+from archcompiler.language.variants import select
 from archcompiler.lowering.expand import expand
 from archcompiler.lowering.features import Outputs
 from archcompiler.lowering.heads import Head, apply
@@ -27,6 +28,7 @@ __all__ = ["MAX_SIZE", "lower", "make_divisible", "resolve_size", "same_padding"
 
 WIDTH_RANGE = (0.0, 4.0)
 RESOLUTION_RANGE = (0.0, 4.0)
+DEPTH_RANGE = (0.0, 8.0)
 
 
 def _override_error(loaded: LoadedSpec, field: str, message: str, value: Any) -> SpecError:
@@ -70,36 +72,60 @@ def resolve_size(loaded: LoadedSpec, resolution: float | int | tuple[int, int] |
     return (h, w)
 
 
+def select_variant(loaded: LoadedSpec, variant: str | None) -> tuple[LoadedSpec, str]:
+    """``loaded`` with ``variant`` (default: the spec's ``variant:``) applied
+    (:func:`archcompiler.language.variants.select`), and the variant's name (``""``: none)."""
+    chosen = select(loaded.spec, loaded.source, variant)
+    if not chosen.variant:
+        return loaded, ""
+    return LoadedSpec(spec=chosen.spec, source=chosen.source), chosen.variant
+
+
 def lower(
     loaded: LoadedSpec,
     *,
     width: float | None = None,
     resolution: float | int | tuple[int, int] | None = None,
+    depth: float | None = None,
+    variant: str | None = None,
     head: Head | None = None,
     outputs: Outputs | None = None,
 ) -> Graph:
-    """Lower a loaded spec to the IR, optionally overriding alpha and rho (or the input size),
-    the classifier (:class:`~archcompiler.lowering.heads.Head`) and what the model returns
+    """Lower a loaded spec to the IR: the ``variant`` asked for (default: the spec's
+    ``variant:``; :mod:`archcompiler.language.variants`), optionally overriding alpha, rho (or
+    the input size) and the depth multiplier, the classifier
+    (:class:`~archcompiler.lowering.heads.Head`) and what the model returns
     (:class:`~archcompiler.lowering.features.Outputs`: named layers or feature maps)."""
-    graph = _lower(loaded, width, resolution, head)
+    loaded, name = select_variant(loaded, variant)
+    alpha = _multiplier(loaded, "width", width, WIDTH_RANGE)
+    d = _multiplier(loaded, "depth", depth, DEPTH_RANGE)
+    graph = _lower(loaded, alpha, resolution, head, d)
+    if name or d != 1.0:
+        graph = dataclasses.replace(graph, variant=name, depth_multiplier=d)
     return graph if outputs is None else outputs.apply(graph, head)
+
+
+def _multiplier(loaded: LoadedSpec, field: str, value: Any, bounds: tuple[float, float]) -> float:
+    """``value`` (None: the spec's ``field``) checked within ``bounds``, as a float."""
+    v = getattr(loaded.spec, field) if value is None else value
+    lo, hi = bounds
+    if isinstance(v, bool) or not isinstance(v, int | float) or not lo < v <= hi:  # NaN too
+        raise _override_error(loaded, field, f"expected a {field} multiplier in ({lo:g}, {hi:g}]", v)
+    return float(v)
 
 
 def _lower(
     loaded: LoadedSpec,
-    width: float | None,
+    alpha: float,
     resolution: float | int | tuple[int, int] | None,
     head: Head | None,
+    depth: float = 1.0,
 ) -> Graph:
-    alpha = loaded.spec.width if width is None else width
-    lo, hi = WIDTH_RANGE
-    if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not lo < alpha <= hi:  # NaN too
-        raise _override_error(loaded, "width", f"expected a width multiplier in ({lo:g}, {hi:g}]", alpha)
     size = resolve_size(loaded, resolution)
     if head is None or head.changes_nothing:
-        return infer(loaded, expand(loaded, float(alpha)), float(alpha), size)
+        return infer(loaded, expand(loaded, alpha, depth), alpha, size)
     if head.classes:
         if loaded.spec.classes is None:
             raise SpecError("the spec sets no 'classes' for --classes to change", file=loaded.file, path="--classes")
         loaded = dataclasses.replace(loaded, spec=loaded.spec.model_copy(update={"classes": head.classes}))
-    return apply(infer(loaded, expand(loaded, float(alpha)), float(alpha), size), head)
+    return apply(infer(loaded, expand(loaded, alpha, depth), alpha, size), head)
