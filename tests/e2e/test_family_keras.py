@@ -66,20 +66,22 @@ def archc_side(spec: str, size: int, **options: Any) -> tuple[list[str], dict[st
     return names, shapes, (c.trainable, c.non_trainable)
 
 
-def EfficientNetB0(**kwargs: Any) -> Any:  # keras.applications', named alike (test ids); Keras loads in the test
-    return keras.applications.EfficientNetB0(**kwargs)
+# (spec, keras.applications model, variant, input size): B0 at its default size (fast), at an
+# odd one, and B1-B7 at their default sizes (slow: B7 takes Keras a while)
+SIZES = {"b0": 224, "b1": 240, "b2": 260, "b3": 300, "b4": 380, "b5": 456, "b6": 528, "b7": 600}
+CASES = [
+    ("efficientnet.yaml", "EfficientNetB0", "b0", 224),
+    ("efficientnet.yaml", "EfficientNetB0", "b0", 193),
+    *[("efficientnet.yaml", f"EfficientNetB{v[1]}", v, SIZES[v]) for v in list(SIZES)[1:]],
+]
 
 
-# (spec, Keras builder, archc options, input size): B0 at its default and an odd size
-CASES = [("efficientnet.yaml", EfficientNetB0, {}, 224), ("efficientnet.yaml", EfficientNetB0, {}, 193)]
-
-
-@pytest.mark.parametrize(("spec", "build", "options", "size"), fast_first(CASES))
-def test_efficientnet_matches_keras(spec: str, build: Any, options: dict[str, Any], size: int) -> None:
+@pytest.mark.parametrize(("spec", "model_name", "variant", "size"), fast_first(CASES))
+def test_efficientnet_matches_keras(spec: str, model_name: str, variant: str, size: int) -> None:
     keras.backend.clear_session()
-    model = build(weights=None, input_shape=(size, size, 3))
+    model = getattr(keras.applications, model_name)(weights=None, input_shape=(size, size, 3))
     want_names, want_shapes, want_counts = keras_side(model)
-    names, shapes, counts = archc_side(spec, size, **options)
+    names, shapes, counts = archc_side(spec, size, variant=variant)
     assert names == want_names
     assert shapes == want_shapes
     assert counts == want_counts

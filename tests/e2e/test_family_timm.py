@@ -36,7 +36,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 # (spec, variant or None, timm model, another input size)
 CASES: list[tuple[str, str | None, str, int]] = [
-    ("efficientnet.yaml", None, "tf_efficientnet_b0", 197),
+    ("efficientnet.yaml", "b0", "tf_efficientnet_b0", 197),
+    *[("efficientnet.yaml", f"b{i}", f"tf_efficientnet_b{i}", 224) for i in range(1, 8)],
     ("mobilenet_v3_large.yaml", None, "tf_mobilenetv3_large_100", 193),
 ]
 
@@ -54,15 +55,17 @@ def timm_counts(model: Any, size: int) -> tuple[int, int]:
     return params, flops // 2
 
 
-def archc_counts(spec: str, variant: str | None, size: int) -> tuple[int, int]:
+def archc_counts(spec: str, variant: str | None, size: int | None) -> tuple[int, int, int]:
+    """(parameters, multiply-adds, input size) of the spec's variant at ``size`` (None: its own)."""
     options: dict[str, Any] = {"variant": variant} if variant is not None else {}
     report = a.compile(ROOT / "specs" / spec, resolution=size, **options).cost("torch")
-    return report.params, report.macs
+    return report.params, report.macs, report.graph.nodes[0].shape[0]
 
 
 @pytest.mark.parametrize(("spec", "variant", "name", "other"), fast_first(CASES))
 def test_counts_equal_timm(spec: str, variant: str | None, name: str, other: int) -> None:
+    """At the variant's own input size (which must be timm's default) and at another size."""
     model = timm.create_model(name).eval()
     default = model.pretrained_cfg["input_size"][-1]
-    for size in (default, other):
-        assert archc_counts(spec, variant, size) == timm_counts(model, size), (name, size)
+    assert archc_counts(spec, variant, None) == (*timm_counts(model, default), default)
+    assert archc_counts(spec, variant, other) == (*timm_counts(model, other), other)
