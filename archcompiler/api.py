@@ -49,7 +49,7 @@ from archcompiler.language.loading import LoadedSpec, load, load_text, validate
 from archcompiler.language.source import Source, SpecError
 from archcompiler.lowering.features import Outputs
 from archcompiler.lowering.heads import Head
-from archcompiler.lowering.lower import lower
+from archcompiler.lowering.lower import lower, select_variant
 from archcompiler.text import FORMATS, brief, listing
 
 if TYPE_CHECKING:
@@ -595,7 +595,8 @@ def compile(
 
 @dataclass(frozen=True)
 class Sweep:
-    """Costs over a grid of widths x resolutions: ``rows[i][j]`` is width i at resolution j."""
+    """Costs over a grid of settings x resolutions: ``rows[i][j]`` is setting i (a variant, a
+    depth and a width: ``settings[i]``, its width ``widths[i]``) at resolution j."""
 
     file: str
     convention: str
@@ -604,6 +605,13 @@ class Sweep:
     latency: tuple[tuple[float, ...], ...] | None = None
     """Median seconds per batch-1 inference, like ``rows`` (``sweep(latency=backend)``)."""
     latency_backend: str = ""
+    settings: tuple[tuple[str, float], ...] = ()
+    """(variant, depth multiplier) of each row, like ``widths`` (empty: no variant, depth 1)."""
+
+    @property
+    def varies(self) -> bool:
+        """Whether rows differ in variant or depth (the tables then name them)."""
+        return any(v or d != 1.0 for v, d in self.settings)
 
     def __repr__(self) -> str:
         # Short on purpose: the dataclass repr printed every graph and cost report of the grid.
@@ -627,29 +635,35 @@ def sweep(
     head: Head | None = None,
     outputs: Outputs | None = None,
     progress: Progress | None = None,
+    variants: Sequence[str] | None = None,
+    depths: Sequence[float] | None = None,
 ) -> Sweep:
-    """Lower and cost the spec at every width x resolution (default: the spec's own); with
-    ``latency=backend`` also time every setting there (:meth:`Compiled.latency`)."""
+    """Lower and cost the spec at every variant x depth x width (rows) x resolution (columns);
+    each left out is the spec's own (or the variant's). With ``latency=backend`` also time
+    every setting there (:meth:`Compiled.latency`)."""
     loaded = load_spec(spec)
-    ws, rs = _grid(loaded, widths, resolutions, (loaded.spec.width,), (loaded.spec.resolution,))
+    ws, rs = _grid(loaded, widths, resolutions, (None,), (None,))
+    vs, ds = _scaling(loaded, variants, depths)
     _options(loaded, convention, head, outputs)
     A.integer(runs, "runs", low=1)
     say = A.callback(progress, "progress") or _quiet
     b = None if latency is None else _backend(latency)  # before the grid is lowered
     rows = []
-    for w in ws:
+    for v, d, w in ((v, d, w) for v in vs for d in ds for w in ws):
         cells = []
         for res in rs:
-            g = lower(loaded, width=w, resolution=res, head=head, outputs=outputs)
+            g = lower(loaded, width=w, resolution=res, depth=d, variant=v, head=head, outputs=outputs)
             cells.append((g, cost(g, convention)))
         rows.append(tuple(cells))
+    row_widths = tuple(row[0][0].width for row in rows)
+    settings = tuple((row[0][0].variant, row[0][0].depth_multiplier) for row in rows)
     if b is None:
-        return Sweep(loaded.file, convention, ws, tuple(rows))
+        return Sweep(loaded.file, convention, row_widths, tuple(rows), settings=settings)
     times = []
-    for w, row in zip(ws, rows, strict=True):
-        say(f"timing width {w:g} in {b.name}")
+    for row in rows:
+        say(f"timing {row[0][0].name} at width {row[0][0].width:g} in {b.name}")
         times.append(tuple(Compiled(loaded, g).latency(b, runs=runs) for g, _ in row))
-    return Sweep(loaded.file, convention, ws, tuple(rows), tuple(times), b.name)
+    return Sweep(loaded.file, convention, row_widths, tuple(rows), tuple(times), b.name, settings)
 
 
 def fit(
@@ -663,11 +677,15 @@ def fit(
     search: bool = False,
     head: Head | None = None,
     outputs: Outputs | None = None,
+    variants: Sequence[str] | None = None,
+    depths: Sequence[float] | None = None,
 ) -> list[FitRow]:
     """Settings within the budget, ranked MACs descending then params (``archc fit``).
 
     ``search=False``: every fitting setting of the grid (default: the paper's 4 widths x 4
-    resolutions). ``search=True``: the front of a fine grid (archcompiler.analysis.fitting.search)."""
+    resolutions; with ``variants``, each variant's own width and resolution). ``search=True``:
+    the front of a fine grid (archcompiler.analysis.fitting.search). ``variants`` and
+    ``depths`` add the spec's variants and depth multipliers to the grid."""
     from archcompiler.analysis import fitting as F
 
     loaded = load_spec(spec)
@@ -676,6 +694,7 @@ def fit(
             A.number(budget, name, low=1, error=SpecError, file=loaded.file)
     A.flag(search, "search", error=SpecError, file=loaded.file)
     widths, resolutions = _grid(loaded, widths, resolutions, None, None)  # None: fitting's own defaults
+    vs, ds = _scaling(loaded, variants, depths)
     _options(loaded, convention, head, outputs)
     run = F.search if search else F.fit
     return run(
@@ -687,7 +706,22 @@ def fit(
         convention=convention,
         head=head,
         outputs=outputs,
+        variants=None if variants is None else vs,
+        depths=None if depths is None else ds,
     )
+
+
+def _scaling(loaded: LoadedSpec, variants: Any, depths: Any) -> tuple[Any, Any]:
+    """``variants`` and ``depths`` of :func:`sweep` and :func:`fit` as tuples ((None,): the
+    spec's own), each variant checked now (an unknown one is an error even where a search
+    would skip a setting that does not lower)."""
+    f = loaded.file
+    vs = (None,) if variants is None else A.names(variants, "variants", file=f)
+    ds = (None,) if depths is None else A.sequence(depths, "depths", file=f, what="depth multipliers")
+    for v in vs:
+        if v is not None:
+            select_variant(loaded, v)
+    return vs, ds
 
 
 def _grid(

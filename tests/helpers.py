@@ -90,3 +90,41 @@ def fast_first(cases: Sequence[Any], keep: int = 1) -> list[Any]:
     return [
         c if i < keep else pytest.param(*(c if isinstance(c, tuple) else (c,)), marks=slow) for i, c in enumerate(cases)
     ]
+
+
+# A small family with variants (tests/language/test_variants.py, tests/lowering/test_scaling.py):
+# 'unit' block instances count the repeats, so depth shows as hand arithmetic.
+FAMILY = """\
+archc: 1
+name: fam
+input: {size: 16, channels: 3}
+classes: 10
+params: {drop_rate: 0.2, stem: 8}
+variants:
+  a: {width: 1.0, depth: 1.0, size: 16}
+  b: {width: 2.0, depth: 1.1, size: 20, params: {drop_rate: 0.5}}
+  c:
+    depth: 2.0
+    layers:
+      - {op: conv, filters: $stem, kernel: 3}
+      - {block: unit, repeat: "=round_repeats(2)"}
+      - {op: global_max_pool}
+      - {op: dense, units: $classes}
+blocks:
+  unit:
+    params: {filters: 8}
+    layers:
+      - {op: conv, filters: $filters, kernel: 1}
+      - {op: dropout, rate: $drop_rate}
+layers:
+  - {op: conv, filters: $stem, kernel: 3}
+  - {block: unit, repeat: "=round_repeats(3)"}
+  - {block: unit, filters: 16, repeat: 1}
+  - {op: global_avg_pool}
+  - {op: dense, units: $classes}
+"""
+
+
+def family_units(graph: Any) -> int:
+    """Block instances: each has one ``unit<k>_conv``."""
+    return sum(1 for n in graph if n.name.startswith("unit") and n.name.endswith("_conv"))

@@ -214,11 +214,19 @@ def category_cells(cats: Sequence[CategoryCost]) -> list[list[str]]:
     ]
 
 
+def setting(g: ir.Graph) -> str:
+    """`` (variant b1, depth 1.1)`` after a model's name: which variant and depth multiplier it
+    was lowered at (empty for no variant at depth 1)."""
+    parts = [f"variant {g.variant}"] if g.variant else []
+    parts += [f"depth {g.depth_multiplier:g}"] if g.variant or g.depth_multiplier != 1.0 else []
+    return f" ({', '.join(parts)})" if parts else ""
+
+
 def summary_title(file: str, report: CostReport) -> list[str]:
     """The summary's first lines: the model and setting, then what its counts are."""
     g = report.graph
     return [
-        f"{g.name}: {file}, width {g.width:g}, input {shape(g.input_shape)}, rounding {g.rounding}",
+        f"{g.name}{setting(g)}: {file}, width {g.width:g}, input {shape(g.input_shape)}, rounding {g.rounding}",
         convention_note(report.convention),
     ]
 
@@ -256,6 +264,8 @@ def _summary_document(file: str, report: CostReport) -> dict[str, Any]:
     return {
         "spec": file,
         "name": g.name,
+        "variant": g.variant or None,
+        "depth": g.depth_multiplier,
         "width": g.width,
         "resolution": list(g.resolution),
         "rounding": g.rounding,

@@ -13,6 +13,10 @@ Two questions, two answers:
   Every setting under the front fits too (MACs and parameters grow with alpha and rho), so the
   front is the complete answer to "how far can each knob go for the others' values".
 
+Across a family's variants and depth multipliers (``variants=["b0", "b1"]``, ``depths=``) the
+grid is every variant x depth x width x resolution; with variants, the widths and resolutions
+left out are each variant's own, so "the best EfficientNet under 400M multiply-adds" is one call.
+
 Settings compare by what the spec's rounding rule makes of them, so two alphas that round to
 the same channel counts are both listed (they are the same network, labelled twice), and a
 setting at which the spec does not lower (an input too small for a pool) is skipped in
@@ -50,35 +54,59 @@ class FitRow:
     """(height, width) of the input in pixels."""
     macs: int
     params: int
+    variant: str = ""
+    """The spec's variant (``""``: none)."""
+    depth: float = 1.0
+    """The depth multiplier."""
 
     @property
     def label(self) -> str:
-        """``0.5/224`` (``0.5/224x160`` for a non-square input): how tables and plots name it."""
+        """``0.5/224`` (``0.5/224x160`` for a non-square input), after the variant and with the
+        depth when it is not 1 (``b1 1/240 depth 1.1``): how tables and plots name it."""
         h, w = self.resolution
-        return f"{self.width:g}/{h}" if h == w else f"{self.width:g}/{h}x{w}"
+        text = f"{self.width:g}/{h}" if h == w else f"{self.width:g}/{h}x{w}"
+        variant = f"{self.variant} " if self.variant else ""
+        depth = f" depth {self.depth:g}" if self.depth != 1.0 else ""
+        return f"{variant}{text}{depth}"
 
 
 def _fits(row: FitRow, max_macs: int | None, max_params: int | None) -> bool:
     return (max_macs is None or row.macs <= max_macs) and (max_params is None or row.params <= max_params)
 
 
+@dataclass(frozen=True)
+class Grid:
+    """The settings to try: every variant x depth x width x resolution (None: the spec's own,
+    or the variant's)."""
+
+    widths: Sequence[float | None]
+    resolutions: Sequence[Resolution | None]
+    variants: Sequence[str | None] = (None,)
+    depths: Sequence[float | None] = (None,)
+
+    def settings(self) -> list[tuple[str | None, float | None, float | None, Resolution | None]]:
+        return [(v, d, w, r) for v in self.variants for d in self.depths for w in self.widths for r in self.resolutions]
+
+
 def _row(
     loaded: LoadedSpec,
-    width: float,
-    res: Resolution,
+    setting: tuple[str | None, float | None, float | None, Resolution | None],
     convention: str,
     head: Head | None = None,
     outputs: Outputs | None = None,
 ) -> FitRow:
-    g = lower(loaded, width=width, resolution=res, head=head, outputs=outputs)
+    variant, depth, width, res = setting
+    g = lower(loaded, width=width, resolution=res, depth=depth, variant=variant, head=head, outputs=outputs)
     c = cost(g, convention)
-    return FitRow(float(width), g.resolution, c.macs, c.params)
+    return FitRow(g.width, g.resolution, c.macs, c.params, g.variant, g.depth_multiplier)
 
 
 def rank(rows: Sequence[FitRow]) -> list[FitRow]:
     """MACs descending, then parameters descending (the larger of two equally costly models
-    first), then width and resolution for a stable order."""
-    return sorted(rows, key=lambda r: (-r.macs, -r.params, -r.width, tuple(-x for x in r.resolution)))
+    first), then width, resolution, depth and variant for a stable order."""
+    return sorted(
+        rows, key=lambda r: (-r.macs, -r.params, -r.width, tuple(-x for x in r.resolution), -r.depth, r.variant)
+    )
 
 
 def fit(
@@ -91,19 +119,44 @@ def fit(
     convention: str = "paper",
     head: Head | None = None,
     outputs: Outputs | None = None,
+    variants: Sequence[str] | None = None,
+    depths: Sequence[float] | None = None,
 ) -> list[FitRow]:
-    """Every grid setting within the budget, ranked (:func:`rank`); empty when none fits."""
-    grid = (widths or PAPER_WIDTHS, resolutions or PAPER_RESOLUTIONS)
+    """Every grid setting within the budget, ranked (:func:`rank`); empty when none fits.
+    With ``variants``, widths and resolutions left out are each variant's own (not the paper's
+    grid), so ``variants=["b0", "b1"]`` compares the variants as they are defined."""
+    grid = _grid(widths, resolutions, variants, depths, (PAPER_WIDTHS, PAPER_RESOLUTIONS))
     return rank(_fitting(loaded, max_macs, max_params, grid, convention, head, outputs, skip_unlowerable=False))
 
 
+def _grid(
+    widths: Sequence[float] | None,
+    resolutions: Sequence[Resolution] | None,
+    variants: Sequence[str] | None,
+    depths: Sequence[float] | None,
+    defaults: tuple[Sequence[float], Sequence[Resolution]],
+) -> Grid:
+    """The grid asked for: ``defaults`` for widths and resolutions left out, unless variants
+    are given (then each variant's own)."""
+    own = variants is not None
+    return Grid(
+        widths or ((None,) if own else defaults[0]),
+        resolutions or ((None,) if own else defaults[1]),
+        variants or (None,),
+        depths or (None,),
+    )
+
+
 def dominates(a: FitRow, b: FitRow) -> bool:
-    """``a`` is at least as wide and at least as large an input as ``b``, and not the same setting."""
+    """``a`` is the same variant as ``b``, at least as wide, deep and large an input, and not
+    the same setting (variants are not ordered: each has its own front)."""
     return (
-        a.width >= b.width
+        a.variant == b.variant
+        and a.width >= b.width
+        and a.depth >= b.depth
         and a.resolution[0] >= b.resolution[0]
         and a.resolution[1] >= b.resolution[1]
-        and (a.width, a.resolution) != (b.width, b.resolution)
+        and (a.width, a.depth, a.resolution) != (b.width, b.depth, b.resolution)
     )
 
 
@@ -122,10 +175,14 @@ def search(
     convention: str = "paper",
     head: Head | None = None,
     outputs: Outputs | None = None,
+    variants: Sequence[str] | None = None,
+    depths: Sequence[float] | None = None,
 ) -> list[FitRow]:
     """The front of the fitting settings on a fine grid (default :data:`SEARCH_WIDTHS` x
-    :data:`SEARCH_RESOLUTIONS`); settings at which the spec does not lower are skipped."""
-    grid = (widths or SEARCH_WIDTHS, resolutions or SEARCH_RESOLUTIONS)
+    :data:`SEARCH_RESOLUTIONS`, for each variant and depth asked for); settings at which the
+    spec does not lower are skipped."""
+    grid = _grid(widths, resolutions, None, depths, (SEARCH_WIDTHS, SEARCH_RESOLUTIONS))
+    grid = Grid(grid.widths, grid.resolutions, variants or (None,), grid.depths)
     return front(_fitting(loaded, max_macs, max_params, grid, convention, head, outputs, skip_unlowerable=True))
 
 
@@ -133,7 +190,7 @@ def _fitting(
     loaded: LoadedSpec,
     max_macs: int | None,
     max_params: int | None,
-    grid: tuple[Sequence[float], Sequence[Resolution]],
+    grid: Grid,
     convention: str,
     head: Head | None,
     outputs: Outputs | None,
@@ -145,14 +202,13 @@ def _fitting(
     if max_macs is None and max_params is None:
         raise SpecError("give a budget (--max-macs and/or --max-params)", file=loaded.file, path="--max-macs")
     rows = []
-    for w in grid[0]:
-        for r in grid[1]:
-            try:
-                row = _row(loaded, w, r, convention, head, outputs)
-            except SpecError:
-                if skip_unlowerable:
-                    continue
-                raise
-            if _fits(row, max_macs, max_params):
-                rows.append(row)
+    for setting in grid.settings():
+        try:
+            row = _row(loaded, setting, convention, head, outputs)
+        except SpecError:
+            if skip_unlowerable:
+                continue
+            raise
+        if _fits(row, max_macs, max_params):
+            rows.append(row)
     return rows

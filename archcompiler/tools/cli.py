@@ -29,7 +29,7 @@ from archcompiler.language.loading import LoadedSpec, load
 from archcompiler.language.source import SpecError
 from archcompiler.lowering.features import Outputs
 from archcompiler.lowering.heads import Head
-from archcompiler.lowering.lower import WIDTH_RANGE
+from archcompiler.lowering.lower import DEPTH_RANGE, WIDTH_RANGE
 from archcompiler.tools import render
 from archcompiler.tools.diagram import FORMATS as DIAGRAM_FORMATS
 from archcompiler.tools.render import FIT_FORMATS, FORMATS, SUMMARY_FORMATS
@@ -54,8 +54,9 @@ _PIXELS = re.compile(r"\d{1,5}", re.ASCII)
 accepts '٢٢٤' (Arabic-Indic digits)."""
 
 
-def _multiplier(text: str) -> float:
-    """A positive multiplier: 0.75 or 3/4, within the range lowering accepts (0, 4]."""
+def _multiplier(text: str, bounds: tuple[float, float] = WIDTH_RANGE) -> float:
+    """A positive multiplier: 0.75 or 3/4, within the range lowering accepts ((0, 4] for
+    width and resolution, (0, 8] for depth)."""
     t = text.strip()
     if _FRACTION.fullmatch(t):
         num, den = (int(p) for p in t.split("/"))
@@ -64,10 +65,20 @@ def _multiplier(text: str) -> float:
         value = float(t)
     else:
         raise argparse.ArgumentTypeError(f"expected a number or a fraction such as 0.75 or 3/4, got {text!r}")
-    lo, hi = WIDTH_RANGE
+    lo, hi = bounds
     if not (math.isfinite(value) and lo < value <= hi):
         raise argparse.ArgumentTypeError(f"expected a multiplier in ({lo:g}, {hi:g}], got {text!r}")
     return value
+
+
+def _depth(text: str) -> float:
+    """A depth multiplier: 1.1 or 11/10, in (0, 8]."""
+    return _multiplier(text, DEPTH_RANGE)
+
+
+def _variant(text: str) -> str:
+    """A variant name from a comma-separated list (checked against the spec when it is lowered)."""
+    return text.strip()
 
 
 def _resolution(text: str) -> float | int | tuple[int, int]:
@@ -225,6 +236,8 @@ def _compile(args: argparse.Namespace) -> Compiled:
         _load(args),
         width=args.width,
         resolution=args.resolution,
+        variant=args.variant,
+        depth=args.depth,
         classes=head.classes,
         pooling=head.pooling,
         classifier_activation=head.classifier_activation,
@@ -386,6 +399,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         progress=_progress(args),
         head=_head(args),
         outputs=_outputs(args),
+        variants=args.variant,
+        depths=args.depth,
     )
     print(render.sweep(grid, args.format))
     if args.plot is not None:
@@ -427,6 +442,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
         search=args.search,
         head=_head(args),
         outputs=_outputs(args),
+        variants=args.variant,
+        depths=args.depth,
     )
     budget = _budget_text(args)
     if not rows:
@@ -584,22 +601,26 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def _spec_command(sub: Commands, name: str, help_: str, *, multi: bool = False) -> argparse.ArgumentParser:
-    """A command on one spec: the spec, its width and resolution (lists of them with
-    ``multi``), the classifier options and the outputs options."""
+    """A command on one spec: the spec, its variant, width, resolution and depth (lists of
+    them with ``multi``), the classifier options and the outputs options."""
     sp: argparse.ArgumentParser = sub.add_parser(name, help=help_, description=help_)
     sp.add_argument("spec", help="the YAML spec file")
     if multi:
+        sp.add_argument("--variant", type=_list(_variant), help="the spec's variants, e.g. b0,b1,b2,b3")
         sp.add_argument("--width", type=_list(_multiplier), help="width multipliers, e.g. 1,0.75,0.5,0.25")
         sp.add_argument(
             "--resolution", type=_list(_resolution), help="sizes or multipliers, e.g. 224,192,160,128 or 224x160"
         )
+        sp.add_argument("--depth", type=_list(_depth), help="depth multipliers, e.g. 1,1.1,1.2")
     else:
+        sp.add_argument("--variant", help="one of the spec's variants (its width, depth, size and params)")
         sp.add_argument("--width", type=_multiplier, help="width multiplier alpha (e.g. 0.75 or 3/4)")
         sp.add_argument(
             "--resolution",
             type=_resolution,
             help="input size in pixels (160, or 224x160 for height x width) or multiplier rho (0.714, 5/7)",
         )
+        sp.add_argument("--depth", type=_depth, help="depth multiplier: round_repeats(n) in the spec (e.g. 1.1)")
     head = sp.add_argument_group("classifier (as keras.applications' include_top, pooling, classes)")
     head.add_argument("--classes", type=_count, help="number of classes; 0 drops the classifier")
     head.add_argument("--pooling", choices=["avg", "max", "none"], help="with --classes 0: pool the features")

@@ -192,7 +192,16 @@ def op(tag: str, example_layers: dict[str, str]) -> str:
 
 def spec_fields() -> str:
     """The top level of a spec and every mapping in it, one table each."""
-    from archcompiler.language.spec import BatchNormDefaults, BlockCall, BlockDef, Defaults, InputSpec, Rounding, Spec
+    from archcompiler.language.spec import (
+        BatchNormDefaults,
+        BlockCall,
+        BlockDef,
+        Defaults,
+        InputSpec,
+        Rounding,
+        Spec,
+        Variant,
+    )
 
     parts = []
     for title, model in [
@@ -202,6 +211,7 @@ def spec_fields() -> str:
         ("`defaults`", Defaults),
         ("`defaults.batchnorm`", BatchNormDefaults),
         ("`blocks.<name>`", BlockDef),
+        ("`variants.<name>`", Variant),
         ("A block call (`- {block: <name>, ...}`)", BlockCall),
     ]:
         parts += [f"#### {title}", "", _first_line(model.__doc__), "", fields_table(model), ""]

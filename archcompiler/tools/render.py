@@ -23,6 +23,7 @@ from archcompiler.analysis.cost import (
     convention_note,
     humanize,
     layer_cells,
+    setting,
 )
 from archcompiler.analysis.cost import summary as cost_summary
 from archcompiler.api import Built, Sweep, resolution_label
@@ -47,7 +48,7 @@ def check(file: str, report: CostReport) -> str:
     """``archc check``: one line saying the spec is valid, with its size."""
     g = report.graph
     return (
-        f"ok: {file}: {g.name}, {len(g)} nodes, input {shape(g.input_shape)} -> "
+        f"ok: {file}: {g.name}{setting(g)}, {len(g)} nodes, input {shape(g.input_shape)} -> "
         f"{outputs(g)}, {report.params:,} params, {report.macs:,} MACs ({report.convention})"
     )
 
@@ -60,8 +61,15 @@ def summary(file: str, report: CostReport, fmt: str) -> str:
     return cost_summary(file, report, fmt)
 
 
+def _scaling(g: Graph) -> dict[str, object]:
+    """The variant and depth of a grid's setting, for its JSON (a sweep or fit across them)."""
+    return {"variant": g.variant or None, "depth": g.depth_multiplier}
+
+
 def sweep(grid: Sweep, fmt: str) -> str:
-    """MACs per width x resolution and params per width (the paper's Tables 6 and 7)."""
+    """MACs per width x resolution and params per width (the paper's Tables 6 and 7); across
+    variants or depths (:attr:`Sweep.varies`) one line per setting, each naming its variant,
+    depth, width and resolution (the variants' own input sizes differ)."""
     cells: list[tuple[float, Sequence[tuple[Graph, CostReport]]]] = list(zip(grid.widths, grid.rows, strict=True))
     if fmt == "json":
         return json.dumps(
@@ -69,7 +77,8 @@ def sweep(grid: Sweep, fmt: str) -> str:
                 "spec": grid.file,
                 "convention": grid.convention,
                 "grid": [
-                    {"width": w, "resolution": list(g.resolution), "macs": r.macs, "params": r.params}
+                    (_scaling(g) if grid.varies else {})
+                    | {"width": w, "resolution": list(g.resolution), "macs": r.macs, "params": r.params}
                     | (
                         {"latency_s": grid.latency[i][j], "latency_backend": grid.latency_backend}
                         if grid.latency
@@ -82,13 +91,18 @@ def sweep(grid: Sweep, fmt: str) -> str:
             indent=2,
         )
     if fmt == "csv":
-        lines = ["width,resolution,macs,params" + (",latency_s" if grid.latency else "")]
+        first = "variant,depth," if grid.varies else ""
+        lines = [first + "width,resolution,macs,params" + (",latency_s" if grid.latency else "")]
         lines += [
-            f"{w:g},{resolution_label(g)},{r.macs},{r.params}" + (f",{grid.latency[i][j]:.6g}" if grid.latency else "")
+            (f"{g.variant},{g.depth_multiplier:g}," if grid.varies else "")
+            + f"{w:g},{resolution_label(g)},{r.macs},{r.params}"
+            + (f",{grid.latency[i][j]:.6g}" if grid.latency else "")
             for i, (w, row) in enumerate(cells)
             for j, (g, r) in enumerate(row)
         ]
         return "\n".join(lines)
+    if grid.varies:
+        return _sweep_settings(grid, fmt)
     resolutions = [resolution_label(g) for g, _ in grid.rows[0]]
     headers = ["width \\ resolution", *resolutions, "params"]
     rows = []
@@ -107,6 +121,22 @@ def sweep(grid: Sweep, fmt: str) -> str:
             headers[:-1], lat_rows, "l" + "r" * len(resolutions)
         )
     return text
+
+
+def _sweep_settings(grid: Sweep, fmt: str) -> str:
+    """A sweep across variants or depths: one line per setting (variant, depth, width, input)."""
+    headers = ["variant", "depth", "width", "resolution", "MACs", "params"]
+    rows = []
+    for i, row in enumerate(grid.rows):
+        for j, (g, r) in enumerate(row):
+            latency = [f"{1000 * grid.latency[i][j]:.2f}"] if grid.latency is not None else []
+            cells = [g.variant or "-", f"{g.depth_multiplier:g}", f"{g.width:g}", resolution_label(g)]
+            rows.append([*cells, f"{r.macs:,}", f"{r.params:,}", *latency])
+    if grid.latency is not None:
+        headers.append(f"ms ({grid.latency_backend})")
+    render = markdown if fmt == "markdown" else table
+    title = f"{grid.file}: multiply-adds by variant, depth, width and input resolution (convention {grid.convention})"
+    return title + "\n\n" + render(headers, rows, "llll" + "r" * (len(headers) - 4))
 
 
 OPTIMIZED = ", optimized (BatchNorm folded, pads merged; equal to the unoptimized model within 1e-4)"
@@ -157,7 +187,7 @@ def summary_html(file: str, report: CostReport) -> str:
     g = report.graph
     node_rows = layer_cells(report)
     cat_rows = category_cells(report.by_category())
-    title = f"{g.name}: width {g.width:g}, input {shape(g.input_shape)}"
+    title = f"{g.name}{setting(g)}: width {g.width:g}, input {shape(g.input_shape)}"
     about = (
         f"{file}, rounding {g.rounding}, {convention_note(report.convention)}. "
         f"Total: {report.params:,} params ({report.trainable:,} trainable, {report.non_trainable:,} non-trainable), "
@@ -188,9 +218,11 @@ def summary_html(file: str, report: CostReport) -> str:
 def fit(file: str, rows: Sequence[FitRow], fmt: str, *, budget: str, search: bool = False) -> str:
     """``archc fit``: the settings within ``budget``, largest first (json: a list of objects with
     width, resolution, macs, params; resolution is a size for a square input, else [h, w])."""
+    varies = any(r.variant or r.depth != 1.0 for r in rows)
     if fmt == "json":
         doc = [
-            {
+            ({"variant": r.variant or None, "depth": r.depth} if varies else {})
+            | {
                 "width": r.width,
                 "resolution": r.resolution[0] if r.resolution[0] == r.resolution[1] else list(r.resolution),
                 "macs": r.macs,
@@ -203,6 +235,7 @@ def fit(file: str, rows: Sequence[FitRow], fmt: str, *, budget: str, search: boo
     title = f"{file}: {what} within {budget}, largest first"
     body = [
         [
+            *([r.variant or "-", f"{r.depth:g}"] if varies else []),
             f"{r.width:g}",
             f"{r.resolution[0]}" if r.resolution[0] == r.resolution[1] else "x".join(map(str, r.resolution)),
             f"{r.macs:,}",
@@ -210,4 +243,5 @@ def fit(file: str, rows: Sequence[FitRow], fmt: str, *, budget: str, search: boo
         ]
         for r in rows
     ]
-    return title + "\n\n" + table(["width", "resolution", "MACs", "params"], body, "llrr")
+    headers = [*(["variant", "depth"] if varies else []), "width", "resolution", "MACs", "params"]
+    return title + "\n\n" + table(headers, body, "l" * (len(headers) - 2) + "rr")
