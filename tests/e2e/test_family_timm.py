@@ -52,6 +52,11 @@ FAMILIES: list[list[tuple[str, str | None, str, int]]] = [
         ("mnasnet.yaml", "b1", "mnasnet_100", 197),
         ("mnasnet.yaml", "a1", "semnasnet_100", 256),
     ],
+    [
+        ("mobilenet_v4.yaml", "conv_small", "mobilenetv4_conv_small", 197),
+        ("mobilenet_v4.yaml", "conv_medium", "mobilenetv4_conv_medium", 197),
+        ("mobilenet_v4.yaml", "conv_large", "mobilenetv4_conv_large", 224),
+    ],
     [("mobilenet_v3_large.yaml", None, "tf_mobilenetv3_large_100", 193)],
 ]
 CASES = [case for family in FAMILIES for case in fast_first(family)]
