@@ -6,8 +6,10 @@ error with a location instead of a silently ignored key. Layers form a discrimin
 op's own model lives with its op definition (:mod:`archcompiler.ops`); this module assembles
 them with the top-level fields.
 
-Fields may hold expressions (:mod:`.expr`) over block parameters, ``$width``, ``$classes``,
-``$index`` and the layer's input shape (``$in``, ``$in_h``, ``$in_w``); inside a block any
+Fields may hold expressions (:mod:`.expr`) over block parameters, the spec's ``params:``,
+``$width``, ``$depth``, ``$classes``, ``$index`` and the layer's input shape (``$in``,
+``$in_h``, ``$in_w``); ``variants:`` name sets of those values (:mod:`.variants` applies one
+before lowering); inside a block any
 field may, and a block's layers may call other blocks. Expansion (:mod:`.expand`) fills them in
 and validates the result again, so a bad argument is reported at the call that passed it.
 """

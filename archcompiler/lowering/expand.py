@@ -1,7 +1,8 @@
 """Lowering, stage 1: a validated spec -> a flat list of concrete layers.
 
 Block calls (blocks may call blocks), repeats and ``when:`` guards are unrolled, expressions
-evaluated over block parameters, ``$width``, ``$classes`` and ``$index``, names templated
+evaluated over block parameters, the spec's ``params:``, ``$width``, ``$depth``, ``$classes``
+and ``$index`` (``round_repeats`` scales a repeat by the depth multiplier), names templated
 (``{index}``, ``{param}``) and checked for duplicates; each layer is validated again as a concrete
 op layer, so a bad argument is reported at the call that passed it. Nothing here knows shapes:
 a field or guard that reads the input shape (``$in``, ``$in_h``, ``$in_w``, ``$block_in``) stays a

@@ -84,7 +84,9 @@ def _points(ax: Any, grid: Sweep, xs_ys: Any) -> None:
 
     for i, (w, row) in enumerate(zip(grid.widths, grid.rows, strict=True)):
         pts = [xs_ys(i, j, r) for j, (_, r) in enumerate(row)]
-        ax.plot([x for x, _ in pts], [y for _, y in pts], marker="o", linestyle="-", label=f"width {w:g}")
+        g0 = row[0][0]
+        setting = f"{g0.variant or '-'} depth {g0.depth_multiplier:g} " if grid.varies else ""
+        ax.plot([x for x, _ in pts], [y for _, y in pts], marker="o", linestyle="-", label=f"{setting}width {w:g}")
         for (g, _), (x, y) in zip(row, pts, strict=True):
             ax.annotate(f"{w:g}/{resolution_label(g)}", (x, y), textcoords="offset points", xytext=(5, 3), fontsize=8)
 

@@ -20,6 +20,7 @@ def test_round_repeats_by_hand() -> None:
     assert round_repeats(2, 1.1) == 3  # ceil(2.2)
     assert round_repeats(4, 3.1) == 13  # EfficientNet-B7's stage 6: ceil(12.4)
     assert round_repeats(1, 0.1) == 1  # at least 1 for n >= 1
+    assert round_repeats(1, 0.4, "round") == 1 and round_repeats(3, 0.2, "floor") == 1  # round(0.4), floor(0.6)
     assert round_repeats(0, 2.0) == 0
     assert round_repeats(3, 1.5, "round") == 4  # round(4.5) is 4 (half to even)
     assert round_repeats(3, 1.5, "floor") == 4 and round_repeats(3, 1.2, "floor") == 3

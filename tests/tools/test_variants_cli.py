@@ -54,3 +54,14 @@ def test_fit_ranks_across_variants_and_depths(capsys: pytest.CaptureFixture[str]
     ]
     with pytest.raises(SpecError, match="unknown variant 'x'"):
         archc.fit(spec, max_macs=10**9, variants=["x"], search=True)
+
+
+def test_the_json_schema_covers_depth_params_and_variants(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "schema")
+    schema = json.loads(out)
+    top, variant = schema["properties"], schema["$defs"]["Variant"]
+    assert code == 0 and top["depth"]["maximum"] == 8 and top["depth"]["exclusiveMinimum"] == 0
+    assert set(top["depth_rounding"]["enum"]) == {"ceil", "round", "floor"}
+    assert {"depth", "width", "classes", "in"} <= set(top["params"]["propertyNames"]["not"]["enum"])
+    assert variant["additionalProperties"] is False
+    assert set(variant["properties"]) == {"description", "width", "depth", "resolution", "size", "params", "layers"}
