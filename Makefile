@@ -9,11 +9,13 @@ STAMP := $(VENV)/.installed
 
 # The peer counting tools (benchmarks/peers.txt) go in with --no-deps, so that none of them can
 # move the pinned torch; tests/analysis/test_peer_counts.py then runs them instead of skipping.
-$(STAMP): requirements/dev.txt pyproject.toml benchmarks/peers.txt
+# So do the test oracles of requirements/no-deps.txt (timm: tests skip without it).
+$(STAMP): requirements/dev.txt requirements/no-deps.txt pyproject.toml benchmarks/peers.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements/dev.txt
 	$(BIN)/pip install --quiet --no-deps -r benchmarks/peers.txt
+	$(BIN)/pip install --quiet --no-deps -r requirements/no-deps.txt
 	$(BIN)/pip install --quiet --no-deps -e .
 	touch $(STAMP)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from archcompiler.language.fields import LayerBase
 from archcompiler.ops.activation import Activation, ActivationKind, Rescaling, Softmax
+from archcompiler.ops.attention import MobileMQA
 from archcompiler.ops.base import (
     LowerContext,
     Node,
@@ -52,6 +53,7 @@ BUILTIN_NODE_TYPES: tuple[type[Node], ...] = (
     Add,
     Multiply,
     Concat,
+    MobileMQA,
 )
 """The ops archc defines itself: every built-in backend covers each (checked at its import)."""
 
@@ -113,6 +115,7 @@ __all__ = [
     "GlobalPool",
     "Input",
     "LowerContext",
+    "MobileMQA",
     "Multiply",
     "Node",
     "OpDefinitionError",

@@ -129,6 +129,12 @@ class ParityBound:
     """Whether the node rounds only inside a bounded range (relu6, hard_sigmoid) or a mean
     (global average): its own rounding is then judged at ``constant + max|output|``, not at
     the (possibly huge) input's magnitude."""
+    rounding: float | None = None
+    """For an op made of several stages (``mobile_mqa``): its own rounding, in units of u,
+    summed over the stages, each stage's (16 + its sum's length) * its magnitude times the
+    gain from it to the output. The judge then takes u * (rounding + max|output|) as the
+    node's own rounding in place of (16 + n) * u * M, which for a chain of stages would
+    multiply the longest sum by the largest magnitude of any stage."""
 
     @classmethod
     def exact(cls, inputs: int) -> ParityBound:

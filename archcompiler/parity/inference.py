@@ -274,6 +274,8 @@ def _judge32(
         spread = 0.0 if bound.clamped else times(max(lips, default=1.0), x_in)  # a clamp's input does not count
         magnitude = spread + bound.constant + out
         own = times(U32 * (K_ROUNDINGS + n), magnitude) + (K_ROUNDINGS + n) * ETA32
+        if bound.rounding is not None:  # an op that sums its own stages' roundings states the total
+            own = times(U32, bound.rounding + out) + (K_ROUNDINGS + n) * ETA32
         slack = atol + times(rtol, out)
         judged = None
         for b in names:

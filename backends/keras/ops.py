@@ -29,6 +29,7 @@ from archcompiler.ir.graph import (
     Flatten,
     GlobalPool,
     Graph,
+    MobileMQA,
     Node,
     Pad4,
     Pool2D,
@@ -49,6 +50,7 @@ CUSTOM_CLASSES: Mapping[str, str] = {
     UNBIASED_BN: f"{__package__}.bn",
     "SubsampledConv2D": f"{__package__}.subsample",
     "SubsampledDepthwiseConv2D": f"{__package__}.subsample",
+    "MobileMQA": f"{__package__}.attention",
 }
 """archc's own Keras layer classes -> the module defining each. Calls spell them without a
 module; the emitter copies their source into generated code."""
@@ -365,6 +367,33 @@ class RescalingHandler(Handler):
         return layer
 
 
+class MobileMQAHandler(Handler):
+    """archc's MobileMQA layer (backends/keras/attention.py): keras ops only, TFLite builtins."""
+
+    op = "mobile_mqa"
+    DEFAULTS: ClassVar[Mapping[str, Any]] = {
+        "kv_stride": 1,
+        "dw_kernel": 3,
+        "padding": ((1, 1), (1, 1)),
+        "epsilon": 1e-5,
+        "momentum": 0.9,
+        "variance_update": "unbiased",
+    }
+
+    def describe(self, node: MobileMQA, graph: Graph) -> list[Call]:
+        args = (node.filters, node.heads, node.key_dim, node.value_dim)
+        kwargs = {
+            "kv_stride": node.kv_stride,
+            "dw_kernel": node.dw_kernel,
+            "padding": _zero_padding_arg(node.kv_padding),
+            "epsilon": node.epsilon,
+            "momentum": node.decay,
+            "variance_update": node.variance_update,
+        }
+        names = ("filters", "heads", "key_dim", "value_dim")
+        return [make_call("MobileMQA", node, args, kwargs, arg_names=names, defaults=self.DEFAULTS)]
+
+
 check_kinds(BACKEND, ActivationHandler.KINDS)
 
 HANDLERS: Mapping[str, Handler] = handler_table(
@@ -388,6 +417,7 @@ HANDLERS: Mapping[str, Handler] = handler_table(
             MultiplyHandler(),
             ConcatHandler(),
             RescalingHandler(),
+            MobileMQAHandler(),
         )
     },
 )

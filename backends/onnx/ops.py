@@ -201,6 +201,41 @@ def multiply(e: Emitter, node: ir.Multiply) -> None:
     e.node("Mul", e.x(node), final=True)
 
 
+def _mqa_key_value(e: Emitter, node: ir.MobileMQA, path: str, dim: int) -> str:
+    """(N, dim, P): the strided depthwise conv and BatchNorm (kv_stride > 1), the projection."""
+    x = e.x(node)[0]
+    if node.downsampled:
+        top, bottom, left, right = node.kv_padding
+        kernel = e.param(f"{node.name}.{path}_down_kernel")
+        attrs = {
+            "kernel_shape": [node.dw_kernel] * 2,
+            "strides": [node.kv_stride] * 2,
+            "pads": [top, left, bottom, right],
+        }
+        x = e.node("Conv", [x, kernel], group=node.in_channels, **attrs)
+        bn = [e.param(f"{node.name}.{path}_{p}") for p in ("gamma", "beta", "moving_mean", "moving_variance")]
+        x = e.node("BatchNormalization", [x, *bn], epsilon=float(node.epsilon))
+    x = e.node("Conv", [x, e.param(f"{node.name}.{path}_kernel")], kernel_shape=[1, 1])
+    return e.node("Reshape", [x, e.const(f"{path}_shape", np.array([0, dim, -1], np.int64))])
+
+
+def mobile_mqa(e: Emitter, node: ir.MobileMQA) -> None:
+    """Opset-17 nodes only (Conv, BatchNormalization, MatMul, Softmax, Reshape, Transpose): the
+    queries of every head are rows (position, head) of one MatMul against the shared keys."""
+    h, w, _ = node.shape
+    q = e.node("Conv", [e.x(node)[0], e.param(f"{node.name}.query_kernel")], kernel_shape=[1, 1])
+    q = e.node("Transpose", [q], perm=[0, 2, 3, 1])  # (N, H, W, heads * key_dim), head-major
+    q = e.node("Reshape", [q, e.const("query_shape", np.array([0, -1, node.key_dim], np.int64))])
+    q = e.node("Div", [q, e.const("sqrt_key_dim", np.array(np.sqrt(node.key_dim), np.float32))])
+    k = _mqa_key_value(e, node, "key", node.key_dim)  # (N, key_dim, P)
+    v = e.node("Transpose", [_mqa_key_value(e, node, "value", node.value_dim)], perm=[0, 2, 1])
+    attn = e.node("Softmax", [e.node("MatMul", [q, k])], axis=-1)
+    o = e.node("MatMul", [attn, v])  # (N, H * W * heads, value_dim)
+    o = e.node("Reshape", [o, e.const("output_shape", np.array([0, h, w, node.heads * node.value_dim], np.int64))])
+    o = e.node("Transpose", [o], perm=[0, 3, 1, 2])
+    e.node("Conv", [o, e.param(f"{node.name}.output_kernel")], final=True, kernel_shape=[1, 1])
+
+
 def input_(e: Emitter, node: ir.Input) -> None:
     if e.tensors[node.name] != e.input_name:  # NHWC input: the IR's value is its NCHW transpose
         e.node("Transpose", [e.input_name], final=True, perm=[0, 3, 1, 2])
@@ -225,6 +260,7 @@ HANDLERS: dict[str, Handler] = handler_table(
         "concat": concat,  # type: ignore[dict-item]
         "add": add,  # type: ignore[dict-item]
         "multiply": multiply,  # type: ignore[dict-item]
+        "mobile_mqa": mobile_mqa,  # type: ignore[dict-item]
     },
 )
 """IR op -> handler: every built-in op (checked at import), then those plug-ins add

@@ -115,5 +115,76 @@ class Multiply(nn.Module):
         return out
 
 
+class MobileMQA(nn.Module):
+    """Mobile MQA (MobileNetV4), timm's ``MultiQueryAttention2d`` without biases: its submodule
+    names (``query.proj``, ``key.down_conv``, ``key.norm``, ``key.proj``, ``value.*``,
+    ``output.proj``), so timm's state_dict keys load as they are, and its arithmetic.
+
+    The attention is two explicit matrix products (queries of every head as rows against the
+    one key/value head), not ``F.scaled_dot_product_attention``: torch's flop counter sees
+    them, which it does not see in the CPU flash kernel. ``biased_variance``: the BatchNorms'
+    training step updates the running variance with the biased batch variance (Keras').
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        filters: int,
+        heads: int,
+        key_dim: int,
+        value_dim: int,
+        kv_stride: int = 1,
+        dw_kernel: int = 3,
+        padding: tuple[int, int, int, int] = (1, 1, 1, 1),
+        eps: float = 1e-5,
+        momentum: float = 0.1,
+        biased_variance: bool = False,
+    ) -> None:
+        super().__init__()
+        self.heads, self.key_dim, self.value_dim = heads, key_dim, value_dim
+        self.scale = key_dim**-0.5
+        self.biased_variance = biased_variance
+        top, bottom, left, right = padding
+        symmetric = top == bottom and left == right
+        self.pad = None if symmetric else (left, right, top, bottom)
+        conv_pad = (top, left) if symmetric else 0
+        self.query = nn.ModuleDict({"proj": nn.Conv2d(in_channels, heads * key_dim, 1, bias=False)})
+        for path, dim in (("key", key_dim), ("value", value_dim)):
+            parts: dict[str, nn.Module] = {}
+            if kv_stride > 1:
+                parts["down_conv"] = nn.Conv2d(
+                    in_channels, in_channels, dw_kernel, kv_stride, conv_pad, groups=in_channels, bias=False
+                )
+                parts["norm"] = nn.BatchNorm2d(in_channels, eps=eps, momentum=momentum)
+            parts["proj"] = nn.Conv2d(in_channels, dim, 1, bias=False)
+            setattr(self, path, nn.ModuleDict(parts))
+        self.output = nn.ModuleDict({"proj": nn.Conv2d(heads * value_dim, filters, 1, bias=False)})
+
+    def _key_value(self, path: nn.ModuleDict, x: torch.Tensor) -> torch.Tensor:
+        """(B, dim, P): the strided depthwise conv and BatchNorm (kv_stride > 1), the projection."""
+        if "down_conv" in path:
+            x = path["down_conv"](x if self.pad is None else F.pad(x, self.pad))
+            bn = path["norm"]
+            if self.biased_variance and bn.training and x.numel() > x.size(1):
+                n = x.numel() // x.size(1)
+                var = x.detach().var([0, 2, 3], unbiased=False)
+                x = bn(x)
+                with torch.no_grad():  # torch folds v * n / (n - 1) in: leave (1 - m) r + m v
+                    bn.running_var.data.sub_(var * (bn.momentum / (n - 1)))
+            else:
+                x = bn(x)
+        return path["proj"](x).flatten(2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = x.shape
+        # (B, heads * key_dim, H, W) -> rows (position, head) of key_dim: timm's head-major channels
+        q = self.query["proj"](x).permute(0, 2, 3, 1).reshape(b, h * w * self.heads, self.key_dim)
+        k = self._key_value(self.key, x)  # (B, key_dim, P)
+        v = self._key_value(self.value, x).transpose(1, 2)  # (B, P, value_dim)
+        attn = torch.softmax((q * self.scale) @ k, dim=-1)
+        o = (attn @ v).reshape(b, h, w, self.heads * self.value_dim).permute(0, 3, 1, 2)
+        return self.output["proj"](o)
+
+
 FACTORIES = ("BiasedBatchNorm",)
 """Classes here that build a stock module rather than being one (their ``__new__`` returns it)."""

@@ -435,6 +435,50 @@ class RescalingHandler(Handler):
         return [module_call(layers.Rescaling, node, (node.scale,), {"offset": node.offset}, {"offset": 0.0})]
 
 
+class MobileMQAHandler(Handler):
+    """layers.MobileMQA: timm's MultiQueryAttention2d's modules and names (so timm's weights
+    load by their own keys), with the attention as explicit products torch's flop counter sees."""
+
+    op = "mobile_mqa"
+    weight_names: ClassVar[Mapping[str, str]] = {
+        "query_kernel": "query.proj.weight",
+        "output_kernel": "output.proj.weight",
+        **{
+            f"{path}_{param}": f"{path}.{name}"
+            for path in ("key", "value")
+            for param, name in (
+                ("down_kernel", "down_conv.weight"),
+                ("gamma", "norm.weight"),
+                ("beta", "norm.bias"),
+                ("moving_mean", "norm.running_mean"),
+                ("moving_variance", "norm.running_var"),
+                ("kernel", "proj.weight"),
+            )
+        },
+    }
+    DEFAULTS: ClassVar[Mapping[str, Any]] = {
+        "kv_stride": 1,
+        "dw_kernel": 3,
+        "padding": (1, 1, 1, 1),
+        "eps": 1e-5,
+        "momentum": 0.1,
+        "biased_variance": False,
+    }
+
+    def describe(self, node: ir.MobileMQA, graph: ir.Graph) -> list[Call]:
+        _require_image(node, graph)
+        args = (node.in_channels, node.filters, node.heads, node.key_dim, node.value_dim)
+        kwargs = {
+            "kv_stride": node.kv_stride,
+            "dw_kernel": node.dw_kernel,
+            "padding": tuple(node.kv_padding),
+            "eps": node.epsilon,
+            "momentum": torch_momentum(node.decay),
+            "biased_variance": node.variance_update == "biased",
+        }
+        return [module_call(layers.MobileMQA, node, args, kwargs, self.DEFAULTS)]
+
+
 check_kinds(BACKEND, ActivationHandler.CLASSES)
 
 HANDLERS: Mapping[str, Handler] = handler_table(
@@ -458,6 +502,7 @@ HANDLERS: Mapping[str, Handler] = handler_table(
             MultiplyHandler(),
             ConcatHandler(),
             RescalingHandler(),
+            MobileMQAHandler(),
         )
     },
 )

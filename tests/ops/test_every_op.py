@@ -48,16 +48,22 @@ def test_costs_of_every_op_are_the_hand_counts(graph: ir.Graph) -> None:
     # by hand from tests/specs/every_op.yaml (12x12x3 input):
     # stem 3x3x3x8 (+8 bias) at 6x6; dw 3x3x8x2 at 5x5; pw 1x1x(16/2)x8 at 5x5; side_pw 1x1x16x8
     # at 5x5; fc_flat 256x6 (+6); fc 22x5 (+5); stem_bn 8 and dw_bn 16 channels
-    weights_only = 216 + 144 + 64 + 128 + 1536 + 110
+    # attn (mobile_mqa on 5x5x8, 2 heads, key_dim 4, value_dim 3, kv_stride 2: 3x3 keys): query
+    # 8x(2*4), key 8x4, value 8x3, output (2*3)x8 and two 3x3 depthwise down convs of 8 channels
+    # with a BatchNorm each; MACs: 25 positions x (64 + 48), 9 key/value positions x (32 + 24 +
+    # 2 * 72), and the two attention products 2 heads x 25 x 9 x (4 + 3)
+    attn_weights, attn_macs = 64 + 32 + 24 + 48 + 2 * 72, 25 * (64 + 48) + 9 * (32 + 24 + 144) + 2 * 25 * 9 * 7
+    weights_only = 216 + 144 + 64 + 128 + 1536 + 110 + attn_weights
     biases = 8 + 6 + 5
-    bn_affine, bn_stats = 2 * 8 + 2 * 16, 2 * 8 + 2 * 16
-    macs = 216 * 36 + 144 * 25 + 64 * 25 + 128 * 25 + 1536 + 110
+    bn_affine, bn_stats = 2 * 8 + 2 * 16 + 2 * 2 * 8, 2 * 8 + 2 * 16 + 2 * 2 * 8
+    macs = 216 * 36 + 144 * 25 + 64 * 25 + 128 * 25 + 1536 + 110 + attn_macs
     paper, keras = cost(graph, "paper"), cost(graph, "keras")
     assert (paper.params, paper.macs) == (weights_only, macs)
     assert (keras.trainable, keras.non_trainable) == (weights_only + biases + bn_affine, bn_stats)
     # fvcore adds BatchNorm's two operations per element and one per pooled input element
     pooled = 5 * 5 * 8 + 5 * 5 * 16 + 5 * 5 * 16 + 2 * 2 * 16  # inputs of squeeze, maxpool, avgpool, gmax
-    assert cost(graph, "fvcore").macs == macs + 2 * (6 * 6 * 8 + 5 * 5 * 16) + pooled
+    attn_bn = 2 * 3 * 3 * 8  # attn's two BatchNorms over its 3x3x8 keys and values
+    assert cost(graph, "fvcore").macs == macs + 2 * (6 * 6 * 8 + 5 * 5 * 16 + attn_bn) + pooled
 
 
 def test_every_op_costs_the_tensors_it_holds(graph: ir.Graph) -> None:
