@@ -1,16 +1,17 @@
-"""The EfficientNet specs against keras.applications built live (the oracle).
+"""The EfficientNet and EfficientNetV2 specs against keras.applications built live (the oracle).
 
 For each variant, width and input size, the spec's IR must have Keras' layers in Keras' order
 (every Keras layer name, with the documented exceptions below), the same weight tensors (name
 and shape: the canonical layout is Keras' own) and the same trainable and non-trainable counts
 (``--convention keras``). The expected side is always the Keras model built in this process.
 
-specs/efficientnet.yaml is the timm-compatible model (preprocessing outside, as timm's): it
-has no counterpart of Keras' ``rescaling`` and ``normalization`` input layers (whose
-``Normalization`` holds 7 non-trainable numbers: mean, variance and count); Keras'
-``se_reshape`` (a Reshape to 1x1xC) has none either (archc's pool keeps the 1x1 map), and the
-activations Keras runs inside ``se_reduce``/``se_expand`` are layers of their own here
-(``..._activation``, left out of the name comparison). As for MobileNet, Keras' softmax
+specs/efficientnet.yaml and efficientnet_v2.yaml are the timm-compatible models (preprocessing
+outside, as timm's): they have no counterpart of Keras' ``rescaling`` and ``normalization``
+input layers (EfficientNet's ``Normalization`` holds 7 non-trainable numbers: mean, variance
+and count; EfficientNetV2's none); Keras' ``se_reshape`` (a Reshape to 1x1xC) has none either
+(archc's pool keeps the 1x1 map), and the activations Keras runs inside
+``se_reduce``/``se_expand`` are layers of their own here (``..._activation``, left out of the
+name comparison). As for MobileNet, Keras' softmax
 classifier is archc's ``predictions`` plus ``predictions_softmax``.
 """
 
@@ -33,9 +34,10 @@ pytestmark = pytest.mark.keras
 ROOT = Path(__file__).resolve().parents[2]
 
 PREPROCESSING = ("rescaling", "normalization")
-"""Keras' input layers that specs/efficientnet.yaml leaves to the caller, as timm does."""
-NORMALIZATION_WEIGHTS = 7
-"""Keras' Normalization(axis=-1) on 3 channels: mean (3), variance (3) and count (1), non-trainable."""
+"""Keras' input layers that the specs leave to the caller, as timm does."""
+NORMALIZATION_WEIGHTS = {"efficientnet.yaml": 7, "efficientnet_v2.yaml": 0}
+"""Keras' non-trainable preprocessing weights: EfficientNet's Normalization(axis=-1) on 3 channels
+adapts mean (3), variance (3) and count (1); EfficientNetV2's is built from constants (none)."""
 KERAS_ONLY = re.compile(r"^block\w+_se_reshape$")
 ARCHC_ONLY = re.compile(r"^block\w+_se_(reduce|expand)_activation$")
 
@@ -67,17 +69,20 @@ def archc_side(spec: str, size: int, **options: Any) -> tuple[list[str], dict[st
 
 
 # (spec, keras.applications model, variant, input size): B0 at its default size (fast), at an
-# odd one, and B1-B7 at their default sizes (slow: B7 takes Keras a while)
+# odd one, and the others at their default sizes (slow: B7 takes Keras a while)
 SIZES = {"b0": 224, "b1": 240, "b2": 260, "b3": 300, "b4": 380, "b5": 456, "b6": 528, "b7": 600}
+V2_SIZES = {"b0": 224, "b1": 240, "b2": 260, "b3": 300, "s": 384, "m": 480, "l": 480}
 CASES = [
     ("efficientnet.yaml", "EfficientNetB0", "b0", 224),
     ("efficientnet.yaml", "EfficientNetB0", "b0", 193),
     *[("efficientnet.yaml", f"EfficientNetB{v[1]}", v, SIZES[v]) for v in list(SIZES)[1:]],
+    ("efficientnet_v2.yaml", "EfficientNetV2B0", "b0", 193),
+    *[("efficientnet_v2.yaml", f"EfficientNetV2{v.upper()}", v, size) for v, size in V2_SIZES.items()],
 ]
 
 
 @pytest.mark.parametrize(("spec", "model_name", "variant", "size"), fast_first(CASES))
-def test_efficientnet_matches_keras(spec: str, model_name: str, variant: str, size: int) -> None:
+def test_efficientnet_family_matches_keras(spec: str, model_name: str, variant: str, size: int) -> None:
     keras.backend.clear_session()
     model = getattr(keras.applications, model_name)(weights=None, input_shape=(size, size, 3))
     want_names, want_shapes, want_counts = keras_side(model)
@@ -86,4 +91,4 @@ def test_efficientnet_matches_keras(spec: str, model_name: str, variant: str, si
     assert shapes == want_shapes
     assert counts == want_counts
     # the whole model: what archc counts plus Keras' Normalization weights
-    assert model.count_params() == sum(counts) + NORMALIZATION_WEIGHTS
+    assert model.count_params() == sum(counts) + NORMALIZATION_WEIGHTS[spec]

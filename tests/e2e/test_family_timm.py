@@ -41,6 +41,15 @@ FAMILIES: list[list[tuple[str, str | None, str, int]]] = [
         *[("efficientnet.yaml", f"b{i}", f"tf_efficientnet_b{i}", 224) for i in range(1, 8)],
     ],
     [
+        ("efficientnet_v2.yaml", "b0", "tf_efficientnetv2_b0", 224),  # timm's default 192 (train size)
+        ("efficientnet_v2.yaml", "b1", "tf_efficientnetv2_b1", 197),
+        ("efficientnet_v2.yaml", "b2", "tf_efficientnetv2_b2", 260),
+        ("efficientnet_v2.yaml", "b3", "tf_efficientnetv2_b3", 300),
+        ("efficientnet_v2.yaml", "s", "tf_efficientnetv2_s", 384),
+        ("efficientnet_v2.yaml", "m", "tf_efficientnetv2_m", 224),
+        ("efficientnet_v2.yaml", "l", "tf_efficientnetv2_l", 224),
+    ],
+    [
         ("efficientnet_lite.yaml", "lite0", "tf_efficientnet_lite0", 197),
         ("efficientnet_lite.yaml", "lite1", "tf_efficientnet_lite1", 224),
         ("efficientnet_lite.yaml", "lite2", "tf_efficientnet_lite2", 224),
