@@ -718,7 +718,11 @@ def _add_build(sub: Commands) -> None:
     sp = _spec_command(sub, "build", "build, verify and save a model in a framework")
     sp.add_argument("--backend", required=True, help="torch, keras or a plug-in (see 'archc backends')")
     sp.add_argument("--weights", help="weights to load: .npz, .safetensors, a Keras .h5 or archc's torch .pt")
-    sp.add_argument("-o", "--output", help="output folder (default: build/<name>_<width>_<resolution>_<backend>)")
+    sp.add_argument(
+        "-o",
+        "--output",
+        help="output folder (default: build/<name>[_<variant>]_<width>_<resolution>[_depth<d>]_<backend>)",
+    )
     sp.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
     sp.add_argument(
         "--quantize", choices=["float16", "dynamic"], help="tflite: quantize (the deviation from float32 is reported)"

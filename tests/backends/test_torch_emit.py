@@ -396,3 +396,18 @@ def test_a_dropped_empty_pad_does_not_let_an_activation_overwrite_a_shared_input
         want = model.forward_nodes(x.clone(), [g.output])[g.output]
         for forward in (model, generated):
             torch.testing.assert_close(forward(x.clone()), want, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.torch
+def test_generated_modules_of_two_variants_are_apart(tmp_path: Path) -> None:
+    """Each variant's module has its own file and class, and carries its own params (s2's
+    drop rate 0.3, the others' 0.2)."""
+    spec = str(Path(__file__).resolve().parents[2] / "docs" / "examples" / "scaled.yaml")
+    for variant in ("s1", "s2"):
+        a.compile(spec, variant=variant).generate_to("torch", tmp_path)
+    s1, s2 = (
+        (tmp_path / "scaled_s1_1_40_depth1_1_torch.py").read_text(),
+        (tmp_path / "scaled_s2_1_5_48_depth1_4_torch.py").read_text(),
+    )
+    assert "class ScaledS1(" in s1 and "class ScaledS2(" in s2
+    assert "nn.Dropout(0.2)" in s1 and "nn.Dropout(0.3)" in s2

@@ -242,6 +242,7 @@ TOKENS = [
     *("1", "0", "7", "2.5", "1e308", "1e999", "1e-320", "9223372036854775807", "9" * 40, "$in", "$nan", "$big"),
     *("$yes", "$same", "+", "-", "*", "/", "//", "%", "(", ")", "<", "==", "and", "or", "not", "if", "else"),
     *("true", "'a'", "min(", "max(", "int(", "round_channels(", "make_divisible(", ",", "٢"),
+    *("ceil(", "floor(", "round_repeats("),
 ]  # fmt: skip
 
 
@@ -380,7 +381,7 @@ def test_huge_guarded_off_repeat_on_the_command_line(tmp_path: Path) -> None:
 # --- block parameters named like a built-in ------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["in", "in_h", "in_w", "block_in", "width", "classes", "index"])
+@pytest.mark.parametrize("name", ["in", "in_h", "in_w", "block_in", "width", "depth", "classes", "index"])
 def test_a_parameter_named_like_a_built_in_is_refused_at_its_definition(name: str) -> None:
     # before, 'block_in' was accepted and silently ignored ($block_in read the block's input)
     text = _spec("  - {block: b}\n", blocks=_block(f"{{{name}: 4}}", f"{{op: conv, filters: ${name}, kernel: 1}}"))
@@ -698,6 +699,8 @@ def test_random_wrong_arguments_raise_only_documented_errors(
             MOBILENET,
             width=j(JUNK),
             resolution=j(JUNK),
+            variant=j(JUNK),
+            depth=j(JUNK),
             classes=j(JUNK),
             pooling=j(JUNK),
             classifier_activation=j(JUNK),
@@ -708,7 +711,16 @@ def test_random_wrong_arguments_raise_only_documented_errors(
         ),
         lambda: archc.compile(j(JUNK)),
         lambda: archc.sweep(
-            MOBILENET, j(JUNK), j(JUNK), j(JUNK), runs=j(JUNK), head=j(JUNK), outputs=j(JUNK), progress=j(JUNK)
+            MOBILENET,
+            j(JUNK),
+            j(JUNK),
+            j(JUNK),
+            runs=j(JUNK),
+            head=j(JUNK),
+            outputs=j(JUNK),
+            progress=j(JUNK),
+            variants=j(JUNK),
+            depths=j(JUNK),
         ),
         lambda: archc.fit(
             MOBILENET,
@@ -720,6 +732,8 @@ def test_random_wrong_arguments_raise_only_documented_errors(
             search=j(JUNK),
             head=j(JUNK),
             outputs=j(JUNK),
+            variants=j(JUNK),
+            depths=j(JUNK),
         ),
         lambda: net.cost(j(JUNK)),
         lambda: net.build(j(JUNK), weights=j(JUNK), optimize=j(JUNK)),
