@@ -250,6 +250,7 @@ class ActivationHandler(Handler):
         "hard_sigmoid": ("Activation", ("hard_sigmoid",), ("activation",)),
         "hard_swish": ("Activation", ("hard_silu",), ("activation",)),
         "swish": ("Activation", ("silu",), ("activation",)),
+        "gelu": ("Activation", ("gelu",), ("activation",)),  # keras.activations.gelu: approximate=False
     }
     """Kind -> (keras.layers class, positional arguments, their names)."""
 

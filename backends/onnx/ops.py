@@ -118,6 +118,13 @@ def _relu6(e: Emitter, x: str) -> None:
     e.node("Clip", [x, lo, hi], final=True)
 
 
+def _gelu(e: Emitter, x: str) -> None:
+    """x * (1 + erf(x / sqrt(2))) / 2, the exact form (ONNX's Gelu op needs opset 20)."""
+    erf = e.node("Erf", [e.node("Div", [x, e.const("sqrt2", np.array(np.sqrt(2.0), np.float32))])])
+    half = e.node("Mul", [x, e.const("half", np.array(0.5, np.float32))])
+    e.node("Mul", [half, e.node("Add", [erf, e.const("one", np.array(1.0, np.float32))])], final=True)
+
+
 ACTIVATIONS: Mapping[str, Callable[[Emitter, str], object]] = {
     "relu": lambda e, x: e.node("Relu", [x], final=True),
     "relu6": _relu6,
@@ -127,6 +134,7 @@ ACTIVATIONS: Mapping[str, Callable[[Emitter, str], object]] = {
     "hard_sigmoid": lambda e, x: e.node("HardSigmoid", [x], final=True, alpha=1.0 / 6.0, beta=0.5),
     "hard_swish": lambda e, x: e.node("HardSwish", [x], final=True),  # x * clip(x / 6 + 1/2, 0, 1)
     "swish": lambda e, x: e.node("Mul", [x, e.node("Sigmoid", [x])], final=True),
+    "gelu": _gelu,
 }
 """Activation kind -> the ONNX nodes computing it from tensor ``x`` (the last one final)."""
 check_kinds("onnx", ACTIVATIONS)

@@ -309,6 +309,7 @@ class ActivationHandler(Handler):
         "hard_sigmoid": layers.ExactHardsigmoid,  # nn.Hardsigmoid, its float64 gradient exact
         "hard_swish": nn.Hardswish,
         "swish": nn.SiLU,
+        "gelu": nn.GELU,  # approximate="none": the exact erf form
     }
 
     def describe(self, node: ir.Activation, graph: ir.Graph) -> list[Call]:

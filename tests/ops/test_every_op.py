@@ -118,6 +118,7 @@ FORMULAS = {  # PyTorch's formulas (what every activation kind means), written o
     "hard_sigmoid": lambda v: np.clip(v + 3.0, 0.0, 6.0) / 6.0,
     "hard_swish": lambda v: v * np.clip(v + 3.0, 0.0, 6.0) / 6.0,
     "swish": lambda v: v * _sigmoid(v),
+    "gelu": lambda v: v * (1.0 + np.vectorize(math.erf)(v / math.sqrt(2.0))) / 2.0,  # the exact form
 }
 
 
