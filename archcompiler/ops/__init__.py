@@ -26,6 +26,7 @@ from archcompiler.ops.base import (
     make_divisible,
     same_padding,
 )
+from archcompiler.ops.channelwise import LayerScale
 from archcompiler.ops.conv import Conv2D, DepthwiseConv2D
 from archcompiler.ops.dense import Dense
 from archcompiler.ops.input import Input
@@ -33,7 +34,7 @@ from archcompiler.ops.merge import Add, Concat, Multiply
 from archcompiler.ops.norm import BatchNorm
 from archcompiler.ops.pool import GlobalPool, Pool2D
 from archcompiler.ops.registry import OpDefinitionError, check_definition, plugin_ops, registered, spec_tags
-from archcompiler.ops.reshape import Dropout, Flatten, ZeroPad2D
+from archcompiler.ops.reshape import Dropout, DropPath, Flatten, ZeroPad2D
 
 BUILTIN_NODE_TYPES: tuple[type[Node], ...] = (
     Input,
@@ -48,6 +49,8 @@ BUILTIN_NODE_TYPES: tuple[type[Node], ...] = (
     Flatten,
     Dense,
     Dropout,
+    DropPath,
+    LayerScale,
     Softmax,
     Add,
     Multiply,
@@ -108,10 +111,12 @@ __all__ = [
     "Conv2D",
     "Dense",
     "DepthwiseConv2D",
+    "DropPath",
     "Dropout",
     "Flatten",
     "GlobalPool",
     "Input",
+    "LayerScale",
     "LowerContext",
     "Multiply",
     "Node",

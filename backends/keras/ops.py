@@ -26,9 +26,11 @@ from archcompiler.ir.graph import (
     Dense,
     DepthwiseConv2D,
     Dropout,
+    DropPath,
     Flatten,
     GlobalPool,
     Graph,
+    LayerScale,
     Node,
     Pad4,
     Pool2D,
@@ -49,6 +51,7 @@ CUSTOM_CLASSES: Mapping[str, str] = {
     UNBIASED_BN: f"{__package__}.bn",
     "SubsampledConv2D": f"{__package__}.subsample",
     "SubsampledDepthwiseConv2D": f"{__package__}.subsample",
+    "LayerScale": f"{__package__}.channelwise",
 }
 """archc's own Keras layer classes -> the module defining each. Calls spell them without a
 module; the emitter copies their source into generated code."""
@@ -260,6 +263,26 @@ class ActivationHandler(Handler):
         cls, args, names = self.KINDS[node.kind]
         return [layer_call(cls, node, args, arg_names=names)]
 
+    def instantiate(self, call: Call) -> Any:
+        """The layer; in a float64 model (parity's oracle) gelu computed with float64's
+        1 / sqrt(2): TensorFlow's exact gelu casts that constant through float32 (``tf.cast`` of a
+        Python float), 5e-9 off in float64. float32 models keep Keras' own gelu, which the TFLite
+        converter fuses and a saved .keras file names."""
+        from archcompiler.backends.keras._framework import keras
+
+        layer = super().instantiate(call)
+        if call.args == ("gelu",) and keras.config.floatx() == "float64":
+            layer.activation = _float64_gelu
+        return layer
+
+
+def _float64_gelu(x: Any) -> Any:
+    """x * (1 + erf(x / sqrt(2))) / 2 with float64 constants (see ActivationHandler.instantiate)."""
+    import numpy as np
+    from archcompiler.backends.keras._framework import keras
+
+    return x * (1.0 + keras.ops.erf(x * np.float64(np.sqrt(0.5)))) * np.float64(0.5)
+
 
 class ZeroPad2DHandler(Handler):
     op = "zero_pad2d"
@@ -309,6 +332,28 @@ class DropoutHandler(Handler):
 
     def describe(self, node: Dropout, graph: Graph) -> list[Call]:
         return [layer_call("Dropout", node, (node.rate,), arg_names=("rate",))]
+
+
+class DropPathHandler(Handler):
+    """Keras applications' stochastic depth: ``Dropout`` with one mask value per example
+    (``noise_shape`` (None, 1, 1, 1) on an image), kept examples scaled by 1 / (1 - rate)."""
+
+    op = "drop_path"
+
+    def describe(self, node: DropPath, graph: Graph) -> list[Call]:
+        noise = (None, *(1 for _ in node.shape))
+        return [layer_call("Dropout", node, (node.rate,), {"noise_shape": noise}, arg_names=("rate",))]
+
+
+class LayerScaleHandler(Handler):
+    """archc's LayerScale layer (channelwise.py): ``x * gamma`` on the last axis."""
+
+    op = "layer_scale"
+
+    def describe(self, node: LayerScale, graph: Graph) -> list[Call]:
+        args = (node.channels,)
+        kwargs, defaults = {"init": node.init}, {"init": 1e-5}
+        return [make_call("LayerScale", node, args, kwargs, arg_names=("channels",), defaults=defaults)]
 
 
 class SoftmaxHandler(Handler):
@@ -384,6 +429,8 @@ HANDLERS: Mapping[str, Handler] = handler_table(
             FlattenHandler(),
             DenseHandler(),
             DropoutHandler(),
+            DropPathHandler(),
+            LayerScaleHandler(),
             SoftmaxHandler(),
             AddHandler(),
             MultiplyHandler(),

@@ -185,6 +185,17 @@ def dropout(e: Emitter, node: ir.Dropout) -> None:
     e.node("Identity", e.x(node), final=True)  # inference: dropout is the identity
 
 
+def drop_path(e: Emitter, node: ir.DropPath) -> None:
+    e.node("Identity", e.x(node), final=True)  # inference: stochastic depth is the identity
+
+
+def layer_scale(e: Emitter, node: ir.LayerScale) -> None:
+    gamma = e.param(f"{node.name}.gamma")  # (C,): broadcast as (C, 1, 1) over NCHW
+    if len(node.shape) == 3:
+        gamma = e.node("Reshape", [gamma, e.const("shape", np.array([-1, 1, 1], np.int64))])
+    e.node("Mul", [e.x(node)[0], gamma], final=True)
+
+
 def rescaling(e: Emitter, node: ir.Rescaling) -> None:
     # x * scale + offset in float32, in that order (Keras' Rescaling); no Add for a zero offset.
     scaled = e.node("Mul", [e.x(node)[0], e.const("scale", np.array(node.scale, np.float32))], final=not node.offset)
@@ -228,6 +239,8 @@ HANDLERS: dict[str, Handler] = handler_table(
         "flatten": flatten,  # type: ignore[dict-item]
         "dense": dense,  # type: ignore[dict-item]
         "dropout": dropout,  # type: ignore[dict-item]
+        "drop_path": drop_path,  # type: ignore[dict-item]
+        "layer_scale": layer_scale,  # type: ignore[dict-item]
         "softmax": softmax,  # type: ignore[dict-item]
         "rescaling": rescaling,  # type: ignore[dict-item]
         "concat": concat,  # type: ignore[dict-item]

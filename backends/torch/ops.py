@@ -388,6 +388,21 @@ class DropoutHandler(Handler):
         return [module_call(nn.Dropout, node, (node.rate,))]
 
 
+class DropPathHandler(Handler):
+    op = "drop_path"
+
+    def describe(self, node: ir.DropPath, graph: ir.Graph) -> list[Call]:
+        return [module_call(layers.DropPath, node, (node.rate,))]
+
+
+class LayerScaleHandler(Handler):
+    op = "layer_scale"
+    weight_names: ClassVar[Mapping[str, str]] = {"gamma": "gamma"}
+
+    def describe(self, node: ir.LayerScale, graph: ir.Graph) -> list[Call]:
+        return [module_call(layers.LayerScale, node, (node.channels,), {"init": node.init}, {"init": 1e-5})]
+
+
 class SoftmaxHandler(Handler):
     """Softmax over channels: dim 1 in both (N, C) and (N, C, H, W)."""
 
@@ -454,6 +469,8 @@ HANDLERS: Mapping[str, Handler] = handler_table(
             FlattenHandler(),
             DenseHandler(),
             DropoutHandler(),
+            DropPathHandler(),
+            LayerScaleHandler(),
             SoftmaxHandler(),
             AddHandler(),
             MultiplyHandler(),

@@ -47,14 +47,17 @@ def test_the_every_op_spec_uses_every_op_tag_and_kind(graph: ir.Graph) -> None:
 def test_costs_of_every_op_are_the_hand_counts(graph: ir.Graph) -> None:
     # by hand from tests/specs/every_op.yaml (12x12x3 input):
     # stem 3x3x3x8 (+8 bias) at 6x6; dw 3x3x8x2 at 5x5; pw 1x1x(16/2)x8 at 5x5; side_pw 1x1x16x8
-    # at 5x5; fc_flat 256x6 (+6); fc 22x5 (+5); stem_bn 8 and dw_bn 16 channels
+    # at 5x5; fc_flat 256x6 (+6); fc 22x5 (+5); stem_bn 8 and dw_bn 16 channels; side_scale 8
+    # gammas (trainable, like BatchNorm's gamma: not in the paper's count); no MACs of gelu,
+    # layer_scale or drop_path under any convention
     weights_only = 216 + 144 + 64 + 128 + 1536 + 110
     biases = 8 + 6 + 5
-    bn_affine, bn_stats = 2 * 8 + 2 * 16, 2 * 8 + 2 * 16
+    bn_affine, bn_stats, layer_scale = 2 * 8 + 2 * 16, 2 * 8 + 2 * 16, 8
     macs = 216 * 36 + 144 * 25 + 64 * 25 + 128 * 25 + 1536 + 110
     paper, keras = cost(graph, "paper"), cost(graph, "keras")
     assert (paper.params, paper.macs) == (weights_only, macs)
-    assert (keras.trainable, keras.non_trainable) == (weights_only + biases + bn_affine, bn_stats)
+    assert (keras.trainable, keras.non_trainable) == (weights_only + biases + bn_affine + layer_scale, bn_stats)
+    assert cost(graph, "torch").params == weights_only + biases + bn_affine + layer_scale
     # fvcore adds BatchNorm's two operations per element and one per pooled input element
     pooled = 5 * 5 * 8 + 5 * 5 * 16 + 5 * 5 * 16 + 2 * 2 * 16  # inputs of squeeze, maxpool, avgpool, gmax
     assert cost(graph, "fvcore").macs == macs + 2 * (6 * 6 * 8 + 5 * 5 * 16) + pooled
@@ -208,3 +211,12 @@ def test_parity_bound_has_no_default() -> None:
     node = ir.Flatten(name="f", inputs=("x",), shape=(4,))
     with pytest.raises(NotImplementedError, match="no parity bound"):
         ops.Node.parity_bound(node, {}, [np.zeros((1, 2, 2, 1))])
+
+
+def test_training_parity_sets_every_random_op_rate_to_zero_and_names_it(graph: ir.Graph) -> None:
+    # backends draw different dropout and drop path masks: the comparison excludes both
+    from archcompiler.parity.training import without_dropout
+
+    g, excluded = without_dropout(graph)
+    assert excluded == ("side_drop", "drop")
+    assert {(n.op, n.rate) for n in g.nodes if n.name in excluded} == {("drop_path", 0.0), ("dropout", 0.0)}
