@@ -73,7 +73,7 @@ class TensorSpec:
     trainable: bool = True
     fill: str = "zeros"
     fan_out: int = 0
-    value: float = 0.0
+    value: float | tuple[float, ...] = 0.0
 
     @property
     def name(self) -> str:

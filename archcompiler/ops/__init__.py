@@ -26,7 +26,7 @@ from archcompiler.ops.base import (
     make_divisible,
     same_padding,
 )
-from archcompiler.ops.channelwise import LayerScale
+from archcompiler.ops.channelwise import LayerScale, Normalization
 from archcompiler.ops.conv import Conv2D, DepthwiseConv2D
 from archcompiler.ops.dense import Dense
 from archcompiler.ops.input import Input
@@ -43,6 +43,7 @@ BUILTIN_NODE_TYPES: tuple[type[Node], ...] = (
     BatchNorm,
     Activation,
     Rescaling,
+    Normalization,
     ZeroPad2D,
     Pool2D,
     GlobalPool,
@@ -120,6 +121,7 @@ __all__ = [
     "LowerContext",
     "Multiply",
     "Node",
+    "Normalization",
     "OpDefinitionError",
     "OpError",
     "Pad4",

@@ -80,6 +80,9 @@ class RawCost:
     macs: int = 0
     bn_ops: int = 0
     pool_ops: int = 0
+    counters: int = 0
+    """Bookkeeping scalars a framework keeps beside the weights (Keras Normalization's
+    ``count``): counted by the keras convention only, as count_params() counts them."""
 
 
 Layout = Literal["conv_kernel", "depthwise_kernel", "dense_kernel", "vector"]
@@ -110,8 +113,8 @@ class WeightSpec:
     fan_out: int = 0
     """For the ``*_fan_out`` fills: the outputs each input reaches (a conv's kh * kw * out /
     groups, a dense layer's units)."""
-    value: float = 0.0
-    """For ``fill="constant"``: the value."""
+    value: float | tuple[float, ...] = 0.0
+    """For ``fill="constant"``: the value, or one per element of a (C,) tensor."""
 
 
 @dataclass(frozen=True)

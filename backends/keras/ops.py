@@ -356,6 +356,16 @@ class LayerScaleHandler(Handler):
         return [make_call("LayerScale", node, args, kwargs, arg_names=("channels",), defaults=defaults)]
 
 
+class NormalizationHandler(Handler):
+    """keras.layers.Normalization over the last axis, built without mean and variance so that
+    they are (non-trainable) weights, with its ``count``: keras.applications' EfficientNet layer."""
+
+    op = "normalization"
+
+    def describe(self, node: Node, graph: Graph) -> list[Call]:
+        return [layer_call("Normalization", node, (), {"axis": -1}, defaults={"axis": -1})]
+
+
 class SoftmaxHandler(Handler):
     """``Activation("softmax")`` over the last axis, as keras.applications' "predictions"."""
 
@@ -431,6 +441,7 @@ HANDLERS: Mapping[str, Handler] = handler_table(
             DropoutHandler(),
             DropPathHandler(),
             LayerScaleHandler(),
+            NormalizationHandler(),
             SoftmaxHandler(),
             AddHandler(),
             MultiplyHandler(),

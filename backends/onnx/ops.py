@@ -21,6 +21,9 @@ from onnx import helper, numpy_helper
 from archcompiler import ir
 from archcompiler.kit.registry import UnsupportedOpError, check_kinds, handler_table
 
+NON_TRAINABLE = "non-trainable"
+"""The doc_string of an initializer holding a non-trainable tensor (Normalization's statistics)."""
+
 OPSET = 17
 """HardSwish needs 14, Softmax over one axis 13; 17 is what current runtimes all read."""
 
@@ -66,10 +69,14 @@ class Emitter:
         self.nodes.append(helper.make_node("Constant", [], [out], name=out, value=numpy_helper.from_array(value, out)))
         return out
 
-    def param(self, name: str) -> str:
-        """The initializer of canonical tensor ``name`` (added once)."""
+    def param(self, name: str, trainable: bool = True) -> str:
+        """The initializer of canonical tensor ``name`` (added once); a non-trainable one (not
+        BatchNormalization's statistics, which its reader marks) says so in its doc_string."""
         if not any(t.name == name for t in self.initializers):
-            self.initializers.append(numpy_helper.from_array(np.asarray(self.weights[name], np.float32), name))
+            tensor = numpy_helper.from_array(np.asarray(self.weights[name], np.float32), name)
+            if not trainable:
+                tensor.doc_string = NON_TRAINABLE
+            self.initializers.append(tensor)
         return name
 
 
@@ -196,6 +203,17 @@ def layer_scale(e: Emitter, node: ir.LayerScale) -> None:
     e.node("Mul", [e.x(node)[0], gamma], final=True)
 
 
+def normalization(e: Emitter, node: ir.Normalization) -> None:
+    """(x - mean) / max(sqrt(variance), 1e-7), Keras' order of operations."""
+    mean = e.param(f"{node.name}.mean", trainable=False)
+    variance = e.param(f"{node.name}.variance", trainable=False)
+    if len(node.shape) == 3:  # NCHW: broadcast (C,) as (C, 1, 1)
+        shape = e.const("shape", np.array([-1, 1, 1], np.int64))
+        mean, variance = e.node("Reshape", [mean, shape]), e.node("Reshape", [variance, shape])
+    std = e.node("Max", [e.node("Sqrt", [variance]), e.const("epsilon", np.array(1e-7, np.float32))])
+    e.node("Div", [e.node("Sub", [e.x(node)[0], mean]), std], final=True)
+
+
 def rescaling(e: Emitter, node: ir.Rescaling) -> None:
     # x * scale + offset in float32, in that order (Keras' Rescaling); no Add for a zero offset.
     scaled = e.node("Mul", [e.x(node)[0], e.const("scale", np.array(node.scale, np.float32))], final=not node.offset)
@@ -241,6 +259,7 @@ HANDLERS: dict[str, Handler] = handler_table(
         "dropout": dropout,  # type: ignore[dict-item]
         "drop_path": drop_path,  # type: ignore[dict-item]
         "layer_scale": layer_scale,  # type: ignore[dict-item]
+        "normalization": normalization,  # type: ignore[dict-item]
         "softmax": softmax,  # type: ignore[dict-item]
         "rescaling": rescaling,  # type: ignore[dict-item]
         "concat": concat,  # type: ignore[dict-item]

@@ -140,6 +140,21 @@ class LayerScale(nn.Module):
         return x * self.gamma.view(-1, *([1] * (x.dim() - 2)))
 
 
+class Normalization(nn.Module):
+    """Keras' Normalization over the channels (dim 1): ``(x - mean) / max(sqrt(variance), 1e-7)``,
+    mean and variance buffers (non-trainable, as Keras' weights; Keras' ``count`` is not kept)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(channels))
+        self.register_buffer("variance", torch.ones(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = (-1, *([1] * (x.dim() - 2)))
+        std = torch.clamp(torch.sqrt(self.variance), min=1e-7)
+        return (x - self.mean.view(shape)) / std.view(shape)
+
+
 class Multiply(nn.Module):
     """Element-wise product; a (N, C, 1, 1) gate broadcasts over (N, C, H, W)."""
 

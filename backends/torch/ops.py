@@ -403,6 +403,14 @@ class LayerScaleHandler(Handler):
         return [module_call(layers.LayerScale, node, (node.channels,), {"init": node.init}, {"init": 1e-5})]
 
 
+class NormalizationHandler(Handler):
+    op = "normalization"
+    weight_names: ClassVar[Mapping[str, str]] = {"mean": "mean", "variance": "variance"}
+
+    def describe(self, node: ir.Normalization, graph: ir.Graph) -> list[Call]:
+        return [module_call(layers.Normalization, node, (node.channels,))]
+
+
 class SoftmaxHandler(Handler):
     """Softmax over channels: dim 1 in both (N, C) and (N, C, H, W)."""
 
@@ -471,6 +479,7 @@ HANDLERS: Mapping[str, Handler] = handler_table(
             DropoutHandler(),
             DropPathHandler(),
             LayerScaleHandler(),
+            NormalizationHandler(),
             SoftmaxHandler(),
             AddHandler(),
             MultiplyHandler(),

@@ -155,3 +155,71 @@ def test_layer_scale_in_keras_is_x_times_gamma_starting_at_init() -> None:
     backend.set_weights(graph, model, {"scale.gamma": gamma})
     x = batch(4)
     np.testing.assert_array_equal(np.asarray(model(x)), x * gamma)
+
+
+# -- normalization -----------------------------------------------------------------------
+
+
+def _keras_preprocessing_spec(tmp_path: Path) -> Path:
+    """keras.applications.EfficientNet's preprocessing: Rescaling(1/255), then Normalization."""
+    spec = tmp_path / "pre.yaml"
+    spec.write_text(
+        "archc: 1\nname: pre\ninput: {size: 8, channels: 3}\nclasses: 2\nlayers:\n"
+        "  - {op: rescaling, scale: 0.00392156862745098, name: rescaling}\n"
+        "  - {op: normalization, name: normalization}\n"
+        "  - {op: global_avg_pool, name: pool}\n"
+        "  - {op: dense, units: $classes, name: fc}\n"
+    )
+    return spec
+
+
+@pytest.fixture(scope="module")
+def efficientnet_b0():
+    from archcompiler.backends.keras._framework import keras
+
+    return keras.applications.EfficientNetB0(weights=None)
+
+
+@pytest.mark.slow  # builds EfficientNetB0 (seconds)
+def test_normalization_counts_as_keras_applications_efficientnet_b0(efficientnet_b0, tmp_path: Path) -> None:
+    import archcompiler as a
+    from archcompiler.analysis.cost import cost
+
+    theirs = efficientnet_b0.get_layer("normalization")
+    assert [(v.name, tuple(v.shape)) for v in theirs.weights] == [("mean", (3,)), ("variance", (3,)), ("count", ())]
+    graph = a.lower(a.load(_keras_preprocessing_spec(tmp_path)))
+    keras_cost = cost(graph, "keras").node("normalization")
+    assert (keras_cost.trainable, keras_cost.non_trainable) == (0, theirs.count_params()) == (0, 7)
+    assert cost(graph, "torch").node("normalization").params == 0  # buffers, as BatchNorm's statistics
+    # EfficientNetB0's 42,023 non-trainable values are its BatchNorm statistics plus these 7
+    bn_stats = sum(
+        int(np.prod(v.shape))
+        for layer in efficientnet_b0.layers
+        if type(layer).__name__ == "BatchNormalization"
+        for v in layer.non_trainable_weights
+    )
+    assert efficientnet_b0.count_params() == 5_330_571
+    assert (
+        bn_stats + keras_cost.non_trainable
+        == 42_023
+        == sum(int(np.prod(v.shape)) for v in efficientnet_b0.non_trainable_weights)
+    )
+    # archc's Keras layer is the same layer, with the same variables
+    backend = get_backend("keras")
+    ours = backend.build(graph).get_layer("normalization")
+    assert type(ours) is type(theirs) and [v.name for v in ours.weights] == ["mean", "variance", "count"]
+
+
+@pytest.mark.parametrize("name", ["torch", "keras", "onnx"])
+def test_normalization_is_keras_formula_in_every_backend(name: str) -> None:
+    # (x - mean) / max(sqrt(variance), 1e-7), with a variance of 0 hitting the floor
+    node = ir.Normalization(name="norm", inputs=("x",), shape=(5, 5, 4), channels=4)
+    backend, graph = get_backend(name), graph_of(node)
+    model = backend.build(graph)
+    x = batch(3)
+    np.testing.assert_array_equal(backend.run(graph, model, x)["norm"], x)  # mean 0, variance 1 as built
+    mean = np.array([0.5, -1.0, 2.0, 0.0], np.float32)
+    variance = np.array([4.0, 0.25, 0.0, 1e-16], np.float32)
+    backend.set_weights(graph, model, {"norm.mean": mean, "norm.variance": variance})
+    want = (x.astype(np.float64) - mean) / np.maximum(np.sqrt(variance.astype(np.float64)), 1e-7)
+    np.testing.assert_allclose(backend.run(graph, model, x)["norm"], want, rtol=1e-6)

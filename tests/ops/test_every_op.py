@@ -49,14 +49,16 @@ def test_costs_of_every_op_are_the_hand_counts(graph: ir.Graph) -> None:
     # stem 3x3x3x8 (+8 bias) at 6x6; dw 3x3x8x2 at 5x5; pw 1x1x(16/2)x8 at 5x5; side_pw 1x1x16x8
     # at 5x5; fc_flat 256x6 (+6); fc 22x5 (+5); stem_bn 8 and dw_bn 16 channels; side_scale 8
     # gammas (trainable, like BatchNorm's gamma: not in the paper's count); no MACs of gelu,
-    # layer_scale or drop_path under any convention
+    # layer_scale or drop_path under any convention; norm's mean and variance (3 each) are
+    # non-trainable (keras only), and Keras' count_params() counts its scalar count as 1
     weights_only = 216 + 144 + 64 + 128 + 1536 + 110
     biases = 8 + 6 + 5
     bn_affine, bn_stats, layer_scale = 2 * 8 + 2 * 16, 2 * 8 + 2 * 16, 8
     macs = 216 * 36 + 144 * 25 + 64 * 25 + 128 * 25 + 1536 + 110
     paper, keras = cost(graph, "paper"), cost(graph, "keras")
     assert (paper.params, paper.macs) == (weights_only, macs)
-    assert (keras.trainable, keras.non_trainable) == (weights_only + biases + bn_affine + layer_scale, bn_stats)
+    norm = 3 + 3 + 1
+    assert (keras.trainable, keras.non_trainable) == (weights_only + biases + bn_affine + layer_scale, bn_stats + norm)
     assert cost(graph, "torch").params == weights_only + biases + bn_affine + layer_scale
     # fvcore adds BatchNorm's two operations per element and one per pooled input element
     pooled = 5 * 5 * 8 + 5 * 5 * 16 + 5 * 5 * 16 + 2 * 2 * 16  # inputs of squeeze, maxpool, avgpool, gmax
