@@ -6,6 +6,7 @@ Kept fast: MobileNet at 128 (and one odd size), models shared by module-scoped f
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import subprocess
@@ -360,6 +361,7 @@ ACTIVATIONS = {  # the formulas PyTorch uses too (Hardsigmoid, Hardswish, SiLU)
     "hard_sigmoid": lambda v: np.clip(v + 3.0, 0.0, 6.0) / 6.0,
     "hard_swish": lambda v: v * np.clip(v + 3.0, 0.0, 6.0) / 6.0,
     "swish": lambda v: v * _sigmoid(v),
+    "gelu": lambda v: v * (1.0 + np.vectorize(math.erf)(v / math.sqrt(2.0))) / 2.0,  # exact, not tanh's
 }
 
 
