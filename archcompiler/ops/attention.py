@@ -62,7 +62,8 @@ class MobileMqaLayer(LayerBase):
     kv_stride: PosIntRef = 1
     dw_kernel: PosIntRef = 3
     filters: PosIntRef | None = Field(
-        None, description="Output channels (width-scaled); default: the input's channels, unscaled."
+        None,
+        description="Output channels, not width-scaled (round_channels() scales them); default: the input's.",
     )
     padding: Padding | None = Field(
         None, description="Of the key/value down convs. Default: dw_kernel // 2 on every side (timm's)."
@@ -98,7 +99,7 @@ class MobileMQA(Node):
         padding = (half,) * 4 if layer.padding is None else ctx.pads(layer.padding, (h, w), (k, k), (s, s))
         return {
             "in_channels": c,
-            "filters": c if layer.filters is None else ctx.round_channels(int(layer.filters)),
+            "filters": c if layer.filters is None else int(layer.filters),
             "heads": int(layer.heads),
             "key_dim": int(layer.key_dim),
             "value_dim": int(layer.key_dim if layer.value_dim is None else layer.value_dim),

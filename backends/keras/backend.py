@@ -132,7 +132,8 @@ class KerasBackend(Backend):
         """``<graph.name>.keras``, published atomically by the kit.
 
         It loads with plain ``keras.saving.load_model``; only a graph with unbiased-variance
-        BatchNorm needs archc's registered UnbiasedBatchNormalization importable.
+        BatchNorm or ``mobile_mqa`` needs archc's registered UnbiasedBatchNormalization or
+        MobileMQA (backends/keras/attention.py, or a generated module defining it) importable.
         """
         model = _as_model(model)
         with recursion_room(graph):

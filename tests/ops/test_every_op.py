@@ -100,6 +100,7 @@ def test_every_op_states_a_parity_bound(graph: ir.Graph) -> None:
         assert len(bound.lipschitz) == len(node.inputs), node.name
         assert all(math.isfinite(v) and v >= 0 for v in (*bound.lipschitz, bound.constant)), node.name
         assert bound.reductions >= 0, node.name
+        assert bound.rounding is None or (math.isfinite(bound.rounding) and bound.rounding > 0), node.name
 
 
 def test_linear_ops_bounds_are_their_max_norm_operator_norms(graph: ir.Graph) -> None:

@@ -1,7 +1,7 @@
 """mobile_mqa (MobileNetV4's Mobile MQA) without a framework: costs under every convention against
 timm's measured counts and hand arithmetic, the op's float64 formula against a per-head numpy
 reference written from the paper's definition, its parity bound against measured gains and
-float32 roundings, and located errors. The backends and timm's module: tests/backends/test_mobile_mqa.py.
+float32 roundings, and located errors. The backends and timm's module: tests/backends/test_mobile_mqa_backends.py.
 """
 
 from __future__ import annotations

@@ -108,7 +108,7 @@ CASES = [
     ("[7, 9]", 2, ""),  # odd map, 4x5 keys and values
     ("[8, 8]", 2, ", padding: same"),  # TF SAME: asymmetric (0, 1) padding on an even map
     ("[9, 7]", 1, ""),  # no down conv
-    ("[5, 11]", 3, ", dw_kernel: 5"),
+    ("[5, 11]", 3, ", dw_kernel: 5, filters: 12"),  # a wider kernel, another output width
 ]
 
 
