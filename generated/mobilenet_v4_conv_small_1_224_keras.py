@@ -28,7 +28,7 @@ ops = keras.ops
 
 SPEC_NAME = "mobilenet_v4_conv_small"
 SPEC_SOURCE = "../specs/mobilenet_v4.yaml"
-SPEC_DESCRIPTION = "MobileNetV4 conv small, medium and large (Qin et al. 2024) with timm's layers and conventions"
+SPEC_DESCRIPTION = "MobileNetV4 conv and hybrid (Qin et al. 2024) with timm's layers and conventions"
 WIDTH = 1.0
 RESOLUTION = (224, 224)
 
@@ -131,23 +131,23 @@ def uib_block(
 
 
 BLOCKS = (
-    (conv_bn_block, 1, None, 32, "explicit"),
-    (conv_bn_block, 2, 32, None, "valid"),
-    (conv_bn_block, 3, None, 96, "explicit"),
-    (conv_bn_block, 4, 64, None, "valid"),
-    (uib_block, 5, None, 192, 96, None, 5, ((2, 2), (2, 2)), "explicit", True, True, False),
-    (uib_block, 6, "block5_pw_proj_bn", 192, 96, 3, None, None, "same", False, True, True),
-    (uib_block, 7, "block6_add", 192, 96, 3, None, None, "same", False, True, True),
+    (conv_bn_block, 2, None, 32, "explicit"),
+    (conv_bn_block, 3, 32, None, "valid"),
+    (conv_bn_block, 4, None, 96, "explicit"),
+    (conv_bn_block, 5, 64, None, "valid"),
+    (uib_block, 6, None, 192, 96, None, 5, ((2, 2), (2, 2)), "explicit", True, True, False),
+    (uib_block, 7, "block6_pw_proj_bn", 192, 96, 3, None, None, "same", False, True, True),
     (uib_block, 8, "block7_add", 192, 96, 3, None, None, "same", False, True, True),
     (uib_block, 9, "block8_add", 192, 96, 3, None, None, "same", False, True, True),
-    (uib_block, 10, "block9_add", 384, 96, None, 3, None, None, True, False, True),
-    (uib_block, 11, None, 576, 128, None, 3, ((1, 1), (1, 1)), "explicit", True, True, False),
-    (uib_block, 12, "block11_pw_proj_bn", 512, 128, 5, 5, None, "same", True, True, True),
-    (uib_block, 13, "block12_add", 512, 128, 5, None, None, "same", False, True, True),
-    (uib_block, 14, "block13_add", 384, 128, 5, None, None, "same", False, True, True),
-    (uib_block, 15, "block14_add", 512, 128, 3, None, None, "same", False, True, True),
+    (uib_block, 10, "block9_add", 192, 96, 3, None, None, "same", False, True, True),
+    (uib_block, 11, "block10_add", 384, 96, None, 3, None, None, True, False, True),
+    (uib_block, 12, None, 576, 128, None, 3, ((1, 1), (1, 1)), "explicit", True, True, False),
+    (uib_block, 13, "block12_pw_proj_bn", 512, 128, 5, 5, None, "same", True, True, True),
+    (uib_block, 14, "block13_add", 512, 128, 5, None, None, "same", False, True, True),
+    (uib_block, 15, "block14_add", 384, 128, 5, None, None, "same", False, True, True),
     (uib_block, 16, "block15_add", 512, 128, 3, None, None, "same", False, True, True),
-    (conv_bn_block, 17, 960, None, "valid"),
+    (uib_block, 17, "block16_add", 512, 128, 3, None, None, "same", False, True, True),
+    (conv_bn_block, 18, 960, None, "valid"),
 )
 """One row per block, in order: the block's function, then its arguments."""
 

@@ -23,7 +23,7 @@ from torch import nn
 
 SPEC_NAME = "mobilenet_v4_conv_small"
 SPEC_SOURCE = "../specs/mobilenet_v4.yaml"
-SPEC_DESCRIPTION = "MobileNetV4 conv small, medium and large (Qin et al. 2024) with timm's layers and conventions"
+SPEC_DESCRIPTION = "MobileNetV4 conv and hybrid (Qin et al. 2024) with timm's layers and conventions"
 WIDTH = 1.0
 RESOLUTION = (224, 224)
 INPUT_SHAPE = (3, 224, 224)
@@ -108,23 +108,23 @@ def uib_block(
 
 
 BLOCKS = (
-    (conv_bn_block, 1, 32, 32, 3, 2, 1),
-    (conv_bn_block, 2, 32, 32, 1, 1, 0),
-    (conv_bn_block, 3, 32, 96, 3, 2, 1),
-    (conv_bn_block, 4, 96, 64, 1, 1, 0),
-    (uib_block, 5, None, 64, 192, 96, 5, 2, 2, 5, 2, True, True, False),
-    (uib_block, 6, "block5_pw_proj_bn", 96, 192, 96, 3, 1, 1, None, None, False, True, True),
-    (uib_block, 7, "block6_add", 96, 192, 96, 3, 1, 1, None, None, False, True, True),
+    (conv_bn_block, 2, 32, 32, 3, 2, 1),
+    (conv_bn_block, 3, 32, 32, 1, 1, 0),
+    (conv_bn_block, 4, 32, 96, 3, 2, 1),
+    (conv_bn_block, 5, 96, 64, 1, 1, 0),
+    (uib_block, 6, None, 64, 192, 96, 5, 2, 2, 5, 2, True, True, False),
+    (uib_block, 7, "block6_pw_proj_bn", 96, 192, 96, 3, 1, 1, None, None, False, True, True),
     (uib_block, 8, "block7_add", 96, 192, 96, 3, 1, 1, None, None, False, True, True),
     (uib_block, 9, "block8_add", 96, 192, 96, 3, 1, 1, None, None, False, True, True),
-    (uib_block, 10, "block9_add", 96, 384, 96, None, None, None, 3, 1, True, False, True),
-    (uib_block, 11, None, 96, 576, 128, 3, 2, 1, 3, 1, True, True, False),
-    (uib_block, 12, "block11_pw_proj_bn", 128, 512, 128, 5, 1, 2, 5, 2, True, True, True),
-    (uib_block, 13, "block12_add", 128, 512, 128, 5, 1, 2, None, None, False, True, True),
-    (uib_block, 14, "block13_add", 128, 384, 128, 5, 1, 2, None, None, False, True, True),
-    (uib_block, 15, "block14_add", 128, 512, 128, 3, 1, 1, None, None, False, True, True),
+    (uib_block, 10, "block9_add", 96, 192, 96, 3, 1, 1, None, None, False, True, True),
+    (uib_block, 11, "block10_add", 96, 384, 96, None, None, None, 3, 1, True, False, True),
+    (uib_block, 12, None, 96, 576, 128, 3, 2, 1, 3, 1, True, True, False),
+    (uib_block, 13, "block12_pw_proj_bn", 128, 512, 128, 5, 1, 2, 5, 2, True, True, True),
+    (uib_block, 14, "block13_add", 128, 512, 128, 5, 1, 2, None, None, False, True, True),
+    (uib_block, 15, "block14_add", 128, 384, 128, 5, 1, 2, None, None, False, True, True),
     (uib_block, 16, "block15_add", 128, 512, 128, 3, 1, 1, None, None, False, True, True),
-    (conv_bn_block, 17, 128, 960, 1, 1, 0),
+    (uib_block, 17, "block16_add", 128, 512, 128, 3, 1, 1, None, None, False, True, True),
+    (conv_bn_block, 18, 128, 960, 1, 1, 0),
 )
 """One row per block, in order: the block's function, then its arguments."""
 

@@ -65,6 +65,8 @@ FAMILIES: list[list[tuple[str, str | None, str, int]]] = [
         ("mobilenet_v4.yaml", "conv_small", "mobilenetv4_conv_small", 197),
         ("mobilenet_v4.yaml", "conv_medium", "mobilenetv4_conv_medium", 197),
         ("mobilenet_v4.yaml", "conv_large", "mobilenetv4_conv_large", 224),
+        ("mobilenet_v4.yaml", "hybrid_medium", "mobilenetv4_hybrid_medium", 197),
+        ("mobilenet_v4.yaml", "hybrid_large", "mobilenetv4_hybrid_large", 224),
     ],
     [("mobilenet_v3_large.yaml", None, "tf_mobilenetv3_large_100", 193)],
 ]

@@ -35,6 +35,8 @@ GRID = [
     ("mobilenet_v4", "conv_small", 0.5, None, 89),
     ("mobilenet_v4", "conv_medium", 0.35, None, 69),
     ("mobilenet_v4", "conv_large", 0.25, None, 67),
+    ("mobilenet_v4", "hybrid_medium", 0.35, None, 71),
+    ("mobilenet_v4", "hybrid_large", 0.25, None, 69),
 ]
 
 
