@@ -147,6 +147,7 @@ def test_cli_generate_optimize(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert (out / "mobilenet_v1_0_25_96_optimized_torch.py").read_text() != plain
 
 
+@pytest.mark.onnx
 @pytest.mark.torch
 @pytest.mark.parametrize("command", ["generate", "build", "parity"])
 def test_cli_optimize_with_a_backend_that_cannot_is_one_line_exit_2(
@@ -231,6 +232,7 @@ def test_save_recognises_an_optimized_tflite_model(tmp_path: Path) -> None:
 # -- parity --optimize ----------------------------------------------------------------------------
 
 
+@pytest.mark.onnx
 @pytest.mark.torch
 def test_parity_optimize_judges_every_optimised_model_against_the_unoptimised_one() -> None:
     pytest.importorskip("torch")
@@ -247,6 +249,7 @@ def test_parity_optimize_judges_every_optimised_model_against_the_unoptimised_on
     assert max(d.error for d in report.diffs) > 0
 
 
+@pytest.mark.onnx
 @pytest.mark.torch
 def test_parity_optimize_reports_a_fold_every_backend_shares(monkeypatch: pytest.MonkeyPatch) -> None:
     """A wrong fold goes into every backend alike, so the backends agree with each other: only
@@ -277,6 +280,7 @@ def test_parity_optimize_in_float64(monkeypatch: pytest.MonkeyPatch) -> None:
     assert bad is not None and bad.node == "stem"
 
 
+@pytest.mark.onnx
 @pytest.mark.torch
 def test_cli_parity_optimize(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("torch")

@@ -268,6 +268,7 @@ def test_subnormal_results_pass_although_tensorflow_flushes_them() -> None:
     assert rep.diff("rescaling_1").error > 0  # float32 really lost digits there
 
 
+@pytest.mark.onnx
 def test_capabilities_are_checked_before_any_backend_is_built(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
