@@ -34,6 +34,7 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(BIN)/pytest -q -m slow -n auto --dist loadgroup
 
+# Each family spec at its default variant (efficientnet: b0, mnasnet: b1, mobilenet_v4: conv_small...).
 generate: $(STAMP)
 	for b in torch keras; do \
 	  $(BIN)/archc generate specs/mobilenet.yaml --backend $$b -o generated/ && \
@@ -42,6 +43,9 @@ generate: $(STAMP)
 	  $(BIN)/archc generate specs/mobilenet_v2.yaml --backend $$b -o generated/ && \
 	  $(BIN)/archc generate specs/mobilenet_v3_large.yaml --backend $$b -o generated/ && \
 	  $(BIN)/archc generate specs/mobilenet_v3_small.yaml --backend $$b -o generated/ || exit 1; \
+	  for s in efficientnet efficientnet_lite efficientnet_v2 mnasnet mobilenet_v4; do \
+	    $(BIN)/archc generate specs/$$s.yaml --backend $$b -o generated/ || exit 1; \
+	  done; \
 	done
 
 # The docs site in site/ (not committed): the reference tables made from the code first

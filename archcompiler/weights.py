@@ -73,6 +73,7 @@ class TensorSpec:
     trainable: bool = True
     fill: str = "zeros"
     fan_out: int = 0
+    value: float | tuple[float, ...] = 0.0
 
     @property
     def name(self) -> str:
@@ -85,7 +86,9 @@ def specs(graph: ir.Graph) -> dict[str, TensorSpec]:
     out: dict[str, TensorSpec] = {}
     for n in graph.nodes:
         for w in n.weights():
-            t = TensorSpec(n.name, w.param, tuple(w.shape), w.layout, w.init, w.fan_in, w.trainable, w.fill, w.fan_out)
+            t = TensorSpec(
+                n.name, w.param, tuple(w.shape), w.layout, w.init, w.fan_in, w.trainable, w.fill, w.fan_out, w.value
+            )
             out[t.name] = t
     return out
 
@@ -170,8 +173,9 @@ def training_init(graph: ir.Graph, seed: int = 0) -> Weights:
         raise WeightError(f"seed must be a whole number from 0 to {SEEDS[-1]}, got {seed!r}")
     out = Weights()
     for name, t in specs(graph).items():
-        if t.fill in ("zeros", "ones"):
-            out[name] = np.full(t.shape, 1.0 if t.fill == "ones" else 0.0, dtype=np.float32)
+        if t.fill in ("zeros", "ones", "constant"):
+            value = {"zeros": 0.0, "ones": 1.0}.get(t.fill, t.value)
+            out[name] = np.full(t.shape, value, dtype=np.float32)
             continue
         rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
         # drawn in float32 (a third of the time of float64 draws: MobileNet 1.0 has 4.2M values)

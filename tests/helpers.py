@@ -19,6 +19,9 @@ from archcompiler.tools.cli import main
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = str(ROOT / "specs" / "mobilenet.yaml")
 KERAS_SPEC = str(ROOT / "specs" / "mobilenet_keras.yaml")
+STUBS = ROOT / "tests" / "stubs"
+"""Test-only stand-ins (stubs/README.md): a torchvision that lets timm build its models (this
+machine's torchvision wheel does not load with the CPU torch build)."""
 
 # docs/NUMBERS.md: exact Mult-Adds of the paper's rule, width x resolution.
 PAPER_MACS = {
@@ -70,6 +73,16 @@ def framework(name: str) -> Any:
     return _Deferred(name)
 
 
+def timm_oracle() -> Any:
+    """``timm = timm_oracle()`` at a test module's top: timm bound as :func:`framework` binds a
+    framework (the module is skipped where timm is not installed; installed with --no-deps by
+    ``make setup``: requirements/no-deps.txt). Where no torchvision is installed, the stand-in in
+    tests/stubs goes on sys.path, so timm can build its models; a test using it is marked torch."""
+    if importlib.util.find_spec("timm") is not None and importlib.util.find_spec("torchvision") is None:
+        sys.path.append(str(STUBS))
+    return framework("timm")
+
+
 def fast_first(cases: Sequence[Any], keep: int = 1) -> list[Any]:
     """``@pytest.mark.parametrize`` values whose first ``keep`` run in the fast tier and the rest
     in the slow one (a tuple is one case of several arguments)."""
@@ -116,19 +129,3 @@ def family_units(graph: Any) -> int:
     """Block instances: each has one ``unit<k>_conv``."""
     return sum(1 for n in graph if n.name.startswith("unit") and n.name.endswith("_conv"))
 
-
-STUBS = Path(__file__).parent / "stubs"
-"""Test-only stand-ins (stubs/README.md): a torchvision that lets timm build its models."""
-
-
-def import_timm() -> Any:
-    """timm, the oracle for MobileNetV4 and EfficientNet modules, with the torchvision stand-in
-    on sys.path when no torchvision is installed; skips the test when timm is not installed
-    (it goes in with --no-deps: requirements/no-deps.txt). Mark such tests ``torch``."""
-    if importlib.util.find_spec("timm") is None:
-        pytest.skip("timm is not installed (make setup installs requirements/no-deps.txt)")
-    if importlib.util.find_spec("torchvision") is None and str(STUBS) not in sys.path:
-        sys.path.insert(0, str(STUBS))
-    import timm
-
-    return timm

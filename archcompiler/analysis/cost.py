@@ -12,8 +12,9 @@ its convention:
     Parameters as ``sum(p.numel() for p in model.parameters())``: weights, biases and BN
     gamma/beta (BN running statistics are buffers, not parameters). MACs as ``paper``.
 ``keras``
-    ``model.count_params()``: the ``torch`` parameters plus BN moving mean and variance,
-    reported as non-trainable. MACs as ``paper``.
+    ``model.count_params()``: the ``torch`` parameters plus BN moving mean and variance, and
+    Normalization's mean, variance and its scalar ``count`` (1), reported as non-trainable.
+    MACs as ``paper``.
 ``fvcore``
     fvcore's FlopCountAnalysis (one "flop" = one multiply-add): ``paper`` MACs, plus 2 per
     element for each BatchNorm in eval mode (scale and shift) and 1 per input element for
@@ -158,7 +159,7 @@ def cost(graph: ir.Graph, convention: str = "paper") -> CostReport:
             trainable, non_trainable = r.weights, 0
         else:
             trainable = r.weights + r.bias + r.bn_affine
-            non_trainable = r.bn_stats if convention == "keras" else 0
+            non_trainable = r.bn_stats + r.counters if convention == "keras" else 0
         macs = r.macs + (r.bn_ops + r.pool_ops if convention == "fvcore" else 0)
         acts = 0 if isinstance(node, ir.Input) else node.numel
         rows.append(NodeCost(node.name, node.op, node.category, node.shape, trainable, non_trainable, macs, acts))

@@ -171,19 +171,30 @@ def verify(backend: Glue, graph: ir.Graph, model: Any) -> None:
             raise BackendError(f"{what}: {backend.name} output shape {got}{mine}, but the IR says {node.shape}{native}")
     want_counts = cost(graph, "keras")
     counts = backend.param_counts(graph, model)
+    kept = _counters_kept(backend, graph)
     for nc in want_counts.nodes:
         t, f = counts.get(nc.name, (0, 0))
-        if (t, f) != (nc.trainable, nc.non_trainable):
+        want_f = nc.non_trainable - kept.get(nc.name, 0)
+        if (t, f) != (nc.trainable, want_f):
             raise BackendError(
                 f"node {nc.name!r} ({nc.op}): {backend.name} has {t} trainable / {f} non-trainable parameters, "
-                f"IR says {nc.trainable} / {nc.non_trainable}"
+                f"IR says {nc.trainable} / {want_f}"
             )
     t, f = backend.param_totals(model)
-    if (t, f) != (want_counts.trainable, want_counts.non_trainable):
+    want_f = want_counts.non_trainable - sum(kept.values())
+    if (t, f) != (want_counts.trainable, want_f):
         raise BackendError(
             f"{backend.name} model has {t} trainable / {f} non-trainable parameters in total, "
-            f"IR says {want_counts.trainable} / {want_counts.non_trainable} (parameters outside any node?)"
+            f"IR says {want_counts.trainable} / {want_f} (parameters outside any node?)"
         )
+
+
+def _counters_kept(backend: Glue, graph: ir.Graph) -> dict[str, int]:
+    """Per node, the bookkeeping scalars (``RawCost.counters``: Keras Normalization's ``count``)
+    that the keras convention counts but ``backend`` does not hold (``keeps_counters`` False)."""
+    if getattr(backend, "keeps_counters", False):
+        return {}
+    return {n.name: c for n in graph.nodes if (c := n.cost(graph.input_shapes(n)).counters)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -580,6 +591,9 @@ class Backend(ABC):
     plug-in subclass can replace one op's handler."""
     convention: ClassVar[str] = "torch"
     """The cost convention that counts parameters as this framework does (for reports)."""
+    keeps_counters: ClassVar[bool] = False
+    """Whether the framework's models hold the bookkeeping scalars the keras convention counts
+    (``RawCost.counters``: Keras Normalization's ``count``); verify expects them only if so."""
     foreign_weight_suffixes: ClassVar[tuple[str, ...]] = ()
     """Framework weight files this backend can read into canonical weights (e.g. ".h5")."""
     file_suffixes: ClassVar[tuple[str, ...]] = ()

@@ -27,6 +27,7 @@ from archcompiler.ops.base import (
     make_divisible,
     same_padding,
 )
+from archcompiler.ops.channelwise import LayerScale, Normalization
 from archcompiler.ops.conv import Conv2D, DepthwiseConv2D
 from archcompiler.ops.dense import Dense
 from archcompiler.ops.input import Input
@@ -34,7 +35,7 @@ from archcompiler.ops.merge import Add, Concat, Multiply
 from archcompiler.ops.norm import BatchNorm
 from archcompiler.ops.pool import GlobalPool, Pool2D
 from archcompiler.ops.registry import OpDefinitionError, check_definition, plugin_ops, registered, spec_tags
-from archcompiler.ops.reshape import Dropout, Flatten, ZeroPad2D
+from archcompiler.ops.reshape import Dropout, DropPath, Flatten, ZeroPad2D
 
 BUILTIN_NODE_TYPES: tuple[type[Node], ...] = (
     Input,
@@ -43,12 +44,15 @@ BUILTIN_NODE_TYPES: tuple[type[Node], ...] = (
     BatchNorm,
     Activation,
     Rescaling,
+    Normalization,
     ZeroPad2D,
     Pool2D,
     GlobalPool,
     Flatten,
     Dense,
     Dropout,
+    DropPath,
+    LayerScale,
     Softmax,
     Add,
     Multiply,
@@ -110,14 +114,17 @@ __all__ = [
     "Conv2D",
     "Dense",
     "DepthwiseConv2D",
+    "DropPath",
     "Dropout",
     "Flatten",
     "GlobalPool",
     "Input",
+    "LayerScale",
     "LowerContext",
     "MobileMQA",
     "Multiply",
     "Node",
+    "Normalization",
     "OpDefinitionError",
     "OpError",
     "Pad4",

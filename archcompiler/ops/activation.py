@@ -15,8 +15,9 @@ from archcompiler.ops.base import LowerContext, Node, OpError, ParityBound, Shap
 if TYPE_CHECKING:
     import numpy as np
 
-ActivationKind = Literal["relu", "relu6", "sigmoid", "tanh", "hard_sigmoid", "hard_swish", "swish"]
-"""Every kind means PyTorch's formula (hard_sigmoid = relu6(x + 3) / 6, as Keras 3; not Keras 2's)."""
+ActivationKind = Literal["relu", "relu6", "sigmoid", "tanh", "hard_sigmoid", "hard_swish", "swish", "gelu"]
+"""Every kind means PyTorch's formula (hard_sigmoid = relu6(x + 3) / 6, as Keras 3; not Keras 2's;
+gelu the exact erf form x * (1 + erf(x / sqrt(2))) / 2, torch's default, not the tanh approximation)."""
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,7 @@ KIND_BOUNDS: Mapping[str, KindBound] = {
     "hard_sigmoid": KindBound(1.0 / 6.0, clamp=6.0),
     "hard_swish": KindBound(1.5),  # d/dx x * relu6(x + 3) / 6 = (2x + 3) / 6 on [-3, 3]
     "swish": KindBound(1.1),  # max of d/dx x * sigmoid(x) is 1.0998
+    "gelu": KindBound(1.129),  # max of d/dx x * Phi(x) = Phi(x) + x * phi(x) is 1.12890, at sqrt(2)
 }
 """Every activation kind's parity bound. Checked at import against :data:`ActivationKind`, so a
 new kind cannot be judged by a guess."""

@@ -80,6 +80,9 @@ class RawCost:
     macs: int = 0
     bn_ops: int = 0
     pool_ops: int = 0
+    counters: int = 0
+    """Bookkeeping scalars a framework keeps beside the weights (Keras Normalization's
+    ``count``): counted by the keras convention only, as count_params() counts them."""
 
 
 Layout = Literal["conv_kernel", "depthwise_kernel", "dense_kernel", "vector"]
@@ -87,11 +90,12 @@ Layout = Literal["conv_kernel", "depthwise_kernel", "dense_kernel", "vector"]
 Init = Literal["he", "bias", "gamma", "beta", "moving_mean", "moving_variance"]
 """How weights.init (parity's probe) fills a tensor (non-trivial BN statistics, so parity
 cannot pass by luck)."""
-Fill = Literal["normal_fan_out", "uniform_fan_out", "zeros", "ones"]
+Fill = Literal["normal_fan_out", "uniform_fan_out", "zeros", "ones", "constant"]
 """How weights.training_init (what a build starts from) fills a tensor: the TensorFlow
 reference MnasNet/EfficientNet scheme (timm's ``_init_weight_goog``). ``normal_fan_out``:
 normal(0, sqrt(2 / fan_out)) (conv kernels); ``uniform_fan_out``: uniform(-r, r) with
-r = 1 / sqrt(fan_out) (dense kernels); ``zeros`` and ``ones``: constants (biases, BatchNorm)."""
+r = 1 / sqrt(fan_out) (dense kernels); ``zeros`` and ``ones``: constants (biases, BatchNorm);
+``constant``: ``WeightSpec.value`` everywhere (layer scale's 1e-5)."""
 
 
 @dataclass(frozen=True)
@@ -109,6 +113,8 @@ class WeightSpec:
     fan_out: int = 0
     """For the ``*_fan_out`` fills: the outputs each input reaches (a conv's kh * kw * out /
     groups, a dense layer's units)."""
+    value: float | tuple[float, ...] = 0.0
+    """For ``fill="constant"``: the value, or one per element of a (C,) tensor."""
 
 
 @dataclass(frozen=True)
@@ -298,6 +304,10 @@ class Node:
         ``inputs`` (each a batch, channels-last). Every op states it: there is no default, so
         no op is judged by a guess."""
         raise NotImplementedError(f"op {self.op!r} has no parity bound")
+
+    random_in_training: ClassVar[bool] = False
+    """Whether the op draws random numbers in training (dropout, drop path: each has a ``rate``).
+    No two backends draw the same mask, so training parity sets the rate to 0 and says so."""
 
     overwritable: ClassVar[bool] = False
     """Whether an in-place op reading this node's output (an activation with torch's

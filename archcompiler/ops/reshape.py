@@ -1,4 +1,5 @@
-"""Ops that move values without arithmetic: ``zero_pad``, ``flatten``, ``dropout`` (identity at inference)."""
+"""Ops that move values without arithmetic: ``zero_pad``, ``flatten``, and ``dropout`` and
+``drop_path`` (identities at inference)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,14 @@ class FlattenLayer(LayerBase):
 
 class DropoutLayer(LayerBase):
     op: Literal["dropout"]
+    rate: Rate
+
+
+class DropPathLayer(LayerBase):
+    """Stochastic depth on a residual branch, placed before the ``add``: a rate per layer,
+    often an expression (``$drop_path * $index / $blocks``)."""
+
+    op: Literal["drop_path"]
     rate: Rate
 
 
@@ -73,6 +82,7 @@ class Dropout(Node):
     op: ClassVar[str] = "dropout"
     spec_layers = (DropoutLayer,)
     rate: float
+    random_in_training = True
 
     @classmethod
     def attributes_from_spec(cls, layer: DropoutLayer, ctx: LowerContext, inputs: Sequence[Shape]) -> dict[str, Any]:
@@ -81,6 +91,31 @@ class Dropout(Node):
     def infer_shape(self, inputs: Sequence[Shape]) -> Shape:
         if not 0.0 <= self.rate < 1.0:
             raise OpError(f"dropout rate must be in [0, 1), got {self.rate}")
+        return inputs[0]
+
+    def parity_bound(self, params: Mapping[str, np.ndarray], inputs: Sequence[np.ndarray]) -> ParityBound:
+        return ParityBound.exact(1)  # the identity at inference
+
+
+@dataclass(frozen=True, kw_only=True)
+class DropPath(Node):
+    """Stochastic depth (Huang et al. 2016; timm's ``drop_path``, Keras applications'
+    ``Dropout(noise_shape=(None, 1, 1, 1))``): in training, each example's whole branch is
+    zeroed with probability ``rate`` and kept ones are scaled by 1 / (1 - rate); the identity
+    at inference. No weights, no arithmetic any convention counts."""
+
+    op: ClassVar[str] = "drop_path"
+    spec_layers = (DropPathLayer,)
+    rate: float
+    random_in_training = True
+
+    @classmethod
+    def attributes_from_spec(cls, layer: DropPathLayer, ctx: LowerContext, inputs: Sequence[Shape]) -> dict[str, Any]:
+        return {"rate": float(layer.rate)}
+
+    def infer_shape(self, inputs: Sequence[Shape]) -> Shape:
+        if not 0.0 <= self.rate < 1.0:
+            raise OpError(f"drop_path rate must be in [0, 1), got {self.rate}")
         return inputs[0]
 
     def parity_bound(self, params: Mapping[str, np.ndarray], inputs: Sequence[np.ndarray]) -> ParityBound:

@@ -82,7 +82,7 @@ class TrainingReport:
     oracle: str
     """How the verdict was reached (float64 agreement, or the float64 run float32 is judged by)."""
     dropout_excluded: tuple[str, ...]
-    """Dropout nodes whose rate was set to 0 for the comparison (no mask is shared)."""
+    """Dropout and drop path nodes whose rate was set to 0 for the comparison (no mask is shared)."""
     horizon: int = 0
     """Free-running steps judged: those at which the reference, nudged by one float64 rounding,
     still reproduces every quantity to RTOL64 of its magnitude."""
@@ -226,7 +226,8 @@ def render_training(report: TrainingReport) -> str:
     ]
     if report.dropout_excluded:
         lines.append(
-            f"dropout excluded: rate set to 0 at {', '.join(report.dropout_excluded)} (backends draw different masks)"
+            f"dropout and drop path excluded: rate set to 0 at {', '.join(report.dropout_excluded)} "
+            "(backends draw different masks)"
         )
     n = report.steps
     if report.verdict:

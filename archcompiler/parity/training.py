@@ -23,12 +23,13 @@ from archcompiler.parity.runs import check_arguments, check_parity_memory, loade
 
 
 def without_dropout(graph: ir.Graph) -> tuple[ir.Graph, tuple[str, ...]]:
-    """``graph`` with every dropout's rate set to 0, and the names of those nodes.
+    """``graph`` with the rate of every op that is random in training (dropout, drop path:
+    ``Node.random_in_training``) set to 0, and the names of those nodes.
 
-    Backends draw dropout masks from their own random generators, so no two agree on a
-    training step with dropout; the comparison excludes dropout instead (and says so).
+    Backends draw masks from their own random generators, so no two agree on a training step
+    with dropout or drop path; the comparison excludes them instead (and says so).
     """
-    changed = tuple(n.name for n in graph.nodes if n.op == "dropout" and getattr(n, "rate", 0.0) > 0)
+    changed = tuple(n.name for n in graph.nodes if n.random_in_training and getattr(n, "rate", 0.0) > 0)
     if not changed:
         return graph, ()
     nodes = tuple(dataclasses.replace(n, rate=0.0) if n.name in changed else n for n in graph.nodes)

@@ -50,6 +50,7 @@ class KerasBackend(Backend):
     trains: ClassVar[bool] = True  # sgd_step
     multi_output: ClassVar[bool] = True
     convention: ClassVar[str] = "keras"
+    keeps_counters: ClassVar[bool] = True  # Normalization's ``count``
     handlers: ClassVar[Mapping[str, Handler]] = HANDLERS
     foreign_weight_suffixes: ClassVar[tuple[str, ...]] = (".h5",)
     file_suffixes: ClassVar[tuple[str, ...]] = (".keras",)
@@ -105,6 +106,15 @@ class KerasBackend(Backend):
 
     def write_tensors(self, staged: Sequence[tuple[Any, np.ndarray]]) -> None:
         weight_io.write_tensors(staged)
+
+    def set_weights(self, graph: Graph, model: Any, weights: Weights) -> None:
+        """The kit's, then every layer's ``finalize_state``: keras.layers.Normalization computes
+        with copies of its mean and variance made when it is built, which Keras refreshes in
+        ``load_weights`` but not when variables are assigned (nor in ``Model.set_weights``)."""
+        super().set_weights(graph, model, weights)
+        for layer in _as_model(model).layers:
+            if callable(refresh := getattr(layer, "finalize_state", None)):
+                refresh()
 
     # -- glue: run and train ---------------------------------------------------------------
 

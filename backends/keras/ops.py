@@ -26,9 +26,11 @@ from archcompiler.ir.graph import (
     Dense,
     DepthwiseConv2D,
     Dropout,
+    DropPath,
     Flatten,
     GlobalPool,
     Graph,
+    LayerScale,
     MobileMQA,
     Node,
     Pad4,
@@ -51,6 +53,7 @@ CUSTOM_CLASSES: Mapping[str, str] = {
     "SubsampledConv2D": f"{__package__}.subsample",
     "SubsampledDepthwiseConv2D": f"{__package__}.subsample",
     "MobileMQA": f"{__package__}.attention",
+    "LayerScale": f"{__package__}.channelwise",
 }
 """archc's own Keras layer classes -> the module defining each. Calls spell them without a
 module; the emitter copies their source into generated code."""
@@ -252,6 +255,7 @@ class ActivationHandler(Handler):
         "hard_sigmoid": ("Activation", ("hard_sigmoid",), ("activation",)),
         "hard_swish": ("Activation", ("hard_silu",), ("activation",)),
         "swish": ("Activation", ("silu",), ("activation",)),
+        "gelu": ("Activation", ("gelu",), ("activation",)),  # keras.activations.gelu: approximate=False
     }
     """Kind -> (keras.layers class, positional arguments, their names)."""
 
@@ -260,6 +264,26 @@ class ActivationHandler(Handler):
             raise UnsupportedOpError(BACKEND, node, f"activation {node.kind!r}")
         cls, args, names = self.KINDS[node.kind]
         return [layer_call(cls, node, args, arg_names=names)]
+
+    def instantiate(self, call: Call) -> Any:
+        """The layer; in a float64 model (parity's oracle) gelu computed with float64's
+        1 / sqrt(2): TensorFlow's exact gelu casts that constant through float32 (``tf.cast`` of a
+        Python float), 5e-9 off in float64. float32 models keep Keras' own gelu, which the TFLite
+        converter fuses and a saved .keras file names."""
+        from archcompiler.backends.keras._framework import keras
+
+        layer = super().instantiate(call)
+        if call.args == ("gelu",) and keras.config.floatx() == "float64":
+            layer.activation = _float64_gelu
+        return layer
+
+
+def _float64_gelu(x: Any) -> Any:
+    """x * (1 + erf(x / sqrt(2))) / 2 with float64 constants (see ActivationHandler.instantiate)."""
+    import numpy as np
+    from archcompiler.backends.keras._framework import keras
+
+    return x * (1.0 + keras.ops.erf(x * np.float64(np.sqrt(0.5)))) * np.float64(0.5)
 
 
 class ZeroPad2DHandler(Handler):
@@ -310,6 +334,38 @@ class DropoutHandler(Handler):
 
     def describe(self, node: Dropout, graph: Graph) -> list[Call]:
         return [layer_call("Dropout", node, (node.rate,), arg_names=("rate",))]
+
+
+class DropPathHandler(Handler):
+    """Keras applications' stochastic depth: ``Dropout`` with one mask value per example
+    (``noise_shape`` (None, 1, 1, 1) on an image), kept examples scaled by 1 / (1 - rate)."""
+
+    op = "drop_path"
+
+    def describe(self, node: DropPath, graph: Graph) -> list[Call]:
+        noise = (None, *(1 for _ in node.shape))
+        return [layer_call("Dropout", node, (node.rate,), {"noise_shape": noise}, arg_names=("rate",))]
+
+
+class LayerScaleHandler(Handler):
+    """archc's LayerScale layer (channelwise.py): ``x * gamma`` on the last axis."""
+
+    op = "layer_scale"
+
+    def describe(self, node: LayerScale, graph: Graph) -> list[Call]:
+        args = (node.channels,)
+        kwargs, defaults = {"init": node.init}, {"init": 1e-5}
+        return [make_call("LayerScale", node, args, kwargs, arg_names=("channels",), defaults=defaults)]
+
+
+class NormalizationHandler(Handler):
+    """keras.layers.Normalization over the last axis, built without mean and variance so that
+    they are (non-trainable) weights, with its ``count``: keras.applications' EfficientNet layer."""
+
+    op = "normalization"
+
+    def describe(self, node: Node, graph: Graph) -> list[Call]:
+        return [layer_call("Normalization", node, (), {"axis": -1}, defaults={"axis": -1})]
 
 
 class SoftmaxHandler(Handler):
@@ -412,6 +468,9 @@ HANDLERS: Mapping[str, Handler] = handler_table(
             FlattenHandler(),
             DenseHandler(),
             DropoutHandler(),
+            DropPathHandler(),
+            LayerScaleHandler(),
+            NormalizationHandler(),
             SoftmaxHandler(),
             AddHandler(),
             MultiplyHandler(),

@@ -24,7 +24,7 @@ from archcompiler.backends.onnx.build import (
     tensor_names,
     with_outputs,
 )
-from archcompiler.backends.onnx.ops import HANDLERS, Handler
+from archcompiler.backends.onnx.ops import HANDLERS, NON_TRAINABLE, Handler
 from archcompiler.backends.onnx.quantize import QuantizedOnnx, quantize
 from archcompiler.backends.onnx.quantize import run as run_quantized
 from onnx import numpy_helper
@@ -266,16 +266,18 @@ def _owner(node: onnx.NodeProto) -> str:
 
 def _param_counts(model: onnx.ModelProto) -> tuple[dict[str, tuple[int, int]], list[str]]:
     """(trainable, non-trainable) initializer elements per owning IR node (BatchNormalization's
-    mean and variance are the non-trainable ones; an initializer counts for its first reader),
+    mean and variance, and initializers marked NON_TRAINABLE, are the non-trainable ones; an
+    initializer counts for its first reader),
     and the initializers no node reads."""
     unread = {t.name: t for t in model.graph.initializer}
     per_node: dict[str, tuple[int, int]] = {}
     for n in model.graph.node:
         for k, t in enumerate(n.input):
             if t in unread:
-                size = math.prod(unread.pop(t).dims)
+                init = unread.pop(t)
+                size = math.prod(init.dims)
                 trainable, stats = per_node.get(_owner(n), (0, 0))
-                is_stat = n.op_type == "BatchNormalization" and k >= 3
+                is_stat = (n.op_type == "BatchNormalization" and k >= 3) or init.doc_string == NON_TRAINABLE
                 per_node[_owner(n)] = (trainable, stats + size) if is_stat else (trainable + size, stats)
     return per_node, list(unread)
 

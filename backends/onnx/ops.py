@@ -21,6 +21,9 @@ from onnx import helper, numpy_helper
 from archcompiler import ir
 from archcompiler.kit.registry import UnsupportedOpError, check_kinds, handler_table
 
+NON_TRAINABLE = "non-trainable"
+"""The doc_string of an initializer holding a non-trainable tensor (Normalization's statistics)."""
+
 OPSET = 17
 """HardSwish needs 14, Softmax over one axis 13; 17 is what current runtimes all read."""
 
@@ -66,10 +69,14 @@ class Emitter:
         self.nodes.append(helper.make_node("Constant", [], [out], name=out, value=numpy_helper.from_array(value, out)))
         return out
 
-    def param(self, name: str) -> str:
-        """The initializer of canonical tensor ``name`` (added once)."""
+    def param(self, name: str, trainable: bool = True) -> str:
+        """The initializer of canonical tensor ``name`` (added once); a non-trainable one (not
+        BatchNormalization's statistics, which its reader marks) says so in its doc_string."""
         if not any(t.name == name for t in self.initializers):
-            self.initializers.append(numpy_helper.from_array(np.asarray(self.weights[name], np.float32), name))
+            tensor = numpy_helper.from_array(np.asarray(self.weights[name], np.float32), name)
+            if not trainable:
+                tensor.doc_string = NON_TRAINABLE
+            self.initializers.append(tensor)
         return name
 
 
@@ -118,6 +125,13 @@ def _relu6(e: Emitter, x: str) -> None:
     e.node("Clip", [x, lo, hi], final=True)
 
 
+def _gelu(e: Emitter, x: str) -> None:
+    """x * (1 + erf(x / sqrt(2))) / 2, the exact form (ONNX's Gelu op needs opset 20)."""
+    erf = e.node("Erf", [e.node("Div", [x, e.const("sqrt2", np.array(np.sqrt(2.0), np.float32))])])
+    half = e.node("Mul", [x, e.const("half", np.array(0.5, np.float32))])
+    e.node("Mul", [half, e.node("Add", [erf, e.const("one", np.array(1.0, np.float32))])], final=True)
+
+
 ACTIVATIONS: Mapping[str, Callable[[Emitter, str], object]] = {
     "relu": lambda e, x: e.node("Relu", [x], final=True),
     "relu6": _relu6,
@@ -127,6 +141,7 @@ ACTIVATIONS: Mapping[str, Callable[[Emitter, str], object]] = {
     "hard_sigmoid": lambda e, x: e.node("HardSigmoid", [x], final=True, alpha=1.0 / 6.0, beta=0.5),
     "hard_swish": lambda e, x: e.node("HardSwish", [x], final=True),  # x * clip(x / 6 + 1/2, 0, 1)
     "swish": lambda e, x: e.node("Mul", [x, e.node("Sigmoid", [x])], final=True),
+    "gelu": _gelu,
 }
 """Activation kind -> the ONNX nodes computing it from tensor ``x`` (the last one final)."""
 check_kinds("onnx", ACTIVATIONS)
@@ -175,6 +190,28 @@ def dense(e: Emitter, node: ir.Dense) -> None:
 
 def dropout(e: Emitter, node: ir.Dropout) -> None:
     e.node("Identity", e.x(node), final=True)  # inference: dropout is the identity
+
+
+def drop_path(e: Emitter, node: ir.DropPath) -> None:
+    e.node("Identity", e.x(node), final=True)  # inference: stochastic depth is the identity
+
+
+def layer_scale(e: Emitter, node: ir.LayerScale) -> None:
+    gamma = e.param(f"{node.name}.gamma")  # (C,): broadcast as (C, 1, 1) over NCHW
+    if len(node.shape) == 3:
+        gamma = e.node("Reshape", [gamma, e.const("shape", np.array([-1, 1, 1], np.int64))])
+    e.node("Mul", [e.x(node)[0], gamma], final=True)
+
+
+def normalization(e: Emitter, node: ir.Normalization) -> None:
+    """(x - mean) / max(sqrt(variance), 1e-7), Keras' order of operations."""
+    mean = e.param(f"{node.name}.mean", trainable=False)
+    variance = e.param(f"{node.name}.variance", trainable=False)
+    if len(node.shape) == 3:  # NCHW: broadcast (C,) as (C, 1, 1)
+        shape = e.const("shape", np.array([-1, 1, 1], np.int64))
+        mean, variance = e.node("Reshape", [mean, shape]), e.node("Reshape", [variance, shape])
+    std = e.node("Max", [e.node("Sqrt", [variance]), e.const("epsilon", np.array(1e-7, np.float32))])
+    e.node("Div", [e.node("Sub", [e.x(node)[0], mean]), std], final=True)
 
 
 def rescaling(e: Emitter, node: ir.Rescaling) -> None:
@@ -255,6 +292,9 @@ HANDLERS: dict[str, Handler] = handler_table(
         "flatten": flatten,  # type: ignore[dict-item]
         "dense": dense,  # type: ignore[dict-item]
         "dropout": dropout,  # type: ignore[dict-item]
+        "drop_path": drop_path,  # type: ignore[dict-item]
+        "layer_scale": layer_scale,  # type: ignore[dict-item]
+        "normalization": normalization,  # type: ignore[dict-item]
         "softmax": softmax,  # type: ignore[dict-item]
         "rescaling": rescaling,  # type: ignore[dict-item]
         "concat": concat,  # type: ignore[dict-item]

@@ -105,6 +105,56 @@ class ExactHardsigmoid(nn.Hardsigmoid):
         return F.hardsigmoid(x, self.inplace)
 
 
+class DropPath(nn.Module):
+    """Stochastic depth (timm's ``drop_path``): in training each example's branch is zeroed
+    with probability ``rate`` and the kept ones scaled by 1 / (1 - rate); the identity in eval."""
+
+    def __init__(self, rate: float = 0.0) -> None:
+        super().__init__()
+        self.rate = rate
+
+    def extra_repr(self) -> str:
+        return f"rate={self.rate}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.rate == 0.0:
+            return x
+        keep = 1.0 - self.rate
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(keep)
+        return x * mask.div_(keep)  # timm's order: the same values from the same generator state
+
+
+class LayerScale(nn.Module):
+    """``x * gamma`` over the channels (dim 1) of (N, C, H, W) or (N, C): timm's LayerScale2d,
+    its ``gamma`` named alike, so timm's state_dict keys map one to one."""
+
+    def __init__(self, channels: int, init: float = 1e-5) -> None:
+        super().__init__()
+        self.init = init
+        self.gamma = nn.Parameter(torch.full((channels,), init))
+
+    def extra_repr(self) -> str:
+        return f"{self.gamma.numel()}, init={self.init}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gamma.view(-1, *([1] * (x.dim() - 2)))
+
+
+class Normalization(nn.Module):
+    """Keras' Normalization over the channels (dim 1): ``(x - mean) / max(sqrt(variance), 1e-7)``,
+    mean and variance buffers (non-trainable, as Keras' weights; Keras' ``count`` is not kept)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(channels))
+        self.register_buffer("variance", torch.ones(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = (-1, *([1] * (x.dim() - 2)))
+        std = torch.clamp(torch.sqrt(self.variance), min=1e-7)
+        return (x - self.mean.view(shape)) / std.view(shape)
+
+
 class Multiply(nn.Module):
     """Element-wise product; a (N, C, 1, 1) gate broadcasts over (N, C, H, W)."""
 

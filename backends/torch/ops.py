@@ -309,6 +309,7 @@ class ActivationHandler(Handler):
         "hard_sigmoid": layers.ExactHardsigmoid,  # nn.Hardsigmoid, its float64 gradient exact
         "hard_swish": nn.Hardswish,
         "swish": nn.SiLU,
+        "gelu": nn.GELU,  # approximate="none": the exact erf form
     }
 
     def describe(self, node: ir.Activation, graph: ir.Graph) -> list[Call]:
@@ -385,6 +386,29 @@ class DropoutHandler(Handler):
 
     def describe(self, node: ir.Dropout, graph: ir.Graph) -> list[Call]:
         return [module_call(nn.Dropout, node, (node.rate,))]
+
+
+class DropPathHandler(Handler):
+    op = "drop_path"
+
+    def describe(self, node: ir.DropPath, graph: ir.Graph) -> list[Call]:
+        return [module_call(layers.DropPath, node, (node.rate,))]
+
+
+class LayerScaleHandler(Handler):
+    op = "layer_scale"
+    weight_names: ClassVar[Mapping[str, str]] = {"gamma": "gamma"}
+
+    def describe(self, node: ir.LayerScale, graph: ir.Graph) -> list[Call]:
+        return [module_call(layers.LayerScale, node, (node.channels,), {"init": node.init}, {"init": 1e-5})]
+
+
+class NormalizationHandler(Handler):
+    op = "normalization"
+    weight_names: ClassVar[Mapping[str, str]] = {"mean": "mean", "variance": "variance"}
+
+    def describe(self, node: ir.Normalization, graph: ir.Graph) -> list[Call]:
+        return [module_call(layers.Normalization, node, (node.channels,))]
 
 
 class SoftmaxHandler(Handler):
@@ -497,6 +521,9 @@ HANDLERS: Mapping[str, Handler] = handler_table(
             FlattenHandler(),
             DenseHandler(),
             DropoutHandler(),
+            DropPathHandler(),
+            LayerScaleHandler(),
+            NormalizationHandler(),
             SoftmaxHandler(),
             AddHandler(),
             MultiplyHandler(),

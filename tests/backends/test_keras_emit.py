@@ -40,9 +40,10 @@ def kitchen_sink() -> ir.Graph:
     n = [
         ir.Input(name="x", inputs=(), shape=(8, 8, 3)),
         ir.Rescaling(name="pre", inputs=("x",), shape=(8, 8, 3), scale=1 / 127.5, offset=-1.0),
+        ir.Normalization(name="norm", inputs=("pre",), shape=(8, 8, 3), channels=3),
         ir.Conv2D(
             name="c",
-            inputs=("pre",),
+            inputs=("norm",),
             shape=(8, 8, 4),
             in_channels=3,
             filters=4,
@@ -71,7 +72,9 @@ def kitchen_sink() -> ir.Graph:
         ir.GlobalPool(name="gp", inputs=("r",), shape=(1, 1, 8), kind="avg", keepdims=True),
         ir.Activation(name="sg", inputs=("gp",), shape=(1, 1, 8), kind="hard_sigmoid"),
         ir.Multiply(name="mul", inputs=("r", "sg"), shape=(4, 4, 8)),
-        ir.Add(name="add", inputs=("mul", "r"), shape=(4, 4, 8)),
+        ir.LayerScale(name="ls", inputs=("mul",), shape=(4, 4, 8), channels=8),
+        ir.DropPath(name="dp", inputs=("ls",), shape=(4, 4, 8), rate=0.1),
+        ir.Add(name="add", inputs=("dp", "r"), shape=(4, 4, 8)),
         ir.MobileMQA(
             name="attn",
             inputs=("add",),
@@ -131,7 +134,9 @@ RUNNER = textwrap.dedent(
         w = np.load(job["weights"])
         for layer in model.layers:
             for v in layer.weights:
-                v.assign(w[layer.name + "." + v.name])
+                if v.name != "count":  # Normalization's sample count: Keras bookkeeping, not canonical
+                    v.assign(w[layer.name + "." + v.name])
+            getattr(layer, "finalize_state", lambda: None)()  # Normalization re-reads mean, variance
         table = [
             [layer.name, type(layer).__name__, [[v.name, list(v.shape)] for v in layer.weights]]
             for layer in model.layers

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import fast_first, framework, import_timm
+from helpers import fast_first, framework, timm_oracle
 
 import archcompiler as a
 from archcompiler import ir, weights
@@ -41,7 +41,7 @@ def mqa_graph(tmp_path: Path, size: str = "[7, 9]", stride: int = 2, extra: str 
 
 
 def timm_attention(node: ir.MobileMQA) -> object:
-    timm = import_timm()
+    timm = timm_oracle()
     from timm.layers.attention2d import MultiQueryAttention2d
 
     return MultiQueryAttention2d(

@@ -7,6 +7,7 @@ Expected values are computed here from the canonical weights, never read from th
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 import textwrap
@@ -109,6 +110,7 @@ ACTIVATIONS = {
     "hard_sigmoid": lambda x: np.clip(x + 3, 0, 6) / 6,
     "hard_swish": lambda x: x * np.clip(x + 3, 0, 6) / 6,
     "swish": lambda x: x / (1 + np.exp(-x)),
+    "gelu": lambda x: x * (1 + np.vectorize(math.erf)(x / math.sqrt(2))) / 2,  # exact, not tanh's
 }
 
 

@@ -49,9 +49,10 @@ def all_ops_graph() -> ir.Graph:
     nodes = (
         n.Input(name="image", inputs=(), shape=(10, 8, 3)),
         n.Rescaling(name="pre", inputs=("image",), shape=(10, 8, 3), scale=1 / 127.5, offset=-1.0),
+        n.Normalization(name="norm", inputs=("pre",), shape=(10, 8, 3), channels=3),
         n.Conv2D(
             name="stem",
-            inputs=("pre",),
+            inputs=("norm",),
             shape=(5, 4, 8),
             in_channels=3,
             filters=8,
@@ -100,7 +101,9 @@ def all_ops_graph() -> ir.Graph:
             stride=(1, 1),
             padding=(0, 0, 0, 0),
         ),
-        n.Add(name="residual", inputs=("dw_bn", "expand"), shape=(6, 6, 16)),
+        n.LayerScale(name="scale", inputs=("expand",), shape=(6, 6, 16), channels=16),
+        n.DropPath(name="expand_drop", inputs=("scale",), shape=(6, 6, 16), rate=0.1),
+        n.Add(name="residual", inputs=("dw_bn", "expand_drop"), shape=(6, 6, 16)),
         n.MobileMQA(
             name="attn",
             inputs=("residual",),

@@ -26,7 +26,7 @@ Shape = tuple[int, ...]
 
 MAX_PX = 40
 MAX_C = 32
-ACTIVATIONS = ["relu", "relu6", "sigmoid", "tanh", "hard_sigmoid", "hard_swish", "swish"]
+ACTIVATIONS = ["relu", "relu6", "sigmoid", "tanh", "hard_sigmoid", "hard_swish", "swish", "gelu"]
 TRICKY_NAMES = [
     "x", "inputs", "tensors", "layers", "keras", "nn", "torch", "np", "values", "previous", "entry", "layer", "Entry",
     "F", "self", "build_model", "SPEC_NAME", "WIDTH", "BLOCKS", "block", "args", "source", "index", "model", "i",

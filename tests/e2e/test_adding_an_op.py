@@ -111,21 +111,21 @@ FAST = """
     from archcompiler.parity.inference import node_bound
     from archcompiler.tools.cli import main
 
-    assert "layer_scale" in ops.IR_OPS and "layer_scale" in ops.SPEC_OPS
-    assert "layer_scale" not in ops.BUILTIN_OPS
-    assert "layer_scale" in str(json_schema())
+    assert "channel_scale" in ops.IR_OPS and "channel_scale" in ops.SPEC_OPS
+    assert "channel_scale" not in ops.BUILTIN_OPS
+    assert "channel_scale" in str(json_schema())
 
     net = a.compile("scaled_net.yaml")
     g = net.graph
-    assert [n.name for n in g.nodes if n.op == "layer_scale"] == ["stem_scale", "pool_scale"]
+    assert [n.name for n in g.nodes if n.op == "channel_scale"] == ["stem_scale", "pool_scale"]
     assert g["stem_scale"].shape == (8, 8, 8) and g["pool_scale"].shape == (8,)
 
     # costs by hand: conv 3x3x3x8 = 216 weights at 8x8 outputs; dense 8x10 (+10 biases);
-    # 8 gammas per layer_scale; no multiply-adds of its own
+    # 8 gammas per channel_scale; no multiply-adds of its own
     paper, keras = cost(g, "paper"), cost(g, "keras")
     assert (paper.params, paper.macs) == (216 + 80 + 8 + 8, 216 * 8 * 8 + 80), (paper.params, paper.macs)
     assert (keras.trainable, keras.non_trainable) == (216 + 80 + 10 + 8 + 8, 0)
-    assert paper.node("stem_scale").params == 8 and paper.node("stem_scale").category == "Layer Scale"
+    assert paper.node("stem_scale").params == 8 and paper.node("stem_scale").category == "Channel Scale"
 
     w = weights.init(g, 0)
     assert w["stem_scale.gamma"].shape == (8,) and "pool_scale.gamma" in weights.specs(g)
@@ -158,27 +158,29 @@ def test_a_plugin_op_works_in_the_spec_language_costs_parity_bound_keras_emit_an
     res = run(plugin, FAST)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "fast checks passed" in res.stdout
-    assert re.search(r"stem_scale\s+layer_scale\s+8x8x8\s+8\s", res.stdout), res.stdout  # archc summary's row
+    assert re.search(r"stem_scale\s+channel_scale\s+8x8x8\s+8\s", res.stdout), res.stdout  # archc summary's row
 
 
 def test_a_plugin_op_without_a_parity_bound_stops_the_import(plugin: Path) -> None:
-    op = plugin / "archc_layer_scale/op.py"
+    op = plugin / "archc_channel_scale/op.py"
     text = op.read_text(encoding="utf-8")
     assert "    def parity_bound(" in text
     op.write_text(text.replace("    def parity_bound(", "    def parity_bound_unused("), encoding="utf-8")
     res = run(plugin, "import archcompiler")
     assert res.returncode == 1
     last = res.stderr.strip().splitlines()[-1]
-    assert "OpDefinitionError: op 'layer_scale' (archc_layer_scale.op.LayerScale) does not define parity_bound" in last
+    op = "op 'channel_scale' (archc_channel_scale.op.ChannelScaleOp)"
+    assert f"OpDefinitionError: {op} does not define parity_bound" in last
 
 
 def test_a_handler_for_an_op_nobody_registered_stops_the_backend_import(plugin: Path) -> None:
     ep = next((plugin).glob("*.dist-info")) / "entry_points.txt"
-    ep.write_text(ep.read_text().replace("[archcompiler.ops]\nlayer_scale = archc_layer_scale.op:LayerScale\n", ""))
+    entry = "[archcompiler.ops]\nchannel_scale = archc_channel_scale.op:ChannelScaleOp\n"
+    ep.write_text(ep.read_text().replace(entry, ""))
     res = run(plugin, "import archcompiler.backends.onnx.ops")
     assert res.returncode == 1
-    assert "plug-in handler 'layer_scale' of backend 'onnx'" in res.stderr
-    assert "no op 'layer_scale' is registered" in res.stderr
+    assert "plug-in handler 'channel_scale' of backend 'onnx'" in res.stderr
+    assert "no op 'channel_scale' is registered" in res.stderr
 
 
 SLOW = """

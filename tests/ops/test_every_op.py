@@ -47,7 +47,10 @@ def test_the_every_op_spec_uses_every_op_tag_and_kind(graph: ir.Graph) -> None:
 def test_costs_of_every_op_are_the_hand_counts(graph: ir.Graph) -> None:
     # by hand from tests/specs/every_op.yaml (12x12x3 input):
     # stem 3x3x3x8 (+8 bias) at 6x6; dw 3x3x8x2 at 5x5; pw 1x1x(16/2)x8 at 5x5; side_pw 1x1x16x8
-    # at 5x5; fc_flat 256x6 (+6); fc 22x5 (+5); stem_bn 8 and dw_bn 16 channels
+    # at 5x5; fc_flat 256x6 (+6); fc 22x5 (+5); stem_bn 8 and dw_bn 16 channels; side_scale 8
+    # gammas (trainable, like BatchNorm's gamma: not in the paper's count); no MACs of gelu,
+    # layer_scale or drop_path under any convention; norm's mean and variance (3 each) are
+    # non-trainable (keras only), and Keras' count_params() counts its scalar count as 1
     # attn (mobile_mqa on 5x5x8, 2 heads, key_dim 4, value_dim 3, kv_stride 2: 3x3 keys): query
     # 8x(2*4), key 8x4, value 8x3, output (2*3)x8 and two 3x3 depthwise down convs of 8 channels
     # with a BatchNorm each; MACs: 25 positions x (64 + 48), 9 key/value positions x (32 + 24 +
@@ -55,11 +58,13 @@ def test_costs_of_every_op_are_the_hand_counts(graph: ir.Graph) -> None:
     attn_weights, attn_macs = 64 + 32 + 24 + 48 + 2 * 72, 25 * (64 + 48) + 9 * (32 + 24 + 144) + 2 * 25 * 9 * 7
     weights_only = 216 + 144 + 64 + 128 + 1536 + 110 + attn_weights
     biases = 8 + 6 + 5
-    bn_affine, bn_stats = 2 * 8 + 2 * 16 + 2 * 2 * 8, 2 * 8 + 2 * 16 + 2 * 2 * 8
+    bn_affine, bn_stats, layer_scale = 2 * 8 + 2 * 16 + 2 * 2 * 8, 2 * 8 + 2 * 16 + 2 * 2 * 8, 8
     macs = 216 * 36 + 144 * 25 + 64 * 25 + 128 * 25 + 1536 + 110 + attn_macs
     paper, keras = cost(graph, "paper"), cost(graph, "keras")
     assert (paper.params, paper.macs) == (weights_only, macs)
-    assert (keras.trainable, keras.non_trainable) == (weights_only + biases + bn_affine, bn_stats)
+    norm = 3 + 3 + 1
+    assert (keras.trainable, keras.non_trainable) == (weights_only + biases + bn_affine + layer_scale, bn_stats + norm)
+    assert cost(graph, "torch").params == weights_only + biases + bn_affine + layer_scale
     # fvcore adds BatchNorm's two operations per element and one per pooled input element
     pooled = 5 * 5 * 8 + 5 * 5 * 16 + 5 * 5 * 16 + 2 * 2 * 16  # inputs of squeeze, maxpool, avgpool, gmax
     attn_bn = 2 * 3 * 3 * 8  # attn's two BatchNorms over its 3x3x8 keys and values
@@ -125,6 +130,7 @@ FORMULAS = {  # PyTorch's formulas (what every activation kind means), written o
     "hard_sigmoid": lambda v: np.clip(v + 3.0, 0.0, 6.0) / 6.0,
     "hard_swish": lambda v: v * np.clip(v + 3.0, 0.0, 6.0) / 6.0,
     "swish": lambda v: v * _sigmoid(v),
+    "gelu": lambda v: v * (1.0 + np.vectorize(math.erf)(v / math.sqrt(2.0))) / 2.0,  # the exact form
 }
 
 
@@ -214,3 +220,12 @@ def test_parity_bound_has_no_default() -> None:
     node = ir.Flatten(name="f", inputs=("x",), shape=(4,))
     with pytest.raises(NotImplementedError, match="no parity bound"):
         ops.Node.parity_bound(node, {}, [np.zeros((1, 2, 2, 1))])
+
+
+def test_training_parity_sets_every_random_op_rate_to_zero_and_names_it(graph: ir.Graph) -> None:
+    # backends draw different dropout and drop path masks: the comparison excludes both
+    from archcompiler.parity.training import without_dropout
+
+    g, excluded = without_dropout(graph)
+    assert excluded == ("side_drop", "drop")
+    assert {(n.op, n.rate) for n in g.nodes if n.name in excluded} == {("drop_path", 0.0), ("dropout", 0.0)}

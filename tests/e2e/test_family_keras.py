@@ -1,0 +1,101 @@
+"""The EfficientNet and EfficientNetV2 specs against keras.applications built live (the oracle).
+
+For each variant, width and input size, the spec's IR must have Keras' layers in Keras' order
+(every Keras layer name, with the documented exceptions below), the same weight tensors (name
+and shape: the canonical layout is Keras' own) and the same trainable and non-trainable counts
+(``--convention keras``). The expected side is always the Keras model built in this process.
+
+specs/efficientnet.yaml and efficientnet_v2.yaml are the timm-compatible models (preprocessing
+outside, as timm's): they have no counterpart of Keras' ``rescaling`` and ``normalization``
+input layers (EfficientNet's ``Normalization`` holds 7 non-trainable numbers: mean, variance
+and count; EfficientNetV2's none); Keras' ``se_reshape`` (a Reshape to 1x1xC) has none either
+(archc's pool keeps the 1x1 map), and the activations Keras runs inside
+``se_reduce``/``se_expand`` are layers of their own here (``..._activation``, left out of the
+name comparison). As for MobileNet, Keras' softmax
+classifier is archc's ``predictions`` plus ``predictions_softmax``.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import fast_first, framework
+
+import archcompiler as a
+from archcompiler import weights
+
+keras = framework("keras")
+
+pytestmark = pytest.mark.keras
+
+ROOT = Path(__file__).resolve().parents[2]
+
+PREPROCESSING = ("rescaling", "normalization")
+"""Keras' input layers that the specs leave to the caller, as timm does."""
+NORMALIZATION_WEIGHTS = {"efficientnet.yaml": 7, "efficientnet_v2.yaml": 0}
+"""Keras' non-trainable preprocessing weights: EfficientNet's Normalization(axis=-1) on 3 channels
+adapts mean (3), variance (3) and count (1); EfficientNetV2's is built from constants (none)."""
+KERAS_ONLY = re.compile(r"^block\w+_se_reshape$")
+ARCHC_ONLY = re.compile(r"^block\w+_se_(reduce|expand)_activation$")
+
+
+def keras_side(model: Any, whole: bool = False) -> tuple[list[str], dict[str, tuple[int, ...]], tuple[int, int]]:
+    """Layer names (softmax split off the classifier; preprocessing, unless ``whole``, and
+    se_reshape left out), weight shapes, (trainable, non-trainable) of the layers archc's spec has.
+    Normalization's scalar ``count`` is counted but has no tensor in archc (a counter: count_params()
+    counts it as 1, and so does archc's keras convention)."""
+    names: list[str] = []
+    shapes: dict[str, tuple[int, ...]] = {}
+    counts = [0, 0]
+    for layer in model.layers:
+        skipped = layer.name in PREPROCESSING and not whole
+        if isinstance(layer, keras.layers.InputLayer) or skipped or KERAS_ONLY.match(layer.name):
+            continue
+        names.append(layer.name)
+        if isinstance(layer, keras.layers.Dense) and layer.activation is keras.activations.softmax:
+            names.append(f"{layer.name}_softmax")
+        for w in layer.weights:
+            if not (isinstance(layer, keras.layers.Normalization) and w.path.endswith("count")):
+                shapes[f"{layer.name}.{w.path.split('/')[-1]}"] = tuple(int(d) for d in w.shape)
+            counts[0 if w.trainable else 1] += int(w.numpy().size)
+    return names, shapes, (counts[0], counts[1])
+
+
+def archc_side(spec: str, size: int, **options: Any) -> tuple[list[str], dict[str, tuple[int, ...]], tuple[int, int]]:
+    net = a.compile(ROOT / "specs" / spec, resolution=size, **options)
+    names = [n.name for n in net.graph.nodes if n.op != "input" and not ARCHC_ONLY.match(n.name)]
+    shapes = {k: tuple(v) for k, v in weights.expected(net.graph).items()}
+    c = net.cost("keras")
+    return names, shapes, (c.trainable, c.non_trainable)
+
+
+# (spec, keras.applications model, variant, input size): B0 at its default size (fast), at an
+# odd one, and the others at their default sizes (slow: B7 takes Keras a while)
+SIZES = {"b0": 224, "b1": 240, "b2": 260, "b3": 300, "b4": 380, "b5": 456, "b6": 528, "b7": 600}
+V2_SIZES = {"b0": 224, "b1": 240, "b2": 260, "b3": 300, "s": 384, "m": 480, "l": 480}
+CASES = [
+    ("efficientnet.yaml", "EfficientNetB0", "b0", 224),
+    ("efficientnet.yaml", "EfficientNetB0", "b0", 193),
+    *[("efficientnet.yaml", f"EfficientNetB{v[1]}", v, SIZES[v]) for v in list(SIZES)[1:]],
+    ("efficientnet_keras.yaml", "EfficientNetB0", "b0", 225),
+    ("efficientnet_keras.yaml", "EfficientNetB7", "b7", 600),
+    ("efficientnet_v2.yaml", "EfficientNetV2B0", "b0", 193),
+    *[("efficientnet_v2.yaml", f"EfficientNetV2{v.upper()}", v, size) for v, size in V2_SIZES.items()],
+]
+
+
+@pytest.mark.parametrize(("spec", "model_name", "variant", "size"), fast_first(CASES))
+def test_efficientnet_family_matches_keras(spec: str, model_name: str, variant: str, size: int) -> None:
+    keras.backend.clear_session()
+    model = getattr(keras.applications, model_name)(weights=None, input_shape=(size, size, 3))
+    whole = spec == "efficientnet_keras.yaml"  # with Keras' preprocessing layers
+    want_names, want_shapes, want_counts = keras_side(model, whole)
+    names, shapes, counts = archc_side(spec, size, variant=variant)
+    assert names == want_names
+    assert shapes == want_shapes
+    assert counts == want_counts
+    # the whole model: what archc counts, plus Keras' Normalization weights where the spec has none
+    assert model.count_params() == sum(counts) + (0 if whole else NORMALIZATION_WEIGHTS[spec])
