@@ -237,6 +237,10 @@ SLOW = """
 
 
 @pytest.mark.slow
+@pytest.mark.torch
+@pytest.mark.keras
+@pytest.mark.onnx
+@pytest.mark.tflite
 def test_a_plugin_op_builds_and_agrees_in_four_backends_and_both_emitters(plugin: Path) -> None:
     pytest.importorskip("torch")
     pytest.importorskip("tensorflow")

@@ -739,6 +739,7 @@ def test_default_build_folders_name_the_backend(
 
 
 @pytest.mark.slow
+@pytest.mark.torch
 @pytest.mark.keras
 def test_default_build_folders_name_the_backend_keras(tmp_path: Path) -> None:
     pytest.importorskip("torch")
