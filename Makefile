@@ -29,10 +29,10 @@ build: $(STAMP)
 # One pytest process per core (pytest-xdist); tests/conftest.py gives each one native thread.
 test: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/pytest -q -m "not slow" -n auto --dist loadgroup
+	$(BIN)/pytest -q -m "not slow" -n auto --dist loadfile
 
 test-slow: $(STAMP)
-	$(BIN)/pytest -q -m slow -n auto --dist loadgroup
+	$(BIN)/pytest -q -m slow -n auto --dist loadfile
 
 # Each family spec at its default variant (efficientnet: b0, mnasnet: b1, mobilenet_v4: conv_small...).
 generate: $(STAMP)

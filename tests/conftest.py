@@ -164,30 +164,19 @@ def _marks_from_parameters(item: pytest.Item) -> set[str]:
     return {m for v in values for name in _backends_named(v) for m in BACKEND_MARKS.get(name, ())}
 
 
-def _shares_a_module_fixture(item: pytest.Item) -> bool:
-    """``item`` uses a fixture its module computes once (a built model, a converted file...)."""
-    info = getattr(item, "_fixtureinfo", None)
-    module = item.nodeid.partition("::")[0]
-    return info is not None and any(
-        d.scope != "function" and d.baseid == module for defs in info.name2fixturedefs.values() for d in defs
-    )
-
-
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the xdist_group marks
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Marks from fixtures and backend-name parameters, then framework-free tests first (then ONNX,
-    torch, TensorFlow), so that the guard sees each test's first framework import. Under
-    ``--dist loadgroup`` the tests sharing a module's fixture go to one worker, which computes it
-    once (they keep their place in that order: one group per module and set of frameworks)."""
+    torch, TensorFlow), so that the guard sees each test's first framework import. ``make test``
+    runs with ``--dist loadfile``: a module's tests share one worker, which computes a module
+    fixture (a built model, a converted file) once. (pytest-xdist 3.8's ``loadgroup`` does not
+    group under pytest 9, whose node ids it can no longer suffix.)"""
     for item in items:
         needed = _marks_from_parameters(item)
         for fixture in getattr(item, "fixturenames", ()):
             needed.update(FIXTURE_MARKS.get(fixture, ()))
         for marker in sorted(needed - framework_marks(item)):
             item.add_marker(marker)
-        if _shares_a_module_fixture(item):
-            group = item.nodeid.partition("::")[0] + "".join(f"+{m}" for m in sorted(framework_marks(item)))
-            item.add_marker(pytest.mark.xdist_group(group))
     order = ("onnx", "torch", "keras", "tflite")  # ONNX tests often check against torch: first
     items.sort(key=lambda item: max((order.index(m) + 1 for m in framework_marks(item)), default=0))
 

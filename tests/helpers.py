@@ -128,4 +128,3 @@ layers:
 def family_units(graph: Any) -> int:
     """Block instances: each has one ``unit<k>_conv``."""
     return sum(1 for n in graph if n.name.startswith("unit") and n.name.endswith("_conv"))
-

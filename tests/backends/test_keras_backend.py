@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import framework
+from helpers import fast_first, framework
 
 import archcompiler as a
 from archcompiler import ir
@@ -190,7 +190,7 @@ def check_against_app(backend, graph, app, x: np.ndarray, weights: W.Weights) ->
     assert np.abs(got["reshape_2"] - logits).max() <= 1e-4
 
 
-@pytest.mark.parametrize("alpha", ALPHAS)
+@pytest.mark.parametrize("alpha", fast_first(ALPHAS))
 def test_keras_applications_weights_load_by_name(backend, apps, alpha: float, tmp_path: Path) -> None:
     graph, _, app = apps[alpha]
     x = np.random.default_rng(1).uniform(-1, 1, (2, 128, 128, 3)).astype("float32")

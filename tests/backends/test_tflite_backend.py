@@ -261,6 +261,7 @@ def test_missing_extra_is_a_one_line_error_naming_it():
 # whole networks against torch
 
 
+@pytest.mark.slow
 def test_mobilenet_quarter_width_64px_parity_with_torch():
     g = lowered(PAPER, 0.25, 64)
     rep = parity(g, ["torch", "tflite"])

@@ -197,6 +197,7 @@ def test_flatten_is_hwc_order_so_dense_weights_match(backend):
     np.testing.assert_allclose(got["fc"], x.reshape(2, -1) @ wts["fc.kernel"] + wts["fc.bias"], atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.keras
 def test_asymmetric_padding_matches_tensorflow_same(backend):
     """The whole chain IR padding + torch module against TF's own "SAME" (torch imported first)."""
@@ -553,6 +554,7 @@ def test_saved_source_and_state_load_without_archc(backend, tmp_path):
     np.testing.assert_allclose(y, backend.run(g, model, x)["predictions"], atol=1e-6)
 
 
+@pytest.mark.slow
 def test_saved_program_loads_without_archc(tmp_path):
     """TorchBackend(export=True) also writes a torch.export program (any batch size)."""
     from archcompiler.backends.torch import TorchBackend

@@ -361,6 +361,7 @@ def test_expansion_counts_iterations_before_running_them(case: str) -> None:
     assert elapsed < 0.5, f"{elapsed:.2f} s"  # refused before iterating (10 ms here), not after
 
 
+@pytest.mark.slow
 def test_iterations_within_the_limit_are_fine() -> None:
     # 1,000 instances x 100 guarded-off layers: 101,000 iterations, no layer
     text = _spec(

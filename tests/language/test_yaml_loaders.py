@@ -112,7 +112,7 @@ def test_shipped_specs_compose_in_c() -> None:
 
 
 @needs_libyaml
-@pytest.mark.parametrize("seed", fast_first(range(4)))
+@pytest.mark.parametrize("seed", fast_first(range(4), keep=0))
 def test_edited_files_read_the_same(seed: int) -> None:
     rng = random.Random(seed)
     kinds = []

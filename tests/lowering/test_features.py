@@ -249,6 +249,7 @@ def test_every_backend_returns_every_output_in_order() -> None:
             np.testing.assert_allclose(runs[b][n], runs["torch"][n], atol=1e-4)
 
 
+@pytest.mark.slow
 @pytest.mark.torch
 @pytest.mark.keras
 def test_keras_built_and_generated_models_return_the_list() -> None:

@@ -207,6 +207,7 @@ def _largest_relative_at_step_one(rep: TrainingReport) -> tuple[float, str]:
     return max((d.error / max(d.magnitude, 1e-12), d.quantity) for d in rep.diffs if d.step == 1)
 
 
+@pytest.mark.slow
 def test_float32_training_is_measured_not_judged() -> None:
     """float32 training reports each backend's distance from the float64 run, with no verdict: a
     float32 step amplifies its own roundings as much as anything it amplifies, and the former
@@ -308,6 +309,7 @@ def _wrong_lr_torch():  # type: ignore[no-untyped-def]
     return WrongLr()
 
 
+@pytest.mark.slow
 def test_wrong_momentum_convention_is_named() -> None:
     graph = lowered("mobilenet", 32)
     rep = train_parity(graph, steps=2, batch=2, dtype="float64", instances={"keras": _wrong_momentum_keras()})
@@ -352,6 +354,7 @@ def test_a_bug_from_step_3_is_named_at_step_3_in_the_chaotic_regime() -> None:
     assert bad.error > 100 * bad.allowed
 
 
+@pytest.mark.slow
 def test_cli_train_steps(capsys: pytest.CaptureFixture[str]) -> None:
     argv = ["parity", str(ROOT / "specs" / "mobilenet_keras.yaml"), "--width", "0.25", "--resolution", "33"]
     assert main([*argv, "--train-steps", "1", "--dtype", "float64"]) == 0
