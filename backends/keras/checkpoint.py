@@ -12,6 +12,10 @@ name* (never by position):
   per layer with a ``weight_names`` attribute such as ``conv_dw_1/depthwise_kernel:0``;
 * a legacy whole-model ``.h5`` (the same under ``model_weights``).
 
+Keras' Normalization keeps a third variable after its mean and variance, the ``count`` of
+samples ``adapt`` saw (``RawCost.counters``): a scalar inference does not use and archc holds no
+tensor for, skipped in both layouts, so keras.applications' EfficientNet files load whole.
+
 The result is checked against the graph (archcompiler.weights.check): a missing, extra or
 misshapen tensor is an error naming it. Each dataset's dtype and shape are checked from its
 HDF5 metadata before its data is read (a float tensor of the graph's shape, nothing larger), and
@@ -43,6 +47,13 @@ def _canonical_params(graph: Graph) -> dict[str, list[str]]:
     return out
 
 
+def _counters(graph: Graph) -> dict[str, int]:
+    """Layer name -> the bookkeeping scalars Keras keeps after its weights (``RawCost.counters``:
+    Normalization's ``count`` of the samples ``adapt`` saw). Inference does not use them and
+    archc holds no tensor for them, so a file's copies are skipped, never read."""
+    return {n.name: c for n in graph.nodes if (c := n.cost(graph.input_shapes(n)).counters)}
+
+
 def _text(v: object) -> str:
     return v.decode("utf8") if isinstance(v, bytes) else str(v)
 
@@ -61,12 +72,12 @@ def load_keras_weights(path: str | Path, graph: Graph) -> Weights:
     try:
         with h5py.File(p, "r") as f:
             if "layers" in f and "layer_names" not in f.attrs:
-                _read_keras3(f, wanted, found, p)
+                _read_keras3(f, wanted, _counters(graph), found, p)
             else:
                 root = f.get("model_weights", f)
                 if not isinstance(root, h5py.Group) or "layer_names" not in root.attrs:
                     raise canonical.WeightError(f"{p}: not a Keras weights file (no layer names)")
-                _read_legacy(root, found, p)
+                _read_legacy(root, wanted, _counters(graph), found, p)
             # in the graph's order, so the first fault reported is the one check() would name;
             # stop at a missing tensor and leave it to check()
             for name in shapes:
@@ -105,7 +116,9 @@ def _array(p: Path, obj: object, name: str, shapes: dict[str, tuple[int, ...]]) 
     return np.asarray(obj[()], dtype=np.float32)
 
 
-def _read_keras3(f: object, wanted: dict[str, list[str]], found: dict[str, object], p: Path) -> None:
+def _read_keras3(
+    f: object, wanted: dict[str, list[str]], counters: dict[str, int], found: dict[str, object], p: Path
+) -> None:
     import h5py
 
     layers = f["layers"]  # type: ignore[index]
@@ -122,17 +135,23 @@ def _read_keras3(f: object, wanted: dict[str, list[str]], found: dict[str, objec
                 found[f"{layer}.<{count} variables>"] = None  # reported as unexpected, never read
             return
         params = wanted[layer]
-        if count != len(params) or any(str(i) not in obj for i in range(count)):
-            raise canonical.WeightError(
-                f"{p}: layer {layer!r} has {count} variables, the graph expects {len(params)} ({', '.join(params)})"
-            )
+        extra = counters.get(layer, 0)
+        if count not in (len(params), len(params) + extra) or any(str(i) not in obj for i in range(count)):
+            also = f" (and {extra} counter{'s' * (extra > 1)})" if extra else ""
+            expects = f"{len(params)} ({', '.join(params)}){also}"
+            raise canonical.WeightError(f"{p}: layer {layer!r} has {count} variables, the graph expects {expects}")
+        for i in range(len(params), count):  # the counters, after the weights: scalars, skipped
+            if not (isinstance(obj[str(i)], h5py.Dataset) and obj[str(i)].shape == ()):
+                raise canonical.WeightError(f"{p}: layer {layer!r}: variable {i} should be a scalar counter")
         for i, param in enumerate(params):
             found[f"{layer}.{param}"] = obj[str(i)]
 
     layers.visititems(visit)
 
 
-def _read_legacy(root: object, found: dict[str, object], p: Path) -> None:
+def _read_legacy(
+    root: object, wanted: dict[str, list[str]], counters: dict[str, int], found: dict[str, object], p: Path
+) -> None:
     for layer in (_text(n) for n in root.attrs["layer_names"]):  # type: ignore[attr-defined]
         if layer not in root:  # type: ignore[operator]
             raise canonical.WeightError(f"{p}: layer {layer!r} is listed in layer_names but has no group")
@@ -142,4 +161,7 @@ def _read_legacy(root: object, found: dict[str, object], p: Path) -> None:
             var = _VARIABLE_ALIASES.get(var, var)
             if wname not in group:
                 raise canonical.WeightError(f"{p}: layer {layer!r} lists weight {wname!r} but has no such dataset")
-            found[f"{layer}.{var}"] = group[wname]
+            dataset = group[wname]
+            if counters.get(layer) and var not in wanted.get(layer, ()) and getattr(dataset, "shape", None) == ():
+                continue  # a counter (Normalization's count): see _counters
+            found[f"{layer}.{var}"] = dataset

@@ -1,9 +1,10 @@
-"""Keras' published MobileNet checkpoints run in archc's PyTorch and Keras models.
+"""Keras' published MobileNet and EfficientNet checkpoints run in archc's PyTorch and Keras models.
 
 keras.applications.MobileNet is built with random weights (nothing is downloaded), its BN
 moving statistics randomised too, saved the way a user saves it, then read by archc into
-models built from specs/mobilenet_keras.yaml with the same alpha and size. Their logits must
-match keras.applications' own to 1e-4.
+models built from specs/mobilenet_keras.yaml with the same alpha and size (EfficientNetB0 and EfficientNetV2B0:
+specs/efficientnet_keras.yaml and efficientnet_v2.yaml). Their logits must match
+keras.applications' own to 1e-4.
 """
 
 from __future__ import annotations
@@ -63,3 +64,87 @@ def test_keras_applications_weights_in_archc(alpha: float, size: int, tmp_path: 
         np.testing.assert_allclose(got["reshape_2"], want, atol=1e-4, err_msg=f"{name} logits")
         np.testing.assert_allclose(got["predictions"], want_probs, atol=1e-5, err_msg=f"{name} probabilities")
     assert np.abs(want).max() > 0.1  # logits that are all ~0 would make the comparison vacuous
+
+
+def randomised_efficientnet(ref: keras.Model, seed: int = 7) -> keras.Model:
+    """Random BatchNorm statistics, and for EfficientNet's Normalization a mean and variance of
+    pixels in 0-1 (what ``adapt`` would learn), so that a loader that dropped them would fail."""
+    rng = np.random.default_rng(seed)
+    for layer in ref.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            c = layer.gamma.shape[0]
+            layer.set_weights(
+                [
+                    rng.uniform(0.5, 1.5, c).astype("float32"),
+                    rng.normal(0, 0.2, c).astype("float32"),
+                    rng.normal(0, 0.2, c).astype("float32"),
+                    rng.uniform(0.5, 2.0, c).astype("float32"),
+                ]
+            )
+        elif isinstance(layer, keras.layers.Normalization) and layer.weights:  # mean, variance, count
+            mean, variance, count = layer.get_weights()
+            layer.set_weights(
+                [
+                    rng.uniform(0.4, 0.6, mean.shape).astype("float32"),
+                    rng.uniform(0.04, 0.09, variance.shape).astype("float32"),
+                    np.asarray(1000, dtype=count.dtype),
+                ]
+            )
+    return ref
+
+
+def keras_logits(ref: keras.Model, x: np.ndarray) -> np.ndarray:
+    """Keras' classifier before its softmax (its Dense runs the softmax inside)."""
+    features = np.asarray(keras.Model(ref.input, ref.get_layer("avg_pool").output)(x, training=False))
+    kernel, bias = (np.asarray(v) for v in ref.get_layer("predictions").weights)
+    return features @ kernel + bias
+
+
+def check_keras_file_in_archc(graph: object, path: Path, x: np.ndarray, archc_x: np.ndarray, ref: keras.Model) -> None:
+    """The .weights.h5 read by archc into its torch and keras models: Keras' logits (1e-4) and
+    probabilities (1e-5) on the same pixels."""
+    want = keras_logits(ref, x)
+    want_probs = np.asarray(ref(x, training=False))
+    assert np.abs(want).max() > 0.1  # logits all ~0 would make the comparison vacuous
+    w = read_weights(path, graph)
+    for name in ("torch", "keras"):
+        b = get_backend(name)
+        model = b.build(graph)
+        b.set_weights(graph, model, w)
+        got = b.run(graph, model, archc_x, ["predictions", "predictions_softmax"])
+        np.testing.assert_allclose(got["predictions"], want, atol=1e-4, err_msg=f"{name} logits")
+        np.testing.assert_allclose(got["predictions_softmax"], want_probs, atol=1e-5, err_msg=f"{name} probabilities")
+
+
+@pytest.mark.slow
+def test_keras_efficientnet_weights_in_archc(tmp_path: Path) -> None:
+    """keras.applications.EfficientNetB0's .weights.h5 (Keras 3's save_weights) in archc's
+    efficientnet_keras spec, from raw 0-255 pixels: Keras' Rescaling and Normalization are
+    layers of the spec, and the Normalization's adapted mean and variance come from the file
+    (its ``count``, a counter inference does not use, is skipped)."""
+    size = 65  # odd: the stem's and stride-2 blocks' correct_pad pad (1, 1) here
+    keras.backend.clear_session()
+    ref = randomised_efficientnet(keras.applications.EfficientNetB0(weights=None, input_shape=(size, size, 3)))
+    path = tmp_path / "b0.weights.h5"
+    ref.save_weights(path)
+    x = np.random.default_rng(0).uniform(0, 255, size=(2, size, size, 3)).astype("float32")
+    graph = a.lower(a.load(ROOT / "specs" / "efficientnet_keras.yaml"), variant="b0", resolution=size)
+    check_keras_file_in_archc(graph, path, x, x, ref)
+
+
+@pytest.mark.slow
+def test_keras_efficientnet_v2_weights_in_archc(tmp_path: Path) -> None:
+    """keras.applications.EfficientNetV2B0's .weights.h5 in archc's efficientnet_v2 spec. Its
+    preprocessing has no weights (Rescaling(1/255) and a Normalization of constant ImageNet
+    statistics) and the spec leaves it to the caller, as timm does: archc is given the
+    preprocessed pixels, Keras the raw ones."""
+    size = 64
+    keras.backend.clear_session()
+    ref = randomised_efficientnet(keras.applications.EfficientNetV2B0(weights=None, input_shape=(size, size, 3)))
+    path = tmp_path / "v2b0.weights.h5"
+    ref.save_weights(path)
+    x = np.random.default_rng(0).uniform(0, 255, size=(2, size, size, 3)).astype("float32")
+    mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+    normalized = ((x / 255.0 - mean) / std).astype("float32")
+    graph = a.lower(a.load(ROOT / "specs" / "efficientnet_v2.yaml"), variant="b0", resolution=size)
+    check_keras_file_in_archc(graph, path, x, normalized, ref)
