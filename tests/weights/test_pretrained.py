@@ -100,14 +100,16 @@ def keras_logits(ref: keras.Model, x: np.ndarray) -> np.ndarray:
     return features @ kernel + bias
 
 
-def check_keras_file_in_archc(graph: object, path: Path, x: np.ndarray, archc_x: np.ndarray, ref: keras.Model) -> None:
-    """The .weights.h5 read by archc into its torch and keras models: Keras' logits (1e-4) and
+def check_keras_file_in_archc(
+    graph: object, path: Path, x: np.ndarray, archc_x: np.ndarray, ref: keras.Model, backends: tuple[str, ...]
+) -> None:
+    """The .weights.h5 read by archc into its models of ``backends``: Keras' logits (1e-4) and
     probabilities (1e-5) on the same pixels."""
     want = keras_logits(ref, x)
     want_probs = np.asarray(ref(x, training=False))
     assert np.abs(want).max() > 0.1  # logits all ~0 would make the comparison vacuous
     w = read_weights(path, graph)
-    for name in ("torch", "keras"):
+    for name in backends:
         b = get_backend(name)
         model = b.build(graph)
         b.set_weights(graph, model, w)
@@ -117,11 +119,14 @@ def check_keras_file_in_archc(graph: object, path: Path, x: np.ndarray, archc_x:
 
 
 @pytest.mark.slow
+@pytest.mark.onnx
+@pytest.mark.tflite
 def test_keras_efficientnet_weights_in_archc(tmp_path: Path) -> None:
     """keras.applications.EfficientNetB0's .weights.h5 (Keras 3's save_weights) in archc's
-    efficientnet_keras spec, from raw 0-255 pixels: Keras' Rescaling and Normalization are
-    layers of the spec, and the Normalization's adapted mean and variance come from the file
-    (its ``count``, a counter inference does not use, is skipped)."""
+    efficientnet_keras spec (torch, keras, onnx and tflite builds), from raw 0-255 pixels:
+    Keras' Rescaling and Normalization are layers of the spec, and the Normalization's adapted
+    mean and variance come from the file (its ``count``, a counter inference does not use, is
+    skipped)."""
     size = 65  # odd: the stem's and stride-2 blocks' correct_pad pad (1, 1) here
     keras.backend.clear_session()
     ref = randomised_efficientnet(keras.applications.EfficientNetB0(weights=None, input_shape=(size, size, 3)))
@@ -129,10 +134,11 @@ def test_keras_efficientnet_weights_in_archc(tmp_path: Path) -> None:
     ref.save_weights(path)
     x = np.random.default_rng(0).uniform(0, 255, size=(2, size, size, 3)).astype("float32")
     graph = a.lower(a.load(ROOT / "specs" / "efficientnet_keras.yaml"), variant="b0", resolution=size)
-    check_keras_file_in_archc(graph, path, x, x, ref)
+    check_keras_file_in_archc(graph, path, x, x, ref, ("torch", "keras", "onnx", "tflite"))
 
 
 @pytest.mark.slow
+@pytest.mark.onnx
 def test_keras_efficientnet_v2_weights_in_archc(tmp_path: Path) -> None:
     """keras.applications.EfficientNetV2B0's .weights.h5 in archc's efficientnet_v2 spec. Its
     preprocessing has no weights (Rescaling(1/255) and a Normalization of constant ImageNet
@@ -147,4 +153,4 @@ def test_keras_efficientnet_v2_weights_in_archc(tmp_path: Path) -> None:
     mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
     normalized = ((x / 255.0 - mean) / std).astype("float32")
     graph = a.lower(a.load(ROOT / "specs" / "efficientnet_v2.yaml"), variant="b0", resolution=size)
-    check_keras_file_in_archc(graph, path, x, normalized, ref)
+    check_keras_file_in_archc(graph, path, x, normalized, ref, ("torch", "keras", "onnx"))
