@@ -94,6 +94,7 @@ def same_weights(outs: list[Path]) -> W.Weights:
     return first
 
 
+@pytest.mark.onnx
 def test_torch_and_onnx_builds_are_one_model(tmp_path: Path) -> None:
     outs = [build(tmp_path, "torch"), build(tmp_path, "onnx")]
     w = same_weights(outs)
@@ -156,6 +157,7 @@ def test_python_api_init_and_seed(tmp_path: Path) -> None:
             net.build(b, **bad)  # type: ignore[arg-type]
 
 
+@pytest.mark.onnx
 def test_framework_init_gives_different_models_and_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     capsys.readouterr()
     outs = []
