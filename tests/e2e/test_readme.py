@@ -234,8 +234,26 @@ def _tier(cmds: str) -> list[pytest.MarkDecorator]:
         "torch",
         *(["keras"] if "archc parity" in cmds else []),  # parity's default: torch,keras
     ]
-    marks = sorted({m for n in named for m in BACKEND_MARKS.get(n, ())})
+    marks = sorted({m for n in named for m in BACKEND_MARKS.get(n.removesuffix("-int8"), ())})
     return [pytest.mark.slow, *(getattr(pytest.mark, m) for m in marks)]
+
+
+IMPORTED_FRAMEWORKS = {"torch": "torch", "keras": "keras", "tensorflow": "keras", "onnxruntime": "onnx", "onnx": "onnx"}
+IMPORTED_FRAMEWORKS["ai_edge_litert"] = "tflite"
+
+
+def _snippet_marks(block: Block) -> list[pytest.MarkDecorator]:
+    """The framework markers of a snippet run in a child process: the frameworks it imports,
+    the backends it names in quotes (``net.build("onnx")``; an int8 runtime's report also runs
+    torch) and those of the ``archc build``
+    commands its section runs first."""
+    imports = {m for n, m in IMPORTED_FRAMEWORKS.items() if re.search(rf"^\s*(import|from) {n}\b", block.text, re.M)}
+    marks = set(imports)
+    names = re.findall(r"[\"'](torch|keras|onnx|tflite)(-int8)?[\"']", block.text)
+    marks |= {m for n, _ in names for m in BACKEND_MARKS[n]}
+    marks |= {"torch" for _, int8 in names if int8}  # the int8 report's float reference runs in torch
+    marks |= {d.name for cmd in BUILD_CMD.findall(block.before) for d in _tier(cmd)} - {"slow"}
+    return [getattr(pytest.mark, m) for m in sorted(marks)]
 
 
 @pytest.mark.parametrize("block", [pytest.param(b, id=b.id, marks=_tier(b.text)) for b in TRANSCRIPTS])
@@ -254,7 +272,7 @@ def test_transcript(block: Block, workspace: Workspace) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("block", [pytest.param(b, id=b.id) for b in SNIPPETS])
+@pytest.mark.parametrize("block", [pytest.param(b, id=b.id, marks=_snippet_marks(b)) for b in SNIPPETS])
 def test_python_snippet(block: Block, workspace: Workspace) -> None:
     """Each snippet as written, after the `archc build` commands its section gives before it."""
     for cmd in BUILD_CMD.findall(block.before):
@@ -272,7 +290,7 @@ def test_python_snippet(block: Block, workspace: Workspace) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("block", [pytest.param(b, id=b.id) for b in PYCON])
+@pytest.mark.parametrize("block", [pytest.param(b, id=b.id, marks=_snippet_marks(b)) for b in PYCON])
 def test_pycon_session(block: Block, workspace: Workspace) -> None:
     """Each ``>>>`` session as doctest replays it (``...`` matches anything, a trailing
     ``# comment`` on a ``>>>`` line is Python's own), in the scratch copy of the repo."""

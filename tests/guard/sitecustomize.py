@@ -23,7 +23,8 @@ def _report() -> None:
     loaded = [m for m in _REFUSED if m in sys.modules]
     if loaded:
         with open(_LOG, "a", encoding="utf-8") as log:
-            log.write(f"{','.join(loaded)}\t{' '.join(sys.orig_argv)[-160:]}\n")
+            command = " ".join(sys.orig_argv)[-160:].replace("\n", " ").replace("\t", " ")  # one line
+            log.write(f"{','.join(loaded)}\t{command}\n")
 
 
 if _REFUSED and _LOG:
