@@ -465,6 +465,7 @@ def paper_small(backend):
     return graph, W.init(graph, seed=9)
 
 
+@pytest.mark.slow
 def test_train_step_equals_keras_own_training_loop(backend, paper_small) -> None:
     """One archc SGD step == Keras' compile/train_on_batch with SGD on the logits model."""
     graph, w = paper_small

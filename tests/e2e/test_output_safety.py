@@ -682,6 +682,7 @@ def concurrent_builds(tmp_path: Path, rounds: int) -> None:
     assert widths <= {4, 8, 16}
 
 
+@pytest.mark.slow
 @pytest.mark.onnx
 def test_three_concurrent_builds_publish_one_build(tmp_path: Path) -> None:
     concurrent_builds(tmp_path, rounds=1)
