@@ -89,7 +89,7 @@ def weight_table(model: keras.Model) -> list[tuple[str, list[tuple[str, tuple[in
 # -- structure -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("alpha", ALPHAS)
+@pytest.mark.parametrize("alpha", fast_first(ALPHAS))
 def test_layers_and_weight_shapes_equal_keras_applications(apps, alpha: float) -> None:
     _, model, app = apps[alpha]
     assert weight_table(model) == weight_table(app)

@@ -171,6 +171,7 @@ def builds_and_agrees(case: SpecCase) -> None:
     generated_keras_matches(net, net.build("keras", weights=w), w, x)
 
 
+@pytest.mark.slow
 @pytest.mark.torch
 @pytest.mark.keras
 @FAST_BUILD
