@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import BACKEND_MARKS
+from conftest import BACKEND_MARKS, MARKER_OF
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -238,16 +238,12 @@ def _tier(cmds: str) -> list[pytest.MarkDecorator]:
     return [pytest.mark.slow, *(getattr(pytest.mark, m) for m in marks)]
 
 
-IMPORTED_FRAMEWORKS = {"torch": "torch", "keras": "keras", "tensorflow": "keras", "onnxruntime": "onnx", "onnx": "onnx"}
-IMPORTED_FRAMEWORKS["ai_edge_litert"] = "tflite"
-
-
 def _snippet_marks(block: Block) -> list[pytest.MarkDecorator]:
     """The framework markers of a snippet run in a child process: the frameworks it imports,
     the backends it names in quotes (``net.build("onnx")``; an int8 runtime's report also runs
     torch) and those of the ``archc build``
     commands its section runs first."""
-    imports = {m for n, m in IMPORTED_FRAMEWORKS.items() if re.search(rf"^\s*(import|from) {n}\b", block.text, re.M)}
+    imports = {m for n, m in MARKER_OF.items() if re.search(rf"^\s*(import|from) {n}\b", block.text, re.M)}
     marks = set(imports)
     names = re.findall(r"[\"'](torch|keras|onnx|tflite)(-int8)?[\"']", block.text)
     marks |= {m for n, _ in names for m in BACKEND_MARKS[n]}
