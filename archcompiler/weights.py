@@ -28,7 +28,7 @@ import stat
 import struct
 import zipfile
 import zlib
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
@@ -305,7 +305,7 @@ class _Header:
         return math.prod(self.shape) * self.dtype.itemsize
 
 
-def load(path: str | Path, graph: ir.Graph | None = None) -> Weights:
+def load(path: str | Path, graph: ir.Graph | None = None, *, skip: Collection[str] = ()) -> Weights:
     """Read a .npz or .safetensors weights file, validating it before use.
 
     Headers first: every tensor's name, shape and dtype are read from the file's own headers
@@ -313,6 +313,8 @@ def load(path: str | Path, graph: ir.Graph | None = None) -> Weights:
     file that claims terabytes, or a zip member that inflates to gigabytes, fails without
     allocating them. Then each tensor's values (:func:`check_values`). Nothing is unpickled.
     Every failure is a :class:`WeightError` naming the file and, where there is one, the tensor.
+    Tensors whose last name part is in ``skip`` (another implementation's counters, such as
+    torch's ``num_batches_tracked``) are left unread, whatever their element type.
     """
     p = Path(path)
     if p.suffix not in (".npz", ".safetensors"):
@@ -338,8 +340,8 @@ def load(path: str | Path, graph: ir.Graph | None = None) -> Weights:
             if not stat.S_ISREG(mode):
                 raise WeightError(f"{p}: is {file_kind(mode)}, not a weights file")
             if p.suffix == ".npz":
-                return _load_npz(p, fh, want, limit)
-            return _load_safetensors(p, fh, want, st.st_size)
+                return _load_npz(p, fh, want, limit, skip)
+            return _load_safetensors(p, fh, want, st.st_size, skip)
     except _READ_ERRORS as exc:
         raise _unreadable(p, exc) from None
 
@@ -420,7 +422,13 @@ def _read_exact(fh: BinaryIO, n: int, p: Path, name: str) -> bytes:
     return data
 
 
-def _load_npz(p: Path, fh: BinaryIO, want: dict[str, tuple[int, ...]] | None, limit: int) -> Weights:
+def _skipped(name: str, skip: Collection[str]) -> bool:
+    return bool(skip) and name.rsplit(".", 1)[-1] in skip
+
+
+def _load_npz(
+    p: Path, fh: BinaryIO, want: dict[str, tuple[int, ...]] | None, limit: int, skip: Collection[str] = ()
+) -> Weights:
     """An ``np.savez`` archive, member by member through :mod:`zipfile`: names from the zip
     directory, shape and dtype from each ``.npy`` header, sizes declared by the zip compared
     with what the header needs; only then the data, and the CRC is verified at each member's end."""
@@ -443,6 +451,7 @@ def _load_npz(p: Path, fh: BinaryIO, want: dict[str, tuple[int, ...]] | None, li
                 raise WeightError(f"{p}: member {m.filename!r} is not an .npy array")
             if m.flag_bits & 0x1:
                 raise WeightError(f"{p}: member {m.filename!r} is encrypted")
+        members = [m for m in members if not _skipped(m.filename[:-4], skip)]
         _admit_names(p, [m.filename[:-4] for m in members], want)  # before any member is opened
         read: list[_Header] = []
         total = 0
@@ -482,7 +491,9 @@ def _load_npz(p: Path, fh: BinaryIO, want: dict[str, tuple[int, ...]] | None, li
     return _finish(p, read, data)
 
 
-def _load_safetensors(p: Path, fh: BinaryIO, want: dict[str, tuple[int, ...]] | None, size: int) -> Weights:
+def _load_safetensors(
+    p: Path, fh: BinaryIO, want: dict[str, tuple[int, ...]] | None, size: int, skip: Collection[str] = ()
+) -> Weights:
     """A .safetensors file, parsed here (no package needed): the header length and the JSON
     header are bounds-checked, and every tensor's byte range must tile the data exactly."""
     import numpy as np
@@ -516,6 +527,7 @@ def _load_safetensors(p: Path, fh: BinaryIO, want: dict[str, tuple[int, ...]] | 
     data_len = size - 8 - n
     headers: list[_Header] = []
     ranges: list[tuple[int, int, str]] = []
+    skipped: list[tuple[int, int, str]] = []
     for name, entry in meta.items():
         if not (
             isinstance(entry, dict)
@@ -525,6 +537,12 @@ def _load_safetensors(p: Path, fh: BinaryIO, want: dict[str, tuple[int, ...]] | 
             and len(entry["data_offsets"]) == 2
         ):
             raise WeightError(f"{p}: tensor {name!r}: malformed header entry (needs dtype, shape and data_offsets)")
+        if _skipped(name, skip):  # its bytes still tile the data; its dtype is not ours to judge
+            begin, end = entry["data_offsets"]
+            if end < begin:
+                raise WeightError(f"{p}: tensor {name!r}: data_offsets [{begin}, {end}] run backwards")
+            skipped.append((begin, end, name))
+            continue
         code = entry["dtype"]
         if code not in _SAFETENSORS_DTYPES:
             raise WeightError(f"{p}: tensor {name!r} has dtype {code[:20]}, expected one of F16, F32, F64")
@@ -536,11 +554,12 @@ def _load_safetensors(p: Path, fh: BinaryIO, want: dict[str, tuple[int, ...]] | 
     for h in headers:
         total = _admit(p, h, want, total, _size_limit(want))
     at = 0
-    for (begin, end, name), h in sorted(zip(ranges, headers, strict=True), key=lambda rh: rh[0][:2]):
-        if begin != at or end - begin != h.nbytes:  # overlapping, gapped or misdeclared
+    sizes = [(r, h.nbytes) for r, h in zip(ranges, headers, strict=True)] + [(r, r[1] - r[0]) for r in skipped]
+    for (begin, end, name), nbytes in sorted(sizes, key=lambda rn: rn[0][:2]):
+        if begin != at or end - begin != nbytes:  # overlapping, gapped or misdeclared
             raise WeightError(
-                f"{p}: tensor {name!r}: data_offsets [{begin}, {end}] should be [{at}, {at + h.nbytes}] "
-                f"({h.shape} {h.dtype}, tensors back to back)"
+                f"{p}: tensor {name!r}: data_offsets [{begin}, {end}] should be [{at}, {at + nbytes}] "
+                "(tensors back to back)"
             )
         at = end
     if at != data_len:

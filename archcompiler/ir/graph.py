@@ -26,13 +26,17 @@ graph with a wrong shape is rejected naming the node.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from archcompiler import ops
 from archcompiler.ops import *  # noqa: F403  (the node types are part of the IR's interface)
 from archcompiler.ops import NODE_TYPES, Input, Node, OpError, Shape, Softmax, arity_error
 from archcompiler.text import listing, shape
+
+if TYPE_CHECKING:
+    from archcompiler.language.spec import Checkpoint
 
 __all__ = [*ops.__all__, "Graph", "GraphError"]
 
@@ -59,6 +63,8 @@ class Graph:
     """The depth multiplier it was lowered at (``round_repeats``; :meth:`depth` is the graph's own depth)."""
     variant: str = ""
     """The spec's variant it was lowered from (``""``: none); ``name`` ends with ``_<variant>``."""
+    checkpoints: Mapping[str, Checkpoint] = field(default_factory=dict, compare=False, hash=False, repr=False)
+    """The spec's ``checkpoints:``: how other implementations name its tensors (archcompiler.checkpoints)."""
     _index: dict[str, Node] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

@@ -180,7 +180,8 @@ def read_weights(
     source: str | Path | Weights, graph: ir.Graph, *, backend: Backend | None = None, full: ir.Graph | None = None
 ) -> Weights:
     """Canonical weights for ``graph``, checked against it, from ``source``: canonical weights
-    (a mapping), ``.npz``/``.safetensors``, or a framework file (``.h5``, ``.pt``) read by
+    (a mapping), ``.npz``/``.safetensors`` (by archc's names or, where the spec declares a
+    checkpoint format, by its: ``.pth`` too; :mod:`archcompiler.checkpoints`), or a framework file (``.h5``, ``.pt``) read by
     ``backend`` when it declares the suffix, else by the first backend that does.
 
     A graph cut from ``full`` (``outputs``/``features``) also takes ``full``'s weights: the
@@ -208,8 +209,8 @@ def _read_weights(source: str | Path | Mapping[str, Any], graph: ir.Graph, backe
         weights.check(graph, w)
         return w
     p = Path(source)
-    if p.suffix in (".npz", ".safetensors"):
-        w = weights.load(p, graph)  # names, shapes and dtypes checked from the headers first
+    if p.suffix in (".npz", ".safetensors", ".pth"):
+        w = _read_file(p, graph)
     else:
         reader = _weights_reader(p, backend)
         if not p.is_file():
@@ -217,6 +218,32 @@ def _read_weights(source: str | Path | Mapping[str, Any], graph: ir.Graph, backe
         w = reader.read_foreign_weights(p, graph)
     weights.check(graph, w, origin=str(p))
     return w
+
+
+def _read_file(p: Path, graph: ir.Graph) -> Weights:
+    """A weights file by archc's canonical names (names, shapes and dtypes checked from the
+    headers first) or, when its names are those of a checkpoint format the spec declares
+    (``checkpoints:``, timm's state_dict), by those (:mod:`archcompiler.checkpoints`)."""
+    from archcompiler import checkpoints, weights
+
+    if p.suffix == ".pth":
+        w = checkpoints.load(p, graph) if graph.checkpoints else None
+        if w is None:
+            formats = ", ".join(graph.checkpoints) or "none"
+            raise weights.WeightError(
+                f"{p}: a .pth file loads by the names of a checkpoint format of the spec (declared: {formats});"
+                " its names are none of them"
+            )
+        return w
+    try:
+        return weights.load(p, graph)
+    except weights.WeightError as first:
+        if not graph.checkpoints:
+            raise
+        w = checkpoints.load(p, graph)
+        if w is None:
+            raise first from None
+        return w
 
 
 def _weights_reader(p: Path, backend: Backend | None) -> Backend:

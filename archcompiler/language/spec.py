@@ -16,6 +16,7 @@ and validates the result again, so a bad argument is reported at the call that p
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, PlainValidator, Tag, WithJsonSchema, field_validator
@@ -55,6 +56,11 @@ class BlockCall(Model):
     repeat: Repeat = Field(1, description="Instances in sequence (an expression may give 0).")
     when: Condition | None = Field(
         None, description="The block is used only where this holds (parameters, $width, $classes; not $in)."
+    )
+    stage: Annotated[int, Field(ge=0)] | None = Field(
+        None,
+        description="In the layer table: this row starts stage N of the block instances (checkpoint names read"
+        " {stage} and {position}); rows after it continue the stage.",
     )
 
 
@@ -169,6 +175,75 @@ class BlockDef(Model):
         return f"<BlockDef ({listing(list(self.params))}): {len(self.layers)} layers>"
 
 
+PLACEHOLDER_RE = re.compile(r"\{([^{}]*)\}")
+"""A ``{name}`` in a checkpoint name pattern or template."""
+
+CHECKPOINT_BUILTINS = ("stage", "position")
+"""What every checkpoint name template may read besides its pattern's captures: the stage of the
+layer's block instance (the layer table's ``stage:``) and the instance's place in that stage."""
+
+
+def _placeholders(text: str, what: str) -> list[str]:
+    names = PLACEHOLDER_RE.findall(text)
+    for n in names:
+        if not IDENT_RE.fullmatch(n):
+            raise ValueError(f"{what} {text!r}: {{{n}}} is not a name")
+    if PLACEHOLDER_RE.sub("", text).count("{") or PLACEHOLDER_RE.sub("", text).count("}"):
+        raise ValueError(f"{what} {text!r}: unbalanced braces")
+    return names
+
+
+def _check_rules(rules: dict[str, str]) -> dict[str, str]:
+    """Each pattern's captures are distinct and not built-in; each template reads only them and
+    :data:`CHECKPOINT_BUILTINS`."""
+    for pattern, template in rules.items():
+        captures = _placeholders(pattern, "pattern")
+        if len(set(captures)) != len(captures):
+            raise ValueError(f"pattern {pattern!r} captures a name twice")
+        clash = sorted(set(captures) & set(CHECKPOINT_BUILTINS))
+        if clash:
+            raise ValueError(f"pattern {pattern!r}: {{{clash[0]}}} is built in (the block's stage or position)")
+        unknown = [n for n in _placeholders(template, "template") if n not in (*captures, *CHECKPOINT_BUILTINS)]
+        if unknown:
+            raise ValueError(
+                f"template {template!r} reads {{{unknown[0]}}}, which pattern {pattern!r} does not capture"
+                f" (built in: {', '.join(CHECKPOINT_BUILTINS)})"
+            )
+    return rules
+
+
+class Checkpoint(Model):
+    """How another implementation's checkpoint names archc's tensors (timm's state_dict): data
+    that archcompiler.checkpoints reads to load such a file by its own names (docs/spec.md)."""
+
+    layers: dict[str, str] = Field(
+        min_length=1,
+        description="archc tensor or layer name pattern -> the checkpoint's name; '{x}' captures letters and"
+        " digits, templates read the captures, {stage} and {position}; the first pattern that matches wins.",
+    )
+    stage_layers: dict[Annotated[int, Field(ge=0)], dict[str, str]] = Field(
+        default_factory=dict, description="Patterns for the layers of one stage only, tried before 'layers'."
+    )
+    params: dict[str, str] = Field(
+        default_factory=dict, description="archc parameter -> the checkpoint's (kernel: weight), for layer patterns."
+    )
+    ignore: list[str] = Field(
+        default_factory=list, description="Last name parts of checkpoint tensors that are skipped (num_batches_tracked)."
+    )
+
+    @field_validator("layers")
+    @classmethod
+    def _layers(cls, rules: dict[str, str]) -> dict[str, str]:
+        return _check_rules(rules)
+
+    @field_validator("stage_layers")
+    @classmethod
+    def _stage_layers(cls, stages: dict[int, dict[str, str]]) -> dict[int, dict[str, str]]:
+        for rules in stages.values():
+            _check_rules(rules)
+        return stages
+
+
 ParamValue = int | float | str | bool
 """A spec-level named value (``params:``): a literal that expressions read as ``$name``."""
 
@@ -228,6 +303,10 @@ class Spec(Model):
     blocks: dict[Identifier, BlockDef] = Field(default_factory=dict)
     layers: list[Layer] = Field(min_length=1)  # type: ignore[valid-type]
     output: NameTemplate | None = Field(None, description="Output layer (default: the last).")
+    checkpoints: dict[Identifier, Checkpoint] = Field(
+        default_factory=dict,
+        description="Checkpoint formats whose files load by their own tensor names (timm: a state_dict).",
+    )
 
     def __repr__(self) -> str:
         # Short on purpose: pydantic's repr printed every layer and block (3,090 characters for MobileNet).
@@ -246,6 +325,7 @@ ALL_FIELD_NAMES: frozenset[str] = frozenset(
         Defaults,
         BlockDef,
         Variant,
+        Checkpoint,
         Spec,
     )
     for name in model.model_fields

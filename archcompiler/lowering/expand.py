@@ -229,6 +229,8 @@ class _Scope:
     """The numbered block whose instance this scope is part of (Span.block)."""
     member: tuple[int, ...] = ()
     """Where this scope sits inside that block's definition (Span.member)."""
+    stage: tuple[int, int] | None = None
+    """(stage, position in it) of the numbered instance this scope is part of (Span.stage)."""
 
     def names_env(self, env: Mapping[str, Any], repeat: int) -> Mapping[str, Any]:
         """What name templates read in ``env``: the instance number (at the top level the
@@ -255,6 +257,10 @@ class _Expansion:
     """Repeat iterations run so far (limits.MAX_ITERATIONS)."""
     fewest: dict[str, int] = field(default_factory=dict)
     """Block -> the fewest iterations one of its instances runs (:meth:`fewest_iterations`)."""
+    stage: int | None = None
+    """The stage the layer table's rows are in (the last ``stage:`` seen), None before any."""
+    position: int = -1
+    """The last numbered instance's place in :attr:`stage` (from 0)."""
 
     def span(self, path: Path) -> Span:
         line, col = self.loaded.source.locate(path)
@@ -459,6 +465,8 @@ def expand(loaded: LoadedSpec, width: float | None = None, depth: float | None =
         path: Path = ("layers", i)
         top = _Scope(values, origin={}, call_path=path, call_span=ex.span(path))
         if isinstance(layer, BlockCall):
+            if layer.stage is not None:
+                ex.stage, ex.position = layer.stage, -1
             _expand_call(ex, layer, path, top)
         else:
             if layer.inputs and BLOCK_INPUT in layer.inputs:
@@ -534,7 +542,7 @@ def _layer_span(ex: _Expansion, path: Path, scope: _Scope, repeat: int) -> Span:
     if scope.owner is None:
         return s
     member = (*scope.member, int(path[-1]), repeat)
-    return Span(s.file, s.line, s.col, s.path, scope.owner, scope.number, member)
+    return Span(s.file, s.line, s.col, s.path, scope.owner, scope.number, member, scope.stage)
 
 
 def _input_name(ex: _Expansion, text: str, env: Mapping[str, Any], path: Path, scope: _Scope) -> str:
@@ -561,6 +569,8 @@ def _fill(ex: _Expansion, value: Any, env: Mapping[str, Any], path: Path, scope:
 def _expand_call(ex: _Expansion, call: BlockCall, path: Path, caller: _Scope) -> None:
     """Unroll one block call (and its repeats) made from ``caller``."""
     block = _callee(ex, call, path)
+    if call.stage is not None and caller.block is not None:
+        raise ex.err((*path, "stage"), "'stage' numbers the layer table's rows; a block's own calls take none")
     if call.when is not None and not ex.condition(call.when, caller.values, (*path, "when"), caller, defer=False):
         return
     reps = ex.count(call.repeat, caller.values, (*path, "repeat"), caller)
@@ -570,11 +580,15 @@ def _expand_call(ex: _Expansion, call: BlockCall, path: Path, caller: _Scope) ->
     # a block made only of calls takes none (a stage of V2's table).
     numbered = caller.number is None and any(not isinstance(layer, BlockCall) for layer in block.layers)
     for rep in range(reps):
-        number = caller.number
+        number, stage = caller.number, caller.stage
         if numbered:
             ex.block_index += 1
             number = ex.block_index
+            if ex.stage is not None:
+                ex.position += 1
+                stage = (ex.stage, ex.position)
         scope = _instance(ex, call, block, path, caller, number, rep)
+        scope.stage = stage
         saved = ex.pending_input
         ex.pending_input = scope.block_input
         made = len(ex.entries)

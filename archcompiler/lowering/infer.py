@@ -41,6 +41,7 @@ def infer(loaded: LoadedSpec, entries: list[Entry], width: float, size: tuple[in
         description=spec.description,
         source=loaded.file,
         rounding=r.mode + (f"({r.divisor})" if r.mode == "make_divisible" else ""),
+        checkpoints=dict(spec.checkpoints),
     )
 
 

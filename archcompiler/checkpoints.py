@@ -1,0 +1,164 @@
+"""Checkpoints of other implementations, loaded by their own tensor names (timm's state_dict).
+
+A spec says, as data, how another implementation names its tensors (``checkpoints:``,
+:class:`archcompiler.language.spec.Checkpoint`): name patterns over archc's layer or tensor
+names, templates that may read the block instance's ``{stage}`` and ``{position}`` (the layer
+table's ``stage:``, carried on each node's span), parameter renames (kernel -> weight) and the
+tensors to skip (``num_batches_tracked``). This module is the one mechanism that reads it: no
+family has Python of its own. Such checkpoints are channels-first (torch's OIHW, depthwise
+(C, 1, kh, kw), Linear (out, in)): each tensor goes through :mod:`archcompiler.ir.layouts` into
+the canonical layout of :mod:`archcompiler.weights`, and from there into any backend.
+
+Files: ``.safetensors`` and ``.npz`` are read by :func:`archcompiler.weights.load` (nothing
+unpickled); ``.pth`` by ``torch.load(weights_only=True)``, torch imported only for that. Which
+names a file uses is told from the names themselves (:func:`detect`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from archcompiler import ir
+from archcompiler.ir import layouts
+from archcompiler.language.spec import PLACEHOLDER_RE
+from archcompiler.weights import WeightError, Weights, check_values, specs
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from archcompiler.language.spec import Checkpoint
+
+__all__ = ["SUFFIXES", "convert", "detect", "load", "names", "read"]
+
+SUFFIXES = (".safetensors", ".npz", ".pth")
+"""The files a checkpoint is read from."""
+
+
+def _regex(pattern: str) -> re.Pattern[str]:
+    """A name pattern as a regex: ``{x}`` captures one or more letters and digits (so
+    ``block{n}_conv`` does not match ``block5_dw_start_conv``), the rest is literal."""
+    parts, at = [], 0
+    for m in PLACEHOLDER_RE.finditer(pattern):
+        parts += [re.escape(pattern[at : m.start()]), f"(?P<{m.group(1)}>[A-Za-z0-9]+)"]
+        at = m.end()
+    return re.compile("".join([*parts, re.escape(pattern[at:])]))
+
+
+def _name(fmt: str, cp: Checkpoint, node: ir.Node, param: str) -> str:
+    """The checkpoint's name of ``node``'s tensor ``param``: the first pattern that matches the
+    tensor's name (``node.param``) or, without a dot, the node's name (the parameter renamed)."""
+    span = node.span
+    stage = span.stage if span is not None else None
+    rules = [*(cp.stage_layers.get(stage[0], {}).items() if stage else ()), *cp.layers.items()]
+    tensor = f"{node.name}.{param}"
+    for pattern, template in rules:
+        whole = "." in pattern
+        m = _regex(pattern).fullmatch(tensor if whole else node.name)
+        if m is None:
+            continue
+        values = dict(m.groupdict())
+        if stage is not None:
+            values |= {"stage": str(stage[0]), "position": str(stage[1])}
+        try:
+            name = template.format_map(values)
+        except KeyError:
+            raise WeightError(
+                f"checkpoints.{fmt}: template {template!r} reads the stage of layer {node.name!r}, which is in none"
+                " (no 'stage:' on a layer-table row before it)"
+            ) from None
+        return name if whole else f"{name}.{cp.params.get(param, param)}"
+    raise WeightError(f"checkpoints.{fmt}: no pattern names archc tensor {tensor!r}")
+
+
+def names(graph: ir.Graph, fmt: str) -> dict[str, str]:
+    """archc's canonical tensor name -> the checkpoint format ``fmt``'s name, every tensor of
+    ``graph``; a WeightError when the spec's patterns leave one unnamed or name two alike."""
+    if fmt not in graph.checkpoints:
+        known = ", ".join(graph.checkpoints) or "none"
+        raise WeightError(f"spec {graph.name!r} declares no checkpoint format {fmt!r} (declared: {known})")
+    cp = graph.checkpoints[fmt]
+    out: dict[str, str] = {}
+    seen: dict[str, str] = {}
+    for node in graph.nodes:
+        for w in node.weights():
+            canonical, theirs = f"{node.name}.{w.param}", _name(fmt, cp, node, w.param)
+            if theirs in seen:
+                raise WeightError(f"checkpoints.{fmt}: archc tensors {seen[theirs]!r} and {canonical!r} both map to {theirs!r}")
+            seen[theirs] = out[canonical] = theirs
+    return out
+
+
+def detect(graph: ir.Graph, found: Mapping[str, Any] | list[str]) -> str | None:
+    """The checkpoint format whose names ``found`` shares most, None when archc's own canonical
+    names are at least as many (a file is read as the names it holds)."""
+    have = set(found)
+    best, share = None, len(have & set(specs(graph)))
+    for fmt in graph.checkpoints:
+        n = len(have & set(names(graph, fmt).values()))
+        if n > share:
+            best, share = fmt, n
+    return best
+
+
+def ignored(graph: ir.Graph) -> set[str]:
+    """The last name parts every declared format skips."""
+    return {part for cp in graph.checkpoints.values() for part in cp.ignore}
+
+
+def read(path: str | Path, skip: set[str]) -> dict[str, np.ndarray]:
+    """A checkpoint's tensors by their own names (those ending in a ``skip`` part left out)."""
+    from archcompiler import weights
+
+    p = Path(path)
+    if p.suffix != ".pth":
+        return dict(weights.load(p, skip=skip))
+    if not p.is_file():
+        raise WeightError(f"{p}: no such weights file")
+    try:
+        import torch
+    except ImportError:
+        raise WeightError(f"{p}: a .pth file needs torch to read (pip install 'archc[torch]')") from None
+    try:
+        state = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is one line
+        text = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise WeightError(f"{p}: cannot read weights ({text})") from None
+    if not isinstance(state, Mapping) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        raise WeightError(f"{p}: not a state_dict (a mapping of tensor names to tensors)")
+    return {k: v.detach().cpu().numpy() for k, v in state.items() if k.rsplit(".", 1)[-1] not in skip}
+
+
+def convert(graph: ir.Graph, fmt: str, found: Mapping[str, np.ndarray], origin: str) -> Weights:
+    """Canonical weights of ``graph`` from a checkpoint of format ``fmt`` (channels-first): every
+    tensor present, of the shape archc's implies, none left over; errors name both tensors."""
+    theirs = names(graph, fmt)
+    out = Weights()
+    for canonical, t in specs(graph).items():
+        name = theirs[canonical]
+        want = layouts.channels_first_shape(t.shape, t.layout)
+        if name not in found:
+            raise WeightError(f"{origin}: missing {fmt} tensor {name!r} (archc {canonical!r}, shape {want})")
+        arr = found[name]
+        check_values(name, arr, origin=origin)
+        if tuple(arr.shape) != want:
+            raise WeightError(
+                f"{origin}: {fmt} tensor {name!r} has shape {tuple(arr.shape)}, archc {canonical!r} needs {want}"
+                f" (is it variant {graph.variant or 'default'!r} at width {graph.width:g}?)"
+            )
+        out[canonical] = layouts.from_channels_first(arr, t.layout, t.shape)
+    extra = [k for k in found if k not in set(theirs.values())]
+    if extra:
+        more = f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""
+        raise WeightError(f"{origin}: unexpected {fmt} tensor {extra[0]!r}{more}: no archc tensor of {graph.name!r} takes it")
+    return out
+
+
+def load(path: str | Path, graph: ir.Graph) -> Weights | None:
+    """Canonical weights from a checkpoint file whose names are one of the spec's formats, None
+    when they are not (then the file is archc's own, or wrong)."""
+    found = read(path, ignored(graph))
+    fmt = detect(graph, list(found))
+    return None if fmt is None else convert(graph, fmt, found, str(path))
