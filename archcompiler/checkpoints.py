@@ -86,7 +86,9 @@ def names(graph: ir.Graph, fmt: str) -> dict[str, str]:
         for w in node.weights():
             canonical, theirs = f"{node.name}.{w.param}", _name(fmt, cp, node, w.param)
             if theirs in seen:
-                raise WeightError(f"checkpoints.{fmt}: archc tensors {seen[theirs]!r} and {canonical!r} both map to {theirs!r}")
+                raise WeightError(
+                    f"checkpoints.{fmt}: archc tensors {seen[theirs]!r} and {canonical!r} both map to {theirs!r}"
+                )
             seen[theirs] = out[canonical] = theirs
     return out
 
@@ -123,10 +125,11 @@ def read(path: str | Path, skip: set[str]) -> dict[str, np.ndarray]:
         raise WeightError(f"{p}: a .pth file needs torch to read (pip install 'archc[torch]')") from None
     try:
         state = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is one line
+    except Exception as exc:  # any unreadable file is one line
         text = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         raise WeightError(f"{p}: cannot read weights ({text})") from None
-    if not isinstance(state, Mapping) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+    tensors = isinstance(state, Mapping) and all(isinstance(v, torch.Tensor) for v in state.values())
+    if not tensors or not all(isinstance(k, str) for k in state):
         raise WeightError(f"{p}: not a state_dict (a mapping of tensor names to tensors)")
     return {k: v.detach().cpu().numpy() for k, v in state.items() if k.rsplit(".", 1)[-1] not in skip}
 
@@ -152,7 +155,9 @@ def convert(graph: ir.Graph, fmt: str, found: Mapping[str, np.ndarray], origin: 
     extra = [k for k in found if k not in set(theirs.values())]
     if extra:
         more = f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""
-        raise WeightError(f"{origin}: unexpected {fmt} tensor {extra[0]!r}{more}: no archc tensor of {graph.name!r} takes it")
+        raise WeightError(
+            f"{origin}: unexpected {fmt} tensor {extra[0]!r}{more}: no archc tensor of {graph.name!r} takes it"
+        )
     return out
 
 

@@ -181,8 +181,9 @@ def read_weights(
 ) -> Weights:
     """Canonical weights for ``graph``, checked against it, from ``source``: canonical weights
     (a mapping), ``.npz``/``.safetensors`` (by archc's names or, where the spec declares a
-    checkpoint format, by its: ``.pth`` too; :mod:`archcompiler.checkpoints`), or a framework file (``.h5``, ``.pt``) read by
-    ``backend`` when it declares the suffix, else by the first backend that does.
+    checkpoint format, by its: ``.pth`` too; :mod:`archcompiler.checkpoints`), or a framework
+    file (``.h5``, ``.pt``) read by ``backend`` when it declares the suffix, else by the first
+    backend that does.
 
     A graph cut from ``full`` (``outputs``/``features``) also takes ``full``'s weights: the
     tensors of the layers it does not need are dropped. Weights that fit neither are refused

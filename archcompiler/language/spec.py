@@ -228,7 +228,7 @@ class Checkpoint(Model):
         default_factory=dict, description="archc parameter -> the checkpoint's (kernel: weight), for layer patterns."
     )
     ignore: list[str] = Field(
-        default_factory=list, description="Last name parts of checkpoint tensors that are skipped (num_batches_tracked)."
+        default_factory=list, description="Last name parts of the checkpoint's tensors to skip (num_batches_tracked)."
     )
 
     @field_validator("layers")
