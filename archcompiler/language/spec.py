@@ -221,7 +221,7 @@ class Checkpoint(Model):
         description="archc tensor or layer name pattern -> the checkpoint's name; '{x}' captures letters and"
         " digits, templates read the captures, {stage} and {position}; the first pattern that matches wins.",
     )
-    stage_layers: dict[Annotated[int, Field(ge=0)], dict[str, str]] = Field(
+    stage_layers: dict[Annotated[int, Field(ge=0, strict=False)], dict[str, str]] = Field(
         default_factory=dict, description="Patterns for the layers of one stage only, tried before 'layers'."
     )
     params: dict[str, str] = Field(
