@@ -787,7 +787,11 @@ def _add_backends(sub: Commands) -> None:
 def _add_build(sub: Commands) -> None:
     sp = _spec_command(sub, "build", "build, verify and save a model in a framework")
     sp.add_argument("--backend", required=True, help="torch, keras or a plug-in (see 'archc backends')")
-    sp.add_argument("--weights", help="weights to load: .npz, .safetensors, a Keras .h5 or archc's torch .pt")
+    sp.add_argument(
+        "--weights",
+        help="weights to load: .npz, .safetensors (archc's names, or timm's where the spec maps them), timm's .pth,"
+        " a Keras .h5 or archc's torch .pt",
+    )
     sp.add_argument(
         "-o",
         "--output",
