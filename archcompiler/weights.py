@@ -496,7 +496,6 @@ def _load_safetensors(
 ) -> Weights:
     """A .safetensors file, parsed here (no package needed): the header length and the JSON
     header are bounds-checked, and every tensor's byte range must tile the data exactly."""
-    import numpy as np
 
     if size < 8:
         raise WeightError(f"{p}: is {size} bytes, too short for a safetensors header")
@@ -525,30 +524,7 @@ def _load_safetensors(
         raise WeightError(f"{p}: not a safetensors file (the header is not a JSON object)")
     meta.pop("__metadata__", None)
     data_len = size - 8 - n
-    headers: list[_Header] = []
-    ranges: list[tuple[int, int, str]] = []
-    skipped: list[tuple[int, int, str]] = []
-    for name, entry in meta.items():
-        if not (
-            isinstance(entry, dict)
-            and isinstance(entry.get("dtype"), str)
-            and _int_list(entry.get("shape"))
-            and _int_list(entry.get("data_offsets"))
-            and len(entry["data_offsets"]) == 2
-        ):
-            raise WeightError(f"{p}: tensor {name!r}: malformed header entry (needs dtype, shape and data_offsets)")
-        if _skipped(name, skip):  # its bytes still tile the data; its dtype is not ours to judge
-            begin, end = entry["data_offsets"]
-            if end < begin:
-                raise WeightError(f"{p}: tensor {name!r}: data_offsets [{begin}, {end}] run backwards")
-            skipped.append((begin, end, name))
-            continue
-        code = entry["dtype"]
-        if code not in _SAFETENSORS_DTYPES:
-            raise WeightError(f"{p}: tensor {name!r} has dtype {code[:20]}, expected one of F16, F32, F64")
-        begin, end = entry["data_offsets"]
-        headers.append(_Header(name, tuple(entry["shape"]), np.dtype(_SAFETENSORS_DTYPES[code]), start=8 + n + begin))
-        ranges.append((begin, end, name))
+    headers, ranges, skipped = _safetensors_entries(p, meta, 8 + n, skip)
     _admit_names(p, [h.name for h in headers], want)
     total = 0
     for h in headers:
@@ -570,6 +546,40 @@ def _load_safetensors(
         fh.seek(h.start)
         data[h.name] = _read_exact(fh, h.nbytes, p, h.name)
     return _finish(p, headers, data)
+
+
+def _safetensors_entries(
+    p: Path, meta: dict[str, object], data_start: int, skip: Collection[str]
+) -> tuple[list[_Header], list[tuple[int, int, str]], list[tuple[int, int, str]]]:
+    """Each header entry checked: the tensors read (their headers and byte ranges) and the byte
+    ranges of those skipped."""
+    import numpy as np
+
+    headers: list[_Header] = []
+    ranges: list[tuple[int, int, str]] = []
+    skipped: list[tuple[int, int, str]] = []
+    for name, entry in meta.items():
+        if not (
+            isinstance(entry, dict)
+            and isinstance(entry.get("dtype"), str)
+            and _int_list(entry.get("shape"))
+            and _int_list(entry.get("data_offsets"))
+            and len(entry["data_offsets"]) == 2
+        ):
+            raise WeightError(f"{p}: tensor {name!r}: malformed header entry (needs dtype, shape and data_offsets)")
+        begin, end = entry["data_offsets"]
+        if _skipped(name, skip):  # its bytes still tile the data; its dtype is not ours to judge
+            if end < begin:
+                raise WeightError(f"{p}: tensor {name!r}: data_offsets [{begin}, {end}] run backwards")
+            skipped.append((begin, end, name))
+            continue
+        code = entry["dtype"]
+        if code not in _SAFETENSORS_DTYPES:
+            raise WeightError(f"{p}: tensor {name!r} has dtype {code[:20]}, expected one of F16, F32, F64")
+        dtype = np.dtype(_SAFETENSORS_DTYPES[code])
+        headers.append(_Header(name, tuple(entry["shape"]), dtype, start=data_start + begin))
+        ranges.append((begin, end, name))
+    return headers, ranges, skipped
 
 
 def _int_list(v: object) -> bool:

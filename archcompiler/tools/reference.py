@@ -196,6 +196,7 @@ def spec_fields() -> str:
         BatchNormDefaults,
         BlockCall,
         BlockDef,
+        Checkpoint,
         Defaults,
         InputSpec,
         Rounding,
@@ -212,6 +213,7 @@ def spec_fields() -> str:
         ("`defaults.batchnorm`", BatchNormDefaults),
         ("`blocks.<name>`", BlockDef),
         ("`variants.<name>`", Variant),
+        ("`checkpoints.<format>`", Checkpoint),
         ("A block call (`- {block: <name>, ...}`)", BlockCall),
     ]:
         parts += [f"#### {title}", "", _first_line(model.__doc__), "", fields_table(model), ""]
