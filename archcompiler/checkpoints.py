@@ -3,7 +3,7 @@
 A spec says, as data, how another implementation names its tensors (``checkpoints:``,
 :class:`archcompiler.language.spec.Checkpoint`): name patterns over archc's layer or tensor
 names, templates that may read the block instance's ``{stage}`` and ``{position}`` (the layer
-table's ``stage:``, carried on each node's span), parameter renames (kernel -> weight) and the
+table's ``starts_stage:``, carried on each node's span), parameter renames (kernel -> weight) and the
 tensors to skip (``num_batches_tracked``). This module is the one mechanism that reads it: no
 family has Python of its own. Such checkpoints are channels-first (torch's OIHW, depthwise
 (C, 1, kh, kw), Linear (out, in)): each tensor goes through :mod:`archcompiler.ir.layouts` into
@@ -67,7 +67,7 @@ def _name(fmt: str, cp: Checkpoint, node: ir.Node, param: str) -> str:
         except KeyError:
             raise WeightError(
                 f"checkpoints.{fmt}: template {template!r} reads the stage of layer {node.name!r}, which is in none"
-                " (no 'stage:' on a layer-table row before it)"
+                " (no 'starts_stage:' on a layer-table row before it)"
             ) from None
         return name if whole else f"{name}.{cp.params.get(param, param)}"
     raise WeightError(f"checkpoints.{fmt}: no pattern names archc tensor {tensor!r}")

@@ -57,7 +57,7 @@ class BlockCall(Model):
     when: Condition | None = Field(
         None, description="The block is used only where this holds (parameters, $width, $classes; not $in)."
     )
-    stage: Annotated[int, Field(ge=0)] | None = Field(
+    starts_stage: Annotated[int, Field(ge=0)] | None = Field(
         None,
         description="In the layer table: this row starts stage N of the block instances (checkpoint names read"
         " {stage} and {position}); rows after it continue the stage.",
@@ -180,7 +180,7 @@ PLACEHOLDER_RE = re.compile(r"\{([^{}]*)\}")
 
 CHECKPOINT_BUILTINS = ("stage", "position")
 """What every checkpoint name template may read besides its pattern's captures: the stage of the
-layer's block instance (the layer table's ``stage:``) and the instance's place in that stage."""
+layer's block instance (the layer table's ``starts_stage:``) and the instance's place in that stage."""
 
 
 def _placeholders(text: str, what: str) -> list[str]:

@@ -258,7 +258,7 @@ class _Expansion:
     fewest: dict[str, int] = field(default_factory=dict)
     """Block -> the fewest iterations one of its instances runs (:meth:`fewest_iterations`)."""
     stage: int | None = None
-    """The stage the layer table's rows are in (the last ``stage:`` seen), None before any."""
+    """The stage the layer table's rows are in (the last ``starts_stage:`` seen), None before any."""
     position: int = -1
     """The last numbered instance's place in :attr:`stage` (from 0)."""
 
@@ -465,8 +465,8 @@ def expand(loaded: LoadedSpec, width: float | None = None, depth: float | None =
         path: Path = ("layers", i)
         top = _Scope(values, origin={}, call_path=path, call_span=ex.span(path))
         if isinstance(layer, BlockCall):
-            if layer.stage is not None:
-                ex.stage, ex.position = layer.stage, -1
+            if layer.starts_stage is not None:
+                ex.stage, ex.position = layer.starts_stage, -1
             _expand_call(ex, layer, path, top)
         else:
             if layer.inputs and BLOCK_INPUT in layer.inputs:
@@ -569,8 +569,10 @@ def _fill(ex: _Expansion, value: Any, env: Mapping[str, Any], path: Path, scope:
 def _expand_call(ex: _Expansion, call: BlockCall, path: Path, caller: _Scope) -> None:
     """Unroll one block call (and its repeats) made from ``caller``."""
     block = _callee(ex, call, path)
-    if call.stage is not None and caller.block is not None:
-        raise ex.err((*path, "stage"), "'stage' numbers the layer table's rows; a block's own calls take none")
+    if call.starts_stage is not None and caller.block is not None:
+        raise ex.err(
+            (*path, "starts_stage"), "'starts_stage' numbers the layer table's rows; a block's own calls take none"
+        )
     if call.when is not None and not ex.condition(call.when, caller.values, (*path, "when"), caller, defer=False):
         return
     reps = ex.count(call.repeat, caller.values, (*path, "repeat"), caller)

@@ -66,7 +66,7 @@ class Span:
     the same layer of two instances has the same member even when guards drop others."""
     stage: tuple[int, int] | None = None
     """(stage, position in the stage) of that instance, where the layer table numbers stages
-    (``stage:``): what checkpoint names read (archcompiler.checkpoints)."""
+    (``starts_stage:``): what checkpoint names read (archcompiler.checkpoints)."""
 
     def __str__(self) -> str:
         return f"{self.file}:{self.line}:{self.col}: {self.path}"
