@@ -74,7 +74,9 @@ def assert_close(ours: np.ndarray, theirs: np.ndarray) -> None:
 def check(spec: str, variant: str, name: str, backend: str, size: int, tmp_path: Path, suffix: str) -> None:
     model = timm_model(name)
     path = save(model, tmp_path / f"{name}{suffix}")
-    compiled = a.compile(SPECS / spec, variant=variant, resolution=size)
+    # the Keras-named EfficientNets end in a softmax, timm's in logits
+    head = {"classifier_activation": "none"} if spec in ("efficientnet.yaml", "efficientnet_v2.yaml") else {}
+    compiled = a.compile(SPECS / spec, variant=variant, resolution=size, **head)
     built = compiled.build(backend, weights=path)
     x = np.random.default_rng(0).standard_normal((2, size, size, 3)).astype(np.float32)
     (ours,) = get_backend(backend).run(compiled.graph, built, x).values()
@@ -97,6 +99,10 @@ TORCH_CASES = [
     ("mnasnet.yaml", "b1", "mnasnet_100", 96),
     ("mnasnet.yaml", "a1", "semnasnet_100", 96),
     ("mnasnet.yaml", "small", "mnasnet_small", 96),
+    ("efficientnet.yaml", "b0", "tf_efficientnet_b0", 96),
+    ("efficientnet.yaml", "b3", "tf_efficientnet_b3", 96),
+    ("efficientnet_v2.yaml", "b0", "tf_efficientnetv2_b0", 96),
+    ("efficientnet_v2.yaml", "s", "tf_efficientnetv2_s", 96),
 ]
 
 
