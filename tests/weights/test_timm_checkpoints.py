@@ -10,6 +10,7 @@ timm's names is made from the spec's own mapping (archcompiler.checkpoints.names
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -157,13 +158,20 @@ def test_cli_builds_tflite_from_timm_safetensors(tmp_path: Path) -> None:
 # --- errors: no framework needed -------------------------------------------------------------
 
 
-def timm_named(variant: str = "conv_small") -> tuple[Any, dict[str, np.ndarray]]:
-    """mobilenet_v4's graph and archc's deterministic weights under timm's names, channels-first."""
+@functools.cache
+def _timm_named(variant: str) -> tuple[Any, dict[str, np.ndarray]]:
     graph = a.compile(SPECS / "mobilenet_v4.yaml", variant=variant, resolution=64).graph
     names = checkpoints.names(graph, "timm")
     specs = W.specs(graph)
     canonical = W.init(graph)
     return graph, {names[k]: layouts.to_channels_first(v, specs[k].layout) for k, v in canonical.items()}
+
+
+def timm_named(variant: str = "conv_small") -> tuple[Any, dict[str, np.ndarray]]:
+    """mobilenet_v4's graph and archc's deterministic weights under timm's names, channels-first
+    (made once per variant; the dict is a copy a test may change)."""
+    graph, named = _timm_named(variant)
+    return graph, dict(named)
 
 
 def test_timm_names_cover_every_tensor_once() -> None:
@@ -203,6 +211,7 @@ def test_a_timm_file_that_does_not_fit_names_both_tensors(change: Any, message: 
     assert message in str(info.value) and "\n" not in str(info.value)
 
 
+@pytest.mark.slow  # imports torch (6 s): the fast tier has no room
 @pytest.mark.torch
 def test_cli_refuses_a_timm_file_that_does_not_fit(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """One line, exit status 2, nothing written."""
@@ -216,6 +225,7 @@ def test_cli_refuses_a_timm_file_that_does_not_fit(tmp_path: Path, capsys: pytes
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow  # compiles a second variant (2 s)
 def test_the_wrong_variant_is_named(tmp_path: Path) -> None:
     _, named = timm_named("conv_medium")
     path = W.save(W.Weights(named), tmp_path / "m.safetensors")
@@ -247,3 +257,51 @@ def test_checkpoint_rules_are_checked_by_the_schema(rules: dict[str, str], messa
     with pytest.raises(SpecError) as info:
         a.compile(spec)
     assert message in str(info.value) and "checkpoints.timm.layers" in str(info.value)
+
+
+SMALL = """\
+archc: 1
+name: small
+input: {size: 8, channels: 3}
+blocks:
+  unit:
+    params: {filters: null}
+    layers:
+      - {op: conv, filters: $filters, kernel: 1, name: "unit{index}_conv"}
+  pair:
+    params: {filters: null}
+    layers:
+      - {block: unit, filters: $filters, %s}
+layers:
+  - {block: unit, filters: 4}
+  - {block: unit, starts_stage: 0, filters: 4, repeat: 2}
+  - {block: unit, starts_stage: 1, filters: 4}
+  - {block: unit, filters: 4}
+checkpoints:
+  theirs:
+    layers:
+      "unit{n}_conv": "blocks.{stage}.{position}.conv"
+"""
+
+
+def test_starts_stage_numbers_the_rows_and_positions_restart_per_stage() -> None:
+    """A row's starts_stage begins a stage (repeats count as positions); rows after it continue
+    it; a layer before any stage has none, and a template that reads it is refused naming it."""
+    graph = a.compile(SMALL % "repeat: 1").graph
+    spans = {n.name: n.span.stage for n in graph.nodes if n.span is not None and n.name.startswith("unit")}
+    assert spans == {
+        "unit1_conv": None,
+        "unit2_conv": (0, 0),
+        "unit3_conv": (0, 1),
+        "unit4_conv": (1, 0),
+        "unit5_conv": (1, 1),
+    }
+    with pytest.raises(W.WeightError, match=r"layer 'unit1_conv', which is in none \(no 'starts_stage:'"):
+        checkpoints.names(graph, "theirs")
+
+
+def test_starts_stage_is_for_the_layer_table_only() -> None:
+    first = "  - {block: unit, filters: 4}\n  - {block: unit, starts"
+    text = SMALL.replace(first, first.replace("unit", "pair", 1), 1) % "starts_stage: 3"
+    with pytest.raises(SpecError, match="'starts_stage' numbers the layer table's rows"):
+        a.compile(text)
