@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
     from archcompiler.language.spec import Checkpoint
 
-__all__ = ["SUFFIXES", "convert", "detect", "load", "names", "read"]
+__all__ = ["SUFFIXES", "convert", "detect", "from_mapping", "load", "names", "read"]
 
 SUFFIXES = (".safetensors", ".npz", ".pth")
 """The files a checkpoint is read from."""
@@ -167,3 +167,16 @@ def load(path: str | Path, graph: ir.Graph) -> Weights | None:
     found = read(path, ignored(graph))
     fmt = detect(graph, list(found))
     return None if fmt is None else convert(graph, fmt, found, str(path))
+
+
+def from_mapping(graph: ir.Graph, state: Mapping[str, Any]) -> Weights | None:
+    """Canonical weights from an in-memory state_dict (arrays, or anything ``numpy.asarray``
+    takes: a CPU torch tensor) whose names are one of the spec's formats, else None."""
+    import numpy as np
+
+    skip = ignored(graph)
+    fmt = detect(graph, [k for k in state if isinstance(k, str)])
+    if fmt is None:
+        return None
+    found = {k: np.asarray(v) for k, v in state.items() if isinstance(k, str) and k.rsplit(".", 1)[-1] not in skip}
+    return convert(graph, fmt, found, "weights")

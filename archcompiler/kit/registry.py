@@ -207,6 +207,11 @@ def _read_weights(source: str | Path | Mapping[str, Any], graph: ir.Graph, backe
 
     if isinstance(source, Mapping):
         w = dict(source)
+        if graph.checkpoints:  # a state_dict by a checkpoint format's names (timm's)
+            from archcompiler import checkpoints
+
+            converted = checkpoints.from_mapping(graph, w)
+            w = w if converted is None else converted
         weights.check(graph, w)
         return w
     p = Path(source)

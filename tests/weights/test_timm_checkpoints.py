@@ -90,6 +90,18 @@ def test_mobilenet_v4_conv_small_loads_timm_names_in_torch(tmp_path: Path) -> No
     check("mobilenet_v4.yaml", "conv_small", "mobilenetv4_conv_small", "torch", 64, tmp_path, ".safetensors")
 
 
+@pytest.mark.slow
+@pytest.mark.torch
+def test_a_state_dict_in_memory_loads_by_timms_names() -> None:
+    """``weights=model.state_dict()`` (torch tensors, num_batches_tracked included) through the API."""
+    model = timm_model("mobilenetv4_conv_small")
+    compiled = a.compile(SPECS / "mobilenet_v4.yaml", variant="conv_small", resolution=64)
+    built = compiled.build("torch", weights=model.state_dict())
+    x = np.random.default_rng(1).standard_normal((2, 64, 64, 3)).astype(np.float32)
+    (ours,) = get_backend("torch").run(compiled.graph, built, x).values()
+    assert_close(ours, timm_output(model, x))
+
+
 TORCH_CASES = [
     ("mobilenet_v4.yaml", "conv_medium", "mobilenetv4_conv_medium", 64),
     ("mobilenet_v4.yaml", "conv_large", "mobilenetv4_conv_large", 64),
