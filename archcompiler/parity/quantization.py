@@ -385,17 +385,21 @@ def measure(
     reference: str = "torch",
     notes: Sequence[str] = (),
     batch: int = 16,
+    float_layers: Sequence[str] = (),
 ) -> list[QuantizationReport]:
     """One :class:`QuantizationReport` per quantized runtime (``<backend>-int8``), each built
     from ``weights`` and calibrated on ``inputs.calibration`` (an archcompiler.calibration
-    Calibration), measured on ``inputs.held_out`` against backend ``reference`` in float32.
+    Calibration), measured on ``inputs.held_out`` against backend ``reference`` in float32;
+    ``float_layers``: IR nodes every int8 build keeps in float (its ``float_layers`` option).
     Each runtime only exposes node values (``Backend.run`` on the nodes ``Backend.exposed``
     keeps); everything measured is computed here."""
     from archcompiler import weights as W
     from archcompiler.analysis.optimize import optimize
     from archcompiler.kit.registry import get_backend
     from archcompiler.parity.runs import loaded_model
+    from archcompiler.quantization import float_layers as checked
 
+    floats = checked(graph, list(float_layers))
     w = W.Weights(weights)
     names = [n.name for n in graph.nodes]
     ref_backend = get_backend(reference)
@@ -408,12 +412,14 @@ def measure(
         f"{described['calibration_samples']} calibration samples ({described['preprocessing']})",
         *([described["note"]] if "note" in described else []),
         *notes,
+        *([f"kept in float: {', '.join(floats)}"] if floats else []),
         "kernels: symmetric int8 rounding of the folded kernels (BatchNorm folded in), computed from the float weights",
         "output figures: the runtime run for its outputs alone; layers: run exposing every tensor it keeps",
     ]
     reports = []
     for runtime in runtimes:
-        backend = get_backend(runtime.removesuffix(QUANTIZED), quantize="int8", calibration=inputs)
+        options = {"float_layers": list(floats)} if floats else {}
+        backend = get_backend(runtime.removesuffix(QUANTIZED), quantize="int8", calibration=inputs, **options)
         model = loaded_model(backend, graph, w, "float32")
         layers, outputs = quantized_values(backend, graph, model, inputs.held_out, batch)
         report = quantization_report(
