@@ -48,9 +48,11 @@ class TfliteModel:
         mode = self.quantize if quantize is None else quantize
         if mode not in self._content:
             samples = self.calibration.calibration if self.calibration is not None else None
+            floats = self.float_layers if mode == "int8" else ()
             with recursion_room(graph):  # the converter saves the Keras model first
-                floats = self.float_layers if mode == "int8" else ()
-                data = convert(self.keras_model, mode, calibration=samples, io=self.io, float_layers=floats, graph=graph)
+                data = convert(
+                    self.keras_model, mode, calibration=samples, io=self.io, float_layers=floats, graph=graph
+                )
             check_signature(graph, data)
             self._content[mode] = data
         return self._content[mode]
