@@ -31,6 +31,7 @@ nodes on the same inputs.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -201,6 +202,8 @@ class QuantizationReport:
     degenerate: str = ""
     """Why the figures mean nothing (untrained weights), or ""."""
     notes: tuple[str, ...] = field(default=())
+    float_layers: tuple[str, ...] = ()
+    """The layers the quantized build kept in float (its ``float_layers`` option)."""
 
     def worst_layers(self, k: int = 3) -> list[LayerLoss]:
         """The ``k`` layers with the largest SQNR drop (where the loss starts)."""
@@ -432,5 +435,5 @@ def measure(
             reference_name=f"{reference} float32",
             notes=said,
         )
-        reports.append(report)
+        reports.append(dataclasses.replace(report, float_layers=floats))
     return reports

@@ -26,7 +26,7 @@ from archcompiler.backends.onnx.build import (
     with_outputs,
 )
 from archcompiler.backends.onnx.ops import HANDLERS, NON_TRAINABLE, Handler
-from archcompiler.backends.onnx.quantize import QuantizedOnnx, quantize
+from archcompiler.backends.onnx.quantize import DISABLED_OPTIMIZERS, QuantizedOnnx, quantize
 from archcompiler.backends.onnx.quantize import run as run_quantized
 from onnx import numpy_helper
 
@@ -248,6 +248,11 @@ class OnnxBackend(Backend):
             float_layers=quantization.float_layers(graph, self.float_layers),
         )
         report["size_bytes"] = {"float32": _as_model(model).ByteSize(), "int8": q.model.ByteSize()}
+        if report["float_layers"]:
+            report["load_with"] = (
+                f"onnxruntime.InferenceSession(path, disabled_optimizers={DISABLED_OPTIMIZERS!r}): otherwise "
+                "onnxruntime (1.21 and later) quantizes the float layers' weights when it loads the model"
+            )
         return q, report
 
     def save(self, graph: ir.Graph, model: Any, out_dir: Path) -> list[Path]:
