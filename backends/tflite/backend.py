@@ -84,6 +84,7 @@ class TfliteBackend(Backend):
     optimizable: ClassVar[bool] = True
     trains: ClassVar[bool] = False  # an inference runtime: no sgd_step
     multi_output: ClassVar[bool] = True
+    builds_quantized: ClassVar[bool] = True
     dtypes: ClassVar[tuple[str, ...]] = ("float32",)
     convention: ClassVar[str] = "keras"
     handlers: ClassVar[Mapping[str, Any]] = KerasBackend.handlers
