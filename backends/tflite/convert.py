@@ -99,11 +99,27 @@ def _selective(
                 raise BackendError(f"float_layers: {missing[0]!r} computes nothing in the TFLite model")
             denied = sorted({t for n in float_layers for t in ops[n]})
             debugger.options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=denied)
-            return bytes(debugger.get_nondebug_quantized_model())
+            content = bytes(debugger.get_nondebug_quantized_model())
         except BackendError:
             raise
         except Exception as exc:  # the converter raises bare ConverterErrors/RuntimeErrors
             raise BackendError(f"TFLite conversion of {model_name!r} failed: {exc}") from exc
+    _only_denied_in_float(interpreter(content, preserve_all=True), set(denied), model_name)
+    return content
+
+
+def _only_denied_in_float(it: Any, denied: set[str], model_name: str) -> None:
+    """Every op computing float but the denylisted ones and the DEQUANTIZE ops is an error: the
+    debugger's quantizer leaves an op without an int8 kernel in float silently, where the plain
+    int8 conversion (TFLITE_BUILTINS_INT8 only) fails."""
+    details = {d["index"]: d for d in it.get_tensor_details()}
+    for op in it._get_ops_details():
+        outs = [details[t] for t in op["outputs"]]
+        if op["op_name"] == "DEQUANTIZE" or not any(np.dtype(d["dtype"]) == np.float32 for d in outs):
+            continue
+        if not any(d["name"] in denied for d in outs):
+            what = f"op {op['op_name']} ({outs[0]['name']})"
+            raise BackendError(f"TFLite int8 of {model_name!r}: {what} has no int8 kernel, it would stay float")
 
 
 def layer_ops(graph: ir.Graph, it: Any, model_name: str) -> dict[str, set[str]]:
