@@ -9,7 +9,9 @@ Choices (measured in onnxruntime 1.32 on an AVX2 CPU without VNNI):
   activations onnxruntime's CPU provider fuses no residual Add or squeeze-excite Mul and leaves
   the convolutions around them in float;
 * ``reduce_range`` (7-bit weights, default on): AVX2's u8 x s8 multiply saturates without VNNI,
-  which costs accuracy on x86 machines without it; the file runs everywhere either way.
+  which costs accuracy on x86 machines without it; the file runs everywhere either way;
+* ``float_layers``: the ONNX nodes of those IR layers are left out (``nodes_to_exclude``), and
+  archc's sessions turn off the optimizer that would quantize them again (DISABLED_OPTIMIZERS).
 """
 
 from __future__ import annotations
