@@ -92,6 +92,16 @@ def _backend(backend: str | Backend, **options: Any) -> Backend:
     return backend
 
 
+def _builds_quantized(b: Backend) -> None:
+    """A quantized backend instance whose ``build`` would give its float model is refused."""
+    mode = getattr(b, "quantize", None)
+    if mode not in (None, "none") and not b.builds_quantized:
+        raise BackendError(
+            f"{b.name}: build() gives the float model this backend runs and loads weights into; its {mode} model "
+            f"is made when it saves: use build_to({b.name!r}, quantize={mode!r}, calibration=...)"
+        )
+
+
 INITS = ("archc", "framework")
 """Where a build without weights gets its weights: ``"archc"`` (the default) loads
 archcompiler.weights.training_init(graph, seed), the same tensors in every backend;
@@ -228,6 +238,10 @@ class Compiled:
         optimize: bool = False,
         init: str = "archc",
         seed: int | None = None,
+        quantize: str | None = None,
+        calibration: Any = None,
+        io: str | None = None,
+        float_layers: Any = None,
     ) -> Any:
         """Instantiate the model in ``backend``, verify it against the IR and load weights: the
         ``weights`` given (a file, read and checked against the IR, or canonical weights), else
@@ -236,8 +250,16 @@ class Compiled:
         own random initialisers). ``optimize``: return the inference model of
         archcompiler.analysis.optimize instead (BatchNorm folded, pads merged), checked equal to the
         unoptimised one within 1e-4; it has other weights (see there): :meth:`save`
-        recognises it and writes the optimised build's files."""
-        b, weights = _backend(backend), _weights(weights)
+        recognises it and writes the optimised build's files.
+
+        ``quantize``/``calibration``/``io``/``float_layers`` (as :meth:`build_to`): the quantized
+        model of a backend that builds and runs it (``Backend.builds_quantized``: ``"tflite"``,
+        whose model then converts to the quantized flatbuffer, ``model.content(graph)``, and runs
+        it); ``"onnx"`` quantizes only when it saves (the model it runs and loads weights into
+        is float), so there it is refused: use :meth:`build_to`."""
+        b = _backend(backend, quantize=quantize, calibration=calibration, io=io, float_layers=float_layers)
+        _builds_quantized(b)
+        weights = _weights(weights)
         return self._build(b, weights, A.flag(optimize, "optimize"), init, seed)[1]
 
     def build_optimized(
@@ -377,6 +399,7 @@ class Compiled:
         quantize: str | None = None,
         calibration: Any = None,
         io: str | None = None,
+        float_layers: Any = None,
     ) -> Built:
         """:meth:`build` then :meth:`save` (default folder :meth:`default_output_dir`):
         ``archc build``.
@@ -390,10 +413,11 @@ class Compiled:
         models differ. ``quantize``/``calibration``/``io``: the quantized file of a named
         backend (``"tflite"``: float16, dynamic or int8; ``"onnx"``: int8), calibrated on
         ``calibration`` (archcompiler.calibration: a folder of images, an .npy/.npz file,
-        ``"synthetic"`` or a loaded Calibration); a backend instance takes them itself."""
+        ``"synthetic"`` or a loaded Calibration); ``float_layers``: IR node names an int8 model
+        keeps in float; a backend instance takes them itself."""
         say = A.callback(progress, "progress") or _quiet
         # the backend, and what this build asks of it
-        b = _backend(backend, quantize=quantize, calibration=calibration, io=io)
+        b = _backend(backend, quantize=quantize, calibration=calibration, io=io, float_layers=float_layers)
         weights = _weights(weights)
         require_capabilities([b], multi_output=self.graph.multi_output, optimize=A.flag(optimize, "optimize"))
         # the output: its folder and every target, before any slow step

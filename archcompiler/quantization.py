@@ -86,8 +86,10 @@ def report(
     reference_name: str,
     weights: str,
     batch: int = 16,
+    float_layers: tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    """The quantized model's deviation from ``reference`` on ``inputs.held_out``."""
+    """The quantized model's deviation from ``reference`` on ``inputs.held_out`` (``float_layers``:
+    the layers the quantized model keeps in float, said in the report)."""
     names = measured_nodes(graph)
     x = inputs.held_out
     refs: dict[str, list[np.ndarray]] = {n: [] for n in names}
@@ -101,6 +103,7 @@ def report(
     got = {n: np.concatenate(v) for n, v in gots.items()}
     out: dict[str, Any] = {
         "quantize": quantize,
+        "float_layers": list(float_layers),
         "reference": reference_name,
         "weights": weights,
         "inputs": inputs.describe(),
@@ -114,3 +117,27 @@ def report(
     if any(r["reference_spread"] <= 1e-6 * max(r["max_abs_reference"], 1e-30) for r in flat):
         out["warning"] = "the float model's output barely varies across these inputs: the figures say little"
     return out
+
+
+def float_layers(graph: ir.Graph, names: Any) -> tuple[str, ...]:
+    """The IR nodes an int8 build is asked to keep in float (``float_layers``), checked against
+    ``graph``: a name or a list of names, each a computing node of the graph (not an input),
+    in graph order without repeats; an unknown one is a BackendError that suggests a close name.
+    Each backend maps them to its own ops (onnxruntime's ``nodes_to_exclude``, the TFLite
+    quantization debugger's ``denylisted_nodes``)."""
+    from archcompiler.kit.registry import BackendError
+    from archcompiler.language.source import did_you_mean
+
+    if names is None:
+        return ()
+    given = [names] if isinstance(names, str) else names
+    if not isinstance(given, list | tuple) or not all(isinstance(n, str) and n for n in given):
+        raise BackendError(f"float_layers: expected layer names (a list of strings), got {names!r}")
+    inputs = {i.name for i in graph.inputs}
+    layers = [n.name for n in graph.nodes if n.name not in inputs]
+    for name in given:
+        if name not in layers:
+            what = "is the model input, which is always quantized" if name in inputs else "is no layer"
+            raise BackendError(f"float_layers: {name!r} {what} of {graph.name!r}{did_you_mean(name, layers)}")
+    chosen = set(given)
+    return tuple(n for n in layers if n in chosen)

@@ -624,6 +624,12 @@ class Backend(ABC):
     dtypes: ClassVar[tuple[str, ...]] = ("float32",)
     """The dtypes ``build(graph, dtype=...)`` accepts (float64 is parity's oracle); a backend
     listing "float64" also implements ``model_dtype``. A capability, like the three above."""
+    builds_quantized: ClassVar[bool] = False
+    """Whether an instance made with ``quantize`` (int8 and the like) builds and runs the
+    quantized model itself (TFLite: ``build`` gives the model whose flatbuffer is the int8 one,
+    ``run`` runs it), rather than quantizing only when it saves (ONNX: the model it builds, runs
+    and loads weights into stays float; ``save`` writes the QDQ model). ``Compiled.build``
+    refuses a quantized instance of a backend that does not."""
 
     @property
     def ops(self) -> frozenset[str]:

@@ -31,6 +31,7 @@ nodes on the same inputs.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -201,6 +202,8 @@ class QuantizationReport:
     degenerate: str = ""
     """Why the figures mean nothing (untrained weights), or ""."""
     notes: tuple[str, ...] = field(default=())
+    float_layers: tuple[str, ...] = ()
+    """The layers the quantized build kept in float (its ``float_layers`` option)."""
 
     def worst_layers(self, k: int = 3) -> list[LayerLoss]:
         """The ``k`` layers with the largest SQNR drop (where the loss starts)."""
@@ -385,10 +388,12 @@ def measure(
     reference: str = "torch",
     notes: Sequence[str] = (),
     batch: int = 16,
+    float_layers: Sequence[str] = (),
 ) -> list[QuantizationReport]:
     """One :class:`QuantizationReport` per quantized runtime (``<backend>-int8``), each built
     from ``weights`` and calibrated on ``inputs.calibration`` (an archcompiler.calibration
-    Calibration), measured on ``inputs.held_out`` against backend ``reference`` in float32.
+    Calibration), measured on ``inputs.held_out`` against backend ``reference`` in float32;
+    ``float_layers``: IR nodes every int8 build keeps in float (its ``float_layers`` option).
     Each runtime only exposes node values (``Backend.run`` on the nodes ``Backend.exposed``
     keeps); everything measured is computed here."""
     from archcompiler import weights as W
@@ -396,6 +401,7 @@ def measure(
     from archcompiler.kit.registry import get_backend
     from archcompiler.parity.runs import loaded_model
 
+    floats = tuple(float_layers)  # checked by each backend's build (archcompiler.quantization.float_layers)
     w = W.Weights(weights)
     names = [n.name for n in graph.nodes]
     ref_backend = get_backend(reference)
@@ -408,12 +414,14 @@ def measure(
         f"{described['calibration_samples']} calibration samples ({described['preprocessing']})",
         *([described["note"]] if "note" in described else []),
         *notes,
+        *([f"kept in float: {', '.join(floats)}"] if floats else []),
         "kernels: symmetric int8 rounding of the folded kernels (BatchNorm folded in), computed from the float weights",
         "output figures: the runtime run for its outputs alone; layers: run exposing every tensor it keeps",
     ]
     reports = []
     for runtime in runtimes:
-        backend = get_backend(runtime.removesuffix(QUANTIZED), quantize="int8", calibration=inputs)
+        options = {"float_layers": list(floats)} if floats else {}
+        backend = get_backend(runtime.removesuffix(QUANTIZED), quantize="int8", calibration=inputs, **options)
         model = loaded_model(backend, graph, w, "float32")
         layers, outputs = quantized_values(backend, graph, model, inputs.held_out, batch)
         report = quantization_report(
@@ -426,5 +434,5 @@ def measure(
             reference_name=f"{reference} float32",
             notes=said,
         )
-        reports.append(report)
+        reports.append(dataclasses.replace(report, float_layers=floats))
     return reports

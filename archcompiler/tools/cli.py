@@ -515,7 +515,15 @@ def _quantize_options(net: Compiled, args: argparse.Namespace) -> dict[str, Any]
     calibration source is read here, before any framework is imported (a bad one: one line)."""
     from archcompiler import calibration
 
-    given = [(o, v) for o, v in (("--calibration", args.calibration), ("--pixels", args.pixels), ("--io", args.io))]
+    given = [
+        (o, v)
+        for o, v in (
+            ("--calibration", args.calibration),
+            ("--pixels", args.pixels),
+            ("--io", args.io),
+            ("--float-layers", args.float_layers),
+        )
+    ]
     if args.quantize != "int8":
         extra = next((o for o, v in given if v is not None and (o != "--calibration" or args.quantize is None)), None)
         if extra is not None:
@@ -527,12 +535,27 @@ def _quantize_options(net: Compiled, args: argparse.Namespace) -> dict[str, Any]
         options["quantize"] = args.quantize
     if args.io is not None:
         options["io"] = args.io
+    if args.float_layers is not None:
+        options["float_layers"] = _float_layers(net, args)
     if args.calibration is not None:
         try:
             options["calibration"] = calibration.load(args.calibration, net.graph, pixels=args.pixels)
         except calibration.CalibrationError as exc:
             raise SpecError(str(exc), file=net.loaded.file, path="--calibration") from None
     return options
+
+
+def _float_layers(net: Compiled, args: argparse.Namespace) -> list[str]:
+    """``--float-layers``, checked against the graph before any framework is imported."""
+    from archcompiler.kit.registry import BackendError
+    from archcompiler.quantization import float_layers
+
+    if getattr(args, "io", None) == "int8":
+        raise UsageError("--float-layers needs float32 input and output: leave out --io int8")
+    try:
+        return list(float_layers(net.graph, args.float_layers))
+    except BackendError as exc:
+        raise SpecError(str(exc).removeprefix("float_layers: "), file=net.loaded.file, path="--float-layers") from None
 
 
 def cmd_parity(args: argparse.Namespace) -> int:
@@ -547,8 +570,10 @@ def cmd_parity(args: argparse.Namespace) -> int:
             raise SpecError(str(exc), file=net.loaded.file, path="--backends") from None
     if any(is_quantized(b) for b in args.backends):
         return _quantization_report(args, net)
-    if args.calibration is not None or args.weights is not None:
-        flag = "--calibration" if args.calibration is not None else "--weights"
+    extra = {"--calibration": args.calibration, "--weights": args.weights, "--float-layers": args.float_layers}
+    extra["--format json"] = args.format if args.format != "table" else None
+    flag = next((f for f, v in extra.items() if v is not None), None)
+    if flag is not None:
         raise UsageError(f"{flag} is for a quantization report: name an int8 runtime in --backends (tflite-int8)")
     if len(set(args.backends)) < 2:
         raise UsageError("--backends: parity needs at least two backends")
@@ -628,11 +653,18 @@ def _quantization_report(args: argparse.Namespace, net: Compiled) -> int:
     else:
         weights = net_weights(net, args.weights)
         origin = f"weights: {args.weights}: {weights_origin(net.graph, weights)}"
+    floats_kept = _float_layers(net, args) if args.float_layers is not None else []
     say = _progress(args)
     if say is not None:
         say(f"parity: int8 report of {net.graph.name} in {', '.join(quantized)} on {len(inputs.held_out)} inputs")
-    reports = measure(net.graph, weights, inputs, quantized, reference=(floats or ["torch"])[0], notes=[origin])
-    print("\n\n".join(r.text() for r in reports))
+    reference = (floats or ["torch"])[0]
+    reports = measure(
+        net.graph, weights, inputs, quantized, reference=reference, notes=[origin], float_layers=floats_kept
+    )
+    if args.format == "json":
+        print(json.dumps([r.to_json() for r in reports], indent=2))
+    else:
+        print("\n\n".join(r.text() for r in reports))
     return 0
 
 
@@ -817,6 +849,7 @@ def _add_build(sub: Commands) -> None:
         "layer, else -1..1)",
     )
     sp.add_argument("--io", choices=["float32", "int8"], help="tflite int8: the input and output tensors' type")
+    _float_layers_option(sp, "int8")
     sp.add_argument("--input-layout", choices=["nchw", "nhwc"], help="onnx: the input's layout (default nchw)")
     sp.add_argument(
         "--optimize",
@@ -866,9 +899,25 @@ def _add_parity(sub: Commands) -> None:
         "or 'synthetic'; a disjoint part is held out to measure on",
     )
     sp.add_argument("--weights", help="with an int8 runtime: the weights to measure (default: archc's untrained init)")
+    _float_layers_option(sp, "with an int8 runtime")
+    sp.add_argument(
+        "--format",
+        choices=["table", "json"],
+        default="table",
+        help="with an int8 runtime: json prints one object per runtime (docs/deployment.md)",
+    )
     sp.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
     _verbose_option(sp)
     sp.set_defaults(func=cmd_parity)
+
+
+def _float_layers_option(sp: argparse.ArgumentParser, when: str) -> None:
+    sp.add_argument(
+        "--float-layers",
+        metavar="NAME[,NAME...]",
+        type=_list(str.strip),
+        help=f"{when}: layers (IR node names, as 'archc summary' lists them) the int8 model keeps in float",
+    )
 
 
 def _add_generate(sub: Commands) -> None:

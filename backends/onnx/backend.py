@@ -21,11 +21,12 @@ from archcompiler.backends.onnx.build import (
     build_model,
     input_layout,
     output_tensors,
+    owner,
     tensor_names,
     with_outputs,
 )
 from archcompiler.backends.onnx.ops import HANDLERS, NON_TRAINABLE, Handler
-from archcompiler.backends.onnx.quantize import QuantizedOnnx, quantize
+from archcompiler.backends.onnx.quantize import DISABLED_OPTIMIZERS, QuantizedOnnx, quantize
 from archcompiler.backends.onnx.quantize import run as run_quantized
 from onnx import numpy_helper
 
@@ -53,7 +54,8 @@ class OnnxBackend(Backend):
     ``quantize="int8"`` saves a statically quantized QDQ model instead (backends/onnx/quantize.py:
     per-channel int8 weights, uint8 activations calibrated on ``calibration``, a folder of
     images, an .npy/.npz file, "synthetic" or a loaded archcompiler.calibration.Calibration),
-    with ``<name>.quantization.json``, its deviation from the float model on held-out inputs.
+    with ``<name>.quantization.json``, its deviation from the float model on held-out inputs;
+    ``float_layers``: IR nodes whose ONNX nodes stay in float (``nodes_to_exclude``).
     The model this backend builds and runs stays the float one (weights, parity)."""
 
     name: ClassVar[str] = "onnx"
@@ -76,13 +78,16 @@ class OnnxBackend(Backend):
         calibration: Any = None,
         pixels: str | None = None,
         reduce_range: bool = True,
+        float_layers: Any = None,
     ) -> None:
         if quantize not in self.QUANTIZE:
             raise BackendError(f"onnx quantize must be one of {', '.join(self.QUANTIZE)}, got {quantize!r}")
         if quantize == "int8" and calibration is None:
             raise BackendError("quantize='int8' needs calibration: a folder of images, .npy/.npz or 'synthetic'")
         self.nhwc_input, self.quantize, self.calibration = nhwc_input, quantize, calibration
-        self.pixels, self.reduce_range = pixels, reduce_range
+        if float_layers is not None and quantize != "int8":
+            raise BackendError("float_layers is for quantize='int8': the layers an int8 model keeps in float")
+        self.pixels, self.reduce_range, self.float_layers = pixels, reduce_range, float_layers
 
     def build(self, graph: ir.Graph) -> onnx.ModelProto:
         """The model with archc's initial weights (weights.training_init, seed 0): ONNX has no
@@ -120,7 +125,7 @@ class OnnxBackend(Backend):
         ir_names = {n.name for n in graph.nodes}
         inits = {t.name for t in model.graph.initializer}
         for n in model.graph.node:
-            if _owner(n) not in ir_names and (t := next((t for t in n.input if t in inits), None)):
+            if owner(n) not in ir_names and (t := next((t for t in n.input if t in inits), None)):
                 raise BackendError(f"ONNX node {n.name!r} reads initializer {t!r} but belongs to no IR node")
         super().verify(graph, model)
 
@@ -170,10 +175,10 @@ class OnnxBackend(Backend):
         inits = {t.name: t for t in model.graph.initializer}
         out: dict[tuple[str, str], onnx.TensorProto] = {}
         for n in model.graph.node:
-            owner = _owner(n)
+            node = owner(n)
             for t in n.input:
                 if t in inits:
-                    out.setdefault((owner, t.removeprefix(f"{owner}.")), inits[t])
+                    out.setdefault((node, t.removeprefix(f"{node}.")), inits[t])
         return out
 
     def tensor_shape(self, tensor: onnx.TensorProto) -> tuple[int, ...]:
@@ -211,7 +216,9 @@ class OnnxBackend(Backend):
         inputs = calib.given(self.calibration, graph, self.pixels)
         opt = rewrite(self, graph, self.get_weights(graph, model))
         nhwc = input_layout(model) == "NHWC"
-        return quantize(opt, self.handlers, inputs, nhwc_input=nhwc, reduce_range=self.reduce_range), inputs
+        floats = quantization.float_layers(graph, self.float_layers)
+        q = quantize(opt, self.handlers, inputs, nhwc_input=nhwc, reduce_range=self.reduce_range, float_layers=floats)
+        return q, inputs
 
     def quantized_runner(self, graph: ir.Graph, model: Any) -> tuple[Any, frozenset[str]]:
         """(run, nodes) of the int8 QDQ model of ``model``: ``run(x, names)`` gives the named
@@ -238,8 +245,14 @@ class OnnxBackend(Backend):
             + ", uint8 activations, float32 input and output)",
             reference_name="float32 ONNX model of the same weights (onnxruntime)",
             weights=quantization.weights_origin(graph, self.get_weights(graph, model)),
+            float_layers=quantization.float_layers(graph, self.float_layers),
         )
         report["size_bytes"] = {"float32": _as_model(model).ByteSize(), "int8": q.model.ByteSize()}
+        if report["float_layers"]:
+            report["load_with"] = (
+                f"onnxruntime.InferenceSession(path, disabled_optimizers={DISABLED_OPTIMIZERS!r}): otherwise "
+                "onnxruntime (1.21 and later) quantizes the float layers' weights when it loads the model"
+            )
         return q, report
 
     def save(self, graph: ir.Graph, model: Any, out_dir: Path) -> list[Path]:
@@ -259,11 +272,6 @@ class OnnxBackend(Backend):
         ]
 
 
-def _owner(node: onnx.NodeProto) -> str:
-    """The IR node an ONNX node was emitted for (its name, up to the first ``/``)."""
-    return node.name.split("/", 1)[0]
-
-
 def _param_counts(model: onnx.ModelProto) -> tuple[dict[str, tuple[int, int]], list[str]]:
     """(trainable, non-trainable) initializer elements per owning IR node (BatchNormalization's
     mean and variance, and initializers marked NON_TRAINABLE, are the non-trainable ones; an
@@ -276,9 +284,9 @@ def _param_counts(model: onnx.ModelProto) -> tuple[dict[str, tuple[int, int]], l
             if t in unread:
                 init = unread.pop(t)
                 size = math.prod(init.dims)
-                trainable, stats = per_node.get(_owner(n), (0, 0))
+                trainable, stats = per_node.get(owner(n), (0, 0))
                 is_stat = (n.op_type == "BatchNormalization" and k >= 3) or init.doc_string == NON_TRAINABLE
-                per_node[_owner(n)] = (trainable, stats + size) if is_stat else (trainable + size, stats)
+                per_node[owner(n)] = (trainable, stats + size) if is_stat else (trainable + size, stats)
     return per_node, list(unread)
 
 

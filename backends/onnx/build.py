@@ -105,6 +105,11 @@ def build_model(
     return model
 
 
+def owner(node: onnx.NodeProto) -> str:
+    """The IR node an ONNX node was emitted for (its name, up to the first ``/``)."""
+    return node.name.split("/", 1)[0]
+
+
 def input_layout(model: onnx.ModelProto) -> str:
     """The model input's layout, "NCHW" or "NHWC", as build_model recorded it in the metadata."""
     props = {p.key: p.value for p in model.metadata_props}

@@ -9,7 +9,9 @@ Choices (measured in onnxruntime 1.32 on an AVX2 CPU without VNNI):
   activations onnxruntime's CPU provider fuses no residual Add or squeeze-excite Mul and leaves
   the convolutions around them in float;
 * ``reduce_range`` (7-bit weights, default on): AVX2's u8 x s8 multiply saturates without VNNI,
-  which costs accuracy on x86 machines without it; the file runs everywhere either way.
+  which costs accuracy on x86 machines without it; the file runs everywhere either way;
+* ``float_layers``: the ONNX nodes of those IR layers are left out (``nodes_to_exclude``), and
+  archc's sessions turn off the optimizer that would quantize them again (DISABLED_OPTIMIZERS).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any
 
 import numpy as np
 import onnx
-from archcompiler.backends.onnx.build import INPUT, build_model, input_layout, nchw, tensor_names, value_info
+from archcompiler.backends.onnx.build import INPUT, build_model, input_layout, nchw, owner, tensor_names, value_info
 
 from archcompiler import ir
 from archcompiler.analysis.optimize import Optimized
@@ -32,6 +34,12 @@ from archcompiler.kit.registry import BackendError
 from archcompiler.quiet import framework_output
 
 CALIBRATION_BATCH = 16
+DISABLED_OPTIMIZERS = ["WeightBiasQuantization"]
+"""onnxruntime's session optimizers to turn off for a QDQ model with float layers: since 1.21,
+WeightBiasQuantization quantizes a float Conv/Gemm's weights (one int8 scale per tensor) when
+the Conv sits between DequantizeLinear and QuantizeLinear, which undoes ``nodes_to_exclude``
+when the model is loaded (measured in 1.32: a kept-float conv with an outlier weight, 37 dB
+with it off, 2 dB with it on). Whoever runs the file passes it too (docs/deployment.md)."""
 
 
 @dataclass(frozen=True)
@@ -60,10 +68,29 @@ class _Reader:
         return next(self.batches, None)
 
 
+def excluded_nodes(model: onnx.ModelProto, optimized: Optimized, float_layers: tuple[str, ...]) -> list[str]:
+    """The ONNX nodes of ``model`` (built from ``optimized.graph``) that compute the original
+    graph's ``float_layers``: each layer's holder in the rewrite (a BatchNorm's conv), and the
+    ONNX nodes emitted for it (named ``<node>`` or ``<node>/...``)."""
+    emitted = {owner(n) for n in model.graph.node}
+    for layer in float_layers:
+        if optimized.names[layer] not in emitted:
+            raise BackendError(f"float_layers: {layer!r} computes nothing in the ONNX model (nothing to keep in float)")
+    holders = {optimized.names[n] for n in float_layers}
+    return [n.name for n in model.graph.node if owner(n) in holders]
+
+
 def quantize(
-    optimized: Optimized, handlers: Any, inputs: Calibration, *, nhwc_input: bool, reduce_range: bool
+    optimized: Optimized,
+    handlers: Any,
+    inputs: Calibration,
+    *,
+    nhwc_input: bool,
+    reduce_range: bool,
+    float_layers: tuple[str, ...] = (),
 ) -> QuantizedOnnx:
-    """The QDQ model of ``optimized`` (graph and folded weights), calibrated on ``inputs``."""
+    """The QDQ model of ``optimized`` (graph and folded weights), calibrated on ``inputs``;
+    the ONNX nodes of ``float_layers`` (original graph's names) are left in float."""
     from onnxruntime.quantization import (
         CalibrationMethod,
         QuantFormat,
@@ -87,6 +114,7 @@ def quantize(
                 weight_type=QuantType.QInt8,
                 reduce_range=reduce_range,
                 calibrate_method=CalibrationMethod.MinMax,
+                nodes_to_exclude=excluded_nodes(float_model, optimized, float_layers),
             )
         except Exception as exc:  # onnxruntime raises whatever its steps raise
             raise BackendError(f"ONNX int8 quantization of {optimized.graph.name!r} failed: {exc}") from exc
@@ -126,7 +154,9 @@ def run(q: QuantizedOnnx, x: np.ndarray, names: tuple[str, ...]) -> dict[str, np
             outputs.add(t)
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
-    session = ort.InferenceSession(extended.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(
+        extended.SerializeToString(), opts, providers=["CPUExecutionProvider"], disabled_optimizers=DISABLED_OPTIMIZERS
+    )
     feed = x if nhwc or x.ndim != 4 else np.ascontiguousarray(x.transpose(0, 3, 1, 2))
     order = list(dict.fromkeys(fetch.values()))
     values = dict(zip(order, session.run(order, {INPUT: np.asarray(feed, np.float32)}), strict=True))

@@ -40,21 +40,26 @@ class TfliteModel:
     quantize: str = "none"
     calibration: calib.Calibration | None = None
     io: str = "float32"
+    float_layers: tuple[str, ...] = ()
+    """IR nodes an int8 conversion keeps in float."""
     _content: dict[str, bytes] = field(default_factory=dict, repr=False)
 
     def content(self, graph: ir.Graph, quantize: str | None = None) -> bytes:
         mode = self.quantize if quantize is None else quantize
         if mode not in self._content:
             samples = self.calibration.calibration if self.calibration is not None else None
+            floats = self.float_layers if mode == "int8" else ()
             with recursion_room(graph):  # the converter saves the Keras model first
-                data = convert(self.keras_model, mode, calibration=samples, io=self.io)
+                data = convert(
+                    self.keras_model, mode, calibration=samples, io=self.io, float_layers=floats, graph=graph
+                )
             check_signature(graph, data)
             self._content[mode] = data
         return self._content[mode]
 
     def as_float(self) -> TfliteModel:
         """The float32 conversion of the same Keras model (sharing the converted files)."""
-        return TfliteModel(self.keras_model, "none", None, "float32", self._content)
+        return TfliteModel(self.keras_model, "none", None, "float32", (), self._content)
 
     def invalidate(self) -> None:
         self._content.clear()
@@ -71,20 +76,28 @@ class TfliteBackend(Backend):
     with reduced-precision weights; ``quantize="int8"`` to a full-integer model calibrated on
     ``calibration`` (archcompiler.calibration: a folder of images, an .npy/.npz file,
     "synthetic", or a loaded Calibration), with float32 or int8 input and output tensors
-    (``io``). Its deviation from float32 on held-out inputs is measured
-    (:meth:`quantization_error`) and written next to the model by :meth:`save`."""
+    (``io``), the ops of the IR nodes ``float_layers`` left in float (float32 io only). Its
+    deviation from float32 on held-out inputs is measured (:meth:`quantization_error`) and
+    written next to the model by :meth:`save`."""
 
     name: ClassVar[str] = "tflite"
     optimizable: ClassVar[bool] = True
     trains: ClassVar[bool] = False  # an inference runtime: no sgd_step
     multi_output: ClassVar[bool] = True
+    builds_quantized: ClassVar[bool] = True
     dtypes: ClassVar[tuple[str, ...]] = ("float32",)
     convention: ClassVar[str] = "keras"
     handlers: ClassVar[Mapping[str, Any]] = KerasBackend.handlers
     file_suffixes: ClassVar[tuple[str, ...]] = (".tflite", ".quantization.json")
 
     def __init__(
-        self, *, quantize: str = "none", calibration: Any = None, io: str = "float32", pixels: str | None = None
+        self,
+        *,
+        quantize: str = "none",
+        calibration: Any = None,
+        io: str = "float32",
+        pixels: str | None = None,
+        float_layers: Any = None,
     ) -> None:
         if quantize not in QUANTIZE:
             raise BackendError(f"tflite quantize must be one of {', '.join(QUANTIZE)}, got {quantize!r}")
@@ -94,12 +107,16 @@ class TfliteBackend(Backend):
             raise BackendError(f"io={io!r} is for quantize='int8' (a full-integer model)")
         if quantize == "int8" and calibration is None:
             raise BackendError("quantize='int8' needs calibration: a folder of images, .npy/.npz or 'synthetic'")
+        if float_layers is not None and (quantize != "int8" or io != "float32"):
+            raise BackendError("float_layers is for quantize='int8' with io='float32' (float ops need float tensors)")
         self.quantize, self.calibration, self.io, self.pixels = quantize, calibration, io, pixels
+        self.float_layers = float_layers
         self._keras = KerasBackend()
 
     def build(self, graph: ir.Graph) -> TfliteModel:
         inputs = calib.given(self.calibration, graph, self.pixels) if self.quantize != "none" else None
-        return TfliteModel(self._keras.build(graph), self.quantize, inputs, self.io)
+        floats = quantization.float_layers(graph, self.float_layers)
+        return TfliteModel(self._keras.build(graph), self.quantize, inputs, self.io, floats)
 
     def verify(self, graph: ir.Graph, model: Any) -> None:
         """The Keras model against the IR (every node's shape, both parameter counts); the
@@ -169,6 +186,7 @@ class TfliteBackend(Backend):
             quantize=m.quantize if m.quantize != "int8" else f"int8 (per-channel weights, {m.io} input and output)",
             reference_name="float32 TFLite conversion of the same weights",
             weights=quantization.weights_origin(graph, self.get_weights(graph, m)),
+            float_layers=m.float_layers if m.quantize == "int8" else (),
         )
         out["size_bytes"] = {"float32": len(m.content(graph, "none")), m.quantize: len(m.content(graph))}
         return out

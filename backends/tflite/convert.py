@@ -36,10 +36,17 @@ def _representative(calibration: np.ndarray) -> Any:
 
 
 def convert(
-    keras_model: Any, quantize: str = "none", *, calibration: np.ndarray | None = None, io: str = "float32"
+    keras_model: Any,
+    quantize: str = "none",
+    *,
+    calibration: np.ndarray | None = None,
+    io: str = "float32",
+    float_layers: tuple[str, ...] = (),
+    graph: ir.Graph | None = None,
 ) -> bytes:
     """The flatbuffer of ``keras_model`` (float32 unless ``quantize`` says otherwise); int8
-    needs ``calibration`` (NHWC model inputs) and takes ``io``."""
+    needs ``calibration`` (NHWC model inputs) and takes ``io``, and ``float_layers`` (nodes of
+    ``graph``, the model's IR) to keep in float (:func:`_selective`)."""
     from archcompiler.backends.keras._framework import tf
 
     if quantize not in QUANTIZE:
@@ -53,9 +60,13 @@ def convert(
         if calibration is None:
             raise BackendError("tflite int8 needs calibration inputs")
         converter.representative_dataset = _representative(calibration)
+        converter._experimental_disable_per_channel = False  # per-channel weights (the default, pinned)
+        if float_layers:
+            if graph is None or io != "float32":
+                raise BackendError("tflite float_layers: a model with float32 input and output (io='float32')")
+            return _selective(converter, calibration, graph, keras_model.name, float_layers)
         # an op without an int8 kernel fails the conversion instead of staying float
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter._experimental_disable_per_channel = False  # per-channel weights (the default, pinned)
         if io == "int8":
             converter.inference_input_type = tf.int8
             converter.inference_output_type = tf.int8
@@ -65,6 +76,72 @@ def convert(
             return bytes(converter.convert())
         except Exception as exc:  # the converter raises bare ConverterErrors/RuntimeErrors
             raise BackendError(f"TFLite conversion of {keras_model.name!r} failed: {exc}") from exc
+
+
+def _selective(
+    converter: Any, calibration: np.ndarray, graph: ir.Graph, model_name: str, float_layers: tuple[str, ...]
+) -> bytes:
+    """int8 with the ops computing ``float_layers`` left in float, TensorFlow's supported way:
+    the quantization debugger calibrates once, its options denylist those ops' output tensors
+    (named after the layers, :func:`layer_ops`), and its non-debug model is the one to ship.
+    Its input and output stay float32; the other ops are int8 as in :func:`convert`."""
+    from archcompiler.backends.keras._framework import tf
+
+    with framework_output():
+        try:
+            debugger = tf.lite.experimental.QuantizationDebugger(
+                converter=converter, debug_dataset=_representative(calibration)
+            )
+            calibrated = interpreter(debugger.calibrated_model)
+            ops = layer_ops(graph, calibrated, model_name)
+            missing = [n for n in float_layers if n not in ops]
+            if missing:
+                raise BackendError(f"float_layers: {missing[0]!r} computes nothing in the TFLite model")
+            denied = sorted({t for n in float_layers for t in ops[n]})
+            debugger.options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=denied)
+            content = bytes(debugger.get_nondebug_quantized_model())
+        except BackendError:
+            raise
+        except Exception as exc:  # the converter raises bare ConverterErrors/RuntimeErrors
+            raise BackendError(f"TFLite conversion of {model_name!r} failed: {exc}") from exc
+    _only_denied_in_float(interpreter(content, preserve_all=True), set(denied), model_name)
+    return content
+
+
+def _only_denied_in_float(it: Any, denied: set[str], model_name: str) -> None:
+    """Every op computing float but the denylisted ones and the DEQUANTIZE ops is an error: the
+    debugger's quantizer leaves an op without an int8 kernel in float silently, where the plain
+    int8 conversion (TFLITE_BUILTINS_INT8 only) fails."""
+    details = {d["index"]: d for d in it.get_tensor_details()}
+    for op in it._get_ops_details():
+        outs = [details[t] for t in op["outputs"]]
+        if op["op_name"] == "DEQUANTIZE" or not any(np.dtype(d["dtype"]) == np.float32 for d in outs):
+            continue
+        if not any(d["name"] in denied for d in outs):
+            what = f"op {op['op_name']} ({outs[0]['name']})"
+            raise BackendError(f"TFLite int8 of {model_name!r}: {what} has no int8 kernel, it would stay float")
+
+
+def layer_ops(graph: ir.Graph, it: Any, model_name: str) -> dict[str, set[str]]:
+    """IR node -> the output tensor names of the ops that compute it: the ops whose tensor is
+    named after it (a conv, its BatchNorm and activation fused into one op are all named), and
+    for a node named by none (a BatchNorm folded into its conv's weights), the ops of its
+    nearest named input."""
+    details = {d["index"]: d for d in it.get_tensor_details()}
+    named: dict[str, set[str]] = {}
+    for op in it._get_ops_details():  # LiteRT has no public equivalent
+        for t in op["outputs"]:
+            for segment in details[t]["name"].split(";"):
+                node = _layer_of(segment, model_name, graph)
+                if node is not None:
+                    named.setdefault(node, set()).add(details[t]["name"])
+    out: dict[str, set[str]] = {}
+    for node in graph.nodes:
+        if node.name in named:
+            out[node.name] = named[node.name]
+        elif node.inputs and node.inputs[0] in out:
+            out[node.name] = out[node.inputs[0]]
+    return out
 
 
 def interpreter(content: bytes, *, preserve_all: bool = False) -> Any:
