@@ -264,3 +264,16 @@ def test_every_generated_module_has_one_function_per_block_kind(path: Path) -> N
             instances.setdefault(node.span.block, set()).add(node.span.instance)
     functions = {n.name for n in tree.body if isinstance(n, ast.FunctionDef) and n.name.endswith("_block")}
     assert functions == {f"{block}_block" for block, seen in instances.items() if len(seen) >= 2}
+
+
+def test_keras_lettered_blocks_are_one_kind() -> None:
+    """Keras names EfficientNetV2's blocks by stage and letter (block2a, block2b): the letter
+    is an index like the number, so every mbconv instance is a row of one kind, (stage, letter)
+    its first columns: Keras' B0 table has 1, 2, 2, 3, 5 and 8 blocks per stage."""
+    graph = a.lower(a.load(ROOT / "specs/efficientnet_v2.yaml"))
+    structure = folding.fold(graph, {op: FakeHandler(op) for op in ir.IR_OPS}, "fake")
+    (kind,) = structure.kinds
+    assert kind.function == "mbconv_block" and [p for p, _ in kind.params][:2] == ["index", "letter"]
+    repeats = (1, 2, 2, 3, 5, 8)
+    assert [row[:2] for row in kind.rows] == [(s, "abcdefgh"[j]) for s, n in enumerate(repeats, 1) for j in range(n)]
+    assert 'f"block{index}{letter}_project_conv"' in [site.name for site in kind.sites]
