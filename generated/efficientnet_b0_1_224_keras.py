@@ -34,7 +34,8 @@ RESOLUTION = (224, 224)
 def mbconv_block(
     x: keras.KerasTensor,
     tensors: dict[str, keras.KerasTensor],
-    prefix: str,
+    index: int,
+    letter: str,
     source: str | None,
     kernel_size: int,
     strides: int,
@@ -48,48 +49,51 @@ def mbconv_block(
     dwconv_pad: bool,
     has_layers: bool,
 ) -> keras.KerasTensor:
-    """One 'mbconv' block of the spec, 17 layers: {prefix}expand_conv, ..., {prefix}add. A layer some
-    instances lack runs under its flag."""
+    """One 'mbconv' block of the spec, 17 layers: block#{letter}_expand_conv, ..., block#{letter}_add
+    (# = the block's number). A layer some instances lack runs under its flag."""
     if expand:
-        x = layers.Conv2D(filters_2, 1, use_bias=False, name=f"{prefix}expand_conv")(x)
-        x = layers.BatchNormalization(momentum=0.99, epsilon=0.001, name=f"{prefix}expand_bn")(x)
-        x = layers.Activation("silu", name=f"{prefix}expand_activation")(x)
+        x = layers.Conv2D(filters_2, 1, use_bias=False, name=f"block{index}{letter}_expand_conv")(x)
+        x = layers.BatchNormalization(momentum=0.99, epsilon=0.001, name=f"block{index}{letter}_expand_bn")(x)
+        x = layers.Activation("silu", name=f"block{index}{letter}_expand_activation")(x)
     if dwconv_pad:
-        x = layers.ZeroPadding2D(dwconv_pad_padding, name=f"{prefix}dwconv_pad")(x)
-    x = layers.DepthwiseConv2D(kernel_size, strides=strides, padding=padding, use_bias=False, name=f"{prefix}dwconv")(x)
-    x = layers.BatchNormalization(momentum=0.99, epsilon=0.001, name=f"{prefix}bn")(x)
-    x = layers.Activation("silu", name=f"{prefix}activation")(x)
-    tensors[f"{prefix}activation"] = x
-    x = layers.GlobalAveragePooling2D(keepdims=True, name=f"{prefix}se_squeeze")(x)
-    x = layers.Conv2D(filters, 1, name=f"{prefix}se_reduce")(x)
-    x = layers.Activation("silu", name=f"{prefix}se_reduce_activation")(x)
-    x = layers.Conv2D(filters_2, 1, name=f"{prefix}se_expand")(x)
-    x = layers.Activation("sigmoid", name=f"{prefix}se_expand_activation")(x)
-    tensors[f"{prefix}se_expand_activation"] = x
-    x = layers.Multiply(name=f"{prefix}se_excite")(
-        [tensors[f"{prefix}activation"], tensors[f"{prefix}se_expand_activation"]]
+        x = layers.ZeroPadding2D(dwconv_pad_padding, name=f"block{index}{letter}_dwconv_pad")(x)
+    x = layers.DepthwiseConv2D(
+        kernel_size, strides=strides, padding=padding, use_bias=False, name=f"block{index}{letter}_dwconv"
+    )(x)
+    x = layers.BatchNormalization(momentum=0.99, epsilon=0.001, name=f"block{index}{letter}_bn")(x)
+    x = layers.Activation("silu", name=f"block{index}{letter}_activation")(x)
+    tensors[f"block{index}{letter}_activation"] = x
+    x = layers.GlobalAveragePooling2D(keepdims=True, name=f"block{index}{letter}_se_squeeze")(x)
+    x = layers.Conv2D(filters, 1, name=f"block{index}{letter}_se_reduce")(x)
+    x = layers.Activation("silu", name=f"block{index}{letter}_se_reduce_activation")(x)
+    x = layers.Conv2D(filters_2, 1, name=f"block{index}{letter}_se_expand")(x)
+    x = layers.Activation("sigmoid", name=f"block{index}{letter}_se_expand_activation")(x)
+    tensors[f"block{index}{letter}_se_expand_activation"] = x
+    x = layers.Multiply(name=f"block{index}{letter}_se_excite")(
+        [tensors[f"block{index}{letter}_activation"], tensors[f"block{index}{letter}_se_expand_activation"]]
     )
-    x = layers.Conv2D(filters_3, 1, use_bias=False, name=f"{prefix}project_conv")(x)
-    x = layers.BatchNormalization(momentum=0.99, epsilon=0.001, name=f"{prefix}project_bn")(x)
-    tensors[f"{prefix}project_bn"] = x
+    x = layers.Conv2D(filters_3, 1, use_bias=False, name=f"block{index}{letter}_project_conv")(x)
+    x = layers.BatchNormalization(momentum=0.99, epsilon=0.001, name=f"block{index}{letter}_project_bn")(x)
+    tensors[f"block{index}{letter}_project_bn"] = x
     if has_layers:
-        x = layers.Dropout(has_layers_rate, name=f"{prefix}drop")(x)
-        tensors[f"{prefix}drop"] = x
-        x = layers.Add(name=f"{prefix}add")([tensors[f"{prefix}drop"], tensors[source]])
-        tensors[f"{prefix}add"] = x
+        x = layers.Dropout(has_layers_rate, name=f"block{index}{letter}_drop")(x)
+        tensors[f"block{index}{letter}_drop"] = x
+        x = layers.Add(name=f"block{index}{letter}_add")([tensors[f"block{index}{letter}_drop"], tensors[source]])
+        tensors[f"block{index}{letter}_add"] = x
     return x
 
 
 BLOCKS = (
-    (mbconv_block, "block1a_", None, 3, 1, "same", 8, 32, 16, None, None, False, False, False),
-    (mbconv_block, "block2a_", None, 3, 2, "valid", 4, 96, 24, None, ((0, 1), (0, 1)), True, True, False),
-    (mbconv_block, "block2b_", "block2a_project_bn", 3, 1, "same", 6, 144, 24, 0.025, None, True, False, True),
-    (mbconv_block, "block3a_", None, 5, 2, "valid", 6, 144, 40, None, ((1, 2), (1, 2)), True, True, False),
-    (mbconv_block, "block3b_", "block3a_project_bn", 5, 1, "same", 10, 240, 40, 0.05, None, True, False, True),
-    (mbconv_block, "block4a_", None, 3, 2, "valid", 10, 240, 80, None, ((0, 1), (0, 1)), True, True, False),
+    (mbconv_block, 1, "a", None, 3, 1, "same", 8, 32, 16, None, None, False, False, False),
+    (mbconv_block, 2, "a", None, 3, 2, "valid", 4, 96, 24, None, ((0, 1), (0, 1)), True, True, False),
+    (mbconv_block, 2, "b", "block2a_project_bn", 3, 1, "same", 6, 144, 24, 0.025, None, True, False, True),
+    (mbconv_block, 3, "a", None, 5, 2, "valid", 6, 144, 40, None, ((1, 2), (1, 2)), True, True, False),
+    (mbconv_block, 3, "b", "block3a_project_bn", 5, 1, "same", 10, 240, 40, 0.05, None, True, False, True),
+    (mbconv_block, 4, "a", None, 3, 2, "valid", 10, 240, 80, None, ((0, 1), (0, 1)), True, True, False),
     (
         mbconv_block,
-        "block4b_",
+        4,
+        "b",
         "block4a_project_bn",
         3,
         1,
@@ -103,14 +107,15 @@ BLOCKS = (
         False,
         True,
     ),
-    (mbconv_block, "block4c_", "block4b_add", 3, 1, "same", 20, 480, 80, 0.08750000000000001, None, True, False, True),
-    (mbconv_block, "block5a_", None, 5, 1, "same", 20, 480, 112, None, None, True, False, False),
-    (mbconv_block, "block5b_", "block5a_project_bn", 5, 1, "same", 28, 672, 112, 0.1125, None, True, False, True),
-    (mbconv_block, "block5c_", "block5b_add", 5, 1, "same", 28, 672, 112, 0.125, None, True, False, True),
-    (mbconv_block, "block6a_", None, 5, 2, "valid", 28, 672, 192, None, ((1, 2), (1, 2)), True, True, False),
+    (mbconv_block, 4, "c", "block4b_add", 3, 1, "same", 20, 480, 80, 0.08750000000000001, None, True, False, True),
+    (mbconv_block, 5, "a", None, 5, 1, "same", 20, 480, 112, None, None, True, False, False),
+    (mbconv_block, 5, "b", "block5a_project_bn", 5, 1, "same", 28, 672, 112, 0.1125, None, True, False, True),
+    (mbconv_block, 5, "c", "block5b_add", 5, 1, "same", 28, 672, 112, 0.125, None, True, False, True),
+    (mbconv_block, 6, "a", None, 5, 2, "valid", 28, 672, 192, None, ((1, 2), (1, 2)), True, True, False),
     (
         mbconv_block,
-        "block6b_",
+        6,
+        "b",
         "block6a_project_bn",
         5,
         1,
@@ -124,24 +129,9 @@ BLOCKS = (
         False,
         True,
     ),
-    (mbconv_block, "block6c_", "block6b_add", 5, 1, "same", 48, 1152, 192, 0.1625, None, True, False, True),
-    (
-        mbconv_block,
-        "block6d_",
-        "block6c_add",
-        5,
-        1,
-        "same",
-        48,
-        1152,
-        192,
-        0.17500000000000002,
-        None,
-        True,
-        False,
-        True,
-    ),
-    (mbconv_block, "block7a_", None, 3, 1, "same", 48, 1152, 320, None, None, True, False, False),
+    (mbconv_block, 6, "c", "block6b_add", 5, 1, "same", 48, 1152, 192, 0.1625, None, True, False, True),
+    (mbconv_block, 6, "d", "block6c_add", 5, 1, "same", 48, 1152, 192, 0.17500000000000002, None, True, False, True),
+    (mbconv_block, 7, "a", None, 3, 1, "same", 48, 1152, 320, None, None, True, False, False),
 )
 """One row per block, in order: the block's function, then its arguments."""
 

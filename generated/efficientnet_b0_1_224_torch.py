@@ -85,7 +85,8 @@ class Multiply(nn.Module):
 
 
 def mbconv_block(
-    prefix: str,
+    index: int,
+    letter: str,
     source: str | None,
     in_channels: int,
     kernel_size: int,
@@ -100,44 +101,48 @@ def mbconv_block(
     dwconv_pad: bool,
     has_layers: bool,
 ) -> dict[str, Entry]:
-    """One 'mbconv' block of the spec, 17 layers: {prefix}expand_conv, ..., {prefix}add. A layer some
-    instances lack runs under its flag."""
+    """One 'mbconv' block of the spec, 17 layers: block#{letter}_expand_conv, ..., block#{letter}_add
+    (# = the block's number). A layer some instances lack runs under its flag."""
     layers: dict[str, Entry] = {}
     if expand:
-        layers[f"{prefix}expand_conv"] = nn.Conv2d(expand_in_channels, in_channels, 1, bias=False)
-        layers[f"{prefix}expand_bn"] = BiasedBatchNorm(in_channels, eps=0.001, momentum=0.01)
-        layers[f"{prefix}expand_activation"] = nn.SiLU(inplace=True)
+        layers[f"block{index}{letter}_expand_conv"] = nn.Conv2d(expand_in_channels, in_channels, 1, bias=False)
+        layers[f"block{index}{letter}_expand_bn"] = BiasedBatchNorm(in_channels, eps=0.001, momentum=0.01)
+        layers[f"block{index}{letter}_expand_activation"] = nn.SiLU(inplace=True)
     if dwconv_pad:
-        layers[f"{prefix}dwconv_pad"] = nn.ZeroPad2d(dwconv_pad_padding)
-    layers[f"{prefix}dwconv"] = nn.Conv2d(
+        layers[f"block{index}{letter}_dwconv_pad"] = nn.ZeroPad2d(dwconv_pad_padding)
+    layers[f"block{index}{letter}_dwconv"] = nn.Conv2d(
         in_channels, in_channels, kernel_size, stride=stride, padding=padding, groups=in_channels, bias=False
     )
-    layers[f"{prefix}bn"] = BiasedBatchNorm(in_channels, eps=0.001, momentum=0.01)
-    layers[f"{prefix}activation"] = nn.SiLU(inplace=True)
-    layers[f"{prefix}se_squeeze"] = nn.AdaptiveAvgPool2d(1)
-    layers[f"{prefix}se_reduce"] = nn.Conv2d(in_channels, out_channels, 1, bias=True)
-    layers[f"{prefix}se_reduce_activation"] = nn.SiLU(inplace=True)
-    layers[f"{prefix}se_expand"] = nn.Conv2d(out_channels, in_channels, 1, bias=True)
-    layers[f"{prefix}se_expand_activation"] = nn.Sigmoid()
-    layers[f"{prefix}se_excite"] = (Multiply(), (f"{prefix}activation", f"{prefix}se_expand_activation"))
-    layers[f"{prefix}project_conv"] = nn.Conv2d(in_channels, out_channels_2, 1, bias=False)
-    layers[f"{prefix}project_bn"] = BiasedBatchNorm(out_channels_2, eps=0.001, momentum=0.01)
+    layers[f"block{index}{letter}_bn"] = BiasedBatchNorm(in_channels, eps=0.001, momentum=0.01)
+    layers[f"block{index}{letter}_activation"] = nn.SiLU(inplace=True)
+    layers[f"block{index}{letter}_se_squeeze"] = nn.AdaptiveAvgPool2d(1)
+    layers[f"block{index}{letter}_se_reduce"] = nn.Conv2d(in_channels, out_channels, 1, bias=True)
+    layers[f"block{index}{letter}_se_reduce_activation"] = nn.SiLU(inplace=True)
+    layers[f"block{index}{letter}_se_expand"] = nn.Conv2d(out_channels, in_channels, 1, bias=True)
+    layers[f"block{index}{letter}_se_expand_activation"] = nn.Sigmoid()
+    layers[f"block{index}{letter}_se_excite"] = (
+        Multiply(),
+        (f"block{index}{letter}_activation", f"block{index}{letter}_se_expand_activation"),
+    )
+    layers[f"block{index}{letter}_project_conv"] = nn.Conv2d(in_channels, out_channels_2, 1, bias=False)
+    layers[f"block{index}{letter}_project_bn"] = BiasedBatchNorm(out_channels_2, eps=0.001, momentum=0.01)
     if has_layers:
-        layers[f"{prefix}drop"] = nn.Dropout(has_layers_p)
-        layers[f"{prefix}add"] = (Add(), (f"{prefix}drop", source))
+        layers[f"block{index}{letter}_drop"] = nn.Dropout(has_layers_p)
+        layers[f"block{index}{letter}_add"] = (Add(), (f"block{index}{letter}_drop", source))
     return layers
 
 
 BLOCKS = (
-    (mbconv_block, "block1a_", None, 32, 3, 1, 1, 8, 16, None, None, None, False, False, False),
-    (mbconv_block, "block2a_", None, 96, 3, 2, 0, 4, 24, 16, None, (0, 1, 0, 1), True, True, False),
-    (mbconv_block, "block2b_", "block2a_project_bn", 144, 3, 1, 1, 6, 24, 24, 0.025, None, True, False, True),
-    (mbconv_block, "block3a_", None, 144, 5, 2, 0, 6, 40, 24, None, (1, 2, 1, 2), True, True, False),
-    (mbconv_block, "block3b_", "block3a_project_bn", 240, 5, 1, 2, 10, 40, 40, 0.05, None, True, False, True),
-    (mbconv_block, "block4a_", None, 240, 3, 2, 0, 10, 80, 40, None, (0, 1, 0, 1), True, True, False),
+    (mbconv_block, 1, "a", None, 32, 3, 1, 1, 8, 16, None, None, None, False, False, False),
+    (mbconv_block, 2, "a", None, 96, 3, 2, 0, 4, 24, 16, None, (0, 1, 0, 1), True, True, False),
+    (mbconv_block, 2, "b", "block2a_project_bn", 144, 3, 1, 1, 6, 24, 24, 0.025, None, True, False, True),
+    (mbconv_block, 3, "a", None, 144, 5, 2, 0, 6, 40, 24, None, (1, 2, 1, 2), True, True, False),
+    (mbconv_block, 3, "b", "block3a_project_bn", 240, 5, 1, 2, 10, 40, 40, 0.05, None, True, False, True),
+    (mbconv_block, 4, "a", None, 240, 3, 2, 0, 10, 80, 40, None, (0, 1, 0, 1), True, True, False),
     (
         mbconv_block,
-        "block4b_",
+        4,
+        "b",
         "block4a_project_bn",
         480,
         3,
@@ -152,14 +157,15 @@ BLOCKS = (
         False,
         True,
     ),
-    (mbconv_block, "block4c_", "block4b_add", 480, 3, 1, 1, 20, 80, 80, 0.08750000000000001, None, True, False, True),
-    (mbconv_block, "block5a_", None, 480, 5, 1, 2, 20, 112, 80, None, None, True, False, False),
-    (mbconv_block, "block5b_", "block5a_project_bn", 672, 5, 1, 2, 28, 112, 112, 0.1125, None, True, False, True),
-    (mbconv_block, "block5c_", "block5b_add", 672, 5, 1, 2, 28, 112, 112, 0.125, None, True, False, True),
-    (mbconv_block, "block6a_", None, 672, 5, 2, 0, 28, 192, 112, None, (1, 2, 1, 2), True, True, False),
+    (mbconv_block, 4, "c", "block4b_add", 480, 3, 1, 1, 20, 80, 80, 0.08750000000000001, None, True, False, True),
+    (mbconv_block, 5, "a", None, 480, 5, 1, 2, 20, 112, 80, None, None, True, False, False),
+    (mbconv_block, 5, "b", "block5a_project_bn", 672, 5, 1, 2, 28, 112, 112, 0.1125, None, True, False, True),
+    (mbconv_block, 5, "c", "block5b_add", 672, 5, 1, 2, 28, 112, 112, 0.125, None, True, False, True),
+    (mbconv_block, 6, "a", None, 672, 5, 2, 0, 28, 192, 112, None, (1, 2, 1, 2), True, True, False),
     (
         mbconv_block,
-        "block6b_",
+        6,
+        "b",
         "block6a_project_bn",
         1152,
         5,
@@ -174,25 +180,9 @@ BLOCKS = (
         False,
         True,
     ),
-    (mbconv_block, "block6c_", "block6b_add", 1152, 5, 1, 2, 48, 192, 192, 0.1625, None, True, False, True),
-    (
-        mbconv_block,
-        "block6d_",
-        "block6c_add",
-        1152,
-        5,
-        1,
-        2,
-        48,
-        192,
-        192,
-        0.17500000000000002,
-        None,
-        True,
-        False,
-        True,
-    ),
-    (mbconv_block, "block7a_", None, 1152, 3, 1, 1, 48, 320, 192, None, None, True, False, False),
+    (mbconv_block, 6, "c", "block6b_add", 1152, 5, 1, 2, 48, 192, 192, 0.1625, None, True, False, True),
+    (mbconv_block, 6, "d", "block6c_add", 1152, 5, 1, 2, 48, 192, 192, 0.17500000000000002, None, True, False, True),
+    (mbconv_block, 7, "a", None, 1152, 3, 1, 1, 48, 320, 192, None, None, True, False, False),
 )
 """One row per block, in order: the block's function, then its arguments."""
 

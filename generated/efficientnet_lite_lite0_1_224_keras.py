@@ -41,14 +41,14 @@ def inverted_residual_block(
     kernel_size: int,
     strides: int,
     filters: int,
-    block_filters: int | None,
-    block_: bool,
-    block_add: bool,
+    has_layers_filters: int | None,
+    has_layers: bool,
+    add: bool,
 ) -> keras.KerasTensor:
     """One 'inverted_residual' block of the spec, 9 layers: block#_conv_pw, ..., block#_add (# = the
     block's number). A layer some instances lack runs under its flag."""
-    if block_:
-        x = layers.Conv2D(block_filters, 1, use_bias=False, name=f"block{index}_conv_pw")(x)
+    if has_layers:
+        x = layers.Conv2D(has_layers_filters, 1, use_bias=False, name=f"block{index}_conv_pw")(x)
         x = layers.BatchNormalization(momentum=0.99, epsilon=0.001, name=f"block{index}_bn1")(x)
         x = layers.ReLU(6.0, name=f"block{index}_act1")(x)
     x = layers.DepthwiseConv2D(
@@ -59,7 +59,7 @@ def inverted_residual_block(
     x = layers.Conv2D(filters, 1, use_bias=False, name=f"block{index}_conv_pwl")(x)
     x = layers.BatchNormalization(momentum=0.99, epsilon=0.001, name=f"block{index}_bn3")(x)
     tensors[f"block{index}_bn3"] = x
-    if block_add:
+    if add:
         x = layers.Add(name=f"block{index}_add")([tensors[source], tensors[f"block{index}_bn3"]])
         tensors[f"block{index}_add"] = x
     return x

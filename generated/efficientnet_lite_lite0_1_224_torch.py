@@ -84,16 +84,16 @@ def inverted_residual_block(
     stride: int,
     padding: int,
     out_channels: int,
-    block_in_channels: int | None,
+    has_layers_in_channels: int | None,
     padding_2: tuple[int, ...],
-    block_: bool,
-    block_add: bool,
+    has_layers: bool,
+    add: bool,
 ) -> dict[str, Entry]:
     """One 'inverted_residual' block of the spec, 10 layers: block#_conv_pw, ..., block#_add (# = the
     block's number). A layer some instances lack runs under its flag."""
     layers: dict[str, Entry] = {}
-    if block_:
-        layers[f"block{index}_conv_pw"] = nn.Conv2d(block_in_channels, in_channels, 1, bias=False)
+    if has_layers:
+        layers[f"block{index}_conv_pw"] = nn.Conv2d(has_layers_in_channels, in_channels, 1, bias=False)
         layers[f"block{index}_bn1"] = BiasedBatchNorm(in_channels, eps=0.001, momentum=0.01)
         layers[f"block{index}_act1"] = nn.ReLU6(inplace=True)
     layers[f"block{index}_conv_dw_pad"] = nn.ZeroPad2d(padding_2)
@@ -104,7 +104,7 @@ def inverted_residual_block(
     layers[f"block{index}_act2"] = nn.ReLU6(inplace=True)
     layers[f"block{index}_conv_pwl"] = nn.Conv2d(in_channels, out_channels, 1, bias=False)
     layers[f"block{index}_bn3"] = BiasedBatchNorm(out_channels, eps=0.001, momentum=0.01)
-    if block_add:
+    if add:
         layers[f"block{index}_add"] = (Add(), (source, f"block{index}_bn3"))
     return layers
 

@@ -31,258 +31,378 @@ WIDTH = 1.0
 RESOLUTION = (224, 224)
 
 
-def blocka_expand_conv_block(
-    x: keras.KerasTensor, tensors: dict[str, keras.KerasTensor], index: int, filters: int, filters_2: int
-) -> keras.KerasTensor:
-    """One repeated block of 5 layers: block#a_expand_conv, block#a_expand_bn,
-    block#a_expand_activation, block#a_project_conv, block#a_project_bn (# = the block's
-    number)."""
-    x = layers.Conv2D(filters, 3, strides=2, padding="same", use_bias=False, name=f"block{index}a_expand_conv")(x)
-    x = layers.BatchNormalization(momentum=0.9, epsilon=0.001, name=f"block{index}a_expand_bn")(x)
-    x = layers.Activation("silu", name=f"block{index}a_expand_activation")(x)
-    x = layers.Conv2D(filters_2, 1, use_bias=False, name=f"block{index}a_project_conv")(x)
-    x = layers.BatchNormalization(momentum=0.9, epsilon=0.001, name=f"block{index}a_project_bn")(x)
-    tensors[f"block{index}a_project_bn"] = x
-    return x
-
-
-def blockb_expand_conv_block(
+def mbconv_block(
     x: keras.KerasTensor,
     tensors: dict[str, keras.KerasTensor],
     index: int,
-    source: str,
+    letter: str,
+    source: str | None,
     filters: int,
-    filters_2: int,
-    rate: float,
+    kernel_size: int,
+    padding: str,
+    expand_filters: int | None,
+    expand_kernel_size: int | None,
+    expand_strides: int | None,
+    expand_padding: str | None,
+    has_layers_strides: int | None,
+    has_layers_filters: int | None,
+    has_layers_rate: float | None,
+    expand: bool,
+    has_layers: bool,
+    project_activation: bool,
+    has_layers_2: bool,
 ) -> keras.KerasTensor:
-    """One repeated block of 7 layers: block#b_expand_conv, block#b_expand_bn,
-    block#b_expand_activation, block#b_project_conv, block#b_project_bn, block#b_drop,
-    block#b_add (# = the block's number)."""
-    x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"block{index}b_expand_conv")(x)
-    x = layers.BatchNormalization(momentum=0.9, epsilon=0.001, name=f"block{index}b_expand_bn")(x)
-    x = layers.Activation("silu", name=f"block{index}b_expand_activation")(x)
-    x = layers.Conv2D(filters_2, 1, use_bias=False, name=f"block{index}b_project_conv")(x)
-    x = layers.BatchNormalization(momentum=0.9, epsilon=0.001, name=f"block{index}b_project_bn")(x)
-    x = layers.Dropout(rate, name=f"block{index}b_drop")(x)
-    tensors[f"block{index}b_drop"] = x
-    x = layers.Add(name=f"block{index}b_add")([tensors[f"block{index}b_drop"], tensors[source]])
-    return x
-
-
-def blocka_expand_conv_block_2(
-    x: keras.KerasTensor,
-    tensors: dict[str, keras.KerasTensor],
-    index: int,
-    filters: int,
-    strides: int,
-    filters_2: int,
-    filters_3: int,
-) -> keras.KerasTensor:
-    """One repeated block of 14 layers: block#a_expand_conv, block#a_expand_bn,
-    block#a_expand_activation, block#a_dwconv#, block#a_bn, block#a_activation,
-    block#a_se_squeeze, block#a_se_reduce, block#a_se_reduce_activation, block#a_se_expand,
-    block#a_se_expand_activation, block#a_se_excite, block#a_project_conv, block#a_project_bn (#
-    = the block's number)."""
-    x = layers.Conv2D(filters, 1, use_bias=False, name=f"block{index}a_expand_conv")(x)
-    x = layers.BatchNormalization(momentum=0.9, epsilon=0.001, name=f"block{index}a_expand_bn")(x)
-    x = layers.Activation("silu", name=f"block{index}a_expand_activation")(x)
-    x = layers.DepthwiseConv2D(3, strides=strides, padding="same", use_bias=False, name=f"block{index}a_dwconv2")(x)
-    x = layers.BatchNormalization(momentum=0.9, epsilon=0.001, name=f"block{index}a_bn")(x)
-    x = layers.Activation("silu", name=f"block{index}a_activation")(x)
-    tensors[f"block{index}a_activation"] = x
-    x = layers.GlobalAveragePooling2D(keepdims=True, name=f"block{index}a_se_squeeze")(x)
-    x = layers.Conv2D(filters_2, 1, name=f"block{index}a_se_reduce")(x)
-    x = layers.Activation("silu", name=f"block{index}a_se_reduce_activation")(x)
-    x = layers.Conv2D(filters, 1, name=f"block{index}a_se_expand")(x)
-    x = layers.Activation("sigmoid", name=f"block{index}a_se_expand_activation")(x)
-    tensors[f"block{index}a_se_expand_activation"] = x
-    x = layers.Multiply(name=f"block{index}a_se_excite")(
-        [tensors[f"block{index}a_activation"], tensors[f"block{index}a_se_expand_activation"]]
+    """One 'mbconv' block of the spec, 17 layers: block#{letter}_expand_conv, ..., block#{letter}_add
+    (# = the block's number). A layer some instances lack runs under its flag."""
+    if expand:
+        x = layers.Conv2D(
+            expand_filters,
+            expand_kernel_size,
+            strides=expand_strides,
+            padding=expand_padding,
+            use_bias=False,
+            name=f"block{index}{letter}_expand_conv",
+        )(x)
+        x = layers.BatchNormalization(momentum=0.9, epsilon=0.001, name=f"block{index}{letter}_expand_bn")(x)
+        x = layers.Activation("silu", name=f"block{index}{letter}_expand_activation")(x)
+    if has_layers:
+        x = layers.DepthwiseConv2D(
+            3, strides=has_layers_strides, padding="same", use_bias=False, name=f"block{index}{letter}_dwconv2"
+        )(x)
+        x = layers.BatchNormalization(momentum=0.9, epsilon=0.001, name=f"block{index}{letter}_bn")(x)
+        x = layers.Activation("silu", name=f"block{index}{letter}_activation")(x)
+        tensors[f"block{index}{letter}_activation"] = x
+        x = layers.GlobalAveragePooling2D(keepdims=True, name=f"block{index}{letter}_se_squeeze")(x)
+        x = layers.Conv2D(has_layers_filters, 1, name=f"block{index}{letter}_se_reduce")(x)
+        x = layers.Activation("silu", name=f"block{index}{letter}_se_reduce_activation")(x)
+        x = layers.Conv2D(expand_filters, 1, name=f"block{index}{letter}_se_expand")(x)
+        x = layers.Activation("sigmoid", name=f"block{index}{letter}_se_expand_activation")(x)
+        tensors[f"block{index}{letter}_se_expand_activation"] = x
+        x = layers.Multiply(name=f"block{index}{letter}_se_excite")(
+            [tensors[f"block{index}{letter}_activation"], tensors[f"block{index}{letter}_se_expand_activation"]]
+        )
+    x = layers.Conv2D(filters, kernel_size, padding=padding, use_bias=False, name=f"block{index}{letter}_project_conv")(
+        x
     )
-    x = layers.Conv2D(filters_3, 1, use_bias=False, name=f"block{index}a_project_conv")(x)
-    x = layers.BatchNormalization(momentum=0.9, epsilon=0.001, name=f"block{index}a_project_bn")(x)
-    tensors[f"block{index}a_project_bn"] = x
-    return x
-
-
-def blockb_expand_conv_block_2(
-    x: keras.KerasTensor,
-    tensors: dict[str, keras.KerasTensor],
-    index: int,
-    source: str,
-    filters: int,
-    filters_2: int,
-    filters_3: int,
-    rate: float,
-) -> keras.KerasTensor:
-    """One repeated block of 16 layers: block#b_expand_conv, block#b_expand_bn,
-    block#b_expand_activation, block#b_dwconv#, block#b_bn, block#b_activation,
-    block#b_se_squeeze, block#b_se_reduce, block#b_se_reduce_activation, block#b_se_expand,
-    block#b_se_expand_activation, block#b_se_excite, block#b_project_conv, block#b_project_bn,
-    block#b_drop, block#b_add (# = the block's number)."""
-    x = layers.Conv2D(filters, 1, use_bias=False, name=f"block{index}b_expand_conv")(x)
-    x = layers.BatchNormalization(momentum=0.9, epsilon=0.001, name=f"block{index}b_expand_bn")(x)
-    x = layers.Activation("silu", name=f"block{index}b_expand_activation")(x)
-    x = layers.DepthwiseConv2D(3, padding="same", use_bias=False, name=f"block{index}b_dwconv2")(x)
-    x = layers.BatchNormalization(momentum=0.9, epsilon=0.001, name=f"block{index}b_bn")(x)
-    x = layers.Activation("silu", name=f"block{index}b_activation")(x)
-    tensors[f"block{index}b_activation"] = x
-    x = layers.GlobalAveragePooling2D(keepdims=True, name=f"block{index}b_se_squeeze")(x)
-    x = layers.Conv2D(filters_2, 1, name=f"block{index}b_se_reduce")(x)
-    x = layers.Activation("silu", name=f"block{index}b_se_reduce_activation")(x)
-    x = layers.Conv2D(filters, 1, name=f"block{index}b_se_expand")(x)
-    x = layers.Activation("sigmoid", name=f"block{index}b_se_expand_activation")(x)
-    tensors[f"block{index}b_se_expand_activation"] = x
-    x = layers.Multiply(name=f"block{index}b_se_excite")(
-        [tensors[f"block{index}b_activation"], tensors[f"block{index}b_se_expand_activation"]]
-    )
-    x = layers.Conv2D(filters_3, 1, use_bias=False, name=f"block{index}b_project_conv")(x)
-    x = layers.BatchNormalization(momentum=0.9, epsilon=0.001, name=f"block{index}b_project_bn")(x)
-    x = layers.Dropout(rate, name=f"block{index}b_drop")(x)
-    tensors[f"block{index}b_drop"] = x
-    x = layers.Add(name=f"block{index}b_add")([tensors[f"block{index}b_drop"], tensors[source]])
-    tensors[f"block{index}b_add"] = x
-    return x
-
-
-def blockc_expand_conv_block(
-    x: keras.KerasTensor,
-    tensors: dict[str, keras.KerasTensor],
-    index: int,
-    source: str,
-    filters: int,
-    filters_2: int,
-    filters_3: int,
-    rate: float,
-) -> keras.KerasTensor:
-    """One repeated block of 16 layers: block#c_expand_conv, block#c_expand_bn,
-    block#c_expand_activation, block#c_dwconv#, block#c_bn, block#c_activation,
-    block#c_se_squeeze, block#c_se_reduce, block#c_se_reduce_activation, block#c_se_expand,
-    block#c_se_expand_activation, block#c_se_excite, block#c_project_conv, block#c_project_bn,
-    block#c_drop, block#c_add (# = the block's number)."""
-    x = layers.Conv2D(filters, 1, use_bias=False, name=f"block{index}c_expand_conv")(x)
-    x = layers.BatchNormalization(momentum=0.9, epsilon=0.001, name=f"block{index}c_expand_bn")(x)
-    x = layers.Activation("silu", name=f"block{index}c_expand_activation")(x)
-    x = layers.DepthwiseConv2D(3, padding="same", use_bias=False, name=f"block{index}c_dwconv2")(x)
-    x = layers.BatchNormalization(momentum=0.9, epsilon=0.001, name=f"block{index}c_bn")(x)
-    x = layers.Activation("silu", name=f"block{index}c_activation")(x)
-    tensors[f"block{index}c_activation"] = x
-    x = layers.GlobalAveragePooling2D(keepdims=True, name=f"block{index}c_se_squeeze")(x)
-    x = layers.Conv2D(filters_2, 1, name=f"block{index}c_se_reduce")(x)
-    x = layers.Activation("silu", name=f"block{index}c_se_reduce_activation")(x)
-    x = layers.Conv2D(filters, 1, name=f"block{index}c_se_expand")(x)
-    x = layers.Activation("sigmoid", name=f"block{index}c_se_expand_activation")(x)
-    tensors[f"block{index}c_se_expand_activation"] = x
-    x = layers.Multiply(name=f"block{index}c_se_excite")(
-        [tensors[f"block{index}c_activation"], tensors[f"block{index}c_se_expand_activation"]]
-    )
-    x = layers.Conv2D(filters_3, 1, use_bias=False, name=f"block{index}c_project_conv")(x)
-    x = layers.BatchNormalization(momentum=0.9, epsilon=0.001, name=f"block{index}c_project_bn")(x)
-    x = layers.Dropout(rate, name=f"block{index}c_drop")(x)
-    tensors[f"block{index}c_drop"] = x
-    x = layers.Add(name=f"block{index}c_add")([tensors[f"block{index}c_drop"], tensors[source]])
-    tensors[f"block{index}c_add"] = x
-    return x
-
-
-def blockd_expand_conv_block(
-    x: keras.KerasTensor,
-    tensors: dict[str, keras.KerasTensor],
-    index: int,
-    source: str,
-    filters: int,
-    filters_2: int,
-    filters_3: int,
-    rate: float,
-) -> keras.KerasTensor:
-    """One repeated block of 16 layers: block#d_expand_conv, block#d_expand_bn,
-    block#d_expand_activation, block#d_dwconv#, block#d_bn, block#d_activation,
-    block#d_se_squeeze, block#d_se_reduce, block#d_se_reduce_activation, block#d_se_expand,
-    block#d_se_expand_activation, block#d_se_excite, block#d_project_conv, block#d_project_bn,
-    block#d_drop, block#d_add (# = the block's number)."""
-    x = layers.Conv2D(filters, 1, use_bias=False, name=f"block{index}d_expand_conv")(x)
-    x = layers.BatchNormalization(momentum=0.9, epsilon=0.001, name=f"block{index}d_expand_bn")(x)
-    x = layers.Activation("silu", name=f"block{index}d_expand_activation")(x)
-    x = layers.DepthwiseConv2D(3, padding="same", use_bias=False, name=f"block{index}d_dwconv2")(x)
-    x = layers.BatchNormalization(momentum=0.9, epsilon=0.001, name=f"block{index}d_bn")(x)
-    x = layers.Activation("silu", name=f"block{index}d_activation")(x)
-    tensors[f"block{index}d_activation"] = x
-    x = layers.GlobalAveragePooling2D(keepdims=True, name=f"block{index}d_se_squeeze")(x)
-    x = layers.Conv2D(filters_2, 1, name=f"block{index}d_se_reduce")(x)
-    x = layers.Activation("silu", name=f"block{index}d_se_reduce_activation")(x)
-    x = layers.Conv2D(filters, 1, name=f"block{index}d_se_expand")(x)
-    x = layers.Activation("sigmoid", name=f"block{index}d_se_expand_activation")(x)
-    tensors[f"block{index}d_se_expand_activation"] = x
-    x = layers.Multiply(name=f"block{index}d_se_excite")(
-        [tensors[f"block{index}d_activation"], tensors[f"block{index}d_se_expand_activation"]]
-    )
-    x = layers.Conv2D(filters_3, 1, use_bias=False, name=f"block{index}d_project_conv")(x)
-    x = layers.BatchNormalization(momentum=0.9, epsilon=0.001, name=f"block{index}d_project_bn")(x)
-    x = layers.Dropout(rate, name=f"block{index}d_drop")(x)
-    tensors[f"block{index}d_drop"] = x
-    x = layers.Add(name=f"block{index}d_add")([tensors[f"block{index}d_drop"], tensors[source]])
-    tensors[f"block{index}d_add"] = x
-    return x
-
-
-def blocke_expand_conv_block(
-    x: keras.KerasTensor,
-    tensors: dict[str, keras.KerasTensor],
-    index: int,
-    source: str,
-    filters: int,
-    filters_2: int,
-    filters_3: int,
-    rate: float,
-) -> keras.KerasTensor:
-    """One repeated block of 16 layers: block#e_expand_conv, block#e_expand_bn,
-    block#e_expand_activation, block#e_dwconv#, block#e_bn, block#e_activation,
-    block#e_se_squeeze, block#e_se_reduce, block#e_se_reduce_activation, block#e_se_expand,
-    block#e_se_expand_activation, block#e_se_excite, block#e_project_conv, block#e_project_bn,
-    block#e_drop, block#e_add (# = the block's number)."""
-    x = layers.Conv2D(filters, 1, use_bias=False, name=f"block{index}e_expand_conv")(x)
-    x = layers.BatchNormalization(momentum=0.9, epsilon=0.001, name=f"block{index}e_expand_bn")(x)
-    x = layers.Activation("silu", name=f"block{index}e_expand_activation")(x)
-    x = layers.DepthwiseConv2D(3, padding="same", use_bias=False, name=f"block{index}e_dwconv2")(x)
-    x = layers.BatchNormalization(momentum=0.9, epsilon=0.001, name=f"block{index}e_bn")(x)
-    x = layers.Activation("silu", name=f"block{index}e_activation")(x)
-    tensors[f"block{index}e_activation"] = x
-    x = layers.GlobalAveragePooling2D(keepdims=True, name=f"block{index}e_se_squeeze")(x)
-    x = layers.Conv2D(filters_2, 1, name=f"block{index}e_se_reduce")(x)
-    x = layers.Activation("silu", name=f"block{index}e_se_reduce_activation")(x)
-    x = layers.Conv2D(filters, 1, name=f"block{index}e_se_expand")(x)
-    x = layers.Activation("sigmoid", name=f"block{index}e_se_expand_activation")(x)
-    tensors[f"block{index}e_se_expand_activation"] = x
-    x = layers.Multiply(name=f"block{index}e_se_excite")(
-        [tensors[f"block{index}e_activation"], tensors[f"block{index}e_se_expand_activation"]]
-    )
-    x = layers.Conv2D(filters_3, 1, use_bias=False, name=f"block{index}e_project_conv")(x)
-    x = layers.BatchNormalization(momentum=0.9, epsilon=0.001, name=f"block{index}e_project_bn")(x)
-    x = layers.Dropout(rate, name=f"block{index}e_drop")(x)
-    tensors[f"block{index}e_drop"] = x
-    x = layers.Add(name=f"block{index}e_add")([tensors[f"block{index}e_drop"], tensors[source]])
-    tensors[f"block{index}e_add"] = x
+    x = layers.BatchNormalization(momentum=0.9, epsilon=0.001, name=f"block{index}{letter}_project_bn")(x)
+    tensors[f"block{index}{letter}_project_bn"] = x
+    if project_activation:
+        x = layers.Activation("silu", name=f"block{index}{letter}_project_activation")(x)
+    if has_layers_2:
+        x = layers.Dropout(has_layers_rate, name=f"block{index}{letter}_drop")(x)
+        tensors[f"block{index}{letter}_drop"] = x
+        x = layers.Add(name=f"block{index}{letter}_add")([tensors[f"block{index}{letter}_drop"], tensors[source]])
+        tensors[f"block{index}{letter}_add"] = x
     return x
 
 
 BLOCKS = (
-    (blocka_expand_conv_block, 2, 64, 32),
-    (blockb_expand_conv_block, 2, "block2a_project_bn", 128, 32, 0.01904761904761905),
-    (blocka_expand_conv_block, 3, 128, 48),
-    (blockb_expand_conv_block, 3, "block3a_project_bn", 192, 48, 0.0380952380952381),
-    (blocka_expand_conv_block_2, 4, 192, 2, 12, 96),
-    (blockb_expand_conv_block_2, 4, "block4a_project_bn", 384, 24, 96, 0.05714285714285715),
-    (blockc_expand_conv_block, 4, "block4b_add", 384, 24, 96, 0.06666666666666668),
-    (blocka_expand_conv_block_2, 5, 576, 1, 24, 112),
-    (blockb_expand_conv_block_2, 5, "block5a_project_bn", 672, 28, 112, 0.08571428571428572),
-    (blockc_expand_conv_block, 5, "block5b_add", 672, 28, 112, 0.09523809523809523),
-    (blockd_expand_conv_block, 5, "block5c_add", 672, 28, 112, 0.10476190476190476),
-    (blocke_expand_conv_block, 5, "block5d_add", 672, 28, 112, 0.1142857142857143),
-    (blocka_expand_conv_block_2, 6, 672, 2, 28, 192),
-    (blockb_expand_conv_block_2, 6, "block6a_project_bn", 1152, 48, 192, 0.13333333333333336),
-    (blockc_expand_conv_block, 6, "block6b_add", 1152, 48, 192, 0.14285714285714285),
-    (blockd_expand_conv_block, 6, "block6c_add", 1152, 48, 192, 0.1523809523809524),
-    (blocke_expand_conv_block, 6, "block6d_add", 1152, 48, 192, 0.1619047619047619),
+    (mbconv_block, 1, "a", None, 16, 3, "same", None, None, None, None, None, None, None, False, False, True, False),
+    (mbconv_block, 2, "a", None, 32, 1, "valid", 64, 3, 2, "same", None, None, None, True, False, False, False),
+    (
+        mbconv_block,
+        2,
+        "b",
+        "block2a_project_bn",
+        32,
+        1,
+        "valid",
+        128,
+        3,
+        1,
+        "same",
+        None,
+        None,
+        0.01904761904761905,
+        True,
+        False,
+        False,
+        True,
+    ),
+    (mbconv_block, 3, "a", None, 48, 1, "valid", 128, 3, 2, "same", None, None, None, True, False, False, False),
+    (
+        mbconv_block,
+        3,
+        "b",
+        "block3a_project_bn",
+        48,
+        1,
+        "valid",
+        192,
+        3,
+        1,
+        "same",
+        None,
+        None,
+        0.0380952380952381,
+        True,
+        False,
+        False,
+        True,
+    ),
+    (mbconv_block, 4, "a", None, 96, 1, "valid", 192, 1, 1, "valid", 2, 12, None, True, True, False, False),
+    (
+        mbconv_block,
+        4,
+        "b",
+        "block4a_project_bn",
+        96,
+        1,
+        "valid",
+        384,
+        1,
+        1,
+        "valid",
+        1,
+        24,
+        0.05714285714285715,
+        True,
+        True,
+        False,
+        True,
+    ),
+    (
+        mbconv_block,
+        4,
+        "c",
+        "block4b_add",
+        96,
+        1,
+        "valid",
+        384,
+        1,
+        1,
+        "valid",
+        1,
+        24,
+        0.06666666666666668,
+        True,
+        True,
+        False,
+        True,
+    ),
+    (mbconv_block, 5, "a", None, 112, 1, "valid", 576, 1, 1, "valid", 1, 24, None, True, True, False, False),
+    (
+        mbconv_block,
+        5,
+        "b",
+        "block5a_project_bn",
+        112,
+        1,
+        "valid",
+        672,
+        1,
+        1,
+        "valid",
+        1,
+        28,
+        0.08571428571428572,
+        True,
+        True,
+        False,
+        True,
+    ),
+    (
+        mbconv_block,
+        5,
+        "c",
+        "block5b_add",
+        112,
+        1,
+        "valid",
+        672,
+        1,
+        1,
+        "valid",
+        1,
+        28,
+        0.09523809523809523,
+        True,
+        True,
+        False,
+        True,
+    ),
+    (
+        mbconv_block,
+        5,
+        "d",
+        "block5c_add",
+        112,
+        1,
+        "valid",
+        672,
+        1,
+        1,
+        "valid",
+        1,
+        28,
+        0.10476190476190476,
+        True,
+        True,
+        False,
+        True,
+    ),
+    (
+        mbconv_block,
+        5,
+        "e",
+        "block5d_add",
+        112,
+        1,
+        "valid",
+        672,
+        1,
+        1,
+        "valid",
+        1,
+        28,
+        0.1142857142857143,
+        True,
+        True,
+        False,
+        True,
+    ),
+    (mbconv_block, 6, "a", None, 192, 1, "valid", 672, 1, 1, "valid", 2, 28, None, True, True, False, False),
+    (
+        mbconv_block,
+        6,
+        "b",
+        "block6a_project_bn",
+        192,
+        1,
+        "valid",
+        1152,
+        1,
+        1,
+        "valid",
+        1,
+        48,
+        0.13333333333333336,
+        True,
+        True,
+        False,
+        True,
+    ),
+    (
+        mbconv_block,
+        6,
+        "c",
+        "block6b_add",
+        192,
+        1,
+        "valid",
+        1152,
+        1,
+        1,
+        "valid",
+        1,
+        48,
+        0.14285714285714285,
+        True,
+        True,
+        False,
+        True,
+    ),
+    (
+        mbconv_block,
+        6,
+        "d",
+        "block6c_add",
+        192,
+        1,
+        "valid",
+        1152,
+        1,
+        1,
+        "valid",
+        1,
+        48,
+        0.1523809523809524,
+        True,
+        True,
+        False,
+        True,
+    ),
+    (
+        mbconv_block,
+        6,
+        "e",
+        "block6d_add",
+        192,
+        1,
+        "valid",
+        1152,
+        1,
+        1,
+        "valid",
+        1,
+        48,
+        0.1619047619047619,
+        True,
+        True,
+        False,
+        True,
+    ),
+    (
+        mbconv_block,
+        6,
+        "f",
+        "block6e_add",
+        192,
+        1,
+        "valid",
+        1152,
+        1,
+        1,
+        "valid",
+        1,
+        48,
+        0.17142857142857143,
+        True,
+        True,
+        False,
+        True,
+    ),
+    (
+        mbconv_block,
+        6,
+        "g",
+        "block6f_add",
+        192,
+        1,
+        "valid",
+        1152,
+        1,
+        1,
+        "valid",
+        1,
+        48,
+        0.18095238095238098,
+        True,
+        True,
+        False,
+        True,
+    ),
+    (
+        mbconv_block,
+        6,
+        "h",
+        "block6g_add",
+        192,
+        1,
+        "valid",
+        1152,
+        1,
+        1,
+        "valid",
+        1,
+        48,
+        0.19047619047619047,
+        True,
+        True,
+        False,
+        True,
+    ),
 )
 """One row per block, in order: the block's function, then its arguments."""
 
@@ -295,76 +415,8 @@ def build_model() -> keras.Model:
     x = layers.Conv2D(32, 3, strides=2, padding="same", use_bias=False, name="stem_conv")(x)
     x = layers.BatchNormalization(momentum=0.9, epsilon=0.001, name="stem_bn")(x)
     x = layers.Activation("silu", name="stem_activation")(x)
-    x = layers.Conv2D(16, 3, padding="same", use_bias=False, name="block1a_project_conv")(x)
-    x = layers.BatchNormalization(momentum=0.9, epsilon=0.001, name="block1a_project_bn")(x)
-    x = layers.Activation("silu", name="block1a_project_activation")(x)
     for block, *args in BLOCKS:
         x = block(x, tensors, *args)
-    x = layers.Conv2D(1152, 1, use_bias=False, name="block6f_expand_conv")(x)
-    x = layers.BatchNormalization(momentum=0.9, epsilon=0.001, name="block6f_expand_bn")(x)
-    x = layers.Activation("silu", name="block6f_expand_activation")(x)
-    x = layers.DepthwiseConv2D(3, padding="same", use_bias=False, name="block6f_dwconv2")(x)
-    x = layers.BatchNormalization(momentum=0.9, epsilon=0.001, name="block6f_bn")(x)
-    x = layers.Activation("silu", name="block6f_activation")(x)
-    tensors["block6f_activation"] = x
-    x = layers.GlobalAveragePooling2D(keepdims=True, name="block6f_se_squeeze")(x)
-    x = layers.Conv2D(48, 1, name="block6f_se_reduce")(x)
-    x = layers.Activation("silu", name="block6f_se_reduce_activation")(x)
-    x = layers.Conv2D(1152, 1, name="block6f_se_expand")(x)
-    x = layers.Activation("sigmoid", name="block6f_se_expand_activation")(x)
-    tensors["block6f_se_expand_activation"] = x
-    x = layers.Multiply(name="block6f_se_excite")(
-        [tensors["block6f_activation"], tensors["block6f_se_expand_activation"]]
-    )
-    x = layers.Conv2D(192, 1, use_bias=False, name="block6f_project_conv")(x)
-    x = layers.BatchNormalization(momentum=0.9, epsilon=0.001, name="block6f_project_bn")(x)
-    x = layers.Dropout(0.17142857142857143, name="block6f_drop")(x)
-    tensors["block6f_drop"] = x
-    x = layers.Add(name="block6f_add")([tensors["block6f_drop"], tensors["block6e_add"]])
-    tensors["block6f_add"] = x
-    x = layers.Conv2D(1152, 1, use_bias=False, name="block6g_expand_conv")(x)
-    x = layers.BatchNormalization(momentum=0.9, epsilon=0.001, name="block6g_expand_bn")(x)
-    x = layers.Activation("silu", name="block6g_expand_activation")(x)
-    x = layers.DepthwiseConv2D(3, padding="same", use_bias=False, name="block6g_dwconv2")(x)
-    x = layers.BatchNormalization(momentum=0.9, epsilon=0.001, name="block6g_bn")(x)
-    x = layers.Activation("silu", name="block6g_activation")(x)
-    tensors["block6g_activation"] = x
-    x = layers.GlobalAveragePooling2D(keepdims=True, name="block6g_se_squeeze")(x)
-    x = layers.Conv2D(48, 1, name="block6g_se_reduce")(x)
-    x = layers.Activation("silu", name="block6g_se_reduce_activation")(x)
-    x = layers.Conv2D(1152, 1, name="block6g_se_expand")(x)
-    x = layers.Activation("sigmoid", name="block6g_se_expand_activation")(x)
-    tensors["block6g_se_expand_activation"] = x
-    x = layers.Multiply(name="block6g_se_excite")(
-        [tensors["block6g_activation"], tensors["block6g_se_expand_activation"]]
-    )
-    x = layers.Conv2D(192, 1, use_bias=False, name="block6g_project_conv")(x)
-    x = layers.BatchNormalization(momentum=0.9, epsilon=0.001, name="block6g_project_bn")(x)
-    x = layers.Dropout(0.18095238095238098, name="block6g_drop")(x)
-    tensors["block6g_drop"] = x
-    x = layers.Add(name="block6g_add")([tensors["block6g_drop"], tensors["block6f_add"]])
-    tensors["block6g_add"] = x
-    x = layers.Conv2D(1152, 1, use_bias=False, name="block6h_expand_conv")(x)
-    x = layers.BatchNormalization(momentum=0.9, epsilon=0.001, name="block6h_expand_bn")(x)
-    x = layers.Activation("silu", name="block6h_expand_activation")(x)
-    x = layers.DepthwiseConv2D(3, padding="same", use_bias=False, name="block6h_dwconv2")(x)
-    x = layers.BatchNormalization(momentum=0.9, epsilon=0.001, name="block6h_bn")(x)
-    x = layers.Activation("silu", name="block6h_activation")(x)
-    tensors["block6h_activation"] = x
-    x = layers.GlobalAveragePooling2D(keepdims=True, name="block6h_se_squeeze")(x)
-    x = layers.Conv2D(48, 1, name="block6h_se_reduce")(x)
-    x = layers.Activation("silu", name="block6h_se_reduce_activation")(x)
-    x = layers.Conv2D(1152, 1, name="block6h_se_expand")(x)
-    x = layers.Activation("sigmoid", name="block6h_se_expand_activation")(x)
-    tensors["block6h_se_expand_activation"] = x
-    x = layers.Multiply(name="block6h_se_excite")(
-        [tensors["block6h_activation"], tensors["block6h_se_expand_activation"]]
-    )
-    x = layers.Conv2D(192, 1, use_bias=False, name="block6h_project_conv")(x)
-    x = layers.BatchNormalization(momentum=0.9, epsilon=0.001, name="block6h_project_bn")(x)
-    x = layers.Dropout(0.19047619047619047, name="block6h_drop")(x)
-    tensors["block6h_drop"] = x
-    x = layers.Add(name="block6h_add")([tensors["block6h_drop"], tensors["block6g_add"]])
     x = layers.Conv2D(1280, 1, use_bias=False, name="top_conv")(x)
     x = layers.BatchNormalization(momentum=0.9, epsilon=0.001, name="top_bn")(x)
     x = layers.Activation("silu", name="top_activation")(x)

@@ -70,18 +70,18 @@ def inverted_residual_block(
     index: int,
     source: str | None,
     filters: int,
-    block_filters: int | None,
+    has_layers_filters: int | None,
     kernel_size: int | None,
     kernel_size_2: int | None,
     padding: tuple[int, ...] | None,
     padding_2: str,
-    block_: bool,
-    block_add: bool,
+    has_layers: bool,
+    add: bool,
 ) -> keras.KerasTensor:
     """One 'inverted_residual' block of the spec, 10 layers: block#_conv_pw, ..., block#_add (# = the
     block's number). A layer some instances lack runs under its flag."""
-    if block_:
-        x = layers.Conv2D(block_filters, 1, use_bias=False, name=f"block{index}_conv_pw")(x)
+    if has_layers:
+        x = layers.Conv2D(has_layers_filters, 1, use_bias=False, name=f"block{index}_conv_pw")(x)
         x = UnbiasedBatchNormalization(momentum=0.9, epsilon=1e-05, name=f"block{index}_bn1")(x)
         x = layers.ReLU(name=f"block{index}_act1")(x)
     if padding_2 == "same":
@@ -94,7 +94,7 @@ def inverted_residual_block(
     x = layers.Conv2D(filters, 1, use_bias=False, name=f"block{index}_conv_pwl")(x)
     x = UnbiasedBatchNormalization(momentum=0.9, epsilon=1e-05, name=f"block{index}_bn3")(x)
     tensors[f"block{index}_bn3"] = x
-    if block_add:
+    if add:
         x = layers.Add(name=f"block{index}_add")([tensors[source], tensors[f"block{index}_bn3"]])
         tensors[f"block{index}_add"] = x
     return x

@@ -91,40 +91,40 @@ def uib_block(
     source: str | None,
     filters: int,
     filters_2: int,
-    block_dw_mid_kernel_size: int | None,
-    block_dw_start_kernel_size: int | None,
-    block_dw_mid_padding: tuple[int, ...] | None,
+    dw_mid_kernel_size: int | None,
+    dw_start_kernel_size: int | None,
+    dw_mid_padding: tuple[int, ...] | None,
     padding: str | None,
-    block_dw_start: bool,
-    block_dw_mid: bool,
-    block_add: bool,
+    dw_start: bool,
+    dw_mid: bool,
+    add: bool,
 ) -> keras.KerasTensor:
     """One 'uib' block of the spec, 12 layers: block#_dw_start_conv, ..., block#_add (# = the block's
     number). A layer some instances lack runs under its flag."""
-    if block_dw_start:
+    if dw_start:
         x = layers.DepthwiseConv2D(
-            block_dw_start_kernel_size, padding="same", use_bias=False, name=f"block{index}_dw_start_conv"
+            dw_start_kernel_size, padding="same", use_bias=False, name=f"block{index}_dw_start_conv"
         )(x)
         x = UnbiasedBatchNormalization(momentum=0.9, epsilon=1e-05, name=f"block{index}_dw_start_bn")(x)
     x = layers.Conv2D(filters, 1, use_bias=False, name=f"block{index}_pw_exp_conv")(x)
     x = UnbiasedBatchNormalization(momentum=0.9, epsilon=1e-05, name=f"block{index}_pw_exp_bn")(x)
     x = layers.ReLU(name=f"block{index}_pw_exp_act")(x)
-    if block_dw_mid:
+    if dw_mid:
         if padding == "explicit":
-            x = layers.ZeroPadding2D(block_dw_mid_padding, name=f"block{index}_dw_mid_conv_pad")(x)
+            x = layers.ZeroPadding2D(dw_mid_padding, name=f"block{index}_dw_mid_conv_pad")(x)
             x = layers.DepthwiseConv2D(
-                block_dw_start_kernel_size, strides=2, use_bias=False, name=f"block{index}_dw_mid_conv"
+                dw_start_kernel_size, strides=2, use_bias=False, name=f"block{index}_dw_mid_conv"
             )(x)
         else:
             x = layers.DepthwiseConv2D(
-                block_dw_mid_kernel_size, padding="same", use_bias=False, name=f"block{index}_dw_mid_conv"
+                dw_mid_kernel_size, padding="same", use_bias=False, name=f"block{index}_dw_mid_conv"
             )(x)
         x = UnbiasedBatchNormalization(momentum=0.9, epsilon=1e-05, name=f"block{index}_dw_mid_bn")(x)
         x = layers.ReLU(name=f"block{index}_dw_mid_act")(x)
     x = layers.Conv2D(filters_2, 1, use_bias=False, name=f"block{index}_pw_proj_conv")(x)
     x = UnbiasedBatchNormalization(momentum=0.9, epsilon=1e-05, name=f"block{index}_pw_proj_bn")(x)
     tensors[f"block{index}_pw_proj_bn"] = x
-    if block_add:
+    if add:
         x = layers.Add(name=f"block{index}_add")([tensors[source], tensors[f"block{index}_pw_proj_bn"]])
         tensors[f"block{index}_add"] = x
     return x

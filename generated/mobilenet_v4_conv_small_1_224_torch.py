@@ -63,38 +63,33 @@ def uib_block(
     in_channels: int,
     out_channels: int,
     out_channels_2: int,
-    block_dw_mid_kernel_size: int | None,
-    block_dw_mid_stride: int | None,
-    block_dw_mid_padding: int | None,
-    block_dw_start_kernel_size: int | None,
-    block_dw_start_padding: int | None,
-    block_dw_start: bool,
-    block_dw_mid: bool,
-    block_add: bool,
+    dw_mid_kernel_size: int | None,
+    dw_mid_stride: int | None,
+    dw_mid_padding: int | None,
+    dw_start_kernel_size: int | None,
+    dw_start_padding: int | None,
+    dw_start: bool,
+    dw_mid: bool,
+    add: bool,
 ) -> dict[str, Entry]:
     """One 'uib' block of the spec, 11 layers: block#_dw_start_conv, ..., block#_add (# = the block's
     number). A layer some instances lack runs under its flag."""
     layers: dict[str, Entry] = {}
-    if block_dw_start:
+    if dw_start:
         layers[f"block{index}_dw_start_conv"] = nn.Conv2d(
-            in_channels,
-            in_channels,
-            block_dw_start_kernel_size,
-            padding=block_dw_start_padding,
-            groups=in_channels,
-            bias=False,
+            in_channels, in_channels, dw_start_kernel_size, padding=dw_start_padding, groups=in_channels, bias=False
         )
         layers[f"block{index}_dw_start_bn"] = nn.BatchNorm2d(in_channels, eps=1e-05, momentum=0.1)
     layers[f"block{index}_pw_exp_conv"] = nn.Conv2d(in_channels, out_channels, 1, bias=False)
     layers[f"block{index}_pw_exp_bn"] = nn.BatchNorm2d(out_channels, eps=1e-05, momentum=0.1)
     layers[f"block{index}_pw_exp_act"] = nn.ReLU(inplace=True)
-    if block_dw_mid:
+    if dw_mid:
         layers[f"block{index}_dw_mid_conv"] = nn.Conv2d(
             out_channels,
             out_channels,
-            block_dw_mid_kernel_size,
-            stride=block_dw_mid_stride,
-            padding=block_dw_mid_padding,
+            dw_mid_kernel_size,
+            stride=dw_mid_stride,
+            padding=dw_mid_padding,
             groups=out_channels,
             bias=False,
         )
@@ -102,7 +97,7 @@ def uib_block(
         layers[f"block{index}_dw_mid_act"] = nn.ReLU(inplace=True)
     layers[f"block{index}_pw_proj_conv"] = nn.Conv2d(out_channels, out_channels_2, 1, bias=False)
     layers[f"block{index}_pw_proj_bn"] = nn.BatchNorm2d(out_channels_2, eps=1e-05, momentum=0.1)
-    if block_add:
+    if add:
         layers[f"block{index}_add"] = (Add(), (source, f"block{index}_pw_proj_bn"))
     return layers
 

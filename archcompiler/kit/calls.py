@@ -19,8 +19,10 @@ from archcompiler.kit.pysource import literal
 from archcompiler.kit.registry import BackendError, UnsupportedOpError
 from archcompiler.ops import same_padding
 
-NUMBER = re.compile(r"\d+")
-"""The numbers in a layer name (``conv_dw_3_bn`` -> 3): what varies between block instances."""
+NUMBER = re.compile(r"\d+|(?<=\d)[a-z](?![A-Za-z0-9])")
+"""The indices in a layer name, what varies between block instances: its numbers
+(``conv_dw_3_bn`` -> 3), and a letter that follows a number and ends a word, Keras' count of
+blocks within a stage (``block2b_add`` -> 2, b)."""
 
 Slot = int | str
 """A constructor argument: its position, or its keyword."""

@@ -142,8 +142,13 @@ class Structure:
 # -- grouping nodes into block instances ---------------------------------------------------
 
 
-def _numbers(name: str) -> tuple[int, ...]:
-    return tuple(int(d) for d in NUMBER.findall(name))
+def _index(token: str) -> int | str:
+    """One index of a name as a table value: a number, or a letter (Keras' ``block2b``: 2, "b")."""
+    return int(token) if token.isdigit() else token
+
+
+def _numbers(name: str) -> tuple[int | str, ...]:
+    return tuple(_index(d) for d in NUMBER.findall(name))
 
 
 def _group_key(node: ir.Node) -> tuple[Any, ...]:
@@ -194,10 +199,10 @@ def _signature(group: Sequence[ir.Node], graph: ir.Graph, prev: Mapping[str, str
 
 
 def _foldable(group: Sequence[ir.Node]) -> bool:
-    """Two or more layers whose names carry numbers written plainly (``3``, not ``03``), so
-    that an f-string of the block's number gives every instance's names back."""
+    """Two or more layers whose names carry indices written plainly (``3``, not ``03``), so
+    that an f-string of the block's number (and letter) gives every instance's names back."""
     digits = NUMBER.findall(group[0].name)
-    return len(group) >= 2 and bool(digits) and all(d == str(int(d)) for n in group for d in NUMBER.findall(n.name))
+    return len(group) >= 2 and bool(digits) and all(d == str(_index(d)) for n in group for d in NUMBER.findall(n.name))
 
 
 def _block_instances(groups: Sequence[Sequence[ir.Node]]) -> dict[str, list[int]]:
@@ -436,8 +441,9 @@ class _KindMaker:
     # names
 
     def _numbered_names(self) -> dict[Key, list[Piece]] | None:
-        """Each call's name as pieces, the numbers in it (``conv_dw_3_bn``: the block's number)
-        a column, when every instance's names carry its numbers alike; else None."""
+        """Each call's name as pieces, the indices in it (``conv_dw_3_bn``: the block's number;
+        ``block2b_add``: the stage's number and the block's letter) a column, when every
+        instance's names carry its indices alike; else None."""
         numbers = [_numbers(at[min(at)].name) for at in self.sites_of]
         width = len(numbers[0])
         if not width or any(len(n) != width for n in numbers):
@@ -451,7 +457,8 @@ class _KindMaker:
                 return None
             out[key] = _numbered_pieces(next(iter(names.values())), width)
         for j in range(width):
-            self.columns[f"n{j}"] = _Column("index", [n[j] for n in numbers], NUMBERS)
+            values = [n[j] for n in numbers]
+            self.columns[f"n{j}"] = _Column("index" if isinstance(values[0], int) else "letter", values, NUMBERS)
         return out
 
     def _prefixed_names(self) -> dict[Key, list[Piece]]:
@@ -529,10 +536,12 @@ class _KindMaker:
             if not all(pattern):
                 patterns.setdefault(pattern, []).append(p)
         flags_of: dict[int, str] = {}
+        # words every layer's name has say nothing of one flag (Keras' block{index}{letter}_)
+        shared = _common_words([_rest(self.pieces[key]) for key in self.keys])
         for pattern, ps in patterns.items():
             cid = f"has{ps[0]}"
             flags_of.update({p: cid for p in ps})
-            stems = [_rest(self.pieces[(p, 0, 0)]) for p in ps if (p, 0, 0) in self.pieces]
+            stems = [_rest(self.pieces[(p, 0, 0)])[len(shared) :].lstrip("_") for p in ps if (p, 0, 0) in self.pieces]
             self.columns[cid] = _Column(_common_words(stems) or "has_layers", list(pattern), FLAGS)
         return flags_of
 
@@ -635,7 +644,8 @@ class _KindMaker:
             pattern = ", ".join(NUMBER.sub("#", n.name) for n in self.groups[0])
             text = f"One repeated block of {len(self.groups[0])} layers: {pattern} (# = the block's number)."
         else:
-            layers = list(dict.fromkeys(_pattern(self.pieces[key]) for key in self.keys))
+            letters = {cid: self.param_of.get(cid, "") for cid, c in self.columns.items() if c.name == "letter"}
+            layers = list(dict.fromkeys(_pattern(self.pieces[key], letters) for key in self.keys))
             numbered = " (# = the block's number)" if any("#" in x for x in layers) else ""
             listed = ", ".join(layers) if len(layers) <= 8 else f"{layers[0]}, ..., {layers[-1]}"
             guarded = (
@@ -645,7 +655,7 @@ class _KindMaker:
         return textwrap.fill(text, width=96, subsequent_indent="    ")
 
 
-def _carries(name: str, numbers: Sequence[int]) -> bool:
+def _carries(name: str, numbers: Sequence[int | str]) -> bool:
     """Whether ``name``'s first numbers are ``numbers``, written plainly."""
     digits = NUMBER.findall(name)
     return len(digits) >= len(numbers) and all(digits[j] == str(n) for j, n in enumerate(numbers))
@@ -660,9 +670,18 @@ def _numbered_pieces(name: str, width: int) -> list[Piece]:
     return parts
 
 
-def _pattern(parts: Sequence[Piece]) -> str:
-    """A name for the docstring: ``conv_dw_#_bn``, ``{prefix}expand``."""
-    return "".join(x if isinstance(x, str) else "#" if x[0].startswith("n") else "{" + x[0] + "}" for x in parts)
+def _pattern(parts: Sequence[Piece], letters: Mapping[str, str]) -> str:
+    """A name for the docstring: ``conv_dw_#_bn``, ``{prefix}expand``, ``block#{letter}_add``
+    (``letters``: a letter column -> its parameter, "" when constant)."""
+
+    def piece(x: Piece) -> str:
+        if isinstance(x, str):
+            return x
+        if x[0] in letters:
+            return "{" + letters[x[0]] + "}" if letters[x[0]] else "?"
+        return "#" if x[0].startswith("n") else "{" + x[0] + "}"
+
+    return "".join(piece(x) for x in parts)
 
 
 def _rest(parts: Sequence[Piece]) -> str:
@@ -723,7 +742,7 @@ def _parameters(columns: Mapping[str, _Column], reserved: frozenset[str]) -> tup
     taken: set[str] = set()
     param_of: dict[str, str] = {}
     params: dict[str, str] = {}
-    varying_numbers = sum(1 for cid, c in columns.items() if cid.startswith("n") and len(set(c.values)) > 1)
+    varying_numbers = sum(1 for c in columns.values() if c.name == "index" and len(set(c.values)) > 1)
     for cid, (preferred, values, order) in sorted(
         columns.items(), key=lambda c: (c[1].order, c[1].values.count(_HOLE))
     ):

@@ -407,7 +407,9 @@ class LayerBase(Model):
     )
     repeat: Repeat = Field(1, description="Repeat this layer N times in sequence (an expression may give 0).")
     when: Condition | None = Field(
-        None, description="The layer exists only where this holds; the next layer then reads the previous one."
+        None,
+        description="The layer exists only where this holds; elsewhere the next layer, and any that names it,"
+        " reads what it would have read.",
     )
 
 

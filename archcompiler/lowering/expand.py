@@ -164,6 +164,9 @@ class Entry:
     pending: _Pending | None = None
     block_input: str | None = None
     """The input of the block instance this layer belongs to (``$block_in``)."""
+    skipped: bool = False
+    """Its ``when:`` is false already here: no layer, only a name later layers may read
+    (stage 2: what it would have read; :meth:`resolve` gives None)."""
 
     def error(self, message: str) -> SpecError:
         """A SpecError at the spec entry that made this layer."""
@@ -255,6 +258,8 @@ class _Expansion:
     reserved: dict[str, str] = field(default_factory=lambda: _reserved())
     iterations: int = 0
     """Repeat iterations run so far (limits.MAX_ITERATIONS)."""
+    made: int = 0
+    """Layers made so far (entries a ``when:`` left out aside)."""
     fewest: dict[str, int] = field(default_factory=dict)
     """Block -> the fewest iterations one of its instances runs (:meth:`fewest_iterations`)."""
     stage: int | None = None
@@ -290,7 +295,14 @@ class _Expansion:
             raise entry.error(f"duplicate layer name {name!r}{where}")
         self.seen[name] = entry
         self.entries.append(entry)
+        self.made += 1
         self.pending_input = None
+
+    def skip(self, entry: Entry) -> None:
+        """Append a layer its ``when:`` leaves out: not a layer (no limit, no name taken: an
+        alternative of the same name may follow), and the next layer still reads what the
+        layer before it had to read (a block's input not yet read stays unread)."""
+        self.entries.append(entry)
 
     # --- the iteration limit ---------------------------------------------------------------
 
@@ -479,8 +491,6 @@ def _expand_op(ex: _Expansion, layer: LayerBase, path: Path, scope: _Scope) -> N
     """One op layer (and its repeats) in ``scope``."""
     reps = ex.count(layer.repeat, scope.values, (*path, "repeat"), scope)
     ex.iterate(reps, 0, layer, path, scope, makes_layers=layer.when is None or layer.when is True)
-    if layer.when is False:
-        return  # counted, and nothing to make
     # the fields written, in the model's order (a set's order would change from run to run,
     # and with it which of two bad expressions is reported)
     written = layer.model_fields_set - _SPECIAL
@@ -492,6 +502,7 @@ def _expand_op(ex: _Expansion, layer: LayerBase, path: Path, scope: _Scope) -> N
         if layer.when is not None:
             when = ex.condition(layer.when, env, (*path, "when"), scope, defer=True)
             if when is False:
+                _skip(ex, layer, env, path, scope, r)
                 continue
         filled, origins = _fill_fields(ex, fields, env, path, scope)
         names_env = scope.names_env(env, r)
@@ -506,6 +517,24 @@ def _expand_op(ex: _Expansion, layer: LayerBase, path: Path, scope: _Scope) -> N
         pending = _Pending(op, filled, origins, deferred_when, checker) if waits or deferred_when else None
         span = _layer_span(ex, path, scope, r)
         ex.add(Entry(name, resolved, inputs, span, scope.context, ex.pending_input, pending, scope.block_input))
+
+
+def _skip(ex: _Expansion, layer: LayerBase, env: Mapping[str, Any], path: Path, scope: _Scope, repeat: int) -> None:
+    """A named layer its ``when:`` leaves out: its name and inputs, so that a later layer may
+    name it (docs/spec.md, "when"). A name or input that cannot be made here (a template of a
+    parameter the guard rules out) leaves nothing to read."""
+    if not layer.name:
+        return
+    env = scope.names_env(env, repeat)
+    try:
+        name = ex.name(layer.name, env, (*path, "name"), scope)
+        inputs = None
+        if layer.inputs is not None and (repeat == 0 or scope.block is not None):
+            inputs = tuple(_input_name(ex, x, env, (*path, "inputs"), scope) for x in layer.inputs)
+    except SpecError:
+        return
+    span = _layer_span(ex, path, scope, repeat)
+    ex.skip(Entry(name, None, inputs, span, scope.context, ex.pending_input, None, scope.block_input, skipped=True))
 
 
 def _fill_fields(
@@ -593,14 +622,14 @@ def _expand_call(ex: _Expansion, call: BlockCall, path: Path, caller: _Scope) ->
         scope.stage = stage
         saved = ex.pending_input
         ex.pending_input = scope.block_input
-        made = len(ex.entries)
+        made = ex.made
         for j, layer in enumerate(block.layers):
             lpath: Path = ("blocks", call.block, "layers", j)
             if isinstance(layer, BlockCall):
                 _expand_call(ex, layer, lpath, scope)
             else:
                 _expand_op(ex, layer, lpath, scope)
-        if len(ex.entries) == made:
+        if ex.made == made:
             ex.pending_input = saved  # the instance made no layer: the next one reads what it would have
 
 

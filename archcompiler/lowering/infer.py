@@ -83,8 +83,13 @@ class _Growing:
     nodes: list[ir.Node] = field(default_factory=list)
     by_name: dict[str, ir.Node] = field(default_factory=dict)
     absent: dict[str, str] = field(default_factory=dict)
-    """A layer whose ``when:`` is false does not exist: a reference to it reads the layer
-    before it (so the chain and a block's input survive a dropped layer)."""
+    """A layer whose ``when:`` is false does not exist: a reference to it reads what would
+    have flowed through it, its input (a layer of several inputs: the layer before it, so the
+    chain and a block's input survive a dropped residual)."""
+    unreadable: dict[str, str] = field(default_factory=dict)
+    """Absent layers no one value flows through (several inputs, or an input that is not an
+    earlier layer) -> why: an ``inputs:`` that names one is an error (reading it as a block's
+    ``_input``, the chain's value, is not)."""
     previous: str = ""
     parameters: int = 0
     activations: int = 0
@@ -101,23 +106,56 @@ class _Growing:
         """The layer a reference to ``name`` reads (the one before it when it is absent)."""
         return self.absent.get(name, name)
 
+    def named(self, name: str, entry: Entry) -> str:
+        """What ``entry`` reads when its ``inputs:`` names ``name``."""
+        if name in self.unreadable and name != entry.block_input:
+            raise entry.error(
+                f"reads {name!r}, which its when: leaves out here; {self.unreadable[name]}, so no one value"
+                " flows through it (guard this layer alike, or name what it reads)"
+            )
+        return self.read(name)
+
     def add(self, k: int, entry: Entry) -> None:
         """The node of ``entries[k]``, unless its ``when:`` leaves it out."""
         default = self.read(entry.follows) if entry.follows else self.previous
-        names = (default,) if entry.inputs is None else tuple(self.read(n) for n in entry.inputs)
+        if entry.skipped:
+            self._skip(entry, default)
+            return
+        names = (default,) if entry.inputs is None else tuple(self.named(n, entry) for n in entry.inputs)
         self._check_reads(k, entry, names)
         if not names:  # 'inputs: []': every op reads at least one input
             raise entry.error("reads no input ('inputs' is empty)")
         shapes = tuple(self.by_name[n].shape for n in names)
         layer = self._layer(entry, shapes)
         if layer is None:
-            self.absent[entry.name] = self.previous = default
+            self._leave_out(entry.name, names, default)
             return
         node = _node(entry, layer, names, shapes, self.ctx)
         self._count(entry, node, shapes)
         self.nodes.append(node)
         self.by_name[node.name] = node
+        self.absent.pop(node.name, None)  # an alternative of the same name was left out before it
+        self.unreadable.pop(node.name, None)
         self.previous = node.name
+
+    def _skip(self, entry: Entry, default: str) -> None:
+        """A layer its ``when:`` left out at expansion, its inputs unchecked: left out alike
+        (an input that is no earlier layer only makes it unreadable); nothing when a layer of
+        its name exists (an alternative to it)."""
+        if entry.name in self.by_name:
+            return
+        names = (default,) if entry.inputs is None else tuple(self.read(n) for n in entry.inputs)
+        unknown = [n for n in names if n not in self.by_name]
+        self._leave_out(entry.name, names, default, f"its input {unknown[0]!r} is no earlier layer" if unknown else "")
+
+    def _leave_out(self, name: str, names: tuple[str, ...], default: str, problem: str = "") -> None:
+        """``name`` does not exist: reading it reads its one input; else (several inputs, or
+        ``problem``) the chain goes on from the layer before it, and naming it is an error."""
+        if len(names) == 1 and not problem:
+            self.absent[name] = self.previous = names[0]
+            return
+        self.absent[name] = self.previous = default
+        self.unreadable[name] = problem or f"it reads {len(names)} inputs"
 
     def _check_reads(self, k: int, entry: Entry, names: tuple[str, ...]) -> None:
         """Every layer ``entry`` reads comes before it."""

@@ -2,8 +2,8 @@
 
 Drawn from the IR, so what is drawn is what every backend builds. ``collapse_blocks`` folds
 each block instance into one box: consecutive nodes lowered from one spec entry (the same
-``span.path``) that share the numbers in their names (``conv_dw_3``, ``conv_pw_3_bn``: block
-instance 3), which is how the emitters find repeated blocks (archcompiler.kit.calls.NUMBER).
+``span.path``) that share the indices in their names (``conv_dw_3``, ``conv_pw_3_bn``: block
+instance 3; ``block2b_add``: 2, b), as the emitters read them (archcompiler.kit.calls.NUMBER).
 
 Node names are validated identifiers, but every text that reaches a label (names, ops, the
 spec's free-text description) is escaped for the target language anyway: a diagram is often
@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import html
 import json
-import re
 from collections import defaultdict
 from dataclasses import dataclass
 
 from archcompiler import ir
+from archcompiler.kit.calls import NUMBER
 
 FORMATS = ("mermaid", "dot", "svg")
-_NUMBER = re.compile(r"\d+")
 _MERMAID_SPECIAL = set('"#&<>|`{}[]()\\;:')
 
 
@@ -55,7 +54,7 @@ def _shape(dims: tuple[int, ...]) -> str:
 def _group_key(node: ir.Node) -> tuple[str, tuple[str, ...]] | None:
     if node.span is None:
         return None
-    return (node.span.path, tuple(_NUMBER.findall(node.name)))
+    return (node.span.path, tuple(NUMBER.findall(node.name)))
 
 
 def boxes(graph: ir.Graph, *, collapse_blocks: bool = False) -> tuple[list[Box], list[Edge]]:

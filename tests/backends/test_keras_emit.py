@@ -110,6 +110,8 @@ CASES = {
     "mobilenet_v2_05_97": lambda: lowered("mobilenet_v2", 0.5, 97),
     "mobilenet_v3_large_05_97": lambda: lowered("mobilenet_v3_large", 0.5, 97),
     "mobilenet_v3_small_075_97": lambda: lowered("mobilenet_v3_small", 0.75, 97),
+    # Keras' lettered names (block2a, block2b): one function for every instance of the block
+    "efficientnet_v2_05_97": lambda: lowered("efficientnet_v2", 0.5, 97),
     "kitchen_sink": kitchen_sink,
     "tiny_resnet": lambda: a.lower(a.load(ROOT / "tests" / "specs" / "tiny_resnet.yaml")),
 }

@@ -217,6 +217,8 @@ def check_same_model(backend, g: ir.Graph, cls_name: str, tmp: Path) -> float:
             (KERAS, "MobilenetKeras", 0.5, 199),
             (str(REPO / "specs/mobilenet_v2.yaml"), "MobilenetV2", 0.5, 97),
             (str(REPO / "specs/mobilenet_v3_large.yaml"), "MobilenetV3Large", 0.5, 97),
+            # Keras' lettered names (block2a, block2b): one function for every instance of the block
+            (str(REPO / "specs/efficientnet_v2.yaml"), "EfficientnetV2B0", 0.5, 97),
         ],
         keep=2,
     ),

@@ -99,3 +99,45 @@ def test_efficientnet_family_matches_keras(spec: str, model_name: str, variant: 
     assert counts == want_counts
     # the whole model: what archc counts, plus Keras' Normalization weights where the spec has none
     assert model.count_params() == sum(counts) + (0 if whole else NORMALIZATION_WEIGHTS[spec])
+
+
+# Keras' base constructors at a width, depth and size no variant uses (the rounding rules: V1's
+# round_filters with its 0.9 rule at width 0.75 and 0.5, V2's without it at 0.75 and 1.7; ceil
+# repeats above and below depth 1): keras.src.applications.efficientnet.EfficientNet and
+# efficientnet_v2.EfficientNetV2 (which takes its block table by name), archc's spec at its
+# variant with the width, depth and resolution overrides (the API's form of --width, --depth,
+# --resolution). V2's S/M/L tables are scaled like B0's (they once ignored --depth).
+CONSTRUCTED = [
+    ("efficientnet.yaml", "b0", 0.75, 1.3, 200),
+    ("efficientnet_keras.yaml", "b0", 0.75, 1.3, 200),
+    ("efficientnet.yaml", "b0", 0.5, 0.6, 131),
+    ("efficientnet_v2.yaml", "b0", 0.75, 1.3, 200),
+    ("efficientnet_v2.yaml", "b0", 1.7, 0.6, 131),
+    ("efficientnet_v2.yaml", "s", 0.75, 1.3, 200),
+    ("efficientnet_v2.yaml", "m", 1.0, 1.0, 301),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("spec", "variant", "width", "depth", "size"), CONSTRUCTED)
+def test_efficientnet_family_matches_keras_constructors(
+    spec: str, variant: str, width: float, depth: float, size: int
+) -> None:
+    import importlib
+
+    keras.backend.clear_session()
+    shape = (size, size, 3)
+    if spec == "efficientnet_v2.yaml":
+        module = importlib.import_module("keras.src.applications.efficientnet_v2")
+        name = f"efficientnetv2-{variant}"  # the key of its block table
+        model = module.EfficientNetV2(width, depth, size, name=name, weights=None, input_shape=shape)
+    else:
+        module = importlib.import_module("keras.src.applications.efficientnet")
+        model = module.EfficientNet(width, depth, size, name="efficientnet", weights=None, input_shape=shape)
+    whole = spec == "efficientnet_keras.yaml"
+    want_names, want_shapes, want_counts = keras_side(model, whole)
+    names, shapes, counts = archc_side(spec, size, variant=variant, width=width, depth=depth)
+    assert names == want_names
+    assert shapes == want_shapes
+    assert counts == want_counts
+    assert model.count_params() == sum(counts) + (0 if whole else NORMALIZATION_WEIGHTS[spec])

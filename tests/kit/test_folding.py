@@ -233,3 +233,47 @@ def test_guarded_layers_are_flags_and_the_activation_a_choice(path: Path) -> Non
     for flag in ("expand", "depthwise_pad", "squeeze_excite", "add"):
         assert f"if {flag}:" in source
     assert "if activation == " in source and "else:" in source
+
+
+GENERATED = sorted((ROOT / "generated").glob("*_keras.py"))
+"""One backend's modules: both fold the same blocks (test_torch_and_keras_fold_the_same_blocks)."""
+
+
+@pytest.mark.parametrize("path", GENERATED, ids=[p.stem for p in GENERATED])
+def test_every_generated_module_has_one_function_per_block_kind(path: Path) -> None:
+    """The committed modules (read, not run): one function per spec block that has two or more
+    instances in the graph, and no other block function, whatever the layer names look like
+    (Keras' block2a, block2b of EfficientNetV2 once made seven near-copies)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    constants = {
+        n.targets[0].id: ast.literal_eval(n.value)
+        for n in tree.body
+        if isinstance(n, ast.Assign)
+        and isinstance(n.targets[0], ast.Name)
+        and n.targets[0].id.isupper()
+        and n.targets[0].id in ("SPEC_SOURCE", "WIDTH", "RESOLUTION", "SPEC_NAME")
+    }
+    spec = (path.parent / constants["SPEC_SOURCE"]).resolve()
+    variant = constants["SPEC_NAME"].removeprefix(yaml.safe_load(spec.read_text(encoding="utf-8"))["name"]).strip("_")
+    graph = a.lower(
+        a.load(spec), width=constants["WIDTH"], resolution=tuple(constants["RESOLUTION"]), variant=variant or None
+    )
+    instances: dict[str, set[int | None]] = {}
+    for node in graph.nodes:
+        if node.span is not None and node.span.block is not None:
+            instances.setdefault(node.span.block, set()).add(node.span.instance)
+    functions = {n.name for n in tree.body if isinstance(n, ast.FunctionDef) and n.name.endswith("_block")}
+    assert functions == {f"{block}_block" for block, seen in instances.items() if len(seen) >= 2}
+
+
+def test_keras_lettered_blocks_are_one_kind() -> None:
+    """Keras names EfficientNetV2's blocks by stage and letter (block2a, block2b): the letter
+    is an index like the number, so every mbconv instance is a row of one kind, (stage, letter)
+    its first columns: Keras' B0 table has 1, 2, 2, 3, 5 and 8 blocks per stage."""
+    graph = a.lower(a.load(ROOT / "specs/efficientnet_v2.yaml"))
+    structure = folding.fold(graph, {op: FakeHandler(op) for op in ir.IR_OPS}, "fake")
+    (kind,) = structure.kinds
+    assert kind.function == "mbconv_block" and [p for p, _ in kind.params][:2] == ["index", "letter"]
+    repeats = (1, 2, 2, 3, 5, 8)
+    assert [row[:2] for row in kind.rows] == [(s, "abcdefgh"[j]) for s, n in enumerate(repeats, 1) for j in range(n)]
+    assert 'f"block{index}{letter}_project_conv"' in [site.name for site in kind.sites]

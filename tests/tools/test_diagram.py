@@ -77,6 +77,16 @@ def test_collapse_blocks_gives_the_papers_13_blocks(capsys: pytest.CaptureFixtur
     assert '-->|"7x7x1024"|' in out and '-->|"112x112x32"|' in out
 
 
+def test_collapse_blocks_keeps_keras_lettered_blocks_apart() -> None:
+    """EfficientNetV2-B0's stages are Keras' block2a, block2b, ...: a box holds layers of one
+    block, never two blocks of a stage, and each of its 21 mbconv blocks (Keras' table:
+    1 + 2 + 2 + 3 + 5 + 8) has a box."""
+    bx, _ = boxes(archcompiler.compile("specs/efficientnet_v2.yaml").graph, collapse_blocks=True)
+    owners = [{m.split("_")[0] for m in b.members} for b in bx if b.members and b.members[0].startswith("block")]
+    assert all(len(owner) == 1 for owner in owners)
+    assert len(set.union(*owners)) == 1 + 2 + 2 + 3 + 5 + 8
+
+
 def test_feature_levels_are_marked_as_outputs_in_order(capsys: pytest.CaptureFixture[str]) -> None:
     """The issue's feature cut of MobileNet 224: Table 1 gives 28x28x256 after block 5,
     14x14x512 after block 11 and 7x7x1024 after block 13; a level inside a collapsed block is
