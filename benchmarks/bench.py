@@ -30,8 +30,7 @@ Groups (each in its own fresh worker process, so frameworks and thread pools do 
 * memory: peak RSS (getrusage ru_maxrss, one fresh process per number: tracemalloc does not see
   torch's allocations) of a batch-16 forward, and minor page faults per batch-1 forward.
 
-Not run by the tests or CI; about fifteen minutes on a quiet 2-core machine (``--quick``: about
-five).
+Not run by the tests or CI; 6-13 minutes on a shared 2-core machine (``--quick``: fewer runs).
 """
 
 from __future__ import annotations
