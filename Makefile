@@ -55,7 +55,7 @@ docs: $(STAMP)
 	$(BIN)/python -m archcompiler.tools.reference docs
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
-# Not run by the tests or CI (about ten minutes); the peer counting tools come with `make setup`.
+# Not run by the tests or CI (6-13 minutes on 2 shared cores); the peer counting tools come with `make setup`.
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench.py
 

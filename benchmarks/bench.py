@@ -18,12 +18,19 @@ Groups (each in its own fresh worker process, so frameworks and thread pools do 
   torch.export program and the optimised build (``build("torch", optimize=True)``), against
   the hand-written nn.Sequential MobileNet; batch 1 and 16, 1 and 2 intra-op threads
   (pinned with torch.set_num_threads), rounds interleaved so load hits all alike;
+* timm (issue 21): archc's torch EfficientNet-B0 and MobileNetV4-Conv-Small, built and
+  optimised, against timm's tf_efficientnet_b0 and mobilenetv4_conv_small; batch 1 and 16, 1 and
+  2 threads, interleaved; budgets: built at most 1.05x, optimised at most 1.00x of timm's;
+* runtime (issue 22): MobileNet v1 in torch (built, optimised), onnxruntime and LiteRT (archc's
+  .onnx and .tflite, float32 and int8 calibrated on synthetic images), in one process against
+  onnxruntime running the float32 .onnx; batch 1 and 16, 1 and 2 threads, interleaved; budgets:
+  optimised torch at most 1.05x at batch 1, 1.00x at batch 16; the model files' sizes;
 * keras: archc's Keras model against keras.applications.MobileNet;
 * parity: ``archc parity`` (torch and keras, 0.25-128) against importing both frameworks;
 * memory: peak RSS (getrusage ru_maxrss, one fresh process per number: tracemalloc does not see
   torch's allocations) of a batch-16 forward, and minor page faults per batch-1 forward.
 
-Not run by the tests or CI; about ten minutes on a 2-core machine (``--quick``: about three).
+Not run by the tests or CI; 6-13 minutes on a shared 2-core machine (``--quick``: fewer runs).
 """
 
 from __future__ import annotations
@@ -426,11 +433,199 @@ def worker_startup(runs: int) -> list[Row]:
     return rows
 
 
+TIMM_MODELS = (
+    ("EfficientNet-B0", "efficientnet.yaml", "b0", "tf_efficientnet_b0"),
+    ("MobileNetV4-Conv-Small", "mobilenet_v4.yaml", "conv_small", "mobilenetv4_conv_small"),
+)
+"""(family, spec, variant, timm model) of issue 21's anchors: timm's own torch models, the
+same architectures (parameters and multiply-adds equal: tests/e2e/test_family_timm.py)."""
+
+
+def timm_cases(family: str) -> tuple[str, str, str]:
+    """The timm group's three case names of ``family``: timm's model (the reference), archc's
+    build and its optimised build."""
+    return (f"{family}: timm", f"{family}: archc build('torch')", f"{family}: archc build('torch', optimize=True)")
+
+
+def _import_timm() -> Any:
+    """timm, with the test suite's torchvision stand-in where no torchvision is installed (this
+    machine's torchvision wheel does not load with the CPU torch: tests/stubs/README.md)."""
+    import importlib.util
+
+    if importlib.util.find_spec("torchvision") is None:
+        sys.path.append(str(ROOT / "tests" / "stubs"))
+    import timm
+
+    return timm
+
+
+def worker_timm(runs: int) -> list[Row]:
+    """Issue 21: archc's torch EfficientNet-B0 and MobileNetV4-Conv-Small, built and optimised,
+    against timm's models of the same architectures; batch 1 and 16, 1 and 2 intra-op threads,
+    cases interleaved round by round. Skipped (no rows) where timm is not installed."""
+    import importlib.util
+
+    if importlib.util.find_spec("timm") is None:
+        return []
+    import torch
+
+    import archcompiler as a
+
+    timm = _import_timm()
+    rows: list[Row] = []
+    for family, spec, variant, name in TIMM_MODELS:
+        net = a.compile(ROOT / "specs" / spec, variant=variant)
+        ref, plain, optimized = timm_cases(family)
+        models = {
+            ref: timm.create_model(name).eval(),
+            plain: net.build("torch"),
+            optimized: net.build("torch", optimize=True),
+        }
+        size = models[ref].pretrained_cfg["input_size"][-1]
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            for batch, n in ((1, runs * 10), (16, runs * 2)):
+                x = torch.rand(batch, 3, size, size)
+                with torch.inference_mode():
+                    cases = {k: (lambda m=m, x=x: m(x)) for k, m in models.items()}
+                    for k, t in interleaved(cases, n, warmup=2).items():
+                        ref_name = None if k == ref else f"{ref}, batch {batch}"
+                        rows.append(row("timm", f"{k}, batch {batch}", t, "s", threads, ref_name))
+    return rows
+
+
+RUNTIME_BUILDS = {
+    "torch": ["--backend", "torch"],
+    "torch, optimised": ["--backend", "torch", "--optimize"],
+    "onnx": ["--backend", "onnx"],
+    "onnx, int8": ["--backend", "onnx", "--quantize", "int8", "--calibration", "synthetic"],
+    "tflite": ["--backend", "tflite"],
+    "tflite, int8": ["--backend", "tflite", "--quantize", "int8", "--calibration", "synthetic"],
+}
+"""Issue 22's builds of MobileNet v1 1.0-224, each ``archc build`` with archc's deterministic
+weights (the same model in every backend); int8 calibrated on synthetic images."""
+
+RUNTIME_REF = "onnxruntime, archc's .onnx, float32"
+RUNTIME_TARGETS = {"batch 1": 1.05, "batch 16": 1.0}
+"""Issue 22's target for the optimised torch model against RUNTIME_REF in the same process."""
+
+
+def _model_file(folder: Path) -> Path:
+    """The model file a build wrote: its .tflite, .onnx or torch .pt (not the side files)."""
+    for suffix in (".tflite", ".onnx", ".pt"):
+        found = sorted(p for p in folder.iterdir() if p.name.endswith(suffix) and ".torchscript." not in p.name)
+        if found:
+            return found[0]
+    raise FileNotFoundError(f"{folder}: no model file")
+
+
+def _runtime_session(path: Path, threads: int) -> Callable[[Any], Any]:
+    """A forward of an .onnx (onnxruntime, NCHW input) or .tflite file (LiteRT with its default
+    XNNPACK delegate, NHWC input) on ``threads`` intra-op threads (onnxruntime's without spinning
+    while idle, as the other cases run between its calls); the input is a numpy batch
+    already in the model's layout, and a LiteRT interpreter is resized to it on first use."""
+    import numpy as np
+
+    if path.suffix == ".onnx":
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+        opts.log_severity_level = 3
+        # its idle workers would otherwise spin after each run, on the cores the next case needs
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        name = session.get_inputs()[0].name
+        return lambda x: session.run(None, {name: x})[0]
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreters: dict[tuple[int, ...], Any] = {}
+
+    def run(x: np.ndarray) -> Any:
+        it = interpreters.get(x.shape)
+        if it is None:
+            it = interpreters[x.shape] = Interpreter(model_path=str(path), num_threads=threads)
+            it.resize_tensor_input(it.get_input_details()[0]["index"], list(x.shape))
+            it.allocate_tensors()
+        it.set_tensor(it.get_input_details()[0]["index"], x)
+        it.invoke()
+        return it.get_tensor(it.get_output_details()[0]["index"])
+
+    return run
+
+
+def _runtime_models(files: dict[str, Path], threads: int) -> dict[str, tuple[Callable[[Any], Any], str]]:
+    """Case -> (forward, input layout "torch", "nchw" or "nhwc"), the reference first."""
+    import archcompiler as a
+
+    net = a.compile(SPEC)
+    return {
+        RUNTIME_REF: (_runtime_session(files["onnx"], threads), "nchw"),
+        "torch, build('torch')": (net.build("torch"), "torch"),
+        "torch, build('torch', optimize=True)": (net.build("torch", optimize=True), "torch"),
+        "onnxruntime, archc's .onnx, int8": (_runtime_session(files["onnx, int8"], threads), "nchw"),
+        "LiteRT, archc's .tflite, float32": (_runtime_session(files["tflite"], threads), "nhwc"),
+        "LiteRT, archc's .tflite, int8": (_runtime_session(files["tflite, int8"], threads), "nhwc"),
+    }
+
+
+def worker_runtime(runs: int) -> list[Row]:
+    """Issue 22: MobileNet v1 1.0-224 in torch (built, optimised), onnxruntime and LiteRT
+    (archc's .onnx and .tflite, float32 and int8), all in this process: batch 1 and 16, 1 and 2
+    intra-op threads, cases interleaved round by round, every ratio against onnxruntime running
+    archc's float32 .onnx; then each model file's size against the float32 .onnx."""
+    import numpy as np
+    import torch
+
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        files: dict[str, Path] = {}
+        for key, flags in RUNTIME_BUILDS.items():
+            out = Path(tmp) / key.replace(", ", "_")
+            cmd = [str(BIN / "archc"), "build", SPEC, *flags, "-o", str(out)]
+            quiet = os.environ | {"TF_CPP_MIN_LOG_LEVEL": "3"}
+            done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=quiet)
+            if done.returncode != 0:
+                raise RuntimeError(f"{' '.join(cmd)}: {done.stderr[-2000:]}")
+            files[key] = _model_file(out)
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            models = _runtime_models(files, threads)
+            for batch, n in ((1, runs * 10), (16, runs * 2)):
+                x = torch.rand(batch, 3, 224, 224)
+                inputs = {"torch": x, "nchw": x.numpy(), "nhwc": np.ascontiguousarray(x.numpy().transpose(0, 2, 3, 1))}
+                with torch.inference_mode():
+                    cases = {k: (lambda m=m, x=inputs[layout]: m(x)) for k, (m, layout) in models.items()}
+                    for k, t in interleaved(cases, n, warmup=2).items():
+                        ref_name = None if k == RUNTIME_REF else f"{RUNTIME_REF}, batch {batch}"
+                        rows.append(row("runtime", f"{k}, batch {batch}", t, "s", threads, ref_name))
+        ref_size = f"{files['onnx'].name} (float32 .onnx): file size"
+        for key, path in files.items():
+            case = f"{path.name} ({key}): file size" if key != "onnx" else ref_size
+            mib = path.stat().st_size / 2**20
+            rows.append(row("runtime", case, [mib], "MiB", "n/a", None if key == "onnx" else ref_size))
+    return rows
+
+
+BUDGETS |= {
+    f"{case}, batch {b}": ("x", limit)
+    for family, *_ in TIMM_MODELS
+    for case, limit in zip(timm_cases(family)[1:], (1.05, 1.0), strict=True)
+    for b in (1, 16)
+}
+BUDGETS |= {f"torch, build('torch', optimize=True), {b}": ("x", limit) for b, limit in RUNTIME_TARGETS.items()}
+"""Issue 21: archc's built models within 1.05x of timm's, the optimised ones faster (at most
+1.00x); issue 22: the optimised MobileNet v1 within 1.05x of onnxruntime at batch 1, no slower
+at batch 16."""
+
+
 WORKERS: dict[str, Callable[[int], list[Row]]] = {
     "startup": worker_startup,
     "static": worker_static,
     "build": worker_build,
     "inference": worker_inference,
+    "timm": worker_timm,
+    "runtime": worker_runtime,
     "keras": worker_keras,
     "parity": worker_parity,
     "memory": worker_memory,
@@ -445,7 +640,9 @@ def fmt(value: float, unit: str) -> str:
         if value < 0.01:
             return f"{value * 1e3:,.2f} ms"
         return f"{value * 1e3:,.1f} ms" if value < 10 else f"{value:,.1f} s"
-    return f"{value:,.0f} {unit}" if unit != "MiB" else f"{value:,.0f} MiB"
+    if unit == "MiB" and value < 100:
+        return f"{value:,.1f} MiB"  # a model file: 4.3 MiB, not 4
+    return f"{value:,.0f} {unit}"
 
 
 def table(rows: list[Row]) -> str:
@@ -454,7 +651,7 @@ def table(rows: list[Row]) -> str:
     lines = []
     for r in rows:
         ref = by_case.get(r["reference"]) if r["reference"] else None
-        if ref is not None and ref["threads"] != r["threads"] and r["group"] == "inference":
+        if ref is not None and ref["threads"] != r["threads"]:  # the reference at the row's thread count
             ref = next((x for x in rows if x["case"] == r["reference"] and x["threads"] == r["threads"]), ref)
         r["ratio"] = None if ref is None or not ref["median"] else r["median"] / ref["median"]
         ratio = "ref" if ref is None else "n/a" if r["ratio"] is None else f"{r['ratio']:.2f}x"
