@@ -24,14 +24,14 @@ from typing import TYPE_CHECKING, Any
 from archcompiler import ir
 from archcompiler.ir import layouts
 from archcompiler.language.spec import PLACEHOLDER_RE
-from archcompiler.weights import WeightError, Weights, check_values, specs
+from archcompiler.weights import FLOAT_DTYPES, WeightError, Weights, check_values, specs
 
 if TYPE_CHECKING:
     import numpy as np
 
     from archcompiler.language.spec import Checkpoint
 
-__all__ = ["SUFFIXES", "convert", "detect", "from_mapping", "load", "names", "read"]
+__all__ = ["SUFFIXES", "convert", "detect", "from_mapping", "from_tensors", "load", "names", "read", "to_numpy"]
 
 SUFFIXES = (".safetensors", ".npz", ".pth")
 """The files a checkpoint is read from."""
@@ -79,27 +79,45 @@ def names(graph: ir.Graph, fmt: str) -> dict[str, str]:
     if fmt not in graph.checkpoints:
         known = ", ".join(graph.checkpoints) or "none"
         raise WeightError(f"spec {graph.name!r} declares no checkpoint format {fmt!r} (declared: {known})")
+    out, error = _naming(graph, fmt)
+    if error is not None:
+        raise error
+    return out
+
+
+def _naming(graph: ir.Graph, fmt: str) -> tuple[dict[str, str], WeightError | None]:
+    """:func:`names` without raising: the tensors named before the first error, and that error
+    (so that :func:`detect` can weigh a format whose patterns name some layers only)."""
     cp = graph.checkpoints[fmt]
     out: dict[str, str] = {}
     seen: dict[str, str] = {}
     for node in graph.nodes:
         for w in node.weights():
-            canonical, theirs = f"{node.name}.{w.param}", _name(fmt, cp, node, w.param)
+            canonical = f"{node.name}.{w.param}"
+            try:
+                theirs = _name(fmt, cp, node, w.param)
+            except WeightError as exc:
+                return out, exc
             if theirs in seen:
-                raise WeightError(
+                return out, WeightError(
                     f"checkpoints.{fmt}: archc tensors {seen[theirs]!r} and {canonical!r} both map to {theirs!r}"
                 )
             seen[theirs] = out[canonical] = theirs
-    return out
+    return out, None
 
 
 def detect(graph: ir.Graph, found: Mapping[str, Any] | list[str]) -> str | None:
-    """The checkpoint format whose names ``found`` shares most, None when archc's own canonical
-    names are at least as many (a file is read as the names it holds)."""
+    """The checkpoint format whose names ``found`` shares most, None when it holds every canonical
+    name of archc's or shares at least as many of those (a file is read as the names it holds).
+    A format whose patterns leave tensors unnamed is weighed by the names it does give: when it
+    wins, :func:`convert` names the tensor its patterns miss, the error that helps."""
     have = set(found)
-    best, share = None, len(have & set(specs(graph)))
+    canonical = set(specs(graph))
+    if canonical <= have:
+        return None
+    best, share = None, len(have & canonical)
     for fmt in graph.checkpoints:
-        n = len(have & set(names(graph, fmt).values()))
+        n = len(have & set(_naming(graph, fmt)[0].values()))
         if n > share:
             best, share = fmt, n
     return best
@@ -131,7 +149,27 @@ def read(path: str | Path, skip: set[str]) -> dict[str, np.ndarray]:
     tensors = isinstance(state, Mapping) and all(isinstance(v, torch.Tensor) for v in state.values())
     if not tensors or not all(isinstance(k, str) for k in state):
         raise WeightError(f"{p}: not a state_dict (a mapping of tensor names to tensors)")
-    return {k: v.detach().cpu().numpy() for k, v in state.items() if k.rsplit(".", 1)[-1] not in skip}
+    return {k: to_numpy(k, v, str(p)) for k, v in state.items() if k.rsplit(".", 1)[-1] not in skip}
+
+
+def to_numpy(name: str, value: Any, origin: str = "weights") -> Any:
+    """A torch tensor (a state_dict's, a .pth file's) as a numpy array, whatever its device or
+    grad; anything else as it is. Its dtype must be float16/32/64, as in a .safetensors file
+    (:data:`archcompiler.weights.FLOAT_DTYPES`): a bfloat16 one is refused naming it, not
+    widened behind the user's back. Duck-typed (``detach``), so torch is not imported here."""
+    if not hasattr(value, "detach"):
+        return value
+    dtype = str(getattr(value, "dtype", "")).removeprefix("torch.")
+    if dtype not in FLOAT_DTYPES:
+        hint = " (convert it: tensor.float())" if dtype == "bfloat16" else ""
+        raise WeightError(
+            f"{origin}: tensor {name!r} has dtype {dtype}, expected one of {', '.join(FLOAT_DTYPES)}{hint}"
+        )
+    try:
+        return value.detach().cpu().numpy()
+    except (TypeError, RuntimeError) as exc:  # a tensor that cannot come to the CPU (meta, a lost device)
+        text = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise WeightError(f"{origin}: tensor {name!r}: cannot read ({text})") from None
 
 
 def convert(graph: ir.Graph, fmt: str, found: Mapping[str, np.ndarray], origin: str) -> Weights:
@@ -145,6 +183,8 @@ def convert(graph: ir.Graph, fmt: str, found: Mapping[str, np.ndarray], origin: 
         if name not in found:
             raise WeightError(f"{origin}: missing {fmt} tensor {name!r} (archc {canonical!r}, shape {want})")
         arr = found[name]
+        if not hasattr(arr, "shape"):  # a number, a string, a list: not an array
+            raise WeightError(f"{origin}: {fmt} tensor {name!r} is a {type(arr).__name__}, not an array")
         check_values(name, arr, origin=origin)
         if tuple(arr.shape) != want:
             raise WeightError(
@@ -164,19 +204,21 @@ def convert(graph: ir.Graph, fmt: str, found: Mapping[str, np.ndarray], origin: 
 def load(path: str | Path, graph: ir.Graph) -> Weights | None:
     """Canonical weights from a checkpoint file whose names are one of the spec's formats, None
     when they are not (then the file is archc's own, or wrong)."""
-    found = read(path, ignored(graph))
+    return from_tensors(graph, read(path, ignored(graph)), str(path))
+
+
+def from_tensors(graph: ir.Graph, found: Mapping[str, Any], origin: str) -> Weights | None:
+    """Canonical weights from tensors already read (:func:`read`, names to be skipped left out)
+    whose names are one of the spec's formats, else None."""
     fmt = detect(graph, list(found))
-    return None if fmt is None else convert(graph, fmt, found, str(path))
+    return None if fmt is None else convert(graph, fmt, found, origin)
 
 
 def from_mapping(graph: ir.Graph, state: Mapping[str, Any]) -> Weights | None:
-    """Canonical weights from an in-memory state_dict (arrays, or anything ``numpy.asarray``
-    takes: a CPU torch tensor) whose names are one of the spec's formats, else None."""
-    import numpy as np
-
+    """Canonical weights from an in-memory state_dict (arrays or torch tensors, :func:`to_numpy`)
+    whose names are one of the spec's formats, else None."""
     skip = ignored(graph)
-    fmt = detect(graph, [k for k in state if isinstance(k, str)])
-    if fmt is None:
+    kept = [k for k in state if isinstance(k, str) and k.rsplit(".", 1)[-1] not in skip]
+    if detect(graph, kept) is None:
         return None
-    found = {k: np.asarray(v) for k, v in state.items() if isinstance(k, str) and k.rsplit(".", 1)[-1] not in skip}
-    return convert(graph, fmt, found, "weights")
+    return from_tensors(graph, {k: to_numpy(k, state[k]) for k in kept}, "weights")
