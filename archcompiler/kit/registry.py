@@ -15,7 +15,7 @@ Nothing here imports a framework: a backend's module is imported only when it is
 from __future__ import annotations
 
 import importlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, get_args
@@ -190,32 +190,62 @@ def read_weights(
     with ``graph``'s error."""
     from archcompiler import weights
 
+    read = _reader(source, graph, backend)
     try:
-        return _read_weights(source, graph, backend)
+        return read(graph)
     except weights.WeightError as first:
         if full is None:
             raise
         try:
-            whole = _read_weights(source, full, backend)
+            whole = read(full)
         except weights.WeightError:
             raise first from None
         return {name: whole[name] for name in weights.specs(graph)}
 
 
+def _reader(
+    source: str | Path | Mapping[str, Any], graph: ir.Graph, backend: Backend | None
+) -> Callable[[ir.Graph], Weights]:
+    """How to read ``source`` for each graph tried: a ``.pth`` file is read once (by torch,
+    slow), its tensors then fitted to the cut graph and to the full one."""
+    from archcompiler import checkpoints, weights
+
+    if isinstance(source, Mapping) or Path(source).suffix != ".pth":
+        return lambda g: _read_weights(source, g, backend)
+    p = Path(source)
+    if not p.is_file():
+        raise weights.WeightError(f"{p}: no such weights file")
+    if not graph.checkpoints:
+        raise weights.WeightError(
+            f"{p}: a .pth file loads by the names of a checkpoint format of the spec (declared: none);"
+            " use .npz or .safetensors for archc's own names"
+        )
+    found = checkpoints.read(p, checkpoints.ignored(graph))
+
+    def fit(g: ir.Graph) -> Weights:
+        w = checkpoints.from_tensors(g, found, str(p))
+        if w is None:
+            raise weights.WeightError(
+                f"{p}: a .pth file loads by the names of a checkpoint format of the spec"
+                f" (declared: {', '.join(g.checkpoints)}); its names are none of them"
+            )
+        weights.check(g, w, origin=str(p))
+        return w
+
+    return fit
+
+
 def _read_weights(source: str | Path | Mapping[str, Any], graph: ir.Graph, backend: Backend | None) -> Weights:
-    from archcompiler import weights
+    from archcompiler import checkpoints, weights
 
     if isinstance(source, Mapping):
-        w = dict(source)
-        if graph.checkpoints:  # a state_dict by a checkpoint format's names (timm's)
-            from archcompiler import checkpoints
-
-            converted = checkpoints.from_mapping(graph, w)
-            w = w if converted is None else converted
+        # a state_dict by a checkpoint format's names (timm's), else archc's own
+        converted = checkpoints.from_mapping(graph, source) if graph.checkpoints else None
+        w = {k: checkpoints.to_numpy(str(k), v) for k, v in source.items()} if converted is None else converted
         weights.check(graph, w)
         return w
     p = Path(source)
-    if p.suffix in (".npz", ".safetensors", ".pth"):
+    if p.suffix in checkpoints.SUFFIXES:
         w = _read_file(p, graph)
     else:
         reader = _weights_reader(p, backend)
@@ -227,20 +257,12 @@ def _read_weights(source: str | Path | Mapping[str, Any], graph: ir.Graph, backe
 
 
 def _read_file(p: Path, graph: ir.Graph) -> Weights:
-    """A weights file by archc's canonical names (names, shapes and dtypes checked from the
-    headers first) or, when its names are those of a checkpoint format the spec declares
-    (``checkpoints:``, timm's state_dict), by those (:mod:`archcompiler.checkpoints`)."""
+    """A ``.npz``/``.safetensors`` file by archc's canonical names (names, shapes and dtypes
+    checked from the headers first) or, when its names are those of a checkpoint format the spec
+    declares (``checkpoints:``, timm's state_dict), by those (:mod:`archcompiler.checkpoints`);
+    a file that fits neither gets the canonical load's error."""
     from archcompiler import checkpoints, weights
 
-    if p.suffix == ".pth":
-        w = checkpoints.load(p, graph) if graph.checkpoints else None
-        if w is None:
-            formats = ", ".join(graph.checkpoints) or "none"
-            raise weights.WeightError(
-                f"{p}: a .pth file loads by the names of a checkpoint format of the spec (declared: {formats});"
-                " its names are none of them"
-            )
-        return w
     try:
         return weights.load(p, graph)
     except weights.WeightError as first:

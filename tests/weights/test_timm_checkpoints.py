@@ -317,3 +317,84 @@ def test_starts_stage_is_for_the_layer_table_only() -> None:
     text = SMALL.replace(first, first.replace("unit", "pair", 1), 1) % "starts_stage: 3"
     with pytest.raises(SpecError, match="'starts_stage' numbers the layer table's rows"):
         a.compile(text)
+
+
+# --- which names a file or mapping uses; tensors of any dtype or device -----------------------
+
+TWO = """\
+archc: 1
+name: two
+input: {size: 8, channels: 3}
+layers:
+  - {op: conv, filters: 4, kernel: 1, name: stem}
+  - {op: conv, filters: 4, kernel: 1, name: other}
+checkpoints:
+  theirs:
+    params: {kernel: weight}
+    layers:
+      stem: conv_stem
+%s"""
+
+BOTH = TWO % "      other: conv_other\n"
+
+
+def test_archc_names_load_when_the_patterns_name_some_layers_only(tmp_path: Path) -> None:
+    """archc's own names are canonical whatever the spec's patterns cover; a canonical file's own
+    error is the one shown, and a file by the format's names is told which tensor has no name."""
+    graph = a.compile(TWO % "").graph
+    want = W.init(graph)
+    got = read_weights(dict(want), graph)
+    assert all(np.array_equal(got[k], want[k]) for k in want)
+    bad = W.save(W.Weights({**want, "other.kernel": want["other.kernel"][..., :2]}), tmp_path / "bad.npz")
+    with pytest.raises(W.WeightError, match=r"tensor 'other\.kernel' has shape \(1, 1, 4, 2\), expected"):
+        read_weights(bad, graph)
+    theirs = W.save(W.Weights({"conv_stem.weight": np.ones((4, 3, 1, 1), np.float32)}), tmp_path / "t.npz")
+    with pytest.raises(W.WeightError, match=r"checkpoints\.theirs: no pattern names archc tensor 'other\.kernel'"):
+        read_weights(theirs, graph)
+
+
+def test_a_missing_pth_is_no_such_file(tmp_path: Path) -> None:
+    graph = a.compile(SPECS / "mobilenet.yaml").graph
+    with pytest.raises(W.WeightError, match=r"m\.pth: no such weights file"):
+        read_weights(tmp_path / "m.pth", graph)
+
+
+def test_a_pth_is_read_once_for_a_cut_graph(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cut graph refuses the full graph's tensors, the full graph takes them: one read."""
+    net = a.compile(BOTH, outputs=["stem"])
+    full = W.init(net.full)
+    found = {
+        "conv_stem.weight": np.moveaxis(full["stem.kernel"], (2, 3), (1, 0)).copy(),
+        "conv_other.weight": np.moveaxis(full["other.kernel"], (2, 3), (1, 0)).copy(),
+    }
+    reads: list[Path] = []
+    monkeypatch.setattr(checkpoints, "read", lambda p, skip: reads.append(p) or dict(found))
+    path = tmp_path / "m.pth"
+    path.write_bytes(b"read by the stub")
+    got = read_weights(path, net.graph, full=net.full)
+    assert list(got) == ["stem.kernel"] and np.array_equal(got["stem.kernel"], full["stem.kernel"])
+    assert reads == [path]
+
+
+@pytest.mark.slow  # imports torch (6 s)
+@pytest.mark.torch
+def test_torch_tensors_of_any_dtype_device_or_grad(tmp_path: Path) -> None:
+    """float16 and tensors that require grad load; bfloat16 (file or mapping) and a tensor that
+    cannot come to the CPU are one line naming the tensor."""
+    net = a.compile(BOTH)
+    conv = {"conv_stem.weight": torch.randn(4, 3, 1, 1), "conv_other.weight": torch.randn(4, 4, 1, 1)}
+    half = {k: torch.nn.Parameter(v.half()) for k, v in conv.items()}
+    got = read_weights(half, net.graph)
+    want = half["conv_stem.weight"].detach().numpy().transpose(2, 3, 1, 0)
+    assert got["stem.kernel"].dtype == np.float16 and np.array_equal(got["stem.kernel"], want)
+    bf16 = {k: v.bfloat16() for k, v in conv.items()}
+    torch.save(bf16, tmp_path / "m.pth")
+    for source in (bf16, tmp_path / "m.pth"):
+        with pytest.raises(W.WeightError, match=r"tensor 'conv_stem\.weight' has dtype bfloat16, expected one of"):
+            read_weights(source, net.graph)
+    meta = {**conv, "conv_other.weight": torch.empty(4, 4, 1, 1, device="meta")}
+    with pytest.raises(W.WeightError, match=r"weights: tensor 'conv_other\.weight': cannot read"):
+        read_weights(meta, net.graph)
+    canonical = {k: torch.from_numpy(v).bfloat16() for k, v in W.init(net.graph).items()}
+    with pytest.raises(W.WeightError, match=r"tensor 'stem\.kernel' has dtype bfloat16"):
+        read_weights(canonical, net.graph)
