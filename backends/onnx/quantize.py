@@ -103,6 +103,7 @@ def quantize(
     with tempfile.TemporaryDirectory(prefix="archc-onnx-int8-") as tmp, framework_output():
         src, dst = Path(tmp) / "float.onnx", Path(tmp) / "int8.onnx"
         onnx.save_model(float_model, src)
+        excluded = excluded_nodes(float_model, optimized, float_layers)  # its errors are the user's, unwrapped
         try:
             quantize_static(
                 str(src),
@@ -114,7 +115,7 @@ def quantize(
                 weight_type=QuantType.QInt8,
                 reduce_range=reduce_range,
                 calibrate_method=CalibrationMethod.MinMax,
-                nodes_to_exclude=excluded_nodes(float_model, optimized, float_layers),
+                nodes_to_exclude=excluded,
             )
         except Exception as exc:  # onnxruntime raises whatever its steps raise
             raise BackendError(f"ONNX int8 quantization of {optimized.graph.name!r} failed: {exc}") from exc
