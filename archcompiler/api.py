@@ -93,7 +93,7 @@ def _backend(backend: str | Backend, **options: Any) -> Backend:
 
 
 def _builds_quantized(b: Backend) -> None:
-    """A quantized backend instance whose ``build`` would give its float model is refused."""
+    """``build(quantize=...)`` of a backend whose ``build`` would give its float model is refused."""
     mode = getattr(b, "quantize", None)
     if mode not in (None, "none") and not b.builds_quantized:
         raise BackendError(
@@ -258,7 +258,8 @@ class Compiled:
         it); ``"onnx"`` quantizes only when it saves (the model it runs and loads weights into
         is float), so there it is refused: use :meth:`build_to`."""
         b = _backend(backend, quantize=quantize, calibration=calibration, io=io, float_layers=float_layers)
-        _builds_quantized(b)
+        if quantize is not None:  # a Backend instance configured by the caller is the caller's to run
+            _builds_quantized(b)
         weights = _weights(weights)
         return self._build(b, weights, A.flag(optimize, "optimize"), init, seed)[1]
 

@@ -90,6 +90,10 @@ sys.exit(archcompiler.tools.cli.main(sys.argv[2:]))
 """
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.torch
 @pytest.mark.parametrize("sig", fast_first([signal.SIGTERM, signal.SIGINT]))
 def test_a_signal_during_a_build_leaves_the_previous_build(tmp_path: Path, sig: signal.Signals) -> None:
@@ -99,7 +103,11 @@ def test_a_signal_during_a_build_leaves_the_previous_build(tmp_path: Path, sig: 
     assert first.returncode == 0, first.stderr
     before = snapshot(out)
     argv = [sys.executable, "-c", PAUSED_BUILD, str(staged), *BUILD[1:], str(out)]
-    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # as from a terminal: a shell's background job (nohup ... &, CI runners) inherits SIGINT ignored,
+    # which Python and archc rightly keep ignoring
+    proc = subprocess.Popen(
+        argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint
+    )
     deadline = time.monotonic() + 300
     while not staged.exists():
         assert proc.poll() is None, proc.communicate()
