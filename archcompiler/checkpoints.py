@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from archcompiler import ir
 from archcompiler.ir import layouts
 from archcompiler.language.spec import PLACEHOLDER_RE
-from archcompiler.weights import FLOAT_DTYPES, WeightError, Weights, check_values, specs
+from archcompiler.weights import FLOAT_DTYPES, WeightError, Weights, check_values, specs, unreadable
 
 if TYPE_CHECKING:
     import numpy as np
@@ -144,8 +144,7 @@ def read(path: str | Path, skip: set[str]) -> dict[str, np.ndarray]:
     try:
         state = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # any unreadable file is one line
-        text = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise WeightError(f"{p}: cannot read weights ({text})") from None
+        raise unreadable(p, exc) from None
     tensors = isinstance(state, Mapping) and all(isinstance(v, torch.Tensor) for v in state.values())
     if not tensors or not all(isinstance(k, str) for k in state):
         raise WeightError(f"{p}: not a state_dict (a mapping of tensor names to tensors)")
@@ -168,8 +167,7 @@ def to_numpy(name: str, value: Any, origin: str = "weights") -> Any:
     try:
         return value.detach().cpu().numpy()
     except (TypeError, RuntimeError) as exc:  # a tensor that cannot come to the CPU (meta, a lost device)
-        text = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise WeightError(f"{origin}: tensor {name!r}: cannot read ({text})") from None
+        raise unreadable(origin, exc, name) from None
 
 
 def convert(graph: ir.Graph, fmt: str, found: Mapping[str, np.ndarray], origin: str) -> Weights:

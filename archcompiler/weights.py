@@ -343,7 +343,7 @@ def load(path: str | Path, graph: ir.Graph | None = None, *, skip: Collection[st
                 return _load_npz(p, fh, want, limit, skip)
             return _load_safetensors(p, fh, want, st.st_size, skip)
     except _READ_ERRORS as exc:
-        raise _unreadable(p, exc) from None
+        raise unreadable(p, exc) from None
 
 
 _READ_ERRORS = (OSError, EOFError, ValueError, RuntimeError, NotImplementedError, zipfile.BadZipFile, zlib.error)
@@ -352,7 +352,7 @@ _READ_ERRORS = (OSError, EOFError, ValueError, RuntimeError, NotImplementedError
 compression (NotImplementedError)."""
 
 
-def _unreadable(p: Path, exc: BaseException, name: str | None = None) -> WeightError:
+def unreadable(p: str | Path, exc: BaseException, name: str | None = None) -> WeightError:
     """``exc`` as a one-line WeightError (a WeightError passes through unchanged)."""
     if isinstance(exc, WeightError):
         return exc
@@ -468,7 +468,7 @@ def _load_npz(
                         raise WeightError(f"{p}: tensor {name!r} is in .npy format {version}, expected 1.0 or 2.0")
                     header_len = member.tell()
             except _READ_ERRORS as exc:
-                raise _unreadable(p, exc, name) from None
+                raise unreadable(p, exc, name) from None
             h = _Header(name, tuple(shape), dtype, bool(fortran), m)
             total = _admit(p, h, want, total, limit)
             if m.file_size != header_len + h.nbytes:  # a zip bomb declares its inflated size here
@@ -487,7 +487,7 @@ def _load_npz(
                     if member.read(1):  # also makes zipfile compare the CRC
                         raise WeightError(f"{p}: tensor {h.name!r} has data past its end")
             except _READ_ERRORS as exc:
-                raise _unreadable(p, exc, h.name) from None
+                raise unreadable(p, exc, h.name) from None
     return _finish(p, read, data)
 
 

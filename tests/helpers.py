@@ -128,3 +128,17 @@ layers:
 def family_units(graph: Any) -> int:
     """Block instances: each has one ``unit<k>_conv``."""
     return sum(1 for n in graph if n.name.startswith("unit") and n.name.endswith("_conv"))
+
+
+def randomise_batchnorm(layer: Any, rng: Any) -> None:
+    """Non-trivial statistics for a Keras BatchNormalization layer (gamma, beta, moving mean,
+    moving variance), so that a wrong epsilon, order or wiring cannot pass by luck."""
+    c = layer.gamma.shape[0]
+    layer.set_weights(
+        [
+            rng.uniform(0.5, 1.5, c).astype("float32"),
+            rng.normal(0, 0.2, c).astype("float32"),
+            rng.normal(0, 0.2, c).astype("float32"),
+            rng.uniform(0.5, 2.0, c).astype("float32"),
+        ]
+    )

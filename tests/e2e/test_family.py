@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from helpers import fast_first, framework
+from helpers import fast_first, framework, randomise_batchnorm
 
 import archcompiler as a
 from archcompiler import weights
@@ -258,15 +258,7 @@ def randomised(model: Any, seed: int = 7) -> Any:
     rng = np.random.default_rng(seed)
     for layer in model.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
-            c = layer.gamma.shape[0]
-            layer.set_weights(
-                [
-                    rng.uniform(0.5, 1.5, c).astype("float32"),
-                    rng.normal(0, 0.2, c).astype("float32"),
-                    rng.normal(0, 0.2, c).astype("float32"),
-                    rng.uniform(0.5, 2.0, c).astype("float32"),
-                ]
-            )
+            randomise_batchnorm(layer, rng)
     return model
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import fast_first, framework
+from helpers import fast_first, framework, randomise_batchnorm
 
 import archcompiler as a
 from archcompiler.kit.registry import get_backend, read_weights
@@ -33,15 +33,7 @@ def reference(alpha: float, size: int, tmp_path: Path) -> tuple[Path, keras.Mode
     rng = np.random.default_rng(7)
     for layer in ref.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
-            c = layer.gamma.shape[0]
-            layer.set_weights(
-                [
-                    rng.uniform(0.5, 1.5, c).astype("float32"),
-                    rng.normal(0, 0.2, c).astype("float32"),
-                    rng.normal(0, 0.2, c).astype("float32"),
-                    rng.uniform(0.5, 2.0, c).astype("float32"),
-                ]
-            )
+            randomise_batchnorm(layer, rng)
     path = tmp_path / f"mobilenet_{alpha}_{size}.weights.h5"
     ref.save_weights(path)
     return path, ref
@@ -73,15 +65,7 @@ def randomised_efficientnet(ref: keras.Model, seed: int = 7) -> keras.Model:
     rng = np.random.default_rng(seed)
     for layer in ref.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
-            c = layer.gamma.shape[0]
-            layer.set_weights(
-                [
-                    rng.uniform(0.5, 1.5, c).astype("float32"),
-                    rng.normal(0, 0.2, c).astype("float32"),
-                    rng.normal(0, 0.2, c).astype("float32"),
-                    rng.uniform(0.5, 2.0, c).astype("float32"),
-                ]
-            )
+            randomise_batchnorm(layer, rng)
         elif isinstance(layer, keras.layers.Normalization) and layer.weights:  # mean, variance, count
             mean, variance, count = layer.get_weights()
             layer.set_weights(
