@@ -163,10 +163,10 @@ class Built:
 
 @dataclass(frozen=True)
 class Asked:
-    """What :func:`compile` was asked for (None: the spec's or the variant's own): what a
-    weights file of another variant is tried against (:meth:`Compiled.read_weights`)."""
+    """What :func:`compile` was asked for besides the variant (None: the spec's or the
+    variant's own): what a weights file of another variant is tried with
+    (:meth:`Compiled.read_weights`)."""
 
-    variant: str | None = None
     width: float | None = None
     resolution: float | int | tuple[int, int] | None = None
     depth: float | None = None
@@ -674,7 +674,7 @@ def compile(
     except SpecError as exc:
         raise SpecError(exc.message, file=loaded.file, path=exc.path) from None
     graph = lower(loaded, width=width, resolution=resolution, depth=depth, variant=variant, head=head)
-    asked = Asked(variant, width, resolution, depth, head)
+    asked = Asked(width, resolution, depth, head)
     if selection.changes_nothing:
         return Compiled(loaded, graph, asked=asked)
     return Compiled(loaded, selection.apply(graph, head), full=graph, asked=asked)
