@@ -12,7 +12,7 @@ lives here once, so the command line and a script cannot drift apart.
 
 Errors: every bad argument of :func:`compile`, :func:`sweep`, :func:`fit` and the methods of
 :class:`Compiled` (``build``, ``build_to``, ``save``, ``generate``, ``generate_to``, ``parity``,
-``latency``, ``load_weights``) raises one of four exceptions, named after what is wrong, with a
+``latency``, ``load_weights``, ``read_weights``) raises one of four exceptions, named after what is wrong, with a
 one-line message naming the argument (archcompiler.arguments): ``SpecError`` (the spec or what
 shapes the model: ``width``, ``classes``, ``outputs``, budgets...), ``BackendError`` (how it is
 built and run: ``backend``, ``batch``, ``seed``, a model from another backend; its subclass
@@ -162,6 +162,30 @@ class Built:
 
 
 @dataclass(frozen=True)
+class Asked:
+    """What :func:`compile` was asked for besides the variant (None: the spec's or the
+    variant's own): what a weights file of another variant is tried with
+    (:meth:`Compiled.read_weights`)."""
+
+    width: float | None = None
+    resolution: float | int | tuple[int, int] | None = None
+    depth: float | None = None
+    head: Head | None = None
+
+
+def _loads_variant(loaded: LoadedSpec, variant: str, asked: Asked, loads: Callable[[ir.Graph], bool]) -> bool:
+    """Whether ``loads`` takes the whole model of ``variant`` with ``asked``'s options (False
+    where those options do not suit it)."""
+    try:
+        g = lower(
+            loaded, width=asked.width, resolution=asked.resolution, depth=asked.depth, variant=variant, head=asked.head
+        )
+    except SpecError:
+        return False
+    return loads(g)
+
+
+@dataclass(frozen=True)
 class Compiled:
     """A spec lowered at one width and resolution: the IR plus what can be done with it."""
 
@@ -170,6 +194,8 @@ class Compiled:
     full: ir.Graph | None = None
     """The single-output graph ``graph`` was cut from (``outputs``/``features``), else None:
     weights saved from it load into ``graph`` (:meth:`load_weights`)."""
+    asked: Asked | None = None
+    """The options it was compiled with (None: unknown; a weights error then names no variant)."""
 
     def __repr__(self) -> str:
         # Short on purpose: the dataclass repr printed the spec, its source and the graph (32,523 characters).
@@ -304,7 +330,6 @@ class Compiled:
         else None (the framework's own). A seed or init beside given weights, or a seed with the
         framework's init, would be silently ignored: refused."""
         from archcompiler import weights as W
-        from archcompiler.kit.registry import read_weights
 
         if init not in INITS:
             raise W.WeightError(f"init must be one of {', '.join(map(repr, INITS))}, got {init!r}")
@@ -316,7 +341,7 @@ class Compiled:
                 raise W.WeightError(f"seed={seed!r} applies to archc's init, not init='framework'")
             return None
         if weights is not None:
-            return read_weights(weights, self.graph, backend=b, full=self.full)
+            return self.read_weights(weights, b)
         return W.training_init(self.graph, 0 if seed is None else seed)
 
     def load_weights(self, backend: str | Backend, model: Any, weights: str | Path | Weights) -> None:
@@ -329,11 +354,37 @@ class Compiled:
         A multi-output (feature) model also takes the weights of the whole model it was cut
         from (:attr:`full`): the tensors of the layers its outputs do not need are dropped.
         Weights that fit neither are refused, as ever, with the feature model's error."""
+        b = _backend(backend)
+        b.set_weights(self.graph, model, self.read_weights(weights, b))
+
+    def read_weights(self, weights: str | Path | Weights, backend: Backend | None = None) -> Weights:
+        """Canonical weights from a file or a mapping, checked against the IR
+        (archcompiler.kit.registry.read_weights; ``backend`` reads its own framework's files).
+
+        Weights of another of the spec's variants are refused, as any that do not fit, and the
+        one-line error adds which variant they fit (:meth:`_fitting_variants`)."""
         from archcompiler.kit.registry import read_weights
 
-        b = _backend(backend)
-        w = read_weights(_weights(weights, optional=False), self.graph, backend=b, full=self.full)
-        b.set_weights(self.graph, model, w)
+        source = _weights(weights, optional=False)
+        return read_weights(source, self.graph, backend=backend, full=self.full, hint=self._fitting_variants)
+
+    def _fitting_variants(self, loads: Callable[[ir.Graph], bool]) -> str | None:
+        """The spec's variants whose whole model the weights load into, as the command line
+        asks for them: the other variants with every option as given (``--variant X`` is then
+        all that changes); else, when ``--width`` or ``--depth`` was given, every variant at its
+        own multipliers, said so (``--variant X without --width 0.5``); else None. Lowering is
+        cheap (no framework): milliseconds a variant."""
+        asked, spec = self.asked, self.loaded.spec
+        if asked is None or not spec.variants:
+            return None
+        others = [v for v in spec.variants if v != self.graph.variant]
+        fits = [v for v in others if _loads_variant(self.loaded, v, asked, loads)]
+        if fits:
+            return f"--variant {' or '.join(fits)}"
+        given = [f"--{k} {v:g}" for k, v in (("width", asked.width), ("depth", asked.depth)) if v is not None]
+        own = dataclasses.replace(asked, width=None, depth=None)
+        fits = [v for v in spec.variants if given and _loads_variant(self.loaded, v, own, loads)]
+        return f"--variant {' or '.join(fits)} without {' '.join(given)}" if fits else None
 
     def save(
         self,
@@ -623,9 +674,10 @@ def compile(
     except SpecError as exc:
         raise SpecError(exc.message, file=loaded.file, path=exc.path) from None
     graph = lower(loaded, width=width, resolution=resolution, depth=depth, variant=variant, head=head)
+    asked = Asked(width, resolution, depth, head)
     if selection.changes_nothing:
-        return Compiled(loaded, graph)
-    return Compiled(loaded, selection.apply(graph, head), full=graph)
+        return Compiled(loaded, graph, asked=asked)
+    return Compiled(loaded, selection.apply(graph, head), full=graph, asked=asked)
 
 
 @dataclass(frozen=True)

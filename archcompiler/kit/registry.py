@@ -14,6 +14,7 @@ Nothing here imports a framework: a backend's module is imported only when it is
 
 from __future__ import annotations
 
+import functools
 import importlib
 from collections.abc import Callable, Mapping
 from importlib.metadata import entry_points
@@ -33,6 +34,7 @@ __all__ = [
     "HANDLER_GROUP",
     "Backend",
     "BackendError",
+    "Hint",
     "UnsupportedOpError",
     "available",
     "check_kinds",
@@ -176,8 +178,18 @@ def _instance(name: str, cls: Any, options: dict[str, Any]) -> Backend:
     return cls(**options)
 
 
+Hint = Callable[[Callable[[ir.Graph], bool]], "str | None"]
+"""What a weights error adds (None: nothing), given a test of whether the weights load into
+another graph (:meth:`archcompiler.api.Compiled.read_weights`: which variant they fit)."""
+
+
 def read_weights(
-    source: str | Path | Weights, graph: ir.Graph, *, backend: Backend | None = None, full: ir.Graph | None = None
+    source: str | Path | Weights,
+    graph: ir.Graph,
+    *,
+    backend: Backend | None = None,
+    full: ir.Graph | None = None,
+    hint: Hint | None = None,
 ) -> Weights:
     """Canonical weights for ``graph``, checked against it, from ``source``: canonical weights
     (a mapping), ``.npz``/``.safetensors`` (by archc's names or, where the spec declares a
@@ -187,10 +199,25 @@ def read_weights(
 
     A graph cut from ``full`` (``outputs``/``features``) also takes ``full``'s weights: the
     tensors of the layers it does not need are dropped. Weights that fit neither are refused
-    with ``graph``'s error."""
+    with ``graph``'s error, followed by what ``hint`` says given a test that reads ``source``
+    into other graphs as it was read here (every format alike; a ``.pth`` file read once)."""
     from archcompiler import weights
 
     read = _reader(source, graph, backend)
+    try:
+        return _fitted(read, graph, full)
+    except weights.WeightError as first:
+        said = _hint(read, source, hint)
+        if said is None:
+            raise
+        what = "the weights fit" if isinstance(source, Mapping) else "the file fits"
+        raise weights.WeightError(f"{first}; {what} {said}") from None
+
+
+def _fitted(read: Callable[[ir.Graph], Weights], graph: ir.Graph, full: ir.Graph | None) -> Weights:
+    """``read(graph)``, else ``full``'s weights cut to ``graph``'s tensors, else ``graph``'s error."""
+    from archcompiler import weights
+
     try:
         return read(graph)
     except weights.WeightError as first:
@@ -203,16 +230,39 @@ def read_weights(
         return {name: whole[name] for name in weights.specs(graph)}
 
 
+def _hint(read: Callable[[ir.Graph], Weights], source: str | Path | Weights, hint: Hint | None) -> str | None:
+    """What ``hint`` says, asked whether ``source`` loads into a graph (nothing for a file that
+    is not there: it loads into none)."""
+    from archcompiler import weights
+
+    if hint is None or not (isinstance(source, Mapping) or Path(source).is_file()):
+        return None
+
+    def loads(g: ir.Graph) -> bool:
+        try:
+            read(g)
+        except weights.WeightError:
+            return False
+        return True
+
+    return hint(loads)
+
+
 def _reader(
     source: str | Path | Mapping[str, Any], graph: ir.Graph, backend: Backend | None
 ) -> Callable[[ir.Graph], Weights]:
-    """How to read ``source`` for each graph tried: a ``.pth`` file is read once (by torch,
-    slow), its tensors then fitted to the cut graph and to the full one."""
+    """How to read ``source`` for each graph tried (the cut graph and the full one; for a hint,
+    other variants): a checkpoint's tensors by another implementation's names (a ``.pth`` file,
+    by torch, slow; a ``.npz``/``.safetensors`` whose names are not archc's) are read once, then
+    fitted to each graph."""
     from archcompiler import checkpoints, weights
 
-    if isinstance(source, Mapping) or Path(source).suffix != ".pth":
+    if isinstance(source, Mapping) or Path(source).suffix not in checkpoints.SUFFIXES:
         return lambda g: _read_weights(source, g, backend)
     p = Path(source)
+    found = functools.cache(lambda: checkpoints.read(p, checkpoints.ignored(graph)))
+    if p.suffix != ".pth":
+        return lambda g: _read_file(p, g, found)
     if not p.is_file():
         raise weights.WeightError(f"{p}: no such weights file")
     if not graph.checkpoints:
@@ -220,10 +270,10 @@ def _reader(
             f"{p}: a .pth file loads by the names of a checkpoint format of the spec (declared: none);"
             " use .npz or .safetensors for archc's own names"
         )
-    found = checkpoints.read(p, checkpoints.ignored(graph))
+    found()
 
     def fit(g: ir.Graph) -> Weights:
-        w = checkpoints.from_tensors(g, found, str(p))
+        w = checkpoints.from_tensors(g, found(), str(p))
         if w is None:
             raise weights.WeightError(
                 f"{p}: a .pth file loads by the names of a checkpoint format of the spec"
@@ -236,6 +286,7 @@ def _reader(
 
 
 def _read_weights(source: str | Path | Mapping[str, Any], graph: ir.Graph, backend: Backend | None) -> Weights:
+    """A mapping (archc's names or a checkpoint format's) or a framework file, checked."""
     from archcompiler import checkpoints, weights
 
     if isinstance(source, Mapping):
@@ -245,33 +296,32 @@ def _read_weights(source: str | Path | Mapping[str, Any], graph: ir.Graph, backe
         weights.check(graph, w)
         return w
     p = Path(source)
-    if p.suffix in checkpoints.SUFFIXES:
-        w = _read_file(p, graph)
-    else:
-        reader = _weights_reader(p, backend)
-        if not p.is_file():
-            raise weights.WeightError(f"{p}: no such weights file")
-        w = reader.read_foreign_weights(p, graph)
+    reader = _weights_reader(p, backend)
+    if not p.is_file():
+        raise weights.WeightError(f"{p}: no such weights file")
+    w = reader.read_foreign_weights(p, graph)
     weights.check(graph, w, origin=str(p))
     return w
 
 
-def _read_file(p: Path, graph: ir.Graph) -> Weights:
+def _read_file(p: Path, graph: ir.Graph, found: Callable[[], Mapping[str, Any]]) -> Weights:
     """A ``.npz``/``.safetensors`` file by archc's canonical names (names, shapes and dtypes
     checked from the headers first) or, when its names are those of a checkpoint format the spec
-    declares (``checkpoints:``, timm's state_dict), by those (:mod:`archcompiler.checkpoints`);
-    a file that fits neither gets the canonical load's error."""
+    declares (``checkpoints:``, timm's state_dict), by those (:mod:`archcompiler.checkpoints`,
+    the tensors ``found`` reads); a file that fits neither gets the canonical load's error."""
     from archcompiler import checkpoints, weights
 
     try:
-        return weights.load(p, graph)
+        w = weights.load(p, graph)
     except weights.WeightError as first:
         if not graph.checkpoints:
             raise
-        w = checkpoints.load(p, graph)
-        if w is None:
+        converted = checkpoints.from_tensors(graph, found(), str(p))
+        if converted is None:
             raise first from None
-        return w
+        w = converted
+    weights.check(graph, w, origin=str(p))
+    return w
 
 
 def _weights_reader(p: Path, backend: Backend | None) -> Backend:

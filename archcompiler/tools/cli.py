@@ -670,9 +670,7 @@ def _quantization_report(args: argparse.Namespace, net: Compiled) -> int:
 
 def net_weights(net: Compiled, path: str) -> Any:
     """The canonical weights in ``path``, checked against the spec's graph."""
-    from archcompiler.kit.registry import read_weights
-
-    return read_weights(path, net.graph, full=net.full)
+    return net.read_weights(path)
 
 
 def cmd_generate(args: argparse.Namespace) -> int:

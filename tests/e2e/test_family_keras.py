@@ -141,3 +141,67 @@ def test_efficientnet_family_matches_keras_constructors(
     assert shapes == want_shapes
     assert counts == want_counts
     assert model.count_params() == sum(counts) + (0 if whole else NORMALIZATION_WEIGHTS[spec])
+
+
+KERAS_BLOCK = re.compile(r"^(block\d)(.)_")
+"""Keras' block prefix: the stage, then chr(j + 97) for the stage's j-th block."""
+
+
+def numbered_past_z(names: list[str]) -> dict[str, str]:
+    """Keras' block prefixes -> archc's: the same up to the letter z; past it (Keras' '{', '|',
+    chr(j + 97) with j > 25) the stage and the block's number in the model, as the specs'
+    headers document: block6{_ -> block6_74_ for the model's 74th block."""
+    prefixes = list(dict.fromkeys(m.group(0) for n in names if (m := KERAS_BLOCK.match(n))))
+    out = {}
+    for number, prefix in enumerate(prefixes, 1):
+        stage, letter = KERAS_BLOCK.match(prefix).groups()  # type: ignore[union-attr]
+        out[prefix] = prefix if "a" <= letter <= "z" else f"{stage}_{number}_"
+    return out
+
+
+def renamed(name: str, prefixes: dict[str, str]) -> str:
+    m = KERAS_BLOCK.match(name)
+    return name if m is None else prefixes[m.group(0)] + name[m.end() :]
+
+
+# Keras' constructors at a depth where one stage has more than 26 blocks (V2-B0's table: stage
+# 6's 8 repeats x 3.5 = 28, so '{' and '|'; EfficientNet-B0's: stage 6's ceil(4 x 6.6) = 27, '{')
+PAST_Z = [("efficientnet_v2.yaml", 3.5, 2), ("efficientnet.yaml", 6.6, 1), ("efficientnet_keras.yaml", 6.6, 1)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("spec", "depth", "past_z"), PAST_Z)
+def test_blocks_past_z_are_numbered_where_keras_goes_on_with_symbols(spec: str, depth: float, past_z: int) -> None:
+    """Layer names equal Keras' but for the blocks Keras names past 'z', which differ exactly
+    as the specs document; weight shapes and counts equal."""
+    import importlib
+    import sys
+
+    keras.backend.clear_session()
+    size = 64
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(limit, 20_000))  # Keras traces a 100-block functional model recursively
+    try:
+        if spec == "efficientnet_v2.yaml":
+            module = importlib.import_module("keras.src.applications.efficientnet_v2")
+            model = module.EfficientNetV2(
+                1.0, depth, size, name="efficientnetv2-b0", weights=None, input_shape=(size, size, 3)
+            )
+        else:
+            module = importlib.import_module("keras.src.applications.efficientnet")
+            model = module.EfficientNet(
+                1.0, depth, size, name="efficientnet", weights=None, input_shape=(size, size, 3)
+            )
+    finally:
+        sys.setrecursionlimit(limit)
+    whole = spec == "efficientnet_keras.yaml"
+    keras_names, keras_shapes, want_counts = keras_side(model, whole)
+    prefixes = numbered_past_z(keras_names)
+    numbered = {p: q for p, q in prefixes.items() if p != q}
+    assert len(numbered) == past_z and all(p[6] in "{|" for p in numbered), numbered  # not vacuous
+    want_names = [r for n in keras_names if not KERAS_ONLY.match(r := renamed(n, prefixes))]
+    want_shapes = {renamed(k, prefixes): v for k, v in keras_shapes.items()}
+    names, shapes, counts = archc_side(spec, size, variant="b0", depth=depth)
+    assert names == want_names
+    assert shapes == want_shapes
+    assert counts == want_counts

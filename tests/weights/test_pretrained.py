@@ -18,6 +18,7 @@ from helpers import fast_first, framework, randomise_batchnorm
 
 import archcompiler as a
 from archcompiler.kit.registry import get_backend, read_weights
+from archcompiler.weights import WeightError
 
 torch = framework("torch")
 keras = framework("keras")
@@ -165,3 +166,22 @@ def test_keras_efficientnet_v2_weights_in_archc(tmp_path: Path) -> None:
     graph = a.lower(a.load(ROOT / "specs" / "efficientnet_v2.yaml"), variant="b0", resolution=size)
     twin = float64_twin(keras.applications.EfficientNetV2B0, size, path)
     check_keras_file_in_archc(graph, path, x, normalized, ref, twin, ("torch", "keras", "onnx"))
+
+
+@pytest.mark.slow
+def test_a_keras_file_of_another_variant_is_named(tmp_path: Path) -> None:
+    """keras.applications.EfficientNetB1's .weights.h5 asked to load as B0: the error of its
+    first layer that does not fit, then the variant it fits (with a depth that repeats blocks
+    more than B1's, ceil(1.4 x 3) = 5 > ceil(1.1 x 3) = 4: at its own depth, said so); loaded
+    as B1 it fits."""
+    keras.backend.clear_session()
+    path = tmp_path / "b1.weights.h5"
+    keras.applications.EfficientNetB1(weights=None, input_shape=(64, 64, 3)).save_weights(path)
+    spec = a.load(ROOT / "specs" / "efficientnet_keras.yaml")
+    with pytest.raises(WeightError) as info:
+        a.compile(spec, variant="b0", resolution=64).read_weights(path)
+    assert "\n" not in str(info.value) and str(info.value).endswith("; the file fits --variant b1"), info.value
+    with pytest.raises(WeightError) as info:
+        a.compile(spec, variant="b0", resolution=64, depth=1.4).read_weights(path)
+    assert str(info.value).endswith("; the file fits --variant b1 without --depth 1.4"), info.value
+    assert a.compile(spec, variant="b1", resolution=64).read_weights(path)

@@ -237,6 +237,59 @@ def test_cli_refuses_a_timm_file_that_does_not_fit(tmp_path: Path, capsys: pytes
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow  # imports torch and timm, builds three timm models (10 s)
+@pytest.mark.torch
+@pytest.mark.parametrize("suffix", [".safetensors", ".pth"])
+def test_cli_names_the_variant_a_timm_file_fits(
+    suffix: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """timm's mobilenetv4_conv_medium given to --variant conv_small: the one-line error of the
+    first tensor that does not fit, then the variant the file fits (without the --width given,
+    when that is what it takes); a file of no variant (timm's model with 10 classes): the error
+    alone. Exit status 2, nothing written."""
+    medium = save(timm_model("mobilenetv4_conv_medium"), tmp_path / f"medium{suffix}")
+    ten = save(timm.create_model("mobilenetv4_conv_small", num_classes=10), tmp_path / f"ten{suffix}")
+
+    def refusal(path: Path, *options: str) -> str:
+        out = tmp_path / "out"
+        args = ["build", str(SPECS / "mobilenet_v4.yaml"), *options, "--resolution", "64", "--backend", "torch"]
+        code = main([*args, "--weights", str(path), "-o", str(out)])
+        err = capsys.readouterr().err
+        assert code == 2 and len(err.strip().splitlines()) == 1 and not out.exists(), err
+        return err.strip()
+
+    err = refusal(medium, "--variant", "conv_small")
+    assert "missing timm tensor 'blocks.0.0.conv.weight' (archc 'block2_conv.kernel'" in err, err
+    assert err.endswith("; the file fits --variant conv_medium"), err
+    err = refusal(medium, "--variant", "conv_medium", "--width", "0.75")
+    assert "timm tensor 'blocks.0.0.conv_pwl.weight' has shape (48, 128, 1, 1)" in err, err  # timm's 48 filters
+    assert err.endswith("; the file fits --variant conv_medium without --width 0.75"), err
+    err = refusal(ten, "--variant", "conv_small")
+    assert err.endswith(
+        "timm tensor 'classifier.weight' has shape (10, 1280), archc 'classifier.kernel' needs"
+        " (1000, 1280) (is it variant 'conv_small' at width 1?)"
+    ), err
+    assert (
+        main(
+            [
+                "build",
+                str(SPECS / "mobilenet_v4.yaml"),
+                "--variant",
+                "conv_medium",
+                "--resolution",
+                "64",
+                "--backend",
+                "torch",
+                "--weights",
+                str(medium),
+                "-o",
+                str(tmp_path / "ok"),
+            ]
+        )
+        == 0
+    )
+
+
 @pytest.mark.slow  # compiles a second variant (2 s)
 def test_the_wrong_variant_is_named(tmp_path: Path) -> None:
     _, named = timm_named("conv_medium")
