@@ -85,19 +85,32 @@ def row(group: str, case: str, samples: list[float], unit: str, threads: int | s
 
 
 def interleaved(
-    cases: dict[str, Callable[[], Any]], runs: int, warmup: int = 1, clock: Callable[[], float] = time.perf_counter
+    cases: dict[str, Callable[[], Any]],
+    runs: int,
+    warmup: int = 1,
+    clock: Callable[[], float] = time.perf_counter,
+    block: int = 1,
 ) -> dict[str, list[float]]:
     """Seconds per call of each case (by ``clock``: wall, or ``time.process_time`` for the CPU
-    time of this process, steadier on a loaded machine), the cases taking turns every round."""
+    time of this process, steadier on a loaded machine), the cases taking turns every round.
+
+    ``block`` > 1: each turn is ``block`` calls in a row, the first not counted (``runs`` counted
+    calls in all). For cases with their own thread pools (torch's OpenMP, onnxruntime's, LiteRT's):
+    an idle OpenMP team spins for milliseconds after a call, taking a core from whatever runs
+    next, which one call after another of another runtime would pay every time."""
     for fn in cases.values():
         for _ in range(warmup):
             fn()
     out: dict[str, list[float]] = {k: [] for k in cases}
-    for _ in range(runs):
+    counted = max(block - 1, 1)
+    for _ in range(-(-runs // counted)):
         for k, fn in cases.items():
-            t = clock()
-            fn()
-            out[k].append(clock() - t)
+            if block > 1:
+                fn()
+            for _ in range(counted):
+                t = clock()
+                fn()
+                out[k].append(clock() - t)
     return out
 
 
@@ -519,6 +532,11 @@ def _model_file(folder: Path) -> Path:
     raise FileNotFoundError(f"{folder}: no model file")
 
 
+RUNTIME_BLOCK = 4
+"""Calls per turn in the runtime group, the first not counted (``interleaved``): each runtime's
+threads are then measured warm, as in a program that runs one of them."""
+
+
 def _runtime_session(path: Path, threads: int) -> Callable[[Any], Any]:
     """A forward of an .onnx (onnxruntime, NCHW input) or .tflite file (LiteRT with its default
     XNNPACK delegate, NHWC input) on ``threads`` intra-op threads (onnxruntime's without spinning
@@ -596,7 +614,7 @@ def worker_runtime(runs: int) -> list[Row]:
                 inputs = {"torch": x, "nchw": x.numpy(), "nhwc": np.ascontiguousarray(x.numpy().transpose(0, 2, 3, 1))}
                 with torch.inference_mode():
                     cases = {k: (lambda m=m, x=inputs[layout]: m(x)) for k, (m, layout) in models.items()}
-                    for k, t in interleaved(cases, n, warmup=2).items():
+                    for k, t in interleaved(cases, n, warmup=2, block=RUNTIME_BLOCK).items():
                         ref_name = None if k == RUNTIME_REF else f"{RUNTIME_REF}, batch {batch}"
                         rows.append(row("runtime", f"{k}, batch {batch}", t, "s", threads, ref_name))
         ref_size = f"{files['onnx'].name} (float32 .onnx): file size"

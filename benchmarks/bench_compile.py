@@ -13,7 +13,8 @@ activation is allocated: what a memory plan such as onnxruntime's arena saves in
 the last two are measurements, not builds archc offers (see docs/performance.md, "Runtimes").
 Always the optimised build
 (``build("torch", optimize=True)``) and onnxruntime (its reference). Batch 1 and 16, rounds
-interleaved, medians; prints each variant's preparation (compile) time and its largest
+interleaved in turns of a few calls (bench.py's ``interleaved``, as ``make bench``'s runtime
+group: each runtime's threads warm), medians; prints each variant's preparation (compile) time and its largest
 difference from the optimised build's output. Not run by ``make bench`` (compiling takes minutes).
 
 ``--layers``: instead, each convolution's median time in the optimised build (torch's
@@ -32,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from bench import RUNTIME_BLOCK, interleaved
 
 import archcompiler as a
 
@@ -181,16 +183,12 @@ def main() -> None:
             print(f"{name}: prepared in {time.perf_counter() - start:.1f} s", flush=True)
         for batch, rounds in ((1, args.rounds * 4), (16, args.rounds)):
             x = torch.rand(batch, 3, 224, 224)
-            times: dict[str, list[float]] = {k: [] for k in models}
             with torch.no_grad():
                 expected = optimized(x)
                 for k, m in models.items():
                     print(f"  {k}: max |difference| {float((m(x) - expected).abs().max()):.1e}")
-                for _ in range(rounds):
-                    for k, m in models.items():
-                        t = time.perf_counter()
-                        m(x)
-                        times[k].append(time.perf_counter() - t)
+                cases = {k: (lambda m=m, x=x: m(x)) for k, m in models.items()}
+                times = interleaved(cases, rounds, warmup=0, block=RUNTIME_BLOCK)
             ref = statistics.median(times["onnxruntime"])
             medians = {k: statistics.median(v) for k, v in times.items()}
             cells = [f"{k} {m * 1e3:.2f} ms ({m / ref:.2f}x)" for k, m in medians.items()]
