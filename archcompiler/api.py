@@ -357,16 +357,18 @@ class Compiled:
         b = _backend(backend)
         b.set_weights(self.graph, model, self.read_weights(weights, b))
 
-    def read_weights(self, weights: str | Path | Weights, backend: Backend | None = None) -> Weights:
+    def read_weights(self, weights: str | Path | Weights, backend: str | Backend | None = None) -> Weights:
         """Canonical weights from a file or a mapping, checked against the IR
-        (archcompiler.kit.registry.read_weights; ``backend`` reads its own framework's files).
+        (archcompiler.kit.registry.read_weights; ``backend``, a name or an instance, reads its
+        own framework's files).
 
         Weights of another of the spec's variants are refused, as any that do not fit, and the
         one-line error adds which variant they fit (:meth:`_fitting_variants`)."""
         from archcompiler.kit.registry import read_weights
 
         source = _weights(weights, optional=False)
-        return read_weights(source, self.graph, backend=backend, full=self.full, hint=self._fitting_variants)
+        b = None if backend is None else _backend(backend)
+        return read_weights(source, self.graph, backend=b, full=self.full, hint=self._fitting_variants)
 
     def _fitting_variants(self, loads: Callable[[ir.Graph], bool]) -> str | None:
         """The spec's variants whose whole model the weights load into, as the command line

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
     from archcompiler.language.spec import Checkpoint
 
-__all__ = ["SUFFIXES", "convert", "detect", "from_mapping", "from_tensors", "load", "names", "read", "to_numpy"]
+__all__ = ["SUFFIXES", "convert", "detect", "from_mapping", "from_tensors", "names", "read", "to_numpy"]
 
 SUFFIXES = (".safetensors", ".npz", ".pth")
 """The files a checkpoint is read from."""
@@ -187,8 +187,7 @@ def convert(graph: ir.Graph, fmt: str, found: Mapping[str, np.ndarray], origin: 
         if tuple(arr.shape) != want:
             raise WeightError(
                 f"{origin}: {fmt} tensor {name!r} has shape {tuple(arr.shape)}, archc {canonical!r} needs {want}"
-                f" (is it variant {graph.variant or 'default'!r} at width {graph.width:g}?)"
-            )
+            )  # read_weights adds which variant of the spec the file fits, if one does
         out[canonical] = layouts.from_channels_first(arr, t.layout, t.shape)
     extra = [k for k in found if k not in set(theirs.values())]
     if extra:
@@ -197,12 +196,6 @@ def convert(graph: ir.Graph, fmt: str, found: Mapping[str, np.ndarray], origin: 
             f"{origin}: unexpected {fmt} tensor {extra[0]!r}{more}: no archc tensor of {graph.name!r} takes it"
         )
     return out
-
-
-def load(path: str | Path, graph: ir.Graph) -> Weights | None:
-    """Canonical weights from a checkpoint file whose names are one of the spec's formats, None
-    when they are not (then the file is archc's own, or wrong)."""
-    return from_tensors(graph, read(path, ignored(graph)), str(path))
 
 
 def from_tensors(graph: ir.Graph, found: Mapping[str, Any], origin: str) -> Weights | None:

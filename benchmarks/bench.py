@@ -95,7 +95,7 @@ def interleaved(
     time of this process, steadier on a loaded machine), the cases taking turns every round.
 
     ``block`` > 1: each turn is ``block`` calls in a row, the first not counted (``runs`` counted
-    calls in all). For cases with their own thread pools (torch's OpenMP, onnxruntime's, LiteRT's):
+    calls, rounded up to whole turns). For cases with their own thread pools (torch's OpenMP, onnxruntime's, LiteRT's):
     an idle OpenMP team spins for milliseconds after a call, taking a core from whatever runs
     next, which one call after another of another runtime would pay every time."""
     for fn in cases.values():

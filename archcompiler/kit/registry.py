@@ -254,7 +254,9 @@ def _reader(
     """How to read ``source`` for each graph tried (the cut graph and the full one; for a hint,
     other variants): a checkpoint's tensors by another implementation's names (a ``.pth`` file,
     by torch, slow; a ``.npz``/``.safetensors`` whose names are not archc's) are read once, then
-    fitted to each graph."""
+    fitted to each graph. Other files (archc's own names, a framework's ``.pt`` or ``.h5``) are
+    read by each graph tried, whose layers say how: on a hint, that is once per variant, on the
+    error path only."""
     from archcompiler import checkpoints, weights
 
     if isinstance(source, Mapping) or Path(source).suffix not in checkpoints.SUFFIXES:

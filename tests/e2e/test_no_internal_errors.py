@@ -744,6 +744,7 @@ def test_random_wrong_arguments_raise_only_documented_errors(
         lambda: net.generate_to(j(JUNK), out / "g", optimize=j(JUNK)),
         lambda: net.latency(j(JUNK), runs=j(JUNK), warmup=j(JUNK)),
         lambda: net.load_weights(j(JUNK), j(JUNK), j(JUNK)),
+        lambda: net.read_weights(j(JUNK), j(JUNK)),
         lambda: net.parity(
             j(JUNK),
             seed=j(JUNK),
