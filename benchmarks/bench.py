@@ -25,6 +25,8 @@ Groups (each in its own fresh worker process, so frameworks and thread pools do 
   .onnx and .tflite, float32 and int8 calibrated on synthetic images), in one process against
   onnxruntime running the float32 .onnx; batch 1 and 16, 1 and 2 threads, interleaved; budgets:
   optimised torch at most 1.05x at batch 1, 1.00x at batch 16; the model files' sizes;
+* hugepages: the runtime group's torch models against the same reference, in a process started
+  with torch's ``THP_MEM_ALLOC_ENABLE=1`` (large allocations in transparent huge pages);
 * keras: archc's Keras model against keras.applications.MobileNet;
 * parity: ``archc parity`` (torch and keras, 0.25-128) against importing both frameworks;
 * memory: peak RSS (getrusage ru_maxrss, one fresh process per number: tracemalloc does not see
@@ -472,6 +474,15 @@ def _import_timm() -> Any:
     return timm
 
 
+TIMM_BLOCK = 2
+"""Calls per turn in the timm group, the first not counted (``interleaved``): each counted
+forward follows one of the same model, so it starts from the heap that model leaves itself.
+With one call per turn, archc's MobileNetV4 at batch 16 always followed timm's, whose last
+free (its stem activation, held by ``forward_features`` until the blocks return) trims glibc's
+heap by 77 MB: archc's forward then regrew it, 21,104 page faults against timm's 12,544 (timm
+followed archc's optimised build, which leaves the heap grown), and ran at 1.03-1.26x."""
+
+
 def worker_timm(runs: int) -> list[Row]:
     """Issue 21: archc's torch EfficientNet-B0 and MobileNetV4-Conv-Small, built and optimised,
     against timm's models of the same architectures; batch 1 and 16, 1 and 2 intra-op threads,
@@ -501,7 +512,7 @@ def worker_timm(runs: int) -> list[Row]:
                 x = torch.rand(batch, 3, size, size)
                 with torch.inference_mode():
                     cases = {k: (lambda m=m, x=x: m(x)) for k, m in models.items()}
-                    for k, t in interleaved(cases, n, warmup=2).items():
+                    for k, t in interleaved(cases, n, warmup=2, block=TIMM_BLOCK).items():
                         ref_name = None if k == ref else f"{ref}, batch {batch}"
                         rows.append(row("timm", f"{k}, batch {batch}", t, "s", threads, ref_name))
     return rows
@@ -531,6 +542,11 @@ def _model_file(folder: Path) -> Path:
             return found[0]
     raise FileNotFoundError(f"{folder}: no model file")
 
+
+HUGEPAGES = "THP_MEM_ALLOC_ENABLE=1"
+GROUP_ENV = {"hugepages": dict([HUGEPAGES.split("=")])}
+"""Environment variables a group's worker process starts with (torch reads this one once, at its
+first allocation)."""
 
 RUNTIME_BLOCK = 4
 """Calls per turn in the runtime group, the first not counted (``interleaved``): each runtime's
@@ -573,17 +589,25 @@ def _runtime_session(path: Path, threads: int) -> Callable[[Any], Any]:
 
 
 def _runtime_models(files: dict[str, Path], threads: int) -> dict[str, tuple[Callable[[Any], Any], str]]:
-    """Case -> (forward, input layout "torch", "nchw" or "nhwc"), the reference first."""
+    """Case -> (forward, input layout "torch", "nchw" or "nhwc"), the reference first; only the
+    cases whose files were built (the torch ones always)."""
     import archcompiler as a
 
     net = a.compile(SPEC)
+    runtimes = {
+        "onnxruntime, archc's .onnx, int8": "onnx, int8",
+        "LiteRT, archc's .tflite, float32": "tflite",
+        "LiteRT, archc's .tflite, int8": "tflite, int8",
+    }
     return {
         RUNTIME_REF: (_runtime_session(files["onnx"], threads), "nchw"),
         "torch, build('torch')": (net.build("torch"), "torch"),
         "torch, build('torch', optimize=True)": (net.build("torch", optimize=True), "torch"),
-        "onnxruntime, archc's .onnx, int8": (_runtime_session(files["onnx, int8"], threads), "nchw"),
-        "LiteRT, archc's .tflite, float32": (_runtime_session(files["tflite"], threads), "nhwc"),
-        "LiteRT, archc's .tflite, int8": (_runtime_session(files["tflite, int8"], threads), "nhwc"),
+        **{
+            k: (_runtime_session(files[f], threads), "nhwc" if "tflite" in f else "nchw")
+            for k, f in runtimes.items()
+            if f in files
+        },
     }
 
 
@@ -592,13 +616,31 @@ def worker_runtime(runs: int) -> list[Row]:
     (archc's .onnx and .tflite, float32 and int8), all in this process: batch 1 and 16, 1 and 2
     intra-op threads, cases interleaved round by round, every ratio against onnxruntime running
     archc's float32 .onnx; then each model file's size against the float32 .onnx."""
+    return _runtime_rows("runtime", RUNTIME_BUILDS, runs, sizes=True)
+
+
+def worker_hugepages(runs: int) -> list[Row]:
+    """The runtime group's torch models and reference again, in a process started with torch's
+    ``THP_MEM_ALLOC_ENABLE=1`` (:data:`GROUP_ENV`): its allocator then asks for transparent huge
+    pages for every allocation of 2 MiB or more, which spares the batch-16 forward the page
+    faults of fresh activations (docs/performance.md, "Runtimes"). No budget: the target is
+    judged on torch as it starts by default."""
+    builds = {k: v for k, v in RUNTIME_BUILDS.items() if k == "onnx"}
+    return _runtime_rows("runtime, huge pages", builds, runs, suffix=f" ({HUGEPAGES})")
+
+
+def _runtime_rows(
+    group: str, builds: dict[str, list[str]], runs: int, *, suffix: str = "", sizes: bool = False
+) -> list[Row]:
+    """``builds`` made with ``archc build``, then :func:`_runtime_models`'s cases timed (the case
+    names end with ``suffix``); ``sizes``: also each model file's size against the float32 .onnx."""
     import numpy as np
     import torch
 
     rows: list[Row] = []
     with tempfile.TemporaryDirectory() as tmp:
         files: dict[str, Path] = {}
-        for key, flags in RUNTIME_BUILDS.items():
+        for key, flags in builds.items():
             out = Path(tmp) / key.replace(", ", "_")
             cmd = [str(BIN / "archc"), "build", SPEC, *flags, "-o", str(out)]
             quiet = os.environ | {"TF_CPP_MIN_LOG_LEVEL": "3"}
@@ -615,13 +657,14 @@ def worker_runtime(runs: int) -> list[Row]:
                 with torch.inference_mode():
                     cases = {k: (lambda m=m, x=inputs[layout]: m(x)) for k, (m, layout) in models.items()}
                     for k, t in interleaved(cases, n, warmup=2, block=RUNTIME_BLOCK).items():
-                        ref_name = None if k == RUNTIME_REF else f"{RUNTIME_REF}, batch {batch}"
-                        rows.append(row("runtime", f"{k}, batch {batch}", t, "s", threads, ref_name))
-        ref_size = f"{files['onnx'].name} (float32 .onnx): file size"
-        for key, path in files.items():
-            case = f"{path.name} ({key}): file size" if key != "onnx" else ref_size
-            mib = path.stat().st_size / 2**20
-            rows.append(row("runtime", case, [mib], "MiB", "n/a", None if key == "onnx" else ref_size))
+                        ref_name = None if k == RUNTIME_REF else f"{RUNTIME_REF}{suffix}, batch {batch}"
+                        rows.append(row(group, f"{k}{suffix}, batch {batch}", t, "s", threads, ref_name))
+        if sizes:
+            ref_size = f"{files['onnx'].name} (float32 .onnx): file size"
+            for key, path in files.items():
+                case = f"{path.name} ({key}): file size" if key != "onnx" else ref_size
+                mib = path.stat().st_size / 2**20
+                rows.append(row(group, case, [mib], "MiB", "n/a", None if key == "onnx" else ref_size))
     return rows
 
 
@@ -644,6 +687,7 @@ WORKERS: dict[str, Callable[[int], list[Row]]] = {
     "inference": worker_inference,
     "timm": worker_timm,
     "runtime": worker_runtime,
+    "hugepages": worker_hugepages,
     "keras": worker_keras,
     "parity": worker_parity,
     "memory": worker_memory,
@@ -746,7 +790,7 @@ def main() -> None:
     rows: list[Row] = []
     for name in args.only.split(","):
         t = time.perf_counter()
-        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **GROUP_ENV.get(name, {})}
         res = subprocess.run(
             [sys.executable, __file__, "--worker", name, "--runs", str(runs)],
             cwd=ROOT,
