@@ -17,10 +17,12 @@ Groups (each in its own fresh worker process, so frameworks and thread pools do 
 * inference: the model ``build("torch")`` returns, the generated module (generated/), the
   torch.export program and the optimised build (``build("torch", optimize=True)``), against
   the hand-written nn.Sequential MobileNet; batch 1 and 16, 1 and 2 intra-op threads
-  (pinned with torch.set_num_threads), rounds interleaved so load hits all alike;
+  (pinned with torch.set_num_threads), rounds interleaved so load hits all alike, in turns of
+  two calls (the first not counted: TORCH_BLOCK);
 * timm (issue 21): archc's torch EfficientNet-B0 and MobileNetV4-Conv-Small, built and
   optimised, against timm's tf_efficientnet_b0 and mobilenetv4_conv_small; batch 1 and 16, 1 and
-  2 threads, interleaved; budgets: built at most 1.05x, optimised at most 1.00x of timm's;
+  2 threads, interleaved in turns of two calls; budgets: built at most 1.05x, optimised at most
+  1.00x of timm's;
 * runtime (issue 22): MobileNet v1 in torch (built, optimised), onnxruntime and LiteRT (archc's
   .onnx and .tflite, float32 and int8 calibrated on synthetic images), in one process against
   onnxruntime running the float32 .onnx; batch 1 and 16, 1 and 2 threads, interleaved; budgets:
@@ -32,7 +34,7 @@ Groups (each in its own fresh worker process, so frameworks and thread pools do 
 * memory: peak RSS (getrusage ru_maxrss, one fresh process per number: tracemalloc does not see
   torch's allocations) of a batch-16 forward, and minor page faults per batch-1 forward.
 
-Not run by the tests or CI; 6-13 minutes on a shared 2-core machine (``--quick``: fewer runs).
+Not run by the tests or CI; 8-15 minutes on a shared 2-core machine (``--quick``: fewer runs).
 """
 
 from __future__ import annotations
@@ -268,6 +270,13 @@ def torch_models() -> dict[str, Any]:
     return {n: torch_model(n, built) for n in MODEL_NAMES}
 
 
+TORCH_BLOCK = 2
+"""Calls per turn in the inference and timm groups, the first not counted (``interleaved``):
+each counted forward then starts from the heap its own model leaves, as in a program that runs
+one model; after another model's forward it can pay for that one's heap trim in page faults
+(docs/performance.md, "Against timm")."""
+
+
 def worker_inference(runs: int) -> list[Row]:
     import torch
 
@@ -280,7 +289,7 @@ def worker_inference(runs: int) -> list[Row]:
             x = torch.rand(batch, 3, 224, 224)
             with torch.inference_mode():
                 cases = {k: (lambda m=m, x=x: m(x)) for k, m in models.items()}
-                for k, t in interleaved(cases, n).items():
+                for k, t in interleaved(cases, n, block=TORCH_BLOCK).items():
                     ref_name = None if k == ref else f"{ref}, batch {batch}"
                     rows.append(row("inference", f"{k}, batch {batch}", t, "s", threads, ref_name))
     return rows
@@ -474,15 +483,6 @@ def _import_timm() -> Any:
     return timm
 
 
-TIMM_BLOCK = 2
-"""Calls per turn in the timm group, the first not counted (``interleaved``): each counted
-forward follows one of the same model, so it starts from the heap that model leaves itself.
-With one call per turn, archc's MobileNetV4 at batch 16 always followed timm's, whose last
-free (its stem activation, held by ``forward_features`` until the blocks return) trims glibc's
-heap by 77 MB: archc's forward then regrew it, 21,104 page faults against timm's 12,544 (timm
-followed archc's optimised build, which leaves the heap grown), and ran at 1.03-1.26x."""
-
-
 def worker_timm(runs: int) -> list[Row]:
     """Issue 21: archc's torch EfficientNet-B0 and MobileNetV4-Conv-Small, built and optimised,
     against timm's models of the same architectures; batch 1 and 16, 1 and 2 intra-op threads,
@@ -512,7 +512,7 @@ def worker_timm(runs: int) -> list[Row]:
                 x = torch.rand(batch, 3, size, size)
                 with torch.inference_mode():
                     cases = {k: (lambda m=m, x=x: m(x)) for k, m in models.items()}
-                    for k, t in interleaved(cases, n, warmup=2, block=TIMM_BLOCK).items():
+                    for k, t in interleaved(cases, n, warmup=2, block=TORCH_BLOCK).items():
                         ref_name = None if k == ref else f"{ref}, batch {batch}"
                         rows.append(row("timm", f"{k}, batch {batch}", t, "s", threads, ref_name))
     return rows
@@ -625,6 +625,9 @@ def worker_hugepages(runs: int) -> list[Row]:
     pages for every allocation of 2 MiB or more, which spares the batch-16 forward the page
     faults of fresh activations (docs/performance.md, "Runtimes"). No budget: the target is
     judged on torch as it starts by default."""
+    name, value = HUGEPAGES.split("=")
+    if os.environ.get(name) != value:  # the rows would be labelled with a setting they ran without
+        raise RuntimeError(f"the hugepages group runs in a process started with {HUGEPAGES}")
     builds = {k: v for k, v in RUNTIME_BUILDS.items() if k == "onnx"}
     return _runtime_rows("runtime, huge pages", builds, runs, suffix=f" ({HUGEPAGES})")
 
