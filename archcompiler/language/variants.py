@@ -50,7 +50,11 @@ def unknown(name: Any, spec: Spec) -> str:
     """The message for a variant the spec does not define, suggesting the known ones."""
     if not spec.variants:
         return f"unknown variant {short_repr(name)}: the spec defines no variants"
-    hint = did_you_mean(str(name), spec.variants)
+    parts = str(name).split(",")
+    if len(parts) > 1 and all(p.strip() in spec.variants for p in parts):
+        hint = " (one variant here: a comma-separated list is for 'archc fit' and 'archc sweep')"
+    else:
+        hint = did_you_mean(str(name), spec.variants)
     return f"unknown variant {short_repr(name)}{hint}; variants: {', '.join(spec.variants)}"
 
 

@@ -56,6 +56,15 @@ def test_a_variant_sets_width_depth_size_params_and_layers() -> None:
     )
 
 
+def test_a_list_of_variants_where_one_is_taken_says_where_lists_go() -> None:
+    with pytest.raises(SpecError) as info:
+        archc.compile(FAMILY, variant="a, b")
+    assert "'archc fit' and 'archc sweep'" in info.value.message
+    with pytest.raises(SpecError) as info:  # a list with an unknown name is an unknown variant
+        archc.compile(FAMILY, variant="a,zz")
+    assert "fit" not in info.value.message and "variants: a, b, c" in info.value.message
+
+
 @pytest.mark.parametrize(
     ("change", "path", "message"),
     [
