@@ -543,14 +543,29 @@ def _model_file(folder: Path) -> Path:
     raise FileNotFoundError(f"{folder}: no model file")
 
 
-HUGEPAGES = "THP_MEM_ALLOC_ENABLE=1"
-GROUP_ENV = {"hugepages": dict([HUGEPAGES.split("=")])}
-"""Environment variables a group's worker process starts with (torch reads this one once, at its
-first allocation)."""
+HUGEPAGES = {"THP_MEM_ALLOC_ENABLE": "1"}
+"""torch's switch for transparent huge pages (read once, at its first allocation)."""
+GROUP_ENV = {"hugepages": HUGEPAGES}
+"""Environment variables a group's worker process starts with."""
 
 RUNTIME_BLOCK = 4
 """Calls per turn in the runtime group, the first not counted (``interleaved``): each runtime's
 threads are then measured warm, as in a program that runs one of them."""
+
+
+def onnxruntime_session(path: Path, threads: int, profile_prefix: str | None = None) -> Any:
+    """An onnxruntime CPU session of ``path`` on ``threads`` intra-op threads, its idle workers
+    not spinning (they would otherwise spin after each run, on the cores the next case needs);
+    ``profile_prefix``: with onnxruntime's profiler on, writing there."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+    opts.log_severity_level = 3
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if profile_prefix is not None:
+        opts.enable_profiling, opts.profile_file_prefix = True, profile_prefix
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
 def _runtime_session(path: Path, threads: int) -> Callable[[Any], Any]:
@@ -561,14 +576,7 @@ def _runtime_session(path: Path, threads: int) -> Callable[[Any], Any]:
     import numpy as np
 
     if path.suffix == ".onnx":
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
-        opts.log_severity_level = 3
-        # its idle workers would otherwise spin after each run, on the cores the next case needs
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        session = onnxruntime_session(path, threads)
         name = session.get_inputs()[0].name
         return lambda x: session.run(None, {name: x})[0]
     from ai_edge_litert.interpreter import Interpreter
@@ -625,11 +633,11 @@ def worker_hugepages(runs: int) -> list[Row]:
     pages for every allocation of 2 MiB or more, which spares the batch-16 forward the page
     faults of fresh activations (docs/performance.md, "Runtimes"). No budget: the target is
     judged on torch as it starts by default."""
-    name, value = HUGEPAGES.split("=")
-    if os.environ.get(name) != value:  # the rows would be labelled with a setting they ran without
-        raise RuntimeError(f"the hugepages group runs in a process started with {HUGEPAGES}")
+    setting = " ".join(f"{k}={v}" for k, v in HUGEPAGES.items())
+    if any(os.environ.get(k) != v for k, v in HUGEPAGES.items()):  # rows labelled with a setting they lacked
+        raise RuntimeError(f"the hugepages group runs in a process started with {setting}")
     builds = {k: v for k, v in RUNTIME_BUILDS.items() if k == "onnx"}
-    return _runtime_rows("runtime, huge pages", builds, runs, suffix=f" ({HUGEPAGES})")
+    return _runtime_rows("runtime, huge pages", builds, runs, suffix=f" ({setting})")
 
 
 def _runtime_rows(

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from bench import RUNTIME_BLOCK, interleaved
+from bench import RUNTIME_BLOCK, interleaved, onnxruntime_session
 
 import archcompiler as a
 
@@ -97,14 +97,9 @@ def _fused_forward(packed: Any, planned: bool) -> Any:
 
 
 def onnxruntime_model(net: Any, threads: int, folder: str) -> Any:
-    import onnxruntime as ort
-
+    """archc's .onnx of ``net`` in onnxruntime, as a callable taking and returning torch tensors."""
     built = net.build_to("onnx", folder)
-    path = next(f for f in built.files if f.suffix == ".onnx")
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    session = onnxruntime_session(next(f for f in built.files if f.suffix == ".onnx"), threads)
     return lambda t: torch.from_numpy(session.run(None, {"input": t.numpy()})[0])
 
 
@@ -113,7 +108,6 @@ def layers(net: Any, optimized: Any, threads: int, batch: int, rounds: int) -> N
     import json
     import resource
 
-    import onnxruntime as ort
     from torch.profiler import profile
 
     x = torch.rand(batch, 3, 224, 224)
@@ -124,11 +118,7 @@ def layers(net: Any, optimized: Any, threads: int, batch: int, rounds: int) -> N
                 optimized(x)
         convs = [e.cpu_time_total / 1e3 for e in prof.events() if e.name == "mkldnn::_convolution_pointwise"]
         path = next(f for f in net.build_to("onnx", tmp).files if f.suffix == ".onnx")
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        opts.enable_profiling, opts.profile_file_prefix = True, f"{tmp}/ort"
-        session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        session = onnxruntime_session(path, threads, profile_prefix=f"{tmp}/ort")
         for _ in range(rounds + 1):
             session.run(None, {"input": x.numpy()})
         runs: dict[str, list[float]] = {}
