@@ -70,16 +70,25 @@ def randomise(model: keras.Model, seed: int) -> None:
     model.set_weights(values)
 
 
-@pytest.fixture(scope="module")
-def apps(backend):
-    """alpha -> (graph, archc model, keras.applications model with random weights), at 128."""
-    out = {}
-    for i, alpha in enumerate(ALPHAS):
+class _Apps(dict):
+    """alpha -> (graph, archc model, keras.applications model with random weights), at 128, each
+    built on first use: the fast tier uses one width of four."""
+
+    def __init__(self, backend: typing.Any) -> None:
+        super().__init__()
+        self.backend = backend
+
+    def __missing__(self, alpha: float) -> tuple[typing.Any, typing.Any, typing.Any]:
         graph = a.lower(KERAS_SPEC, width=alpha, resolution=128)
         app = keras.applications.MobileNet(weights=None, alpha=alpha, input_shape=(128, 128, 3))
-        randomise(app, seed=i)
-        out[alpha] = (graph, backend.build(graph), app)
-    return out
+        randomise(app, seed=ALPHAS.index(alpha))
+        self[alpha] = (graph, self.backend.build(graph), app)
+        return self[alpha]
+
+
+@pytest.fixture(scope="module")
+def apps(backend) -> _Apps:
+    return _Apps(backend)
 
 
 def weight_table(model: keras.Model) -> list[tuple[str, list[tuple[str, tuple[int, ...]]]]]:
