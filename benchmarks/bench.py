@@ -508,7 +508,7 @@ def worker_timm(runs: int) -> list[Row]:
         size = models[ref].pretrained_cfg["input_size"][-1]
         for threads in (1, 2):
             torch.set_num_threads(threads)
-            for batch, n in ((1, runs * 10), (16, runs * 2)):
+            for batch, n in ((1, runs * 10), (16, runs * 4)):
                 x = torch.rand(batch, 3, size, size)
                 with torch.inference_mode():
                     cases = {k: (lambda m=m, x=x: m(x)) for k, m in models.items()}
