@@ -161,7 +161,7 @@ class _WindowedConvHandler(Handler):
 
     def padding(self, node: Conv2D | DepthwiseConv2D, graph: Graph) -> tuple[str, list[Call]]:
         style = padding_style(node, graph)
-        if style == "same" and _subsampled(node):
+        if style == "same" and _subsampled(node, graph):
             style = "explicit"  # SAME of the strided conv, applied before the stride-1 conv
         if style in ("valid", "same"):
             return str(style), []
@@ -181,8 +181,8 @@ class _WindowedConvHandler(Handler):
             "dilation_rate": _pair_or_int(node.dilation),
             "use_bias": node.use_bias,
         }
-        if _subsampled(node):
-            # Keras refuses strides > 1 with dilation_rate > 1: stride 1, then subsample (exact).
+        if _subsampled(node, graph):
+            # a stride Keras refuses or TensorFlow miscomputes: stride 1, then subsample (exact)
             cls = f"Subsampled{cls}"
             kwargs["strides"] = 1
             kwargs["subsample"] = tuple(node.stride)
@@ -194,13 +194,19 @@ class _WindowedConvHandler(Handler):
         return [*pre, conv]
 
 
-def _subsampled(node: Conv2D | DepthwiseConv2D) -> bool:
+def _subsampled(node: Conv2D | DepthwiseConv2D, graph: Graph) -> bool:
     """Strides Keras cannot run in one layer: with a dilation (any conv), or unequal in height
-    and width for a depthwise conv (TensorFlow's depthwise kernel needs equal strides)."""
+    and width for a depthwise conv (TensorFlow's depthwise kernel needs equal strides); and the
+    strides TensorFlow 2.21's oneDNN convolution gets wrong: a Conv2D on one input channel with
+    height stride 1 and a wider width stride, making one output column, returns garbage for a
+    batch of more than one (tests/backends/test_keras_strided_dilated.py)."""
     if node.stride == (1, 1):
         return False
     unequal = isinstance(node, DepthwiseConv2D) and node.stride[0] != node.stride[1]
-    return node.dilation != (1, 1) or unequal
+    one_column = (
+        isinstance(node, Conv2D) and node.stride[0] == 1 and node.shape[1] == 1 and graph[node.inputs[0]].shape[-1] == 1
+    )
+    return node.dilation != (1, 1) or unequal or one_column
 
 
 def _zero_padding_arg(p: Pad4) -> tuple[tuple[int, int], tuple[int, int]]:

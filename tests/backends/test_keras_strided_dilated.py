@@ -74,3 +74,36 @@ def test_depthwise_with_unequal_strides_builds_by_composition() -> None:
     assert net.graph.output_shape == (9, 5, 2)
     assert net.parity(("torch", "keras")).ok
     assert net.parity(("torch", "keras"), dtype="float64").ok
+
+
+@pytest.mark.parametrize(
+    ("size", "kernel", "stride", "padding"),
+    [((3, 3), 2, (1, 3), "same"), ((6, 5), 3, (1, 4), "valid"), ((9, 7), (5, 2), (1, 7), "same")],
+)
+def test_one_output_column_at_a_wide_stride_on_one_channel(size, kernel, stride, padding) -> None:
+    """Found by the property tests: TensorFlow 2.21's oneDNN Conv2D on one input channel, with
+    height stride 1 and a wider width stride that leaves one output column, returns garbage
+    (values up to 1e25) for a batch of more than one; archc composes it as a stride-1 conv and
+    a subsample, checked here against numpy in float64."""
+    text = f"archc: 1\nname: column\ninput: {{size: {list(size)}, channels: 1}}\nlayers:\n"
+    text += f"  - {{op: conv, filters: 3, kernel: {kernel if isinstance(kernel, int) else list(kernel)}, "
+    text += f"stride: {list(stride)}, padding: {padding}, name: c}}\n"
+    net = a.compile(a.load_text(text))
+    g, wts = net.graph, W.init(net.graph, seed=3)
+    x = np.random.default_rng(5).normal(size=(4, *size, 1)).astype(np.float32)
+    got = get_backend("keras").run(g, net.build("keras", weights=wts), x, ["c"])["c"]
+
+    top, bottom, left, right = g["c"].padding
+    xp = np.pad(x.astype(np.float64), ((0, 0), (top, bottom), (left, right), (0, 0)))
+    kernel_ = wts["c.kernel"].astype(np.float64)  # (kh, kw, 1, filters)
+    kh, kw = kernel_.shape[:2]
+    oh, ow = g["c"].shape[:2]
+    want = np.zeros((4, oh, ow, 3))
+    for i in range(oh):
+        for j in range(ow):
+            patch = xp[:, i * stride[0] : i * stride[0] + kh, j * stride[1] : j * stride[1] + kw, :]
+            want[:, i, j] = np.einsum("bhwc,hwco->bo", patch, kernel_)
+    if "c.bias" in wts:
+        want += wts["c.bias"]
+    assert ow == 1
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
