@@ -162,3 +162,77 @@ def test_tensorflow_profiler_rule(
     convolutions, counted = net.cost("torch").macs, tensorflow_profiler_macs(net)
     assert (round(counted / 1e9, digits) == macs) is fits, counted
     assert (convolutions > (macs + 0.5 * 10**-digits) * 1e9) is below_floor, convolutions
+
+
+# -- the papers' architecture tables ---------------------------------------------------------
+
+
+def stage_table(net: a.Compiled) -> list[tuple]:
+    """Per stage of Keras-named blocks (``block{stage}{letter}_``): operator, expansion, kernel,
+    squeeze-excite, stride, input resolution, output channels and number of blocks; the stem and
+    the head as a paper's table lists them."""
+    graph = net.graph
+    convs = [n for n in graph.nodes if n.op in ("conv2d", "depthwise_conv2d")]
+    stem, top = graph["stem_conv"], graph["top_conv"]
+    rows: list[tuple] = [("Conv", 1, stem.kernel[0], False, stem.stride[0], graph.input_shape[0], stem.shape[-1], 1)]
+    stages: dict[str, dict[str, list]] = {}
+    for node in convs:
+        if node.name.startswith("block"):
+            block = node.name.split("_")[0]  # block4a
+            stages.setdefault(block[5:-1], {}).setdefault(block, []).append(node)
+    for blocks in stages.values():
+        first = next(iter(blocks.values()))
+        by_role = {n.name.split("_", 1)[1]: n for n in first}
+        dw = next((n for role, n in by_role.items() if role.startswith("dwconv")), None)
+        expand, project = by_role.get("expand_conv"), by_role["project_conv"]
+        inputs = graph[first[0].inputs[0]].shape
+        operator = "MBConv" if dw is not None else "Fused-MBConv"
+        kernel = (dw or expand or project).kernel[0]
+        expansion = expand.shape[-1] // inputs[-1] if expand is not None else 1
+        stride = max(n.stride[0] for n in first)
+        se = "se_reduce" in by_role
+        rows.append((operator, expansion, kernel, se, stride, inputs[0], project.shape[-1], len(blocks)))
+    rows.append(("Conv", 1, top.kernel[0], False, 1, graph[top.inputs[0]].shape[0], top.shape[-1], 1))
+    return rows
+
+
+EFFICIENTNET_B0_TABLE_1 = [
+    # operator, expansion, kernel, squeeze-excite, stride, input resolution, channels, layers
+    ("Conv", 1, 3, False, 2, 224, 32, 1),
+    ("MBConv", 1, 3, True, 1, 112, 16, 1),
+    ("MBConv", 6, 3, True, 2, 112, 24, 2),
+    ("MBConv", 6, 5, True, 2, 56, 40, 2),
+    ("MBConv", 6, 3, True, 2, 28, 80, 3),
+    ("MBConv", 6, 5, True, 1, 14, 112, 3),
+    ("MBConv", 6, 5, True, 2, 14, 192, 4),
+    ("MBConv", 6, 3, True, 1, 7, 320, 1),
+    ("Conv", 1, 1, False, 1, 7, 1280, 1),
+]
+"""Tan & Le 2019, Table 1 (EfficientNet-B0): operator (MBConv{expansion}, k{kernel}), input
+resolution, channels and layers per stage; strides as the resolutions change (stage 6 keeps
+14x14, stage 7 halves it; the paper's MBConv blocks all carry squeeze-excite, section 4)."""
+
+EFFICIENTNETV2_S_TABLE_4 = [
+    ("Conv", 1, 3, False, 2, 384, 24, 1),
+    ("Fused-MBConv", 1, 3, False, 1, 192, 24, 2),
+    ("Fused-MBConv", 4, 3, False, 2, 192, 48, 4),
+    ("Fused-MBConv", 4, 3, False, 2, 96, 64, 4),
+    ("MBConv", 4, 3, True, 2, 48, 128, 6),
+    ("MBConv", 6, 3, True, 1, 24, 160, 9),
+    ("MBConv", 6, 3, True, 2, 24, 256, 15),
+    ("Conv", 1, 1, False, 1, 12, 1280, 1),
+]
+"""Tan & Le 2021, Table 4 (EfficientNetV2-S): operator, expansion, kernel, SE0.25 or none,
+stride, channels and layers per stage (the table gives no resolutions: these are at the
+variant's 384)."""
+
+
+@pytest.mark.parametrize(
+    ("spec", "variant", "table"),
+    [
+        ("efficientnet", "b0", EFFICIENTNET_B0_TABLE_1),
+        pytest.param("efficientnet_v2", "s", EFFICIENTNETV2_S_TABLE_4, marks=pytest.mark.slow),
+    ],
+)
+def test_architecture_table(spec: str, variant: str, table: list[tuple]) -> None:
+    assert stage_table(a.compile(ROOT / "specs" / f"{spec}.yaml", variant=variant)) == table
