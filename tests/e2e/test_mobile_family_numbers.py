@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -167,31 +168,42 @@ def test_tensorflow_profiler_rule(
 # -- the papers' architecture tables ---------------------------------------------------------
 
 
+ROLES = {
+    "expand": ("expand_conv", "conv_pw"),
+    "depthwise": ("dwconv", "conv_dw"),
+    "project": ("project_conv", "conv_pwl"),
+    "se": ("se_reduce", "se_conv_reduce"),
+}
+"""A block's convolutions by role, in Keras' names (``block4a_expand_conv``) and timm's
+(``block11_conv_pw``), after the block's own prefix."""
+
+
 def stage_table(net: a.Compiled) -> list[tuple]:
-    """Per stage of Keras-named blocks (``block{stage}{letter}_``): operator, expansion, kernel,
-    squeeze-excite, stride, input resolution, output channels and number of blocks; the stem and
-    the head as a paper's table lists them."""
+    """Per stage (consecutive blocks with the same output channels): operator, expansion,
+    kernel, squeeze-excite, stride, input resolution, output channels and number of blocks; the
+    stem and the head as a paper's table lists them."""
     graph = net.graph
-    convs = [n for n in graph.nodes if n.op in ("conv2d", "depthwise_conv2d")]
-    stem, top = graph["stem_conv"], graph["top_conv"]
+    stem = next(graph[name] for name in ("stem_conv", "conv_stem") if name in graph)
+    top = next(graph[name] for name in ("top_conv", "conv_head") if name in graph)
+    blocks: dict[str, dict[str, Any]] = {}
+    for node in graph.nodes:
+        if node.op in ("conv2d", "depthwise_conv2d") and node.name.startswith("block"):
+            prefix, role = node.name.split("_", 1)
+            for kind, names in ROLES.items():
+                if role in names or (kind == "depthwise" and role.startswith(names)):  # dwconv2: V2's
+                    blocks.setdefault(prefix, {"input": graph[node.inputs[0]].shape})[kind] = node
     rows: list[tuple] = [("Conv", 1, stem.kernel[0], False, stem.stride[0], graph.input_shape[0], stem.shape[-1], 1)]
-    stages: dict[str, dict[str, list]] = {}
-    for node in convs:
-        if node.name.startswith("block"):
-            block = node.name.split("_")[0]  # block4a
-            stages.setdefault(block[5:-1], {}).setdefault(block, []).append(node)
-    for blocks in stages.values():
-        first = next(iter(blocks.values()))
-        by_role = {n.name.split("_", 1)[1]: n for n in first}
-        dw = next((n for role, n in by_role.items() if role.startswith("dwconv")), None)
-        expand, project = by_role.get("expand_conv"), by_role["project_conv"]
-        inputs = graph[first[0].inputs[0]].shape
+    for block in blocks.values():
+        dw, expand, project = block.get("depthwise"), block.get("expand"), block["project"]
+        channels = project.shape[-1]
+        if len(rows) > 1 and rows[-1][6] == channels:
+            rows[-1] = (*rows[-1][:7], rows[-1][7] + 1)
+            continue
         operator = "MBConv" if dw is not None else "Fused-MBConv"
         kernel = (dw or expand or project).kernel[0]
-        expansion = expand.shape[-1] // inputs[-1] if expand is not None else 1
-        stride = max(n.stride[0] for n in first)
-        se = "se_reduce" in by_role
-        rows.append((operator, expansion, kernel, se, stride, inputs[0], project.shape[-1], len(blocks)))
+        expansion = expand.shape[-1] // block["input"][-1] if expand is not None else 1
+        stride = max(n.stride[0] for n in (expand, dw, project) if n is not None)
+        rows.append((operator, expansion, kernel, "se" in block, stride, block["input"][0], channels, 1))
     rows.append(("Conv", 1, top.kernel[0], False, 1, graph[top.inputs[0]].shape[0], top.shape[-1], 1))
     return rows
 
@@ -227,10 +239,29 @@ stride, channels and layers per stage (the table gives no resolutions: these are
 variant's 384)."""
 
 
+MNASNET_A1_FIGURE_7 = [
+    ("Conv", 1, 3, False, 2, 224, 32, 1),
+    ("MBConv", 1, 3, False, 1, 112, 16, 1),
+    ("MBConv", 6, 3, False, 2, 112, 24, 2),
+    ("MBConv", 3, 5, True, 2, 56, 40, 3),
+    ("MBConv", 6, 3, False, 2, 28, 80, 4),
+    ("MBConv", 6, 3, True, 1, 14, 112, 2),
+    ("MBConv", 6, 5, True, 2, 14, 160, 3),
+    ("MBConv", 6, 3, False, 1, 7, 320, 1),
+    ("Conv", 1, 1, False, 1, 7, 1280, 1),
+]
+"""Tan et al. 2019 (MnasNet), Figure 7(a), MnasNet-A1: SepConv (k3x3; here an MBConv of
+expansion 1 without squeeze-excite), MBConv6/3 with their kernels and SE marks, repeats and
+output sizes 112, 56, 28, 14, 14, 7, 7 (strides where the size halves); the 1x1 head conv to
+1280 before the pooling, which the figure draws as "Pooling, FC", is timm's and the reference
+code's."""
+
+
 @pytest.mark.parametrize(
     ("spec", "variant", "table"),
     [
         ("efficientnet", "b0", EFFICIENTNET_B0_TABLE_1),
+        ("mnasnet", "a1", MNASNET_A1_FIGURE_7),
         pytest.param("efficientnet_v2", "s", EFFICIENTNETV2_S_TABLE_4, marks=pytest.mark.slow),
     ],
 )
